@@ -1,0 +1,377 @@
+"""``collect``: turn a config into a dataset, resuming whatever a previous run left undone.
+
+``collect(cfg)`` is the Python API behind the ``collect`` command (tests call it directly). It
+validates the config, builds env and policy once, opens the dataset under its writer lock,
+checks that a resumed run has the same data-affecting config, plans the missing episode ids,
+runs them on the configured runner with commits at the checkpoint cadence, repacks small
+shards at the end and returns a summary.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import platform
+import re
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from collector import format as fmt
+from collector.envs import env_package_version, env_spec_to_json, make_env
+from collector.errors import ConfigMismatchError, UsageError
+from collector.policies import Policy, as_policy
+from collector.recorder import EpisodeRecorder
+from collector.seeding import draw_entropy
+from collector.spaces import check_supported
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CollectResult", "Committer", "collect", "data_config", "default_dataset_id"]
+
+#: Keys whose change alters the data; a resumed run must match them (DESIGN.md section 6).
+DATA_KEYS = ("env", "env_kwargs", "max_episode_steps", "policy", "seed", "record_infos")
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    """What a ``collect`` run did."""
+
+    dataset_id: str
+    path: Path
+    total_episodes: int
+    total_steps: int
+    dataset_bytes: int
+    new_episodes: int
+    new_steps: int
+    wall_seconds: float
+    fingerprint: str
+
+    @property
+    def steps_per_second(self) -> float:
+        """New steps recorded per wall-clock second (0 for a no-op run)."""
+        return self.new_steps / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def noop(self) -> bool:
+        """True when the dataset was already complete."""
+        return self.new_episodes == 0
+
+
+def _container(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-") or "x"
+
+
+def _policy_name(policy_cfg: Mapping[str, Any]) -> str:
+    target = str(policy_cfg.get("_target_", "policy")).rsplit(".", 1)[-1]
+    return _slug(re.sub(r"(?i)policy$", "", target) or target)
+
+
+def default_dataset_id(env_id: str, policy_name: str) -> str:
+    """A dataset id derived from the env and policy, e.g. ``cartpole-v1/random-v0``.
+
+    >>> default_dataset_id("ALE/Pong-v5", "random")
+    'ale/pong-v5/random-v0'
+    """
+    env_part = "/".join(_slug(seg) for seg in env_id.split(":")[-1].split("/"))
+    return f"{env_part}/{_slug(policy_name)}-v0"
+
+
+def data_config(cfg: Mapping[str, Any], env_package: str | None) -> dict[str, Any]:
+    """The data-affecting part of a collect config, as stored in provenance."""
+    out = {key: cfg.get(key) for key in DATA_KEYS}
+    out["env_package"] = env_package
+    return out
+
+
+def build_policy(policy_cfg: Mapping[str, Any], env: Any) -> Policy:
+    """Instantiate the ``policy`` config once per process (it may hold a model).
+
+    ``_target_`` may name a class or factory (called with the config's other keys, plus
+    ``action_space``/``observation_space`` when it accepts them) or a plain ``f(obs)`` function
+    (wrapped as it is, with the other keys bound as keyword arguments).
+
+    Raises:
+        UsageError: the target cannot be imported or rejects its arguments.
+    """
+    from hydra.utils import get_object
+
+    cfg = dict(policy_cfg)
+    target = cfg.pop("_target_", None)
+    if not target:
+        raise UsageError("policy has no _target_; use policy=random or set policy._target_")
+    try:
+        obj = get_object(str(target))
+    except Exception as e:
+        raise UsageError(
+            f"policy._target_={target!r} cannot be imported ({e.__class__.__name__}); check the "
+            "module path and that its package is installed"
+        ) from e
+    if not callable(obj):
+        raise UsageError(f"policy._target_={target!r} is not a class or function")
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    extra = {"action_space": env.action_space, "observation_space": env.observation_space}
+    if inspect.isclass(obj) or "action_space" in params or "observation_space" in params:
+        kwargs = {**{k: v for k, v in extra.items() if k in params or takes_kwargs}, **cfg}
+        try:
+            return as_policy(obj(**kwargs))
+        except TypeError as e:
+            raise UsageError(f"policy._target_={target!r} rejected its arguments: {e}") from e
+    if cfg:
+        import functools
+
+        obj = functools.partial(obj, **cfg)
+    return as_policy(obj)
+
+
+class Committer:
+    """Writes the recorder's finished episodes as shards at the checkpoint cadence.
+
+    A commit happens after an episode when ``every_episodes`` episodes, ``every_seconds``
+    seconds or ``every_mb`` MiB of data have accumulated since the last one, whichever first.
+    """
+
+    def __init__(
+        self,
+        writer: fmt.DatasetWriter,
+        recorder: EpisodeRecorder,
+        *,
+        every_episodes: int | None,
+        every_seconds: float | None,
+        every_mb: float | None,
+        compression: str,
+    ) -> None:
+        self.writer = writer
+        self.recorder = recorder
+        self.every_episodes = every_episodes
+        self.every_seconds = every_seconds
+        self.every_bytes = None if every_mb is None else every_mb * MB
+        self.compression = compression
+        self._since = time.monotonic()
+        self.commits = 0
+
+    def after_episode(self) -> None:
+        """Commit if the cadence says so."""
+        rec = self.recorder
+        if (
+            (self.every_episodes is not None and rec.num_finished >= self.every_episodes)
+            or (self.every_bytes is not None and rec.nbytes >= self.every_bytes)
+            or (
+                self.every_seconds is not None
+                and time.monotonic() - self._since >= self.every_seconds
+            )
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write and commit whatever is finished."""
+        batch = self.recorder.take()
+        self._since = time.monotonic()
+        if batch is None:
+            return
+        self.writer.write_shard(batch, self.compression)
+        self.writer.commit()
+        self.commits += 1
+
+
+def _positive(value: Any, key: str, *, allow_none: bool = True, integer: bool = False) -> Any:
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    if integer:
+        ok = ok and float(value).is_integer()
+    if not ok:
+        kind = "a positive integer" if integer else "a positive number"
+        raise UsageError(f"{key}={value!r} must be {kind}" + (" or null" if allow_none else ""))
+    return int(value) if integer else value
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("harvest", "gymnasium", "numpy", "h5py", "hydra-core", "omegaconf"):
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def collect(
+    cfg: DictConfig | Mapping[str, Any],
+    *,
+    overrides: list[str] | None = None,
+    policy_name: str | None = None,
+    progress: Callable[[int, int], None] | bool | None = None,
+) -> CollectResult:
+    """Collect ``cfg.episodes`` episodes into ``cfg.dataset_id``, resuming a previous run.
+
+    Args:
+        cfg: a ``conf/collect.yaml`` config (DictConfig or plain dict).
+        overrides: the command-line overrides, stored in provenance.
+        policy_name: name used in the default dataset id (default: from ``policy._target_``).
+        progress: True for a progress bar, False/None for none.
+
+    Raises:
+        UsageError: bad config, unknown env or policy, unsupported space, or a resume whose
+            data-affecting config differs (``ConfigMismatchError``).
+        LockHeldError: another process is writing the dataset.
+        CollectionError: the env or policy raised; finished episodes are committed first.
+    """
+    conf = _container(cfg)
+    episodes = _positive(conf.get("episodes"), "episodes", allow_none=False, integer=True)
+    ckpt = conf.get("checkpoint") or {}
+    storage = conf.get("storage") or {}
+    every_episodes = _positive(
+        ckpt.get("every_episodes"), "checkpoint.every_episodes", integer=True
+    )
+    every_seconds = _positive(ckpt.get("every_seconds"), "checkpoint.every_seconds")
+    every_mb = _positive(ckpt.get("every_mb"), "checkpoint.every_mb")
+    shard_mb = _positive(storage.get("shard_mb", 256), "storage.shard_mb", allow_none=False)
+    compression = str(storage.get("compression", "gzip"))
+    fmt.parse_compression(compression)
+    runner = (conf.get("runner") or {}).get("name", "local")
+    if runner != "local":
+        raise UsageError(f"runner={runner!r} is not available yet; use runner=local")
+    seed = conf.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise UsageError(f"seed={seed!r} must be a non-negative integer or null")
+    env_id = conf.get("env")
+    if not isinstance(env_id, str) or not env_id:
+        raise UsageError("env is not set; pass env=<Gymnasium id>, e.g. env=CartPole-v1")
+    policy_cfg = conf.get("policy") or {}
+    dataset_id = conf.get("dataset_id") or default_dataset_id(
+        env_id, policy_name or _policy_name(policy_cfg)
+    )
+    fmt.parse_dataset_id(dataset_id)
+    root = conf.get("datasets_root")
+
+    env = make_env(env_id, conf.get("env_kwargs"), conf.get("max_episode_steps"))
+    try:
+        check_supported(env.observation_space, "observation")
+        check_supported(env.action_space, "action")
+        policy = build_policy(policy_cfg, env)
+        spec = env.spec
+        wanted = data_config(conf, env_package_version(spec))
+        with fmt.DatasetWriter(dataset_id, root) as writer:
+            entropy = _open_generation(writer, conf, wanted, overrides, spec, env)
+            todo = np.setdiff1d(np.arange(episodes, dtype=np.int64), writer.committed_ids())
+            recorder = EpisodeRecorder(
+                env.observation_space, env.action_space, bool(conf.get("record_infos"))
+            )
+            committer = Committer(
+                writer,
+                recorder,
+                every_episodes=every_episodes,
+                every_seconds=every_seconds,
+                every_mb=every_mb,
+                compression=compression,
+            )
+            start = time.perf_counter()
+            if len(todo):
+                log.info("collecting %d episode(s) into %s", len(todo), dataset_id)
+                from collector.runners.local import run_local
+
+                new_steps = run_local(env, policy, recorder, committer, todo, entropy, progress)
+                writer.repack(int(shard_mb * MB), compression)
+            else:
+                new_steps = 0
+                log.info("%s already has episodes 0..%d; nothing to do", dataset_id, episodes - 1)
+            wall = time.perf_counter() - start
+            meta = writer.meta
+            assert meta is not None
+            return CollectResult(
+                dataset_id=dataset_id,
+                path=writer.path,
+                total_episodes=meta["total_episodes"],
+                total_steps=meta["total_steps"],
+                dataset_bytes=meta["dataset_bytes"],
+                new_episodes=len(todo),
+                new_steps=new_steps,
+                wall_seconds=wall,
+                fingerprint=meta["fingerprint"],
+            )
+    finally:
+        env.close()
+
+
+def _open_generation(
+    writer: fmt.DatasetWriter,
+    conf: dict[str, Any],
+    wanted: dict[str, Any],
+    overrides: list[str] | None,
+    spec: Any,
+    env: Any,
+) -> int:
+    """Check a resume against the last commit, or start a new generation; return the entropy."""
+    if writer.exists and not conf.get("overwrite"):
+        assert writer.meta is not None
+        prov = writer.meta.get("provenance") or {}
+        stored = prov.get("data_config")
+        if stored is None or "seed_entropy" not in prov:
+            raise ConfigMismatchError(
+                f"dataset {writer.dataset_id!r} was not written by collect; pick another "
+                "dataset_id or pass overwrite=true"
+            )
+        keys = _mismatch(stored, wanted)
+        if keys:
+            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in keys)
+            raise ConfigMismatchError(
+                f"dataset {writer.dataset_id!r} was collected with different data-affecting "
+                f"config ({detail}); use another dataset_id or pass overwrite=true",
+                keys=tuple(keys),
+            )
+        return int(prov["seed_entropy"])
+    seed = conf.get("seed")
+    entropy = int(seed) if seed is not None else draw_entropy()
+    authors = conf.get("metadata") or {}
+    writer.start(
+        fmt.new_metadata(
+            env.observation_space,
+            env.action_space,
+            env_spec_to_json(spec),
+            record_infos=bool(conf.get("record_infos")),
+            provenance={
+                "command": "collect",
+                "config": conf,
+                "overrides": list(overrides or []),
+                "data_config": wanted,
+                "seed_entropy": entropy,
+                "versions": _versions(),
+                "git_commit": _git_commit(),
+            },
+            **{k: v for k, v in authors.items() if v is not None},
+        )
+    )
+    return entropy

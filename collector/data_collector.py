@@ -1,0 +1,407 @@
+"""``DataCollector``: a Gymnasium wrapper that records everything the env does (Minari's API).
+
+Differences from Minari's, all on purpose: episodes are recorded into columnar numpy buffers
+and spilled to hidden temp shards under ``<root>/.tmp/`` (so a long loop does not grow memory,
+``create_dataset`` is a rename, and a crash leaves nothing the next collector does not clean);
+per-episode seeds and options are kept; infos whose keys change do not crash recording.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from collector import format as fmt
+from collector.envs import env_spec_to_json
+from collector.errors import DatasetExistsError, UsageError
+from collector.recorder import EpisodeRecorder
+from collector.spaces import check_supported, space_to_json
+
+__all__ = ["DataCollector", "DatasetSummary", "StepDataCallback"]
+
+DEFAULT_SPILL_BYTES = 32 * 1024 * 1024
+_OWNER = ".owner"
+
+
+class StepDataCallback:
+    """Minari's step-data hook: return the dict recorded for one step (override to edit)."""
+
+    def __call__(
+        self,
+        env: gym.Env,
+        obs: Any,
+        info: dict[str, Any],
+        action: Any = None,
+        rew: Any = None,
+        terminated: Any = None,
+        truncated: Any = None,
+    ) -> dict[str, Any]:
+        """Return ``{observation, action, reward, terminated, truncated, info}``."""
+        return {
+            "observation": obs,
+            "action": action,
+            "reward": rew,
+            "terminated": terminated,
+            "truncated": truncated,
+            "info": info,
+        }
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What ``create_dataset`` and ``add_to_dataset`` committed."""
+
+    dataset_id: str
+    path: Path
+    total_episodes: int
+    total_steps: int
+    fingerprint: str
+
+
+def _instance(cb: Any) -> Any:
+    return cb() if isinstance(cb, type) else cb
+
+
+def cleanup_spills(root: str | os.PathLike[str] | None = None) -> int:
+    """Remove spill folders whose collector process is gone; returns how many."""
+    base = fmt.datasets_root(root) / fmt.SPILL_DIR
+    removed = 0
+    if not base.is_dir():
+        return 0
+    for d in base.iterdir():
+        owner = d / _OWNER
+        try:
+            fd = os.open(owner, os.O_RDWR)
+        except FileNotFoundError:
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live collector owns it
+        finally:
+            os.close(fd)
+        shutil.rmtree(d, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+class DataCollector(gym.Wrapper):
+    """Record an environment's episodes while your own loop drives it.
+
+    Args:
+        env: the environment to wrap.
+        step_data_callback: Minari-style class or instance called each step; returns the
+            dict to record (e.g. a subset of the observation).
+        episode_metadata_callback: class or instance called with each finished episode's
+            arrays (``rewards``, ``terminations``, ``truncations``); its JSON-able dict is
+            stored per episode.
+        record_infos: record ``info`` dicts (T+1 rows per episode, reset info first).
+        observation_space: the stored observation space (default: the env's).
+        action_space: the stored action space (default: the env's).
+        compression: ``none | lzf | gzip[:level]`` for the shards.
+        spill_bytes: finished episodes are spilled to temp shards beyond this many bytes.
+        root: datasets root (default ``$HARVEST_DATASETS``).
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        step_data_callback: Any = None,
+        episode_metadata_callback: Any = None,
+        record_infos: bool = False,
+        observation_space: gym.Space | None = None,
+        action_space: gym.Space | None = None,
+        data_format: str | None = None,
+        *,
+        compression: str = "gzip",
+        spill_bytes: int = DEFAULT_SPILL_BYTES,
+        root: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(env)
+        if data_format not in (None, "hdf5"):
+            raise UsageError(f"data_format={data_format!r}: harvest writes its own HDF5 shards")
+        self._obs_space = observation_space or env.observation_space
+        self._act_space = action_space or env.action_space
+        check_supported(self._obs_space, "observation")
+        check_supported(self._act_space, "action")
+        fmt.parse_compression(compression)
+        self._step_cb = _instance(step_data_callback)
+        if isinstance(self._step_cb, StepDataCallback) and type(self._step_cb) is StepDataCallback:
+            self._step_cb = None  # the default changes nothing: keep the fast path
+        self._meta_cb = _instance(episode_metadata_callback)
+        self.record_infos = record_infos
+        self.compression = compression
+        self.spill_bytes = spill_bytes
+        self._root = fmt.datasets_root(root)
+        cleanup_spills(self._root)
+        self._spill_dir: Path | None = None
+        self._owner_fd: int | None = None
+        self._new_storage()
+
+    @property
+    def observation_space(self) -> gym.Space:
+        """The stored observation space."""
+        return self._obs_space
+
+    @property
+    def action_space(self) -> gym.Space:
+        """The stored action space."""
+        return self._act_space
+
+    # -- storage ---------------------------------------------------------------------------
+
+    def _new_storage(self) -> None:
+        self._recorder = EpisodeRecorder(self._obs_space, self._act_space, self.record_infos)
+        self._spills: list[Path] = []
+        self._next_id = 0
+        self._last: tuple[Any, Any] | None = None
+
+    def _ensure_spill_dir(self) -> Path:
+        if self._spill_dir is None:
+            d = self._root / fmt.SPILL_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            d.mkdir(parents=True)
+            self._owner_fd = os.open(d / _OWNER, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._owner_fd, fcntl.LOCK_EX)
+            self._spill_dir = d
+        return self._spill_dir
+
+    def _spill(self) -> None:
+        batch = self._recorder.take()
+        if batch is None:
+            return
+        batch.table["digest"] = fmt.episode_digests(batch)
+        image = fmt.build_shard_bytes(batch, self.compression)
+        path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"
+        path.write_bytes(image)
+        self._spills.append(path)
+
+    def _end_episode(self, force_truncate: bool) -> None:
+        rec = self._recorder
+        if rec.in_episode:
+            rec.end_episode(force_truncate, self._meta_cb)
+            if rec.nbytes >= self.spill_bytes:
+                self._spill()
+
+    # -- the Env API -------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset and start recording an episode.
+
+        A reset in mid-episode marks its last step truncated; a reset with no steps is dropped.
+        With ``seed=None`` a 64-bit seed is drawn and stored, so every episode can be replayed.
+        """
+        self._end_episode(force_truncate=True)
+        if seed is None:
+            seed = secrets.randbits(64)
+        obs, info = self.env.reset(seed=seed, options=options)
+        if self._step_cb is not None:
+            data = self._step_cb(env=self.env, obs=obs, info=info)
+            obs, info = data["observation"], data["info"]
+        self._recorder.begin_episode(self._next_id, seed, options, obs, info)
+        self._next_id += 1
+        self._last = (obs, info)
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        """Step and record.
+
+        Stepping past a terminal state starts a new episode from the last observation, with
+        no seed (as Minari does).
+        """
+        if not self._recorder.in_episode:
+            if self._last is None:
+                raise gym.error.ResetNeeded("call reset() before step() on a DataCollector")
+            self._recorder.begin_episode(self._next_id, None, None, *self._last)
+            self._next_id += 1
+        obs, rew, terminated, truncated, info = self.env.step(action)
+        if self._step_cb is None:
+            self._recorder.add_step(action, obs, rew, terminated, truncated, info)
+        else:
+            d = self._step_cb(self.env, obs, info, action, rew, terminated, truncated)
+            self._recorder.add_step(
+                d["action"],
+                d["observation"],
+                d["reward"],
+                d["terminated"],
+                d["truncated"],
+                d["info"],
+            )
+            obs, info = d["observation"], d["info"]
+        self._last = (obs, info)
+        if terminated or truncated:
+            self._end_episode(force_truncate=False)
+        return obs, rew, terminated, truncated, info
+
+    # -- datasets ------------------------------------------------------------------------
+
+    def _flush(self) -> list[Path]:
+        self._end_episode(force_truncate=True)
+        self._spill()
+        return list(self._spills)
+
+    def create_dataset(
+        self,
+        dataset_id: str,
+        eval_env: str | gym.Env | gym.envs.registration.EnvSpec | None = None,
+        algorithm_name: str | None = None,
+        author: str | set[str] | None = None,
+        author_email: str | set[str] | None = None,
+        code_permalink: str | None = None,
+        ref_min_score: float | None = None,
+        ref_max_score: float | None = None,
+        expert_policy: Callable[[Any], Any] | None = None,
+        num_episodes_average_score: int = 100,
+        description: str | None = None,
+        requirements: list[str] | None = None,
+    ) -> DatasetSummary:
+        """Commit everything recorded so far as a new dataset, then start afresh.
+
+        Raises:
+            DatasetExistsError: the id is taken (use ``add_to_dataset`` to extend it).
+        """
+        fmt.parse_dataset_id(dataset_id)
+        if expert_policy is not None and ref_max_score is not None:
+            raise UsageError("pass expert_policy or ref_max_score, not both")
+        fields = {
+            "algorithm_name": algorithm_name,
+            "author": author,
+            "author_email": author_email,
+            "code_permalink": code_permalink,
+            "description": description,
+            "requirements": requirements,
+            "ref_min_score": ref_min_score,
+            "ref_max_score": ref_max_score,
+            "eval_env_spec": _eval_env_spec(eval_env),
+        }
+        if expert_policy is not None:
+            fields.update(
+                _reference_scores(eval_env or self.env, expert_policy, num_episodes_average_score)
+            )
+        with fmt.DatasetWriter(dataset_id, self._root) as writer:
+            if writer.exists:
+                raise DatasetExistsError(
+                    f"dataset {dataset_id!r} already exists at {writer.path}; delete it, pick "
+                    "another id, or use add_to_dataset",
+                    dataset_id=dataset_id,
+                )
+            spills = self._flush()
+            writer.start(
+                fmt.new_metadata(
+                    self._obs_space,
+                    self._act_space,
+                    env_spec_to_json(self.env.spec),
+                    record_infos=self.record_infos,
+                    provenance={"created_by": "DataCollector"},
+                    **fields,
+                )
+            )
+            return self._adopt(writer, spills, id_offset=0)
+
+    def add_to_dataset(self, dataset: Any) -> DatasetSummary:
+        """Append everything recorded so far to an existing dataset (an id or a dataset object)."""
+        dataset_id = dataset if isinstance(dataset, str) else getattr(dataset, "id", None)
+        if dataset_id is None:
+            dataset_id = dataset.spec.dataset_id
+        with fmt.DatasetWriter(dataset_id, self._root) as writer:
+            if not writer.exists:
+                fmt.read_metadata(writer.path, dataset_id)  # raises DatasetNotFoundError
+            assert writer.meta is not None
+            for key, space in (
+                ("observation_space", self._obs_space),
+                ("action_space", self._act_space),
+            ):
+                if writer.meta[key] != space_to_json(space):
+                    raise UsageError(
+                        f"cannot add to {dataset_id!r}: its {key} differs from this collector's"
+                    )
+            ids = writer.committed_ids()
+            offset = int(ids.max()) + 1 if len(ids) else 0
+            return self._adopt(writer, self._flush(), id_offset=offset)
+
+    def _adopt(
+        self, writer: fmt.DatasetWriter, spills: list[Path], id_offset: int
+    ) -> DatasetSummary:
+        for path in spills:
+            writer.adopt_shard(path, id_offset=id_offset, compression=self.compression)
+        meta = writer.commit()
+        self._close_spill_dir()
+        self._new_storage()
+        return DatasetSummary(
+            writer.dataset_id,
+            writer.path,
+            meta["total_episodes"],
+            meta["total_steps"],
+            meta["fingerprint"],
+        )
+
+    def _close_spill_dir(self) -> None:
+        if self._spill_dir is not None:
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            self._spill_dir = None
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
+
+    def close(self) -> None:
+        """Close the env and drop anything recorded but not committed."""
+        self._close_spill_dir()
+        super().close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close_spill_dir()
+
+
+def _eval_env_spec(eval_env: Any) -> dict[str, Any] | None:
+    if eval_env is None:
+        return None
+    if isinstance(eval_env, str):
+        return env_spec_to_json(gym.spec(eval_env))
+    if isinstance(eval_env, gym.envs.registration.EnvSpec):
+        return env_spec_to_json(eval_env)
+    return env_spec_to_json(eval_env.spec)
+
+
+def _reference_scores(
+    env_like: Any, policy: Callable[[Any], Any], episodes: int
+) -> dict[str, float]:
+    """Mean return of ``policy`` (ref max) and of uniform random actions (ref min), seeded."""
+    from collector.policies import RandomPolicy, as_policy
+
+    def mean_return(make_policy: Callable[[gym.Env], Any]) -> float:
+        env = (
+            gym.make(env_like)
+            if isinstance(env_like, str | gym.envs.registration.EnvSpec)
+            else gym.make(env_like.spec)
+        )
+        pol = as_policy(make_policy(env))
+        total = 0.0
+        for i in range(episodes):
+            pol.reset(123 + i)
+            obs, _ = env.reset(seed=123 + i)
+            done = False
+            while not done:
+                obs, r, te, tr, _ = env.step(pol.act(obs))
+                total += float(r)
+                done = te or tr
+        env.close()
+        return total / episodes
+
+    return {
+        "ref_max_score": mean_return(lambda env: policy),
+        "ref_min_score": mean_return(lambda env: RandomPolicy(env.action_space)),
+    }

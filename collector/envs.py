@@ -1,0 +1,86 @@
+"""Making environments from config and describing them in metadata."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import json
+import warnings
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.envs.registration import EnvSpec
+
+from collector.errors import HarvestWarning, UsageError
+
+__all__ = ["env_package_version", "env_spec_to_json", "make_env"]
+
+
+def make_env(
+    env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None
+) -> gym.Env:
+    """``gym.make`` with a one-line error for unknown ids (with close matches).
+
+    Raises:
+        UsageError: the id is not registered, or the env rejects ``env_kwargs``.
+    """
+    kwargs = dict(env_kwargs or {})
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = int(max_episode_steps)
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as e:
+        if env_id not in gym.registry and ":" not in env_id:
+            close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else "; see gymnasium.pprint_registry()"
+            )
+            raise UsageError(
+                f"env={env_id!r} is not a registered Gymnasium environment{hint}"
+            ) from e
+        raise UsageError(f"cannot make env={env_id!r}: {e}") from e
+    except ModuleNotFoundError as e:
+        raise UsageError(f"env={env_id!r} needs the module {e.name!r}; install it and retry") from e
+    except TypeError as e:
+        raise UsageError(f"env={env_id!r} rejected env_kwargs={kwargs}: {e}") from e
+
+
+def env_spec_to_json(spec: EnvSpec | None) -> dict[str, Any] | None:
+    """``EnvSpec.to_json()`` as a dict; kwargs that are not JSON become repr strings (warned)."""
+    if spec is None:
+        return None
+    try:
+        return json.loads(spec.to_json())
+    except (TypeError, ValueError, gym.error.Error):
+        pass
+    safe = {}
+    for key, value in spec.kwargs.items():
+        try:
+            json.dumps(value, allow_nan=False)
+            safe[key] = value
+        except (TypeError, ValueError):
+            safe[key] = repr(value)
+    warnings.warn(
+        f"env spec {spec.id!r} has kwargs that are not JSON; they are stored as repr() strings, "
+        "so recover_environment may need them passed again",
+        HarvestWarning,
+        stacklevel=2,
+    )
+    from dataclasses import replace
+
+    return json.loads(replace(spec, kwargs=safe, additional_wrappers=()).to_json())
+
+
+def env_package_version(spec: EnvSpec | None) -> str | None:
+    """Version of the package that provides the env's entry point (data-affecting)."""
+    if spec is None or not isinstance(spec.entry_point, str):
+        return None
+    top = spec.entry_point.split(":")[0].split(".")[0]
+    for dist in importlib.metadata.packages_distributions().get(top, [top]):
+        try:
+            return f"{dist}=={importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None

@@ -1,0 +1,110 @@
+"""The harvest exception family.
+
+Every error a user can cause is a ``HarvestError``; the command-line tools print its message as
+one line and exit with ``exit_code`` (2 for usage mistakes, 1 for runtime failures)::
+
+    HarvestError(Exception)
+    ├── UsageError (exit 2)                      bad config, override, id, policy, env or space
+    │   ├── DatasetIdError(ValueError)           "../x-v0", "/abs-v0", "name" (no version)
+    │   ├── UnsupportedSpaceError(TypeError)     Graph, Sequence, OneOf
+    │   └── ConfigMismatchError                  resume with different data-affecting keys
+    ├── DatasetNotFoundError(FileNotFoundError)
+    ├── DatasetExistsError(FileExistsError)
+    ├── LockHeldError(BlockingIOError)           another writer holds the dataset lock
+    ├── CorruptDatasetError(OSError)             bad metadata.json, missing/changed shard
+    ├── FormatVersionError                       written by a newer harvest
+    ├── MissingExtraError(ImportError)           ``pip install "harvest[ray]"``
+    └── CollectionError                          an env or policy failed mid-run
+
+Extra fields have defaults, so pickle (and so Ray) can rebuild every class from its message.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CollectionError",
+    "ConfigMismatchError",
+    "CorruptDatasetError",
+    "DatasetExistsError",
+    "DatasetIdError",
+    "DatasetNotFoundError",
+    "FormatVersionError",
+    "HarvestError",
+    "HarvestWarning",
+    "LockHeldError",
+    "MissingExtraError",
+    "UnsupportedSpaceError",
+    "UsageError",
+]
+
+
+class HarvestError(Exception):
+    """Root of every error a harvest user can cause."""
+
+    exit_code: int = 1
+
+
+class HarvestWarning(UserWarning):
+    """Warnings about misuse or lossy recording (e.g. an info value that cannot be stored)."""
+
+
+class UsageError(HarvestError):
+    """The request itself is wrong: config, override, id, policy, environment or space."""
+
+    exit_code = 2
+
+
+class DatasetIdError(UsageError, ValueError):
+    """A dataset id that does not match ``[namespace/...]name-vN``."""
+
+
+class UnsupportedSpaceError(UsageError, TypeError):
+    """A Gymnasium space harvest cannot store (Graph, Sequence, OneOf, custom spaces)."""
+
+
+class ConfigMismatchError(UsageError):
+    """Re-running into an existing dataset with different data-affecting config."""
+
+    def __init__(self, message: str, *, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
+class DatasetNotFoundError(HarvestError, FileNotFoundError):
+    """No dataset with that id under the datasets root."""
+
+    def __init__(self, message: str, *, dataset_id: str | None = None) -> None:
+        super().__init__(message)
+        self.dataset_id = dataset_id
+
+
+class DatasetExistsError(HarvestError, FileExistsError):
+    """Refusing to replace a dataset that already exists."""
+
+    def __init__(self, message: str, *, dataset_id: str | None = None) -> None:
+        super().__init__(message)
+        self.dataset_id = dataset_id
+
+
+class LockHeldError(HarvestError, BlockingIOError):
+    """Another process is writing this dataset."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class CorruptDatasetError(HarvestError, OSError):
+    """A dataset file is missing, unreadable or does not match its recorded checksum."""
+
+
+class FormatVersionError(HarvestError):
+    """The dataset was written in a newer format than this harvest reads."""
+
+
+class MissingExtraError(HarvestError, ImportError):
+    """An optional feature's dependencies are not installed."""
+
+
+class CollectionError(HarvestError):
+    """An environment or policy failed while collecting; committed data is safe."""

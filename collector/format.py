@@ -1,0 +1,1020 @@
+"""Dataset format v1: the one module that knows file names, HDF5 keys and the commit protocol.
+
+A dataset is a folder ``<root>/<id>/`` holding ``metadata.json`` (the commit point, replaced
+atomically) and ``data/shard-<seq>-<hash8>.h5`` files (immutable, mode 0444, whole episodes,
+columnar). See DESIGN.md section 4. Writers hold ``<root>/.locks/<id>.lock``.
+
+Contents:
+    ids and paths    ``parse_dataset_id``, ``datasets_root``, ``dataset_path``
+    episode batches  ``EpisodeBatch`` (columnar episodes in memory), ``concat_batches``
+    digests          ``episode_digests``, ``fingerprint``
+    shards           ``build_shard_bytes``, ``read_shard``, ``read_shard_table``
+    metadata         ``read_metadata``, ``dumps_metadata``
+    writing          ``DatasetLock``, ``DatasetWriter`` (write shard, commit, repack, cleanup)
+    checking         ``verify_dataset``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import h5py
+import numpy as np
+
+from collector.errors import (
+    CorruptDatasetError,
+    DatasetIdError,
+    DatasetNotFoundError,
+    FormatVersionError,
+    LockHeldError,
+    UsageError,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION: Final = 1
+METADATA_FILE: Final = "metadata.json"
+METADATA_TMP: Final = "metadata.json.tmp"
+DATA_DIR: Final = "data"
+LOCKS_DIR: Final = ".locks"
+SPILL_DIR: Final = ".tmp"
+SHARD_RE: Final = re.compile(r"^shard-(\d{6,})-([0-9a-f]{8})\.h5$")
+# Keep shards readable by older HDF5 (Minari, TorchRL users) [review 9e].
+LIBVER: Final = ("earliest", "v110")
+CHUNK_BYTES: Final = 512 * 1024
+MASK_SUFFIX: Final = "@mask"
+GROUPS: Final = ("observations", "actions")
+STEP_COLUMNS: Final = ("rewards", "terminations", "truncations")
+TABLE_FIELDS: Final = (
+    "id",
+    "seed",
+    "has_seed",
+    "length",
+    "obs_offset",
+    "step_offset",
+    "return",
+    "terminated",
+    "truncated",
+    "digest",
+    "options",
+    "metadata",
+)
+_SEGMENT = r"[A-Za-z0-9_-]+"
+_ID_RE: Final = re.compile(
+    rf"^(?:(?P<ns>{_SEGMENT}(?:/{_SEGMENT})*)/)?(?P<name>{_SEGMENT})-v(?P<v>\d+)$"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# ids and paths
+
+
+def parse_dataset_id(dataset_id: str) -> tuple[str | None, str, int]:
+    """Split ``[namespace/...]name-vN`` into (namespace, name, version), refusing anything else.
+
+    >>> parse_dataset_id("cartpole/random-v0")
+    ('cartpole', 'random', 0)
+
+    Raises:
+        DatasetIdError: for paths (``..``, absolute, backslashes), empty segments or no version.
+    """
+    if not isinstance(dataset_id, str) or not dataset_id:
+        raise DatasetIdError(
+            f"dataset id {dataset_id!r} is empty; use [namespace/]name-vN, e.g. cartpole/random-v0"
+        )
+    match = _ID_RE.match(dataset_id)
+    if match is None:
+        if "-v" not in dataset_id.rsplit("/", 1)[-1]:
+            why = "has no version suffix"
+        elif ".." in dataset_id or dataset_id.startswith("/") or "\\" in dataset_id:
+            why = "is a path, not an id"
+        elif "//" in dataset_id or dataset_id.endswith("/"):
+            why = "has an empty segment"
+        else:
+            why = "has a character outside [A-Za-z0-9_-] or a bad version"
+        raise DatasetIdError(
+            f"dataset id {dataset_id!r} {why}; use [namespace/]name-vN with segments of "
+            "[A-Za-z0-9_-], e.g. cartpole/random-v0"
+        )
+    return match["ns"], match["name"], int(match["v"])
+
+
+def datasets_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The datasets root: ``root``, else ``$HARVEST_DATASETS``, else ``~/.harvest/datasets``."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("HARVEST_DATASETS")
+    return Path(env) if env else Path.home() / ".harvest" / "datasets"
+
+
+def dataset_path(dataset_id: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Folder of ``dataset_id`` under the datasets root (the id is validated first)."""
+    parse_dataset_id(dataset_id)
+    return datasets_root(root) / dataset_id
+
+
+# --------------------------------------------------------------------------------------------
+# columnar episodes in memory
+
+
+@dataclass
+class EpisodeBatch:
+    """Whole episodes, columnar, as a shard holds them.
+
+    ``observations``/``infos`` columns have ``sum(T_i + 1)`` rows, ``actions`` and the step
+    columns ``sum(T_i)``. ``table`` holds one entry per episode (see ``TABLE_FIELDS``);
+    ``digest`` may be missing until ``episode_digests`` fills it.
+    """
+
+    observations: dict[str, np.ndarray]
+    actions: dict[str, np.ndarray]
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    table: dict[str, Any]
+    infos: dict[str, np.ndarray] | None = None
+    info_masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def num_episodes(self) -> int:
+        """Episodes in the batch."""
+        return len(self.table["id"])
+
+    @property
+    def num_steps(self) -> int:
+        """Steps (transitions) in the batch."""
+        return len(self.rewards)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of step data held in memory."""
+        arrays = [*self.observations.values(), *self.actions.values()]
+        arrays += [self.rewards, self.terminations, self.truncations]
+        arrays += [*(self.infos or {}).values(), *self.info_masks.values()]
+        return sum(a.nbytes for a in arrays)
+
+    def info_schema(self) -> dict[str, dict[str, Any]] | None:
+        """Info columns as ``{name: {"dtype", "shape"}}``, or None when infos are not recorded."""
+        if self.infos is None:
+            return None
+        return {
+            k: {"dtype": v.dtype.str, "shape": list(v.shape[1:])} for k, v in self.infos.items()
+        }
+
+
+def make_table(
+    ids: Sequence[int],
+    seeds: Sequence[int | None],
+    lengths: Sequence[int],
+    returns: Sequence[float],
+    terminated: Sequence[bool],
+    truncated: Sequence[bool],
+    options: Sequence[Any],
+    metadata: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """Build an episode table from per-episode values (offsets derived from lengths)."""
+    n = len(ids)
+    length = np.asarray(lengths, dtype=np.int64).reshape(n)
+    obs_offset, step_offset = _offsets(length)
+    return {
+        "id": np.asarray(ids, dtype=np.int64).reshape(n),
+        "seed": np.asarray([0 if s is None else s for s in seeds], dtype=np.uint64).reshape(n),
+        "has_seed": np.asarray([s is not None for s in seeds], dtype=bool).reshape(n),
+        "length": length,
+        "obs_offset": obs_offset,
+        "step_offset": step_offset,
+        "return": np.asarray(returns, dtype=np.float64).reshape(n),
+        "terminated": np.asarray(terminated, dtype=bool).reshape(n),
+        "truncated": np.asarray(truncated, dtype=bool).reshape(n),
+        "options": [None if o is None else _canonical_json(o) for o in options],
+        "metadata": [None if m is None else _canonical_json(m) for m in (metadata or [None] * n)],
+    }
+
+
+def _offsets(length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row offsets of each episode: observations have T+1 rows, steps T."""
+    step_offset = np.zeros(len(length), np.int64)
+    np.cumsum(length[:-1], out=step_offset[1:])
+    return step_offset + np.arange(len(length), dtype=np.int64), step_offset
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def concat_batches(batches: Sequence[EpisodeBatch]) -> EpisodeBatch:
+    """Concatenate batches (e.g. small shards being repacked), unioning info columns."""
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+
+    def cat(key: str) -> dict[str, np.ndarray]:
+        return {
+            n: np.concatenate([getattr(b, key)[n] for b in batches]) for n in getattr(first, key)
+        }
+
+    table = {
+        k: (
+            sum((list(b.table[k]) for b in batches), [])
+            if k == "options"
+            else np.concatenate([b.table[k] for b in batches])
+        )
+        for k in first.table
+    }
+    table["obs_offset"], table["step_offset"] = _offsets(table["length"])
+    infos, masks = _concat_infos(batches)
+    return EpisodeBatch(
+        observations=cat("observations"),
+        actions=cat("actions"),
+        rewards=np.concatenate([b.rewards for b in batches]),
+        terminations=np.concatenate([b.terminations for b in batches]),
+        truncations=np.concatenate([b.truncations for b in batches]),
+        table=table,
+        infos=infos,
+        info_masks=masks,
+    )
+
+
+def _concat_infos(
+    batches: Sequence[EpisodeBatch],
+) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray]]:
+    if all(b.infos is None for b in batches):
+        return None, {}
+    names: dict[str, np.ndarray] = {}
+    for b in batches:
+        for n, col in (b.infos or {}).items():
+            proto = names.get(n)
+            dtype = col.dtype if proto is None else np.result_type(proto.dtype, col.dtype)
+            names[n] = np.empty((0, *col.shape[1:]), dtype)
+    infos: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    for n, proto in names.items():
+        parts, mparts = [], []
+        for b in batches:
+            rows = int(b.table["length"].sum()) + b.num_episodes
+            if b.infos is not None and n in b.infos:
+                parts.append(b.infos[n].astype(proto.dtype, copy=False))
+                mparts.append(b.info_masks[n])
+            else:
+                parts.append(np.zeros((rows, *proto.shape[1:]), proto.dtype))
+                mparts.append(np.zeros(rows, bool))
+        infos[n], masks[n] = np.concatenate(parts), np.concatenate(mparts)
+    return infos, masks
+
+
+# --------------------------------------------------------------------------------------------
+# digests and fingerprint
+
+
+def episode_digests(batch: EpisodeBatch) -> np.ndarray:
+    """Per-episode sha256 over the episode's data, seed and options, but not its id.
+
+    Shard boundaries, compression and ids do not enter, so the dataset fingerprint depends on
+    the data alone. Returns an ``(n, 32)`` uint8 array.
+    """
+    t = batch.table
+    out = np.zeros((batch.num_episodes, 32), np.uint8)
+    obs_cols = sorted(batch.observations.items())
+    act_cols = sorted(batch.actions.items())
+    info_cols = sorted((batch.infos or {}).items())
+    mask_cols = [(n, batch.info_masks[n]) for n, _ in info_cols]
+    step_cols = [
+        ("rewards", batch.rewards),
+        ("terminations", batch.terminations),
+        ("truncations", batch.truncations),
+    ]
+    headers = {
+        id(arr): f"{name}|{arr.dtype.str}|{arr.shape[1:]}".encode()
+        for name, arr in [*obs_cols, *act_cols, *info_cols, *mask_cols, *step_cols]
+    }
+    for e in range(batch.num_episodes):
+        length = int(t["length"][e])
+        o0, s0 = int(t["obs_offset"][e]), int(t["step_offset"][e])
+        h = hashlib.sha256(b"harvest-episode-v1")
+        h.update(b"seed:" + (str(int(t["seed"][e])).encode() if t["has_seed"][e] else b"none"))
+        h.update(b"options:" + (t["options"][e] or "null").encode())
+        h.update(b"infos:" + (b"yes" if batch.infos is not None else b"no"))
+        for group, rows in (
+            (obs_cols, slice(o0, o0 + length + 1)),
+            (info_cols, slice(o0, o0 + length + 1)),
+            (mask_cols, slice(o0, o0 + length + 1)),
+            (act_cols, slice(s0, s0 + length)),
+            (step_cols, slice(s0, s0 + length)),
+        ):
+            for _, arr in group:
+                h.update(headers[id(arr)])
+                h.update(np.ascontiguousarray(arr[rows]).data)
+        out[e] = np.frombuffer(h.digest(), np.uint8)
+    return out
+
+
+def fingerprint(ids: np.ndarray, digests: np.ndarray) -> str:
+    """Dataset fingerprint: sha256 of per-episode digests in episode-id order."""
+    order = np.argsort(ids, kind="stable")
+    return hashlib.sha256(np.ascontiguousarray(digests[order]).data).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# shards
+
+
+def parse_compression(spec: str | None) -> tuple[str | None, int | None]:
+    """Parse ``none | lzf | gzip[:level]`` into h5py's (compression, compression_opts).
+
+    >>> parse_compression("gzip:6"), parse_compression("none")
+    (('gzip', 6), (None, None))
+    """
+    text = "none" if spec is None else str(spec).strip().lower()
+    name, _, level = text.partition(":")
+    if name in ("none", "lzf") and not level:
+        return (None if name == "none" else "lzf"), None
+    if name == "gzip" and (not level or (level.isdigit() and 0 <= int(level) <= 9)):
+        return "gzip", int(level) if level else 4
+    raise UsageError(f"storage.compression={spec!r} is not valid; use none, lzf, gzip or gzip:0-9")
+
+
+def _dataset_kwargs(arr: np.ndarray, compression: str | None, level: int | None) -> dict[str, Any]:
+    if compression is None or len(arr) == 0:
+        return {}
+    row_bytes = max(1, arr[:1].nbytes)
+    rows = int(max(1, min(len(arr), CHUNK_BYTES // row_bytes)))
+    kw: dict[str, Any] = {"chunks": (rows, *arr.shape[1:]), "compression": compression}
+    if level is not None:
+        kw["compression_opts"] = level
+        kw["shuffle"] = arr.dtype.itemsize > 1
+    return kw
+
+
+def _h5name(group: str, name: str) -> str:
+    return f"{group}/{name}" if name else group
+
+
+def build_shard_bytes(batch: EpisodeBatch, compression: str | None = "gzip") -> bytes:
+    """Encode ``batch`` as an HDF5 file image in memory (digests must be in ``batch.table``)."""
+    comp, level = parse_compression(compression)
+    with h5py.File(
+        f"shard-{uuid.uuid4().hex}", "w", driver="core", backing_store=False, libver=LIBVER
+    ) as f:
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["info_schema"] = json.dumps(batch.info_schema())
+        for group in GROUPS:
+            for name, arr in getattr(batch, group).items():
+                f.create_dataset(
+                    _h5name(group, name), data=arr, **_dataset_kwargs(arr, comp, level)
+                )
+        for name in STEP_COLUMNS:
+            arr = getattr(batch, name)
+            f.create_dataset(name, data=arr, **_dataset_kwargs(arr, comp, level))
+        if batch.infos is not None:
+            g = f.create_group("infos")
+            for name, arr in batch.infos.items():
+                g.create_dataset(name, data=arr, **_dataset_kwargs(arr, comp, level))
+                g.create_dataset(name + MASK_SUFFIX, data=batch.info_masks[name])
+        tab = f.create_group("episodes")
+        for key in TABLE_FIELDS:
+            value = batch.table[key]
+            if key in ("options", "metadata"):
+                value = np.array(["" if o is None else o for o in value], dtype=h5py.string_dtype())
+            tab.create_dataset(key, data=value)
+        f.flush()
+        return f.id.get_file_image()
+
+
+def _open_shard(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r", locking=False)
+    except FileNotFoundError as e:
+        raise CorruptDatasetError(
+            f"shard {path} is missing; the dataset was changed underneath this reader "
+            "(refresh() it) or damaged (run verify)"
+        ) from e
+    except OSError as e:
+        raise CorruptDatasetError(
+            f"shard {path} is not a readable HDF5 file ({e}); run verify"
+        ) from e
+
+
+def _read_table(f: h5py.File) -> dict[str, Any]:
+    tab = f["episodes"]
+    out: dict[str, Any] = {}
+    for key in TABLE_FIELDS:
+        if key in ("options", "metadata"):
+            out[key] = [o.decode() or None for o in tab[key][()]]
+        else:
+            out[key] = tab[key][()]
+    return out
+
+
+def read_shard_table(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a shard's episode table only (no step data)."""
+    with _open_shard(Path(path)) as f:
+        return _read_table(f)
+
+
+def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:
+    """Read a whole shard back into an ``EpisodeBatch``."""
+    with _open_shard(Path(path)) as f:
+
+        def group(name: str) -> dict[str, np.ndarray]:
+            node = f[name]
+            if isinstance(node, h5py.Dataset):
+                return {"": node[()]}
+            out: dict[str, np.ndarray] = {}
+            node.visititems(
+                lambda n, obj: (
+                    out.__setitem__(n, obj[()]) if isinstance(obj, h5py.Dataset) else None
+                )
+            )
+            return out
+
+        infos = masks = None
+        if "infos" in f:
+            both = group("infos")
+            masks = {n[: -len(MASK_SUFFIX)]: v for n, v in both.items() if n.endswith(MASK_SUFFIX)}
+            infos = {n: v for n, v in both.items() if not n.endswith(MASK_SUFFIX)}
+        return EpisodeBatch(
+            observations=group("observations"),
+            actions=group("actions"),
+            rewards=f["rewards"][()],
+            terminations=f["terminations"][()],
+            truncations=f["truncations"][()],
+            table=_read_table(f),
+            infos=infos,
+            info_masks=masks or {},
+        )
+
+
+def shard_name(seq: int, sha256: str) -> str:
+    """Unique, never-reused shard file name [review 8]."""
+    return f"shard-{seq:06d}-{sha256[:8]}.h5"
+
+
+# --------------------------------------------------------------------------------------------
+# metadata
+
+
+def dumps_metadata(meta: dict[str, Any]) -> str:
+    """Strict JSON (no NaN/Infinity) for ``metadata.json``."""
+    return json.dumps(meta, indent=1, allow_nan=False, default=_json_default) + "\n"
+
+
+def read_metadata(path: str | os.PathLike[str], dataset_id: str | None = None) -> dict[str, Any]:
+    """Read and check ``<path>/metadata.json`` (Minari's lenient JSON is accepted).
+
+    Raises:
+        DatasetNotFoundError: no dataset at ``path``.
+        CorruptDatasetError: the file is not valid JSON or not an object.
+        FormatVersionError: written by a newer harvest.
+    """
+    file = Path(path) / METADATA_FILE
+    label = dataset_id or str(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise DatasetNotFoundError(
+            f"no dataset {label!r} at {path} (no {METADATA_FILE}); check the id and "
+            "$HARVEST_DATASETS, or collect it first",
+            dataset_id=dataset_id,
+        ) from e
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CorruptDatasetError(
+            f"{file} is not valid JSON ({e.msg} at line {e.lineno}); restore it from a copy "
+            "or re-collect the dataset"
+        ) from e
+    if not isinstance(meta, dict):
+        raise CorruptDatasetError(f"{file} does not hold a JSON object; re-collect the dataset")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"dataset {label!r} uses format version {version}, newer than this harvest reads "
+            f"({FORMAT_VERSION}); upgrade harvest"
+        )
+    return meta
+
+
+# --------------------------------------------------------------------------------------------
+# durable file operations (the commit protocol, DESIGN.md section 4)
+
+
+def fsync_path(path: Path) -> None:
+    """Fsync a file or directory by path (h5py's close does not fsync)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via ``<path>.tmp``: write, fsync, replace, fsync the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_path(path.parent)
+
+
+# --------------------------------------------------------------------------------------------
+# locking
+
+
+class DatasetLock:
+    """Exclusive writer lock at ``<root>/.locks/<id>.lock`` (outside the dataset tree) [review 8].
+
+    The holder's pid is written after the lock is taken, so a refused writer can name it.
+    """
+
+    def __init__(self, dataset_id: str, root: str | os.PathLike[str] | None = None) -> None:
+        parse_dataset_id(dataset_id)
+        self.dataset_id = dataset_id
+        self.path = datasets_root(root) / LOCKS_DIR / f"{dataset_id}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> DatasetLock:
+        """Take the lock or raise ``LockHeldError`` naming the holder's pid."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            pid = int(holder) if holder.isdigit() else None
+            raise LockHeldError(
+                f"dataset {self.dataset_id!r} is being written by another process "
+                f"(pid {holder or 'unknown'}); wait for it to finish or stop it",
+                pid=pid,
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Release the lock (the lock file stays; it is reused)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DatasetLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _id_ranges(ids: np.ndarray) -> list[list[int]]:
+    """Compress sorted-or-not ids into [start, stop) runs, in the given order."""
+    if len(ids) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [len(ids)]])
+    return [[int(ids[a]), int(ids[b - 1]) + 1] for a, b in zip(starts, stops, strict=True)]
+
+
+def ids_from_ranges(ranges: Iterable[Sequence[int]]) -> np.ndarray:
+    """Expand [start, stop) runs back into ids."""
+    parts = [np.arange(a, b, dtype=np.int64) for a, b in ranges]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+class DatasetWriter:
+    """The single committer of one dataset: writes shards durably and commits the manifest.
+
+    Opening takes the writer lock, reads the last commit (if any), removes files no commit
+    references (temp files, shards of a crashed window or a replaced generation) and loads a
+    numpy index of committed episode ids and digests.
+    """
+
+    def __init__(self, dataset_id: str, root: str | os.PathLike[str] | None = None) -> None:
+        self.dataset_id = dataset_id
+        self.root = datasets_root(root)
+        self.path = dataset_path(dataset_id, self.root)
+        self.data_dir = self.path / DATA_DIR
+        self._lock = DatasetLock(dataset_id, self.root).acquire()
+        try:
+            self.meta: dict[str, Any] | None = (
+                read_metadata(self.path, dataset_id)
+                if (self.path / METADATA_FILE).exists()
+                else None
+            )
+            self._ids = np.zeros(0, np.int64)
+            self._digests = np.zeros((0, 32), np.uint8)
+            if self.meta is not None:
+                self._load_index()
+            self.cleanup()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        """True when the dataset has a commit."""
+        return self.meta is not None
+
+    def committed_ids(self) -> np.ndarray:
+        """Episode ids of the last commit (numpy, unsorted)."""
+        return self._ids
+
+    def _load_index(self) -> None:
+        assert self.meta is not None
+        ids, digests = [], []
+        for entry in self.meta.get("shards", []):
+            table = read_shard_table(self.data_dir / entry["file"])
+            ids.append(table["id"] + int(entry.get("id_offset", 0)))
+            digests.append(table["digest"])
+        if ids:
+            self._ids = np.concatenate(ids)
+            self._digests = np.concatenate(digests)
+
+    def cleanup(self) -> list[str]:
+        """Delete files in ``data/`` and the metadata temp file that no commit references."""
+        keep = {e["file"] for e in (self.meta or {}).get("shards", [])}
+        removed: list[str] = []
+        if self.data_dir.is_dir():
+            for p in self.data_dir.iterdir():
+                if p.name not in keep:
+                    _force_unlink(p)
+                    removed.append(p.name)
+        tmp = self.path / METADATA_TMP
+        if tmp.exists():
+            tmp.unlink()
+            removed.append(METADATA_TMP)
+        if removed:
+            log.info("removed %d uncommitted file(s) from %s", len(removed), self.path)
+        return removed
+
+    # -- generations -----------------------------------------------------------------------
+
+    def start(self, base: dict[str, Any]) -> None:
+        """Commit a new, empty generation with ``base`` metadata (new dataset or overwrite).
+
+        An overwrite swaps the manifest first; the old generation's shards are deleted after,
+        so a crash in between leaves only unreferenced files that the next writer removes.
+        """
+        old = [e["file"] for e in (self.meta or {}).get("shards", [])]
+        now = time.time()
+        self.meta = {
+            "format_version": FORMAT_VERSION,
+            "dataset_id": self.dataset_id,
+            **base,
+            "generation": uuid.uuid4().hex,
+            "created": now,
+            "next_shard_seq": 0,
+            "shards": [],
+        }
+        self._ids = np.zeros(0, np.int64)
+        self._digests = np.zeros((0, 32), np.uint8)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.commit()
+        for name in old:
+            _force_unlink(self.data_dir / name)
+
+    # -- shards ----------------------------------------------------------------------------
+
+    def write_shard(self, batch: EpisodeBatch, compression: str | None = "gzip") -> dict[str, Any]:
+        """Durably write ``batch`` as a new shard; it is part of the dataset after ``commit``."""
+        if self.meta is None:
+            raise RuntimeError("DatasetWriter.start() must be called before writing shards")
+        batch.table["digest"] = episode_digests(batch)
+        image = build_shard_bytes(batch, compression)
+        return self._add_image(image, batch.table, batch.info_schema(), compression, id_offset=0)
+
+    def adopt_shard(
+        self, src: Path, id_offset: int = 0, compression: str | None = None
+    ) -> dict[str, Any]:
+        """Move an already-written shard file (e.g. a DataCollector spill) into ``data/``.
+
+        ``src`` must be on the same filesystem; its episode ids are shifted by ``id_offset`` in
+        the manifest, never in the immutable file.
+        """
+        if self.meta is None:
+            raise RuntimeError("DatasetWriter.start() must be called before adopting shards")
+        with _open_shard(src) as f:
+            table = _read_table(f)
+            schema = json.loads(f.attrs.get("info_schema", "null"))
+        sha = _sha256_file(src)
+        name = self._next_name(sha)
+        dest = self.data_dir / name
+        os.chmod(src, 0o444)
+        fsync_path(src)
+        os.rename(src, dest)
+        fsync_path(self.data_dir)
+        return self._register(name, table, schema, compression, id_offset, sha, dest.stat().st_size)
+
+    def _next_name(self, sha: str) -> str:
+        assert self.meta is not None
+        seq = int(self.meta["next_shard_seq"])
+        self.meta["next_shard_seq"] = seq + 1
+        return shard_name(seq, sha)
+
+    def _add_image(
+        self,
+        image: bytes,
+        table: dict[str, Any],
+        schema: Any,
+        compression: str | None,
+        id_offset: int,
+    ) -> dict[str, Any]:
+        sha = hashlib.sha256(image).hexdigest()
+        name = self._next_name(sha)
+        tmp = self.data_dir / f".{name}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(image)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o444)
+        os.rename(tmp, self.data_dir / name)
+        fsync_path(self.data_dir)
+        return self._register(name, table, schema, compression, id_offset, sha, len(image))
+
+    def _register(
+        self,
+        name: str,
+        table: dict[str, Any],
+        schema: Any,
+        compression: str | None,
+        id_offset: int,
+        sha: str,
+        nbytes: int,
+    ) -> dict[str, Any]:
+        assert self.meta is not None
+        ids = table["id"] + id_offset
+        entry = {
+            "file": name,
+            "episodes": int(len(ids)),
+            "id_ranges": _id_ranges(ids),
+            "id_offset": int(id_offset),
+            "obs_rows": int(table["length"].sum() + len(ids)),
+            "step_rows": int(table["length"].sum()),
+            "bytes": int(nbytes),
+            "sha256": sha,
+            "compression": compression or "none",
+            "info_schema": schema,
+        }
+        self.meta["shards"].append(entry)
+        self._ids = np.concatenate([self._ids, ids])
+        self._digests = np.concatenate([self._digests, table["digest"]])
+        return entry
+
+    # -- commit ----------------------------------------------------------------------------
+
+    def commit(self, **updates: Any) -> dict[str, Any]:
+        """Atomically publish the current shard list (plus ``updates``) as the new commit."""
+        if self.meta is None:
+            raise RuntimeError("nothing to commit: call start() first")
+        meta = self.meta
+        meta.update(updates)
+        if len(np.unique(self._ids)) != len(self._ids):
+            raise CorruptDatasetError(
+                f"refusing to commit {self.dataset_id!r}: duplicate episode ids in the shard list"
+            )
+        meta["total_episodes"] = int(len(self._ids))
+        meta["total_steps"] = int(sum(e["step_rows"] for e in meta["shards"]))
+        meta["dataset_bytes"] = int(sum(e["bytes"] for e in meta["shards"]))
+        meta["fingerprint"] = fingerprint(self._ids, self._digests)
+        meta["updated"] = time.time()
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path / METADATA_FILE, dumps_metadata(meta).encode())
+        return meta
+
+    # -- repack ----------------------------------------------------------------------------
+
+    def repack(self, target_bytes: int, compression: str | None = "gzip") -> int:
+        """Merge runs of small shards into shards of about ``target_bytes``; returns shards merged.
+
+        A shard is small when under half the target. The fingerprint does not change: digests
+        ignore shard boundaries and compression.
+        """
+        assert self.meta is not None
+        shards = self.meta["shards"]
+        small = [e for e in shards if e["bytes"] < target_bytes // 2 and e.get("id_offset", 0) == 0]
+        if len(small) < 2:
+            return 0
+        groups: list[list[dict[str, Any]]] = [[]]
+        size = 0
+        for e in sorted(small, key=lambda e: e["id_ranges"][0][0] if e["id_ranges"] else -1):
+            if groups[-1] and size + e["bytes"] > target_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(e)
+            size += e["bytes"]
+        groups = [g for g in groups if len(g) > 1]
+        merged = 0
+        for group in groups:
+            batch = concat_batches([read_shard(self.data_dir / e["file"]) for e in group])
+            names = {e["file"] for e in group}
+            fingerprint_before = self.meta.get("fingerprint")
+            self.meta["shards"] = [e for e in self.meta["shards"] if e["file"] not in names]
+            keep_ids, keep_digests = self._ids, self._digests
+            self._ids, self._digests = _drop_ids(self._ids, self._digests, batch.table["id"])
+            try:
+                self.write_shard(batch, compression)
+            except BaseException:
+                self.meta["shards"].extend(group)
+                self._ids, self._digests = keep_ids, keep_digests
+                raise
+            meta = self.commit()
+            if fingerprint_before is not None and meta["fingerprint"] != fingerprint_before:
+                raise CorruptDatasetError("repack changed the fingerprint; this is a harvest bug")
+            for name in names:
+                _force_unlink(self.data_dir / name)
+            merged += len(group)
+        return merged
+
+    def close(self) -> None:
+        """Release the writer lock."""
+        self._lock.release()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _drop_ids(
+    ids: np.ndarray, digests: np.ndarray, drop: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    keep = ~np.isin(ids, drop)
+    return ids[keep], digests[keep]
+
+
+def _force_unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# verification
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify_dataset`` found: ``problems`` is empty for a sound dataset."""
+
+    dataset_id: str
+    episodes: int = 0
+    steps: int = 0
+    fingerprint: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong."""
+        return not self.problems
+
+
+def iter_shard_entries(meta: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The committed shard entries of a manifest."""
+    yield from meta.get("shards", [])
+
+
+def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) -> VerifyReport:
+    """Check a dataset against its manifest, recomputing digests and fingerprint from disk.
+
+    Every shard's sha256, episode ids and step data are checked; nothing is trusted from memory.
+    """
+    path = dataset_path(dataset_id, root)
+    report = VerifyReport(dataset_id)
+    meta = read_metadata(path, dataset_id)
+    all_ids, all_digests = [], []
+    for entry in iter_shard_entries(meta):
+        file = path / DATA_DIR / entry["file"]
+        if not file.exists():
+            report.problems.append(f"{entry['file']}: missing")
+            continue
+        if _sha256_file(file) != entry["sha256"]:
+            report.problems.append(f"{entry['file']}: sha256 mismatch (file changed or corrupt)")
+            continue
+        try:
+            batch = read_shard(file)
+        except (CorruptDatasetError, OSError, KeyError) as e:
+            report.problems.append(f"{entry['file']}: unreadable ({e})")
+            continue
+        ids = batch.table["id"] + int(entry.get("id_offset", 0))
+        if _id_ranges(ids) != entry["id_ranges"]:
+            report.problems.append(f"{entry['file']}: episode ids differ from the manifest")
+        digests = episode_digests(batch)
+        bad = np.flatnonzero(np.any(digests != batch.table["digest"], axis=1))
+        if len(bad):
+            report.problems.append(
+                f"{entry['file']}: {len(bad)} episode digest(s) do not match their data "
+                f"(first id {int(ids[bad[0]])})"
+            )
+        all_ids.append(ids)
+        all_digests.append(digests)
+        report.steps += batch.num_steps
+    ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
+    digests = np.concatenate(all_digests) if all_digests else np.zeros((0, 32), np.uint8)
+    report.episodes = len(ids)
+    if not report.problems:
+        report.fingerprint = fingerprint(ids, digests)
+        if report.fingerprint != meta.get("fingerprint"):
+            report.problems.append("fingerprint recomputed from disk differs from metadata.json")
+        if report.episodes != meta.get("total_episodes"):
+            report.problems.append("total_episodes in metadata.json differs from the shards")
+        if report.steps != meta.get("total_steps"):
+            report.problems.append("total_steps in metadata.json differs from the shards")
+    if len(np.unique(ids)) != len(ids):
+        report.problems.append("duplicate episode ids across shards")
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# metadata keys
+
+
+AUTHOR_FIELDS: Final = (
+    "author",
+    "author_email",
+    "algorithm_name",
+    "code_permalink",
+    "description",
+    "requirements",
+    "ref_min_score",
+    "ref_max_score",
+    "eval_env_spec",
+)
+
+
+def new_metadata(
+    observation_space: Any,
+    action_space: Any,
+    env_spec: dict[str, Any] | None,
+    *,
+    record_infos: bool,
+    provenance: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The descriptive part of a new dataset's ``metadata.json`` (DESIGN.md section 4).
+
+    ``fields`` takes the author fields (``AUTHOR_FIELDS``); None values are left out.
+    """
+    from collector.spaces import space_to_json
+
+    unknown = set(fields) - set(AUTHOR_FIELDS)
+    if unknown:
+        raise UsageError(f"unknown metadata field(s) {sorted(unknown)}; known: {AUTHOR_FIELDS}")
+    meta: dict[str, Any] = {
+        "observation_space": space_to_json(observation_space),
+        "action_space": space_to_json(action_space),
+        "env_spec": env_spec,
+        "record_infos": bool(record_infos),
+        "provenance": provenance or {},
+        "lineage": lineage,
+    }
+    for key in AUTHOR_FIELDS:
+        value = fields.get(key)
+        if value is not None:
+            meta[key] = sorted(value) if isinstance(value, set | frozenset) else value
+    return meta

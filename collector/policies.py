@@ -1,0 +1,139 @@
+"""Policies: what chooses actions during collection.
+
+The contract (DESIGN.md section 5) that keeps datasets reproducible whatever the layout:
+``reset(seed)`` is called before every episode with a seed derived from the episode id, and
+``act(obs)`` depends only on the observation, episode-local state and the policy's own stream
+seeded there. A policy may hold heavy state (a model): it is built once per process.
+
+Any object with ``act(obs)`` (and optionally ``reset(seed)``) is a policy; a plain callable
+``f(obs) -> action`` is wrapped by ``as_policy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from gymnasium import spaces
+
+__all__ = ["CallablePolicy", "CartPoleHeuristic", "Policy", "RandomPolicy", "as_policy"]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What collection needs from a policy."""
+
+    def reset(self, seed: int | None) -> None:
+        """Start an episode; draw all randomness from a stream seeded with ``seed``."""
+
+    def act(self, obs: Any) -> Any:
+        """Return the action for ``obs``."""
+
+
+class RandomPolicy:
+    """Uniform random actions from the policy's own per-episode stream.
+
+    Never uses the shared ``action_space.sample()`` RNG, which ``env.reset(seed=...)`` does
+    not seed. Discrete and bounded Box spaces draw uniforms in bulk (cheap per step); other
+    spaces sample from a private copy of the space seeded per episode.
+    """
+
+    _BULK = 256
+
+    def __init__(self, action_space: spaces.Space) -> None:
+        self.action_space = action_space
+        self._rng = np.random.default_rng(0)
+        self._buf = np.zeros(0)
+        self._i = 0
+        space = action_space
+        if isinstance(space, spaces.Discrete):
+            self._kind = "discrete"
+        elif (
+            isinstance(space, spaces.Box)
+            and space.dtype.kind == "f"
+            and space.is_bounded("both")
+            and space.shape == space.low.shape
+        ):
+            self._kind = "box"
+            self._low = space.low.astype(np.float64)
+            self._span = space.high.astype(np.float64) - self._low
+        else:
+            self._kind = "sample"
+            self._space = _private_copy(space)
+
+    def reset(self, seed: int | None) -> None:
+        """Reseed the per-episode stream."""
+        self._rng = np.random.default_rng(seed)
+        self._i = len(self._buf)  # force a refill from the new stream
+        if self._kind == "sample":
+            self._space.seed(None if seed is None else int(seed) % 2**63)
+
+    def act(self, obs: Any) -> Any:
+        """A uniformly random action; ``obs`` is ignored."""
+        if self._kind == "sample":
+            return self._space.sample()
+        if self._i >= len(self._buf):
+            shape = (self._BULK,) if self._kind == "discrete" else (self._BULK, *self._low.shape)
+            self._buf = self._rng.random(shape)
+            self._i = 0
+        u = self._buf[self._i]
+        self._i += 1
+        space = self.action_space
+        if self._kind == "discrete":
+            return space.dtype.type(space.start + int(u * int(space.n)))
+        return (self._low + u * self._span).astype(space.dtype)
+
+
+def _private_copy(space: spaces.Space) -> spaces.Space:
+    import copy
+
+    return copy.deepcopy(space)
+
+
+class CartPoleHeuristic:
+    """A deterministic CartPole-v1 controller that balances the pole (returns ~500).
+
+    Pushes the cart toward the side the pole is falling to, with a little damping from the
+    cart's own velocity.
+    """
+
+    def __init__(self, gain: float = 1.0) -> None:
+        self.gain = gain
+
+    def reset(self, seed: int | None) -> None:
+        """Deterministic: nothing to seed."""
+
+    def act(self, obs: Any) -> int:
+        """Push right (1) when the pole leans or falls right, else left (0)."""
+        x, x_dot, theta, theta_dot = (float(v) for v in obs)
+        return int(self.gain * (theta + 0.5 * theta_dot) + 0.01 * x + 0.1 * x_dot > 0)
+
+
+class CallablePolicy:
+    """Wrap ``f(obs) -> action`` as a policy (no randomness, nothing to reset)."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def reset(self, seed: int | None) -> None:
+        """Stateless: nothing to reset."""
+
+    def act(self, obs: Any) -> Any:
+        """Call the wrapped function."""
+        return self.fn(obs)
+
+
+def as_policy(obj: Any) -> Policy:
+    """Return ``obj`` as a ``Policy``: objects with ``act`` as they are, callables wrapped.
+
+    Raises:
+        TypeError: for anything else.
+    """
+    if hasattr(obj, "act"):
+        if not hasattr(obj, "reset"):
+            obj.reset = lambda seed: None
+        return obj
+    if callable(obj):
+        return CallablePolicy(obj)
+    raise TypeError(f"{type(obj).__name__} is not a policy: give it act(obs) or make it callable")

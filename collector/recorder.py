@@ -1,0 +1,340 @@
+"""Record episodes into growing columnar numpy buffers.
+
+``EpisodeRecorder`` is the hot path shared by ``DataCollector`` and the runners: one
+``add_step`` writes a handful of numpy rows (no per-step ``space.contains``, no per-step
+dicts), and ``take()`` hands the finished episodes over as an ``EpisodeBatch`` for a shard.
+
+Infos whose keys change between steps (e.g. ``RecordEpisodeStatistics`` adding ``episode`` at
+the end) get a dense column per leaf plus a presence mask (DESIGN.md section 4): a key that
+appears late is back-filled with zeros and mask False. Values that are not numeric arrays
+(strings, ragged lists) are dropped with one warning per key.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from collector.errors import CollectionError, HarvestWarning
+from collector.format import EpisodeBatch, make_table
+from collector.spaces import columns, escape_key, join_name, make_setter
+
+__all__ = ["EpisodeRecorder"]
+
+_MIN_ROWS = 1024
+
+
+class _Columns:
+    """Column arrays of one space that grow by doubling."""
+
+    def __init__(self, space: spaces.Space, rows: int) -> None:
+        self.specs = columns(space)
+        self.store: dict[str, np.ndarray] = {
+            c.name: np.zeros((rows, *c.shape), c.dtype) for c in self.specs
+        }
+        self.set = make_setter(space, self.store)
+
+    def grow(self, rows: int) -> None:
+        for name, arr in self.store.items():
+            new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
+            new[: len(arr)] = arr
+            self.store[name] = new
+
+    def cut(self, start: int, stop: int, rows: int) -> dict[str, np.ndarray]:
+        """Return rows [0, start) and keep [start, stop) at the front of fresh arrays."""
+        out = {}
+        for name, arr in self.store.items():
+            out[name] = arr[:start].copy()
+            new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
+            new[: stop - start] = arr[start:stop]
+            self.store[name] = new
+        return out
+
+
+class _Infos:
+    """Info columns plus presence masks, created when a key is first seen."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.cols: dict[str, np.ndarray] = {}
+        self.masks: dict[str, np.ndarray] = {}
+        self.dropped: set[str] = set()
+
+    def grow(self, rows: int) -> None:
+        for store in (self.cols, self.masks):
+            for name, arr in store.items():
+                new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
+                new[: len(arr)] = arr
+                store[name] = new
+        self.rows = rows
+
+    def cut(self, start: int, stop: int, rows: int) -> tuple[dict, dict]:
+        cols, masks = {}, {}
+        for store, out in ((self.cols, cols), (self.masks, masks)):
+            for name, arr in store.items():
+                out[name] = arr[:start].copy()
+                new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
+                new[: stop - start] = arr[start:stop]
+                store[name] = new
+        self.rows = rows
+        return cols, masks
+
+    def clear(self, start: int, stop: int) -> None:
+        """Forget rows [start, stop) (a dropped or discarded episode) so no mask stays set."""
+        for store in (self.cols, self.masks):
+            for arr in store.values():
+                arr[start:stop] = 0
+
+    def add(self, row: int, info: Mapping[str, Any], where: str) -> None:
+        for name, value in _flatten_info(info):
+            if value is None or name in self.dropped:
+                continue
+            col = self.cols.get(name)
+            arr = np.asarray(value)
+            if col is None:
+                col = self._new_column(name, arr)
+                if col is None:
+                    continue
+            elif arr.dtype != col.dtype:
+                dtype = np.result_type(col.dtype, arr.dtype)
+                if dtype != col.dtype:
+                    col = self.cols[name] = col.astype(dtype)
+            try:
+                col[row] = arr
+            except ValueError as e:
+                raise CollectionError(
+                    f"info key {name!r} changed shape from {col.shape[1:]} to {arr.shape} "
+                    f"at {where}; make the env's info shapes stable or set record_infos=false"
+                ) from e
+            self.masks[name][row] = True
+
+    def _new_column(self, name: str, arr: np.ndarray) -> np.ndarray | None:
+        conflict = any(n.startswith(name + "/") or name.startswith(n + "/") for n in self.cols)
+        if arr.dtype.kind not in "biuf" or conflict:
+            self.dropped.add(name)
+            why = "it is both a value and a dict" if conflict else f"{arr.dtype} is not numeric"
+            warnings.warn(
+                f"info key {name!r} is not recorded: {why}; convert it to a numeric array "
+                "in a wrapper or step_data_callback to keep it",
+                HarvestWarning,
+                stacklevel=4,
+            )
+            return None
+        self.cols[name] = np.zeros((self.rows, *arr.shape), arr.dtype)
+        self.masks[name] = np.zeros(self.rows, bool)
+        return self.cols[name]
+
+
+def _flatten_info(info: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in info.items():
+        name = join_name(prefix, escape_key(str(key)))
+        if isinstance(value, Mapping):
+            out.extend(_flatten_info(value, name))
+        else:
+            out.append((name, value))
+    return out
+
+
+class EpisodeRecorder:
+    """Columnar buffers for whole episodes; ``take()`` returns the finished ones.
+
+    Args:
+        observation_space: the stored observation space (checked once, here).
+        action_space: the stored action space.
+        record_infos: keep ``info`` dicts (T+1 rows per episode, the reset info first).
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        record_infos: bool = False,
+        rows: int = _MIN_ROWS,
+    ) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.record_infos = record_infos
+        self._obs = _Columns(observation_space, rows)
+        self._act = _Columns(action_space, rows)
+        self._obs_cap = self._step_cap = rows
+        self._rew = np.zeros(rows, np.float64)
+        self._term = np.zeros(rows, bool)
+        self._trunc = np.zeros(rows, bool)
+        self._infos = _Infos(rows) if record_infos else None
+        self._o = 0  # next observation row
+        self._t = 0  # next step row
+        self._ep_o = self._ep_t = 0  # first rows of the open episode
+        self._open: tuple[int, int | None, Any] | None = None  # (id, seed, options)
+        self._done: list[tuple[int, int | None, Any, int, float, bool, bool, Any]] = []
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def in_episode(self) -> bool:
+        """True between ``begin_episode`` and ``end_episode``."""
+        return self._open is not None
+
+    @property
+    def episode_steps(self) -> int:
+        """Steps recorded in the open episode."""
+        return self._t - self._ep_t
+
+    @property
+    def num_finished(self) -> int:
+        """Finished episodes not yet taken."""
+        return len(self._done)
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate bytes of recorded data held (finished and open episodes)."""
+        per_obs = sum(
+            int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in self._obs.specs
+        )
+        per_act = sum(
+            int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in self._act.specs
+        )
+        return self._o * per_obs + self._t * (per_act + 10)
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def begin_episode(
+        self, episode_id: int, seed: int | None, options: Any, obs: Any, info: Any
+    ) -> None:
+        """Start an episode with its reset observation (row 0) and reset info."""
+        if self._open is not None:
+            raise RuntimeError("begin_episode called while an episode is open")
+        if self._o >= self._obs_cap:
+            self._grow_obs()
+        self._ep_o, self._ep_t = self._o, self._t
+        self._obs.set(self._o, obs)
+        if self._infos is not None:
+            self._infos.add(self._o, info or {}, f"episode {episode_id} reset")
+        self._o += 1
+        self._open = (episode_id, seed, options)
+
+    def add_step(
+        self, action: Any, obs: Any, reward: float, terminated: bool, truncated: bool, info: Any
+    ) -> None:
+        """Record one transition of the open episode."""
+        t, o = self._t, self._o
+        if t >= self._step_cap:
+            self._grow_steps()
+        if o >= self._obs_cap:
+            self._grow_obs()
+        self._act.set(t, action)
+        self._obs.set(o, obs)
+        self._rew[t] = reward
+        self._term[t] = terminated
+        self._trunc[t] = truncated
+        if self._infos is not None:
+            self._infos.add(o, info, f"episode {self._open[0]} step {t - self._ep_t}")  # type: ignore[index]
+        self._t = t + 1
+        self._o = o + 1
+
+    def end_episode(
+        self, force_truncate: bool = False, metadata_fn: Callable[[dict], Any] | None = None
+    ) -> bool:
+        """Close the open episode; an episode with no steps is dropped. Returns True if kept.
+
+        ``force_truncate`` marks the last step truncated unless it terminated (a reset in the
+        middle of an episode, as Minari does). ``metadata_fn`` receives the episode's
+        ``rewards``/``terminations``/``truncations`` and returns per-episode metadata.
+        """
+        if self._open is None:
+            return False
+        episode_id, seed, options = self._open
+        self._open = None
+        length = self._t - self._ep_t
+        if length == 0:  # drop the lone reset row
+            if self._infos is not None:
+                self._infos.clear(self._ep_o, self._o)
+            self._o = self._ep_o
+            return False
+        last = self._t - 1
+        if force_truncate and not self._term[last]:
+            self._trunc[last] = True
+        steps = slice(self._ep_t, self._t)
+        ret = float(self._rew[steps].sum())
+        meta = None
+        if metadata_fn is not None:
+            meta = metadata_fn(
+                {
+                    "id": episode_id,
+                    "rewards": self._rew[steps].copy(),
+                    "terminations": self._term[steps].copy(),
+                    "truncations": self._trunc[steps].copy(),
+                }
+            )
+        term, trunc = bool(self._term[last]), bool(self._trunc[last])
+        self._done.append((episode_id, seed, options, length, ret, term, trunc, meta))
+        return True
+
+    def discard_episode(self) -> None:
+        """Drop the open episode and its rows (e.g. after the env raised mid-episode)."""
+        if self._open is not None:
+            self._open = None
+            if self._infos is not None:
+                self._infos.clear(self._ep_o, self._o)
+            self._o, self._t = self._ep_o, self._ep_t
+
+    def _grow_steps(self) -> None:
+        rows = 2 * self._step_cap
+        self._act.grow(rows)
+        for name in ("_rew", "_term", "_trunc"):
+            arr = getattr(self, name)
+            new = np.zeros(rows, arr.dtype)
+            new[: len(arr)] = arr
+            setattr(self, name, new)
+        self._step_cap = rows
+
+    def _grow_obs(self) -> None:
+        rows = 2 * self._obs_cap
+        self._obs.grow(rows)
+        if self._infos is not None:
+            self._infos.grow(rows)
+        self._obs_cap = rows
+
+    # -- hand-over ---------------------------------------------------------------------------
+
+    def take(self) -> EpisodeBatch | None:
+        """Return the finished episodes as a batch (None if there are none); keep the open one."""
+        if not self._done:
+            return None
+        o_end = self._ep_o if self._open is not None else self._o
+        t_end = self._ep_t if self._open is not None else self._t
+        rows = max(_MIN_ROWS, self._o - o_end, self._t - t_end)
+        obs = self._obs.cut(o_end, self._o, max(rows, self._obs_cap // 4))
+        act = self._act.cut(t_end, self._t, max(rows, self._step_cap // 4))
+        self._obs_cap = len(next(iter(self._obs.store.values())))
+        self._step_cap = len(next(iter(self._act.store.values())))
+        steps = {}
+        for name in ("_rew", "_term", "_trunc"):
+            arr = getattr(self, name)
+            steps[name] = arr[:t_end].copy()
+            new = np.zeros(self._step_cap, arr.dtype)
+            new[: self._t - t_end] = arr[t_end : self._t]
+            setattr(self, name, new)
+        infos = masks = None
+        if self._infos is not None:
+            infos, masks = self._infos.cut(o_end, self._o, self._obs_cap)
+        ids, seeds, options, lengths, returns, terms, truncs, metas = zip(*self._done, strict=True)
+        self._done = []
+        self._o -= o_end
+        self._t -= t_end
+        self._ep_o -= o_end if self._open is not None else self._ep_o
+        self._ep_t -= t_end if self._open is not None else self._ep_t
+        return EpisodeBatch(
+            observations=obs,
+            actions=act,
+            rewards=steps["_rew"],
+            terminations=steps["_term"],
+            truncations=steps["_trunc"],
+            table=make_table(ids, seeds, lengths, returns, terms, truncs, options, metas),
+            infos=infos,
+            info_masks=masks or {},
+        )

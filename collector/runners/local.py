@@ -1,0 +1,95 @@
+"""The in-process runner: one env, one policy, episodes in id order."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm import tqdm
+
+from collector.errors import CollectionError
+from collector.seeding import env_seed, policy_seed
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from collector.collect import Committer
+    from collector.policies import Policy
+    from collector.recorder import EpisodeRecorder
+
+__all__ = ["run_local"]
+
+
+def run_local(
+    env: gym.Env,
+    policy: Policy,
+    recorder: EpisodeRecorder,
+    committer: Committer,
+    episode_ids: np.ndarray,
+    entropy: int,
+    progress: Callable[[int, int], None] | bool | None = None,
+) -> int:
+    """Run ``episode_ids`` and commit them at the committer's cadence; returns steps recorded.
+
+    Episode ``i`` is reset with ``env_seed(entropy, i)`` and the policy with
+    ``policy_seed(entropy, i)``, so its content depends on nothing else. If the env or policy
+    raises, or the run is interrupted, the finished episodes are committed before the error
+    propagates.
+    """
+    bar = tqdm(
+        total=len(episode_ids),
+        unit="ep",
+        disable=None if progress else True,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    reset, step = env.reset, env.step
+    act, begin, add, end = (
+        policy.act,
+        recorder.begin_episode,
+        recorder.add_step,
+        recorder.end_episode,
+    )
+    steps = 0
+    episode_id = seed = None
+    try:
+        for episode_id in episode_ids.tolist():
+            seed = env_seed(entropy, episode_id)
+            policy.reset(policy_seed(entropy, episode_id))
+            obs, info = reset(seed=seed)
+            begin(episode_id, seed, None, obs, info)
+            while True:
+                action = act(obs)
+                obs, reward, terminated, truncated, info = step(action)
+                add(action, obs, reward, terminated, truncated, info)
+                if terminated or truncated:
+                    break
+            steps += recorder.episode_steps
+            end()
+            committer.after_episode()
+            bar.update(1)
+    except KeyboardInterrupt:
+        _abandon(recorder, committer)
+        raise
+    except CollectionError:
+        _abandon(recorder, committer)
+        raise
+    except Exception as e:
+        _abandon(recorder, committer)
+        raise CollectionError(
+            f"episode {episode_id} (seed {seed}) failed: {type(e).__name__}: {e}; finished "
+            "episodes are committed, re-run the same command to resume"
+        ) from e
+    finally:
+        bar.close()
+    committer.flush()
+    return steps
+
+
+def _abandon(recorder: EpisodeRecorder, committer: Committer) -> None:
+    """Drop the unfinished episode and commit the finished ones."""
+    if recorder.in_episode:
+        recorder.discard_episode()
+    committer.flush()

@@ -1,0 +1,337 @@
+"""Spaces: flatten nested values into named columns and back; serialize spaces to JSON and back.
+
+This is the one place that knows how a Gymnasium space maps to storage columns:
+
+- ``columns(space)`` lists the storage columns of a space (name, dtype, row shape);
+- ``make_setter(space, store)`` returns a fast ``set(row, value)`` that writes one value into
+  the column arrays held in ``store`` (the recorder's hot path);
+- ``unflatten(space, columns)`` rebuilds the nested value (dict / tuple / array / list[str]);
+- ``space_to_json`` / ``space_from_json`` serialize spaces (Minari's schema, strict JSON).
+
+Column names are the space's key path joined by ``/`` with each Dict key escaped, so a key
+containing ``/`` cannot collide with a nested Dict. The root leaf of a non-composite space is
+named ``""``. Text is stored as fixed-width UTF-8 bytes (``4 * max_length`` per row) plus an
+``@len`` column, because variable-length strings are large and slow in HDF5.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+from gymnasium import spaces
+
+from collector.errors import UnsupportedSpaceError
+
+__all__ = [
+    "Column",
+    "check_supported",
+    "columns",
+    "escape_key",
+    "join_name",
+    "make_setter",
+    "space_from_json",
+    "space_to_json",
+    "unescape_key",
+    "unflatten",
+]
+
+TEXT_LEN_SUFFIX = "@len"
+SUPPORTED = "Box, Discrete, MultiDiscrete, MultiBinary, Text, Dict, Tuple"
+# Minari writes Infinity/NaN tokens; strict JSON has none, so non-finite bounds become strings.
+_NONFINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
+
+Setter = Callable[[int, Any], None]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One storage column: ``name`` inside its group, numpy ``dtype`` and per-row ``shape``."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+
+def escape_key(key: str) -> str:
+    """Escape a Dict key so it is one safe HDF5 path segment.
+
+    >>> escape_key("a/b"), escape_key(".x"), unescape_key(escape_key("50%@/"))
+    ('a%2Fb', '%2Ex', '50%@/')
+    """
+    if key == "":
+        return "%"
+    out = key.replace("%", "%25").replace("/", "%2F").replace("@", "%40")
+    return "%2E" + out[1:] if out.startswith(".") else out
+
+
+def unescape_key(segment: str) -> str:
+    """Invert ``escape_key``."""
+    return "" if segment == "%" else unquote(segment)
+
+
+def join_name(parent: str, segment: str) -> str:
+    """Join a column name and one (already escaped) segment."""
+    return f"{parent}/{segment}" if parent else segment
+
+
+def _leaf_path(path: str) -> str:
+    return repr(path) if path else "the root"
+
+
+def check_supported(space: spaces.Space, role: str = "observation", _path: str = "") -> None:
+    """Refuse, before any data is recorded, a space harvest cannot store.
+
+    Raises:
+        UnsupportedSpaceError: naming the role, the offending sub-space and its path.
+    """
+    if isinstance(space, spaces.Dict):
+        for key, sub in space.spaces.items():
+            if not isinstance(key, str):
+                raise UnsupportedSpaceError(
+                    f"{role} space has a Dict key {key!r} of type {type(key).__name__} at "
+                    f"{_leaf_path(_path)}; harvest stores Dict spaces with str keys only"
+                )
+            check_supported(sub, role, join_name(_path, escape_key(key)))
+    elif isinstance(space, spaces.Tuple):
+        for i, sub in enumerate(space.spaces):
+            check_supported(sub, role, join_name(_path, str(i)))
+    elif not isinstance(
+        space,
+        spaces.Box | spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary | spaces.Text,
+    ):
+        raise UnsupportedSpaceError(
+            f"{role} space {type(space).__name__} at {_leaf_path(_path)} cannot be stored "
+            f"({space}); supported spaces: {SUPPORTED}. Wrap the env to convert it, or pass "
+            f"{role}_space= a supported space to DataCollector"
+        )
+
+
+def _iter_leaves(space: spaces.Space, name: str = "") -> Iterator[tuple[str, spaces.Space]]:
+    if isinstance(space, spaces.Dict):
+        for key, sub in space.spaces.items():
+            yield from _iter_leaves(sub, join_name(name, escape_key(key)))
+    elif isinstance(space, spaces.Tuple):
+        for i, sub in enumerate(space.spaces):
+            yield from _iter_leaves(sub, join_name(name, str(i)))
+    else:
+        yield name, space
+
+
+def _text_width(space: spaces.Text) -> int:
+    return 4 * space.max_length  # UTF-8 needs at most 4 bytes a character
+
+
+def columns(space: spaces.Space) -> list[Column]:
+    """The storage columns of ``space``, in a stable order (Dict order, then Tuple order).
+
+    >>> [c.name for c in columns(spaces.Dict(a=spaces.Discrete(2), b=spaces.Text(3)))]
+    ['a', 'b', 'b@len']
+    """
+    check_supported(space)
+    out: list[Column] = []
+    for name, leaf in _iter_leaves(space):
+        if isinstance(leaf, spaces.Text):
+            out.append(Column(name, np.dtype(np.uint8), (_text_width(leaf),)))
+            out.append(Column(name + TEXT_LEN_SUFFIX, np.dtype(np.int32), ()))
+        elif isinstance(leaf, spaces.Discrete):
+            out.append(Column(name, np.dtype(leaf.dtype), ()))
+        elif isinstance(leaf, spaces.MultiBinary):
+            out.append(Column(name, np.dtype(np.int8), tuple(leaf.shape)))
+        else:  # Box, MultiDiscrete
+            out.append(Column(name, np.dtype(leaf.dtype), tuple(leaf.shape)))
+    return out
+
+
+def make_setter(space: spaces.Space, store: dict[str, np.ndarray]) -> Setter:
+    """Return ``set(row, value)`` writing one nested ``value`` into ``store``'s column arrays.
+
+    ``store`` maps column names to arrays with at least ``row + 1`` rows; the setter looks the
+    arrays up on every call, so the caller may replace them (e.g. to grow) between calls.
+    """
+    return _setter(space, "", store)
+
+
+def _setter(space: spaces.Space, name: str, store: dict[str, np.ndarray]) -> Setter:
+    if isinstance(space, spaces.Dict):
+        subs = [
+            (key, _setter(sub, join_name(name, escape_key(key)), store))
+            for key, sub in space.spaces.items()
+        ]
+
+        def set_dict(row: int, value: Any) -> None:
+            for key, sub_set in subs:
+                sub_set(row, value[key])
+
+        return set_dict
+    if isinstance(space, spaces.Tuple):
+        parts = [_setter(sub, join_name(name, str(i)), store) for i, sub in enumerate(space)]
+
+        def set_tuple(row: int, value: Any) -> None:
+            for sub_set, item in zip(parts, value, strict=True):
+                sub_set(row, item)
+
+        return set_tuple
+    if isinstance(space, spaces.Text):
+        len_name = name + TEXT_LEN_SUFFIX
+
+        def set_text(row: int, value: str) -> None:
+            raw = value.encode("utf-8")
+            dest = store[name][row]
+            dest[:] = 0
+            dest[: len(raw)] = np.frombuffer(raw, np.uint8)
+            store[len_name][row] = len(raw)
+
+        return set_text
+
+    def set_array(row: int, value: Any) -> None:
+        store[name][row] = value
+
+    return set_array
+
+
+def unflatten(space: spaces.Space, cols: dict[str, np.ndarray], name: str = "") -> Any:
+    """Rebuild nested values from column arrays (all with the same number of rows).
+
+    Returns a dict for Dict, a tuple for Tuple, ``list[str]`` for Text and an ndarray otherwise.
+    """
+    if isinstance(space, spaces.Dict):
+        return {
+            key: unflatten(sub, cols, join_name(name, escape_key(key)))
+            for key, sub in space.spaces.items()
+        }
+    if isinstance(space, spaces.Tuple):
+        return tuple(unflatten(sub, cols, join_name(name, str(i))) for i, sub in enumerate(space))
+    if isinstance(space, spaces.Text):
+        raw, lengths = cols[name], cols[name + TEXT_LEN_SUFFIX]
+        return [bytes(raw[i, : lengths[i]]).decode("utf-8") for i in range(len(lengths))]
+    return cols[name]
+
+
+# --------------------------------------------------------------------------------------------
+# JSON serialization (Minari's schema; strict JSON out, Minari's lenient JSON accepted in)
+
+
+def _bound_to_json(arr: np.ndarray) -> Any:
+    flat = arr.ravel()
+    if flat.size and np.all(flat == flat[0]) and not np.isnan(flat[0]):
+        return _scalar_to_json(flat[0])  # one value for all: image spaces stay small
+    return _nested_to_json(arr.tolist())
+
+
+def _scalar_to_json(x: Any) -> Any:
+    x = x.item() if hasattr(x, "item") else x
+    if isinstance(x, float) and not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    return x
+
+
+def _nested_to_json(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_nested_to_json(v) for v in x]
+    return _scalar_to_json(x)
+
+
+def _nested_from_json(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_nested_from_json(v) for v in x]
+    return _NONFINITE.get(x, x) if isinstance(x, str) else x
+
+
+def _bound_from_json(value: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    arr = np.asarray(_nested_from_json(value), dtype=np.float64 if dtype.kind == "f" else dtype)
+    return np.broadcast_to(arr, shape).astype(dtype)
+
+
+def space_to_json(space: spaces.Space) -> dict[str, Any]:
+    """Serialize a space to a JSON-ready dict (no NaN/Infinity tokens).
+
+    >>> space_to_json(spaces.Discrete(3, start=1))
+    {'type': 'Discrete', 'dtype': 'int64', 'n': 3, 'start': 1}
+    """
+    check_supported(space)
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "Box",
+            "dtype": str(space.dtype),
+            "shape": list(space.shape),
+            "low": _bound_to_json(space.low),
+            "high": _bound_to_json(space.high),
+        }
+    if isinstance(space, spaces.Discrete):
+        return {
+            "type": "Discrete",
+            "dtype": str(space.dtype),
+            "n": int(space.n),
+            "start": int(space.start),
+        }
+    if isinstance(space, spaces.MultiDiscrete):
+        return {
+            "type": "MultiDiscrete",
+            "dtype": str(space.dtype),
+            "nvec": space.nvec.tolist(),
+            "start": space.start.tolist(),
+        }
+    if isinstance(space, spaces.MultiBinary):
+        n = space.n
+        return {"type": "MultiBinary", "n": int(n) if np.ndim(n) == 0 else list(map(int, n))}
+    if isinstance(space, spaces.Text):
+        return {
+            "type": "Text",
+            "max_length": space.max_length,
+            "min_length": space.min_length,
+            "charset": "".join(sorted(space.character_set)),
+        }
+    if isinstance(space, spaces.Dict):
+        return {"type": "Dict", "subspaces": {k: space_to_json(s) for k, s in space.items()}}
+    return {"type": "Tuple", "subspaces": [space_to_json(s) for s in space.spaces]}
+
+
+def space_from_json(data: dict[str, Any] | str) -> spaces.Space:
+    """Rebuild a space from ``space_to_json`` output or Minari's serialized form (str or dict).
+
+    Raises:
+        UnsupportedSpaceError: for an unknown ``type``.
+    """
+    if isinstance(data, str):
+        data = json.loads(data)  # Python's json accepts Minari's Infinity/NaN tokens
+    kind = data.get("type")
+    if kind == "Box":
+        dtype = np.dtype(data["dtype"])
+        shape = tuple(data["shape"])
+        return spaces.Box(
+            low=_bound_from_json(data["low"], shape, dtype),
+            high=_bound_from_json(data["high"], shape, dtype),
+            shape=shape,
+            dtype=dtype,
+        )
+    if kind == "Discrete":
+        return spaces.Discrete(
+            int(data["n"]), start=int(data.get("start", 0)), dtype=data.get("dtype", "int64")
+        )
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(
+            np.array(data["nvec"]), dtype=data.get("dtype", "int64"), start=data.get("start")
+        )
+    if kind == "MultiBinary":
+        return spaces.MultiBinary(data["n"])
+    if kind == "Text":
+        return spaces.Text(
+            max_length=int(data["max_length"]),
+            min_length=int(data.get("min_length", 1)),
+            charset=data["charset"],
+        )
+    if kind == "Dict":
+        subs = data["subspaces"]
+        # gymnasium sorts plain-dict keys; pass pairs to keep the recorded order
+        return spaces.Dict([(k, space_from_json(v)) for k, v in subs.items()])
+    if kind == "Tuple":
+        return spaces.Tuple([space_from_json(v) for v in data["subspaces"]])
+    raise UnsupportedSpaceError(
+        f"cannot rebuild a space of type {kind!r} from JSON; supported: {SUPPORTED}"
+    )

@@ -1,0 +1,1 @@
+"""Hydra configs shipped with harvest (importable so an installed `collect` finds them)."""
