@@ -1,0 +1,84 @@
+"""Test helpers: read a dataset back from disk without the (later) curation reader."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from collector import format as fmt
+from collector.spaces import space_from_json, unflatten
+
+
+def read_episodes(
+    dataset_id: str, root: str | os.PathLike[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every committed episode of a dataset, sorted by id, as plain dicts.
+
+    Keys: id, seed (None when absent), options, metadata, length, return, terminated, truncated,
+    observations (nested like the space), actions, rewards, terminations, truncations,
+    infos (dict name -> (values, mask)) or None.
+    """
+    path = fmt.dataset_path(dataset_id, root)
+    meta = fmt.read_metadata(path, dataset_id)
+    obs_space = space_from_json(meta["observation_space"])
+    act_space = space_from_json(meta["action_space"])
+    out = []
+    for entry in meta["shards"]:
+        batch = fmt.read_shard(path / fmt.DATA_DIR / entry["file"])
+        t = batch.table
+        for e in range(batch.num_episodes):
+            length = int(t["length"][e])
+            o0, s0 = int(t["obs_offset"][e]), int(t["step_offset"][e])
+            orows, srows = slice(o0, o0 + length + 1), slice(s0, s0 + length)
+            infos = None
+            if batch.infos is not None:
+                infos = {n: (v[orows], batch.info_masks[n][orows]) for n, v in batch.infos.items()}
+            out.append(
+                {
+                    "id": int(t["id"][e]) + int(entry.get("id_offset", 0)),
+                    "seed": int(t["seed"][e]) if t["has_seed"][e] else None,
+                    "options": None if t["options"][e] is None else json.loads(t["options"][e]),
+                    "metadata": None if t["metadata"][e] is None else json.loads(t["metadata"][e]),
+                    "length": length,
+                    "return": float(t["return"][e]),
+                    "terminated": bool(t["terminated"][e]),
+                    "truncated": bool(t["truncated"][e]),
+                    "observations": unflatten(
+                        obs_space, {k: v[orows] for k, v in batch.observations.items()}
+                    ),
+                    "actions": unflatten(
+                        act_space, {k: v[srows] for k, v in batch.actions.items()}
+                    ),
+                    "rewards": batch.rewards[srows],
+                    "terminations": batch.terminations[srows],
+                    "truncations": batch.truncations[srows],
+                    "infos": infos,
+                }
+            )
+    return sorted(out, key=lambda ep: ep["id"])
+
+
+def assert_same_episode(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Two recorded episodes hold the same data (ids may differ)."""
+    for key in ("length", "terminated", "truncated"):
+        assert a[key] == b[key], key
+    for key in ("rewards", "terminations", "truncations"):
+        np.testing.assert_array_equal(a[key], b[key])
+    _assert_nested_equal(a["observations"], b["observations"])
+    _assert_nested_equal(a["actions"], b["actions"])
+
+
+def _assert_nested_equal(x: Any, y: Any) -> None:
+    if isinstance(x, dict):
+        assert list(x) == list(y)
+        for k in x:
+            _assert_nested_equal(x[k], y[k])
+    elif isinstance(x, tuple | list) and not isinstance(x, np.ndarray):
+        assert len(x) == len(y)
+        for i, j in zip(x, y, strict=True):
+            _assert_nested_equal(i, j)
+    else:
+        np.testing.assert_array_equal(x, y)
