@@ -36,7 +36,7 @@ bench: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[all]"
 	( echo '# Pinned dependencies for `make` (all extras + dev tools). Regenerate: make lock'; \
-	  $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' ) > requirements.lock
+	  $(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//' ) > requirements.lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info

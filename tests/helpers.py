@@ -82,3 +82,81 @@ def _assert_nested_equal(x: Any, y: Any) -> None:
             _assert_nested_equal(i, j)
     else:
         np.testing.assert_array_equal(x, y)
+
+
+def always_left(obs: Any) -> int:
+    """A plain-function policy, importable as ``helpers.always_left`` for ``_target_`` tests."""
+    return 0
+
+
+import gymnasium as gym  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+
+
+class UnseededEnv(gym.Env):
+    """Negative control: its start state comes from an RNG that ``reset(seed=...)`` ignores."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self._rng = np.random.default_rng()  # deliberately unseeded
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        super().reset(seed=seed)
+        self._t = 0
+        return self._rng.uniform(-1, 1, 2).astype(np.float32), {}
+
+    def step(self, action: Any):  # type: ignore[override]
+        self._t += 1
+        obs = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        return obs, 1.0, False, self._t >= 5, {}
+
+
+class SequenceObsEnv(gym.Env):
+    """An env whose observation space harvest cannot store."""
+
+    observation_space = spaces.Sequence(spaces.Discrete(2))
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        super().reset(seed=seed)
+        return (0,), {}
+
+    def step(self, action: Any):  # type: ignore[override]
+        return (0,), 0.0, True, False, {}
+
+
+class SlowEnv(gym.Env):
+    """Seeded, 50-step episodes that take ~1 ms a step: room to kill a run in the middle."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = spaces.Discrete(3)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        super().reset(seed=seed)
+        self._t = 0
+        return self.np_random.uniform(-1, 1, 3).astype(np.float32), {}
+
+    def step(self, action: Any):  # type: ignore[override]
+        import time
+
+        time.sleep(0.001)
+        self._t += 1
+        obs = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return obs, float(action), False, self._t >= 50, {}
+
+
+def register_test_envs() -> None:
+    """Register the test envs (idempotent)."""
+    for name, cls in (
+        ("harvest-test/Unseeded-v0", "UnseededEnv"),
+        ("harvest-test/SequenceObs-v0", "SequenceObsEnv"),
+        ("harvest-test/Slow-v0", "SlowEnv"),
+    ):
+        if name not in gym.registry:
+            gym.register(name, entry_point=f"helpers:{cls}")
+
+
+register_test_envs()
