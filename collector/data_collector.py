@@ -190,7 +190,8 @@ class DataCollector(gym.Wrapper):
     def _end_episode(self, force_truncate: bool) -> None:
         rec = self._recorder
         if rec.in_episode:
-            rec.end_episode(force_truncate, self._meta_cb)
+            if rec.end_episode(force_truncate, self._meta_cb):
+                self._next_id += 1  # a dropped empty episode gives its id back
             if rec.nbytes >= self.spill_bytes:
                 self._spill()
 
@@ -212,7 +213,6 @@ class DataCollector(gym.Wrapper):
             data = self._step_cb(env=self.env, obs=obs, info=info)
             obs, info = data["observation"], data["info"]
         self._recorder.begin_episode(self._next_id, seed, options, obs, info)
-        self._next_id += 1
         self._last = (obs, info)
         return obs, info
 
@@ -226,7 +226,6 @@ class DataCollector(gym.Wrapper):
             if self._last is None:
                 raise gym.error.ResetNeeded("call reset() before step() on a DataCollector")
             self._recorder.begin_episode(self._next_id, None, None, *self._last)
-            self._next_id += 1
         obs, rew, terminated, truncated, info = self.env.step(action)
         if self._step_cb is None:
             self._recorder.add_step(action, obs, rew, terminated, truncated, info)
@@ -320,6 +319,11 @@ class DataCollector(gym.Wrapper):
             if not writer.exists:
                 fmt.read_metadata(writer.path, dataset_id)  # raises DatasetNotFoundError
             assert writer.meta is not None
+            if bool(writer.meta.get("record_infos")) != self.record_infos:
+                raise UsageError(
+                    f"cannot add to {dataset_id!r}: it has record_infos="
+                    f"{writer.meta.get('record_infos')} and this collector {self.record_infos}"
+                )
             for key, space in (
                 ("observation_space", self._obs_space),
                 ("action_space", self._act_space),

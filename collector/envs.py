@@ -78,7 +78,12 @@ def env_package_version(spec: EnvSpec | None) -> str | None:
     if spec is None or not isinstance(spec.entry_point, str):
         return None
     top = spec.entry_point.split(":")[0].split(".")[0]
-    for dist in importlib.metadata.packages_distributions().get(top, [top]):
+    try:  # usually the distribution is named like its top-level module (gymnasium, ale_py)
+        return f"{top}=={importlib.metadata.version(top)}"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    # slower: scans every installed distribution's file list
+    for dist in importlib.metadata.packages_distributions().get(top, []):
         try:
             return f"{dist}=={importlib.metadata.version(dist)}"
         except importlib.metadata.PackageNotFoundError:

@@ -292,40 +292,42 @@ def episode_digests(batch: EpisodeBatch) -> np.ndarray:
     """Per-episode sha256 over the episode's data, seed and options, but not its id.
 
     Shard boundaries, compression and ids do not enter, so the dataset fingerprint depends on
-    the data alone. Returns an ``(n, 32)`` uint8 array.
+    the data alone. Info columns enter only where present (mask True), as float64, so an
+    episode's digest does not depend on which other episodes share its shard (their keys, or
+    a dtype widened for them). Returns an ``(n, 32)`` uint8 array.
     """
     t = batch.table
     out = np.zeros((batch.num_episodes, 32), np.uint8)
     obs_cols = sorted(batch.observations.items())
     act_cols = sorted(batch.actions.items())
-    info_cols = sorted((batch.infos or {}).items())
-    mask_cols = [(n, batch.info_masks[n]) for n, _ in info_cols]
     step_cols = [
         ("rewards", batch.rewards),
         ("terminations", batch.terminations),
         ("truncations", batch.truncations),
     ]
+    info_cols = [(n, v, batch.info_masks[n]) for n, v in sorted((batch.infos or {}).items())]
     headers = {
         id(arr): f"{name}|{arr.dtype.str}|{arr.shape[1:]}".encode()
-        for name, arr in [*obs_cols, *act_cols, *info_cols, *mask_cols, *step_cols]
+        for name, arr in [*obs_cols, *act_cols, *step_cols]
     }
     for e in range(batch.num_episodes):
         length = int(t["length"][e])
         o0, s0 = int(t["obs_offset"][e]), int(t["step_offset"][e])
+        obs_rows, step_rows = slice(o0, o0 + length + 1), slice(s0, s0 + length)
         h = hashlib.sha256(b"harvest-episode-v1")
         h.update(b"seed:" + (str(int(t["seed"][e])).encode() if t["has_seed"][e] else b"none"))
         h.update(b"options:" + (t["options"][e] or "null").encode())
-        h.update(b"infos:" + (b"yes" if batch.infos is not None else b"no"))
-        for group, rows in (
-            (obs_cols, slice(o0, o0 + length + 1)),
-            (info_cols, slice(o0, o0 + length + 1)),
-            (mask_cols, slice(o0, o0 + length + 1)),
-            (act_cols, slice(s0, s0 + length)),
-            (step_cols, slice(s0, s0 + length)),
-        ):
+        for group, rows in ((obs_cols, obs_rows), (act_cols, step_rows), (step_cols, step_rows)):
             for _, arr in group:
                 h.update(headers[id(arr)])
                 h.update(np.ascontiguousarray(arr[rows]).data)
+        h.update(b"infos:" + (b"yes" if batch.infos is not None else b"no"))
+        for name, values, mask in info_cols:
+            present = mask[obs_rows]
+            if present.any():
+                h.update(f"info|{name}|{values.shape[1:]}".encode())
+                h.update(np.ascontiguousarray(present).data)
+                h.update(np.ascontiguousarray(values[obs_rows][present], np.float64).data)
         out[e] = np.frombuffer(h.digest(), np.uint8)
     return out
 

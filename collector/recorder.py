@@ -38,6 +38,13 @@ class _Columns:
         }
         self.set = make_setter(space, self.store)
 
+    @property
+    def single(self) -> np.ndarray | None:
+        """The one column array when the space is a single non-Text leaf (the fast path)."""
+        if len(self.specs) == 1 and self.specs[0].name == "":
+            return self.store[""]
+        return None
+
     def grow(self, rows: int) -> None:
         for name, arr in self.store.items():
             new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
@@ -103,13 +110,12 @@ class _Infos:
                 dtype = np.result_type(col.dtype, arr.dtype)
                 if dtype != col.dtype:
                     col = self.cols[name] = col.astype(dtype)
-            try:
-                col[row] = arr
-            except ValueError as e:
+            if arr.shape != col.shape[1:]:  # numpy would broadcast a scalar silently
                 raise CollectionError(
                     f"info key {name!r} changed shape from {col.shape[1:]} to {arr.shape} "
                     f"at {where}; make the env's info shapes stable or set record_infos=false"
-                ) from e
+                )
+            col[row] = arr
             self.masks[name][row] = True
 
     def _new_column(self, name: str, arr: np.ndarray) -> np.ndarray | None:
@@ -171,6 +177,12 @@ class EpisodeRecorder:
         self._ep_o = self._ep_t = 0  # first rows of the open episode
         self._open: tuple[int, int | None, Any] | None = None  # (id, seed, options)
         self._done: list[tuple[int, int | None, Any, int, float, bool, bool, Any]] = []
+        self._bind_fast_path()
+
+    def _bind_fast_path(self) -> None:
+        # Flat spaces (CartPole, MuJoCo) write straight into the arrays: no setter calls.
+        self._obs_arr, self._act_arr = self._obs.single, self._act.single
+        self._fast = self._obs_arr is not None and self._act_arr is not None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -226,8 +238,12 @@ class EpisodeRecorder:
             self._grow_steps()
         if o >= self._obs_cap:
             self._grow_obs()
-        self._act.set(t, action)
-        self._obs.set(o, obs)
+        if self._fast:
+            self._act_arr[t] = action  # type: ignore[index]
+            self._obs_arr[o] = obs  # type: ignore[index]
+        else:
+            self._act.set(t, action)
+            self._obs.set(o, obs)
         self._rew[t] = reward
         self._term[t] = terminated
         self._trunc[t] = truncated
@@ -291,6 +307,7 @@ class EpisodeRecorder:
             new[: len(arr)] = arr
             setattr(self, name, new)
         self._step_cap = rows
+        self._bind_fast_path()
 
     def _grow_obs(self) -> None:
         rows = 2 * self._obs_cap
@@ -298,6 +315,7 @@ class EpisodeRecorder:
         if self._infos is not None:
             self._infos.grow(rows)
         self._obs_cap = rows
+        self._bind_fast_path()
 
     # -- hand-over ---------------------------------------------------------------------------
 
@@ -328,6 +346,7 @@ class EpisodeRecorder:
         self._t -= t_end
         self._ep_o -= o_end if self._open is not None else self._ep_o
         self._ep_t -= t_end if self._open is not None else self._ep_t
+        self._bind_fast_path()
         return EpisodeBatch(
             observations=obs,
             actions=act,
