@@ -1,0 +1,21 @@
+"""harvest's producing half: record environment rollouts into datasets.
+
+Public API: ``DataCollector`` (record from your own loop), ``collect`` (the ``collect``
+command's Python API), the policies, and the error family in ``collector.errors``.
+"""
+
+from collector.collect import CollectResult, collect
+from collector.data_collector import DataCollector, DatasetSummary, StepDataCallback
+from collector.errors import HarvestError
+from collector.policies import CartPoleHeuristic, RandomPolicy
+
+__all__ = [
+    "CartPoleHeuristic",
+    "CollectResult",
+    "DataCollector",
+    "DatasetSummary",
+    "HarvestError",
+    "RandomPolicy",
+    "StepDataCallback",
+    "collect",
+]

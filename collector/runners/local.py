@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,7 @@ def run_local(
     )
     steps = 0
     episode_id = seed = None
+    started = time.perf_counter()
     try:
         for episode_id in episode_ids.tolist():
             seed = env_seed(entropy, episode_id)
@@ -70,6 +72,9 @@ def run_local(
             end()
             committer.after_episode()
             bar.update(1)
+            if not bar.disable and bar.n % 64 == 0:
+                rate = steps / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix_str(f"{steps:,} steps, {rate:,.0f} steps/s", refresh=False)
     except KeyboardInterrupt:
         _abandon(recorder, committer)
         raise
