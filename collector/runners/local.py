@@ -44,7 +44,6 @@ def run_local(
         unit="ep",
         disable=None if progress else True,
         file=sys.stderr,
-        dynamic_ncols=True,
     )
     reset, step = env.reset, env.step
     act, begin, add, end = (
