@@ -73,7 +73,7 @@ TABLE_FIELDS: Final = (
 )
 _SEGMENT = r"[A-Za-z0-9_-]+"
 _ID_RE: Final = re.compile(
-    rf"^(?:(?P<ns>{_SEGMENT}(?:/{_SEGMENT})*)/)?(?P<name>{_SEGMENT})-v(?P<v>\d+)$"
+    rf"(?:(?P<ns>{_SEGMENT}(?:/{_SEGMENT})*)/)?(?P<name>{_SEGMENT})-v(?P<v>[0-9]+)", re.ASCII
 )
 
 
@@ -94,14 +94,14 @@ def parse_dataset_id(dataset_id: str) -> tuple[str | None, str, int]:
         raise DatasetIdError(
             f"dataset id {dataset_id!r} is empty; use [namespace/]name-vN, e.g. cartpole/random-v0"
         )
-    match = _ID_RE.match(dataset_id)
+    match = _ID_RE.fullmatch(dataset_id)
     if match is None:
-        if "-v" not in dataset_id.rsplit("/", 1)[-1]:
-            why = "has no version suffix"
-        elif ".." in dataset_id or dataset_id.startswith("/") or "\\" in dataset_id:
+        if ".." in dataset_id or dataset_id.startswith("/") or "\\" in dataset_id:
             why = "is a path, not an id"
         elif "//" in dataset_id or dataset_id.endswith("/"):
             why = "has an empty segment"
+        elif "-v" not in dataset_id.rsplit("/", 1)[-1]:
+            why = "has no version suffix"
         else:
             why = "has a character outside [A-Za-z0-9_-] or a bad version"
         raise DatasetIdError(
@@ -292,9 +292,9 @@ def episode_digests(batch: EpisodeBatch) -> np.ndarray:
     """Per-episode sha256 over the episode's data, seed and options, but not its id.
 
     Shard boundaries, compression and ids do not enter, so the dataset fingerprint depends on
-    the data alone. Info columns enter only where present (mask True), as float64, so an
-    episode's digest does not depend on which other episodes share its shard (their keys, or
-    a dtype widened for them). Returns an ``(n, 32)`` uint8 array.
+    the data alone. Info columns enter only where present (mask True) and as canonical
+    numbers, so an episode's digest does not depend on which other episodes share its shard
+    (their keys, or a dtype widened for them). Returns an ``(n, 32)`` uint8 array.
     """
     t = batch.table
     out = np.zeros((batch.num_episodes, 32), np.uint8)
@@ -327,9 +327,29 @@ def episode_digests(batch: EpisodeBatch) -> np.ndarray:
             if present.any():
                 h.update(f"info|{name}|{values.shape[1:]}".encode())
                 h.update(np.ascontiguousarray(present).data)
-                h.update(np.ascontiguousarray(values[obs_rows][present], np.float64).data)
+                h.update(_canonical_numbers(values[obs_rows][present]))
         out[e] = np.frombuffer(h.digest(), np.uint8)
     return out
+
+
+def _canonical_numbers(values: np.ndarray) -> bytes:
+    """Bytes that are the same for equal numbers whatever the dtype (int 3 == float 3.0).
+
+    Integral values hash as int64 (uint64 when too large), others as float64: exact for every
+    integer and float, and unchanged when a column's dtype is widened to hold another episode.
+    """
+    if values.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            integral = bool(
+                np.all(np.isfinite(values))
+                and np.all(values == np.trunc(values))
+                and np.all(np.abs(values) < 2.0**63)
+            )
+        if not integral:
+            return b"f" + np.ascontiguousarray(values, np.float64).tobytes()
+    elif values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+        return b"u" + np.ascontiguousarray(values, np.uint64).tobytes()
+    return b"i" + np.ascontiguousarray(values, np.int64).tobytes()
 
 
 def fingerprint(ids: np.ndarray, digests: np.ndarray) -> str:
@@ -352,8 +372,10 @@ def parse_compression(spec: str | None) -> tuple[str | None, int | None]:
     name, _, level = text.partition(":")
     if name in ("none", "lzf") and not level:
         return (None if name == "none" else "lzf"), None
-    if name == "gzip" and (not level or (level.isdigit() and 0 <= int(level) <= 9)):
-        return "gzip", int(level) if level else 4
+    if name == "gzip" and not _:
+        return "gzip", 4
+    if name == "gzip" and re.fullmatch(r"[0-9]", level, re.ASCII):
+        return "gzip", int(level)
     raise UsageError(f"storage.compression={spec!r} is not valid; use none, lzf, gzip or gzip:0-9")
 
 
@@ -494,6 +516,11 @@ def read_metadata(path: str | os.PathLike[str], dataset_id: str | None = None) -
     label = dataset_id or str(path)
     try:
         text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CorruptDatasetError(
+            f"{file} is not UTF-8 text ({e.reason}); restore it from a copy or re-collect the "
+            "dataset"
+        ) from e
     except FileNotFoundError as e:
         raise DatasetNotFoundError(
             f"no dataset {label!r} at {path} (no {METADATA_FILE}); check the id and "
@@ -702,7 +729,8 @@ class DatasetWriter:
             **base,
             "generation": uuid.uuid4().hex,
             "created": now,
-            "next_shard_seq": 0,
+            # keep counting across generations: a shard name is never reused [review 8]
+            "next_shard_seq": int((self.meta or {}).get("next_shard_seq", 0)),
             "shards": [],
         }
         self._ids = np.zeros(0, np.int64)
@@ -846,19 +874,26 @@ class DatasetWriter:
         for group in groups:
             batch = concat_batches([read_shard(self.data_dir / e["file"]) for e in group])
             names = {e["file"] for e in group}
-            fingerprint_before = self.meta.get("fingerprint")
+            fingerprint_before = fingerprint(self._ids, self._digests)
+            keep_shards = list(self.meta["shards"])
             self.meta["shards"] = [e for e in self.meta["shards"] if e["file"] not in names]
             keep_ids, keep_digests = self._ids, self._digests
             self._ids, self._digests = _drop_ids(self._ids, self._digests, batch.table["id"])
             try:
                 self.write_shard(batch, compression)
+                if fingerprint(self._ids, self._digests) != fingerprint_before:
+                    raise CorruptDatasetError(
+                        "repack would change the fingerprint; nothing was committed (a bug in "
+                        "harvest: please report it)"
+                    )
             except BaseException:
-                self.meta["shards"].extend(group)
+                new_files = [e["file"] for e in self.meta["shards"] if e not in keep_shards]
+                self.meta["shards"] = keep_shards
                 self._ids, self._digests = keep_ids, keep_digests
+                for name in new_files:
+                    _force_unlink(self.data_dir / name)
                 raise
-            meta = self.commit()
-            if fingerprint_before is not None and meta["fingerprint"] != fingerprint_before:
-                raise CorruptDatasetError("repack changed the fingerprint; this is a harvest bug")
+            self.commit()
             for name in names:
                 _force_unlink(self.data_dir / name)
             merged += len(group)
