@@ -1055,7 +1055,7 @@ def test_repack_never_commits_a_changed_fingerprint(monkeypatch: pytest.MonkeyPa
     with fmt.DatasetWriter(dsid) as w, monkeypatch.context() as m:
         m.setattr(fmt, "episode_digests", skewed)
         with pytest.raises(
-            CorruptDatasetError, match="repack would change the fingerprint; nothing was committed"
+            CorruptDatasetError, match="does not match its own digests; run verify before repacking"
         ):
             w.repack(target_bytes=1 << 30)
     on_disk = fmt.read_metadata(fmt.dataset_path(dsid))
