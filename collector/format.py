@@ -235,15 +235,7 @@ def concat_batches(batches: Sequence[EpisodeBatch]) -> EpisodeBatch:
             n: np.concatenate([getattr(b, key)[n] for b in batches]) for n in getattr(first, key)
         }
 
-    table = {
-        k: (
-            sum((list(b.table[k]) for b in batches), [])
-            if k == "options"
-            else np.concatenate([b.table[k] for b in batches])
-        )
-        for k in first.table
-    }
-    table["obs_offset"], table["step_offset"] = _offsets(table["length"])
+    table = _concat_tables([b.table for b in batches])
     infos, masks = _concat_infos(batches)
     return EpisodeBatch(
         observations=cat("observations"),
@@ -379,16 +371,26 @@ def parse_compression(spec: str | None) -> tuple[str | None, int | None]:
     raise UsageError(f"storage.compression={spec!r} is not valid; use none, lzf, gzip or gzip:0-9")
 
 
-def _dataset_kwargs(arr: np.ndarray, compression: str | None, level: int | None) -> dict[str, Any]:
-    if compression is None or len(arr) == 0:
+def _dataset_kwargs(
+    rows: int,
+    row_shape: tuple[int, ...],
+    dtype: np.dtype,
+    compression: str | None,
+    level: int | None,
+) -> dict[str, Any]:
+    if compression is None or rows == 0:
         return {}
-    row_bytes = max(1, arr[:1].nbytes)
-    rows = int(max(1, min(len(arr), CHUNK_BYTES // row_bytes)))
-    kw: dict[str, Any] = {"chunks": (rows, *arr.shape[1:]), "compression": compression}
+    row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+    chunk_rows = int(max(1, min(rows, CHUNK_BYTES // row_bytes)))
+    kw: dict[str, Any] = {"chunks": (chunk_rows, *row_shape), "compression": compression}
     if level is not None:
         kw["compression_opts"] = level
-        kw["shuffle"] = arr.dtype.itemsize > 1
+        kw["shuffle"] = np.dtype(dtype).itemsize > 1
     return kw
+
+
+def _column_kwargs(arr: np.ndarray, compression: str | None, level: int | None) -> dict[str, Any]:
+    return _dataset_kwargs(len(arr), arr.shape[1:], arr.dtype, compression, level)
 
 
 def _h5name(group: str, name: str) -> str:
@@ -405,25 +407,132 @@ def build_shard_bytes(batch: EpisodeBatch, compression: str | None = "gzip") -> 
         f.attrs["info_schema"] = json.dumps(batch.info_schema())
         for group in GROUPS:
             for name, arr in getattr(batch, group).items():
-                f.create_dataset(
-                    _h5name(group, name), data=arr, **_dataset_kwargs(arr, comp, level)
-                )
+                f.create_dataset(_h5name(group, name), data=arr, **_column_kwargs(arr, comp, level))
         for name in STEP_COLUMNS:
             arr = getattr(batch, name)
-            f.create_dataset(name, data=arr, **_dataset_kwargs(arr, comp, level))
+            f.create_dataset(name, data=arr, **_column_kwargs(arr, comp, level))
         if batch.infos is not None:
             g = f.create_group("infos")
             for name, arr in batch.infos.items():
-                g.create_dataset(name, data=arr, **_dataset_kwargs(arr, comp, level))
+                g.create_dataset(name, data=arr, **_column_kwargs(arr, comp, level))
                 g.create_dataset(name + MASK_SUFFIX, data=batch.info_masks[name])
-        tab = f.create_group("episodes")
-        for key in TABLE_FIELDS:
-            value = batch.table[key]
-            if key in ("options", "metadata"):
-                value = np.array(["" if o is None else o for o in value], dtype=h5py.string_dtype())
-            tab.create_dataset(key, data=value)
+        _write_table(f, batch.table)
         f.flush()
         return f.id.get_file_image()
+
+
+def _write_table(f: h5py.File, table: dict[str, Any]) -> None:
+    tab = f.create_group("episodes")
+    for key in TABLE_FIELDS:
+        value = table[key]
+        if key in ("options", "metadata"):
+            value = np.array(["" if o is None else o for o in value], dtype=h5py.string_dtype())
+        tab.create_dataset(key, data=value)
+
+
+def _concat_tables(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in tables[0]:
+        if key in ("options", "metadata"):
+            out[key] = [v for t in tables for v in t[key]]
+        else:
+            out[key] = np.concatenate([t[key] for t in tables])
+    out["obs_offset"], out["step_offset"] = _offsets(out["length"])
+    return out
+
+
+def merge_shards(
+    sources: Sequence[Path], dest: Path, compression: str | None = "gzip"
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Stream ``sources`` into one new shard file at ``dest``, one source in memory at a time.
+
+    Each source's digests are recomputed from its data and checked against its table before
+    it is copied, so a merge never launders a damaged shard. Info columns are unioned (a key
+    missing from a source is zero-filled with mask False). Returns (episode table, info schema).
+
+    Raises:
+        CorruptDatasetError: a source does not match its own digests.
+    """
+    comp, level = parse_compression(compression)
+    schemas: list[dict[str, Any] | None] = []
+    n_obs = n_steps = 0
+    for path in sources:
+        with _open_shard(path) as f:
+            schemas.append(json.loads(f.attrs.get("info_schema", "null")))
+            length = f["episodes/length"][()]
+        n_steps += int(length.sum())
+        n_obs += int(length.sum()) + len(length)
+    union: dict[str, Any] | None = None
+    if any(sc is not None for sc in schemas):
+        union = {}
+        for sc in schemas:
+            for name, spec in (sc or {}).items():
+                old = union.get(name)
+                dtype = (
+                    np.dtype(spec["dtype"])
+                    if old is None
+                    else np.result_type(np.dtype(old["dtype"]), np.dtype(spec["dtype"]))
+                )
+                union[name] = {"dtype": np.dtype(dtype).str, "shape": spec["shape"]}
+    tables = []
+    with h5py.File(dest, "w", libver=LIBVER) as out:
+        out.attrs["format_version"] = FORMAT_VERSION
+        out.attrs["info_schema"] = json.dumps(union)
+        o = s = 0
+        for i, path in enumerate(sources):
+            batch = read_shard(path)
+            if np.any(episode_digests(batch) != batch.table["digest"]):
+                raise CorruptDatasetError(
+                    f"shard {path.name} does not match its own digests; run verify before repacking"
+                )
+            cols: list[tuple[str, np.ndarray, int, int]] = []
+            for group in GROUPS:
+                for name, arr in getattr(batch, group).items():
+                    rows = n_obs if group == "observations" else n_steps
+                    at = o if group == "observations" else s
+                    cols.append((_h5name(group, name), arr, rows, at))
+            for name in STEP_COLUMNS:
+                cols.append((name, getattr(batch, name), n_steps, s))
+            for name, spec in (union or {}).items():
+                dtype = np.dtype(spec["dtype"])
+                if batch.infos is not None and name in batch.infos:
+                    values = batch.infos[name].astype(dtype, copy=False)
+                    cols.append((f"infos/{name}", values, n_obs, o))
+                    cols.append((f"infos/{name}{MASK_SUFFIX}", batch.info_masks[name], n_obs, o))
+                elif i == 0:
+                    shape = tuple(spec["shape"])
+                    out.create_dataset(
+                        f"infos/{name}",
+                        shape=(n_obs, *shape),
+                        dtype=dtype,
+                        fillvalue=0,
+                        **_dataset_kwargs(n_obs, shape, dtype, comp, level),
+                    )
+                    out.create_dataset(
+                        f"infos/{name}{MASK_SUFFIX}", shape=(n_obs,), dtype=bool, fillvalue=False
+                    )
+            if union is not None:
+                out.require_group("infos")
+            for key, arr, rows, at in cols:
+                if key not in out:
+                    kw = (
+                        {}
+                        if key.endswith(MASK_SUFFIX)
+                        else _dataset_kwargs(rows, arr.shape[1:], arr.dtype, comp, level)
+                    )
+                    # an explicit fill value: HDF5 leaves late-allocated contiguous space
+                    # uninitialized otherwise, and info columns have rows no source writes
+                    out.create_dataset(
+                        key, shape=(rows, *arr.shape[1:]), dtype=arr.dtype, fillvalue=0, **kw
+                    )
+                out[key][at : at + len(arr)] = arr
+            tables.append(batch.table)
+            o += int(batch.table["length"].sum()) + batch.num_episodes
+            s += batch.num_steps
+            del batch, cols
+        table = _concat_tables(tables)
+        _write_table(out, table)
+    return table, union
 
 
 def _open_shard(path: Path) -> h5py.File:
@@ -872,32 +981,54 @@ class DatasetWriter:
         groups = [g for g in groups if len(g) > 1]
         merged = 0
         for group in groups:
-            batch = concat_batches([read_shard(self.data_dir / e["file"]) for e in group])
-            names = {e["file"] for e in group}
-            fingerprint_before = fingerprint(self._ids, self._digests)
-            keep_shards = list(self.meta["shards"])
-            self.meta["shards"] = [e for e in self.meta["shards"] if e["file"] not in names]
-            keep_ids, keep_digests = self._ids, self._digests
-            self._ids, self._digests = _drop_ids(self._ids, self._digests, batch.table["id"])
-            try:
-                self.write_shard(batch, compression)
-                if fingerprint(self._ids, self._digests) != fingerprint_before:
-                    raise CorruptDatasetError(
-                        "repack would change the fingerprint; nothing was committed (a bug in "
-                        "harvest: please report it)"
-                    )
-            except BaseException:
-                new_files = [e["file"] for e in self.meta["shards"] if e not in keep_shards]
-                self.meta["shards"] = keep_shards
-                self._ids, self._digests = keep_ids, keep_digests
-                for name in new_files:
-                    _force_unlink(self.data_dir / name)
-                raise
-            self.commit()
-            for name in names:
-                _force_unlink(self.data_dir / name)
-            merged += len(group)
+            merged += self._merge(group, compression)
         return merged
+
+    def _merge(self, group: list[dict[str, Any]], compression: str | None) -> int:
+        """Replace ``group`` by one streamed shard, commit, then delete the old files."""
+        assert self.meta is not None
+        names = {e["file"] for e in group}
+        before = fingerprint(self._ids, self._digests)
+        keep_shards, keep_ids, keep_digests = list(self.meta["shards"]), self._ids, self._digests
+        tmp = self.data_dir / f".merge-{uuid.uuid4().hex[:8]}.h5.tmp"
+        new_name = None
+        try:
+            table, schema = merge_shards(
+                [self.data_dir / e["file"] for e in group], tmp, compression
+            )
+            fsync_path(tmp)
+            os.chmod(tmp, 0o444)
+            sha = _sha256_file(tmp)
+            new_name = self._next_name(sha)
+            os.rename(tmp, self.data_dir / new_name)
+            fsync_path(self.data_dir)
+            self.meta["shards"] = [e for e in self.meta["shards"] if e["file"] not in names]
+            self._ids, self._digests = _drop_ids(self._ids, self._digests, table["id"])
+            self._register(
+                new_name,
+                table,
+                schema,
+                compression,
+                0,
+                sha,
+                (self.data_dir / new_name).stat().st_size,
+            )
+            if fingerprint(self._ids, self._digests) != before:
+                raise CorruptDatasetError(
+                    "repack would change the fingerprint; nothing was committed (a bug in "
+                    "harvest: please report it)"
+                )
+        except BaseException:
+            self.meta["shards"] = keep_shards
+            self._ids, self._digests = keep_ids, keep_digests
+            _force_unlink(tmp)
+            if new_name is not None:
+                _force_unlink(self.data_dir / new_name)
+            raise
+        self.commit()
+        for name in names:
+            _force_unlink(self.data_dir / name)
+        return len(group)
 
     def close(self) -> None:
         """Release the writer lock."""
