@@ -222,16 +222,17 @@ class DataCollector(gym.Wrapper):
         Stepping past a terminal state starts a new episode from the last observation, with
         no seed (as Minari does).
         """
-        if not self._recorder.in_episode:
+        rec = self._recorder
+        if not rec.in_episode:
             if self._last is None:
                 raise gym.error.ResetNeeded("call reset() before step() on a DataCollector")
-            self._recorder.begin_episode(self._next_id, None, None, *self._last)
+            rec.begin_episode(self._next_id, None, None, *self._last)
         obs, rew, terminated, truncated, info = self.env.step(action)
         if self._step_cb is None:
-            self._recorder.add_step(action, obs, rew, terminated, truncated, info)
+            rec.add_step(action, obs, rew, terminated, truncated, info)
         else:
             d = self._step_cb(self.env, obs, info, action, rew, terminated, truncated)
-            self._recorder.add_step(
+            rec.add_step(
                 d["action"],
                 d["observation"],
                 d["reward"],
@@ -240,8 +241,9 @@ class DataCollector(gym.Wrapper):
                 d["info"],
             )
             obs, info = d["observation"], d["info"]
-        self._last = (obs, info)
         if terminated or truncated:
+            # kept only at episode ends: stepping on starts the next episode from here
+            self._last = (obs, info)
             self._end_episode(force_truncate=False)
         return obs, rew, terminated, truncated, info
 

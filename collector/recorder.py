@@ -146,6 +146,10 @@ def _flatten_info(info: Mapping[str, Any], prefix: str = "") -> list[tuple[str, 
     return out
 
 
+def _row_bytes(specs: list[Any]) -> int:
+    return sum(int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in specs)
+
+
 class EpisodeRecorder:
     """Columnar buffers for whole episodes; ``take()`` returns the finished ones.
 
@@ -177,6 +181,9 @@ class EpisodeRecorder:
         self._ep_o = self._ep_t = 0  # first rows of the open episode
         self._open: tuple[int, int | None, Any] | None = None  # (id, seed, options)
         self._done: list[tuple[int, int | None, Any, int, float, bool, bool, Any]] = []
+        # per-row sizes for nbytes, computed once: it is asked after every episode
+        self._obs_row_bytes = _row_bytes(self._obs.specs)
+        self._step_row_bytes = _row_bytes(self._act.specs) + 8 + 2  # + reward and two flags
         self._bind_fast_path()
 
     def _bind_fast_path(self) -> None:
@@ -204,13 +211,7 @@ class EpisodeRecorder:
     @property
     def nbytes(self) -> int:
         """Approximate bytes of recorded data held (finished and open episodes)."""
-        per_obs = sum(
-            int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in self._obs.specs
-        )
-        per_act = sum(
-            int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in self._act.specs
-        )
-        return self._o * per_obs + self._t * (per_act + 10)
+        return self._o * self._obs_row_bytes + self._t * self._step_row_bytes
 
     # -- recording ---------------------------------------------------------------------------
 
