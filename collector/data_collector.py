@@ -182,9 +182,8 @@ class DataCollector(gym.Wrapper):
         if batch is None:
             return
         batch.table["digest"] = fmt.episode_digests(batch)
-        image = fmt.build_shard_bytes(batch, self.compression)
         path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"
-        path.write_bytes(image)
+        fmt.write_shard_file(batch, path, self.compression)
         self._spills.append(path)
 
     def _end_episode(self, force_truncate: bool) -> None:

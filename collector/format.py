@@ -397,26 +397,36 @@ def _h5name(group: str, name: str) -> str:
     return f"{group}/{name}" if name else group
 
 
-def build_shard_bytes(batch: EpisodeBatch, compression: str | None = "gzip") -> bytes:
-    """Encode ``batch`` as an HDF5 file image in memory (digests must be in ``batch.table``)."""
+def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> None:
     comp, level = parse_compression(compression)
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["info_schema"] = json.dumps(batch.info_schema())
+    for group in GROUPS:
+        for name, arr in getattr(batch, group).items():
+            f.create_dataset(_h5name(group, name), data=arr, **_column_kwargs(arr, comp, level))
+    for name in STEP_COLUMNS:
+        arr = getattr(batch, name)
+        f.create_dataset(name, data=arr, **_column_kwargs(arr, comp, level))
+    if batch.infos is not None:
+        g = f.create_group("infos")
+        for name, arr in batch.infos.items():
+            g.create_dataset(name, data=arr, **_column_kwargs(arr, comp, level))
+            g.create_dataset(name + MASK_SUFFIX, data=batch.info_masks[name])
+    _write_table(f, batch.table)
+
+
+def write_shard_file(batch: EpisodeBatch, path: Path, compression: str | None = "gzip") -> None:
+    """Write ``batch`` as a shard file at ``path`` (digests must be in ``batch.table``)."""
+    with h5py.File(path, "w", libver=LIBVER) as f:
+        _fill_shard(f, batch, compression)
+
+
+def build_shard_bytes(batch: EpisodeBatch, compression: str | None = "gzip") -> bytes:
+    """Encode ``batch`` as an HDF5 file image in memory, e.g. for a remote worker to ship."""
     with h5py.File(
         f"shard-{uuid.uuid4().hex}", "w", driver="core", backing_store=False, libver=LIBVER
     ) as f:
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["info_schema"] = json.dumps(batch.info_schema())
-        for group in GROUPS:
-            for name, arr in getattr(batch, group).items():
-                f.create_dataset(_h5name(group, name), data=arr, **_column_kwargs(arr, comp, level))
-        for name in STEP_COLUMNS:
-            arr = getattr(batch, name)
-            f.create_dataset(name, data=arr, **_column_kwargs(arr, comp, level))
-        if batch.infos is not None:
-            g = f.create_group("infos")
-            for name, arr in batch.infos.items():
-                g.create_dataset(name, data=arr, **_column_kwargs(arr, comp, level))
-                g.create_dataset(name + MASK_SUFFIX, data=batch.info_masks[name])
-        _write_table(f, batch.table)
+        _fill_shard(f, batch, compression)
         f.flush()
         return f.id.get_file_image()
 
@@ -852,12 +862,21 @@ class DatasetWriter:
     # -- shards ----------------------------------------------------------------------------
 
     def write_shard(self, batch: EpisodeBatch, compression: str | None = "gzip") -> dict[str, Any]:
-        """Durably write ``batch`` as a new shard; it is part of the dataset after ``commit``."""
+        """Durably write ``batch`` as a new shard; it is part of the dataset after ``commit``.
+
+        The file is written in place under a hidden temp name (no in-memory image: the commit
+        window is the only copy of the data held), then installed.
+        """
         if self.meta is None:
             raise RuntimeError("DatasetWriter.start() must be called before writing shards")
         batch.table["digest"] = episode_digests(batch)
-        image = build_shard_bytes(batch, compression)
-        return self._add_image(image, batch.table, batch.info_schema(), compression, id_offset=0)
+        tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
+        try:
+            write_shard_file(batch, tmp, compression)
+        except BaseException:
+            _force_unlink(tmp)
+            raise
+        return self._install(tmp, batch.table, batch.info_schema(), compression, id_offset=0)
 
     def adopt_shard(
         self, src: Path, id_offset: int = 0, compression: str | None = None
@@ -872,14 +891,7 @@ class DatasetWriter:
         with _open_shard(src) as f:
             table = _read_table(f)
             schema = json.loads(f.attrs.get("info_schema", "null"))
-        sha = _sha256_file(src)
-        name = self._next_name(sha)
-        dest = self.data_dir / name
-        os.chmod(src, 0o444)
-        fsync_path(src)
-        os.rename(src, dest)
-        fsync_path(self.data_dir)
-        return self._register(name, table, schema, compression, id_offset, sha, dest.stat().st_size)
+        return self._install(src, table, schema, compression, id_offset)
 
     def _next_name(self, sha: str) -> str:
         assert self.meta is not None
@@ -887,25 +899,23 @@ class DatasetWriter:
         self.meta["next_shard_seq"] = seq + 1
         return shard_name(seq, sha)
 
-    def _add_image(
+    def _install(
         self,
-        image: bytes,
+        src: Path,
         table: dict[str, Any],
         schema: Any,
         compression: str | None,
         id_offset: int,
     ) -> dict[str, Any]:
-        sha = hashlib.sha256(image).hexdigest()
+        """Install ``src`` in ``data/``: fsync, make read-only, rename, fsync the folder."""
+        fsync_path(src)
+        os.chmod(src, 0o444)
+        sha = _sha256_file(src)
         name = self._next_name(sha)
-        tmp = self.data_dir / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(image)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o444)
-        os.rename(tmp, self.data_dir / name)
+        dest = self.data_dir / name
+        os.rename(src, dest)
         fsync_path(self.data_dir)
-        return self._register(name, table, schema, compression, id_offset, sha, len(image))
+        return self._register(name, table, schema, compression, id_offset, sha, dest.stat().st_size)
 
     def _register(
         self,
@@ -996,23 +1006,9 @@ class DatasetWriter:
             table, schema = merge_shards(
                 [self.data_dir / e["file"] for e in group], tmp, compression
             )
-            fsync_path(tmp)
-            os.chmod(tmp, 0o444)
-            sha = _sha256_file(tmp)
-            new_name = self._next_name(sha)
-            os.rename(tmp, self.data_dir / new_name)
-            fsync_path(self.data_dir)
             self.meta["shards"] = [e for e in self.meta["shards"] if e["file"] not in names]
             self._ids, self._digests = _drop_ids(self._ids, self._digests, table["id"])
-            self._register(
-                new_name,
-                table,
-                schema,
-                compression,
-                0,
-                sha,
-                (self.data_dir / new_name).stat().st_size,
-            )
+            new_name = self._install(tmp, table, schema, compression, 0)["file"]
             if fingerprint(self._ids, self._digests) != before:
                 raise CorruptDatasetError(
                     "repack would change the fingerprint; nothing was committed (a bug in "

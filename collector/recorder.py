@@ -52,10 +52,14 @@ class _Columns:
             self.store[name] = new
 
     def cut(self, start: int, stop: int, rows: int) -> dict[str, np.ndarray]:
-        """Return rows [0, start) and keep [start, stop) at the front of fresh arrays."""
+        """Hand over rows [0, start) and keep [start, stop) at the front of fresh arrays.
+
+        The rows handed over are views of the old arrays, not copies: nothing else refers to
+        those arrays any more, and a copy would double the window at its peak.
+        """
         out = {}
         for name, arr in self.store.items():
-            out[name] = arr[:start].copy()
+            out[name] = arr[:start]
             new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
             new[: stop - start] = arr[start:stop]
             self.store[name] = new
@@ -83,7 +87,7 @@ class _Infos:
         cols, masks = {}, {}
         for store, out in ((self.cols, cols), (self.masks, masks)):
             for name, arr in store.items():
-                out[name] = arr[:start].copy()
+                out[name] = arr[:start]  # a view: see _Columns.cut
                 new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
                 new[: stop - start] = arr[start:stop]
                 store[name] = new
@@ -334,7 +338,7 @@ class EpisodeRecorder:
         steps = {}
         for name in ("_rew", "_term", "_trunc"):
             arr = getattr(self, name)
-            steps[name] = arr[:t_end].copy()
+            steps[name] = arr[:t_end]  # a view: see _Columns.cut
             new = np.zeros(self._step_cap, arr.dtype)
             new[: self._t - t_end] = arr[t_end : self._t]
             setattr(self, name, new)

@@ -335,7 +335,9 @@ def test_write_shard_and_commit_follow_the_durable_order(
     ds = (datasets_root / dsid).resolve()
     data = ds / "data"
     shard = data / entry["file"]
-    tmp = data / f".{entry['file']}.tmp"
+    # the shard is written under a hidden temp name in data/ (its final name needs its sha256)
+    tmp = Path(calls.events[0][1])
+    assert tmp.parent == data and re.fullmatch(r"\.shard-[0-9a-f]+\.h5\.tmp", tmp.name)
     assert calls.events == [
         ("fsync", str(tmp)),
         ("rename", str(tmp), str(shard)),
