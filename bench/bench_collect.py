@@ -50,19 +50,12 @@ BYTES_TARGET = 1.5
 # workloads
 
 
-def plain_loop(episodes: int) -> dict[str, Any]:
-    """The baseline: same policy object, same per-episode seeds, nothing recorded."""
-    import gymnasium as gym
-
-    from collector.policies import RandomPolicy
+def drive(env: Any, policy: Any, episodes: int) -> int:
+    """The one episode loop both sides run: per-episode seeds as ``collect`` derives them."""
     from collector.seeding import env_seed, policy_seed
 
-    env = gym.make(ENV_ID)
-    policy = RandomPolicy(env.action_space)
     reset, step, act = env.reset, env.step, policy.act
     steps = 0
-    gc.collect()
-    start, cpu0 = time.perf_counter(), time.process_time()
     for i in range(episodes):
         policy.reset(policy_seed(ROOT_SEED, i))
         obs, _ = reset(seed=env_seed(ROOT_SEED, i))
@@ -71,6 +64,20 @@ def plain_loop(episodes: int) -> dict[str, Any]:
             steps += 1
             if terminated or truncated:
                 break
+    return steps
+
+
+def plain_loop(episodes: int) -> dict[str, Any]:
+    """The baseline: same policy object, same per-episode seeds, nothing recorded."""
+    import gymnasium as gym
+
+    from collector.policies import RandomPolicy
+
+    env = gym.make(ENV_ID)
+    policy = RandomPolicy(env.action_space)
+    gc.collect()
+    start, cpu0 = time.perf_counter(), time.process_time()
+    steps = drive(env, policy, episodes)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     env.close()
     return {
@@ -90,23 +97,13 @@ def data_collector_loop(episodes: int, dataset_id: str) -> dict[str, Any]:
     from collector.data_collector import DataCollector
     from collector.format import dataset_path
     from collector.policies import RandomPolicy
-    from collector.seeding import env_seed, policy_seed
 
     inner = gym.make(ENV_ID)
     gc.collect()
     start, cpu0 = time.perf_counter(), time.process_time()
     env = DataCollector(inner)
     policy = RandomPolicy(env.action_space)
-    reset, step, act = env.reset, env.step, policy.act
-    steps = 0
-    for i in range(episodes):
-        policy.reset(policy_seed(ROOT_SEED, i))
-        obs, _ = reset(seed=env_seed(ROOT_SEED, i))
-        while True:
-            obs, _, terminated, truncated, _ = step(act(obs))
-            steps += 1
-            if terminated or truncated:
-                break
+    steps = drive(env, policy, episodes)
     loop_wall = time.perf_counter() - start
     summary = env.create_dataset(dataset_id)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
