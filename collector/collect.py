@@ -9,6 +9,7 @@ shards at the end and returns a summary.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import platform
@@ -136,8 +137,6 @@ def build_policy(policy_cfg: Mapping[str, Any], env: Any) -> Policy:
         except TypeError as e:
             raise UsageError(f"policy._target_={target!r} rejected its arguments: {e}") from e
     if cfg:
-        import functools
-
         obj = functools.partial(obj, **cfg)
     return as_policy(obj)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.metadata
 import json
@@ -68,9 +69,7 @@ def env_spec_to_json(spec: EnvSpec | None) -> dict[str, Any] | None:
         HarvestWarning,
         stacklevel=2,
     )
-    from dataclasses import replace
-
-    return json.loads(replace(spec, kwargs=safe, additional_wrappers=()).to_json())
+    return json.loads(dataclasses.replace(spec, kwargs=safe, additional_wrappers=()).to_json())
 
 
 def env_package_version(spec: EnvSpec | None) -> str | None:

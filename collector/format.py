@@ -25,7 +25,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -1077,11 +1077,6 @@ class VerifyReport:
         return not self.problems
 
 
-def iter_shard_entries(meta: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The committed shard entries of a manifest."""
-    yield from meta.get("shards", [])
-
-
 def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) -> VerifyReport:
     """Check a dataset against its manifest, recomputing digests and fingerprint from disk.
 
@@ -1091,7 +1086,7 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
     report = VerifyReport(dataset_id)
     meta = read_metadata(path, dataset_id)
     all_ids, all_digests = [], []
-    for entry in iter_shard_entries(meta):
+    for entry in meta.get("shards", []):
         file = path / DATA_DIR / entry["file"]
         if not file.exists():
             report.problems.append(f"{entry['file']}: missing")

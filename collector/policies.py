@@ -11,6 +11,7 @@ Any object with ``act(obs)`` (and optionally ``reset(seed)``) is a policy; a pla
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,7 +61,7 @@ class RandomPolicy:
             self._span = space.high.astype(np.float64) - self._low
         else:
             self._kind = "sample"
-            self._space = _private_copy(space)
+            self._space = copy.deepcopy(space)  # its own RNG, seeded per episode
 
     def reset(self, seed: int | None) -> None:
         """Reseed the per-episode stream."""
@@ -83,12 +84,6 @@ class RandomPolicy:
         if self._kind == "discrete":
             return space.dtype.type(space.start + int(u * int(space.n)))
         return (self._low + u * self._span).astype(space.dtype)
-
-
-def _private_copy(space: spaces.Space) -> spaces.Space:
-    import copy
-
-    return copy.deepcopy(space)
 
 
 class CartPoleHeuristic:
