@@ -1177,3 +1177,123 @@ def new_metadata(
         if value is not None:
             meta[key] = sorted(value) if isinstance(value, set | frozenset) else value
     return meta
+
+
+# --------------------------------------------------------------------------------------------
+# reading rows (the readers' primitive: one contiguous block of whole episodes)
+
+
+@dataclass
+class ShardRows:
+    """Contiguous rows of a shard, column by column.
+
+    Observation-like columns have T+1 rows per episode, step columns T; keys are column names
+    inside their group, as in ``EpisodeBatch``.
+    """
+
+    observations: dict[str, np.ndarray]
+    actions: dict[str, np.ndarray]
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    infos: dict[str, np.ndarray] | None
+    info_masks: dict[str, np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        arrays = [*self.observations.values(), *self.actions.values()]
+        arrays += [self.rewards, self.terminations, self.truncations]
+        arrays += [*(self.infos or {}).values(), *self.info_masks.values()]
+        return sum(a.nbytes for a in arrays)
+
+
+class ShardReader:
+    """A per-process, bounded LRU of open shard files [review 9].
+
+    Shards are immutable, so they are opened with ``locking=False``; handles are keyed by pid
+    and reopened after a fork (e.g. inside a torch ``DataLoader`` worker); each handle has a
+    small chunk cache because callers read whole blocks and cache those themselves.
+    """
+
+    def __init__(self, max_open: int = 64, chunk_cache_bytes: int = 1 << 20) -> None:
+        self.max_open = max_open
+        self.chunk_cache_bytes = chunk_cache_bytes
+        self._pid = os.getpid()
+        self._open: dict[str, tuple[h5py.File, list[tuple[str, str, str]]]] = {}
+
+    def _handle(self, path: Path) -> tuple[h5py.File, list[tuple[str, str, str]]]:
+        if os.getpid() != self._pid:  # forked: the parent's handles are not ours to use
+            self._open = {}
+            self._pid = os.getpid()
+        key = str(path)
+        hit = self._open.pop(key, None)
+        if hit is None:
+            try:
+                f = h5py.File(path, "r", locking=False, rdcc_nbytes=self.chunk_cache_bytes)
+            except FileNotFoundError as e:
+                raise CorruptDatasetError(
+                    f"shard {path} is missing: the dataset changed after this snapshot was "
+                    "opened (call refresh()) or it is damaged (run verify)"
+                ) from e
+            except OSError as e:
+                raise CorruptDatasetError(f"shard {path} is unreadable ({e}); run verify") from e
+            hit = (f, _list_columns(f))
+            while len(self._open) >= self.max_open:
+                old = self._open.pop(next(iter(self._open)))
+                old[0].close()
+        self._open[key] = hit  # most recently used last
+        return hit
+
+    def read_rows(self, path: Path, obs_rows: slice, step_rows: slice) -> ShardRows:
+        """Read one contiguous block of rows from every column of a shard."""
+        f, cols = self._handle(path)
+        out: dict[str, dict[str, np.ndarray]] = {"observations": {}, "actions": {}, "infos": {}}
+        masks: dict[str, np.ndarray] = {}
+        try:
+            for group, name, h5path in cols:
+                rows = step_rows if group == "actions" else obs_rows
+                data = f[h5path][rows]
+                if group == "infos" and name.endswith(MASK_SUFFIX):
+                    masks[name[: -len(MASK_SUFFIX)]] = data
+                else:
+                    out[group][name] = data
+            steps = [f[name][step_rows] for name in STEP_COLUMNS]
+        except (OSError, KeyError) as e:
+            raise CorruptDatasetError(f"shard {path} is damaged ({e}); run verify") from e
+        return ShardRows(
+            observations=out["observations"],
+            actions=out["actions"],
+            rewards=steps[0],
+            terminations=steps[1],
+            truncations=steps[2],
+            infos=out["infos"] if "infos" in f else None,
+            info_masks=masks,
+        )
+
+    def close(self) -> None:
+        """Close every handle this process opened."""
+        if os.getpid() == self._pid:
+            for f, _ in self._open.values():
+                f.close()
+        self._open = {}
+
+
+def _dataset_names(node: h5py.Group) -> list[str]:
+    names: list[str] = []
+    node.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def _list_columns(f: h5py.File) -> list[tuple[str, str, str]]:
+    """(group, column name, HDF5 path) of every observation, action and info column."""
+    out: list[tuple[str, str, str]] = []
+    for group in (*GROUPS, "infos"):
+        if group not in f:
+            continue
+        node = f[group]
+        if isinstance(node, h5py.Dataset):
+            out.append((group, "", group))
+            continue
+        out.extend((group, n, f"{group}/{n}") for n in _dataset_names(node))
+    return out
