@@ -425,6 +425,26 @@ class Dataset:
             infos=infos,
         )
 
+    def _transition(self, pos: int, t: int) -> dict[str, Any]:
+        """Step ``t`` of the episode at index row ``pos`` (for map-style loaders)."""
+        s = self._snap
+        b = int(s.block[pos])
+        rows = self._cache.get(s, b)
+        o = int(s.obs_offset[pos] - s.block_obs_start[b]) + t
+        k = int(s.step_offset[pos] - s.block_step_start[b]) + t
+
+        def one(space: gym.Space, cols: dict[str, np.ndarray], r: int) -> Any:
+            return _first(unflatten(space, {n: v[r : r + 1].copy() for n, v in cols.items()}))
+
+        return {
+            "observation": one(s.observation_space, rows.observations, o),
+            "action": one(s.action_space, rows.actions, k),
+            "reward": rows.rewards[k],
+            "next_observation": one(s.observation_space, rows.observations, o + 1),
+            "terminated": bool(rows.terminations[k]),
+            "truncated": bool(rows.truncations[k]),
+        }
+
     def __getitem__(self, index: int) -> EpisodeData:
         n = len(self._ids)
         i = int(index)
@@ -589,6 +609,14 @@ class Dataset:
         from curation.pipeline import Pipeline
 
         return Pipeline(self, num_workers=num_workers, **kwargs)
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _first(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_first(v) for v in value)
+    return value[0]
 
 
 def _cols(space: gym.Space) -> list[Any]:
