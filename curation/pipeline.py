@@ -114,9 +114,12 @@ def _worker(tasks: Any, results: Any) -> None:
 class _BlockStream:
     """Yield ``(block, rows)`` for ``order`` in that order, read ahead by worker processes."""
 
-    def __init__(self, pipeline: Pipeline, order: Iterator[int]) -> None:
+    def __init__(
+        self, pipeline: Pipeline, order: Iterator[int], in_flight: int | None = None
+    ) -> None:
         self.p = pipeline
         self.order = order
+        self.in_flight = max(1, in_flight or 2 * pipeline.num_workers)
         self.procs: list[Any] = []
 
     def __iter__(self) -> Iterator[tuple[int, fmt.ShardRows]]:
@@ -138,7 +141,7 @@ class _BlockStream:
         pending: dict[int, int] = {}  # seq -> block
         ready: dict[int, fmt.ShardRows] = {}
         next_seq = submitted = 0
-        in_flight = 2 * p.num_workers
+        in_flight = self.in_flight
         order = iter(self.order)
         exhausted = False
         try:
@@ -234,10 +237,15 @@ class Pipeline:
             )
             for b in range(len(snap.block_shard))
         ]
-        pos = dataset._pos
-        self._blocks = np.unique(snap.block[pos])  # blocks holding episodes of this view
-        self._in_view = np.zeros(len(snap.ids), bool)
-        self._in_view[pos] = True
+        # this view's episode rows grouped by block, found once (not a scan per block)
+        pos = np.sort(dataset._pos)
+        by_block = pos[np.argsort(snap.block[pos], kind="stable")]
+        blocks = snap.block[by_block]
+        self._blocks = np.unique(blocks)  # blocks holding episodes of this view
+        self._eps_start = np.searchsorted(blocks, self._blocks, side="left")
+        self._eps_stop = np.searchsorted(blocks, self._blocks, side="right")
+        self._by_block = by_block
+        self._block_slot = {int(b): i for i, b in enumerate(self._blocks.tolist())}
 
     # -- MineRL's descriptive API ------------------------------------------------------------
 
@@ -331,12 +339,17 @@ class Pipeline:
             yield from self._draw(merged, window[0][1], batch_size, seq_len, rng, include_metadata)
             window.popleft()
 
+    def _episodes_of(self, block: int) -> np.ndarray:
+        """Index rows of this view's episodes in ``block``, in id order."""
+        i = self._block_slot[int(block)]
+        return self._by_block[self._eps_start[i] : self._eps_stop[i]]
+
     def _valid_starts(
         self, block: int, seq_len: int, with_metadata: bool
     ) -> tuple[np.ndarray, ...]:
         """(step row, obs row, steps available, [episode id, step]) of every valid start."""
         s = self.dataset._snap
-        eps = np.flatnonzero((s.block == block) & self._in_view)
+        eps = self._episodes_of(block)
         lengths = s.length[eps]
         n_starts = np.maximum(lengths - seq_len + 1, 1)
         ep_of = np.repeat(np.arange(len(eps)), n_starts)
@@ -464,18 +477,9 @@ class Pipeline:
         if max_sequence_len <= 0:
             raise ValueError(f"max_sequence_len={max_sequence_len} must be positive")
         rng = np.random.default_rng(seed)
-        saved = self.num_workers
-        stream = _BlockStream(self, self._epochs(num_epochs, rng))
-        s = self.dataset._snap
-        try:
-            if queue_size is not None:
-                self.num_workers = min(self.num_workers, max(1, queue_size // 2)) if saved else 0
-            for block, rows in stream:
-                eps = np.flatnonzero((s.block == block) & self._in_view)
-                for pos in rng.permutation(eps).tolist():
-                    yield from self._segments(pos, block, rows, max_sequence_len, include_metadata)
-        finally:
-            self.num_workers = saved
+        for block, rows in _BlockStream(self, self._epochs(num_epochs, rng), queue_size):
+            for pos in rng.permutation(self._episodes_of(block)).tolist():
+                yield from self._segments(pos, block, rows, max_sequence_len, include_metadata)
 
     def _segments(
         self, pos: int, block: int, rows: fmt.ShardRows, max_len: int, include_metadata: bool
