@@ -834,13 +834,31 @@ class DatasetWriter:
 
     # -- generations -----------------------------------------------------------------------
 
+    def _check_not_nested(self) -> None:
+        for parent in self.path.parents:
+            if parent == self.root or self.root not in parent.parents:
+                break
+            if (parent / METADATA_FILE).exists():
+                raise UsageError(
+                    f"dataset id {self.dataset_id!r} would sit inside dataset "
+                    f"{parent.relative_to(self.root).as_posix()!r}; pick an id outside it"
+                )
+        if self.path.is_dir() and any(
+            p.name == METADATA_FILE and p.parent != self.path
+            for p in self.path.rglob(METADATA_FILE)
+        ):
+            raise UsageError(
+                f"dataset id {self.dataset_id!r} would contain other datasets; pick another id"
+            )
+
     def start(self, base: dict[str, Any]) -> None:
         """Commit a new, empty generation with ``base`` metadata (new dataset or overwrite).
 
-        An overwrite swaps the manifest first; the old generation's shards are deleted after,
-        so a crash in between leaves only unreferenced files that the next writer removes.
+        An overwrite only swaps the manifest: the old generation's shards stay on disk until
+        the next writer opens the dataset (``cleanup``), so snapshots opened on the old
+        generation stay readable meanwhile [review 8].
         """
-        old = [e["file"] for e in (self.meta or {}).get("shards", [])]
+        self._check_not_nested()
         now = time.time()
         self.meta = {
             "format_version": FORMAT_VERSION,
@@ -856,8 +874,6 @@ class DatasetWriter:
         self._digests = np.zeros((0, 32), np.uint8)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.commit()
-        for name in old:
-            _force_unlink(self.data_dir / name)
 
     # -- shards ----------------------------------------------------------------------------
 
@@ -995,7 +1011,7 @@ class DatasetWriter:
         return merged
 
     def _merge(self, group: list[dict[str, Any]], compression: str | None) -> int:
-        """Replace ``group`` by one streamed shard, commit, then delete the old files."""
+        """Replace ``group`` by one streamed shard and commit."""
         assert self.meta is not None
         names = {e["file"] for e in group}
         before = fingerprint(self._ids, self._digests)
@@ -1022,8 +1038,8 @@ class DatasetWriter:
                 _force_unlink(self.data_dir / new_name)
             raise
         self.commit()
-        for name in names:
-            _force_unlink(self.data_dir / name)
+        # the merged shards stay until the next writer opens the dataset (cleanup), so a
+        # reader's snapshot taken before this commit stays readable
         return len(group)
 
     def close(self) -> None:

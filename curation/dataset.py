@@ -116,6 +116,14 @@ class _Snapshot:
         self.observation_space = space_from_json(self.meta["observation_space"])
         self.action_space = space_from_json(self.meta["action_space"])
         self.files = [path / fmt.DATA_DIR / e["file"] for e in self.meta.get("shards", [])]
+        # readers take the union of the shards' info schemas (DESIGN.md section 4)
+        self.info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        for entry in self.meta.get("shards", []):
+            for name, spec in (entry.get("info_schema") or {}).items():
+                dtype = np.dtype(spec["dtype"])
+                if name in self.info_schema:
+                    dtype = np.result_type(self.info_schema[name][0], dtype)
+                self.info_schema[name] = (dtype, tuple(spec["shape"]))
         cols: dict[str, list[Any]] = {k: [] for k in ("id", "shard", "length", "obs", "step")}
         cols.update({k: [] for k in ("seed", "has_seed", "return", "terminated", "truncated")})
         options: list[str | None] = []
@@ -175,6 +183,9 @@ class _Snapshot:
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Rows of the index holding episode ``ids`` (KeyError for unknown ids)."""
+        ids = np.asarray(ids, np.int64)
+        if len(ids) == 0:
+            return np.zeros(0, np.int64)
         pos = np.searchsorted(self.ids, ids)
         bad = (pos >= len(self.ids)) | (self.ids[np.minimum(pos, len(self.ids) - 1)] != ids)
         if len(self.ids) == 0 or np.any(bad):
@@ -406,11 +417,16 @@ class Dataset:
         obs = {k: v[obs_rows].copy() for k, v in rows.observations.items()}
         act = {k: v[step_rows].copy() for k, v in rows.actions.items()}
         infos: dict[str, Any] = {}
-        if rows.infos:
-            infos = nest_infos(
-                {k: v[obs_rows].copy() for k, v in rows.infos.items()},
-                {k: v[obs_rows].copy() for k, v in rows.info_masks.items()},
-            )
+        if s.info_schema:
+            values, masks = {}, {}
+            for name, (dtype, shape) in s.info_schema.items():
+                if rows.infos and name in rows.infos:
+                    values[name] = rows.infos[name][obs_rows].astype(dtype)
+                    masks[name] = rows.info_masks[name][obs_rows].copy()
+                else:  # a key another shard has: absent here
+                    values[name] = np.zeros((length + 1, *shape), dtype)
+                    masks[name] = np.zeros(length + 1, bool)
+            infos = nest_infos(values, masks)
         return EpisodeData(
             id=int(s.ids[pos]),
             seed=int(s.seed[pos]) if s.has_seed[pos] else None,

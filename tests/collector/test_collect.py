@@ -182,6 +182,8 @@ def test_overwrite_writes_a_new_generation() -> None:
     assert second.fingerprint != first.fingerprint and second.total_episodes == 5
     meta = fmt.read_metadata(second.path)
     assert meta["provenance"]["data_config"]["seed"] == 3
+    assert not old_files & {e["file"] for e in meta["shards"]}
+    fmt.DatasetWriter(second.dataset_id).close()  # the next writer removes the old generation
     on_disk = {p.name for p in (second.path / "data").iterdir()}
     assert not old_files & on_disk
     assert fmt.verify_dataset(second.dataset_id).ok

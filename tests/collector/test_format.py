@@ -408,8 +408,8 @@ def test_shard_names_are_never_reused_after_overwrite() -> None:
         w.start(base_meta())
         first = [w.write_shard(b)["file"] for b in batches]
         w.commit()
-        w.start(base_meta())  # overwrite: a new generation
-        assert data_listing(dsid) == set()
+        w.start(base_meta())  # overwrite: a new generation (old files stay for open readers)
+        assert data_listing(dsid) == set(first)
         second = [w.write_shard(synth([0, 1]))["file"], w.write_shard(synth([2, 3]))["file"]]
         w.commit()
     assert set(first).isdisjoint(second), (first, second)
@@ -751,29 +751,19 @@ def test_cleanup_reports_what_it_removed() -> None:
         assert w.cleanup() == []
 
 
-def test_overwrite_removes_the_old_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overwrite_removes_the_old_generation_when_the_next_writer_opens() -> None:
     dsid = "ns/gen-v0"
     old = write_dataset(dsid, [synth([0, 1]), synth([2])])
     old_files = {e["file"] for e in old["shards"]}
     with fmt.DatasetWriter(dsid) as w:
         w.start(base_meta())
-        assert data_listing(dsid) == set()
         new = w.write_shard(synth([0], contents=[50]))["file"]
         w.commit()
-    assert data_listing(dsid) == {new}
-    # a crash between the manifest swap and the deletes leaves old files; the next writer
-    # removes them
-    with fmt.DatasetWriter(dsid) as w:
-        with monkeypatch.context() as m:
-            m.setattr(fmt, "_force_unlink", lambda path: None)
-            w.start(base_meta())
-        assert data_listing(dsid) == {new}
-        w.write_shard(synth([0], contents=[60]))
-        w.commit()
-    newer = fmt.read_metadata(fmt.dataset_path(dsid))["shards"][0]["file"]
-    assert data_listing(dsid) == {new, newer}
+    # the old generation is unreferenced but still on disk: open snapshots stay readable
+    assert [e["file"] for e in fmt.read_metadata(fmt.dataset_path(dsid))["shards"]] == [new]
+    assert data_listing(dsid) == old_files | {new}
     with fmt.DatasetWriter(dsid):
-        assert data_listing(dsid) == {newer}
+        assert data_listing(dsid) == {new}
     assert old_files.isdisjoint(data_listing(dsid))
 
 
@@ -963,6 +953,10 @@ def test_repack_merges_small_shards_without_changing_data() -> None:
     assert after_meta["fingerprint"] == meta["fingerprint"]
     assert after_meta["total_episodes"] == 15
     assert after_meta["total_steps"] == meta["total_steps"]
+    # merged shards stay until the next writer opens the dataset, for open snapshots
+    assert old_files <= data_listing(dsid)
+    with fmt.DatasetWriter(dsid):
+        pass
     assert data_listing(dsid) == {after_meta["shards"][0]["file"]}
     assert old_files.isdisjoint(data_listing(dsid))
     after = read_episodes(dsid)
@@ -1123,3 +1117,16 @@ def test_duplicate_ids_refuse_to_commit(datasets_root: Path) -> None:
     assert on_disk["fingerprint"] == before["fingerprint"]
     assert on_disk["total_episodes"] == 3
     assert fmt.verify_dataset(dsid).ok
+
+
+def test_a_dataset_cannot_be_created_inside_or_around_another() -> None:
+    write_dataset("outer-v0", [synth([0])])
+    with (
+        fmt.DatasetWriter("outer-v0/inner-v1") as w,
+        pytest.raises(UsageError, match=re.escape("would sit inside dataset 'outer-v0'")),
+    ):
+        w.start(base_meta())
+    write_dataset("ns/a/inner-v0", [synth([0])])
+    with fmt.DatasetWriter("ns/a-v0") as w:
+        w.start(base_meta())  # a sibling folder is fine
+    assert fmt.read_metadata(fmt.dataset_path("outer-v0"))["total_episodes"] == 1
