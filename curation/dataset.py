@@ -2,10 +2,11 @@
 
 A ``Dataset`` is a snapshot of one commit: opening it reads ``metadata.json`` and the shard
 episode tables (never step data) into a numpy index. Step data is read in **blocks**:
-contiguous runs of whole episodes inside one shard, at most ``block_rows`` steps each, read and
-decompressed once and kept in a byte-bounded LRU. Episodes are sliced out of cached blocks,
-so iterating, sampling and the training iterators (``curation.pipeline``) all read HDF5 in
-large contiguous pieces [review 10].
+contiguous runs of whole episodes inside one shard (those whose first step falls in one
+``block_rows`` window, so at most ``block_rows`` plus one episode), read and decompressed
+once and kept in a byte-bounded LRU. Episodes are sliced out of cached blocks, so iterating,
+sampling and the training iterators (``curation.pipeline``) all read HDF5 in large contiguous
+pieces [review 10].
 
 ``dataset[i]`` is positional over the snapshot's sorted episode ids (``episode_indices``);
 ``filter_episodes`` and ``sample``-style helpers return views over the same snapshot.

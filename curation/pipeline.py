@@ -3,7 +3,8 @@
 How batches are drawn (the shuffle distribution), for ``batch_iter``:
 
 1. An epoch visits every **block** of the dataset once (a block is a contiguous run of whole
-   episodes of one shard, ``block_rows`` steps at most; see ``curation.dataset``), in an order
+   episodes of one shard: the episodes starting in one ``block_rows`` window, so at most
+   ``block_rows`` plus one episode; see ``curation.dataset``), in an order
    drawn from ``seed``. Worker **processes** read and decompress blocks ahead of the consumer
    (h5py does not read in parallel in threads [review 9a]); at most ``2 * num_workers`` blocks
    are in flight.
@@ -157,15 +158,12 @@ class _BlockStream:
                 if next_seq == submitted and exhausted:
                     return
                 while next_seq not in ready:
+                    # checked on every wait, not only on a timeout: the other workers may keep
+                    # the queue busy while one of them is dead
+                    self._check_workers()
                     try:
                         seq, rows, error = results.get(timeout=1.0)
                     except queue.Empty:
-                        dead = [w for w in self.procs if not w.is_alive()]
-                        if dead:
-                            raise RuntimeError(
-                                f"batch reader process {dead[0].pid} died (exit code "
-                                f"{dead[0].exitcode}); no batches are lost, restart the iterator"
-                            ) from None
                         continue
                     if error is not None:
                         raise error
@@ -174,6 +172,14 @@ class _BlockStream:
                 next_seq += 1
         finally:
             self.close(tasks, results)
+
+    def _check_workers(self) -> None:
+        dead = [w for w in self.procs if not w.is_alive()]
+        if dead:
+            raise RuntimeError(
+                f"batch reader process {dead[0].pid} died (exit code {dead[0].exitcode}); "
+                "restart the iterator"
+            )
 
     def close(self, tasks: Any, results: Any) -> None:
         """Stop and reap every worker; never blocks on a full queue."""
@@ -323,8 +329,8 @@ class Pipeline:
             raise ValueError("batch_size, seq_len and preload_buffer_size must be positive")
         if len(self._blocks) == 0:
             return
-        rng = np.random.default_rng(seed)
-        stream = _BlockStream(self, self._epochs(num_epochs, rng))
+        order_rng, rng = _streams(seed)
+        stream = _BlockStream(self, self._epochs(num_epochs, order_rng))
         window: deque[tuple[int, fmt.ShardRows, tuple[np.ndarray, ...]]] = deque()
         for block, rows in stream:
             # valid starts are computed once per block, when it arrives
@@ -332,11 +338,11 @@ class Pipeline:
             if len(window) < preload_buffer_size:
                 continue
             merged = self._merge(window)
-            yield from self._draw(merged, window[0][1], batch_size, seq_len, rng, include_metadata)
+            yield from self._draw(merged, window[0][0], batch_size, seq_len, rng, include_metadata)
             window.popleft()
         while window:  # drain at the end of the last epoch
             merged = self._merge(window)
-            yield from self._draw(merged, window[0][1], batch_size, seq_len, rng, include_metadata)
+            yield from self._draw(merged, window[0][0], batch_size, seq_len, rng, include_metadata)
             window.popleft()
 
     def _episodes_of(self, block: int) -> np.ndarray:
@@ -401,7 +407,7 @@ class Pipeline:
     def _draw(
         self,
         w: _Window,
-        oldest: fmt.ShardRows,
+        oldest: int,
         batch_size: int,
         seq_len: int,
         rng: np.random.Generator,
@@ -410,7 +416,8 @@ class Pipeline:
         n = len(w.start_step)
         if n == 0:
             return
-        quota = max(1, len(oldest.rewards))  # transitions to draw while this block is oldest
+        # transitions to draw while this block is the oldest: its steps in this view
+        quota = max(1, int(self.dataset._snap.length[self._episodes_of(oldest)].sum()))
         offs = np.arange(seq_len)
         # no start in the window needs padding (always so for seq_len=1): skip the mask work
         full = bool(np.all(w.avail == seq_len))
@@ -476,8 +483,8 @@ class Pipeline:
         """
         if max_sequence_len <= 0:
             raise ValueError(f"max_sequence_len={max_sequence_len} must be positive")
-        rng = np.random.default_rng(seed)
-        for block, rows in _BlockStream(self, self._epochs(num_epochs, rng), queue_size):
+        order_rng, rng = _streams(seed)
+        for block, rows in _BlockStream(self, self._epochs(num_epochs, order_rng), queue_size):
             for pos in rng.permutation(self._episodes_of(block)).tolist():
                 yield from self._segments(pos, block, rows, max_sequence_len, include_metadata)
 
@@ -512,6 +519,16 @@ class Pipeline:
                     "truncated": rows.truncations[t0 + a : t0 + b].copy(),
                 })  # fmt: skip
             yield item
+
+
+def _streams(seed: int | None) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for the block order and for the consumer's draws.
+
+    The block order is drawn ahead of the consumer (workers read ahead), so sharing one
+    generator would make batches depend on how far ahead the workers are.
+    """
+    order, draws = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(order), np.random.default_rng(draws)
 
 
 def _row(value: Any, t: int) -> Any:
