@@ -54,6 +54,7 @@ SHARD_RE: Final = re.compile(r"^shard-(\d{6,})-([0-9a-f]{8})\.h5$")
 # Keep shards readable by older HDF5 (Minari, TorchRL users) [review 9e].
 LIBVER: Final = ("earliest", "v110")
 CHUNK_BYTES: Final = 512 * 1024
+CHUNK_ROWS: Final = 16_384
 MASK_SUFFIX: Final = "@mask"
 GROUPS: Final = ("observations", "actions")
 STEP_COLUMNS: Final = ("rewards", "terminations", "truncations")
@@ -381,7 +382,9 @@ def _dataset_kwargs(
     if compression is None or rows == 0:
         return {}
     row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-    chunk_rows = int(max(1, min(rows, CHUNK_BYTES // row_bytes)))
+    # the same rows per chunk for every narrow column, a divisor of the readers' block size,
+    # so a block read decompresses each chunk once (wide rows: by bytes)
+    chunk_rows = int(max(1, min(rows, CHUNK_ROWS, CHUNK_BYTES // row_bytes)))
     kw: dict[str, Any] = {"chunks": (chunk_rows, *row_shape), "compression": compression}
     if level is not None:
         kw["compression_opts"] = level
@@ -1236,9 +1239,9 @@ class ShardReader:
         self.max_open = max_open
         self.chunk_cache_bytes = chunk_cache_bytes
         self._pid = os.getpid()
-        self._open: dict[str, tuple[h5py.File, list[tuple[str, str, str]]]] = {}
+        self._open: dict[str, tuple[h5py.File, list[tuple[str, str, Any]]]] = {}
 
-    def _handle(self, path: Path) -> tuple[h5py.File, list[tuple[str, str, str]]]:
+    def _handle(self, path: Path) -> tuple[h5py.File, list[tuple[str, str, Any]]]:
         if os.getpid() != self._pid:  # forked: the parent's handles are not ours to use
             self._open = {}
             self._pid = os.getpid()
@@ -1254,7 +1257,9 @@ class ShardReader:
                 ) from e
             except OSError as e:
                 raise CorruptDatasetError(f"shard {path} is unreadable ({e}); run verify") from e
-            hit = (f, _list_columns(f))
+            # dataset objects are kept with the file: each keeps its chunk cache between the
+            # consecutive block reads, so a chunk shared by two blocks is decompressed once
+            hit = (f, [(g, n, f[p]) for g, n, p in _list_columns(f)])
             while len(self._open) >= self.max_open:
                 old = self._open.pop(next(iter(self._open)))
                 old[0].close()
@@ -1267,14 +1272,16 @@ class ShardReader:
         out: dict[str, dict[str, np.ndarray]] = {"observations": {}, "actions": {}, "infos": {}}
         masks: dict[str, np.ndarray] = {}
         try:
-            for group, name, h5path in cols:
-                rows = step_rows if group == "actions" else obs_rows
-                data = f[h5path][rows]
+            steps: list[np.ndarray] = []
+            for group, name, dset in cols:
+                if group == "steps":
+                    steps.append(dset[step_rows])
+                    continue
+                data = dset[step_rows if group == "actions" else obs_rows]
                 if group == "infos" and name.endswith(MASK_SUFFIX):
                     masks[name[: -len(MASK_SUFFIX)]] = data
                 else:
                     out[group][name] = data
-            steps = [f[name][step_rows] for name in STEP_COLUMNS]
         except (OSError, KeyError) as e:
             raise CorruptDatasetError(f"shard {path} is damaged ({e}); run verify") from e
         return ShardRows(
@@ -1302,8 +1309,8 @@ def _dataset_names(node: h5py.Group) -> list[str]:
 
 
 def _list_columns(f: h5py.File) -> list[tuple[str, str, str]]:
-    """(group, column name, HDF5 path) of every observation, action and info column."""
-    out: list[tuple[str, str, str]] = []
+    """(group, column name, HDF5 path) of every step, observation, action and info column."""
+    out: list[tuple[str, str, str]] = [("steps", name, name) for name in STEP_COLUMNS]
     for group in (*GROUPS, "infos"):
         if group not in f:
             continue

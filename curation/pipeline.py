@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,6 +110,8 @@ def _worker(tasks: Any, results: Any) -> None:
     except (KeyboardInterrupt, EOFError, OSError):
         return
     finally:
+        # exit without waiting to flush a block the consumer will never read (early stop)
+        results.cancel_join_thread()
         reader.close()
 
 
@@ -122,6 +125,7 @@ class _BlockStream:
         self.order = order
         self.in_flight = max(1, in_flight or 2 * pipeline.num_workers)
         self.procs: list[Any] = []
+        self._checked = 0.0
 
     def __iter__(self) -> Iterator[tuple[int, fmt.ShardRows]]:
         p = self.p
@@ -174,6 +178,10 @@ class _BlockStream:
             self.close(tasks, results)
 
     def _check_workers(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < 0.25:  # cheap enough per wait, but no need for more
+            return
+        self._checked = now
         dead = [w for w in self.procs if not w.is_alive()]
         if dead:
             raise RuntimeError(
@@ -187,6 +195,12 @@ class _BlockStream:
             try:
                 tasks.put_nowait(None)
             except (queue.Full, ValueError, OSError):
+                pass
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(w.is_alive() for w in self.procs):
+            try:  # unblock workers still writing a result into the pipe
+                results.get(timeout=0.05)
+            except (queue.Empty, OSError, ValueError, EOFError):
                 pass
         for proc in self.procs:
             proc.join(timeout=1.0)
