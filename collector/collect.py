@@ -40,6 +40,8 @@ __all__ = ["CollectResult", "Committer", "collect", "data_config", "default_data
 #: Keys whose change alters the data; a resumed run must match them (DESIGN.md section 6).
 DATA_KEYS = ("env", "env_kwargs", "max_episode_steps", "policy", "seed", "record_infos")
 MB = 1024 * 1024
+#: lzf: reads ~1.7x faster than gzip for ~20% more disk; gzip for data published beyond h5py.
+DEFAULT_COMPRESSION = "lzf"
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,7 @@ def collect(
     every_seconds = _positive(ckpt.get("every_seconds"), "checkpoint.every_seconds")
     every_mb = _positive(ckpt.get("every_mb"), "checkpoint.every_mb")
     shard_mb = _positive(storage.get("shard_mb", 256), "storage.shard_mb", allow_none=False)
-    compression = str(storage.get("compression", "gzip"))
+    compression = str(storage.get("compression", DEFAULT_COMPRESSION))
     fmt.parse_compression(compression)
     runner = (conf.get("runner") or {}).get("name", "local")
     if runner != "local":

@@ -110,7 +110,7 @@ class DataCollector(gym.Wrapper):
         record_infos: record ``info`` dicts (T+1 rows per episode, reset info first).
         observation_space: the stored observation space (default: the env's).
         action_space: the stored action space (default: the env's).
-        compression: ``none | lzf | gzip[:level]`` for the shards.
+        compression: ``none | lzf | gzip[:level]`` for the shards (gzip for published data).
         spill_bytes: finished episodes are spilled to temp shards beyond this many bytes.
         root: datasets root (default ``$HARVEST_DATASETS``).
     """
@@ -125,7 +125,7 @@ class DataCollector(gym.Wrapper):
         action_space: gym.Space | None = None,
         data_format: str | None = None,
         *,
-        compression: str = "gzip",
+        compression: str = "lzf",
         spill_bytes: int = DEFAULT_SPILL_BYTES,
         root: str | os.PathLike[str] | None = None,
     ) -> None:
