@@ -12,8 +12,9 @@ DataCollector and collect back to back so the ratios are taken side by side on a
   ``collect(cfg)`` (the whole call: env and policy creation, recording, shard writes, commits
   and repack; steps/s = total steps / wall);
 * bytes on disk per step (every file under the dataset folder, ``metadata.json`` included) for
-  ``storage.compression=none`` and the default gzip, against the raw bytes per step: observations
-  in the space dtype with T+1 rows, actions in the space dtype, float64 rewards, bool flags;
+  ``storage.compression=none`` and the default compression (lzf), against the raw bytes per
+  step: observations in the space dtype with T+1 rows, actions in the space dtype, float64
+  rewards, bool flags;
 * peak RSS of ``collect`` at the smallest size and at 10x its episodes, each in a fresh process.
 
 Targets (issue 02) at default settings: recorded throughput >= 0.7x the plain loop; bytes per
@@ -263,10 +264,10 @@ def bench_size(target_steps: int, repeats: int, log: Any) -> dict[str, Any]:
             remove_dataset(f"bench/dc-v{r}")
             remove_dataset(f"bench/collect-v{r}")
     steps = runs["plain"][0]["steps"]
-    gzip = runs["collect"][-1]
+    default = runs["collect"][-1]
     none = collect_run(episodes, "bench/none-v0", ["storage.compression=none"])
-    if none["fingerprint"] != gzip["fingerprint"]:
-        raise RuntimeError("compression=none and gzip datasets have different fingerprints")
+    if none["fingerprint"] != default["fingerprint"]:
+        raise RuntimeError("compression=none and default datasets have different fingerprints")
     raw = raw_bytes(steps, episodes)
     for r in range(repeats):
         remove_dataset(f"bench/dc-v{r}")
@@ -296,11 +297,11 @@ def bench_size(target_steps: int, repeats: int, log: Any) -> dict[str, Any]:
         "collect_cpu_ratio": med_ratio("collect", "cpu_steps_per_s"),
         "raw_bytes_per_step": raw / steps,
         "none_bytes_per_step": none["bytes_on_disk"] / steps,
-        "gzip_bytes_per_step": gzip["bytes_on_disk"] / steps,
+        "default_bytes_per_step": default["bytes_on_disk"] / steps,
         "none_ratio": none["bytes_on_disk"] / raw,
-        "gzip_ratio": gzip["bytes_on_disk"] / raw,
+        "default_ratio": default["bytes_on_disk"] / raw,
         "none_shards": none["shards"],
-        "gzip_shards": gzip["shards"],
+        "default_shards": default["shards"],
         "data_collector_bytes_per_step": runs["data_collector"][-1]["bytes_on_disk"] / steps,
         "none_collect_steps_per_s": none["steps_per_s"],
         "runs": runs,
@@ -314,7 +315,7 @@ def verdict(ok: bool) -> str:
 def markdown(results: list[dict[str, Any]], rss: dict[str, Any] | None, argv: list[str]) -> str:
     lines = [
         "| workload | plain steps/s | DataCollector steps/s (ratio) | collect steps/s (ratio) "
-        "| bytes/step none (x raw) | bytes/step gzip (x raw) |",
+        "| bytes/step none (x raw) | bytes/step default lzf (x raw) |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -324,7 +325,7 @@ def markdown(results: list[dict[str, Any]], rss: dict[str, Any] | None, argv: li
             f"| {r['data_collector_steps_per_s']:,.0f} ({r['data_collector_ratio']:.2f}x) "
             f"| {r['collect_steps_per_s']:,.0f} ({r['collect_ratio']:.2f}x) "
             f"| {r['none_bytes_per_step']:.1f} ({r['none_ratio']:.2f}x) "
-            f"| {r['gzip_bytes_per_step']:.1f} ({r['gzip_ratio']:.2f}x) |"
+            f"| {r['default_bytes_per_step']:.1f} ({r['default_ratio']:.2f}x) |"
         )
     lines.append("")
     lines.append(
