@@ -196,12 +196,8 @@ class _BlockStream:
                 tasks.put_nowait(None)
             except (queue.Full, ValueError, OSError):
                 pass
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and any(w.is_alive() for w in self.procs):
-            try:  # unblock workers still writing a result into the pipe
-                results.get(timeout=0.05)
-            except (queue.Empty, OSError, ValueError, EOFError):
-                pass
+        # never read ``results`` here: a worker that exited without flushing (see _worker) can
+        # leave half a message in the pipe, and a read would then block for ever
         for proc in self.procs:
             proc.join(timeout=1.0)
             if proc.is_alive():

@@ -899,3 +899,34 @@ def test_torch_dataloader_workers_read_the_same_data() -> None:
     assert direct == ds.episodes()["return"].tolist()
     # the parent's handles still work after the workers are gone
     assert [float(ds[i].rewards.sum()) for i in range(len(ds))] == direct
+
+
+def test_stopping_early_with_workers_is_quick_and_never_hangs() -> None:
+    """Closing mid-stream must not wait for (or read) blocks the workers were still sending."""
+    ds_id = "early/stop-v0"
+    collect(
+        {
+            "env": "CartPole-v1",
+            "episodes": 400,
+            "seed": 0,
+            "dataset_id": ds_id,
+            "policy": {"_target_": "collector.policies.RandomPolicy"},
+        }
+    )
+    ds = load_dataset(ds_id, block_rows=500)
+    durations: list[float] = []
+
+    def run() -> None:
+        for _ in range(5):
+            it = ds.pipeline(num_workers=2).batch_iter(64, 1, seed=0)
+            next(it)
+            start = time.monotonic()
+            it.close()
+            durations.append(time.monotonic() - start)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "closing batch_iter hung"
+    assert len(durations) == 5 and max(durations) < 1.5, durations
+    assert not mp.active_children()
