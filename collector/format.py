@@ -562,21 +562,29 @@ def _open_shard(path: Path) -> h5py.File:
         ) from e
 
 
-def _read_table(f: h5py.File) -> dict[str, Any]:
+def _read_table(
+    f: h5py.File, fields: Sequence[str] = TABLE_FIELDS, raw_text: bool = False
+) -> dict[str, Any]:
     tab = f["episodes"]
     out: dict[str, Any] = {}
-    for key in TABLE_FIELDS:
-        if key in ("options", "metadata"):
+    for key in fields:
+        if key in ("options", "metadata") and not raw_text:
             out[key] = [o.decode() or None for o in tab[key][()]]
         else:
             out[key] = tab[key][()]
     return out
 
 
-def read_shard_table(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a shard's episode table only (no step data)."""
+def read_shard_table(
+    path: str | os.PathLike[str], fields: Sequence[str] = TABLE_FIELDS, raw_text: bool = False
+) -> dict[str, Any]:
+    """Read a shard's episode table only (no step data).
+
+    ``fields`` picks columns; ``raw_text`` leaves ``options``/``metadata`` as the stored
+    UTF-8 bytes (``b""`` for none), for readers that decode them only when asked.
+    """
     with _open_shard(Path(path)) as f:
-        return _read_table(f)
+        return _read_table(f, fields, raw_text)
 
 
 def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:

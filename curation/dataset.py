@@ -127,13 +127,15 @@ class _Snapshot:
                 self.info_schema[name] = (dtype, tuple(spec["shape"]))
         cols: dict[str, list[Any]] = {k: [] for k in ("id", "shard", "length", "obs", "step")}
         cols.update({k: [] for k in ("seed", "has_seed", "return", "terminated", "truncated")})
-        options: list[str | None] = []
-        metadata: list[str | None] = []
+        options: list[np.ndarray] = []
+        metadata: list[np.ndarray] = []
         block_parts: list[np.ndarray] = []
         for s, (entry, file) in enumerate(
             zip(self.meta.get("shards", []), self.files, strict=True)
         ):
-            t = fmt.read_shard_table(file)
+            # no digests, and options/metadata kept as stored bytes: the index is per episode,
+            # so it is what grows with the dataset
+            t = fmt.read_shard_table(file, _INDEX_FIELDS, raw_text=True)
             cols["id"].append(t["id"] + int(entry.get("id_offset", 0)))
             cols["shard"].append(np.full(len(t["id"]), s, np.int32))
             cols["length"].append(t["length"])
@@ -141,8 +143,8 @@ class _Snapshot:
             cols["step"].append(t["step_offset"])
             for key in ("seed", "has_seed", "return", "terminated", "truncated"):
                 cols[key].append(t[key])
-            options.extend(t["options"])
-            metadata.extend(t["metadata"])
+            options.append(t["options"])
+            metadata.append(t["metadata"])
             # a block holds the episodes whose first step falls in one block_rows window
             block_parts.append(t["step_offset"] // block_rows)
         if cols["id"]:
@@ -166,8 +168,8 @@ class _Snapshot:
         self.returns = arrays["return"][order].astype(np.float64)
         self.terminated = arrays["terminated"][order].astype(bool)
         self.truncated = arrays["truncated"][order].astype(bool)
-        self.options = [options[i] for i in order]
-        self.ep_metadata = [metadata[i] for i in order]
+        self.options = _text_column(options, order)
+        self.ep_metadata = _text_column(metadata, order)
         # blocks: (shard, local block) pairs, numbered; row ranges from their episodes
         key = self.shard.astype(np.int64) << 32 | local_block[order].astype(np.int64)
         uniq, self.block = np.unique(key, return_inverse=True)
@@ -642,8 +644,24 @@ def _cols(space: gym.Space) -> list[Any]:
     return columns(space)
 
 
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+_INDEX_FIELDS = tuple(f for f in fmt.TABLE_FIELDS if f != "digest")
+
+
+def _text_column(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """Per-episode JSON text as one compact bytes array (``b""`` where there is none)."""
+    if not parts:
+        return np.zeros(0, "S1")
+    joined = np.concatenate([np.asarray(p, dtype=object) for p in parts])
+    width = max(1, max((len(b) for b in joined), default=1))
+    if width > 64:  # a few long values must not widen every row
+        return joined[order]
+    return np.asarray(joined, dtype=f"S{width}")[order]
+
+
+def _loads(text: bytes | str | None) -> Any:
+    if isinstance(text, bytes | np.bytes_):
+        text = text.decode()
+    return json.loads(text) if text else None
 
 
 def _env_spec(data: dict[str, Any] | str | None) -> gym.envs.registration.EnvSpec | None:
