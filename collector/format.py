@@ -161,10 +161,7 @@ class EpisodeBatch:
     @property
     def nbytes(self) -> int:
         """Bytes of step data held in memory."""
-        arrays = [*self.observations.values(), *self.actions.values()]
-        arrays += [self.rewards, self.terminations, self.truncations]
-        arrays += [*(self.infos or {}).values(), *self.info_masks.values()]
-        return sum(a.nbytes for a in arrays)
+        return _columns_nbytes(self)
 
     def info_schema(self) -> dict[str, dict[str, Any]] | None:
         """Info columns as ``{name: {"dtype", "shape"}}``, or None when infos are not recorded."""
@@ -173,6 +170,14 @@ class EpisodeBatch:
         return {
             k: {"dtype": v.dtype.str, "shape": list(v.shape[1:])} for k, v in self.infos.items()
         }
+
+
+def _columns_nbytes(rows: EpisodeBatch | ShardRows) -> int:
+    """Bytes of every column of a batch or a block of rows."""
+    arrays = [*rows.observations.values(), *rows.actions.values()]
+    arrays += [rows.rewards, rows.terminations, rows.truncations]
+    arrays += [*(rows.infos or {}).values(), *rows.info_masks.values()]
+    return sum(a.nbytes for a in arrays)
 
 
 def make_table(
@@ -1229,10 +1234,7 @@ class ShardRows:
     @property
     def nbytes(self) -> int:
         """Bytes held."""
-        arrays = [*self.observations.values(), *self.actions.values()]
-        arrays += [self.rewards, self.terminations, self.truncations]
-        arrays += [*(self.infos or {}).values(), *self.info_masks.values()]
-        return sum(a.nbytes for a in arrays)
+        return _columns_nbytes(self)
 
 
 class ShardReader:
