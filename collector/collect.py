@@ -263,8 +263,8 @@ def collect(
     compression = str(storage.get("compression", DEFAULT_COMPRESSION))
     fmt.parse_compression(compression)
     runner = (conf.get("runner") or {}).get("name", "local")
-    if runner != "local":
-        raise UsageError(f"runner={runner!r} is not available yet; use runner=local")
+    if runner not in ("local", "ray"):
+        raise UsageError(f"runner={runner!r} is not a runner; use runner=local or runner=ray")
     seed = conf.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise UsageError(f"seed={seed!r} must be a non-negative integer or null")
@@ -302,9 +302,24 @@ def collect(
             start = time.perf_counter()
             if len(todo):
                 log.info("collecting %d episode(s) into %s", len(todo), dataset_id)
-                from collector.runners.local import run_local
+                if runner == "ray":
+                    from collector.runners.ray import run_ray
 
-                new_steps = run_local(env, policy, recorder, committer, todo, entropy, progress)
+                    new_steps = run_ray(
+                        conf,
+                        writer,
+                        todo,
+                        entropy,
+                        compression=compression,
+                        every_episodes=every_episodes,
+                        every_seconds=every_seconds,
+                        every_mb=every_mb,
+                        progress=bool(progress),
+                    )
+                else:
+                    from collector.runners.local import run_local
+
+                    new_steps = run_local(env, policy, recorder, committer, todo, entropy, progress)
                 writer.repack(int(shard_mb * MB), compression)
             else:
                 new_steps = 0

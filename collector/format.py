@@ -910,6 +910,24 @@ class DatasetWriter:
             raise
         return self._install(tmp, batch.table, batch.info_schema(), compression, id_offset=0)
 
+    def write_image(
+        self, image: bytes, table: dict[str, Any], schema: Any, compression: str | None
+    ) -> dict[str, Any]:
+        """Durably install a shard built elsewhere as bytes (``build_shard_bytes``).
+
+        E.g. by a Ray worker; ``table`` must carry its digests.
+        """
+        if self.meta is None:
+            raise RuntimeError("DatasetWriter.start() must be called before writing shards")
+        tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(image)
+        except BaseException:
+            _force_unlink(tmp)
+            raise
+        return self._install(tmp, table, schema, compression, id_offset=0)
+
     def adopt_shard(
         self, src: Path, id_offset: int = 0, compression: str | None = None
     ) -> dict[str, Any]:

@@ -1,1 +1,1 @@
-"""Runners execute an episode plan: ``local`` (in-process) now, ``ray`` with issue #4."""
+"""Runners execute an episode plan: ``local`` (in-process) or ``ray`` (parallel actors)."""

@@ -11,7 +11,8 @@ import numpy as np
 from tqdm import tqdm
 
 from collector.errors import CollectionError
-from collector.seeding import env_seed, policy_seed
+from collector.rollout import run_episode
+from collector.seeding import env_seed
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -45,30 +46,12 @@ def run_local(
         disable=None if progress else True,
         file=sys.stderr,
     )
-    reset, step = env.reset, env.step
-    act, begin, add, end = (
-        policy.act,
-        recorder.begin_episode,
-        recorder.add_step,
-        recorder.end_episode,
-    )
     steps = 0
-    episode_id = seed = None
+    episode_id = None
     started = time.perf_counter()
     try:
         for episode_id in episode_ids.tolist():
-            seed = env_seed(entropy, episode_id)
-            policy.reset(policy_seed(entropy, episode_id))
-            obs, info = reset(seed=seed)
-            begin(episode_id, seed, None, obs, info)
-            while True:
-                action = act(obs)
-                obs, reward, terminated, truncated, info = step(action)
-                add(action, obs, reward, terminated, truncated, info)
-                if terminated or truncated:
-                    break
-            steps += recorder.episode_steps
-            end()
+            steps += run_episode(env, policy, recorder, episode_id, entropy)
             committer.after_episode()
             bar.update(1)
             if not bar.disable and bar.n % 64 == 0:
@@ -83,7 +66,8 @@ def run_local(
     except Exception as e:
         _abandon(recorder, committer)
         raise CollectionError(
-            f"episode {episode_id} (seed {seed}) failed: {type(e).__name__}: {e}; finished "
+            f"episode {episode_id} (seed {env_seed(entropy, episode_id)}) failed: "
+            f"{type(e).__name__}: {e}; finished "
             "episodes are committed, re-run the same command to resume"
         ) from e
     finally:

@@ -1,0 +1,78 @@
+"""One episode, the same way in every runner: seeds from the episode id, recorded as it goes.
+
+Runners (local, Ray actors) only decide *which* ids run *where*; what an episode contains is
+decided here, from the root entropy and the id alone (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from collector.errors import CollectionError
+from collector.seeding import env_seed, policy_seed
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from collector.format import EpisodeBatch
+    from collector.policies import Policy
+    from collector.recorder import EpisodeRecorder
+
+__all__ = ["rollout_episodes", "run_episode"]
+
+
+def run_episode(
+    env: gym.Env, policy: Policy, recorder: EpisodeRecorder, episode_id: int, entropy: int
+) -> int:
+    """Record episode ``episode_id`` into ``recorder``; returns its number of steps."""
+    seed = env_seed(entropy, episode_id)
+    policy.reset(policy_seed(entropy, episode_id))
+    obs, info = env.reset(seed=seed)
+    recorder.begin_episode(episode_id, seed, None, obs, info)
+    act, step, add = policy.act, env.step, recorder.add_step
+    while True:
+        action = act(obs)
+        obs, reward, terminated, truncated, info = step(action)
+        add(action, obs, reward, terminated, truncated, info)
+        if terminated or truncated:
+            break
+    steps = recorder.episode_steps
+    recorder.end_episode()
+    return steps
+
+
+def rollout_episodes(
+    make_env: Callable[[], gym.Env],
+    env: gym.Env,
+    policy: Policy,
+    recorder: EpisodeRecorder,
+    episode_ids: Sequence[int],
+    entropy: int,
+    retries: int = 2,
+) -> tuple[EpisodeBatch | None, int, gym.Env]:
+    """Record ``episode_ids`` and hand them over as one batch (a Ray worker's unit of work).
+
+    An episode whose env or policy raises is retried on a fresh env up to ``retries`` times;
+    then the batch fails with ``CollectionError`` naming the episode and its seed. Returns the
+    batch, its steps and the env in use (replaced after a failure).
+    """
+    steps = 0
+    for episode_id in episode_ids:
+        for attempt in range(retries + 1):
+            try:
+                steps += run_episode(env, policy, recorder, int(episode_id), entropy)
+                break
+            except Exception as e:
+                recorder.discard_episode()
+                try:
+                    env.close()
+                except Exception:  # a broken env may fail to close too
+                    pass
+                env = make_env()
+                if attempt == retries:
+                    raise CollectionError(
+                        f"episode {episode_id} (seed {env_seed(entropy, int(episode_id))}) "
+                        f"failed {retries + 1} times: {type(e).__name__}: {e}"
+                    ) from e
+    return recorder.take(), steps, env

@@ -1,0 +1,259 @@
+"""The Ray runner: episodes in parallel actors, one committer (DESIGN.md section 6).
+
+Each actor (``RolloutWorker``) builds its env and policy once from the config and turns a
+batch of episode ids into finished shard bytes (compressed, with the episode table and
+digests). The driver owns the queue of ids, sizes batches from measured episode times
+(``runner.batch_seconds`` of work each), keeps at most two batches in flight per actor, and
+only writes, fsyncs and commits. Ray is at-least-once, so the driver deduplicates by episode
+id (a batch whose ids are already written is dropped). Dead actors are replaced and their
+batches requeued; a batch with no result past ``runner.batch_timeout`` is a hang (the actor
+is killed, replaced and the batch requeued); an episode whose env keeps raising fails the run
+naming the episode and its seed, after everything finished is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from collector import format as fmt
+from collector.errors import CollectionError, MissingExtraError
+from collector.recorder import EpisodeRecorder
+from collector.rollout import rollout_episodes
+
+try:
+    import ray
+    from ray.exceptions import RayActorError
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise MissingExtraError('runner=ray needs Ray: pip install "harvest[ray]"') from e
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RolloutWorker", "run_ray"]
+
+MB = 1024 * 1024
+IN_FLIGHT_PER_ACTOR = 2
+
+
+class RolloutWorker:
+    """Builds env and policy once; ``run(ids)`` returns one shard's bytes and episode table.
+
+    A plain class (tested without Ray); the runner wraps it with ``ray.remote``.
+    """
+
+    def __init__(self, conf: dict[str, Any], entropy: int, compression: str) -> None:
+        from collector.collect import build_policy
+        from collector.envs import make_env
+
+        self.conf = conf
+        self.entropy = entropy
+        self.compression = compression
+        self.retries = int((conf.get("runner") or {}).get("episode_retries", 2))
+
+        def new_env() -> Any:
+            return make_env(conf["env"], conf.get("env_kwargs"), conf.get("max_episode_steps"))
+
+        self._new_env = new_env
+        self.env = new_env()
+        self.policy = build_policy(conf.get("policy") or {}, self.env)
+        self.recorder = EpisodeRecorder(
+            self.env.observation_space, self.env.action_space, bool(conf.get("record_infos"))
+        )
+
+    def where(self) -> tuple[int, str]:
+        """(pid, Ray node id) of this worker."""
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        return os.getpid(), node
+
+    def run(self, episode_ids: list[int]) -> tuple[bytes, dict[str, Any], Any, int, float]:
+        """Record ``episode_ids``; returns (shard bytes, table, info schema, steps, seconds)."""
+        start = time.perf_counter()
+        batch, steps, self.env = rollout_episodes(
+            self._new_env,
+            self.env,
+            self.policy,
+            self.recorder,
+            episode_ids,
+            self.entropy,
+            self.retries,
+        )
+        assert batch is not None
+        batch.table["digest"] = fmt.episode_digests(batch)
+        image = fmt.build_shard_bytes(batch, self.compression)
+        return image, batch.table, batch.info_schema(), steps, time.perf_counter() - start
+
+
+class _Cadence:
+    """When the driver commits: every N episodes, seconds or MiB written, whichever first."""
+
+    def __init__(
+        self, every_episodes: int | None, every_seconds: float | None, every_mb: float | None
+    ) -> None:
+        self.every_episodes = every_episodes
+        self.every_seconds = every_seconds
+        self.every_bytes = None if every_mb is None else every_mb * MB
+        self.reset()
+
+    def reset(self) -> None:
+        self.episodes = self.bytes = 0
+        self.since = time.monotonic()
+
+    def add(self, episodes: int, nbytes: int) -> bool:
+        self.episodes += episodes
+        self.bytes += nbytes
+        return (
+            (self.every_episodes is not None and self.episodes >= self.every_episodes)
+            or (self.every_bytes is not None and self.bytes >= self.every_bytes)
+            or (
+                self.every_seconds is not None
+                and time.monotonic() - self.since >= self.every_seconds
+            )
+        )
+
+
+def run_ray(
+    conf: dict[str, Any],
+    writer: fmt.DatasetWriter,
+    todo: np.ndarray,
+    entropy: int,
+    *,
+    compression: str,
+    every_episodes: int | None,
+    every_seconds: float | None,
+    every_mb: float | None,
+    progress: bool | None = None,
+) -> int:
+    """Collect ``todo`` episode ids on Ray actors into ``writer``; returns steps recorded."""
+    rcfg = dict(conf.get("runner") or {})
+    started_ray = _init_ray(rcfg)
+    workers = int(rcfg.get("workers", 2))
+    if workers < 1:
+        raise CollectionError(f"runner.workers={workers} must be at least 1")
+    remote = ray.remote(RolloutWorker).options(
+        num_cpus=float(rcfg.get("num_cpus_per_worker", 1)), max_restarts=0, max_task_retries=0
+    )
+    max_restarts = int(rcfg.get("max_restarts", 3))
+    timeout = float(rcfg.get("batch_timeout", 300))
+    target = float(rcfg.get("batch_seconds", 0.2))
+    actors = {k: remote.remote(conf, entropy, compression) for k in range(workers)}
+    queue: deque[int] = deque(todo.tolist())
+    inflight: dict[
+        Any, tuple[int, Any, list[int], float]
+    ] = {}  # ref -> (slot, actor, ids, deadline)
+    written: set[int] = set(writer.committed_ids().tolist())
+    cadence = _Cadence(every_episodes, every_seconds, every_mb)
+    uncommitted = 0
+    restarts = steps = 0
+    episode_seconds: float | None = None
+    bar = tqdm(total=len(todo), unit="ep", disable=None if progress else True, file=sys.stderr)
+    started = time.perf_counter()
+
+    def replace(slot: int, actor: Any, why: str) -> None:
+        nonlocal restarts
+        if actors.get(slot) is not actor:
+            return  # already replaced (its other batches failing too)
+        restarts += 1
+        if restarts > max_restarts:
+            raise CollectionError(
+                f"Ray workers failed {restarts} times ({why}); committed episodes are safe, "
+                "re-run to resume or raise runner.max_restarts"
+            )
+        log.warning("replacing Ray worker %d: %s", slot, why)
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already gone
+            pass
+        actors[slot] = remote.remote(conf, entropy, compression)
+
+    def batch_size() -> int:
+        if episode_seconds is None or episode_seconds <= 0:
+            return 1  # first batches: measure
+        return int(min(1000, max(1, target / episode_seconds)))
+
+    try:
+        while queue or inflight:
+            for slot, actor in actors.items():
+                busy = sum(1 for s, *_ in inflight.values() if s == slot)
+                while queue and busy < IN_FLIGHT_PER_ACTOR:
+                    ids = [queue.popleft() for _ in range(min(batch_size(), len(queue)))]
+                    ref = actor.run.remote(ids)
+                    inflight[ref] = (slot, actor, ids, time.monotonic() + timeout)
+                    busy += 1
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                slot, actor, ids, _ = inflight.pop(ref)
+                try:
+                    image, table, schema, n_steps, seconds = ray.get(ref)
+                except RayActorError as e:
+                    replace(slot, actor, f"worker died: {type(e).__name__}")
+                    queue.extendleft(reversed(ids))
+                    continue
+                except CollectionError:
+                    raise
+                if written.intersection(ids):
+                    continue  # at-least-once delivery: these ids are already written
+                writer.write_image(image, table, schema, compression)
+                written.update(ids)
+                uncommitted += len(ids)
+                steps += n_steps
+                per = seconds / max(1, len(ids))
+                episode_seconds = (
+                    per if episode_seconds is None else 0.7 * episode_seconds + 0.3 * per
+                )
+                bar.update(len(ids))
+                if not bar.disable:
+                    rate = steps / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix_str(
+                        f"{rate:,.0f} steps/s, {len(actors)} workers", refresh=False
+                    )
+                if cadence.add(len(ids), len(image)):
+                    writer.commit()
+                    cadence.reset()
+                    uncommitted = 0
+            now = time.monotonic()
+            for slot, actor, _ids, deadline in list(inflight.values()):
+                if now > deadline and actors.get(slot) is actor:
+                    hung = [r for r, v in inflight.items() if v[1] is actor]
+                    replace(slot, actor, f"no result for {timeout:.0f} s (hung)")
+                    for r in hung:
+                        queue.extendleft(reversed(inflight.pop(r)[2]))
+    finally:
+        bar.close()
+        if uncommitted:
+            writer.commit()  # whatever finished is safe before any error propagates
+        for actor in actors.values():
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        if started_ray:
+            ray.shutdown()
+    return steps
+
+
+def _init_ray(rcfg: dict[str, Any]) -> bool:
+    """Start (or join) Ray quietly unless it is already up; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {
+        "address": rcfg.get("address"),
+        "include_dashboard": False,
+        "log_to_driver": bool(rcfg.get("log_to_driver", False)),
+        "logging_level": logging.ERROR,
+        **dict(rcfg.get("init") or {}),
+    }
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as e:
+        raise CollectionError(
+            f"cannot reach the Ray cluster at runner.address={rcfg.get('address')!r} ({e}); "
+            "start it with `ray start --head` or fix the address"
+        ) from e
+    return True
