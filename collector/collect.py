@@ -265,6 +265,18 @@ def collect(
     runner = (conf.get("runner") or {}).get("name", "local")
     if runner not in ("local", "ray"):
         raise UsageError(f"runner={runner!r} is not a runner; use runner=local or runner=ray")
+    if runner == "ray":  # checked before anything is written
+        rcfg = conf.get("runner") or {}
+        _positive(rcfg.get("workers", 2), "runner.workers", allow_none=False, integer=True)
+        _positive(
+            rcfg.get("num_cpus_per_worker", 1), "runner.num_cpus_per_worker", allow_none=False
+        )
+        _positive(rcfg.get("batch_seconds", 0.2), "runner.batch_seconds", allow_none=False)
+        _positive(rcfg.get("batch_timeout", 300), "runner.batch_timeout", allow_none=False)
+        for key in ("max_restarts", "episode_retries"):
+            value = rcfg.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UsageError(f"runner.{key}={value!r} must be a non-negative integer")
     seed = conf.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise UsageError(f"seed={seed!r} must be a non-negative integer or null")

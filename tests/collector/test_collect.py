@@ -349,3 +349,21 @@ def test_installed_non_editable_package_runs_from_any_directory(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr
     assert "+2 episodes" in proc.stdout
     assert (elsewhere / "runs" / "x" / ".hydra" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("runner.workers=0", "runner.workers=0 must be a positive integer"),
+        ("runner.batch_timeout=0", "runner.batch_timeout=0 must be a positive number"),
+        ("runner.max_restarts=-1", "runner.max_restarts=-1 must be a non-negative integer"),
+    ],
+)
+def test_bad_ray_runner_keys_are_refused_before_anything_is_written(
+    override: str, message: str, datasets_root: Path
+) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        collect(cfg("runner=ray", "episodes=3", override))
+    assert not datasets_root.exists() or not [
+        p for p in datasets_root.rglob("*") if p.is_file() and p.suffix != ".lock"
+    ]
