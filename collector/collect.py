@@ -144,16 +144,18 @@ def build_policy(policy_cfg: Mapping[str, Any], env: Any) -> Policy:
 
 
 class Committer:
-    """Writes the recorder's finished episodes as shards at the checkpoint cadence.
+    """Writes the recorders' finished episodes as shards at the checkpoint cadence.
 
     A commit happens after an episode when ``every_episodes`` episodes, ``every_seconds``
     seconds or ``every_mb`` MiB of data have accumulated since the last one, whichever first.
+    ``recorder`` may be a list (one per sub-env of a vector env): a commit then writes one
+    shard with all of their finished episodes.
     """
 
     def __init__(
         self,
         writer: fmt.DatasetWriter,
-        recorder: EpisodeRecorder,
+        recorder: EpisodeRecorder | list[EpisodeRecorder],
         *,
         every_episodes: int | None,
         every_seconds: float | None,
@@ -161,7 +163,7 @@ class Committer:
         compression: str,
     ) -> None:
         self.writer = writer
-        self.recorder = recorder
+        self.recorders = recorder if isinstance(recorder, list) else [recorder]
         self.every_episodes = every_episodes
         self.every_seconds = every_seconds
         self.every_bytes = None if every_mb is None else every_mb * MB
@@ -171,10 +173,13 @@ class Committer:
 
     def after_episode(self) -> None:
         """Commit if the cadence says so."""
-        rec = self.recorder
+        recs = self.recorders
         if (
-            (self.every_episodes is not None and rec.num_finished >= self.every_episodes)
-            or (self.every_bytes is not None and rec.nbytes >= self.every_bytes)
+            (
+                self.every_episodes is not None
+                and sum(r.num_finished for r in recs) >= self.every_episodes
+            )
+            or (self.every_bytes is not None and sum(r.nbytes for r in recs) >= self.every_bytes)
             or (
                 self.every_seconds is not None
                 and time.monotonic() - self._since >= self.every_seconds
@@ -184,11 +189,11 @@ class Committer:
 
     def flush(self) -> None:
         """Write and commit whatever is finished."""
-        batch = self.recorder.take()
+        batches = [b for b in (r.take() for r in self.recorders) if b is not None]
         self._since = time.monotonic()
-        if batch is None:
+        if not batches:
             return
-        self.writer.write_shard(batch, self.compression)
+        self.writer.write_shard(fmt.concat_batches(batches), self.compression)
         self.writer.commit()
         self.commits += 1
 
@@ -265,6 +270,14 @@ def collect(
     runner = (conf.get("runner") or {}).get("name", "local")
     if runner not in ("local", "ray"):
         raise UsageError(f"runner={runner!r} is not a runner; use runner=local or runner=ray")
+    num_envs = _positive(conf.get("num_envs", 1), "num_envs", allow_none=False, integer=True)
+    vector_mode = str(conf.get("vectorization_mode", "sync"))
+    if vector_mode not in ("sync", "async"):
+        raise UsageError(
+            f"vectorization_mode={vector_mode!r} is not available yet; use sync or async"
+        )
+    if num_envs > 1 and runner == "ray":
+        raise UsageError("num_envs > 1 with runner=ray is not available yet; use runner=local")
     if runner == "ray":  # checked before anything is written
         rcfg = conf.get("runner") or {}
         _positive(rcfg.get("workers", 2), "runner.workers", allow_none=False, integer=True)
@@ -327,6 +340,28 @@ def collect(
                         every_seconds=every_seconds,
                         every_mb=every_mb,
                         progress=bool(progress),
+                    )
+                elif num_envs > 1:
+                    from collector.runners.vector import run_vector
+
+                    recorders = [recorder] + [
+                        EpisodeRecorder(
+                            env.observation_space, env.action_space, recorder.record_infos
+                        )
+                        for _ in range(num_envs - 1)
+                    ]
+                    committer.recorders = recorders
+                    new_steps = run_vector(
+                        lambda: make_env(
+                            env_id, conf.get("env_kwargs"), conf.get("max_episode_steps")
+                        ),
+                        lambda spaces: build_policy(policy_cfg, spaces),
+                        recorders,
+                        committer,
+                        todo,
+                        entropy,
+                        vector_mode,
+                        bool(progress),
                     )
                 else:
                     from collector.runners.local import run_local

@@ -982,7 +982,7 @@ class DatasetWriter:
         entry = {
             "file": name,
             "episodes": int(len(ids)),
-            "id_ranges": _id_ranges(ids),
+            "id_ranges": _id_ranges(np.sort(ids)),  # the set of ids; shard order may differ
             "id_offset": int(id_offset),
             "obs_rows": int(table["length"].sum() + len(ids)),
             "step_rows": int(table["length"].sum()),
@@ -1150,7 +1150,7 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
             report.problems.append(f"{entry['file']}: unreadable ({e})")
             continue
         ids = batch.table["id"] + int(entry.get("id_offset", 0))
-        if _id_ranges(ids) != entry["id_ranges"]:
+        if _id_ranges(np.sort(ids)) != entry["id_ranges"]:
             report.problems.append(f"{entry['file']}: episode ids differ from the manifest")
         digests = episode_digests(batch)
         bad = np.flatnonzero(np.any(digests != batch.table["digest"], axis=1))
