@@ -1,0 +1,550 @@
+"""``runner=ray``: same data as the local runner, and the fault handling of DESIGN.md section 6.
+
+One Ray instance (2 CPUs) is shared by the module; ``collect`` joins it instead of starting
+its own. Ray workers import test envs by module path, so the envs live in ``tests/helpers.py``
+and ``tests/ray_envs.py`` and ``tests/`` is put on the workers' ``PYTHONPATH``. Tests that
+need a Ray of their own (a two-node cluster, a driver that is killed, a bad address) run in
+subprocesses.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+import ray
+import ray_envs
+from helpers import read_episodes
+
+from collector import format as fmt
+from collector.collect import CollectResult, collect
+from collector.errors import CollectionError
+from collector.runners.ray import RolloutWorker
+from collector.seeding import env_seed
+
+TESTS = Path(__file__).resolve().parents[1]
+RANDOM = {"_target_": "collector.policies.RandomPolicy"}
+SLOW = "helpers:harvest-test/Slow-v0"  # ~50 ms episodes of 50 steps
+FLAKY = f"ray_envs:{ray_envs.FLAKY_ID}"  # 20-step episodes that can raise or hang once
+CLI = "import sys; from collector.cli import main; sys.argv[0] = 'collect'; main()"
+BAD_ADDRESS_SECONDS = 60  # how long a user may wait to learn that runner.address is wrong
+
+
+def conf(
+    episodes: int,
+    dataset_id: str,
+    runner: dict[str, Any],
+    *,
+    env: str = "CartPole-v1",
+    env_kwargs: dict[str, Any] | None = None,
+    every: int = 20,
+    root: Path | None = None,
+) -> dict[str, Any]:
+    """A ``collect`` config as a plain dict (data-affecting keys as the CLI's defaults)."""
+    return {
+        "env": env,
+        "env_kwargs": env_kwargs or {},
+        "max_episode_steps": None,
+        "record_infos": False,
+        "episodes": episodes,
+        "seed": 0,
+        "dataset_id": dataset_id,
+        "datasets_root": None if root is None else str(root),
+        "policy": dict(RANDOM),
+        "runner": runner,
+        "checkpoint": {"every_episodes": every},
+    }
+
+
+def on_ray(**overrides: Any) -> dict[str, Any]:
+    """The ``runner=ray`` section, with quick batches."""
+    return {
+        "name": "ray",
+        "workers": 2,
+        "batch_timeout": 300,
+        "max_restarts": 3,
+        "episode_retries": 2,
+        "batch_seconds": 0.05,
+        **overrides,
+    }
+
+
+LOCAL = {"name": "local"}
+
+
+def committed_ids(dataset_id: str) -> list[int]:
+    return [ep["id"] for ep in read_episodes(dataset_id)]
+
+
+def assert_complete(dataset_id: str, episodes: int, fingerprint: str) -> None:
+    """Exactly ids 0..episodes-1, verified from disk, with the expected fingerprint."""
+    report = fmt.verify_dataset(dataset_id)
+    assert report.ok, report.problems
+    assert report.episodes == episodes
+    assert committed_ids(dataset_id) == list(range(episodes))
+    assert report.fingerprint == fingerprint
+    data = fmt.dataset_path(dataset_id) / fmt.DATA_DIR
+    assert not [p.name for p in data.iterdir() if p.name.startswith(".")]
+
+
+def cli_env(root: Path) -> dict[str, str]:
+    env = {**os.environ, "HARVEST_DATASETS": str(root), "PYTHONPATH": str(TESTS)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bad_address_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``collect runner=ray runner.address=127.0.0.1:1`` started when the module starts.
+
+    It runs in the background while the other tests run (it mostly waits on the network);
+    ``test_unreachable_address_fails_clearly`` looks at its outcome at the end.
+    """
+    root = tmp_path_factory.mktemp("bad-address")
+    out = (root / "stdout").open("w")
+    err = (root / "stderr").open("w")
+    args = ["runner=ray", "runner.address=127.0.0.1:1", "episodes=3", f"hydra.run.dir={root}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI, *args],
+        env=cli_env(root / "datasets"),
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=err,
+    )
+    try:
+        yield {"proc": proc, "started": time.monotonic(), "root": root}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        out.close()
+        err.close()
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """One local Ray for the module; ``collect`` reuses it (and leaves it running)."""
+    assert not ray.is_initialized(), "another test left Ray running"
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}},
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_fingerprint(tmp_path_factory: pytest.TempPathFactory):
+    """``local_fingerprint(episodes, env=..., env_kwargs=...)``: a cached local-runner run."""
+    root = tmp_path_factory.mktemp("local-reference")
+    cache: dict[str, str] = {}
+
+    def get(episodes: int, env: str = "CartPole-v1", env_kwargs: dict | None = None) -> str:
+        key = json.dumps([episodes, env, env_kwargs], sort_keys=True)
+        if key not in cache:
+            did = f"ref/run{len(cache)}-v0"
+            result = collect(conf(episodes, did, LOCAL, env=env, env_kwargs=env_kwargs, root=root))
+            assert result.total_episodes == episodes
+            cache[key] = result.fingerprint
+        return cache[key]
+
+    return get
+
+
+def wait_for_free_cpus(cpus: float = 2.0, timeout: float = 30.0) -> None:
+    """Wait until no actor holds a CPU of the module's Ray (e.g. after its driver died)."""
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0.0) < cpus:
+        assert time.monotonic() < deadline, f"Ray CPUs still held: {ray.available_resources()}"
+        time.sleep(0.2)
+
+
+def wait_for_commit(dataset_id: str, timeout: float, root: Path | None = None) -> int:
+    """Wait for a commit with at least one shard; returns its episode count."""
+    path = fmt.dataset_path(dataset_id, root) / fmt.METADATA_FILE
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            meta = json.loads(path.read_text())
+            if meta.get("shards"):
+                return int(meta["total_episodes"])
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"no commit of {dataset_id} within {timeout} s")
+
+
+def rollout_worker_pids() -> dict[int, str]:
+    """pid -> process title of the ``RolloutWorker`` actors of this module's Ray."""
+    raylet = ray._private.worker.global_worker.node.all_processes["raylet"][0].process.pid
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            title = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if title.startswith("ray::RolloutWorker") and ppid == raylet:
+            out[int(entry)] = title
+    return out
+
+
+# -- same data whatever the layout ------------------------------------------------------------
+
+
+def test_ray_gives_the_local_fingerprint_whatever_workers_and_batch_size(
+    ray_address: str, local_fingerprint
+) -> None:
+    n = 200
+    reference = local_fingerprint(n)
+    layouts = [
+        {"workers": 1, "batch_seconds": 0.5},  # large batches, one actor
+        {"workers": 2, "batch_seconds": 1e-4},  # one episode per task
+    ]
+    for k, layout in enumerate(layouts):
+        dataset_id = f"ray/layout{k}-v0"
+        result = collect(conf(n, dataset_id, on_ray(**layout)))
+        assert (result.new_episodes, result.total_episodes) == (n, n), layout
+        assert result.fingerprint == reference, layout
+        assert_complete(dataset_id, n, reference)
+
+
+def test_resume_and_extend_on_ray_match_local(ray_address: str, local_fingerprint) -> None:
+    first = collect(conf(50, "ray/grow-v0", on_ray()))
+    assert first.new_episodes == 50
+    assert first.fingerprint == local_fingerprint(50)
+
+    grown = collect(conf(100, "ray/grow-v0", on_ray()))
+    assert (grown.new_episodes, grown.total_episodes) == (50, 100)  # only the new ids
+    assert_complete("ray/grow-v0", 100, local_fingerprint(100))
+    shards = fmt.read_metadata(fmt.dataset_path("ray/grow-v0"))["shards"]
+
+    again = collect(conf(100, "ray/grow-v0", on_ray()))
+    assert again.noop and again.new_steps == 0
+    assert again.fingerprint == grown.fingerprint
+    assert fmt.read_metadata(fmt.dataset_path("ray/grow-v0"))["shards"] == shards
+
+    # the runner is execution-only: a dataset started on Ray extends locally
+    collect(conf(50, "mixed/a-v0", on_ray()))
+    mixed = collect(conf(100, "mixed/a-v0", LOCAL))
+    assert mixed.new_episodes == 50
+    assert_complete("mixed/a-v0", 100, grown.fingerprint)
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_killing_a_worker_mid_run_loses_and_duplicates_nothing(
+    ray_address: str, local_fingerprint, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="collector.runners.ray")
+    n = 60
+    reference = local_fingerprint(n, env=SLOW)
+    wait_for_free_cpus()
+    before = set(rollout_worker_pids())
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = collect(conf(n, "ray/killed-v0", on_ray(), env=SLOW, every=5))
+        except BaseException as e:  # reported by the main thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    committed = wait_for_commit("ray/killed-v0", timeout=60)
+    deadline = time.monotonic() + 10
+    busy: list[int] = []
+    while not busy and time.monotonic() < deadline:  # an actor of this run, inside run()
+        procs = rollout_worker_pids()
+        busy = [p for p, title in procs.items() if p not in before and title.endswith(".run")]
+    assert busy, "no RolloutWorker actor is running a batch"
+    assert thread.is_alive() and committed < n, "the run finished before a worker was killed"
+    os.kill(busy[0], signal.SIGKILL)
+
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the run did not finish after a worker was killed"
+    assert "error" not in outcome, outcome.get("error")
+    result: CollectResult = outcome["result"]
+    assert (result.new_episodes, result.total_episodes) == (n, n)
+    assert any("replacing Ray worker" in r.getMessage() for r in caplog.records), (
+        "the kill was not noticed"
+    )
+    assert_complete("ray/killed-v0", n, reference)
+
+
+def test_an_env_that_always_raises_fails_naming_episode_and_seed(ray_address: str) -> None:
+    k, n = 7, 30
+    seed = env_seed(0, k)
+    with pytest.raises(CollectionError) as info:
+        collect(
+            conf(n, "ray/fails-v0", on_ray(), env=FLAKY, env_kwargs={"fail_seed": seed}, every=5)
+        )
+    message = str(info.value)
+    assert f"episode {k} (seed {seed})" in message
+    report = fmt.verify_dataset("ray/fails-v0")
+    assert report.ok, report.problems
+    ids = committed_ids("ray/fails-v0")
+    assert 1 <= len(ids) < n  # what finished before the failure was committed
+    assert k not in ids
+    assert len(set(ids)) == len(ids) and set(ids) <= set(range(n))
+
+
+def test_an_env_failure_is_one_clear_line_not_a_remote_traceback(ray_address: str) -> None:
+    """DESIGN.md section 9: the CLI prints ``collect: error: <message>`` as one line."""
+    seed = env_seed(0, 3)
+    with pytest.raises(CollectionError) as info:
+        collect(conf(10, "ray/fails-v0", on_ray(), env=FLAKY, env_kwargs={"fail_seed": seed}))
+    message = str(info.value)
+    assert message.startswith(f"episode 3 (seed {seed}) failed 3 times"), message[:300]
+    assert "\n" not in message and "Traceback" not in message, message[:300]
+
+
+def test_an_env_that_raises_once_is_retried_and_gives_the_local_data(
+    ray_address: str, local_fingerprint, tmp_path: Path
+) -> None:
+    n = 30
+    marker = tmp_path / "raised-once"
+    kwargs = {"fail_seed": env_seed(0, 11), "marker": str(marker)}
+    result = collect(conf(n, "ray/flaky-v0", on_ray(), env=FLAKY, env_kwargs=kwargs, every=5))
+    assert marker.exists(), "the env never raised: the test proves nothing"
+    assert result.total_episodes == n
+    assert_complete("ray/flaky-v0", n, local_fingerprint(n, env=FLAKY))
+
+
+def test_a_worker_that_cannot_build_the_env_fails_naming_the_cause(
+    ray_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The env's module is importable by the driver only (a common cluster mistake)."""
+    (tmp_path / "driver_only_env.py").write_text(
+        textwrap.dedent(
+            """
+            import gymnasium as gym
+
+            ENTRY = "gymnasium.envs.classic_control:CartPoleEnv"
+            if "harvest-test/DriverOnly-v0" not in gym.registry:
+                gym.register("harvest-test/DriverOnly-v0", entry_point=ENTRY)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = "driver_only_env:harvest-test/DriverOnly-v0"
+    with pytest.raises(CollectionError) as info:
+        collect(conf(10, "ray/driver-only-v0", on_ray(max_restarts=1), env=env))
+    message = str(info.value)
+    assert "driver_only_env" in message, message  # the cause, not only "worker died"
+    assert "runner.max_restarts" not in message, message  # more restarts cannot help
+
+
+@pytest.mark.slow
+def test_a_hung_batch_is_killed_and_requeued(
+    ray_address: str, local_fingerprint, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="collector.runners.ray")
+    n = 30
+    marker = tmp_path / "hung-once"
+    kwargs = {"fail_seed": env_seed(0, 5), "marker": str(marker), "mode": "hang"}
+    wait_for_free_cpus()
+    start = time.monotonic()
+    result = collect(
+        conf(n, "ray/hang-v0", on_ray(batch_timeout=5), env=FLAKY, env_kwargs=kwargs, every=5)
+    )
+    took = time.monotonic() - start
+    assert marker.exists(), "the env never hung: the test proves nothing"
+    assert any("(hung)" in r.getMessage() for r in caplog.records)
+    assert 5 <= took < 60
+    assert result.total_episodes == n
+    assert_complete("ray/hang-v0", n, local_fingerprint(n, env=FLAKY))
+
+
+@pytest.mark.slow
+def test_killing_the_driver_then_rerunning_gives_the_uninterrupted_dataset(
+    ray_address: str, local_fingerprint, datasets_root: Path
+) -> None:
+    n = 60
+    dataset_id = "ray/driver-killed-v0"
+    reference = local_fingerprint(n, env=SLOW)
+    wait_for_free_cpus()
+    # The subprocess driver joins this module's Ray; its job's workers get tests/ on their
+    # path through runner.init (passed to ray.init) so that they can import `helpers`.
+    args = [
+        f"env={SLOW}",
+        f"episodes={n}",
+        f"dataset_id={dataset_id}",
+        "checkpoint.every_episodes=5",
+        "runner=ray",
+        f"runner.address={ray_address}",
+        "runner.batch_seconds=0.05",
+        f"+runner.init.runtime_env={{env_vars:{{PYTHONPATH:'{TESTS}'}}}}",
+        f"hydra.run.dir={datasets_root.parent / 'runs'}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI, *args],
+        env=cli_env(datasets_root),
+        cwd=datasets_root.parent,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        committed = wait_for_commit(dataset_id, timeout=60)
+    except AssertionError:
+        proc.kill()
+        stderr = proc.communicate()[1]
+        raise AssertionError(f"no commit; driver stderr:\n{stderr[-3000:]}") from None
+    assert proc.poll() is None and committed < n, "the driver finished before it was killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    meta = fmt.read_metadata(fmt.dataset_path(dataset_id))  # a consistent commit
+    assert 0 < meta["total_episodes"] < n
+
+    wait_for_free_cpus()  # the dead driver's actors are reaped with its job
+    result = collect(conf(n, dataset_id, on_ray(), env=SLOW, every=5))
+    assert result.new_episodes == n - meta["total_episodes"]
+    assert_complete(dataset_id, n, reference)
+
+
+@pytest.mark.slow
+def test_workers_spread_over_a_two_node_cluster(
+    tmp_path: Path, datasets_root: Path, local_fingerprint
+) -> None:
+    n = 100
+    seen = tmp_path / "nodes.txt"
+    config = conf(n, "ray/cluster-v0", on_ray(num_cpus_per_worker=1))
+    script = tmp_path / "cluster_run.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json
+
+            import ray
+            from ray.cluster_utils import Cluster
+
+            import collector.runners.ray as runner
+            from collector.collect import collect
+
+
+            class Recording(runner.RolloutWorker):
+                # the runner's own actors, noting the node each batch ran on
+                def run(self, episode_ids):
+                    with open({str(seen)!r}, "a") as fh:
+                        fh.write(ray.get_runtime_context().get_node_id() + "\\n")
+                    return super().run(episode_ids)
+
+
+            runner.RolloutWorker = Recording
+            config = json.loads({json.dumps(config)!r})
+            cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+            try:
+                cluster.add_node(num_cpus=1)
+                cluster.wait_for_nodes()
+                ray.init(address=cluster.address, log_to_driver=False)
+                config["runner"]["address"] = cluster.address
+                result = collect(config)
+                nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+                print(json.dumps({{"fingerprint": result.fingerprint, "nodes": nodes}}))
+            finally:
+                ray.shutdown()
+                cluster.shutdown()
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        env=cli_env(datasets_root),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(set(out["nodes"])) == 2
+    used = set(seen.read_text().split())
+    assert used == set(out["nodes"]), "the two actors did not land on two nodes"
+    assert out["fingerprint"] == local_fingerprint(n)
+    assert_complete("ray/cluster-v0", n, out["fingerprint"])
+
+
+# -- the worker class without Ray ---------------------------------------------------------------
+
+
+def test_rollout_worker_without_ray_returns_a_shard_image(tmp_path: Path) -> None:
+    worker_conf = conf(3, "unused/x-v0", {"name": "ray", "episode_retries": 0})
+    worker = RolloutWorker(worker_conf, 0, "lzf")
+    image, table, schema, steps, seconds = worker.run([0, 1, 2])
+    assert isinstance(image, bytes) and seconds >= 0 and schema is None
+    with h5py.File(io.BytesIO(image), "r") as f:
+        assert f["episodes/id"][()].tolist() == [0, 1, 2]
+        np.testing.assert_array_equal(f["episodes/digest"][()], table["digest"])
+    shard = tmp_path / "shard.h5"
+    shard.write_bytes(image)
+    batch = fmt.read_shard(shard)
+    np.testing.assert_array_equal(fmt.episode_digests(batch), table["digest"])
+    assert steps == batch.num_steps == int(table["length"].sum())
+
+    # the same episodes as the local runner, and the worker keeps going batch after batch
+    local = collect(conf(4, "local/worker-v0", LOCAL))
+    digests = np.concatenate(
+        [
+            fmt.read_shard_table(local.path / fmt.DATA_DIR / e["file"])["digest"]
+            for e in fmt.read_metadata(local.path)["shards"]
+        ]
+    )
+    image3, table3, *_ = worker.run([3])
+    assert table3["id"].tolist() == [3]
+    np.testing.assert_array_equal(np.concatenate([table["digest"], table3["digest"]]), digests)
+
+
+# -- a wrong address ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_unreachable_address_fails_clearly(bad_address_run: dict[str, Any]) -> None:
+    """Nothing listens at 127.0.0.1:1: the CLI must say so, in one line, within a minute."""
+    proc = bad_address_run["proc"]
+    left = bad_address_run["started"] + BAD_ADDRESS_SECONDS - time.monotonic()
+    try:
+        proc.wait(timeout=max(0.0, left))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        stderr = (bad_address_run["root"] / "stderr").read_text()
+        pytest.fail(
+            f"`collect runner=ray runner.address=127.0.0.1:1` gave no answer within "
+            f"{BAD_ADDRESS_SECONDS} s; its stderr so far ends with:\n{stderr[-1500:]}"
+        )
+    stderr = (bad_address_run["root"] / "stderr").read_text()
+    assert proc.returncode == 1, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("collect: error:")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert "runner.address='127.0.0.1:1'" in errors[0]
+    assert "Traceback" not in stderr
