@@ -97,6 +97,10 @@ def default_dataset_id(env_id: str, policy_name: str) -> str:
 def data_config(cfg: Mapping[str, Any], env_package: str | None) -> dict[str, Any]:
     """The data-affecting part of a collect config, as stored in provenance."""
     out = {key: cfg.get(key) for key in DATA_KEYS}
+    # the defaults of conf/collect.yaml, so a Python dict config that leaves them out resumes
+    # a CLI run (and the other way round)
+    out["env_kwargs"] = dict(out["env_kwargs"] or {})
+    out["record_infos"] = bool(out["record_infos"])
     out["env_package"] = env_package
     return out
 

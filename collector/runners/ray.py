@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from collections import deque
@@ -24,13 +25,13 @@ import numpy as np
 from tqdm import tqdm
 
 from collector import format as fmt
-from collector.errors import CollectionError, MissingExtraError
+from collector.errors import CollectionError, HarvestError, MissingExtraError
 from collector.recorder import EpisodeRecorder
 from collector.rollout import rollout_episodes
 
 try:
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import RayActorError, RayTaskError
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError('runner=ray needs Ray: pip install "harvest[ray]"') from e
 
@@ -192,11 +193,23 @@ def run_ray(
                 try:
                     image, table, schema, n_steps, seconds = ray.get(ref)
                 except RayActorError as e:
+                    if getattr(e, "actor_init_failed", False):
+                        # a worker that cannot build env or policy will never work: stop
+                        raise CollectionError(
+                            f"a Ray worker could not start: {_last_line(str(e))}; check that "
+                            "the env and the policy import on every node (runner.init can "
+                            "pass a runtime_env)"
+                        ) from None
                     replace(slot, actor, f"worker died: {type(e).__name__}")
                     queue.extendleft(reversed(ids))
                     continue
-                except CollectionError:
-                    raise
+                except RayTaskError as e:
+                    cause = e.cause
+                    if isinstance(cause, HarvestError):
+                        raise cause from None  # one line, not Ray's remote traceback
+                    raise CollectionError(
+                        f"a Ray worker failed: {type(cause).__name__}: {cause}"
+                    ) from None
                 if written.intersection(ids):
                     continue  # at-least-once delivery: these ids are already written
                 writer.write_image(image, table, schema, compression)
@@ -238,10 +251,33 @@ def run_ray(
     return steps
 
 
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+def _check_reachable(address: str | None) -> None:
+    """Fail in seconds, not minutes, when ``runner.address`` names a host:port nobody serves."""
+    if not address or address == "auto":
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # let ray.init judge other forms
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise CollectionError(
+            f"cannot reach the Ray cluster at runner.address={address!r} ({e.strerror or e}); "
+            "start it with `ray start --head` or fix the address"
+        ) from None
+
+
 def _init_ray(rcfg: dict[str, Any]) -> bool:
     """Start (or join) Ray quietly unless it is already up; True when this call started it."""
     if ray.is_initialized():
         return False
+    _check_reachable(rcfg.get("address"))
     kwargs: dict[str, Any] = {
         "address": rcfg.get("address"),
         "include_dashboard": False,
