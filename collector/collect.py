@@ -35,7 +35,7 @@ from collector.spaces import check_supported
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CollectResult", "Committer", "collect", "data_config", "default_dataset_id"]
+__all__ = ["Cadence", "CollectResult", "Committer", "collect", "data_config", "default_dataset_id"]
 
 #: Keys whose change alters the data; a resumed run must match them (DESIGN.md section 6).
 DATA_KEYS = ("env", "env_kwargs", "max_episode_steps", "policy", "seed", "record_infos")
@@ -147,6 +147,37 @@ def build_policy(policy_cfg: Mapping[str, Any], env: Any) -> Policy:
     return as_policy(obj)
 
 
+class Cadence:
+    """When to commit: the checkpoint cadence, shared by every runner.
+
+    A window commits after ``every_episodes`` episodes, ``every_seconds`` seconds or
+    ``every_mb`` MiB since the last commit, whichever comes first (None: never by that one).
+    """
+
+    def __init__(
+        self, every_episodes: int | None, every_seconds: float | None, every_mb: float | None
+    ) -> None:
+        self.every_episodes = every_episodes
+        self.every_seconds = every_seconds
+        self.every_bytes = None if every_mb is None else every_mb * MB
+        self.restart()
+
+    def restart(self) -> None:
+        """Start a new window (after a commit)."""
+        self.since = time.monotonic()
+
+    def due(self, episodes: int, nbytes: int) -> bool:
+        """True when a window holding ``episodes`` episodes and ``nbytes`` bytes should commit."""
+        return (
+            (self.every_episodes is not None and episodes >= self.every_episodes)
+            or (self.every_bytes is not None and nbytes >= self.every_bytes)
+            or (
+                self.every_seconds is not None
+                and time.monotonic() - self.since >= self.every_seconds
+            )
+        )
+
+
 class Committer:
     """Writes the recorders' finished episodes as shards at the checkpoint cadence.
 
@@ -168,33 +199,20 @@ class Committer:
     ) -> None:
         self.writer = writer
         self.recorders = recorder if isinstance(recorder, list) else [recorder]
-        self.every_episodes = every_episodes
-        self.every_seconds = every_seconds
-        self.every_bytes = None if every_mb is None else every_mb * MB
+        self.cadence = Cadence(every_episodes, every_seconds, every_mb)
         self.compression = compression
-        self._since = time.monotonic()
         self.commits = 0
 
     def after_episode(self) -> None:
         """Commit if the cadence says so."""
         recs = self.recorders
-        if (
-            (
-                self.every_episodes is not None
-                and sum(r.num_finished for r in recs) >= self.every_episodes
-            )
-            or (self.every_bytes is not None and sum(r.nbytes for r in recs) >= self.every_bytes)
-            or (
-                self.every_seconds is not None
-                and time.monotonic() - self._since >= self.every_seconds
-            )
-        ):
+        if self.cadence.due(sum(r.num_finished for r in recs), sum(r.nbytes for r in recs)):
             self.flush()
 
     def flush(self) -> None:
         """Write and commit whatever is finished."""
         batches = [b for b in (r.take() for r in self.recorders) if b is not None]
-        self._since = time.monotonic()
+        self.cadence.restart()
         if not batches:
             return
         self.writer.write_shard(fmt.concat_batches(batches), self.compression)

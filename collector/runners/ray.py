@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from collector import format as fmt
+from collector.collect import Cadence
 from collector.errors import CollectionError, HarvestError, MissingExtraError
 from collector.recorder import EpisodeRecorder
 from collector.rollout import rollout_episodes
@@ -91,34 +92,6 @@ class RolloutWorker:
         return image, batch.table, batch.info_schema(), steps, time.perf_counter() - start
 
 
-class _Cadence:
-    """When the driver commits: every N episodes, seconds or MiB written, whichever first."""
-
-    def __init__(
-        self, every_episodes: int | None, every_seconds: float | None, every_mb: float | None
-    ) -> None:
-        self.every_episodes = every_episodes
-        self.every_seconds = every_seconds
-        self.every_bytes = None if every_mb is None else every_mb * MB
-        self.reset()
-
-    def reset(self) -> None:
-        self.episodes = self.bytes = 0
-        self.since = time.monotonic()
-
-    def add(self, episodes: int, nbytes: int) -> bool:
-        self.episodes += episodes
-        self.bytes += nbytes
-        return (
-            (self.every_episodes is not None and self.episodes >= self.every_episodes)
-            or (self.every_bytes is not None and self.bytes >= self.every_bytes)
-            or (
-                self.every_seconds is not None
-                and time.monotonic() - self.since >= self.every_seconds
-            )
-        )
-
-
 def run_ray(
     conf: dict[str, Any],
     writer: fmt.DatasetWriter,
@@ -149,8 +122,8 @@ def run_ray(
         Any, tuple[int, Any, list[int], float]
     ] = {}  # ref -> (slot, actor, ids, deadline)
     written: set[int] = set(writer.committed_ids().tolist())
-    cadence = _Cadence(every_episodes, every_seconds, every_mb)
-    uncommitted = 0
+    cadence = Cadence(every_episodes, every_seconds, every_mb)
+    uncommitted = window_bytes = 0
     restarts = steps = 0
     episode_seconds: float | None = None
     bar = tqdm(total=len(todo), unit="ep", disable=None if progress else True, file=sys.stderr)
@@ -226,10 +199,11 @@ def run_ray(
                     bar.set_postfix_str(
                         f"{rate:,.0f} steps/s, {len(actors)} workers", refresh=False
                     )
-                if cadence.add(len(ids), len(image)):
+                window_bytes += len(image)
+                if cadence.due(uncommitted, window_bytes):
                     writer.commit()
-                    cadence.reset()
-                    uncommitted = 0
+                    cadence.restart()
+                    uncommitted = window_bytes = 0
             now = time.monotonic()
             for slot, actor, _ids, deadline in list(inflight.values()):
                 if now > deadline and actors.get(slot) is actor:
