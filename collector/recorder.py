@@ -28,6 +28,27 @@ __all__ = ["EpisodeRecorder"]
 _MIN_ROWS = 1024
 
 
+def _regrow(
+    store: dict[str, np.ndarray], start: int, stop: int | None, rows: int
+) -> dict[str, np.ndarray]:
+    """Reallocate every array of ``store`` to ``rows`` rows, keeping rows [start, stop).
+
+    The kept rows move to the front of zeroed arrays (``stop=None``: to the end); rows
+    [0, start) of the old arrays are returned.
+
+    The rows returned are views, not copies: nothing else refers to the old arrays any more,
+    and a copy would double the commit window at its peak.
+    """
+    out = {}
+    for name, arr in store.items():
+        kept = arr[start:stop]
+        out[name] = arr[:start]
+        new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
+        new[: len(kept)] = kept
+        store[name] = new
+    return out
+
+
 class _Columns:
     """Column arrays of one space that grow by doubling."""
 
@@ -46,24 +67,10 @@ class _Columns:
         return None
 
     def grow(self, rows: int) -> None:
-        for name, arr in self.store.items():
-            new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
-            new[: len(arr)] = arr
-            self.store[name] = new
+        _regrow(self.store, 0, None, rows)
 
     def cut(self, start: int, stop: int, rows: int) -> dict[str, np.ndarray]:
-        """Hand over rows [0, start) and keep [start, stop) at the front of fresh arrays.
-
-        The rows handed over are views of the old arrays, not copies: nothing else refers to
-        those arrays any more, and a copy would double the window at its peak.
-        """
-        out = {}
-        for name, arr in self.store.items():
-            out[name] = arr[:start]
-            new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
-            new[: stop - start] = arr[start:stop]
-            self.store[name] = new
-        return out
+        return _regrow(self.store, start, stop, rows)
 
 
 class _Infos:
@@ -76,21 +83,13 @@ class _Infos:
         self.dropped: set[str] = set()
 
     def grow(self, rows: int) -> None:
-        for store in (self.cols, self.masks):
-            for name, arr in store.items():
-                new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
-                new[: len(arr)] = arr
-                store[name] = new
+        _regrow(self.cols, 0, None, rows)
+        _regrow(self.masks, 0, None, rows)
         self.rows = rows
 
     def cut(self, start: int, stop: int, rows: int) -> tuple[dict, dict]:
-        cols, masks = {}, {}
-        for store, out in ((self.cols, cols), (self.masks, masks)):
-            for name, arr in store.items():
-                out[name] = arr[:start]  # a view: see _Columns.cut
-                new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
-                new[: stop - start] = arr[start:stop]
-                store[name] = new
+        cols = _regrow(self.cols, start, stop, rows)
+        masks = _regrow(self.masks, start, stop, rows)
         self.rows = rows
         return cols, masks
 
