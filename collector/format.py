@@ -600,13 +600,7 @@ def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:
             node = f[name]
             if isinstance(node, h5py.Dataset):
                 return {"": node[()]}
-            out: dict[str, np.ndarray] = {}
-            node.visititems(
-                lambda n, obj: (
-                    out.__setitem__(n, obj[()]) if isinstance(obj, h5py.Dataset) else None
-                )
-            )
-            return out
+            return {n: node[n][()] for n in _dataset_names(node)}
 
         infos = masks = None
         if "infos" in f:

@@ -28,7 +28,7 @@ import numpy as np
 
 from collector import format as fmt
 from collector.errors import CorruptDatasetError, HarvestError, HarvestWarning, UsageError
-from collector.spaces import space_from_json, unescape_key, unflatten
+from collector.spaces import columns, space_from_json, unescape_key, unflatten
 
 if TYPE_CHECKING:
     from curation.pipeline import Pipeline
@@ -453,7 +453,9 @@ class Dataset:
         k = int(s.step_offset[pos] - s.block_step_start[b]) + t
 
         def one(space: gym.Space, cols: dict[str, np.ndarray], r: int) -> Any:
-            return _first(unflatten(space, {n: v[r : r + 1].copy() for n, v in cols.items()}))
+            return nested_row(
+                unflatten(space, {n: v[r : r + 1].copy() for n, v in cols.items()}), 0
+            )
 
         return {
             "observation": one(s.observation_space, rows.observations, o),
@@ -577,9 +579,9 @@ class Dataset:
         obs_cols, next_cols, act_cols = cat("obs"), cat("next"), cat("act")
         if not obs_cols:
             obs_cols = next_cols = {
-                c.name: np.zeros((0, *c.shape), c.dtype) for c in _cols(s.observation_space)
+                c.name: np.zeros((0, *c.shape), c.dtype) for c in columns(s.observation_space)
             }
-            act_cols = {c.name: np.zeros((0, *c.shape), c.dtype) for c in _cols(s.action_space)}
+            act_cols = {c.name: np.zeros((0, *c.shape), c.dtype) for c in columns(s.action_space)}
         return {
             "observations": unflatten(s.observation_space, obs_cols),
             "actions": unflatten(s.action_space, act_cols),
@@ -630,18 +632,13 @@ class Dataset:
         return Pipeline(self, num_workers=num_workers, **kwargs)
 
 
-def _first(value: Any) -> Any:
+def nested_row(value: Any, t: int) -> Any:
+    """Row ``t`` of a nested value (dict / tuple / ``list[str]`` / ndarray), same nesting."""
     if isinstance(value, dict):
-        return {k: _first(v) for k, v in value.items()}
+        return {k: nested_row(v, t) for k, v in value.items()}
     if isinstance(value, tuple):
-        return tuple(_first(v) for v in value)
-    return value[0]
-
-
-def _cols(space: gym.Space) -> list[Any]:
-    from collector.spaces import columns
-
-    return columns(space)
+        return tuple(nested_row(v, t) for v in value)
+    return value[t]
 
 
 _INDEX_FIELDS = tuple(f for f in fmt.TABLE_FIELDS if f != "digest")

@@ -44,6 +44,7 @@ import numpy as np
 
 from collector import format as fmt
 from collector.spaces import unflatten
+from curation.dataset import nested_row
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -297,10 +298,10 @@ class Pipeline:
         ep = next(self.dataset.iterate_episodes([int(episode_id)]))
         for t in range(0, len(ep), skip_interval + 1):
             item: tuple[Any, ...] = (
-                _row(ep.observations, t),
-                _row(ep.actions, t),
+                nested_row(ep.observations, t),
+                nested_row(ep.actions, t),
                 ep.rewards[t],
-                _row(ep.observations, t + 1),
+                nested_row(ep.observations, t + 1),
                 bool(ep.terminations[t]),
             )
             if include_metadata:
@@ -539,14 +540,6 @@ def _streams(seed: int | None) -> tuple[np.random.Generator, np.random.Generator
     """
     order, draws = np.random.SeedSequence(seed).spawn(2)
     return np.random.default_rng(order), np.random.default_rng(draws)
-
-
-def _row(value: Any, t: int) -> Any:
-    if isinstance(value, dict):
-        return {k: _row(v, t) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(_row(v, t) for v in value)
-    return value[t]
 
 
 def _unflatten_batch(space: Any, cols: dict[str, np.ndarray]) -> Any:
