@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import compose_cfg, dir_bytes, verdict, vm_hwm_kib
+
 ENV_ID = "CartPole-v1"
 MEAN_EPISODE_STEPS = 22  # CartPole-v1 under a uniform random policy
 ROOT_SEED = 0
@@ -123,13 +125,6 @@ def data_collector_loop(episodes: int, dataset_id: str) -> dict[str, Any]:
     }
 
 
-def compose_cfg(overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        return compose("collect", overrides=overrides)
-
-
 def collect_run(episodes: int, dataset_id: str, extra: list[str] | None = None) -> dict[str, Any]:
     """``collect(cfg)`` with the default config; the whole call is timed."""
     from collector.collect import collect
@@ -162,11 +157,6 @@ def collect_run(episodes: int, dataset_id: str, extra: list[str] | None = None) 
 # bytes
 
 
-def dir_bytes(path: Path) -> int:
-    """Sum of file sizes under ``path`` (shards and metadata.json)."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
 def raw_bytes(steps: int, episodes: int) -> int:
     """Raw size of ``episodes`` episodes totalling ``steps`` steps (review finding 17)."""
     import gymnasium as gym
@@ -195,23 +185,6 @@ print(json.dumps({{"episodes": r["episodes"], "steps": r["steps"], "wall": r["wa
     "hwm_after_imports_kib": before, "hwm_kib": b.vm_hwm_kib(),
     "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
-
-
-def vm_hwm_kib() -> int | None:
-    """This process's peak RSS (``VmHWM``, KiB), or None where /proc is missing.
-
-    Preferred over ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the pre-exec high-water
-    mark of the forking parent into the child's ``ru_maxrss``, so a child started from a big
-    parent reports the parent's size.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def rss_child(episodes: int, dataset_id: str) -> dict[str, Any]:
@@ -306,10 +279,6 @@ def bench_size(target_steps: int, repeats: int, log: Any) -> dict[str, Any]:
         "none_collect_steps_per_s": none["steps_per_s"],
         "runs": runs,
     }
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def markdown(results: list[dict[str, Any]], rss: dict[str, Any] | None, argv: list[str]) -> str:

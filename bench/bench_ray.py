@@ -58,6 +58,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from _common import verdict
 from gymnasium import spaces
 
 ENV_NAME = "harvest-bench/Burn-v0"
@@ -486,10 +487,6 @@ def start_ray() -> float:
     start = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     return time.perf_counter() - start
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def markdown(res: dict[str, Any], argv: list[str]) -> str:

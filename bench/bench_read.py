@@ -47,6 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import compose_cfg, dir_bytes, verdict, vm_hwm_kib
+
 ROOT_SEED = 0
 BATCH = 256
 ITERATE_TARGET = 50.0
@@ -67,13 +69,6 @@ TRANSITION_KEYS = (
 
 # --------------------------------------------------------------------------------------------
 # setup: the same episodes in both formats
-
-
-def compose_cfg(overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module(config_module="conf", version_base="1.3"):
-        return compose("collect", overrides=overrides)
 
 
 def collect_ours(env_id: str, episodes: int, dataset_id: str, root: str) -> dict[str, Any]:
@@ -167,10 +162,6 @@ def verify_same(dataset_id: str, minari_id: str, root: str) -> dict[str, Any]:
             if not np.array_equal(np.asarray(x), np.asarray(y)):
                 raise RuntimeError(f"episode {i}: {field} differ between harvest and Minari")
     return {"steps": ours.total_steps, "episodes": n, "episodes_compared": checked}
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,22 +300,6 @@ sys.path.insert(0, {bench_dir!r})
 import bench_read as b
 print(json.dumps(b.rss_measure({dataset_id!r}, {root!r}, {workers}, {batches})))
 """
-
-
-def vm_hwm_kib(pid: int | str = "self") -> int | None:
-    """Peak RSS (``VmHWM``, KiB) of a process, or None where /proc is missing or it is gone.
-
-    Preferred over ``getrusage``: Linux carries a forking parent's high-water mark into the
-    child's ``ru_maxrss``.
-    """
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def pss_kib(pid: int | str = "self") -> int | None:
@@ -567,10 +542,6 @@ def bench_dataset(
             "close_ms": med(runs_w, "close_ms"),
         }
     return result
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def fmt_ratio(x: float | None) -> str:
