@@ -968,15 +968,26 @@ def test_repack_merges_small_shards_without_changing_data() -> None:
     assert report.ok, report.problems
 
 
+def test_repack_leaves_shards_that_are_not_small() -> None:
+    dsid = "ns/repack-big-enough-v0"
+    meta = write_dataset(dsid, [synth([i]) for i in range(3)], compression="none")
+    size = min(e["bytes"] for e in meta["shards"])
+    with fmt.DatasetWriter(dsid) as w:  # each shard is exactly at the "small" limit
+        assert w.repack(target_bytes=fmt.SMALL_SHARD_FRACTION * size) == 0
+    assert fmt.read_metadata(fmt.dataset_path(dsid))["shards"] == meta["shards"]
+
+
 def test_repack_respects_target_size() -> None:
     dsid = "ns/repack-size-v0"
-    meta = write_dataset(dsid, [synth([i]) for i in range(6)], compression="none")
-    size = meta["shards"][0]["bytes"]
+    meta = write_dataset(dsid, [synth([i]) for i in range(20)], compression="none")
+    size = max(e["bytes"] for e in meta["shards"])
+    # small = under target / SMALL_SHARD_FRACTION, so every shard here is small
+    target = fmt.SMALL_SHARD_FRACTION * size + size // 2
     with fmt.DatasetWriter(dsid) as w:
-        merged = w.repack(target_bytes=2 * size + size // 2, compression="none")
+        merged = w.repack(target_bytes=target, compression="none")
     after = fmt.read_metadata(fmt.dataset_path(dsid))
-    assert merged == 6
-    assert [e["episodes"] for e in after["shards"]] == [2, 2, 2]
+    assert merged == 20
+    assert [e["episodes"] for e in after["shards"]] == [16, 4]
     assert after["fingerprint"] == meta["fingerprint"]
     assert fmt.verify_dataset(dsid).ok
 
