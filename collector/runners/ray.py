@@ -2,13 +2,14 @@
 
 Each actor (``RolloutWorker``) builds its env and policy once from the config and turns a
 batch of episode ids into finished shard bytes (compressed, with the episode table and
-digests). The driver owns the queue of ids, sizes batches from measured episode times
-(``runner.batch_seconds`` of work each), keeps at most two batches in flight per actor, and
-only writes, fsyncs and commits. Ray is at-least-once, so the driver deduplicates by episode
-id (a batch whose ids are already written is dropped). Dead actors are replaced and their
-batches requeued; a batch with no result past ``runner.batch_timeout`` is a hang (the actor
-is killed, replaced and the batch requeued); an episode whose env keeps raising fails the run
-naming the episode and its seed, after everything finished is committed.
+digests). The driver owns the queue of ids, sizes batches from measured episode times (a
+share of the work left, shrinking to ``runner.batch_seconds`` near the end), keeps at most
+two batches in flight per actor, and only writes, fsyncs and commits. Ray is at-least-once,
+so the driver deduplicates by episode id (a batch whose ids are already written is dropped).
+Dead actors are replaced and their batches requeued; a batch with no result past
+``runner.batch_timeout`` is a hang (the actor is killed, replaced and the batch requeued); an
+episode whose env keeps raising fails the run naming the episode and its seed, after
+everything finished is committed.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def run_ray(
     uncommitted = window_bytes = 0
     restarts = steps = 0
     episode_seconds: float | None = None
+    episode_bytes = 0.0  # compressed, from the shards seen so far
     bar = tqdm(total=len(todo), unit="ep", disable=None if progress else True, file=sys.stderr)
     started = time.perf_counter()
 
@@ -147,9 +149,21 @@ def run_ray(
         actors[slot] = remote.remote(conf, entropy, compression)
 
     def batch_size() -> int:
+        """Guided self-scheduling: a share of the work left, never under ``batch_seconds``.
+
+        Big batches early mean few shards to repack and few round trips; batches shrink
+        toward ``batch_seconds`` as the queue drains, so workers finish together. A batch
+        holds at most half a commit window (seconds and bytes) so cadence holds.
+        """
         if episode_seconds is None or episode_seconds <= 0:
             return 1  # first batches: measure
-        return int(min(1000, max(1, target / episode_seconds)))
+        seconds = max(target, len(queue) * episode_seconds / (2 * len(actors)))
+        if every_seconds is not None:
+            seconds = min(seconds, max(target, every_seconds / 2))
+        size = seconds / episode_seconds
+        if every_mb is not None and episode_bytes:
+            size = min(size, every_mb * MB / 2 / len(actors) / episode_bytes)
+        return int(max(1, size))
 
     try:
         while queue or inflight:
@@ -200,6 +214,7 @@ def run_ray(
                         f"{rate:,.0f} steps/s, {len(actors)} workers", refresh=False
                     )
                 window_bytes += len(image)
+                episode_bytes = max(episode_bytes, len(image) / len(ids))
                 if cadence.due(uncommitted, window_bytes):
                     writer.commit()
                     cadence.restart()
