@@ -1,11 +1,17 @@
 """harvest's producing half: record environment rollouts into datasets.
 
-Public API: ``DataCollector`` (record from your own loop), ``collect`` (the ``collect``
-command's Python API), the policies, and the error family in ``collector.errors``.
+Public API: ``DataCollector`` and ``VectorDataCollector`` (record from your own loop),
+``collect`` (the ``collect`` command's Python API), the policies, and the error family in
+``collector.errors``.
 """
 
 from collector.collect import CollectResult, collect
-from collector.data_collector import DataCollector, DatasetSummary, StepDataCallback
+from collector.data_collector import (
+    DataCollector,
+    DatasetSummary,
+    StepDataCallback,
+    VectorDataCollector,
+)
 from collector.errors import HarvestError
 from collector.policies import CartPoleHeuristic, RandomPolicy
 
@@ -17,5 +23,6 @@ __all__ = [
     "HarvestError",
     "RandomPolicy",
     "StepDataCallback",
+    "VectorDataCollector",
     "collect",
 ]

@@ -17,6 +17,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -26,7 +27,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from collector import format as fmt
-from collector.envs import env_package_version, env_spec_to_json, make_env
+from collector.envs import (
+    env_package_version,
+    env_spec_to_json,
+    make_env,
+    require_vector_entry_point,
+)
 from collector.errors import ConfigMismatchError, UsageError
 from collector.policies import Policy, as_policy
 from collector.recorder import EpisodeRecorder
@@ -40,6 +46,7 @@ __all__ = ["Cadence", "CollectResult", "Committer", "collect", "data_config", "d
 #: Keys whose change alters the data; a resumed run must match them (DESIGN.md section 6).
 DATA_KEYS = ("env", "env_kwargs", "max_episode_steps", "policy", "seed", "record_infos")
 MB = 1024 * 1024
+VECTOR_MODES = ("sync", "async", "vector_entry_point")
 #: lzf: reads ~1.7x faster than gzip for ~20% more disk; gzip for data published beyond h5py.
 DEFAULT_COMPRESSION = "lzf"
 
@@ -102,6 +109,14 @@ def data_config(cfg: Mapping[str, Any], env_package: str | None) -> dict[str, An
     out["env_kwargs"] = dict(out["env_kwargs"] or {})
     out["record_infos"] = bool(out["record_infos"])
     out["env_package"] = env_package
+    if cfg.get("vectorization_mode") == "vector_entry_point":
+        # the layout-dependent tier: the sub-env count and segment size shape the data
+        from collector.runners.vector import segment_episodes
+
+        num_envs = int(cfg.get("num_envs") or 1)
+        out["vectorization_mode"] = "vector_entry_point"
+        out["num_envs"] = num_envs
+        out["segment_episodes"] = segment_episodes(num_envs)
     return out
 
 
@@ -185,36 +200,74 @@ class Committer:
     seconds or ``every_mb`` MiB of data have accumulated since the last one, whichever first.
     ``recorder`` may be a list (one per sub-env of a vector env): a commit then writes one
     shard with all of their finished episodes.
+
+    Commits due during the run are written by one background thread while the next window
+    is recorded (h5py releases the GIL while it compresses and writes), at most one at a
+    time: memory holds at most two windows, and a crash loses at most the window being
+    written and the one being recorded. ``background=False`` commits synchronously.
+    ``flush()`` is always synchronous; an error of a background commit is raised by the next
+    ``after_episode`` or ``flush``.
     """
 
     def __init__(
         self,
         writer: fmt.DatasetWriter,
-        recorder: EpisodeRecorder | list[EpisodeRecorder],
+        recorder: Any,
         *,
         every_episodes: int | None,
         every_seconds: float | None,
         every_mb: float | None,
         compression: str,
+        background: bool = True,
     ) -> None:
         self.writer = writer
         self.recorders = recorder if isinstance(recorder, list) else [recorder]
         self.cadence = Cadence(every_episodes, every_seconds, every_mb)
         self.compression = compression
         self.commits = 0
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="harvest-commit") if background else None
+        )
+        self._pending: Future[None] | None = None
 
     def after_episode(self) -> None:
-        """Commit if the cadence says so."""
+        """Commit (in the background) if the cadence says so."""
+        if self._pending is not None and self._pending.done():
+            self._wait()
         recs = self.recorders
         if self.cadence.due(sum(r.num_finished for r in recs), sum(r.nbytes for r in recs)):
-            self.flush()
+            self._commit(wait=False)
 
     def flush(self) -> None:
-        """Write and commit whatever is finished."""
+        """Write and commit whatever is finished; returns when it is durable."""
+        self._commit(wait=True)
+
+    def close(self) -> None:
+        """Wait for a background commit and stop the thread (idempotent)."""
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _commit(self, wait: bool) -> None:
         batches = [b for b in (r.take() for r in self.recorders) if b is not None]
         self.cadence.restart()
+        self._wait()  # one commit at a time, in order; raises a failed one's error
         if not batches:
             return
+        if wait or self._pool is None:
+            self._write(batches)
+        else:
+            self._pending = self._pool.submit(self._write, batches)
+
+    def _write(self, batches: list[fmt.EpisodeBatch]) -> None:
         self.writer.write_shard(fmt.concat_batches(batches), self.compression)
         self.writer.commit()
         self.commits += 1
@@ -294,9 +347,15 @@ def collect(
         raise UsageError(f"runner={runner!r} is not a runner; use runner=local or runner=ray")
     num_envs = _positive(conf.get("num_envs", 1), "num_envs", allow_none=False, integer=True)
     vector_mode = str(conf.get("vectorization_mode", "sync"))
-    if vector_mode not in ("sync", "async"):
+    if vector_mode not in VECTOR_MODES:
         raise UsageError(
-            f"vectorization_mode={vector_mode!r} is not available yet; use sync or async"
+            f"vectorization_mode={vector_mode!r} is not a mode; use one of "
+            + ", ".join(VECTOR_MODES)
+        )
+    if vector_mode == "vector_entry_point" and runner == "ray":
+        raise UsageError(
+            "vectorization_mode=vector_entry_point with runner=ray is not available yet; "
+            "use runner=local"
         )
     if num_envs > 1 and runner == "ray":
         raise UsageError("num_envs > 1 with runner=ray is not available yet; use runner=local")
@@ -327,6 +386,8 @@ def collect(
 
     env = make_env(env_id, conf.get("env_kwargs"), conf.get("max_episode_steps"))
     try:
+        if vector_mode == "vector_entry_point":
+            require_vector_entry_point(env_id)
         check_supported(env.observation_space, "observation")
         check_supported(env.action_space, "action")
         policy = build_policy(policy_cfg, env)
@@ -335,60 +396,17 @@ def collect(
         with fmt.DatasetWriter(dataset_id, root) as writer:
             entropy = _open_generation(writer, conf, wanted, overrides, spec, env)
             todo = np.setdiff1d(np.arange(episodes, dtype=np.int64), writer.committed_ids())
-            recorder = EpisodeRecorder(
-                env.observation_space, env.action_space, bool(conf.get("record_infos"))
-            )
-            committer = Committer(
-                writer,
-                recorder,
-                every_episodes=every_episodes,
-                every_seconds=every_seconds,
-                every_mb=every_mb,
-                compression=compression,
-            )
+            cadence = {
+                "every_episodes": every_episodes,
+                "every_seconds": every_seconds,
+                "every_mb": every_mb,
+            }
             start = time.perf_counter()
             if len(todo):
                 log.info("collecting %d episode(s) into %s", len(todo), dataset_id)
-                if runner == "ray":
-                    from collector.runners.ray import run_ray
-
-                    new_steps = run_ray(
-                        conf,
-                        writer,
-                        todo,
-                        entropy,
-                        compression=compression,
-                        every_episodes=every_episodes,
-                        every_seconds=every_seconds,
-                        every_mb=every_mb,
-                        progress=bool(progress),
-                    )
-                elif num_envs > 1:
-                    from collector.runners.vector import run_vector
-
-                    recorders = [recorder] + [
-                        EpisodeRecorder(
-                            env.observation_space, env.action_space, recorder.record_infos
-                        )
-                        for _ in range(num_envs - 1)
-                    ]
-                    committer.recorders = recorders
-                    new_steps = run_vector(
-                        lambda: make_env(
-                            env_id, conf.get("env_kwargs"), conf.get("max_episode_steps")
-                        ),
-                        lambda spaces: build_policy(policy_cfg, spaces),
-                        recorders,
-                        committer,
-                        todo,
-                        entropy,
-                        vector_mode,
-                        bool(progress),
-                    )
-                else:
-                    from collector.runners.local import run_local
-
-                    new_steps = run_local(env, policy, recorder, committer, todo, entropy, progress)
+                new_steps = _run(
+                    conf, writer, env, policy, todo, entropy, cadence, compression, progress
+                )
                 writer.repack(int(shard_mb * MB), compression)
             else:
                 new_steps = 0
@@ -409,6 +427,84 @@ def collect(
             )
     finally:
         env.close()
+
+
+def _run(
+    conf: dict[str, Any],
+    writer: fmt.DatasetWriter,
+    env: Any,
+    policy: Policy,
+    todo: np.ndarray,
+    entropy: int,
+    cadence: dict[str, Any],
+    compression: str,
+    progress: Callable[[int, int], None] | bool | None,
+) -> int:
+    """Collect ``todo`` on the configured runner; returns the steps recorded."""
+    runner = (conf.get("runner") or {}).get("name", "local")
+    num_envs = int(conf.get("num_envs", 1))
+    mode = str(conf.get("vectorization_mode", "sync"))
+    record_infos = bool(conf.get("record_infos"))
+    env_args = (conf["env"], conf.get("env_kwargs"), conf.get("max_episode_steps"))
+    if runner == "ray":
+        from collector.runners.ray import run_ray
+
+        return run_ray(
+            conf,
+            writer,
+            todo,
+            entropy,
+            compression=compression,
+            progress=bool(progress),
+            **cadence,
+        )
+    spaces = (env.observation_space, env.action_space)
+    if mode == "vector_entry_point":
+        from collector.envs import make_vector_env
+        from collector.runners.vector import run_vector_entry_point
+        from collector.vector_recorder import VectorRecorder
+
+        recorders: Any = VectorRecorder(*spaces, num_envs, record_infos)
+    elif num_envs > 1:
+        recorders = [EpisodeRecorder(*spaces, record_infos) for _ in range(num_envs)]
+    else:
+        recorders = EpisodeRecorder(*spaces, record_infos)
+    committer = Committer(writer, recorders, compression=compression, **cadence)
+    try:
+        if mode == "vector_entry_point":
+            vec = make_vector_env(env_args[0], num_envs, *env_args[1:])
+            try:
+                return run_vector_entry_point(
+                    vec,
+                    policy,
+                    recorders,
+                    committer,
+                    todo,
+                    int(conf["episodes"]),
+                    entropy,
+                    bool(progress),
+                )
+            finally:
+                vec.close()
+        if num_envs > 1:
+            from collector.runners.vector import run_vector
+
+            policy_cfg = conf.get("policy") or {}
+            return run_vector(
+                lambda: make_env(*env_args),
+                lambda spaces_of_one: build_policy(policy_cfg, spaces_of_one),
+                recorders,
+                committer,
+                todo,
+                entropy,
+                mode,
+                bool(progress),
+            )
+        from collector.runners.local import run_local
+
+        return run_local(env, policy, recorders, committer, todo, entropy, progress)
+    finally:
+        committer.close()
 
 
 def _open_generation(

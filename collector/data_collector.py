@@ -1,5 +1,7 @@
 """``DataCollector``: a Gymnasium wrapper that records everything the env does (Minari's API).
 
+``VectorDataCollector`` does the same for a vector env (``gym.make_vec``), which Minari cannot.
+
 Differences from Minari's, all on purpose: episodes are recorded into columnar numpy buffers
 and spilled to hidden temp shards under ``<root>/.tmp/`` (so a long loop does not grow memory,
 ``create_dataset`` is a rename, and a crash leaves nothing the next collector does not clean);
@@ -9,6 +11,7 @@ per-episode seeds and options are kept; infos whose keys change do not crash rec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import secrets
@@ -20,14 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from collector import format as fmt
 from collector.envs import env_spec_to_json
 from collector.errors import DatasetExistsError, UsageError
 from collector.recorder import EpisodeRecorder
 from collector.spaces import check_supported, space_to_json
+from collector.vector_recorder import VectorRecorder
 
-__all__ = ["DataCollector", "DatasetSummary", "StepDataCallback"]
+__all__ = ["DataCollector", "DatasetSummary", "StepDataCallback", "VectorDataCollector"]
 
 DEFAULT_SPILL_BYTES = 32 * 1024 * 1024
 _OWNER = ".owner"
@@ -97,7 +103,189 @@ def cleanup_spills(root: str | os.PathLike[str] | None = None) -> int:
     return removed
 
 
-class DataCollector(gym.Wrapper):
+class _EpisodeSink:
+    """What both collectors share: spilling finished episodes and committing them as datasets.
+
+    Subclasses set ``_obs_space``, ``_act_space``, ``record_infos``, ``compression``,
+    ``spill_bytes`` and ``_root`` and call ``_open_sink()``; they provide ``_make_recorder``,
+    ``_end_open`` (end the open episodes, marking them truncated) and ``_env_spec``.
+    """
+
+    _obs_space: gym.Space
+    _act_space: gym.Space
+    record_infos: bool
+    compression: str
+    spill_bytes: int
+    _root: Path
+
+    def _make_recorder(self) -> Any:
+        raise NotImplementedError
+
+    def _end_open(self) -> None:
+        raise NotImplementedError
+
+    def _env_spec(self) -> Any:
+        raise NotImplementedError
+
+    def _open_sink(self) -> None:
+        cleanup_spills(self._root)
+        self._spill_dir: Path | None = None
+        self._owner_fd: int | None = None
+        self._new_storage()
+
+    # -- storage ---------------------------------------------------------------------------
+
+    def _new_storage(self) -> None:
+        self._recorder = self._make_recorder()
+        self._spills: list[Path] = []
+        self._next_id = 0
+
+    def _ensure_spill_dir(self) -> Path:
+        if self._spill_dir is None:
+            d = self._root / fmt.SPILL_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            d.mkdir(parents=True)
+            self._owner_fd = os.open(d / _OWNER, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._owner_fd, fcntl.LOCK_EX)
+            self._spill_dir = d
+        return self._spill_dir
+
+    def _spill(self) -> None:
+        batch = self._recorder.take()
+        if batch is None:
+            return
+        batch.table["digest"] = fmt.episode_digests(batch)
+        path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"
+        fmt.write_shard_file(batch, path, self.compression)
+        self._spills.append(path)
+
+    # -- datasets ------------------------------------------------------------------------
+
+    def _flush(self) -> list[Path]:
+        self._end_open()
+        self._spill()
+        return list(self._spills)
+
+    def create_dataset(
+        self,
+        dataset_id: str,
+        eval_env: str | gym.Env | gym.envs.registration.EnvSpec | None = None,
+        algorithm_name: str | None = None,
+        author: str | set[str] | None = None,
+        author_email: str | set[str] | None = None,
+        code_permalink: str | None = None,
+        ref_min_score: float | None = None,
+        ref_max_score: float | None = None,
+        expert_policy: Callable[[Any], Any] | None = None,
+        num_episodes_average_score: int = 100,
+        description: str | None = None,
+        requirements: list[str] | None = None,
+    ) -> DatasetSummary:
+        """Commit everything recorded so far as a new dataset, then start afresh.
+
+        Raises:
+            DatasetExistsError: the id is taken (use ``add_to_dataset`` to extend it).
+        """
+        fmt.parse_dataset_id(dataset_id)
+        if expert_policy is not None and ref_max_score is not None:
+            raise UsageError("pass expert_policy or ref_max_score, not both")
+        fields = {
+            "algorithm_name": algorithm_name,
+            "author": author,
+            "author_email": author_email,
+            "code_permalink": code_permalink,
+            "description": description,
+            "requirements": requirements,
+            "ref_min_score": ref_min_score,
+            "ref_max_score": ref_max_score,
+            "eval_env_spec": _eval_env_spec(eval_env),
+        }
+        if expert_policy is not None:
+            fields.update(
+                _reference_scores(
+                    eval_env or self._env_spec(), expert_policy, num_episodes_average_score
+                )
+            )
+        with fmt.DatasetWriter(dataset_id, self._root) as writer:
+            if writer.exists:
+                raise DatasetExistsError(
+                    f"dataset {dataset_id!r} already exists at {writer.path}; delete it, pick "
+                    "another id, or use add_to_dataset",
+                    dataset_id=dataset_id,
+                )
+            spills = self._flush()
+            writer.start(
+                fmt.new_metadata(
+                    self._obs_space,
+                    self._act_space,
+                    env_spec_to_json(self._env_spec()),
+                    record_infos=self.record_infos,
+                    provenance={"created_by": type(self).__name__},
+                    **fields,
+                )
+            )
+            return self._adopt(writer, spills, id_offset=0)
+
+    def add_to_dataset(self, dataset: Any) -> DatasetSummary:
+        """Append everything recorded so far to an existing dataset (an id or a dataset object)."""
+        dataset_id = dataset if isinstance(dataset, str) else getattr(dataset, "id", None)
+        if dataset_id is None:
+            dataset_id = dataset.spec.dataset_id
+        with fmt.DatasetWriter(dataset_id, self._root) as writer:
+            if not writer.exists:
+                fmt.read_metadata(writer.path, dataset_id)  # raises DatasetNotFoundError
+            assert writer.meta is not None
+            if bool(writer.meta.get("record_infos")) != self.record_infos:
+                raise UsageError(
+                    f"cannot add to {dataset_id!r}: it has record_infos="
+                    f"{writer.meta.get('record_infos')} and this collector {self.record_infos}"
+                )
+            for key, space in (
+                ("observation_space", self._obs_space),
+                ("action_space", self._act_space),
+            ):
+                if writer.meta[key] != space_to_json(space):
+                    raise UsageError(
+                        f"cannot add to {dataset_id!r}: its {key} differs from this collector's"
+                    )
+            ids = writer.committed_ids()
+            offset = int(ids.max()) + 1 if len(ids) else 0
+            return self._adopt(writer, self._flush(), id_offset=offset)
+
+    def _adopt(
+        self, writer: fmt.DatasetWriter, spills: list[Path], id_offset: int
+    ) -> DatasetSummary:
+        for path in spills:
+            writer.adopt_shard(path, id_offset=id_offset, compression=self.compression)
+        meta = writer.commit()
+        self._close_spill_dir()
+        self._new_storage()
+        return DatasetSummary(
+            writer.dataset_id,
+            writer.path,
+            meta["total_episodes"],
+            meta["total_steps"],
+            meta["fingerprint"],
+        )
+
+    def _close_spill_dir(self) -> None:
+        if self._spill_dir is not None:
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            self._spill_dir = None
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
+
+    def close(self) -> None:
+        """Close the env and drop anything recorded but not committed."""
+        self._close_spill_dir()
+        super().close()  # type: ignore[misc]
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close_spill_dir()
+
+
+class DataCollector(_EpisodeSink, gym.Wrapper):
     """Record an environment's episodes while your own loop drives it.
 
     Args:
@@ -145,10 +333,8 @@ class DataCollector(gym.Wrapper):
         self.compression = compression
         self.spill_bytes = spill_bytes
         self._root = fmt.datasets_root(root)
-        cleanup_spills(self._root)
-        self._spill_dir: Path | None = None
-        self._owner_fd: int | None = None
-        self._new_storage()
+        self._last: tuple[Any, Any] | None = None
+        self._open_sink()
 
     @property
     def observation_space(self) -> gym.Space:
@@ -160,31 +346,17 @@ class DataCollector(gym.Wrapper):
         """The stored action space."""
         return self._act_space
 
-    # -- storage ---------------------------------------------------------------------------
+    # -- recording -------------------------------------------------------------------------
 
-    def _new_storage(self) -> None:
-        self._recorder = EpisodeRecorder(self._obs_space, self._act_space, self.record_infos)
-        self._spills: list[Path] = []
-        self._next_id = 0
-        self._last: tuple[Any, Any] | None = None
+    def _make_recorder(self) -> EpisodeRecorder:
+        self._last = None  # a fresh recorder needs a reset before step()
+        return EpisodeRecorder(self._obs_space, self._act_space, self.record_infos)
 
-    def _ensure_spill_dir(self) -> Path:
-        if self._spill_dir is None:
-            d = self._root / fmt.SPILL_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-            d.mkdir(parents=True)
-            self._owner_fd = os.open(d / _OWNER, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self._owner_fd, fcntl.LOCK_EX)
-            self._spill_dir = d
-        return self._spill_dir
+    def _end_open(self) -> None:
+        self._end_episode(force_truncate=True)
 
-    def _spill(self) -> None:
-        batch = self._recorder.take()
-        if batch is None:
-            return
-        batch.table["digest"] = fmt.episode_digests(batch)
-        path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"
-        fmt.write_shard_file(batch, path, self.compression)
-        self._spills.append(path)
+    def _env_spec(self) -> Any:
+        return self.env.spec
 
     def _end_episode(self, force_truncate: bool) -> None:
         rec = self._recorder
@@ -246,130 +418,6 @@ class DataCollector(gym.Wrapper):
             self._end_episode(force_truncate=False)
         return obs, rew, terminated, truncated, info
 
-    # -- datasets ------------------------------------------------------------------------
-
-    def _flush(self) -> list[Path]:
-        self._end_episode(force_truncate=True)
-        self._spill()
-        return list(self._spills)
-
-    def create_dataset(
-        self,
-        dataset_id: str,
-        eval_env: str | gym.Env | gym.envs.registration.EnvSpec | None = None,
-        algorithm_name: str | None = None,
-        author: str | set[str] | None = None,
-        author_email: str | set[str] | None = None,
-        code_permalink: str | None = None,
-        ref_min_score: float | None = None,
-        ref_max_score: float | None = None,
-        expert_policy: Callable[[Any], Any] | None = None,
-        num_episodes_average_score: int = 100,
-        description: str | None = None,
-        requirements: list[str] | None = None,
-    ) -> DatasetSummary:
-        """Commit everything recorded so far as a new dataset, then start afresh.
-
-        Raises:
-            DatasetExistsError: the id is taken (use ``add_to_dataset`` to extend it).
-        """
-        fmt.parse_dataset_id(dataset_id)
-        if expert_policy is not None and ref_max_score is not None:
-            raise UsageError("pass expert_policy or ref_max_score, not both")
-        fields = {
-            "algorithm_name": algorithm_name,
-            "author": author,
-            "author_email": author_email,
-            "code_permalink": code_permalink,
-            "description": description,
-            "requirements": requirements,
-            "ref_min_score": ref_min_score,
-            "ref_max_score": ref_max_score,
-            "eval_env_spec": _eval_env_spec(eval_env),
-        }
-        if expert_policy is not None:
-            fields.update(
-                _reference_scores(eval_env or self.env, expert_policy, num_episodes_average_score)
-            )
-        with fmt.DatasetWriter(dataset_id, self._root) as writer:
-            if writer.exists:
-                raise DatasetExistsError(
-                    f"dataset {dataset_id!r} already exists at {writer.path}; delete it, pick "
-                    "another id, or use add_to_dataset",
-                    dataset_id=dataset_id,
-                )
-            spills = self._flush()
-            writer.start(
-                fmt.new_metadata(
-                    self._obs_space,
-                    self._act_space,
-                    env_spec_to_json(self.env.spec),
-                    record_infos=self.record_infos,
-                    provenance={"created_by": "DataCollector"},
-                    **fields,
-                )
-            )
-            return self._adopt(writer, spills, id_offset=0)
-
-    def add_to_dataset(self, dataset: Any) -> DatasetSummary:
-        """Append everything recorded so far to an existing dataset (an id or a dataset object)."""
-        dataset_id = dataset if isinstance(dataset, str) else getattr(dataset, "id", None)
-        if dataset_id is None:
-            dataset_id = dataset.spec.dataset_id
-        with fmt.DatasetWriter(dataset_id, self._root) as writer:
-            if not writer.exists:
-                fmt.read_metadata(writer.path, dataset_id)  # raises DatasetNotFoundError
-            assert writer.meta is not None
-            if bool(writer.meta.get("record_infos")) != self.record_infos:
-                raise UsageError(
-                    f"cannot add to {dataset_id!r}: it has record_infos="
-                    f"{writer.meta.get('record_infos')} and this collector {self.record_infos}"
-                )
-            for key, space in (
-                ("observation_space", self._obs_space),
-                ("action_space", self._act_space),
-            ):
-                if writer.meta[key] != space_to_json(space):
-                    raise UsageError(
-                        f"cannot add to {dataset_id!r}: its {key} differs from this collector's"
-                    )
-            ids = writer.committed_ids()
-            offset = int(ids.max()) + 1 if len(ids) else 0
-            return self._adopt(writer, self._flush(), id_offset=offset)
-
-    def _adopt(
-        self, writer: fmt.DatasetWriter, spills: list[Path], id_offset: int
-    ) -> DatasetSummary:
-        for path in spills:
-            writer.adopt_shard(path, id_offset=id_offset, compression=self.compression)
-        meta = writer.commit()
-        self._close_spill_dir()
-        self._new_storage()
-        return DatasetSummary(
-            writer.dataset_id,
-            writer.path,
-            meta["total_episodes"],
-            meta["total_steps"],
-            meta["fingerprint"],
-        )
-
-    def _close_spill_dir(self) -> None:
-        if self._spill_dir is not None:
-            shutil.rmtree(self._spill_dir, ignore_errors=True)
-            self._spill_dir = None
-        if self._owner_fd is not None:
-            os.close(self._owner_fd)
-            self._owner_fd = None
-
-    def close(self) -> None:
-        """Close the env and drop anything recorded but not committed."""
-        self._close_spill_dir()
-        super().close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self._close_spill_dir()
-
 
 def _eval_env_spec(eval_env: Any) -> dict[str, Any] | None:
     if eval_env is None:
@@ -410,3 +458,125 @@ def _reference_scores(
         "ref_max_score": mean_return(lambda env: policy),
         "ref_min_score": mean_return(lambda env: RandomPolicy(env.action_space)),
     }
+
+
+class VectorDataCollector(_EpisodeSink, gym.vector.VectorWrapper):
+    """Record a vector env's episodes while your own loop drives it.
+
+    Minari has no vector support (its issue #174). Each sub-env's episodes are cut at their
+    true boundaries, with no autoreset rows, and numbered in the order they finish. Works
+    with ``NEXT_STEP`` autoreset (Gymnasium's default) and ``DISABLED`` (reset finished
+    sub-envs yourself with ``options={"reset_mask": mask}``). Seeds are stored where a reset
+    gave each sub-env one (a list, or an int on ``SyncVectorEnv``/``AsyncVectorEnv``, which
+    seed sub-env ``i`` with ``seed + i``); autoreset episodes have none.
+
+    Args:
+        env: the vector env to wrap.
+        record_infos: record infos (T+1 rows per episode, reset info first).
+        compression: ``none | lzf | gzip[:level]`` for the shards.
+        spill_bytes: finished episodes are spilled to temp shards beyond this many bytes.
+        root: datasets root (default ``$HARVEST_DATASETS``).
+    """
+
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        record_infos: bool = False,
+        *,
+        compression: str = "lzf",
+        spill_bytes: int = DEFAULT_SPILL_BYTES,
+        root: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(env)
+        mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
+            raise UsageError(
+                f"autoreset mode {mode} is not supported: make the vector env with "
+                "autoreset_mode=NEXT_STEP (the default) or DISABLED"
+            )
+        self._mode = mode
+        self._obs_space = env.single_observation_space
+        self._act_space = env.single_action_space
+        check_supported(self._obs_space, "observation")
+        check_supported(self._act_space, "action")
+        fmt.parse_compression(compression)
+        self.record_infos = record_infos
+        self.compression = compression
+        self.spill_bytes = spill_bytes
+        self._root = fmt.datasets_root(root)
+        self._restart = np.zeros(env.num_envs, bool)  # NEXT_STEP: resets on the next step
+        self._open_sink()
+
+    def _make_recorder(self) -> VectorRecorder:
+        return VectorRecorder(
+            self._obs_space, self._act_space, self.num_envs, self.record_infos, ids_on_finish=True
+        )
+
+    def _end_open(self) -> None:
+        self._recorder.end()
+
+    def _env_spec(self) -> Any:
+        """The sub-env's spec: the vector spec without make_vec's own arguments."""
+        spec = self.env.spec
+        if spec is None:
+            envs = getattr(self.env.unwrapped, "envs", None)
+            return envs[0].spec if envs else None
+        vector_only = ("num_envs", "vectorization_mode", "vector_kwargs", "wrappers")
+        return dataclasses.replace(
+            spec, kwargs={k: v for k, v in spec.kwargs.items() if k not in vector_only}
+        )
+
+    def _seeds(self, seed: Any, envs: np.ndarray) -> list[int | None]:
+        if isinstance(seed, int) and isinstance(self.env.unwrapped, SyncVectorEnv | AsyncVectorEnv):
+            return [seed + int(i) for i in envs]
+        if isinstance(seed, list | tuple):
+            return [None if seed[i] is None else int(seed[i]) for i in envs]
+        return [None] * len(envs)
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset (all sub-envs, or those in ``options["reset_mask"]``) and start episodes.
+
+        A sub-env reset in mid-episode has its last step marked truncated.
+        """
+        mask = None if options is None else options.get("reset_mask")
+        envs = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
+        self._recorder.end(envs)
+        kept = {k: v for k, v in (options or {}).items() if k != "reset_mask"} or None
+        obs, infos = self.env.reset(seed=seed, options=options)
+        self._recorder.begin(
+            envs,
+            np.zeros(len(envs), np.int64),
+            obs,
+            infos,
+            seeds=self._seeds(seed, envs),
+            options=[kept] * len(envs),
+        )
+        self._restart[envs] = False
+        return obs, infos
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Step every sub-env and record the transitions (and NEXT_STEP autoresets)."""
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        rec = self._recorder
+        if self._mode is AutoresetMode.NEXT_STEP:
+            restart = self._restart
+            starting = np.flatnonzero(restart)
+            rec.record(
+                obs,
+                infos,
+                actions,
+                rewards,
+                terminated,
+                truncated,
+                stepped=~restart,
+                begin=starting,
+                episode_ids=np.zeros(len(starting), np.int64),
+            )
+            self._restart = np.logical_or(terminated, truncated) & ~restart
+        else:
+            rec.record(obs, infos, actions, rewards, terminated, truncated)
+        if rec.nbytes >= self.spill_bytes:
+            self._spill()
+        return obs, rewards, terminated, truncated, infos

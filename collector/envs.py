@@ -14,7 +14,13 @@ from gymnasium.envs.registration import EnvSpec
 
 from collector.errors import HarvestWarning, UsageError
 
-__all__ = ["env_package_version", "env_spec_to_json", "make_env"]
+__all__ = [
+    "env_package_version",
+    "env_spec_to_json",
+    "make_env",
+    "make_vector_env",
+    "require_vector_entry_point",
+]
 
 
 def make_env(
@@ -46,6 +52,40 @@ def make_env(
         raise UsageError(f"env={env_id!r} needs the module {e.name!r}; install it and retry") from e
     except TypeError as e:
         raise UsageError(f"env={env_id!r} rejected env_kwargs={kwargs}: {e}") from e
+
+
+def require_vector_entry_point(env_id: str) -> None:
+    """A one-line ``UsageError`` unless the env (made once already) has a vector entry point."""
+    spec = gym.spec(env_id.split(":")[-1])  # make_env imported a "module:" prefix already
+    if spec.vector_entry_point is None:
+        raise UsageError(
+            f"env={env_id!r} has no vector_entry_point (a numpy-vectorized implementation); "
+            "use vectorization_mode=sync or async"
+        )
+
+
+def make_vector_env(
+    env_id: str,
+    num_envs: int,
+    env_kwargs: dict[str, Any] | None = None,
+    max_episode_steps: int | None = None,
+) -> gym.vector.VectorEnv:
+    """The env's own vectorized implementation (``gym.make_vec``, ``vector_entry_point``).
+
+    Raises:
+        UsageError: the env has no vector entry point, or rejects ``env_kwargs``.
+    """
+    make_env(env_id, env_kwargs, max_episode_steps).close()  # the one-line unknown-id errors
+    require_vector_entry_point(env_id)
+    kwargs = dict(env_kwargs or {})
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = int(max_episode_steps)
+    try:
+        return gym.make_vec(
+            env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
+        )
+    except (gym.error.Error, TypeError) as e:
+        raise UsageError(f"cannot make env={env_id!r} with vector_entry_point: {e}") from e
 
 
 def env_spec_to_json(spec: EnvSpec | None) -> dict[str, Any] | None:

@@ -12,13 +12,21 @@ Any object with ``act(obs)`` (and optionally ``reset(seed)``) is a policy; a pla
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["CallablePolicy", "CartPoleHeuristic", "Policy", "RandomPolicy", "as_policy"]
+__all__ = [
+    "CallablePolicy",
+    "CartPoleHeuristic",
+    "Policy",
+    "RandomPolicy",
+    "as_policy",
+    "batch_actor",
+]
 
 
 @runtime_checkable
@@ -85,6 +93,21 @@ class RandomPolicy:
             return space.dtype.type(space.start + int(u * int(space.n)))
         return (self._low + u * self._span).astype(space.dtype)
 
+    def act_batch(self, obs: Any, n: int) -> Any:
+        """``n`` random actions at once (a vector env's batch), from the same stream."""
+        space = self.action_space
+        if self._kind == "discrete":
+            u = self._rng.random(n)
+            return (space.start + (u * int(space.n)).astype(np.int64)).astype(space.dtype)
+        if self._kind == "box":
+            u = self._rng.random((n, *self._low.shape))
+            return (self._low + u * self._span).astype(space.dtype)
+        from gymnasium.vector.utils import concatenate, create_empty_array
+
+        return concatenate(
+            space, [self._space.sample() for _ in range(n)], create_empty_array(space, n)
+        )
+
 
 class CartPoleHeuristic:
     """A deterministic CartPole-v1 controller that balances the pole (returns ~500).
@@ -103,6 +126,11 @@ class CartPoleHeuristic:
         """Push right (1) when the pole leans or falls right, else left (0)."""
         x, x_dot, theta, theta_dot = (float(v) for v in obs)
         return int(self.gain * (theta + 0.5 * theta_dot) + 0.01 * x + 0.1 * x_dot > 0)
+
+    def act_batch(self, obs: Any, n: int) -> np.ndarray:
+        """The same rule for a batch of observations (rows)."""
+        x, x_dot, theta, theta_dot = np.asarray(obs, np.float64).T
+        return (self.gain * (theta + 0.5 * theta_dot) + 0.01 * x + 0.1 * x_dot > 0).astype(np.int64)
 
 
 class CallablePolicy:
@@ -132,3 +160,26 @@ def as_policy(obj: Any) -> Policy:
     if callable(obj):
         return CallablePolicy(obj)
     raise TypeError(f"{type(obj).__name__} is not a policy: give it act(obs) or make it callable")
+
+
+def batch_actor(
+    policy: Policy, observation_space: spaces.Space, action_space: spaces.Space, n: int
+) -> Callable[[Any], Any]:
+    """``f(batched_obs) -> batched_actions`` for ``n`` sub-envs sharing ``policy``.
+
+    Uses the policy's ``act_batch(obs, n)`` when it has one; otherwise calls ``act`` per
+    sub-env (correct, slower).
+    """
+    if hasattr(policy, "act_batch"):
+        return functools.partial(policy.act_batch, n=n)
+    from gymnasium.vector.utils import concatenate, create_empty_array
+
+    from collector.spaces import batch_item
+
+    out = create_empty_array(action_space, n)
+
+    def act(obs: Any) -> Any:
+        rows = [policy.act(batch_item(observation_space, obs, i)) for i in range(n)]
+        return concatenate(action_space, rows, out)
+
+    return act

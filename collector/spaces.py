@@ -5,6 +5,8 @@ This is the one place that knows how a Gymnasium space maps to storage columns:
 - ``columns(space)`` lists the storage columns of a space (name, dtype, row shape);
 - ``make_setter(space, store)`` returns a fast ``set(row, value)`` that writes one value into
   the column arrays held in ``store`` (the recorder's hot path);
+- ``make_batch_setter(space, store)`` does the same for a vector env's batched value (every
+  leaf has a leading sub-env axis), scattering a chosen subset of sub-envs to given rows;
 - ``unflatten(space, columns)`` rebuilds the nested value (dict / tuple / array / list[str]);
 - ``space_to_json`` / ``space_from_json`` serialize spaces (Minari's schema, strict JSON).
 
@@ -34,6 +36,8 @@ __all__ = [
     "columns",
     "escape_key",
     "join_name",
+    "batch_item",
+    "make_batch_setter",
     "make_setter",
     "space_from_json",
     "space_to_json",
@@ -47,6 +51,8 @@ SUPPORTED = "Box, Discrete, MultiDiscrete, MultiBinary, Text, Dict, Tuple"
 _NONFINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
 
 Setter = Callable[[int, Any], None]
+#: ``set(index, value, select)``: ``store[leaf][index] = leaf_of(value)[select]``.
+BatchSetter = Callable[[Any, Any, Any], None]
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,73 @@ def _setter(space: spaces.Space, name: str, store: dict[str, np.ndarray]) -> Set
         store[name][row] = value
 
     return set_array
+
+
+def make_batch_setter(space: spaces.Space, store: dict[str, np.ndarray]) -> BatchSetter:
+    """Return ``set(index, value, select)`` for batched values of ``space`` (a vector env's).
+
+    Every leaf of ``value`` has a leading sub-env axis (Gymnasium's ``batch_space`` layout;
+    Text leaves are tuples of strings). ``select`` picks sub-envs (an index array or a
+    slice) and ``index`` is where their rows go in ``store``'s arrays (any numpy index, e.g.
+    ``(env_rows, step_rows)`` for arrays shaped ``(num_envs, rows, ...)``).
+    """
+    return _batch_setter(space, "", store)
+
+
+def _batch_setter(space: spaces.Space, name: str, store: dict[str, np.ndarray]) -> BatchSetter:
+    if isinstance(space, spaces.Dict):
+        subs = [
+            (key, _batch_setter(sub, join_name(name, escape_key(key)), store))
+            for key, sub in space.spaces.items()
+        ]
+
+        def set_dict(index: Any, value: Any, select: Any) -> None:
+            for key, sub_set in subs:
+                sub_set(index, value[key], select)
+
+        return set_dict
+    if isinstance(space, spaces.Tuple):
+        parts = [_batch_setter(sub, join_name(name, str(i)), store) for i, sub in enumerate(space)]
+
+        def set_tuple(index: Any, value: Any, select: Any) -> None:
+            for sub_set, item in zip(parts, value, strict=True):
+                sub_set(index, item, select)
+
+        return set_tuple
+    if isinstance(space, spaces.Text):
+        len_name = name + TEXT_LEN_SUFFIX
+        width = _text_width(space)
+
+        def set_text(index: Any, value: Any, select: Any) -> None:
+            chosen = np.asarray(value, dtype=object)[select].reshape(-1)
+            raw = np.zeros((len(chosen), width), np.uint8)
+            lengths = np.zeros(len(chosen), np.int32)
+            for k, text in enumerate(chosen):
+                data = str(text).encode("utf-8")
+                raw[k, : len(data)] = np.frombuffer(data, np.uint8)
+                lengths[k] = len(data)
+            store[name][index] = raw
+            store[len_name][index] = lengths
+
+        return set_text
+
+    def set_array(index: Any, value: Any, select: Any) -> None:
+        store[name][index] = np.asarray(value)[select]
+
+    return set_array
+
+
+def batch_item(space: spaces.Space, value: Any, i: int) -> Any:
+    """Sub-env ``i``'s value from a vector env's batched ``value`` of ``space``.
+
+    Unlike ``gymnasium.vector.utils.iterate``, this handles Discrete leaves inside Dict and
+    Tuple spaces.
+    """
+    if isinstance(space, spaces.Dict):
+        return {k: batch_item(sub, value[k], i) for k, sub in space.spaces.items()}
+    if isinstance(space, spaces.Tuple):
+        return tuple(batch_item(sub, v, i) for sub, v in zip(space.spaces, value, strict=True))
+    return value[i]
 
 
 def unflatten(space: spaces.Space, cols: dict[str, np.ndarray], name: str = "") -> Any:

@@ -1,10 +1,22 @@
-"""Vector envs on the local runner: ``num_envs`` sub-envs stepped together (sync or async).
+"""Vector envs on the local runner: ``num_envs`` sub-envs stepped together.
 
-The layout-independent tier (DESIGN.md section 5): the vector env runs with
-``AutoresetMode.DISABLED``; whenever a sub-env finishes, it takes the next episode id and is
-reset alone (``reset_mask``) with that episode's own seed, and each sub-env has its own policy
-instance reset with the episode's policy seed. So episode ``i`` is the same whichever sub-env,
-vector width or runner produced it, and the fingerprint matches ``runner=local``.
+``sync`` and ``async`` (``run_vector``) are in the layout-independent tier (DESIGN.md
+section 5): the vector env runs with ``AutoresetMode.DISABLED``; whenever a sub-env
+finishes, it takes the next episode id and is reset alone (``reset_mask``) with that
+episode's own seed, and each sub-env has its own policy instance reset with the episode's
+policy seed. So episode ``i`` is the same whichever sub-env, vector width or runner produced
+it, and the fingerprint matches ``runner=local``.
+
+``vector_entry_point`` (``run_vector_entry_point``) is the layout-dependent tier: the env's
+own numpy implementation (e.g. Gymnasium's ``CartPoleVectorEnv``) draws every sub-env's
+resets from one shared RNG, so episodes have no seed of their own (stored as null) and
+depend on ``num_envs``. To keep resume and extend deterministic anyway, the run is cut into
+segments of ``segment_episodes(num_envs)`` episode ids: segment ``k`` starts with
+``reset(seed=env_seed(entropy, k * size))`` and the policy reseeded likewise, ids are handed
+out in the order episodes start (sub-env order within a step), and the segment ends when
+every episode it started has finished (none is cut short, so short episodes are not
+favoured). Which ids a run records never changes the env's stream, so a resumed or extended
+run replays the segment and records exactly the episodes an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -18,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
-from gymnasium.vector.utils import concatenate, create_empty_array, iterate
+from gymnasium.vector.utils import concatenate, create_empty_array
 from tqdm import tqdm
 
 from collector.errors import CollectionError, UsageError
+from collector.policies import batch_actor
 from collector.seeding import env_seed, policy_seed
+from collector.spaces import batch_item
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -30,8 +44,17 @@ if TYPE_CHECKING:
     from collector.collect import Committer
     from collector.policies import Policy
     from collector.recorder import EpisodeRecorder
+    from collector.vector_recorder import VectorRecorder
 
-__all__ = ["run_vector", "split_infos"]
+__all__ = ["run_vector", "run_vector_entry_point", "segment_episodes", "split_infos"]
+
+#: Episodes per reseeded segment, per sub-env, under ``vector_entry_point`` (data-affecting).
+SEGMENT_EPISODES_PER_ENV = 64
+
+
+def segment_episodes(num_envs: int) -> int:
+    """Episode ids per reseeded segment for a ``vector_entry_point`` env of ``num_envs``."""
+    return SEGMENT_EPISODES_PER_ENV * int(num_envs)
 
 
 def split_infos(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
@@ -94,8 +117,9 @@ def run_vector(
     def begin(
         mask: np.ndarray, seeds: list[int | None], obs: Any, infos: Mapping[str, Any]
     ) -> None:
-        for i, o in enumerate(iterate(single_obs, obs)):
+        for i in range(n):
             if mask[i] and current[i] is not None:
+                o = batch_item(single_obs, obs, i)
                 recorders[i].begin_episode(current[i], seeds[i], None, o, split_infos(infos, i))
 
     try:
@@ -103,7 +127,7 @@ def run_vector(
         obs, infos = vec.reset(seed=seeds)
         begin(mask, seeds, obs, infos)
         while any(c is not None for c in current):
-            per_env_obs = list(iterate(single_obs, obs))
+            per_env_obs = [batch_item(single_obs, obs, i) for i in range(n)]
             actions = [
                 policies[i].act(per_env_obs[i]) if current[i] is not None else single_act.sample()
                 for i in range(n)
@@ -112,9 +136,10 @@ def run_vector(
                 concatenate(single_act, actions, actions_buf)
             )
             done = np.logical_or(terms, truncs)
-            for i, o in enumerate(iterate(single_obs, obs)):
+            for i in range(n):
                 if current[i] is None:
                     continue
+                o = batch_item(single_obs, obs, i)
                 info = split_infos(infos, i) if infos else {}
                 recorders[i].add_step(actions[i], o, rewards[i], terms[i], truncs[i], info)
                 if done[i]:
@@ -144,5 +169,101 @@ def run_vector(
     finally:
         bar.close()
         vec.close()
+    committer.flush()
+    return steps
+
+
+def run_vector_entry_point(
+    vec: Any,
+    policy: Policy,
+    recorder: VectorRecorder,
+    committer: Committer,
+    episode_ids: np.ndarray,
+    episodes: int,
+    entropy: int,
+    progress: bool | None = None,
+) -> int:
+    """Run ``episode_ids`` (of a run of ``episodes``) on a ``vector_entry_point`` env.
+
+    Returns the steps recorded. See the module docstring for the segment rule.
+    """
+    if vec.metadata.get("autoreset_mode") is not AutoresetMode.NEXT_STEP:
+        raise UsageError(
+            f"vector env {type(vec).__name__} uses autoreset "
+            f"{vec.metadata.get('autoreset_mode')}; vector_entry_point collection needs "
+            "NEXT_STEP (Gymnasium's default); use vectorization_mode=sync or async"
+        )
+    n = vec.num_envs
+    size = segment_episodes(n)
+    act = batch_actor(policy, vec.single_observation_space, vec.single_action_space, n)
+    todo = np.asarray(episode_ids, np.int64)
+    wanted = np.zeros(episodes, bool)
+    wanted[todo] = True
+    steps = 0
+    bar = tqdm(total=len(todo), unit="ep", disable=None if progress else True, file=sys.stderr)
+    started = time.perf_counter()
+    try:
+        for seg in np.unique(todo // size).tolist():
+            lo, hi = seg * size, min(seg * size + size, episodes)
+            last = int(todo[todo < hi].max())
+            next_id = lo
+
+            def new_ids(k: int, hi: int = hi) -> np.ndarray:
+                """The next ``k`` ids in start order; -1 for ids not to record."""
+                nonlocal next_id
+                ids = next_id + np.arange(k, dtype=np.int64)
+                next_id += k
+                keep = ids < hi
+                keep[keep] = wanted[ids[keep]]
+                return np.where(keep, ids, -1)
+
+            obs, infos = vec.reset(seed=env_seed(entropy, lo))
+            policy.reset(policy_seed(entropy, lo))
+            recorder.begin(np.arange(n), new_ids(n), obs, infos)
+            restart = np.zeros(n, bool)  # NEXT_STEP: these sub-envs reset on this step
+            finished = recorder.num_finished
+            while next_id <= last or recorder.recording.any():
+                actions = act(obs)
+                recording = recorder.recording
+                obs, rewards, terms, truncs, infos = vec.step(actions)
+                if restart.any():  # NEXT_STEP: these sub-envs return a reset observation
+                    stepped = ~restart
+                    starting = np.flatnonzero(restart)
+                    steps += int((recording & stepped).sum())
+                    recorder.record(
+                        obs,
+                        infos,
+                        actions,
+                        rewards,
+                        terms,
+                        truncs,
+                        stepped=stepped,
+                        begin=starting,
+                        episode_ids=new_ids(len(starting)),
+                    )
+                else:
+                    steps += int(recording.sum())
+                    recorder.record(obs, infos, actions, rewards, terms, truncs)
+                restart = np.logical_or(terms, truncs)
+                if recorder.num_finished != finished:
+                    bar.update(recorder.num_finished - finished)
+                    committer.after_episode()
+                    finished = recorder.num_finished
+                    if not bar.disable:
+                        rate = steps / max(time.perf_counter() - started, 1e-9)
+                        bar.set_postfix_str(f"{rate:,.0f} steps/s, {n} envs", refresh=False)
+    except BaseException as e:
+        running = recorder.open_ids
+        recorder.discard()
+        committer.flush()
+        if isinstance(e, (KeyboardInterrupt, CollectionError)) or not isinstance(e, Exception):
+            raise
+        raise CollectionError(
+            f"vector env failed while running episodes {running[running >= 0].tolist()}: "
+            f"{type(e).__name__}: {e}; finished episodes are committed, re-run the same "
+            "command to resume"
+        ) from e
+    finally:
+        bar.close()
     committer.flush()
     return steps

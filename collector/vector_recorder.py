@@ -1,0 +1,423 @@
+"""Record a vector env's episodes with whole-batch numpy writes (no per-sub-env Python).
+
+``VectorRecorder`` keeps one row pointer per sub-env over env-major arrays shaped
+``(num_envs, rows, ...)``: a vector step scatters every recording sub-env's observation,
+action, reward and flags to its own next row in a handful of numpy calls, so each sub-env's
+episode is a contiguous run of rows. ``take()`` gathers the finished episodes, in episode-id
+order, into an ``EpisodeBatch`` with one fancy-index per column, and moves the open
+episodes' rows to the front.
+
+Step data sit on the row of the observation they produced (the reset row's step slot is
+unused), so one pointer serves observations, infos and steps. The recorder does not know
+autoreset rules: the caller says which sub-envs begin an episode (``begin``) and which took
+a transition (``step``); ``VectorDataCollector`` and the ``vector_entry_point`` runner do.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from collector.errors import CollectionError, HarvestWarning
+from collector.format import EpisodeBatch, make_table
+from collector.spaces import columns, escape_key, join_name, make_batch_setter
+
+__all__ = ["VectorRecorder", "flatten_batched_infos"]
+
+_MIN_ROWS = 64
+
+
+def flatten_batched_infos(
+    infos: Mapping[str, Any], num_envs: int, prefix: str = ""
+) -> list[tuple[str, Any, np.ndarray]]:
+    """``(column name, batched values, presence mask)`` per leaf of a vector env's infos.
+
+    Gymnasium marks which sub-envs have a key with a ``_key`` boolean array; a key without
+    one is present everywhere.
+    """
+    out: list[tuple[str, Any, np.ndarray]] = []
+    for key, value in infos.items():
+        if isinstance(key, str) and key.startswith("_"):
+            continue
+        name = join_name(prefix, escape_key(str(key)))
+        mask = infos.get(f"_{key}")
+        mask = np.ones(num_envs, bool) if mask is None else np.asarray(mask, bool)
+        if isinstance(value, Mapping):
+            out.extend((n, v, m & mask) for n, v, m in flatten_batched_infos(value, num_envs, name))
+        else:
+            out.append((name, value, mask))
+    return out
+
+
+class _Store:
+    """Time-major column arrays ``(rows, num_envs, *shape)``: one row per vector step."""
+
+    def __init__(self, num_envs: int, rows: int) -> None:
+        self.num_envs, self.rows = num_envs, rows
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        arr = self.arrays[name] = np.zeros((self.rows, self.num_envs, *shape), dtype)
+        return arr
+
+    def resize(self, rows: int, start: int, stop: int) -> None:
+        """New arrays of ``rows`` rows holding rows ``[start, stop)`` at the front."""
+        for name, arr in self.arrays.items():
+            new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
+            new[: stop - start] = arr[start:stop]
+            self.arrays[name] = new
+        self.rows = rows
+
+    def gather(self, flat_index: np.ndarray) -> dict[str, np.ndarray]:
+        """Entries at ``row * num_envs + env`` of every array (a copy)."""
+        return {
+            name: arr.reshape(-1, *arr.shape[2:])[flat_index] for name, arr in self.arrays.items()
+        }
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """A 1-d object array of ``values`` (kept as they are: dicts, None, big ints)."""
+    out = np.empty(len(values), object)
+    out[:] = list(values)
+    return out
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for each (s, n), without a Python loop."""
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)
+    firsts = np.repeat(np.asarray(starts, np.int64) - (ends - lengths), lengths)
+    return firsts + np.arange(total, dtype=np.int64)
+
+
+class VectorRecorder:
+    """Columnar buffers for the episodes of ``num_envs`` sub-envs stepped together.
+
+    Args:
+        observation_space: one sub-env's stored observation space.
+        action_space: one sub-env's stored action space.
+        num_envs: sub-envs in the vector env.
+        record_infos: keep infos (a presence mask per key and sub-env).
+        ids_on_finish: number episodes 0, 1, ... in the order they finish (the ids given to
+            ``begin`` then only need to be non-negative); the default keeps the given ids.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        num_envs: int,
+        record_infos: bool = False,
+        rows: int = _MIN_ROWS,
+        *,
+        ids_on_finish: bool = False,
+    ) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.num_envs = n = int(num_envs)
+        self.record_infos = record_infos
+        self._data = _Store(n, rows)
+        self._obs_names = {c.name: "obs/" + c.name for c in columns(observation_space)}
+        self._act_names = {c.name: "act/" + c.name for c in columns(action_space)}
+        for c in columns(observation_space):
+            self._data.add("obs/" + c.name, c.dtype, c.shape)
+        for c in columns(action_space):
+            self._data.add("act/" + c.name, c.dtype, c.shape)
+        self._data.add("rew", np.dtype(np.float64), ())
+        self._data.add("term", np.dtype(bool), ())
+        self._data.add("trunc", np.dtype(bool), ())
+        self._data.add("valid", np.dtype(bool), ())  # the sub-env has a row at this step
+        self._infos = _Store(n, rows) if record_infos else None
+        self._dropped: set[str] = set()
+        self._bind()
+        self._row_bytes = sum(a[0].nbytes for a in self._data.arrays.values())
+        self._r = 0  # next row
+        self._id = np.full(n, -1, np.int64)  # open episode per sub-env (-1: none)
+        self._start = np.zeros(n, np.int64)  # its reset row
+        self._seed = np.full(n, None, object)
+        self._options = np.full(n, None, object)
+        self._all = np.ones(n, bool)
+        # finished episodes, in chunks: (env, first row, last row, id, seed, options)
+        self._done: list[tuple[np.ndarray, ...]] = []
+        self._finished = 0
+        self._next_id: int | None = 0 if ids_on_finish else None
+
+    def _bind(self) -> None:
+        d = self._data.arrays
+        self._set_obs = make_batch_setter(
+            self.observation_space, {k: d[v] for k, v in self._obs_names.items()}
+        )
+        self._set_act = make_batch_setter(
+            self.action_space, {k: d[v] for k, v in self._act_names.items()}
+        )
+        self._rew, self._term, self._trunc = d["rew"], d["term"], d["trunc"]
+        self._valid = d["valid"]
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def recording(self) -> np.ndarray:
+        """Boolean mask of sub-envs with an open recorded episode."""
+        return self._id >= 0
+
+    @property
+    def open_ids(self) -> np.ndarray:
+        """Episode id per sub-env (-1 where none is open)."""
+        return self._id.copy()
+
+    @property
+    def num_finished(self) -> int:
+        """Finished episodes not yet taken."""
+        return self._finished
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate bytes of recorded data held."""
+        return self._r * self._row_bytes
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def record(
+        self,
+        obs: Any,
+        infos: Mapping[str, Any] | None = None,
+        actions: Any = None,
+        rewards: Any = None,
+        terminated: Any = None,
+        truncated: Any = None,
+        *,
+        stepped: np.ndarray | None = None,
+        begin: np.ndarray | None = None,
+        episode_ids: np.ndarray | None = None,
+        seeds: Sequence[int | None] | None = None,
+        options: Sequence[Any] | None = None,
+    ) -> None:
+        """Record one vector step as one row of every sub-env.
+
+        ``stepped`` (a boolean mask; default: every sub-env when ``actions`` is given, else
+        none) took a transition to ``obs``; recorded episodes among them that terminated or
+        truncated are finished. ``begin`` (sub-env indices) start episodes ``episode_ids``
+        from their ``obs`` (a reset observation); a negative id leaves that sub-env
+        unrecorded until its next begin. ``seeds`` and ``options`` are per entry of ``begin``.
+        """
+        n = self.num_envs
+        if actions is None:
+            stepped = np.zeros(n, bool)
+        elif stepped is None:
+            stepped = self._all
+        r = self._r
+        if r >= self._data.rows:
+            self._grow()
+        valid = stepped
+        if begin is not None and len(begin):
+            begin = np.asarray(begin, np.int64)
+            ids = np.asarray(episode_ids, np.int64)
+            if np.any(self._id[begin] >= 0):
+                raise RuntimeError("an episode begins on a sub-env whose episode is still open")
+            valid = stepped.copy()
+            valid[begin] = True
+        else:
+            begin = None
+        self._set_obs(r, obs, slice(None))
+        self._valid[r] = valid
+        if self._infos is not None:
+            self._add_infos(r, infos or {})
+        if actions is not None:
+            self._set_act(r, actions, slice(None))
+            self._rew[r] = rewards
+            self._term[r] = terminated
+            self._trunc[r] = truncated
+            ended = stepped & (self._id >= 0) & (self._term[r] | self._trunc[r])
+            if ended.any():
+                self._r = r + 1  # the finished rows are this one included
+                self._finish(np.flatnonzero(ended))
+        if begin is not None:
+            self._id[begin] = ids
+            self._start[begin] = r
+            self._seed[begin] = None if seeds is None else _objects(seeds)
+            self._options[begin] = None if options is None else _objects(options)
+        self._r = r + 1
+
+    def begin(
+        self,
+        envs: np.ndarray,
+        episode_ids: np.ndarray,
+        obs: Any,
+        infos: Mapping[str, Any] | None = None,
+        seeds: Sequence[int | None] | None = None,
+        options: Sequence[Any] | None = None,
+    ) -> None:
+        """Start episodes ``episode_ids`` on sub-envs ``envs`` from the batched reset ``obs``."""
+        self.record(obs, infos, begin=envs, episode_ids=episode_ids, seeds=seeds, options=options)
+
+    def step(
+        self,
+        actions: Any,
+        obs: Any,
+        rewards: Any,
+        terminated: Any,
+        truncated: Any,
+        infos: Mapping[str, Any] | None = None,
+        envs: np.ndarray | None = None,
+    ) -> None:
+        """Record one transition of sub-envs ``envs`` (default all)."""
+        stepped = None
+        if envs is not None:
+            stepped = np.zeros(self.num_envs, bool)
+            stepped[envs] = True
+        self.record(obs, infos, actions, rewards, terminated, truncated, stepped=stepped)
+
+    def _finish(self, envs: np.ndarray, last: np.ndarray | None = None) -> None:
+        if last is None:
+            last = np.full(len(envs), self._r - 1, np.int64)
+        ids = self._id[envs]
+        if self._next_id is not None:
+            ids = self._next_id + np.arange(len(envs), dtype=np.int64)
+            self._next_id += len(envs)
+        chunk = (envs, self._start[envs], last, ids)
+        self._done.append((*chunk, self._seed[envs], self._options[envs]))
+        self._finished += len(envs)
+        self._id[envs] = -1
+
+    def end(self, envs: np.ndarray | None = None) -> None:
+        """Finish the open episodes of ``envs`` (default all) early, e.g. on a reset.
+
+        The last step is marked truncated unless it terminated (as ``DataCollector`` does);
+        an episode with no step yet is dropped.
+        """
+        envs = np.arange(self.num_envs) if envs is None else np.asarray(envs, np.int64)
+        envs = envs[self._id[envs] >= 0]
+        for e in envs.tolist():
+            rows = np.flatnonzero(self._valid[self._start[e] : self._r, e]) + self._start[e]
+            if len(rows) <= 1:
+                self._id[e] = -1  # no step: dropped
+                continue
+            last = int(rows[-1])
+            self._trunc[last, e] |= not self._term[last, e]
+            self._finish(np.array([e]), np.array([last]))
+
+    def discard(self, envs: np.ndarray | None = None) -> None:
+        """Drop the open episodes of ``envs`` (default all)."""
+        envs = np.arange(self.num_envs) if envs is None else np.asarray(envs, np.int64)
+        self._id[envs] = -1
+
+    def _grow(self) -> None:
+        rows = 2 * self._data.rows
+        for store in (self._data, self._infos):
+            if store is not None:
+                store.resize(rows, 0, self._r)
+        self._bind()
+
+    def _add_infos(self, r: int, infos: Mapping[str, Any]) -> None:
+        store = self._infos
+        assert store is not None
+        for name, value, mask in flatten_batched_infos(infos, self.num_envs):
+            if name in self._dropped or value is None:
+                continue
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "biuf" or arr.ndim == 0 or len(arr) != self.num_envs:
+                self._drop(name, f"its {arr.dtype} values are not a numeric per-sub-env array")
+                continue
+            col = store.arrays.get(name)
+            if col is None:
+                if any(n.startswith(name + "/") or name.startswith(n + "/") for n in store.arrays):
+                    self._drop(name, "it is both a value and a dict")
+                    continue
+                col = store.add(name, arr.dtype, arr.shape[1:])
+                store.add(name + "\0mask", np.dtype(bool), ())
+            elif arr.shape[1:] != col.shape[2:]:
+                raise CollectionError(
+                    f"info key {name!r} changed shape from {col.shape[2:]} to {arr.shape[1:]}; "
+                    "make the env's info shapes stable or set record_infos=false"
+                )
+            elif np.result_type(col.dtype, arr.dtype) != col.dtype:
+                col = store.arrays[name] = col.astype(np.result_type(col.dtype, arr.dtype))
+            col[r] = arr
+            store.arrays[name + "\0mask"][r] = mask
+
+    def _drop(self, name: str, why: str) -> None:
+        self._dropped.add(name)
+        warnings.warn(
+            f"info key {name!r} is not recorded: {why}; convert it to a numeric array in a "
+            "wrapper to keep it",
+            HarvestWarning,
+            stacklevel=5,
+        )
+
+    # -- hand-over ---------------------------------------------------------------------------
+
+    def take(self) -> EpisodeBatch | None:
+        """The finished episodes in id order (None if there are none); open ones stay."""
+        if not self._done:
+            return None
+        chunks = [np.concatenate(c) for c in zip(*self._done, strict=True)]
+        order = np.argsort(chunks[3], kind="stable")
+        env, first, last, ids, seeds, options = (c[order] for c in chunks)
+        n, used = self.num_envs, self._r
+        if self._valid[:used].all():  # every sub-env has a row at every step (NEXT_STEP)
+            obs_len = last - first + 1  # T + 1
+            flat_obs = _ranges(first, obs_len) * n + np.repeat(env, obs_len)
+        else:  # an episode is the run of its sub-env's *valid* rows
+            valid_env_major = np.ascontiguousarray(self._valid[:used].T).reshape(-1)
+            rank = np.cumsum(valid_env_major) - 1  # position among valid entries
+            where = np.flatnonzero(valid_env_major)
+            lo, hi = rank[env * used + first], rank[env * used + last]
+            obs_len = hi - lo + 1
+            pos = where[_ranges(lo, obs_len)]
+            flat_obs = (pos % used) * n + pos // used  # time-major flat index
+        step_mask = np.ones(len(flat_obs), bool)
+        step_mask[np.cumsum(obs_len) - obs_len] = False  # the reset row has no step
+        flat_step = flat_obs[step_mask]
+        data = self._data.arrays
+        obs = {
+            k: data[v].reshape(-1, *data[v].shape[2:])[flat_obs] for k, v in self._obs_names.items()
+        }
+        act = {
+            k: data[v].reshape(-1, *data[v].shape[2:])[flat_step]
+            for k, v in self._act_names.items()
+        }
+        rew = self._rew.reshape(-1)[flat_step]
+        term = self._term.reshape(-1)[flat_step]
+        trunc = self._trunc.reshape(-1)[flat_step]
+        infos = masks = None
+        if self._infos is not None:
+            got = self._infos.gather(flat_obs)
+            infos = {k: v for k, v in got.items() if not k.endswith("\0mask")}
+            masks = {k.removesuffix("\0mask"): v for k, v in got.items() if k.endswith("\0mask")}
+        lengths = obs_len - 1
+        step_start = np.cumsum(lengths) - lengths
+        returns = np.add.reduceat(rew, step_start) if len(rew) else np.zeros(len(ids))
+        end = step_start + lengths - 1
+        table = make_table(ids, seeds.tolist(), lengths, returns, term[end], trunc[end], options)
+        self._done, self._finished = [], 0
+        self._compact()
+        return EpisodeBatch(
+            observations=obs,
+            actions=act,
+            rewards=rew,
+            terminations=term,
+            truncations=trunc,
+            table=table,
+            infos=infos,
+            info_masks=masks or {},
+        )
+
+    def _compact(self) -> None:
+        """Keep only the rows from the oldest open episode on, moved to the front."""
+        open_ = self._id >= 0
+        keep_from = int(self._start[open_].min()) if open_.any() else self._r
+        kept = self._r - keep_from
+        rows = max(_MIN_ROWS, 2 * kept, self._data.rows // 4)
+        for store in (self._data, self._infos):
+            if store is not None:
+                store.resize(rows, keep_from, self._r)
+        self._start[open_] -= keep_from
+        self._r = kept
+        self._bind()
