@@ -345,7 +345,7 @@ def collect(
     runner = (conf.get("runner") or {}).get("name", "local")
     if runner not in ("local", "ray"):
         raise UsageError(f"runner={runner!r} is not a runner; use runner=local or runner=ray")
-    num_envs = _positive(conf.get("num_envs", 1), "num_envs", allow_none=False, integer=True)
+    _positive(conf.get("num_envs", 1), "num_envs", allow_none=False, integer=True)
     vector_mode = str(conf.get("vectorization_mode", "sync"))
     if vector_mode not in VECTOR_MODES:
         raise UsageError(
@@ -357,8 +357,6 @@ def collect(
             "vectorization_mode=vector_entry_point with runner=ray is not available yet; "
             "use runner=local"
         )
-    if num_envs > 1 and runner == "ray":
-        raise UsageError("num_envs > 1 with runner=ray is not available yet; use runner=local")
     if runner == "ray":  # checked before anything is written
         rcfg = conf.get("runner") or {}
         _positive(rcfg.get("workers", 2), "runner.workers", allow_none=False, integer=True)

@@ -69,6 +69,8 @@ class RolloutWorker:
         self.recorder = EpisodeRecorder(
             self.env.observation_space, self.env.action_space, bool(conf.get("record_infos"))
         )
+        self.num_envs = int(conf.get("num_envs") or 1)
+        self.vector_mode = str(conf.get("vectorization_mode") or "sync")
 
     def where(self) -> tuple[int, str]:
         """(pid, Ray node id) of this worker."""
@@ -78,19 +80,54 @@ class RolloutWorker:
     def run(self, episode_ids: list[int]) -> tuple[bytes, dict[str, Any], Any, int, float]:
         """Record ``episode_ids``; returns (shard bytes, table, info schema, steps, seconds)."""
         start = time.perf_counter()
-        batch, steps, self.env = rollout_episodes(
-            self._new_env,
-            self.env,
-            self.policy,
-            self.recorder,
-            episode_ids,
-            self.entropy,
-            self.retries,
-        )
+        if self.num_envs > 1:
+            batch, steps = self._run_vector(episode_ids)
+        else:
+            batch, steps, self.env = rollout_episodes(
+                self._new_env,
+                self.env,
+                self.policy,
+                self.recorder,
+                episode_ids,
+                self.entropy,
+                self.retries,
+            )
         assert batch is not None
         batch.table["digest"] = fmt.episode_digests(batch)
         image = fmt.build_shard_bytes(batch, self.compression)
         return image, batch.table, batch.info_schema(), steps, time.perf_counter() - start
+
+    def _run_vector(self, episode_ids: list[int]) -> tuple[fmt.EpisodeBatch | None, int]:
+        """``episode_ids`` on a sync/async vector env of ``num_envs`` sub-envs (same data)."""
+        from collector.collect import build_policy
+        from collector.runners.vector import run_vector
+
+        env = self.env
+        recorders = [
+            EpisodeRecorder(env.observation_space, env.action_space, self.recorder.record_infos)
+            for _ in range(self.num_envs)
+        ]
+        steps = run_vector(
+            self._new_env,
+            lambda spaces: build_policy(self.conf.get("policy") or {}, spaces),
+            recorders,
+            _HoldEpisodes(),
+            np.asarray(episode_ids, np.int64),
+            self.entropy,
+            self.vector_mode,
+        )
+        batches = [b for b in (r.take() for r in recorders) if b is not None]
+        return (fmt.concat_batches(batches) if batches else None), steps
+
+
+class _HoldEpisodes:
+    """A committer for ``run_vector`` that commits nothing: the batch goes back to the driver."""
+
+    def after_episode(self) -> None:
+        """Nothing: the worker returns every episode of its batch at once."""
+
+    def flush(self) -> None:
+        """Nothing to write here."""
 
 
 def run_ray(

@@ -234,6 +234,19 @@ def test_ray_gives_the_local_fingerprint_whatever_workers_and_batch_size(
         assert_complete(dataset_id, n, reference)
 
 
+def test_vector_envs_in_ray_workers_give_the_local_fingerprint(
+    ray_address: str, local_fingerprint
+) -> None:
+    """Each worker steps a sync (or async) vector env over its batch: same data as local."""
+    n = 120
+    for k, mode in enumerate(["sync", "async"]):
+        cfg = conf(n, f"ray/vec{k}-v0", on_ray(batch_seconds=0.02))
+        cfg.update(num_envs=4, vectorization_mode=mode)
+        result = collect(cfg)
+        assert result.fingerprint == local_fingerprint(n), mode
+        assert_complete(f"ray/vec{k}-v0", n, local_fingerprint(n))
+
+
 def test_resume_and_extend_on_ray_match_local(ray_address: str, local_fingerprint) -> None:
     first = collect(conf(50, "ray/grow-v0", on_ray()))
     assert first.new_episodes == 50

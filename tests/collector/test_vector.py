@@ -79,5 +79,3 @@ def test_bad_vector_settings_are_refused() -> None:
         run("v/bad-v0", num_envs=0)
     with pytest.raises(UsageError, match="vectorization_mode='fast'"):
         run("v/bad-v0", num_envs=2, vectorization_mode="fast")
-    with pytest.raises(UsageError, match="num_envs > 1 with runner=ray"):
-        run("v/bad-v0", num_envs=2, runner={"name": "ray"})
