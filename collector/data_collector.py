@@ -106,8 +106,7 @@ def cleanup_spills(root: str | os.PathLike[str] | None = None) -> int:
 class _EpisodeSink:
     """What both collectors share: spilling finished episodes and committing them as datasets.
 
-    Subclasses set ``_obs_space``, ``_act_space``, ``record_infos``, ``compression``,
-    ``spill_bytes`` and ``_root`` and call ``_open_sink()``; they provide ``_make_recorder``,
+    Subclasses call ``_open_sink(...)`` from their constructor and provide ``_make_recorder``,
     ``_end_open`` (end the open episodes, marking them truncated) and ``_env_spec``.
     """
 
@@ -127,7 +126,24 @@ class _EpisodeSink:
     def _env_spec(self) -> Any:
         raise NotImplementedError
 
-    def _open_sink(self) -> None:
+    def _open_sink(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        record_infos: bool,
+        compression: str,
+        spill_bytes: int,
+        root: str | os.PathLike[str] | None,
+    ) -> None:
+        """Check the stored spaces and compression, then start with empty storage."""
+        check_supported(observation_space, "observation")
+        check_supported(action_space, "action")
+        fmt.parse_compression(compression)
+        self._obs_space, self._act_space = observation_space, action_space
+        self.record_infos = record_infos
+        self.compression = compression
+        self.spill_bytes = spill_bytes
+        self._root = fmt.datasets_root(root)
         cleanup_spills(self._root)
         self._spill_dir: Path | None = None
         self._owner_fd: int | None = None
@@ -320,21 +336,19 @@ class DataCollector(_EpisodeSink, gym.Wrapper):
         super().__init__(env)
         if data_format not in (None, "hdf5"):
             raise UsageError(f"data_format={data_format!r}: harvest writes its own HDF5 shards")
-        self._obs_space = observation_space or env.observation_space
-        self._act_space = action_space or env.action_space
-        check_supported(self._obs_space, "observation")
-        check_supported(self._act_space, "action")
-        fmt.parse_compression(compression)
         self._step_cb = _instance(step_data_callback)
         if isinstance(self._step_cb, StepDataCallback) and type(self._step_cb) is StepDataCallback:
             self._step_cb = None  # the default changes nothing: keep the fast path
         self._meta_cb = _instance(episode_metadata_callback)
-        self.record_infos = record_infos
-        self.compression = compression
-        self.spill_bytes = spill_bytes
-        self._root = fmt.datasets_root(root)
         self._last: tuple[Any, Any] | None = None
-        self._open_sink()
+        self._open_sink(
+            observation_space or env.observation_space,
+            action_space or env.action_space,
+            record_infos,
+            compression,
+            spill_bytes,
+            root,
+        )
 
     @property
     def observation_space(self) -> gym.Space:
@@ -349,8 +363,11 @@ class DataCollector(_EpisodeSink, gym.Wrapper):
     # -- recording -------------------------------------------------------------------------
 
     def _make_recorder(self) -> EpisodeRecorder:
-        self._last = None  # a fresh recorder needs a reset before step()
         return EpisodeRecorder(self._obs_space, self._act_space, self.record_infos)
+
+    def _new_storage(self) -> None:
+        super()._new_storage()
+        self._last = None  # fresh storage needs a reset before step()
 
     def _end_open(self) -> None:
         self._end_episode(force_truncate=True)
@@ -495,17 +512,15 @@ class VectorDataCollector(_EpisodeSink, gym.vector.VectorWrapper):
                 "autoreset_mode=NEXT_STEP (the default) or DISABLED"
             )
         self._mode = mode
-        self._obs_space = env.single_observation_space
-        self._act_space = env.single_action_space
-        check_supported(self._obs_space, "observation")
-        check_supported(self._act_space, "action")
-        fmt.parse_compression(compression)
-        self.record_infos = record_infos
-        self.compression = compression
-        self.spill_bytes = spill_bytes
-        self._root = fmt.datasets_root(root)
         self._restart = np.zeros(env.num_envs, bool)  # NEXT_STEP: resets on the next step
-        self._open_sink()
+        self._open_sink(
+            env.single_observation_space,
+            env.single_action_space,
+            record_infos,
+            compression,
+            spill_bytes,
+            root,
+        )
 
     def _make_recorder(self) -> VectorRecorder:
         return VectorRecorder(

@@ -72,10 +72,12 @@ def make_vector_env(
 ) -> gym.vector.VectorEnv:
     """The env's own vectorized implementation (``gym.make_vec``, ``vector_entry_point``).
 
+    Call after ``make_env`` of the same id, which gives the one-line unknown-id errors and
+    imports a ``module:`` prefix.
+
     Raises:
         UsageError: the env has no vector entry point, or rejects ``env_kwargs``.
     """
-    make_env(env_id, env_kwargs, max_episode_steps).close()  # the one-line unknown-id errors
     require_vector_entry_point(env_id)
     kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:

@@ -16,7 +16,7 @@ a transition (``step``); ``VectorDataCollector`` and the ``vector_entry_point`` 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,11 +72,12 @@ class _Store:
             self.arrays[name] = new
         self.rows = rows
 
-    def gather(self, flat_index: np.ndarray) -> dict[str, np.ndarray]:
-        """Entries at ``row * num_envs + env`` of every array (a copy)."""
-        return {
-            name: arr.reshape(-1, *arr.shape[2:])[flat_index] for name, arr in self.arrays.items()
-        }
+    def gather(
+        self, flat_index: np.ndarray, names: Iterable[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Entries at ``row * num_envs + env`` of the arrays ``names`` (default all; a copy)."""
+        chosen = self.arrays if names is None else {n: self.arrays[n] for n in names}
+        return {name: arr.reshape(-1, *arr.shape[2:])[flat_index] for name, arr in chosen.items()}
 
 
 def _objects(values: Sequence[Any]) -> np.ndarray:
@@ -375,17 +376,11 @@ class VectorRecorder:
         step_mask = np.ones(len(flat_obs), bool)
         step_mask[np.cumsum(obs_len) - obs_len] = False  # the reset row has no step
         flat_step = flat_obs[step_mask]
-        data = self._data.arrays
-        obs = {
-            k: data[v].reshape(-1, *data[v].shape[2:])[flat_obs] for k, v in self._obs_names.items()
-        }
-        act = {
-            k: data[v].reshape(-1, *data[v].shape[2:])[flat_step]
-            for k, v in self._act_names.items()
-        }
-        rew = self._rew.reshape(-1)[flat_step]
-        term = self._term.reshape(-1)[flat_step]
-        trunc = self._trunc.reshape(-1)[flat_step]
+        got = self._data.gather(flat_obs, self._obs_names.values())
+        obs = {k: got[v] for k, v in self._obs_names.items()}
+        got = self._data.gather(flat_step, [*self._act_names.values(), "rew", "term", "trunc"])
+        act = {k: got[v] for k, v in self._act_names.items()}
+        rew, term, trunc = got["rew"], got["term"], got["trunc"]
         infos = masks = None
         if self._infos is not None:
             got = self._infos.gather(flat_obs)
