@@ -7,7 +7,8 @@ one line and exit with ``exit_code`` (2 for usage mistakes, 1 for runtime failur
     ├── UsageError (exit 2)                      bad config, override, id, policy, env or space
     │   ├── DatasetIdError(ValueError)           "../x-v0", "/abs-v0", "name" (no version)
     │   ├── UnsupportedSpaceError(TypeError)     Graph, Sequence, OneOf
-    │   └── ConfigMismatchError                  resume with different data-affecting keys
+    │   ├── ConfigMismatchError                  resume with different data-affecting keys
+    │   └── IncompatibleDatasetsError            combine of datasets whose spaces or specs differ
     ├── DatasetNotFoundError(FileNotFoundError)
     ├── DatasetExistsError(FileExistsError)
     ├── LockHeldError(BlockingIOError)           another writer holds the dataset lock
@@ -31,6 +32,7 @@ __all__ = [
     "FormatVersionError",
     "HarvestError",
     "HarvestWarning",
+    "IncompatibleDatasetsError",
     "LockHeldError",
     "MissingExtraError",
     "UnsupportedSpaceError",
@@ -68,6 +70,14 @@ class ConfigMismatchError(UsageError):
     def __init__(self, message: str, *, keys: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.keys = keys
+
+
+class IncompatibleDatasetsError(UsageError):
+    """Datasets that cannot be combined; ``differences`` lists each mismatch, one per line."""
+
+    def __init__(self, message: str, *, differences: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.differences = differences
 
 
 class DatasetNotFoundError(HarvestError, FileNotFoundError):

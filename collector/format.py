@@ -218,6 +218,46 @@ def _offsets(length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return step_offset + np.arange(len(length), dtype=np.int64), step_offset
 
 
+def row_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for each (s, n), without a Python loop.
+
+    >>> row_ranges(np.array([5, 0]), np.array([2, 3])).tolist()
+    [5, 6, 0, 1, 2]
+    """
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)
+    firsts = np.repeat(np.asarray(starts, np.int64) - (ends - lengths), lengths)
+    return firsts + np.arange(total, dtype=np.int64)
+
+
+def select_episodes(batch: EpisodeBatch, positions: np.ndarray, ids: np.ndarray) -> EpisodeBatch:
+    """The episodes at table ``positions`` of ``batch``, renumbered ``ids``, as a new batch.
+
+    Columnar: one gather per column, not a copy per episode.
+    """
+    t = batch.table
+    pos = np.asarray(positions, np.int64)
+    length = t["length"][pos]
+    obs_rows = row_ranges(t["obs_offset"][pos], length + 1)
+    step_rows = row_ranges(t["step_offset"][pos], length)
+    table = {k: v[pos] if isinstance(v, np.ndarray) else [v[i] for i in pos] for k, v in t.items()}
+    table["obs_offset"], table["step_offset"] = _offsets(length)
+    table["id"] = np.asarray(ids, np.int64)
+    return EpisodeBatch(
+        observations={k: v[obs_rows] for k, v in batch.observations.items()},
+        actions={k: v[step_rows] for k, v in batch.actions.items()},
+        rewards=batch.rewards[step_rows],
+        terminations=batch.terminations[step_rows],
+        truncations=batch.truncations[step_rows],
+        table=table,
+        infos=None if batch.infos is None else {k: v[obs_rows] for k, v in batch.infos.items()},
+        info_masks={k: v[obs_rows] for k, v in batch.info_masks.items()},
+    )
+
+
 def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
 
@@ -790,6 +830,74 @@ def ids_from_ranges(ranges: Iterable[Sequence[int]]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
+def id_map_runs(stored: np.ndarray, new: np.ndarray) -> list[list[int]]:
+    """Encode a shard's id mapping as ``[stored_start, stored_stop, new_start]`` runs.
+
+    The manifest renumbers episodes of immutable shards (combine, saved views) with these
+    runs; stored ids that no run covers are not part of the dataset.
+
+    >>> id_map_runs(np.array([0, 1, 2, 5, 6]), np.array([10, 11, 12, 13, 14]))
+    [[0, 3, 10], [5, 7, 13]]
+    """
+    stored, new = np.asarray(stored, np.int64), np.asarray(new, np.int64)
+    if len(stored) == 0:
+        return []
+    order = np.argsort(stored, kind="stable")
+    s, n = stored[order], new[order]
+    breaks = np.flatnonzero((np.diff(s) != 1) | (np.diff(n) != 1)) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [len(s)]])
+    return [[int(s[a]), int(s[b - 1]) + 1, int(n[a])] for a, b in zip(starts, stops, strict=True)]
+
+
+def map_shard_ids(entry: dict[str, Any], stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of a shard's episodes (by table position) are in the dataset, and their ids.
+
+    ``stored`` is the shard table's ``id`` column; ``entry`` its manifest entry. Without an
+    ``id_map`` every episode is in, shifted by ``id_offset``.
+    """
+    stored = np.asarray(stored, np.int64)
+    runs = entry.get("id_map")
+    if runs is None:
+        return np.arange(len(stored)), stored + int(entry.get("id_offset", 0))
+    r = np.asarray(runs, np.int64).reshape(-1, 3)
+    r = r[np.argsort(r[:, 0], kind="stable")]
+    k = np.searchsorted(r[:, 0], stored, side="right") - 1
+    kk = np.maximum(k, 0)
+    pos = np.flatnonzero((k >= 0) & (stored < r[kk, 1]) if len(r) else np.zeros(len(stored), bool))
+    return pos, stored[pos] - r[kk[pos], 0] + r[kk[pos], 2]
+
+
+def place_file(src: Path, dest: Path) -> str:
+    """Put a copy of the immutable file ``src`` at ``dest``, copy-free where the filesystem allows.
+
+    A hard link first, else ``copy_file_range`` (a server- or extent-level copy on NFS 4.2,
+    XFS and btrfs), else a streaming copy; never re-encoded. Returns how: ``"link"`` or
+    ``"copy"``. The caller fsyncs.
+    """
+    try:
+        os.link(src, dest)
+        return "link"
+    except OSError:
+        pass
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        done = 0
+        try:
+            while done < size:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), size - done)
+                if n == 0:
+                    break
+                done += n
+        except (AttributeError, OSError):
+            fin.seek(done)
+            fout.seek(done)
+            fout.truncate(done)
+            while chunk := fin.read(1 << 22):
+                fout.write(chunk)
+    return "copy"
+
+
 class DatasetWriter:
     """The single committer of one dataset: writes shards durably and commits the manifest.
 
@@ -834,9 +942,10 @@ class DatasetWriter:
         assert self.meta is not None
         ids, digests = [], []
         for entry in self.meta.get("shards", []):
-            table = read_shard_table(self.data_dir / entry["file"])
-            ids.append(table["id"] + int(entry.get("id_offset", 0)))
-            digests.append(table["digest"])
+            table = read_shard_table(self.data_dir / entry["file"], ("id", "digest"))
+            pos, mapped = map_shard_ids(entry, table["id"])
+            ids.append(mapped)
+            digests.append(table["digest"][pos])
         if ids:
             self._ids = np.concatenate(ids)
             self._digests = np.concatenate(digests)
@@ -877,12 +986,14 @@ class DatasetWriter:
                 f"dataset id {self.dataset_id!r} would contain other datasets; pick another id"
             )
 
-    def start(self, base: dict[str, Any]) -> None:
-        """Commit a new, empty generation with ``base`` metadata (new dataset or overwrite).
+    def start(self, base: dict[str, Any], *, commit: bool = True) -> None:
+        """Begin a new, empty generation with ``base`` metadata (new dataset or overwrite).
 
-        An overwrite only swaps the manifest: the old generation's shards stay on disk until
-        the next writer opens the dataset (``cleanup``), so snapshots opened on the old
-        generation stay readable meanwhile [review 8].
+        ``commit=False`` leaves the previous commit in place until the first ``commit()``:
+        curation builds a whole generation and publishes it at once. An overwrite only swaps
+        the manifest: the old generation's shards stay on disk until the next writer opens
+        the dataset (``cleanup``), so snapshots opened on the old generation stay readable
+        meanwhile [review 8].
         """
         self._check_not_nested()
         now = time.time()
@@ -899,7 +1010,8 @@ class DatasetWriter:
         self._ids = np.zeros(0, np.int64)
         self._digests = np.zeros((0, 32), np.uint8)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.commit()
+        if commit:
+            self.commit()
 
     # -- shards ----------------------------------------------------------------------------
 
@@ -953,6 +1065,46 @@ class DatasetWriter:
             schema = json.loads(f.attrs.get("info_schema", "null"))
         return self._install(src, table, schema, compression, id_offset)
 
+    def link_shard(
+        self, src: Path, entry: dict[str, Any], id_map: list[list[int]]
+    ) -> dict[str, Any]:
+        """Add another dataset's committed shard ``src`` (manifest ``entry``) under ``id_map``.
+
+        The file is hard-linked (else copied without re-encoding, see ``place_file``); only
+        the manifest renumbers its episodes. The shard's sha256 is the source manifest's: a
+        link is the same file, and a copy is checked against it.
+        """
+        if self.meta is None:
+            raise RuntimeError("DatasetWriter.start() must be called before linking shards")
+        name = self._next_name(entry["sha256"])
+        dest = self.data_dir / name
+        tmp = self.data_dir / f".link-{uuid.uuid4().hex[:12]}.h5.tmp"
+        try:
+            if place_file(src, tmp) == "copy":
+                fsync_path(tmp)
+                os.chmod(tmp, 0o444)
+                if _sha256_file(tmp) != entry["sha256"]:
+                    raise CorruptDatasetError(
+                        f"shard {src} does not match its sha256 in the source's metadata.json; "
+                        "run verify on the source"
+                    )
+            os.rename(tmp, dest)
+        except BaseException:
+            _force_unlink(tmp)
+            raise
+        fsync_path(self.data_dir)
+        table = read_shard_table(dest, ("id", "length", "digest"))
+        return self._register(
+            name,
+            table,
+            entry.get("info_schema"),
+            entry.get("compression"),
+            0,
+            entry["sha256"],
+            dest.stat().st_size,
+            id_map=id_map,
+        )
+
     def _next_name(self, sha: str) -> str:
         assert self.meta is not None
         seq = int(self.meta["next_shard_seq"])
@@ -986,24 +1138,31 @@ class DatasetWriter:
         id_offset: int,
         sha: str,
         nbytes: int,
+        id_map: list[list[int]] | None = None,
     ) -> dict[str, Any]:
         assert self.meta is not None
-        ids = table["id"] + id_offset
-        entry = {
-            "file": name,
-            "episodes": int(len(ids)),
-            "id_ranges": _id_ranges(np.sort(ids)),  # the set of ids; shard order may differ
-            "id_offset": int(id_offset),
-            "obs_rows": int(table["length"].sum() + len(ids)),
-            "step_rows": int(table["length"].sum()),
-            "bytes": int(nbytes),
-            "sha256": sha,
-            "compression": compression or "none",
-            "info_schema": schema,
-        }
+        entry: dict[str, Any] = {"file": name, "id_offset": int(id_offset)}
+        if id_map is not None:
+            entry["id_map"] = id_map
+        pos, ids = map_shard_ids(entry, table["id"])
+        if len(ids) == 0:
+            raise ValueError(f"shard {name}: its id map selects no episode")
+        steps = int(table["length"][pos].sum())
+        entry.update(
+            {
+                "episodes": int(len(ids)),
+                "id_ranges": _id_ranges(np.sort(ids)),  # the set of ids; shard order may differ
+                "obs_rows": steps + len(ids),
+                "step_rows": steps,
+                "bytes": int(nbytes),
+                "sha256": sha,
+                "compression": compression or "none",
+                "info_schema": schema,
+            }
+        )
         self.meta["shards"].append(entry)
         self._ids = np.concatenate([self._ids, ids])
-        self._digests = np.concatenate([self._digests, table["digest"]])
+        self._digests = np.concatenate([self._digests, table["digest"][pos]])
         return entry
 
     # -- commit ----------------------------------------------------------------------------
@@ -1042,7 +1201,11 @@ class DatasetWriter:
         assert self.meta is not None
         shards = self.meta["shards"]
         limit = target_bytes // SMALL_SHARD_FRACTION
-        small = [e for e in shards if e["bytes"] < limit and e.get("id_offset", 0) == 0]
+        small = [
+            e
+            for e in shards
+            if e["bytes"] < limit and e.get("id_offset", 0) == 0 and "id_map" not in e
+        ]
         if len(small) < 2:
             return 0
         groups: list[list[dict[str, Any]]] = [[]]
@@ -1164,19 +1327,19 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
         except (CorruptDatasetError, OSError, KeyError) as e:
             report.problems.append(f"{entry['file']}: unreadable ({e})")
             continue
-        ids = batch.table["id"] + int(entry.get("id_offset", 0))
+        pos, ids = map_shard_ids(entry, batch.table["id"])
         if _id_ranges(np.sort(ids)) != entry["id_ranges"]:
             report.problems.append(f"{entry['file']}: episode ids differ from the manifest")
         digests = episode_digests(batch)
-        bad = np.flatnonzero(np.any(digests != batch.table["digest"], axis=1))
+        bad = np.flatnonzero(np.any(digests != batch.table["digest"], axis=1)[pos])
         if len(bad):
             report.problems.append(
                 f"{entry['file']}: {len(bad)} episode digest(s) do not match their data "
                 f"(first id {int(ids[bad[0]])})"
             )
         all_ids.append(ids)
-        all_digests.append(digests)
-        report.steps += batch.num_steps
+        all_digests.append(digests[pos])
+        report.steps += int(batch.table["length"][pos].sum())
     ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
     digests = np.concatenate(all_digests) if all_digests else np.zeros((0, 32), np.uint8)
     report.episodes = len(ids)

@@ -23,7 +23,7 @@ import numpy as np
 from gymnasium import spaces
 
 from collector.errors import CollectionError, HarvestWarning
-from collector.format import EpisodeBatch, make_table
+from collector.format import EpisodeBatch, make_table, row_ranges
 from collector.spaces import columns, escape_key, join_name, make_batch_setter
 
 __all__ = ["VectorRecorder", "flatten_batched_infos"]
@@ -85,17 +85,6 @@ def _objects(values: Sequence[Any]) -> np.ndarray:
     out = np.empty(len(values), object)
     out[:] = list(values)
     return out
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + n)`` for each (s, n), without a Python loop."""
-    lengths = np.asarray(lengths, np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    ends = np.cumsum(lengths)
-    firsts = np.repeat(np.asarray(starts, np.int64) - (ends - lengths), lengths)
-    return firsts + np.arange(total, dtype=np.int64)
 
 
 class VectorRecorder:
@@ -364,14 +353,14 @@ class VectorRecorder:
         n, used = self.num_envs, self._r
         if self._valid[:used].all():  # every sub-env has a row at every step (NEXT_STEP)
             obs_len = last - first + 1  # T + 1
-            flat_obs = _ranges(first, obs_len) * n + np.repeat(env, obs_len)
+            flat_obs = row_ranges(first, obs_len) * n + np.repeat(env, obs_len)
         else:  # an episode is the run of its sub-env's *valid* rows
             valid_env_major = np.ascontiguousarray(self._valid[:used].T).reshape(-1)
             rank = np.cumsum(valid_env_major) - 1  # position among valid entries
             where = np.flatnonzero(valid_env_major)
             lo, hi = rank[env * used + first], rank[env * used + last]
             obs_len = hi - lo + 1
-            pos = where[_ranges(lo, obs_len)]
+            pos = where[row_ranges(lo, obs_len)]
             flat_obs = (pos % used) * n + pos // used  # time-major flat index
         step_mask = np.ones(len(flat_obs), bool)
         step_mask[np.cumsum(obs_len) - obs_len] = False  # the reset row has no step

@@ -125,7 +125,9 @@ class _Snapshot:
                 if name in self.info_schema:
                     dtype = np.result_type(self.info_schema[name][0], dtype)
                 self.info_schema[name] = (dtype, tuple(spec["shape"]))
-        cols: dict[str, list[Any]] = {k: [] for k in ("id", "shard", "length", "obs", "step")}
+        cols: dict[str, list[Any]] = {
+            k: [] for k in ("id", "stored", "shard", "length", "obs", "step")
+        }
         cols.update({k: [] for k in ("seed", "has_seed", "return", "terminated", "truncated")})
         options: list[np.ndarray] = []
         metadata: list[np.ndarray] = []
@@ -136,8 +138,12 @@ class _Snapshot:
             # no digests, and options/metadata kept as stored bytes: the index is per episode,
             # so it is what grows with the dataset
             t = fmt.read_shard_table(file, _INDEX_FIELDS, raw_text=True)
-            cols["id"].append(t["id"] + int(entry.get("id_offset", 0)))
-            cols["shard"].append(np.full(len(t["id"]), s, np.int32))
+            pos, ids = fmt.map_shard_ids(entry, t["id"])
+            if len(pos) != len(t["id"]):  # a linked shard with only some episodes in the dataset
+                t = {k: v[pos] for k, v in t.items()}
+            cols["id"].append(ids)
+            cols["stored"].append(t["id"])
+            cols["shard"].append(np.full(len(ids), s, np.int32))
             cols["length"].append(t["length"])
             cols["obs"].append(t["obs_offset"])
             cols["step"].append(t["step_offset"])
@@ -159,6 +165,7 @@ class _Snapshot:
             raise CorruptDatasetError(
                 f"dataset {dataset_id!r} lists an episode id twice; run verify"
             )
+        self.stored_id = arrays["stored"][order]  # the id inside the shard file
         self.shard = arrays["shard"][order]
         self.length = arrays["length"][order]
         self.obs_offset = arrays["obs"][order]
@@ -261,8 +268,10 @@ class Dataset:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         block_rows: int = DEFAULT_BLOCK_ROWS,
         _cache: _BlockCache | None = None,
+        _steps: tuple[dict[str, Any], ...] = (),
     ) -> None:
         self._snap = snapshot
+        self._steps = _steps  # the operations that made this view, for lineage
         self._view = episode_indices is not None
         ids = snapshot.ids if episode_indices is None else np.asarray(episode_indices, np.int64)
         self._pos = snapshot.positions(ids) if self._view else np.arange(len(ids))
@@ -348,7 +357,11 @@ class Dataset:
             action_space=self.action_space,
             data_path=str(self._snap.path),
             fingerprint=self.fingerprint,
-            combined_datasets=tuple(lineage.get("sources", ())),
+            combined_datasets=tuple(
+                src["dataset_id"]
+                for src in lineage.get("sources", ())
+                if len(lineage["sources"]) > 1
+            ),
         )
 
     def __len__(self) -> int:
@@ -379,6 +392,26 @@ class Dataset:
             "terminated": self._snap.terminated[p].copy(),
             "truncated": self._snap.truncated[p].copy(),
         }
+
+    def episode_sources(self) -> dict[str, np.ndarray]:
+        """Where each episode of this view came from: ``source`` (dataset id) and ``source_id``.
+
+        For a dataset written by ``combine_datasets`` or ``save`` these name the source
+        dataset and the episode's id there, from ``lineage``; otherwise the dataset itself.
+        """
+        sources = (self._snap.meta.get("lineage") or {}).get("sources") or []
+        ids = self._ids
+        if not sources:
+            return {"source": np.full(len(ids), self.id, object), "source_id": ids.copy()}
+        firsts = np.asarray([src["first_id"] for src in sources], np.int64)
+        k = np.searchsorted(firsts, ids, side="right") - 1
+        names = np.asarray([src["dataset_id"] for src in sources], object)
+        original = np.zeros(len(ids), np.int64)
+        for i, src in enumerate(sources):
+            sel = k == i
+            if sel.any():
+                original[sel] = fmt.ids_from_ranges(src["episode_ids"])[ids[sel] - firsts[i]]
+        return {"source": names[k], "source_id": original}
 
     def get_episode_metadata(
         self, episode_indices: Iterable[int] | None = None
@@ -504,14 +537,57 @@ class Dataset:
         picked = self._rng.choice(len(self._ids), n_episodes, replace=False)
         return [self._episode(int(self._pos[i])) for i in picked]
 
-    def filter_episodes(self, condition: Callable[[EpisodeData], bool]) -> Dataset:
-        """A view of the episodes for which ``condition(episode)`` is true (reads every episode)."""
-        keep = [pos for pos in self._pos.tolist() if condition(self._episode(pos))]
-        return self._view_of(self._snap.ids[np.asarray(keep, np.int64)])
+    def filter_episodes(self, condition: Callable[[EpisodeData], bool] | str) -> Dataset:
+        """A view of the episodes for which ``condition`` holds.
 
-    def _view_of(self, ids: np.ndarray) -> Dataset:
-        return Dataset(self._snap, ids, cache_bytes=self._cache_bytes,
-                       block_rows=self._block_rows, _cache=self._cache)  # fmt: skip
+        ``condition`` is a callable on each ``EpisodeData`` (reads every episode, as in
+        Minari), or an expression over the per-episode fields of ``episodes()`` plus
+        ``source``/``source_id`` (``"return >= 200 and length < 500"``; see
+        ``curation.expr``), evaluated on the episode tables without reading step data.
+
+        Raises:
+            ExpressionError: a malformed expression or an unknown field (before any read).
+        """
+        if isinstance(condition, str):
+            mask = self.evaluate(condition)
+            return self._view_of(self._ids[mask], {"name": "filter", "where": condition})
+        keep = [pos for pos in self._pos.tolist() if condition(self._episode(pos))]
+        name = getattr(condition, "__qualname__", type(condition).__qualname__)
+        step = {"name": "filter", "callable": f"{getattr(condition, '__module__', '?')}.{name}"}
+        return self._view_of(self._snap.ids[np.asarray(keep, np.int64)], step)
+
+    def evaluate(self, expression: str) -> np.ndarray:
+        """The boolean mask of ``expression`` over this view's episodes (no step data read)."""
+        from curation.expr import compile_expression
+
+        fields = [*self.episodes(), "source", "source_id"]
+        expr = compile_expression(expression, fields)
+        columns: dict[str, np.ndarray] = {}
+        if expr.fields & set(self.episodes()):
+            columns.update(self.episodes())
+        if expr.fields & {"source", "source_id"}:
+            columns.update(self.episode_sources())
+        if not columns:
+            columns["id"] = self._ids
+        return expr.evaluate(columns)
+
+    def save(
+        self,
+        new_dataset_id: str,
+        *,
+        root: str | Path | None = None,
+        overwrite: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> Dataset:
+        """Write this dataset or view as a new dataset with ``lineage`` (see ``save_dataset``)."""
+        from curation.ops import save_dataset
+
+        return save_dataset(self, new_dataset_id, root=root, overwrite=overwrite, metadata=metadata)
+
+    def _view_of(self, ids: np.ndarray, step: dict[str, Any] | None = None) -> Dataset:
+        steps = self._steps if step is None else (*self._steps, step)
+        return Dataset(self._snap, np.sort(ids), cache_bytes=self._cache_bytes,
+                       block_rows=self._block_rows, _cache=self._cache, _steps=steps)  # fmt: skip
 
     def refresh(self) -> Dataset:
         """Move to the latest commit (a view keeps its episodes that still exist); returns self."""
@@ -521,7 +597,8 @@ class Dataset:
             ids = np.intersect1d(self._ids, snap.ids)
         self._cache.clear()
         Dataset.__init__(self, snap, ids, cache_bytes=self._cache_bytes,
-                         block_rows=self._block_rows, _cache=self._cache)  # fmt: skip
+                         block_rows=self._block_rows, _cache=self._cache,
+                         _steps=self._steps)  # fmt: skip
         return self
 
     # -- whole-dataset arrays ------------------------------------------------------------------

@@ -29,7 +29,8 @@ def read_episodes(
     for entry in meta["shards"]:
         batch = fmt.read_shard(path / fmt.DATA_DIR / entry["file"])
         t = batch.table
-        for e in range(batch.num_episodes):
+        positions, mapped = fmt.map_shard_ids(entry, t["id"])
+        for e, new_id in zip(positions.tolist(), mapped.tolist(), strict=True):
             length = int(t["length"][e])
             o0, s0 = int(t["obs_offset"][e]), int(t["step_offset"][e])
             orows, srows = slice(o0, o0 + length + 1), slice(s0, s0 + length)
@@ -38,7 +39,7 @@ def read_episodes(
                 infos = {n: (v[orows], batch.info_masks[n][orows]) for n, v in batch.infos.items()}
             out.append(
                 {
-                    "id": int(t["id"][e]) + int(entry.get("id_offset", 0)),
+                    "id": new_id,
                     "seed": int(t["seed"][e]) if t["has_seed"][e] else None,
                     "options": None if t["options"][e] is None else json.loads(t["options"][e]),
                     "metadata": None if t["metadata"][e] is None else json.loads(t["metadata"][e]),

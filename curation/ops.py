@@ -1,0 +1,417 @@
+"""Curation operations: combine datasets, split views, save views as datasets.
+
+Filters and splits make views (episode-id lists over one commit) and copy nothing. Saving a
+view and combining datasets write a new dataset whose shards are the sources' own immutable
+files, hard-linked where the filesystem allows (else copied without re-encoding), and
+renumbered 0..N-1 by the manifest's id map (DESIGN.md section 8). Only a shard a view keeps
+less than half of is not linked: its kept episodes are copied, column by column. So a curated
+dataset keeps its sources' digests, seeds, options and episode statistics, and its
+``lineage`` says where every episode came from: the source ids and fingerprints, their
+episode ids, and the operations, with their parameters, that picked them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from collector import format as fmt
+from collector.errors import (
+    CorruptDatasetError,
+    DatasetExistsError,
+    IncompatibleDatasetsError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from curation.dataset import Dataset
+
+__all__ = [
+    "combine_datasets",
+    "compare_datasets",
+    "save_dataset",
+    "split_dataset",
+    "split_sizes",
+]
+
+#: A shard is linked when a view keeps at least this fraction of its steps; otherwise the
+#: kept episodes are copied, so a small filtered or split dataset does not carry (or push)
+#: its source's whole files.
+LINK_MIN_FRACTION = 0.5
+#: Copied episodes are gathered into new shards of about this many bytes (uncompressed).
+COPY_SHARD_BYTES = 64 * 2**20
+
+#: Metadata fields a combined dataset keeps when every source agrees on them.
+_SHARED_FIELDS = (
+    "description",
+    "algorithm_name",
+    "code_permalink",
+    "ref_min_score",
+    "ref_max_score",
+    "eval_env_spec",
+)
+
+
+# -- comparing ---------------------------------------------------------------------------------
+
+
+def _diff(a: Any, b: Any, path: str) -> list[tuple[str, Any, Any]]:
+    """Leaf-level differences between two JSON values, as (path, a, b)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(key, "<absent>"), b.get(key, "<absent>"), f"{path}.{key}")
+        return out
+    if (
+        isinstance(a, list)
+        and isinstance(b, list)
+        and len(a) == len(b)
+        and any(isinstance(v, dict | list) for v in [*a, *b])
+    ):  # Tuple spaces recurse; shapes and bounds are compared whole
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in _diff(x, y, f"{path}[{i}]")
+        ]
+    return [] if a == b else [(path, a, b)]
+
+
+def _env_spec_dict(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    spec = meta.get("env_spec")
+    return json.loads(spec) if isinstance(spec, str) else spec
+
+
+def _info_schema(meta: Mapping[str, Any]) -> dict[str, Any]:
+    union: dict[str, Any] = {}
+    for entry in meta.get("shards", []):
+        for name, spec in (entry.get("info_schema") or {}).items():
+            union.setdefault(name, {"shapes": set(), "dtypes": set()})
+            union[name]["shapes"].add(tuple(spec["shape"]))
+            union[name]["dtypes"].add(np.dtype(spec["dtype"]).kind)
+    return union
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def compare_datasets(datasets: Sequence[Dataset]) -> list[str]:
+    """Why ``datasets`` cannot be combined, one readable line per difference (empty: they can).
+
+    Compares against the first dataset, field by field: observation and action spaces,
+    the env spec (all but ``max_episode_steps``, as Minari does), whether infos were
+    recorded, and info columns that exist in both with different shapes or kinds.
+    """
+    if not datasets:
+        return []
+    first = datasets[0]
+    a_meta = first._snap.meta
+    out: list[str] = []
+    for other in datasets[1:]:
+        b_meta = other._snap.meta
+        pair = f"{first.id} vs {other.id}"
+        for key in ("observation_space", "action_space"):
+            for path, x, y in _diff(a_meta[key], b_meta[key], key):
+                out.append(f"{path}: {_short(x)} != {_short(y)} ({pair})")
+        a_spec, b_spec = _env_spec_dict(a_meta), _env_spec_dict(b_meta)
+        if (a_spec is None) != (b_spec is None):
+            which = first.id if a_spec is None else other.id
+            out.append(f"env_spec: {which} has none, the other has one ({pair})")
+        elif a_spec is not None and b_spec is not None:
+            a_cmp = {k: v for k, v in a_spec.items() if k != "max_episode_steps"}
+            b_cmp = {k: v for k, v in b_spec.items() if k != "max_episode_steps"}
+            for path, x, y in _diff(a_cmp, b_cmp, "env_spec"):
+                out.append(f"{path}: {_short(x)} != {_short(y)} ({pair})")
+        if bool(a_meta.get("record_infos")) != bool(b_meta.get("record_infos")):
+            out.append(
+                f"record_infos: {a_meta.get('record_infos')} != {b_meta.get('record_infos')} "
+                f"({pair})"
+            )
+        a_info, b_info = _info_schema(a_meta), _info_schema(b_meta)
+        for name in sorted(set(a_info) & set(b_info)):
+            x, y = a_info[name], b_info[name]
+            if x["shapes"] != y["shapes"]:
+                out.append(
+                    f"infos.{name}.shape: {sorted(x['shapes'])} != {sorted(y['shapes'])} ({pair})"
+                )
+            numeric = set("biuf")
+            if (x["dtypes"] <= numeric) != (y["dtypes"] <= numeric):
+                out.append(
+                    f"infos.{name}.dtype: kinds {sorted(x['dtypes'])} != {sorted(y['dtypes'])} "
+                    f"({pair})"
+                )
+    return out
+
+
+def _combined_env_spec(metas: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The first source's env spec, with ``max_episode_steps`` = max (None if any is None)."""
+    specs = [_env_spec_dict(m) for m in metas]
+    if specs[0] is None:
+        return None
+    steps = [s.get("max_episode_steps") for s in specs if s is not None]
+    spec = dict(specs[0])
+    spec["max_episode_steps"] = None if any(v is None for v in steps) else max(steps)
+    return spec
+
+
+def _combined_fields(metas: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Author fields: authors, emails and requirements unioned; the rest kept if all agree."""
+    out: dict[str, Any] = {}
+    for key in ("author", "author_email", "requirements"):
+        values: list[str] = []
+        for m in metas:
+            v = m.get(key)
+            for item in [v] if isinstance(v, str) else v or []:
+                if item not in values:
+                    values.append(item)
+        if values:
+            out[key] = values if key == "requirements" or len(values) > 1 else values[0]
+    for key in _SHARED_FIELDS:
+        values = [m.get(key) for m in metas]
+        if values[0] is not None and all(v == values[0] for v in values):
+            out[key] = values[0]
+    return out
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def _source_entry(ds: Dataset, first_id: int) -> dict[str, Any]:
+    return {
+        "dataset_id": ds.id,
+        "fingerprint": ds.fingerprint,
+        "first_id": first_id,
+        "episodes": ds.total_episodes,
+        "episode_ids": fmt._id_ranges(ds.episode_indices),
+        "steps": list(ds._steps),
+    }
+
+
+class _Copies:
+    """Episodes copied out of shards a view uses little of, written as a few new shards."""
+
+    def __init__(self, writer: fmt.DatasetWriter) -> None:
+        self.writer = writer
+        self.batches: list[fmt.EpisodeBatch] = []
+        self.compression: str | None = None
+
+    def add(self, file: Path, entry: dict[str, Any], stored: np.ndarray, new: np.ndarray) -> None:
+        batch = fmt.read_shard(file)
+        order = np.argsort(batch.table["id"])
+        positions = order[np.searchsorted(batch.table["id"], stored, sorter=order)]
+        sub = fmt.select_episodes(batch, positions, new)
+        digests = fmt.episode_digests(sub)
+        if np.any(digests != sub.table["digest"]):
+            raise CorruptDatasetError(
+                f"shard {file} does not match its own digests; run verify on its dataset"
+            )
+        self.batches.append(sub)
+        comp = entry.get("compression")
+        self.compression = None if comp in (None, "none") else comp
+        if sum(b.nbytes for b in self.batches) >= COPY_SHARD_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.batches:
+            self.writer.write_shard(fmt.concat_batches(self.batches), self.compression)
+            self.batches = []
+
+
+def _write_linked(
+    parts: Sequence[Dataset],
+    new_dataset_id: str,
+    meta: dict[str, Any],
+    operation: dict[str, Any],
+    root: str | Path | None,
+    overwrite: bool,
+) -> Dataset:
+    """Write ``parts`` (datasets or views) in order as a new dataset of linked shards."""
+    from curation.dataset import load_dataset
+
+    fmt.parse_dataset_id(new_dataset_id)
+    path = fmt.dataset_path(new_dataset_id, root)
+    for ds in parts:
+        if Path(ds._snap.path).resolve() == path.resolve():
+            raise UsageError(
+                f"{new_dataset_id!r} is also a source of this operation; save to a new id"
+            )
+    sources: list[dict[str, Any]] = []
+    existed, committed = path.exists(), False
+    with fmt.DatasetWriter(new_dataset_id, root) as writer:
+        if writer.exists and not overwrite:
+            raise DatasetExistsError(
+                f"dataset {new_dataset_id!r} already exists at {path}; pick another id or "
+                "pass overwrite=True (--overwrite)",
+                dataset_id=new_dataset_id,
+            )
+        try:
+            meta["lineage"] = {"operation": operation, "sources": sources}
+            writer.start(meta, commit=False)
+            copies = _Copies(writer)
+            next_id = 0
+            for ds in parts:
+                sources.append(_source_entry(ds, next_id))
+                snap, pos = ds._snap, ds._pos
+                new = next_id + np.arange(len(pos), dtype=np.int64)
+                shards = snap.shard[pos]
+                for s in np.unique(shards).tolist():
+                    sel = shards == s
+                    entry = snap.meta["shards"][s]
+                    stored = snap.stored_id[pos[sel]]
+                    if snap.length[pos[sel]].sum() >= LINK_MIN_FRACTION * entry["step_rows"]:
+                        runs = fmt.id_map_runs(stored, new[sel])
+                        writer.link_shard(snap.files[s], entry, runs)
+                    else:
+                        copies.add(snap.files[s], entry, stored, new[sel])
+                next_id += len(pos)
+            copies.flush()
+            writer.commit()
+            committed = True
+        except BaseException:
+            # linked files of a failed build are unreferenced: the next writer removes them
+            if not existed and not committed:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+    return load_dataset(new_dataset_id, root=root)
+
+
+def _curated_meta(
+    first: Dataset, fields: dict[str, Any], metadata: Mapping[str, Any] | None, command: str
+) -> dict[str, Any]:
+    from collector.collect import _versions
+
+    merged = {**fields, **{k: v for k, v in (metadata or {}).items() if v is not None}}
+    return fmt.new_metadata(
+        first.observation_space,
+        first.action_space,
+        None,
+        record_infos=bool(first._snap.meta.get("record_infos")),
+        provenance={"command": command, "created": time.time(), "versions": _versions()},
+        **merged,
+    )
+
+
+def save_dataset(
+    dataset: Dataset,
+    new_dataset_id: str,
+    *,
+    root: str | Path | None = None,
+    overwrite: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Write a dataset or view as a new dataset, episodes renumbered 0..N-1 in id order.
+
+    Copy-free (see the module docstring). The new metadata keeps the source's spaces, env
+    spec and author fields (``metadata`` overrides them) and records ``lineage``: the
+    source's id and fingerprint, which of its episodes were kept, and by what steps.
+
+    Raises:
+        DatasetExistsError: ``new_dataset_id`` exists and ``overwrite`` is false.
+        LockHeldError: another writer holds ``new_dataset_id``.
+    """
+    src = dataset._snap.meta
+    fields = {k: src[k] for k in fmt.AUTHOR_FIELDS if src.get(k) is not None}
+    meta = _curated_meta(dataset, fields, metadata, "save")
+    meta["env_spec"] = _env_spec_dict(src)
+    return _write_linked([dataset], new_dataset_id, meta, {"name": "save"}, root, overwrite)
+
+
+def combine_datasets(
+    datasets: Sequence[Dataset | str],
+    new_dataset_id: str,
+    *,
+    root: str | Path | None = None,
+    overwrite: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Combine datasets (or views) into a new dataset, episodes renumbered 0..N-1 in order.
+
+    Unlike Minari's ``combine_datasets``, spaces are compared too, a mismatch is explained
+    field by field, and per-episode seeds, options and statistics are kept. The env spec's
+    ``max_episode_steps`` is the largest of the sources' (None if any is None), as in Minari.
+    ``dataset.episode_sources()`` maps each new episode back to its source and original id.
+
+    Raises:
+        IncompatibleDatasetsError: the datasets differ; the message lists every difference.
+        DatasetExistsError: ``new_dataset_id`` exists and ``overwrite`` is false.
+    """
+    from curation.dataset import load_dataset
+
+    loaded = [load_dataset(d, root=root) if isinstance(d, str) else d for d in datasets]
+    if len(loaded) < 2:
+        raise UsageError(f"combine needs at least 2 datasets, got {len(loaded)}")
+    problems = compare_datasets(loaded)
+    if problems:
+        raise IncompatibleDatasetsError(
+            f"cannot combine {', '.join(d.id for d in loaded)} into {new_dataset_id!r}: "
+            f"{len(problems)} difference(s):\n  " + "\n  ".join(problems),
+            differences=tuple(problems),
+        )
+    metas = [d._snap.meta for d in loaded]
+    meta = _curated_meta(loaded[0], _combined_fields(metas), metadata, "combine")
+    meta["env_spec"] = _combined_env_spec(metas)
+    return _write_linked(loaded, new_dataset_id, meta, {"name": "combine"}, root, overwrite)
+
+
+# -- splitting ------------------------------------------------------------------------------------
+
+
+def split_sizes(sizes: Iterable[int | float], total: int) -> list[int]:
+    """Episode counts for ``sizes`` given as counts or as fractions of ``total``.
+
+    Fractions are rounded down and the remainder goes to the largest remainders first, so
+    fractions summing to 1 use every episode.
+
+    >>> split_sizes([0.8, 0.1, 0.1], 25)
+    [20, 3, 2]
+    >>> split_sizes([3, 2], 10)
+    [3, 2]
+    """
+    sizes = list(sizes)
+    if not sizes or any(
+        isinstance(s, bool) or not isinstance(s, int | float | np.number) or s < 0 for s in sizes
+    ):
+        raise UsageError(f"split sizes must be non-negative counts or fractions, got {sizes}")
+    if all(isinstance(s, int | np.integer) for s in sizes):
+        counts = [int(s) for s in sizes]
+        if sum(counts) > total:
+            raise UsageError(
+                f"split sizes {counts} add up to {sum(counts)} episodes; the dataset has {total}"
+            )
+        return counts
+    fractions = [float(s) for s in sizes]
+    if sum(fractions) > 1 + 1e-9:
+        raise UsageError(f"split fractions {fractions} add up to {sum(fractions):g}, over 1")
+    exact = [f * total for f in fractions]
+    counts = [math.floor(x + 1e-9) for x in exact]
+    if math.isclose(sum(fractions), 1.0, abs_tol=1e-9):
+        order = sorted(range(len(exact)), key=lambda i: counts[i] - exact[i])
+        for i in order[: total - sum(counts)]:
+            counts[i] += 1
+    return counts
+
+
+def split_dataset(
+    dataset: Dataset, sizes: Sequence[int | float], seed: int | None = None
+) -> list[Dataset]:
+    """Split into disjoint random views of the given sizes (counts, or fractions of the total).
+
+    As Minari's ``split_dataset``: a seeded permutation of the episode ids cut into
+    consecutive parts. Views copy nothing; ``save`` one to write it as a dataset.
+    """
+    counts = split_sizes(sizes, dataset.total_episodes)
+    order = np.random.default_rng(seed).permutation(dataset.episode_indices)
+    out, at = [], 0
+    for i, n in enumerate(counts):
+        step = {"name": "split", "sizes": list(sizes), "seed": seed, "part": i}
+        out.append(dataset._view_of(order[at : at + n], step))
+        at += n
+    return out
