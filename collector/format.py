@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION: Final = 1
 METADATA_FILE: Final = "metadata.json"
 METADATA_TMP: Final = "metadata.json.tmp"
+#: Namespace description file, at `<root>/<namespace>/` (Minari's name for it).
+NAMESPACE_METADATA_FILE: Final = "namespace_metadata.json"
 DATA_DIR: Final = "data"
 LOCKS_DIR: Final = ".locks"
 SPILL_DIR: Final = ".tmp"
@@ -112,6 +114,29 @@ def parse_dataset_id(dataset_id: str) -> tuple[str | None, str, int]:
             "[A-Za-z0-9_-], e.g. cartpole/random-v0"
         )
     return match["ns"], match["name"], int(match["v"])
+
+
+def check_namespace(namespace: str) -> str:
+    """Return ``namespace`` (``a`` or ``a/b``, segments as in dataset ids) if it is valid.
+
+    >>> check_namespace("cartpole/experts")
+    'cartpole/experts'
+
+    Raises:
+        DatasetIdError: anything else (paths, empty segments, a version suffix).
+    """
+    if not isinstance(namespace, str) or not re.fullmatch(
+        rf"{_SEGMENT}(?:/{_SEGMENT})*", namespace, re.ASCII
+    ):
+        raise DatasetIdError(
+            f"namespace {namespace!r} is not valid; use segments of [A-Za-z0-9_-] joined by '/', "
+            "e.g. cartpole or cartpole/experts"
+        )
+    if re.search(r"-v[0-9]+$", namespace.rsplit("/", 1)[-1]):
+        raise DatasetIdError(
+            f"namespace {namespace!r} looks like a dataset id; drop the -vN suffix"
+        )
+    return namespace
 
 
 def datasets_root(root: str | os.PathLike[str] | None = None) -> Path:
