@@ -260,6 +260,9 @@ class Dataset:
     the same dataset does not disturb it (call ``refresh()`` to see newer commits).
     """
 
+    #: The per-episode fields of ``episodes()``, which filter expressions can use.
+    EPISODE_FIELDS = ("id", "seed", "has_seed", "length", "return", "terminated", "truncated")
+
     def __init__(
         self,
         snapshot: _Snapshot,
@@ -378,14 +381,13 @@ class Dataset:
     def episodes(self) -> dict[str, np.ndarray]:
         """Per-episode fields of this view as numpy columns (no step data is read).
 
-        Keys: ``id``, ``seed`` (float with NaN where absent), ``has_seed``, ``length``,
-        ``return``, ``terminated``, ``truncated``.
+        Keys: ``id``, ``seed`` (uint64, exact; 0 where ``has_seed`` is False), ``has_seed``,
+        ``length``, ``return``, ``terminated``, ``truncated``.
         """
         p = self._pos
-        seeds = np.where(self._snap.has_seed[p], self._snap.seed[p].astype(np.float64), np.nan)
         return {
             "id": self._ids.copy(),
-            "seed": seeds,
+            "seed": np.where(self._snap.has_seed[p], self._snap.seed[p], np.uint64(0)),
             "has_seed": self._snap.has_seed[p].copy(),
             "length": self._snap.length[p].copy(),
             "return": self._snap.returns[p].copy(),
@@ -560,16 +562,15 @@ class Dataset:
         """The boolean mask of ``expression`` over this view's episodes (no step data read)."""
         from curation.expr import compile_expression
 
-        fields = [*self.episodes(), "source", "source_id"]
-        expr = compile_expression(expression, fields)
-        columns: dict[str, np.ndarray] = {}
-        if expr.fields & set(self.episodes()):
+        expr = compile_expression(expression, [*self.EPISODE_FIELDS, "source", "source_id"])
+        columns: dict[str, np.ndarray] = {"id": self._ids}
+        if expr.fields & set(self.EPISODE_FIELDS):
             columns.update(self.episodes())
         if expr.fields & {"source", "source_id"}:
             columns.update(self.episode_sources())
-        if not columns:
-            columns["id"] = self._ids
-        return expr.evaluate(columns)
+        # an unseeded episode's seed behaves as NaN: `seed % 2 == 0` is false for it
+        missing = {"seed": ~self._snap.has_seed[self._pos]}
+        return expr.evaluate(columns, missing)
 
     def save(
         self,

@@ -836,8 +836,8 @@ def test_episodes_columns() -> None:
     cols = ds.episodes()
     assert set(cols) == {"id", "seed", "has_seed", "length", "return", "terminated", "truncated"}
     np.testing.assert_array_equal(cols["id"], np.arange(5))
-    np.testing.assert_array_equal(cols["seed"], [10, 11, np.nan, 13, 14])
-    assert cols["seed"].dtype == np.float64
+    np.testing.assert_array_equal(cols["seed"], [10, 11, 0, 13, 14])  # 0 where has_seed is False
+    assert cols["seed"].dtype == np.uint64  # exact: 64-bit seeds do not fit a float64
     np.testing.assert_array_equal(cols["has_seed"], [True, True, False, True, True])
     np.testing.assert_array_equal(cols["length"], DEEP_LENGTHS)
     np.testing.assert_allclose(cols["return"], [ep.rewards.sum() for ep in ds])

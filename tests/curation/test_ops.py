@@ -348,3 +348,49 @@ def test_save_of_a_whole_dataset_has_its_fingerprint() -> None:
     copy = src.save("cart/copy-v0")
     assert copy.fingerprint == src.fingerprint
     assert copy.metadata["provenance"]["command"] == "save"
+
+
+# -- filtering by expression ----------------------------------------------------------------------
+
+
+def test_filter_by_expression_reads_no_step_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = load_dataset(cartpole("cart/a-v0", 30))
+    cols = ds.episodes()
+    monkeypatch.setattr(fmt.ShardReader, "read_rows", lambda *a, **k: pytest.fail("step data read"))
+    monkeypatch.setattr(fmt, "read_shard", lambda *a, **k: pytest.fail("step data read"))
+    view = ds.filter_episodes("return >= 20 and length < 500")
+    want = cols["id"][(cols["return"] >= 20) & (cols["length"] < 500)]
+    assert view.episode_indices.tolist() == want.tolist()
+    assert view._steps == ({"name": "filter", "where": "return >= 20 and length < 500"},)
+    even = ds.filter_episodes("seed % 2 == 0")  # exact on 64-bit seeds
+    assert even.episode_indices.tolist() == cols["id"][cols["seed"] % 2 == 0].tolist()
+    assert 0 < even.total_episodes < 30
+    assert ds.filter_episodes("terminated").total_episodes == int(cols["terminated"].sum())
+
+
+def test_filter_by_source_and_unseeded_episodes() -> None:
+    a, b = cartpole("cart/a-v0", 4), record("shape/b-v0", 3)
+    combined = combine_datasets([a, a], "cart/aa-v0")
+    assert combined.filter_episodes(f"source == '{a}' and source_id < 2").total_episodes == 4
+    # an episode with no seed: comparisons on `seed` are false for it, as for NaN
+    table = fmt.make_table([0, 1], [None, 2**64 - 2], [1, 1], [0.0, 0.0], [True] * 2,
+                           [False] * 2, [None] * 2)  # fmt: skip
+    batch = fmt.EpisodeBatch(
+        observations={"": np.zeros((4, 3), np.float32)},
+        actions={"": np.zeros(2, np.int64)},
+        rewards=np.zeros(2),
+        terminations=np.ones(2, bool),
+        truncations=np.zeros(2, bool),
+        table=table,
+    )
+    with fmt.DatasetWriter("shape/mixed-v0") as w:
+        w.start(fmt.new_metadata(ShapedEnv().observation_space, spaces.Discrete(2), None,
+                                 record_infos=False))  # fmt: skip
+        w.write_shard(batch)
+        w.commit()
+    mixed = load_dataset("shape/mixed-v0")
+    assert mixed.filter_episodes("seed >= 0").episode_indices.tolist() == [1]
+    assert mixed.filter_episodes("seed % 2 == 0").episode_indices.tolist() == [1]
+    assert mixed.filter_episodes("seed != 5").episode_indices.tolist() == [0, 1]
+    assert mixed.filter_episodes("not has_seed").episode_indices.tolist() == [0]
+    assert load_dataset(b).filter_episodes("seed >= 0").total_episodes == 3
