@@ -1,21 +1,371 @@
-"""The ``curate`` command.
+"""The ``curate`` command: thin argparse subcommands and a Hydra app for recipes.
 
-Its subcommands arrive with the curation issue; for now it prints its help.
+Every subcommand calls one Python function that tests call too (``curation.ops``,
+``curation.inventory``, ``curation.recipes``, ``collector.format.verify_dataset``); this module
+only parses, prints and maps ``HarvestError`` to one line and an exit code (2 for usage
+mistakes, 1 otherwise; ``--verbose`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any
+
+from collector import format as fmt
+from collector.errors import HarvestError, UsageError
 
 __all__ = ["main"]
 
+_EPILOG = """\
+recipes (a Hydra app: overrides and -m multirun work):
+  curate recipe=NAME [KEY=VALUE ...] [--dry-run]     run conf/recipe/NAME.yaml
+  curate recipe NAME [KEY=VALUE ...] [--dry-run]     the same
+  curate -m recipe=NAME recipe.seed=0,1              one run per seed
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
+expressions (filter --where, recipe filter steps) use the per-episode fields
+  id, seed, has_seed, length, return, terminated, truncated, source, source_id
+  e.g. "return >= 200 and length < 500", "terminated", "seed % 2 == 0"
+"""
+
+
+def _recipe_names() -> list[str]:
+    folder = resources.files("conf") / "recipe"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _derived_id(dataset_id: str, part: str) -> str:
+    """``ns/name-vN`` -> ``ns/name-PART-vN`` (the ids of ``split`` outputs)."""
+    ns, name, version = fmt.parse_dataset_id(dataset_id)
+    return f"{ns + '/' if ns else ''}{name}-{part}-v{version}"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def _summary(ds: Any) -> str:
+    return f"{ds.id}: {ds.total_episodes:,} episodes, {ds.total_steps:,} steps"
+
+
+# -- subcommands ----------------------------------------------------------------------------------
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from curation.ops import combine_datasets
+
+    meta = {"description": args.description} if args.description else None
+    ds = combine_datasets(
+        args.ids, args.into, root=args.root, overwrite=args.overwrite, metadata=meta
+    )
+    print(_summary(ds))
+    return 0
+
+
+def _filter(args: argparse.Namespace) -> int:
+    from curation.dataset import load_dataset
+
+    view = load_dataset(args.id, root=args.root).filter_episodes(args.where)
+    if args.dry_run or args.into is None:
+        print(f"{args.id} where {args.where}: {view.total_episodes:,} episodes, "
+              f"{view.total_steps:,} steps (not saved: pass --into NEW_ID)")  # fmt: skip
+        return 0
+    print(_summary(view.save(args.into, root=args.root, overwrite=args.overwrite)))
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from curation.dataset import load_dataset
+    from curation.ops import split_dataset
+
+    sizes: list[int | float] = []
+    for text in args.sizes.split(","):
+        try:
+            sizes.append(int(text) if text.strip().isdigit() else float(text))
+        except ValueError:
+            raise UsageError(f"--sizes {args.sizes!r}: {text!r} is not a number") from None
+    names = args.names.split(",") if args.names else [f"part{k}" for k in range(len(sizes))]
+    if len(names) != len(sizes) or len(set(names)) != len(names):
+        raise UsageError(f"--names needs one distinct name per size ({names} for {sizes})")
+    ids = [_derived_id(args.id, n) for n in names]  # checked before anything is written
+    if not args.overwrite:
+        for new_id in ids:
+            if (fmt.dataset_path(new_id, args.root) / fmt.METADATA_FILE).exists():
+                raise UsageError(f"dataset {new_id!r} already exists; pass --overwrite")
+    parts = split_dataset(load_dataset(args.id, root=args.root), sizes, seed=args.seed)
+    for part, new_id in zip(parts, ids, strict=True):
+        print(_summary(part.save(new_id, root=args.root, overwrite=args.overwrite)))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from curation.dataset import list_local_datasets
+    from curation.inventory import dataset_rows, render_table
+
+    if args.where != "local":
+        raise UsageError(
+            f"curate list {args.where}: remote listings arrive with remotes support; "
+            "use curate list local"
+        )
+    root = fmt.datasets_root(args.root)
+    rows = dataset_rows(list_local_datasets(root))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(render_table(rows, f"Local harvest datasets ({root})"), end="")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from curation.dataset import load_dataset
+    from curation.inventory import describe_dataset
+
+    ds = load_dataset(args.id, root=args.root)
+    if args.json:
+        print(json.dumps(ds.metadata, indent=2))
+    else:
+        print(describe_dataset(ds), end="")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    failed = 0
+    for dataset_id in args.ids:
+        report = fmt.verify_dataset(dataset_id, args.root)
+        if report.ok:
+            print(f"{dataset_id}: ok ({report.episodes:,} episodes, {report.steps:,} steps, "
+                  f"fingerprint {report.fingerprint and report.fingerprint[:16]})")  # fmt: skip
+        else:
+            failed += 1
+            print(f"{dataset_id}: {len(report.problems)} problem(s)")
+            for problem in report.problems:
+                print(f"  {problem}")
+    return 1 if failed else 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from curation.dataset import delete_dataset, load_dataset
+
+    found = [load_dataset(i, root=args.root) for i in args.ids]  # all exist, or nothing goes
+    for ds in found:
+        print(f"  {_summary(ds)}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("curate delete asks before deleting; pass --yes to skip the question")
+        answer = input(f"Delete these {len(found)} local dataset(s)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    for ds in found:
+        delete_dataset(ds.id, root=args.root)
+        print(f"deleted {ds.id}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from curation.dataset import load_dataset
+    from curation.inventory import plot_report
+
+    ds = load_dataset(args.id, root=args.root)
+    print(f"wrote {plot_report(ds, args.out, bins=args.bins)}")
+    return 0
+
+
+def _namespace(args: argparse.Namespace) -> int:
+    from curation import inventory
+
+    if args.action == "create":
+        if not args.namespace:
+            raise UsageError("curate namespace create needs a NAMESPACE")
+        inventory.create_namespace(args.namespace, args.description, root=args.root)
+        print(f"created namespace {args.namespace}")
+    elif args.action == "list":
+        names = inventory.list_namespaces(args.root)
+        print(json.dumps(names) if args.json else "\n".join(names) or "no namespaces")
+    else:
+        if not args.namespace:
+            raise UsageError("curate namespace show needs a NAMESPACE")
+        if args.json:
+            meta = inventory.get_namespace_metadata(args.namespace, root=args.root)
+            print(json.dumps(meta, indent=2))
+        else:
+            print(inventory.describe_namespace(args.namespace, root=args.root), end="")
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    extra = ["dry_run=true"] if args.dry_run else []
+    if args.root:
+        extra.append(f"datasets_root={args.root}")
+    return _run_hydra([f"recipe={args.name}", *args.overrides, *extra])
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``curate`` argument parser (subcommands; recipes go through Hydra)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", help="datasets root (default $HARVEST_DATASETS or "
+                        "~/.harvest/datasets)")  # fmt: skip
+    common.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     parser = argparse.ArgumentParser(
         prog="curate",
-        description="Combine, filter, split and publish harvest datasets "
-        "(subcommands arrive with the curation and remotes issues).",
+        description="Combine, filter, split, inspect and check harvest datasets.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
     )
-    parser.parse_args(argv)
-    parser.print_help()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, run: Callable[[argparse.Namespace], int], help: str) -> Any:
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(run=run)
+        return p
+
+    p = add("combine", _combine, "combine datasets into a new one (spaces and specs checked)")
+    p.add_argument("ids", nargs="+", metavar="ID", help="datasets to combine, in order")
+    p.add_argument("--into", required=True, metavar="NEW_ID", help="the new dataset's id")
+    p.add_argument("--description", help="description of the new dataset")
+    p.add_argument("--overwrite", action="store_true", help="replace NEW_ID if it exists")
+
+    p = add("filter", _filter, "keep the episodes matching an expression (no step data read)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--where", required=True, metavar="EXPR", help='e.g. "return >= 200"')
+    p.add_argument("--into", metavar="NEW_ID", help="save the result as this dataset")
+    p.add_argument("--dry-run", action="store_true", help="count only; write nothing")
+    p.add_argument("--overwrite", action="store_true", help="replace NEW_ID if it exists")
+
+    p = add("split", _split, "split into random parts, saved as ID with -NAME before -vN")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--sizes", required=True, help="counts (700,300) or fractions (0.8,0.2)")
+    p.add_argument("--names", help="one name per size (default part0,part1,...)")
+    p.add_argument("--seed", type=int, help="seed of the permutation (default: random)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+
+    p = add("list", _list, "list datasets as a table (name, episodes, steps, size, author)")
+    p.add_argument("where", nargs="?", default="local", help="local (default)")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead")
+
+    p = add("show", _show, "spaces, env spec, statistics, provenance and lineage of a dataset")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print metadata.json instead")
+
+    p = add("verify", _verify, "re-hash shards and digests against metadata.json (exit 1 if bad)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+
+    p = add("delete", _delete, "delete local datasets (asks first on a terminal)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+    p = add("report", _report, "histograms of episode return and length, per source (PNG)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--bins", type=int, default=30)
+
+    p = add("namespace", _namespace, "create, list or show namespaces (folders of ids)")
+    p.add_argument("action", choices=("create", "list", "show"))
+    p.add_argument("namespace", nargs="?", metavar="NAMESPACE")
+    p.add_argument("--description", help="for create")
+    p.add_argument("--json", action="store_true", help="for list and show")
+
+    names = ", ".join(_recipe_names())
+    p = add("recipe", _recipe, f"run a recipe from conf/recipe/ ({names})")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
+    return parser
+
+
+# -- recipes through Hydra ------------------------------------------------------------------------
+
+
+def _recipe_app(cfg: Any) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from curation.recipes import run_recipe
+
+    hc = HydraConfig.get()
+    name = hc.runtime.choices.get("recipe") or "recipe"
+    try:
+        if cfg.get("recipe") is None:
+            raise UsageError(
+                f"no recipe given; use curate recipe=NAME (shipped: {', '.join(_recipe_names())})"
+            )
+        try:
+            recipe = OmegaConf.to_container(cfg.recipe, resolve=True)
+        except OmegaConfBaseException as e:
+            msg = str(e).splitlines()[0]
+            raise UsageError(f"recipe {name}: {msg}; fix the recipe or the override") from e
+        result = run_recipe(
+            recipe,
+            name=name,
+            dry_run=bool(cfg.dry_run),
+            overwrite=bool(cfg.overwrite),
+            root=cfg.datasets_root,
+            provenance={"recipe": recipe, "overrides": list(hc.overrides.task)},
+        )
+    except HarvestError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"curate: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    print(result.render())
+
+
+def _run_hydra(argv: Sequence[str]) -> int:
+    import hydra
+
+    app = hydra.main(version_base="1.3", config_path="pkg://conf", config_name="curate")(
+        _recipe_app
+    )
+    saved = sys.argv
+    sys.argv = ["curate", *("dry_run=true" if a == "--dry-run" else a for a in argv)]
+    try:
+        app()
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 1
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns (and, from the console script, exits with) the exit code."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    first = next((a for a in args_in if not a.startswith("-")), None)
+    if first is not None and first not in commands and ("=" in first or "-m" in args_in):
+        return _exit(_run_hydra(args_in), argv)  # curate recipe=NAME ... / curate -m ...
+    args = parser.parse_args(args_in)
+    if args.command is None:
+        parser.print_help()
+        return _exit(0, argv)
+    try:
+        code = args.run(args)
+    except HarvestError as e:
+        if args.verbose:
+            raise
+        print(f"curate: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print("curate: interrupted", file=sys.stderr)
+        code = 130
+    return _exit(code, argv)
+
+
+def _exit(code: int, argv: Sequence[str] | None) -> int:
+    if argv is None:  # the console script
+        sys.exit(code)
+    return code
