@@ -14,6 +14,7 @@ pieces [review 10].
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import warnings
@@ -129,17 +130,18 @@ class _Snapshot:
             k: [] for k in ("id", "stored", "shard", "length", "obs", "step")
         }
         cols.update({k: [] for k in ("seed", "has_seed", "return", "terminated", "truncated")})
-        options: list[np.ndarray] = []
-        metadata: list[np.ndarray] = []
+        self._kept: list[np.ndarray | None] = []  # per shard: table rows in the dataset
         block_parts: list[np.ndarray] = []
         for s, (entry, file) in enumerate(
             zip(self.meta.get("shards", []), self.files, strict=True)
         ):
-            # no digests, and options/metadata kept as stored bytes: the index is per episode,
-            # so it is what grows with the dataset
+            # no digests, and options/metadata only when asked (``texts``): the index is per
+            # episode, so it is what grows with the dataset
             t = fmt.read_shard_table(file, _INDEX_FIELDS, raw_text=True)
             pos, ids = fmt.map_shard_ids(entry, t["id"])
-            if len(pos) != len(t["id"]):  # a linked shard with only some episodes in the dataset
+            partial = len(pos) != len(t["id"])  # a linked shard with only some episodes in
+            self._kept.append(pos if partial else None)
+            if partial:
                 t = {k: v[pos] for k, v in t.items()}
             cols["id"].append(ids)
             cols["stored"].append(t["id"])
@@ -149,8 +151,6 @@ class _Snapshot:
             cols["step"].append(t["step_offset"])
             for key in ("seed", "has_seed", "return", "terminated", "truncated"):
                 cols[key].append(t[key])
-            options.append(t["options"])
-            metadata.append(t["metadata"])
             # a block holds the episodes whose first step falls in one block_rows window
             block_parts.append(t["step_offset"] // block_rows)
         if cols["id"]:
@@ -175,8 +175,7 @@ class _Snapshot:
         self.returns = arrays["return"][order].astype(np.float64)
         self.terminated = arrays["terminated"][order].astype(bool)
         self.truncated = arrays["truncated"][order].astype(bool)
-        self.options = _text_column(options, order)
-        self.ep_metadata = _text_column(metadata, order)
+        self._order = order
         # blocks: (shard, local block) pairs, numbered; row ranges from their episodes
         key = self.shard.astype(np.int64) << 32 | local_block[order].astype(np.int64)
         uniq, self.block = np.unique(key, return_inverse=True)
@@ -190,6 +189,16 @@ class _Snapshot:
         np.minimum.at(self.block_step_start, self.block, self.step_offset)
         np.maximum.at(self.block_obs_stop, self.block, self.obs_offset + self.length + 1)
         np.maximum.at(self.block_step_stop, self.block, self.step_offset + self.length)
+
+    @functools.cached_property
+    def texts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-episode options and metadata JSON (stored bytes), read on first use."""
+        options, metadata = [], []
+        for file, kept in zip(self.files, self._kept, strict=True):
+            t = fmt.read_shard_table(file, ("options", "metadata"), raw_text=True)
+            options.append(t["options"] if kept is None else t["options"][kept])
+            metadata.append(t["metadata"] if kept is None else t["metadata"][kept])
+        return _text_column(options, self._order), _text_column(metadata, self._order)
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Rows of the index holding episode ``ids`` (KeyError for unknown ids)."""
@@ -432,13 +441,13 @@ class Dataset:
         meta = {
             "id": int(s.ids[pos]),
             "seed": int(s.seed[pos]) if s.has_seed[pos] else None,
-            "options": _loads(s.options[pos]),
+            "options": _loads(s.texts[0][pos]),
             "length": int(s.length[pos]),
             "return": float(s.returns[pos]),
             "terminated": bool(s.terminated[pos]),
             "truncated": bool(s.truncated[pos]),
         }
-        extra = _loads(s.ep_metadata[pos])
+        extra = _loads(s.texts[1][pos])
         if isinstance(extra, dict):
             meta.update({k: v for k, v in extra.items() if k not in meta})
         return meta
@@ -468,7 +477,7 @@ class Dataset:
         return EpisodeData(
             id=int(s.ids[pos]),
             seed=int(s.seed[pos]) if s.has_seed[pos] else None,
-            options=_loads(s.options[pos]),
+            options=_loads(s.texts[0][pos]),
             observations=obs[""]
             if len(obs) == 1 and "" in obs
             else unflatten(s.observation_space, obs),
@@ -719,7 +728,7 @@ def nested_row(value: Any, t: int) -> Any:
     return value[t]
 
 
-_INDEX_FIELDS = tuple(f for f in fmt.TABLE_FIELDS if f != "digest")
+_INDEX_FIELDS = tuple(f for f in fmt.TABLE_FIELDS if f not in ("digest", "options", "metadata"))
 
 
 def _text_column(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
@@ -727,7 +736,7 @@ def _text_column(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
     if not parts:
         return np.zeros(0, "S1")
     joined = np.concatenate([np.asarray(p, dtype=object) for p in parts])
-    width = max(1, max((len(b) for b in joined), default=1))
+    width = max(1, max(map(len, joined), default=1))
     if width > 64:  # a few long values must not widen every row
         return joined[order]
     return np.asarray(joined, dtype=f"S{width}")[order]
