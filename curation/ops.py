@@ -39,6 +39,7 @@ __all__ = [
     "save_dataset",
     "split_dataset",
     "split_sizes",
+    "write_views",
 ]
 
 #: A shard is linked when a view keeps at least this fraction of its steps; otherwise the
@@ -283,20 +284,55 @@ def _write_linked(
     return load_dataset(new_dataset_id, root=root)
 
 
-def _curated_meta(
-    first: Dataset, fields: dict[str, Any], metadata: Mapping[str, Any] | None, command: str
-) -> dict[str, Any]:
+def write_views(
+    parts: Sequence[Dataset],
+    new_dataset_id: str,
+    *,
+    operation: Mapping[str, Any],
+    root: str | Path | None = None,
+    overwrite: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Write ``parts`` (datasets or views, in order) as one new dataset; the writer of curation.
+
+    Checks the parts can be combined, merges their metadata (authors, emails and
+    requirements unioned; other author fields kept where all agree; ``max_episode_steps``
+    as in ``combine_datasets``; ``metadata`` overrides), then links their shards under new
+    ids 0..N-1 and records ``operation`` in ``lineage``.
+
+    Raises:
+        IncompatibleDatasetsError: the parts differ; the message lists every difference.
+        DatasetExistsError: ``new_dataset_id`` exists and ``overwrite`` is false.
+        LockHeldError: another writer holds ``new_dataset_id``.
+    """
     from collector.collect import _versions
 
-    merged = {**fields, **{k: v for k, v in (metadata or {}).items() if v is not None}}
-    return fmt.new_metadata(
+    problems = compare_datasets(parts)
+    if problems:
+        raise IncompatibleDatasetsError(
+            f"cannot combine {', '.join(dict.fromkeys(d.id for d in parts))} into "
+            f"{new_dataset_id!r}: {len(problems)} difference(s):\n  " + "\n  ".join(problems),
+            differences=tuple(problems),
+        )
+    metas = list({id(d._snap.meta): d._snap.meta for d in parts}.values())
+    fields = _combined_fields(metas)
+    fields.update({k: v for k, v in (metadata or {}).items() if v is not None})
+    first = parts[0]
+    meta = fmt.new_metadata(
         first.observation_space,
         first.action_space,
-        None,
+        _combined_env_spec(metas),
         record_infos=bool(first._snap.meta.get("record_infos")),
-        provenance={"command": command, "created": time.time(), "versions": _versions()},
-        **merged,
+        provenance={
+            "command": operation["name"],
+            "created": time.time(),
+            "versions": _versions(),
+            **(provenance or {}),
+        },
+        **fields,
     )
+    return _write_linked(parts, new_dataset_id, meta, dict(operation), root, overwrite)
 
 
 def save_dataset(
@@ -317,11 +353,14 @@ def save_dataset(
         DatasetExistsError: ``new_dataset_id`` exists and ``overwrite`` is false.
         LockHeldError: another writer holds ``new_dataset_id``.
     """
-    src = dataset._snap.meta
-    fields = {k: src[k] for k in fmt.AUTHOR_FIELDS if src.get(k) is not None}
-    meta = _curated_meta(dataset, fields, metadata, "save")
-    meta["env_spec"] = _env_spec_dict(src)
-    return _write_linked([dataset], new_dataset_id, meta, {"name": "save"}, root, overwrite)
+    return write_views(
+        [dataset],
+        new_dataset_id,
+        operation={"name": "save"},
+        root=root,
+        overwrite=overwrite,
+        metadata=metadata,
+    )
 
 
 def combine_datasets(
@@ -348,17 +387,14 @@ def combine_datasets(
     loaded = [load_dataset(d, root=root) if isinstance(d, str) else d for d in datasets]
     if len(loaded) < 2:
         raise UsageError(f"combine needs at least 2 datasets, got {len(loaded)}")
-    problems = compare_datasets(loaded)
-    if problems:
-        raise IncompatibleDatasetsError(
-            f"cannot combine {', '.join(d.id for d in loaded)} into {new_dataset_id!r}: "
-            f"{len(problems)} difference(s):\n  " + "\n  ".join(problems),
-            differences=tuple(problems),
-        )
-    metas = [d._snap.meta for d in loaded]
-    meta = _curated_meta(loaded[0], _combined_fields(metas), metadata, "combine")
-    meta["env_spec"] = _combined_env_spec(metas)
-    return _write_linked(loaded, new_dataset_id, meta, {"name": "combine"}, root, overwrite)
+    return write_views(
+        loaded,
+        new_dataset_id,
+        operation={"name": "combine"},
+        root=root,
+        overwrite=overwrite,
+        metadata=metadata,
+    )
 
 
 # -- splitting ------------------------------------------------------------------------------------
