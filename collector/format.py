@@ -839,8 +839,12 @@ class DatasetLock:
 # writing
 
 
-def _id_ranges(ids: np.ndarray) -> list[list[int]]:
-    """Compress sorted-or-not ids into [start, stop) runs, in the given order."""
+def id_ranges(ids: np.ndarray) -> list[list[int]]:
+    """Compress ids into [start, stop) runs, in the given order (``ids_from_ranges`` inverts it).
+
+    >>> id_ranges(np.array([0, 1, 2, 5]))
+    [[0, 3], [5, 6]]
+    """
     if len(ids) == 0:
         return []
     breaks = np.flatnonzero(np.diff(ids) != 1) + 1
@@ -1176,7 +1180,7 @@ class DatasetWriter:
         entry.update(
             {
                 "episodes": int(len(ids)),
-                "id_ranges": _id_ranges(np.sort(ids)),  # the set of ids; shard order may differ
+                "id_ranges": id_ranges(np.sort(ids)),  # the set of ids; shard order may differ
                 "obs_rows": steps + len(ids),
                 "step_rows": steps,
                 "bytes": int(nbytes),
@@ -1353,7 +1357,7 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
             report.problems.append(f"{entry['file']}: unreadable ({e})")
             continue
         pos, ids = map_shard_ids(entry, batch.table["id"])
-        if _id_ranges(np.sort(ids)) != entry["id_ranges"]:
+        if id_ranges(np.sort(ids)) != entry["id_ranges"]:
             report.problems.append(f"{entry['file']}: episode ids differ from the manifest")
         digests = episode_digests(batch)
         bad = np.flatnonzero(np.any(digests != batch.table["digest"], axis=1)[pos])

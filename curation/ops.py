@@ -191,7 +191,7 @@ def _source_entry(ds: Dataset, first_id: int) -> dict[str, Any]:
         "fingerprint": ds.fingerprint,
         "first_id": first_id,
         "episodes": ds.total_episodes,
-        "episode_ids": fmt._id_ranges(ds.episode_indices),
+        "episode_ids": fmt.id_ranges(ds.episode_indices),
         "steps": list(ds._steps),
     }
 
