@@ -12,8 +12,8 @@
   filter, and the number of step-data reads (every h5py read outside a shard's ``episodes``
   table is counted; the claim is zero). Saving the result is timed too.
 
-Run: ``python bench/bench_curate.py`` (about 10 minutes on 2 cores, nearly all of it Minari's
-combine) or ``--quick``.
+Run: ``python bench/bench_curate.py`` (about 35 minutes on 2 cores, 28 of them Minari's
+combine) or ``--quick`` (about 3 minutes).
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ def main() -> None:
     print("| | wall | bytes written |\n|---|---|---|")
     for name, row in (("harvest combine_datasets", o), ("minari.combine_datasets", m),
                       ("cp -r of the inputs", c)):  # fmt: skip
-        print(f"| {name} | {row['wall']:.3f} s | {row['bytes'] / 1e6:,.2f} MB |")
+        size = f"{row['bytes'] / 1e6:,.1f} MB" if row["bytes"] >= 1e5 else f"{row['bytes']:,} B"
+        print(f"| {name} | {row['wall']:.3f} s | {size} |")
     print(
         f"Minari / ours: {m['wall'] / o['wall']:,.0f}x; cp -r / ours: {c['wall'] / o['wall']:.2f}x"
     )
