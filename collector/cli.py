@@ -9,18 +9,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from collector import format as fmt
 from collector.collect import CollectResult, collect
 from collector.errors import HarvestError
 
 __all__ = ["main"]
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
 
 
 def summary(result: CollectResult) -> str:
@@ -34,7 +27,7 @@ def summary(result: CollectResult) -> str:
         )
     return (
         f"{head}\n  {result.total_episodes} episodes, {result.total_steps:,} steps, "
-        f"{_size(result.dataset_bytes)} on disk at {result.path}\n"
+        f"{fmt.human_size(result.dataset_bytes)} on disk at {result.path}\n"
         f"  fingerprint {result.fingerprint[:16]}"
     )
 

@@ -44,14 +44,6 @@ def _derived_id(dataset_id: str, part: str) -> str:
     return f"{ns + '/' if ns else ''}{name}-{part}-v{version}"
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
 def _summary(ds: Any) -> str:
     return f"{ds.id}: {ds.total_episodes:,} episodes, {ds.total_steps:,} steps"
 

@@ -57,21 +57,6 @@ _NAMESPACE_KEYS = ("namespace", "description", "datasets")
 # -- small formatting helpers ---------------------------------------------------------------
 
 
-def _size(n: float) -> str:
-    """A byte count in powers of 1000.
-
-    >>> _size(999), _size(27_160), _size(3_400_000_000_000)
-    ('999 B', '27.2 kB', '3400.0 GB')
-    """
-    if n < 1000:
-        return f"{n:.0f} B"
-    for unit in ("kB", "MB"):
-        n /= 1000
-        if n < 1000:
-            return f"{n:.1f} {unit}"
-    return f"{n / 1000:.1f} GB"
-
-
 def _text(value: Any) -> str:
     """A metadata value as one readable string (lists of strings joined with ', ')."""
     if isinstance(value, str):
@@ -144,11 +129,10 @@ def render_table(
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("Author", overflow="fold")
     for r in rows:
-        table.add_row(
-            r["name"], f"{r['episodes']:,}", f"{r['steps']:,}", _size(r["size"]), r["author"]
-        )
+        size = fmt.human_size(r["size"])
+        table.add_row(r["name"], f"{r['episodes']:,}", f"{r['steps']:,}", size, r["author"])
     # title and caption as plain lines: rich would wrap them to the table's width
-    caption = f"Number of datasets: {len(rows)}, total size: {_size(total)}"
+    caption = f"Number of datasets: {len(rows)}, total size: {fmt.human_size(total)}"
     return f"{title}\n{_render(table)}\n{caption}\n"
 
 
@@ -232,7 +216,7 @@ def describe_dataset(ds: Dataset) -> str:
         "fingerprint": ds.fingerprint,
         "episodes": f"{ds.total_episodes:,}",
         "steps": f"{ds.total_steps:,}",
-        "size": f"{_size(size)} ({size:,} bytes)",
+        "size": f"{fmt.human_size(size)} ({size:,} bytes)",
         "observations": repr(ds.observation_space),
         "actions": repr(ds.action_space),
     }

@@ -161,3 +161,19 @@ def register_test_envs() -> None:
 
 
 register_test_envs()
+
+
+def record_cartpole(dataset_id: str, episodes: int = 3, **create: Any) -> str:
+    """A small CartPole dataset through DataCollector (to pass create_dataset fields)."""
+    from collector.data_collector import DataCollector
+
+    env = DataCollector(gym.make("CartPole-v1"))
+    for i in range(episodes):
+        env.reset(seed=i)
+        done = False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(i % 2)
+            done = terminated or truncated
+    env.create_dataset(dataset_id, **create)
+    env.close()
+    return dataset_id

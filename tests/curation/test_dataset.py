@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
-from helpers import read_episodes
+from helpers import read_episodes, record_cartpole
 
 from collector import format as fmt
 from collector.collect import collect
@@ -200,20 +200,6 @@ def cartpole_config(dataset_id: str, episodes: int = 20, **overrides: Any) -> di
 
 def collect_cartpole(dataset_id: str = "cart/random-v0", episodes: int = 20, **kw: Any) -> str:
     collect(cartpole_config(dataset_id, episodes, **kw))
-    return dataset_id
-
-
-def record_cartpole(dataset_id: str, episodes: int = 3, **create: Any) -> str:
-    """A small CartPole dataset through DataCollector (to pass create_dataset fields)."""
-    env = DataCollector(gym.make("CartPole-v1"))
-    for i in range(episodes):
-        env.reset(seed=i)
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(i % 2)
-            done = terminated or truncated
-    env.create_dataset(dataset_id, **create)
-    env.close()
     return dataset_id
 
 

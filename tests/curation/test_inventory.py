@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from helpers import record_cartpole
 
 from collector import format as fmt
 from collector.collect import collect
@@ -56,20 +57,6 @@ def cartpole(dataset_id: str, episodes: int = 6, seed: int = 0) -> str:
             "policy": {"_target_": "collector.policies.RandomPolicy"},
         }
     )
-    return dataset_id
-
-
-def record_cartpole(dataset_id: str, episodes: int = 3, **create: Any) -> str:
-    """A small CartPole dataset through DataCollector (to pass create_dataset fields)."""
-    env = DataCollector(gym.make("CartPole-v1"))
-    for i in range(episodes):
-        env.reset(seed=i)
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(i % 2)
-            done = terminated or truncated
-    env.create_dataset(dataset_id, **create)
-    env.close()
     return dataset_id
 
 
