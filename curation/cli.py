@@ -19,7 +19,11 @@ from typing import Any
 from collector import format as fmt
 from collector.errors import HarvestError, UsageError
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: The subcommands; anything else that looks like ``KEY=VALUE`` goes to the recipe app.
+COMMANDS = ("combine", "filter", "split", "list", "show", "verify", "delete", "report",
+            "namespace", "recipe")  # fmt: skip
 
 _EPILOG = """\
 recipes (a Hydra app: overrides and -m multirun work):
@@ -219,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, run: Callable[[argparse.Namespace], int], help: str) -> Any:
+        assert name in COMMANDS, name
         p = sub.add_parser(name, help=help, description=help, parents=[common])
         p.set_defaults(run=run)
         return p
@@ -336,9 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns (and, from the console script, exits with) the exit code."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     first = next((a for a in args_in if not a.startswith("-")), None)
-    if first is not None and first not in commands and ("=" in first or "-m" in args_in):
+    if first is not None and first not in COMMANDS and ("=" in first or "-m" in args_in):
         return _exit(_run_hydra(args_in), argv)  # curate recipe=NAME ... / curate -m ...
     args = parser.parse_args(args_in)
     if args.command is None:
