@@ -89,16 +89,6 @@ def _env_spec_dict(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     return json.loads(spec) if isinstance(spec, str) else spec
 
 
-def _info_schema(meta: Mapping[str, Any]) -> dict[str, Any]:
-    union: dict[str, Any] = {}
-    for entry in meta.get("shards", []):
-        for name, spec in (entry.get("info_schema") or {}).items():
-            union.setdefault(name, {"shapes": set(), "dtypes": set()})
-            union[name]["shapes"].add(tuple(spec["shape"]))
-            union[name]["dtypes"].add(np.dtype(spec["dtype"]).kind)
-    return union
-
-
 def _short(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else value
     return text if len(text) <= 60 else text[:57] + "..."
@@ -136,18 +126,15 @@ def compare_datasets(datasets: Sequence[Dataset]) -> list[str]:
                 f"record_infos: {a_meta.get('record_infos')} != {b_meta.get('record_infos')} "
                 f"({pair})"
             )
-        a_info, b_info = _info_schema(a_meta), _info_schema(b_meta)
+        # the readers' union of the shards' info schemas: (widened dtype, shape) per column
+        a_info, b_info = first._snap.info_schema, other._snap.info_schema
         for name in sorted(set(a_info) & set(b_info)):
-            x, y = a_info[name], b_info[name]
-            if x["shapes"] != y["shapes"]:
+            (x_dtype, x_shape), (y_dtype, y_shape) = a_info[name], b_info[name]
+            if x_shape != y_shape:
+                out.append(f"infos.{name}.shape: [{x_shape}] != [{y_shape}] ({pair})")
+            if (x_dtype.kind in "biuf") != (y_dtype.kind in "biuf"):
                 out.append(
-                    f"infos.{name}.shape: {sorted(x['shapes'])} != {sorted(y['shapes'])} ({pair})"
-                )
-            numeric = set("biuf")
-            if (x["dtypes"] <= numeric) != (y["dtypes"] <= numeric):
-                out.append(
-                    f"infos.{name}.dtype: kinds {sorted(x['dtypes'])} != {sorted(y['dtypes'])} "
-                    f"({pair})"
+                    f"infos.{name}.dtype: kinds ['{x_dtype.kind}'] != ['{y_dtype.kind}'] ({pair})"
                 )
     return out
 
@@ -197,33 +184,44 @@ def _source_entry(ds: Dataset, first_id: int) -> dict[str, Any]:
 
 
 class _Copies:
-    """Episodes copied out of shards a view uses little of, written as a few new shards."""
+    """Episodes copied out of shards a view uses little of, written as a few new shards.
+
+    ``write_shard`` recomputes every copied episode's digest from its data; a digest that
+    differs from the source's table means a damaged source, and the new shard is never
+    committed.
+    """
 
     def __init__(self, writer: fmt.DatasetWriter) -> None:
         self.writer = writer
         self.batches: list[fmt.EpisodeBatch] = []
+        self.files: list[Path] = []
         self.compression: str | None = None
 
     def add(self, file: Path, entry: dict[str, Any], stored: np.ndarray, new: np.ndarray) -> None:
         batch = fmt.read_shard(file)
         order = np.argsort(batch.table["id"])
         positions = order[np.searchsorted(batch.table["id"], stored, sorter=order)]
-        sub = fmt.select_episodes(batch, positions, new)
-        digests = fmt.episode_digests(sub)
-        if np.any(digests != sub.table["digest"]):
-            raise CorruptDatasetError(
-                f"shard {file} does not match its own digests; run verify on its dataset"
-            )
-        self.batches.append(sub)
+        self.batches.append(fmt.select_episodes(batch, positions, new))
+        self.files.append(file)
         comp = entry.get("compression")
         self.compression = None if comp in (None, "none") else comp
         if sum(b.nbytes for b in self.batches) >= COPY_SHARD_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        if self.batches:
-            self.writer.write_shard(fmt.concat_batches(self.batches), self.compression)
-            self.batches = []
+        if not self.batches:
+            return
+        want = np.concatenate([b.table["digest"] for b in self.batches])
+        owner = np.repeat(np.arange(len(self.files)), [b.num_episodes for b in self.batches])
+        batch = fmt.concat_batches(self.batches)
+        self.writer.write_shard(batch, self.compression)  # fills batch.table["digest"] anew
+        bad = np.flatnonzero(np.any(batch.table["digest"] != want, axis=1))
+        if len(bad):
+            raise CorruptDatasetError(
+                f"shard {self.files[owner[bad[0]]]} does not match its own digests; run verify "
+                "on its dataset"
+            )
+        self.batches, self.files = [], []
 
 
 def _write_linked(

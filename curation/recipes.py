@@ -32,7 +32,6 @@ import numpy as np
 from collector import format as fmt
 from collector.errors import DatasetExistsError, UsageError
 from curation.dataset import Dataset, load_dataset
-from curation.expr import compile_expression
 from curation.ops import compare_datasets, split_sizes, write_views
 
 __all__ = ["STEP_KINDS", "RecipeResult", "Selection", "run_recipe"]
@@ -187,7 +186,6 @@ class _Planner:
         text = p.get("where")
         if not isinstance(text, str):
             raise _fail(self.name, where, "needs an expression, e.g. filter: 'return >= 200'")
-        compile_expression(text, [*Dataset.EPISODE_FIELDS, "source", "source_id"])
         names = self.names(where, p.get("in"), default_all=True)
         for n in names:
             sel = self.selections[n]

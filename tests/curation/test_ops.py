@@ -22,7 +22,12 @@ from helpers import assert_same_episode, read_episodes
 from collector import format as fmt
 from collector.collect import collect
 from collector.data_collector import DataCollector
-from collector.errors import DatasetExistsError, IncompatibleDatasetsError, UsageError
+from collector.errors import (
+    CorruptDatasetError,
+    DatasetExistsError,
+    IncompatibleDatasetsError,
+    UsageError,
+)
 from curation.dataset import load_dataset
 from curation.ops import combine_datasets, compare_datasets, split_dataset, split_sizes
 
@@ -394,3 +399,35 @@ def test_filter_by_source_and_unseeded_episodes() -> None:
     assert mixed.filter_episodes("seed != 5").episode_indices.tolist() == [0, 1]
     assert mixed.filter_episodes("not has_seed").episode_indices.tolist() == [0]
     assert load_dataset(b).filter_episodes("seed >= 0").total_episodes == 3
+
+
+def test_copying_from_a_damaged_source_fails_and_leaves_no_dataset(datasets_root: Path) -> None:
+    # a shard whose table digests do not match its data (adopt_shard trusts the file's table)
+    n = 10
+    table = fmt.make_table(list(range(n)), list(range(n)), [1] * n, [1.0] * n, [True] * n,
+                           [False] * n, [None] * n)  # fmt: skip
+    batch = fmt.EpisodeBatch(
+        observations={"": np.arange(2 * n * 3, dtype=np.float32).reshape(2 * n, 3)},
+        actions={"": np.zeros(n, np.int64)},
+        rewards=np.ones(n),
+        terminations=np.ones(n, bool),
+        truncations=np.zeros(n, bool),
+        table=table,
+    )
+    batch.table["digest"] = fmt.episode_digests(batch)
+    batch.table["digest"][7] ^= 1  # episode 7's digest no longer matches its data
+    spill = datasets_root / "damaged.h5"
+    spill.parent.mkdir(parents=True, exist_ok=True)
+    fmt.write_shard_file(batch, spill, None)
+    with fmt.DatasetWriter("shape/damaged-v0") as w:
+        w.start(fmt.new_metadata(ShapedEnv().observation_space, spaces.Discrete(2), None,
+                                 record_infos=False))  # fmt: skip
+        w.adopt_shard(spill)
+        w.commit()
+    ds = load_dataset("shape/damaged-v0")
+    small = ds.filter_episodes("id >= 6 and id < 9")  # under half of the shard: copied
+    with pytest.raises(CorruptDatasetError, match=re.escape("does not match its own digests")):
+        small.save("shape/small-v0")
+    assert not fmt.dataset_path("shape/small-v0").exists()
+    ok = ds.filter_episodes("id < 3").save("shape/ok-v0")  # undamaged episodes copy fine
+    assert fmt.verify_dataset("shape/ok-v0").ok and ok.total_episodes == 3
