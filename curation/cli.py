@@ -181,7 +181,9 @@ def _namespace(args: argparse.Namespace) -> int:
     if args.action == "create":
         if not args.namespace:
             raise UsageError("curate namespace create needs a NAMESPACE")
-        inventory.create_namespace(args.namespace, args.description, root=args.root)
+        inventory.create_namespace(
+            args.namespace, args.description, root=args.root, exist_ok=args.exist_ok
+        )
         print(f"created namespace {args.namespace}")
     elif args.action == "list":
         names = inventory.list_namespaces(args.root)
@@ -272,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("create", "list", "show"))
     p.add_argument("namespace", nargs="?", metavar="NAMESPACE")
     p.add_argument("--description", help="for create")
+    p.add_argument("--exist-ok", action="store_true", help="for create: update an existing one")
     p.add_argument("--json", action="store_true", help="for list and show")
 
     names = ", ".join(_recipe_names())

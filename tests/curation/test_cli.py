@@ -185,6 +185,10 @@ def test_report_and_namespaces(capsys: pytest.CaptureFixture, tmp_path: Path) ->
 
     code, out, _ = run(capsys, "namespace", "create", "robots", "--description", "arms")
     assert code == 0
+    code, _, err = run(capsys, "namespace", "create", "robots")
+    assert code == 1 and "pass exist_ok=True (--exist-ok) to update it" in err
+    code, _, _ = run(capsys, "namespace", "create", "robots", "--exist-ok")
+    assert code == 0
     code, out, _ = run(capsys, "namespace", "list", "--json")
     assert json.loads(out) == ["cart", "robots"]
     code, out, _ = run(capsys, "namespace", "show", "cart", "--json")
