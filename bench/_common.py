@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["compose_cfg", "dir_bytes", "verdict", "vm_hwm_kib"]
+__all__ = ["compose_cfg", "dir_bytes", "pss_kib", "verdict", "vm_hwm_kib"]
 
 
 def verdict(ok: bool) -> str:
@@ -25,6 +25,18 @@ def compose_cfg(overrides: list[str]) -> Any:
         return compose("collect", overrides=overrides)
 
 
+def _proc_kib(path: str, key: str) -> int | None:
+    """The ``key:`` line (KiB) of a /proc file, or None where /proc is missing or it is gone."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def vm_hwm_kib(pid: int | str = "self") -> int | None:
     """Peak RSS (``VmHWM``, KiB) of a process, or None where /proc is missing or it is gone.
 
@@ -32,11 +44,9 @@ def vm_hwm_kib(pid: int | str = "self") -> int | None:
     mark of the forking parent into the child's ``ru_maxrss``, so a child started from a big
     parent reports the parent's size.
     """
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    return _proc_kib(f"/proc/{pid}/status", "VmHWM")
+
+
+def pss_kib(pid: int | str = "self") -> int | None:
+    """Current proportional set size (KiB): shared pages split between their processes."""
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss")

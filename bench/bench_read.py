@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import compose_cfg, dir_bytes, verdict, vm_hwm_kib
+from _common import compose_cfg, dir_bytes, pss_kib, verdict, vm_hwm_kib
 
 ROOT_SEED = 0
 BATCH = 256
@@ -300,18 +300,6 @@ sys.path.insert(0, {bench_dir!r})
 import bench_read as b
 print(json.dumps(b.rss_measure({dataset_id!r}, {root!r}, {workers}, {batches})))
 """
-
-
-def pss_kib(pid: int | str = "self") -> int | None:
-    """Current proportional set size (KiB): shared pages split between their processes."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def rss_measure(dataset_id: str, root: str, workers: int, batches: int) -> dict[str, Any]:
