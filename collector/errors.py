@@ -15,6 +15,7 @@ one line and exit with ``exit_code`` (2 for usage mistakes, 1 for runtime failur
     ├── CorruptDatasetError(OSError)             bad metadata.json, missing/changed shard
     ├── FormatVersionError                       written by a newer harvest
     ├── MissingExtraError(ImportError)           ``pip install "harvest[ray]"``
+    ├── RemoteError(ConnectionError)             a remote unreachable, refusing or inconsistent
     └── CollectionError                          an env or policy failed mid-run
 
 Extra fields have defaults, so pickle (and so Ray) can rebuild every class from its message.
@@ -35,6 +36,7 @@ __all__ = [
     "IncompatibleDatasetsError",
     "LockHeldError",
     "MissingExtraError",
+    "RemoteError",
     "UnsupportedSpaceError",
     "UsageError",
 ]
@@ -114,6 +116,10 @@ class FormatVersionError(HarvestError):
 
 class MissingExtraError(HarvestError, ImportError):
     """An optional feature's dependencies are not installed."""
+
+
+class RemoteError(HarvestError, ConnectionError):
+    """A remote (folder, Hub, bucket) cannot be reached, refuses a request or changed under us."""
 
 
 class CollectionError(HarvestError):

@@ -25,7 +25,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -77,6 +77,7 @@ TABLE_FIELDS: Final = (
     "metadata",
 )
 _SEGMENT = r"[A-Za-z0-9_-]+"
+_SHARD_FILE_RE: Final = re.compile(r"shard-[A-Za-z0-9_-]+\.h5", re.ASCII)
 _ID_RE: Final = re.compile(
     rf"(?:(?P<ns>{_SEGMENT}(?:/{_SEGMENT})*)/)?(?P<name>{_SEGMENT})-v(?P<v>[0-9]+)", re.ASCII
 )
@@ -740,27 +741,37 @@ def read_metadata(path: str | os.PathLike[str], dataset_id: str | None = None) -
     file = Path(path) / METADATA_FILE
     label = dataset_id or str(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise CorruptDatasetError(
-            f"{file} is not UTF-8 text ({e.reason}); restore it from a copy or re-collect the "
-            "dataset"
-        ) from e
+        data = file.read_bytes()
     except FileNotFoundError as e:
         raise DatasetNotFoundError(
             f"no dataset {label!r} at {path} (no {METADATA_FILE}); check the id and "
             "$HARVEST_DATASETS, or collect it first",
             dataset_id=dataset_id,
         ) from e
+    return loads_metadata(data, str(file), label)
+
+
+def loads_metadata(data: bytes, source: str, label: str) -> dict[str, Any]:
+    """Parse and check ``metadata.json`` bytes read from ``source`` (a file or remote URI).
+
+    Raises:
+        CorruptDatasetError: not UTF-8, not valid JSON or not an object.
+        FormatVersionError: written by a newer harvest.
+    """
     try:
-        meta = json.loads(text)
+        meta = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CorruptDatasetError(
+            f"{source} is not UTF-8 text ({e.reason}); restore it from a copy or re-collect the "
+            "dataset"
+        ) from e
     except json.JSONDecodeError as e:
         raise CorruptDatasetError(
-            f"{file} is not valid JSON ({e.msg} at line {e.lineno}); restore it from a copy "
+            f"{source} is not valid JSON ({e.msg} at line {e.lineno}); restore it from a copy "
             "or re-collect the dataset"
         ) from e
     if not isinstance(meta, dict):
-        raise CorruptDatasetError(f"{file} does not hold a JSON object; re-collect the dataset")
+        raise CorruptDatasetError(f"{source} does not hold a JSON object; re-collect the dataset")
     version = meta.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise FormatVersionError(
@@ -768,6 +779,33 @@ def read_metadata(path: str | os.PathLike[str], dataset_id: str | None = None) -
             f"({FORMAT_VERSION}); upgrade harvest"
         )
     return meta
+
+
+def dataset_files(meta: Mapping[str, Any], label: str) -> list[tuple[str, str, int]]:
+    """``(relative path, sha256, bytes)`` of every shard a manifest lists, in manifest order.
+
+    The one place that turns manifest entries into paths, so a hostile ``metadata.json`` (from a
+    remote, say) cannot name a file outside the dataset's ``data/`` folder.
+
+    Raises:
+        CorruptDatasetError: an entry without a plain shard file name, sha256 or size.
+    """
+    out = []
+    for entry in meta.get("shards", []):
+        name = entry.get("file") if isinstance(entry, Mapping) else None
+        sha = entry.get("sha256") if isinstance(entry, Mapping) else None
+        size = entry.get("bytes") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str) or _SHARD_FILE_RE.fullmatch(name) is None:
+            raise CorruptDatasetError(
+                f"{label}: manifest names shard file {name!r}, not a plain shard-*.h5 name; "
+                "the metadata.json is corrupt or hostile"
+            )
+        if not isinstance(sha, str) or re.fullmatch(r"[0-9a-f]{64}", sha) is None:
+            raise CorruptDatasetError(f"{label}: shard {name} has no valid sha256 in metadata.json")
+        if not isinstance(size, int) or size < 0:
+            raise CorruptDatasetError(f"{label}: shard {name} has no valid size in metadata.json")
+        out.append((f"{DATA_DIR}/{name}", sha, size))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1127,7 +1165,7 @@ class DatasetWriter:
             if place_file(src, tmp) == "copy":
                 fsync_path(tmp)
                 os.chmod(tmp, 0o444)
-                if _sha256_file(tmp) != entry["sha256"]:
+                if sha256_file(tmp) != entry["sha256"]:
                     raise CorruptDatasetError(
                         f"shard {src} does not match its sha256 in the source's metadata.json; "
                         "run verify on the source"
@@ -1166,7 +1204,7 @@ class DatasetWriter:
         """Install ``src`` in ``data/``: fsync, make read-only, rename, fsync the folder."""
         fsync_path(src)
         os.chmod(src, 0o444)
-        sha = _sha256_file(src)
+        sha = sha256_file(src)
         name = self._next_name(sha)
         dest = self.data_dir / name
         os.rename(src, dest)
@@ -1321,7 +1359,8 @@ def _force_unlink(path: Path) -> None:
         path.unlink()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -1363,7 +1402,7 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
         if not file.exists():
             report.problems.append(f"{entry['file']}: missing")
             continue
-        if _sha256_file(file) != entry["sha256"]:
+        if sha256_file(file) != entry["sha256"]:
             report.problems.append(f"{entry['file']}: sha256 mismatch (file changed or corrupt)")
             continue
         try:
