@@ -45,8 +45,11 @@ __all__ = [
     "describe_namespace",
     "get_namespace_metadata",
     "list_namespaces",
+    "plain_text",
     "plot_report",
+    "provenance_summary",
     "render_table",
+    "step_text",
 ]
 
 _STATS = ("count", "min", "mean", "std", "max")
@@ -57,7 +60,7 @@ _NAMESPACE_KEYS = ("namespace", "description", "datasets")
 # -- small formatting helpers ---------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
+def plain_text(value: Any) -> str:
     """A metadata value as one readable string (lists of strings joined with ', ')."""
     if isinstance(value, str):
         return value
@@ -101,7 +104,7 @@ def dataset_rows(metas: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]
             "episodes": int(meta.get("total_episodes", 0)),
             "steps": int(meta.get("total_steps", 0)),
             "size": int(meta.get("dataset_bytes", 0)),
-            "author": _text(meta.get("author") or ""),
+            "author": plain_text(meta.get("author") or ""),
         }
         for dataset_id, meta in metas.items()
     ]
@@ -152,7 +155,7 @@ def _statistics(ds: Dataset) -> str:
     return "\n".join(lines)
 
 
-def _step_text(step: Mapping[str, Any]) -> str:
+def step_text(step: Mapping[str, Any]) -> str:
     """One lineage step, e.g. ``filter where "return > 10"`` or ``split part 0 of ...``."""
     name = step.get("name", "?")
     if name == "filter" and "where" in step:
@@ -166,7 +169,8 @@ def _step_text(step: Mapping[str, Any]) -> str:
     return f"{name} {json.dumps(rest, default=repr)}" if rest else str(name)
 
 
-def _provenance(prov: Mapping[str, Any]) -> dict[str, Any]:
+def provenance_summary(prov: Mapping[str, Any]) -> dict[str, Any]:
+    """The readable parts of a dataset's provenance (command, config summary, versions)."""
     out: dict[str, Any] = {}
     if "command" in prov:
         out["command"] = prov["command"]
@@ -199,7 +203,7 @@ def _lineage(lineage: Mapping[str, Any]) -> str:
             f"  {src['dataset_id']}  fingerprint {str(src.get('fingerprint'))[:16]}  "
             f"{src.get('episodes')} episodes, first id {src.get('first_id')}"
         )
-        lines += [f"      {_step_text(step)}" for step in src.get("steps") or []]
+        lines += [f"      {step_text(step)}" for step in src.get("steps") or []]
     return "\n".join(lines)
 
 
@@ -230,9 +234,9 @@ def describe_dataset(ds: Dataset) -> str:
     if "eval_env_spec" in authored:
         authored["eval_env_spec"] = _env_spec(authored["eval_env_spec"]).id
     if authored:
-        sections.append(_block("Author", {k: _text(v) for k, v in authored.items()}))
+        sections.append(_block("Author", {k: plain_text(v) for k, v in authored.items()}))
     sections.append(_statistics(ds))
-    sections.append(_block("Provenance", _provenance(meta.get("provenance") or {})))
+    sections.append(_block("Provenance", provenance_summary(meta.get("provenance") or {})))
     if meta.get("lineage"):
         sections.append(_lineage(meta["lineage"]))
     return "\n\n".join(sections) + "\n"
@@ -462,7 +466,7 @@ def describe_namespace(namespace: str, root: str | os.PathLike[str] | None = Non
     """The text of ``curate namespace show NS``: description, other keys, datasets table."""
     info, metas = _namespace(namespace, root)
     pairs = {"description": info["description"] or "(none)"}
-    pairs.update((k, _text(v)) for k, v in info.items() if k not in _NAMESPACE_KEYS)
+    pairs.update((k, plain_text(v)) for k, v in info.items() if k not in _NAMESPACE_KEYS)
     table = render_table(
         dataset_rows(metas),
         f"Datasets in {namespace}",

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+# huggingface_hub reads these once, at import: no Xet (the local Hub speaks the classic LFS
+# protocol, research/remotes-testing.md section 3.3) and no telemetry.
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -12,4 +19,5 @@ def datasets_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point ``$HARVEST_DATASETS`` at a fresh temp folder for every test."""
     root = tmp_path / "datasets"
     monkeypatch.setenv("HARVEST_DATASETS", str(root))
+    monkeypatch.delenv("HARVEST_REMOTE", raising=False)  # a developer's own remote stays out
     return root
