@@ -23,7 +23,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The subcommands; anything else that looks like ``KEY=VALUE`` goes to the recipe app.
 COMMANDS = ("combine", "filter", "split", "list", "show", "verify", "delete", "report",
-            "namespace", "recipe")  # fmt: skip
+            "namespace", "recipe", "push", "pull")  # fmt: skip
 
 _EPILOG = """\
 recipes (a Hydra app: overrides and -m multirun work):
@@ -106,17 +106,22 @@ def _list(args: argparse.Namespace) -> int:
     from curation.dataset import list_local_datasets
     from curation.inventory import dataset_rows, render_table
 
-    if args.where != "local":
-        raise UsageError(
-            f"curate list {args.where}: remote listings arrive with remotes support; "
-            "use curate list local"
-        )
-    root = fmt.datasets_root(args.root)
-    rows = dataset_rows(list_local_datasets(root))
+    if args.where == "local" and not args.remote:
+        root = fmt.datasets_root(args.root)
+        rows = dataset_rows(list_local_datasets(root))
+        title = f"Local harvest datasets ({root})"
+    else:
+        from curation.remotes import open_remote
+
+        if args.where not in ("local", "remote") and "://" not in args.where:
+            raise UsageError(f"curate list {args.where}: use local, remote or a remote URI")
+        remote = open_remote(args.where if "://" in args.where else args.remote)
+        rows = dataset_rows(remote.list())
+        title = f"harvest datasets on {remote.uri}"
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(render_table(rows, f"Local harvest datasets ({root})"), end="")
+        print(render_table(rows, title), end="")
     return 0
 
 
@@ -150,19 +155,60 @@ def _verify(args: argparse.Namespace) -> int:
 def _delete(args: argparse.Namespace) -> int:
     from curation.dataset import delete_dataset, load_dataset
 
+    if args.remote:
+        return _delete_remote(args)
     found = [load_dataset(i, root=args.root) for i in args.ids]  # all exist, or nothing goes
     for ds in found:
         print(f"  {_summary(ds)}")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UsageError("curate delete asks before deleting; pass --yes to skip the question")
-        answer = input(f"Delete these {len(found)} local dataset(s)? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing deleted")
-            return 1
+    if not _confirm(f"Delete these {len(found)} local dataset(s)?", args.yes):
+        print("nothing deleted")
+        return 1
     for ds in found:
         delete_dataset(ds.id, root=args.root)
         print(f"deleted {ds.id}")
+    return 0
+
+
+def _confirm(question: str, yes: bool) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError("curate delete asks before deleting; pass --yes to skip the question")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _delete_remote(args: argparse.Namespace) -> int:
+    from curation.remotes import open_remote
+
+    remote = open_remote(args.remote)
+    found = {i: remote.metadata(i) for i in args.ids}  # all exist, or nothing goes
+    for dataset_id, meta in found.items():
+        print(f"  {dataset_id}: {meta.get('total_episodes', 0):,} episodes, "
+              f"{meta.get('total_steps', 0):,} steps")  # fmt: skip
+    if not _confirm(f"Delete these {len(found)} dataset(s) from {remote.uri}?", args.yes):
+        print("nothing deleted")
+        return 1
+    for dataset_id in found:
+        remote.delete(dataset_id)
+        print(f"deleted {dataset_id} from {remote.uri}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from curation.remotes import open_remote
+
+    remote = open_remote(args.remote)
+    for dataset_id in args.ids:
+        print(remote.push(dataset_id, root=args.root, overwrite=args.overwrite).render())
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from curation.remotes import open_remote
+
+    remote = open_remote(args.remote)
+    for dataset_id in args.ids:
+        print(remote.pull(dataset_id, root=args.root, overwrite=args.overwrite).render())
     return 0
 
 
@@ -224,9 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, run: Callable[[argparse.Namespace], int], help: str) -> Any:
+    def add(
+        name: str,
+        run: Callable[[argparse.Namespace], int],
+        help: str,
+        parents: Sequence[argparse.ArgumentParser] = (),
+    ) -> Any:
         assert name in COMMANDS, name
-        p = sub.add_parser(name, help=help, description=help, parents=[common])
+        p = sub.add_parser(name, help=help, description=help, parents=[common, *parents])
         p.set_defaults(run=run)
         return p
 
@@ -250,9 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of the permutation (default: random)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
 
-    p = add("list", _list, "list datasets as a table (name, episodes, steps, size, author)")
-    p.add_argument("where", nargs="?", default="local", help="local (default)")
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--remote", metavar="URI", help="file:///path, hf://org[/prefix] or "
+                        "gcp://bucket[/prefix] (default $HARVEST_REMOTE)")  # fmt: skip
+
+    p = add("list", _list, "list datasets as a table (name, episodes, steps, size, author)",
+            [remote])  # fmt: skip
+    p.add_argument("where", nargs="?", default="local", help="local (default), remote or a URI")
     p.add_argument("--json", action="store_true", help="print JSON rows instead")
+
+    p = add("push", _push, "publish local datasets to a remote (resumable, checksummed)", [remote])
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--overwrite", action="store_true", help="replace other content on the remote")
+
+    p = add("pull", _pull, "download datasets from a remote (every file checked)", [remote])
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--overwrite", action="store_true", help="replace a different local copy")
 
     p = add("show", _show, "spaces, env spec, statistics, provenance and lineage of a dataset")
     p.add_argument("id", metavar="ID")
@@ -261,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("verify", _verify, "re-hash shards and digests against metadata.json (exit 1 if bad)")
     p.add_argument("ids", nargs="+", metavar="ID")
 
-    p = add("delete", _delete, "delete local datasets (asks first on a terminal)")
+    p = add("delete", _delete, "delete local datasets, or with --remote remote ones (asks first)",
+            [remote])  # fmt: skip
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")
 
@@ -314,6 +379,7 @@ def _recipe_app(cfg: Any) -> None:
             overwrite=bool(cfg.overwrite),
             root=cfg.datasets_root,
             provenance={"recipe": recipe, "overrides": list(hc.overrides.task)},
+            remote=cfg.get("remote"),
         )
     except HarvestError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -794,6 +794,7 @@ def load_dataset(
     download: bool = False,
     *,
     root: str | Path | None = None,
+    remote: str | None = None,
     cache_mb: float = DEFAULT_CACHE_BYTES / 2**20,
     block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> Dataset:
@@ -801,22 +802,22 @@ def load_dataset(
 
     Args:
         dataset_id: ``[namespace/...]name-vN``.
-        download: fetch it from the remote first (arrives with the remotes issue).
+        download: pull it from the remote first when it is not here (a local copy wins).
         root: datasets root (default ``$HARVEST_DATASETS`` or ``~/.harvest/datasets``).
+        remote: the remote to download from (default ``$HARVEST_REMOTE``).
         cache_mb: byte budget of decompressed blocks kept in memory.
         block_rows: steps per block read from disk (larger: fewer, bigger reads).
 
     Raises:
         DatasetIdError: a malformed id.
-        DatasetNotFoundError: no such dataset locally.
+        DatasetNotFoundError: no such dataset locally (nor, with ``download``, remotely).
         CorruptDatasetError: unreadable metadata or shard tables.
     """
     path = fmt.dataset_path(dataset_id, root)
     if download and not (path / fmt.METADATA_FILE).exists():
-        raise UsageError(
-            f"load_dataset({dataset_id!r}, download=True): remotes are not available yet; "
-            "collect the dataset locally"
-        )
+        from curation.remotes import pull_dataset
+
+        pull_dataset(dataset_id, remote, root=root)
     snap = _Snapshot(path, dataset_id, int(block_rows))
     return Dataset(snap, cache_bytes=int(cache_mb * 2**20), block_rows=int(block_rows))
 

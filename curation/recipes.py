@@ -10,13 +10,16 @@ A recipe (``conf/recipe/NAME.yaml``, composed by Hydra under the key ``recipe``)
       - filter: "return >= 20"                 # or {where: ..., in: [names]}
       - split: {sizes: [0.8, 0.1, 0.1], names: [train, val, test], seed: 0}
     outputs: {train: cartpole/mix-train-v0, val: cartpole/mix-val-v0}
+    push: {remote: hf://my-org, outputs: [train, val]}   # optional; or push: true / push: URI
 
 Steps: ``combine`` (``inputs``, ``into``), ``filter`` (``where``, ``in``), ``split``
 (``sizes``, ``names``, ``seed``, ``input``), ``subsample`` (``n`` or ``fraction``, ``seed``,
 ``in``) and ``rename`` (``{old: new}``). Every step works on views, so the whole recipe is
 planned, with episode counts per step, before anything is written: a missing dataset, an
 unknown step, a bad expression, incompatible sources or an output id that already exists
-fail before the first write. ``dry_run`` stops after the plan.
+fail before the first write. ``dry_run`` stops after the plan. ``push`` publishes outputs
+after they are written (all of them unless ``outputs`` says which) to the remote given by the
+command line (``remote=``), else the recipe's ``push.remote``, else ``$HARVEST_REMOTE``.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from collector import format as fmt
 from collector.errors import DatasetExistsError, UsageError
 from curation.dataset import Dataset, load_dataset
 from curation.ops import compare_datasets, split_sizes, write_views
+from curation.remotes import Remote, open_remote
 
 __all__ = ["STEP_KINDS", "RecipeResult", "Selection", "run_recipe"]
 
 STEP_KINDS = ("combine", "filter", "split", "subsample", "rename")
 _RECIPE_KEYS = ("description", "seed", "sources", "steps", "outputs", "push")
+_PUSH_KEYS = ("remote", "outputs", "overwrite")
 _STEP_PARAMS = {
     "combine": ("inputs", "into"),
     "filter": ("where", "in"),
@@ -85,10 +90,13 @@ class RecipeResult:
     dry_run: bool
     plan: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
+    pushed: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         """The plan and outputs as printed by ``curate recipe``."""
         done = f"wrote {len(self.outputs)} dataset(s)"
+        if self.pushed:
+            done += "\n" + "\n".join(self.pushed)
         tail = "dry run: nothing written" if self.dry_run else done
         return "\n".join([f"recipe {self.name}:", *(f"  {line}" for line in self.plan), tail])
 
@@ -262,6 +270,31 @@ def _outputs(
     return found
 
 
+def _push_plan(
+    name: str, push: Any, remote: str | None, outputs: Mapping[str, Any]
+) -> tuple[Remote, list[str], bool] | None:
+    """``(remote, output names, overwrite)`` of the recipe's ``push``, checked before writes."""
+    if push is None or push is False:
+        return None
+    if push is True:
+        spec: dict[str, Any] = {}
+    elif isinstance(push, str):
+        spec = {"remote": push}
+    elif isinstance(push, Mapping):
+        spec = dict(push)
+        for key in spec:
+            if key not in _PUSH_KEYS:
+                raise _fail(name, "push", _unknown("key", str(key), _PUSH_KEYS))
+    else:
+        raise _fail(name, "push", "give true, a remote URI or {remote, outputs, overwrite}")
+    target = open_remote(remote or spec.get("remote"))
+    names = [str(n) for n in _as_list(spec.get("outputs") or list(outputs))]
+    for n in names:
+        if n not in outputs:
+            raise _fail(name, "push", _unknown("output", n, list(outputs)))
+    return target, names, bool(spec.get("overwrite", False))
+
+
 def run_recipe(
     recipe: Mapping[str, Any],
     *,
@@ -270,6 +303,7 @@ def run_recipe(
     overwrite: bool = False,
     root: str | Path | None = None,
     provenance: Mapping[str, Any] | None = None,
+    remote: str | None = None,
 ) -> RecipeResult:
     """Plan a recipe on views, then (unless ``dry_run``) write its outputs.
 
@@ -281,22 +315,20 @@ def run_recipe(
         root: datasets root (default ``$HARVEST_DATASETS``).
         provenance: extra provenance for the outputs (the CLI stores the resolved recipe
             and its overrides).
+        remote: where ``push`` publishes (wins over the recipe's ``push.remote``).
 
     Raises:
         UsageError: a malformed recipe, an unknown step or selection, a bad expression, an
             empty output; all before any write.
         DatasetNotFoundError: a source does not exist.
         DatasetExistsError: an output exists and ``overwrite`` is false (before any write).
+        RemoteError: a push failed; the outputs are written locally (``curate push`` them).
     """
     if not isinstance(recipe, Mapping):
         raise _fail(name, "", "is empty; pick one with recipe=NAME (see conf/recipe/)")
     for key in recipe:
         if key not in _RECIPE_KEYS:
             raise _fail(name, "", _unknown("key", str(key), _RECIPE_KEYS))
-    if recipe.get("push"):
-        raise _fail(
-            name, "", "push is not available yet (it arrives with remotes); remove the push key"
-        )
     planner = _Planner(name, root)
     planner.sources(recipe.get("sources"))
     steps = recipe.get("steps") or []
@@ -316,6 +348,10 @@ def run_recipe(
                 dataset_id=spec["id"],
             )
         result.plan.append(f"output {out_name} -> {spec['id']} ({sel.count()})")
+    push = _push_plan(name, recipe.get("push"), remote, outputs)
+    if push is not None:
+        target, names, push_overwrite = push
+        result.plan.append(f"push {', '.join(names)} -> {target.uri}")
     if dry_run:
         return result
     for out_name, spec in outputs.items():
@@ -329,4 +365,8 @@ def run_recipe(
             provenance=provenance,
         )
         result.outputs[out_name] = spec["id"]
+    if push is not None:
+        for out_name in names:
+            report = target.push(outputs[out_name]["id"], root=root, overwrite=push_overwrite)
+            result.pushed.append(report.render())
     return result

@@ -117,10 +117,11 @@ def test_list_json_and_table(capsys: pytest.CaptureFixture, datasets_root: Path)
     assert code == 0 and "cart/a-v0" in out and "Number of datasets: 2" in out
     code, _, err = run(capsys, "list", "remote")
     assert code == 2
-    assert err == (
-        "curate: error: curate list remote: remote listings arrive with remotes support; "
-        "use curate list local\n"
+    assert (
+        err.startswith("curate: error: no remote given: pass --remote URI") and err.count("\n") == 1
     )
+    code, _, err = run(capsys, "list", "elsewhere")
+    assert code == 2 and "use local, remote or a remote URI" in err
 
 
 def test_errors_are_one_line_with_exit_codes(capsys: pytest.CaptureFixture) -> None:

@@ -1197,11 +1197,8 @@ def test_bad_ids_raise_dataset_id_error(dataset_id: str, why: str) -> None:
 def test_missing_dataset_errors() -> None:
     with pytest.raises(DatasetNotFoundError, match=re.escape("no dataset 'ns/missing-v0'")):
         load_dataset("ns/missing-v0")
-    with pytest.raises(
-        UsageError,
-        match=re.escape("load_dataset('ns/missing-v0', download=True): remotes are not available"),
-    ):
-        load_dataset("ns/missing-v0", download=True)
+    with pytest.raises(UsageError, match=re.escape("no remote given: pass --remote URI")):
+        load_dataset("ns/missing-v0", download=True)  # $HARVEST_REMOTE unset
     write_synthetic("ns/present-v0", [[0]])
     assert len(load_dataset("ns/present-v0", download=True)) == 1
 

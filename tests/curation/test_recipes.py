@@ -18,6 +18,7 @@ from curation.dataset import load_dataset
 from curation.expr import ExpressionError
 from curation.ops import split_dataset
 from curation.recipes import run_recipe
+from curation.remotes import list_remote_datasets
 
 
 def cartpole(dataset_id: str, episodes: int, policy: str = "RandomPolicy", **kw: Any) -> str:
@@ -187,7 +188,14 @@ def result_steps(dataset_id: str, recipe: dict[str, Any], seed: int) -> int:
             "output 'random': has no episodes",
         ),
         ({"outputs": {"tarin": "cartpole/x-v0"}}, UsageError, "did you mean 'train'?"),
-        ({"push": "hf://org"}, UsageError, "push is not available yet"),
+        ({"push": True}, UsageError, "no remote given: pass --remote URI"),
+        ({"push": "s3://bucket"}, UsageError, "unknown scheme 's3'"),
+        ({"push": {"remot": "file:///x"}}, UsageError, "unknown key 'remot'; did you mean"),
+        (
+            {"push": {"remote": "file:///x", "outputs": ["tarin"]}},
+            UsageError,
+            "recipe mix: push: unknown output 'tarin'; did you mean 'train'?",
+        ),
         ({"sauces": {}}, UsageError, "unknown key 'sauces'; did you mean 'sources'?"),
         ({"outputs": {"train": "../escape-v0"}}, UsageError, "is a path, not an id"),
     ],
@@ -199,6 +207,22 @@ def test_bad_recipes_fail_before_any_write(
         run_recipe(mix_recipe(**change), name="mix")
     assert outputs_exist() == [False, False]
     assert sorted(load_dataset(s).total_episodes for s in sources) == [6, 40]
+
+
+def test_push_publishes_the_chosen_outputs(sources: tuple[str, str], tmp_path: Path) -> None:
+    remote = tmp_path / "shared"
+    remote.mkdir()
+    recipe = mix_recipe(push={"remote": "file:///nowhere", "outputs": ["train"]})
+    plan = run_recipe(recipe, name="mix", dry_run=True, remote=f"file://{remote}")
+    assert plan.plan[-1] == f"push train -> file://{remote}"  # the command line wins
+    assert list_remote_datasets(f"file://{remote}") == {}
+
+    result = run_recipe(recipe, name="mix", remote=f"file://{remote}")
+    assert list(list_remote_datasets(f"file://{remote}")) == ["cartpole/mix-train-v0"]
+    assert len(result.pushed) == 1
+    assert result.pushed[0].startswith(f"cartpole/mix-train-v0 pushed to file://{remote}: ")
+    pushed = fmt.read_metadata(remote / "cartpole" / "mix-train-v0")
+    assert pushed["fingerprint"] == load_dataset("cartpole/mix-train-v0").fingerprint
 
 
 def test_incompatible_sources_and_existing_outputs_fail_before_any_write(
