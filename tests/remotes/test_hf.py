@@ -1,0 +1,129 @@
+"""What only the Hub backend does: id-to-repo mapping, one commit per push, the dataset card,
+tokens from the usual places, and refusing to interleave with another push."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import record_cartpole
+
+from collector import format as fmt
+from collector.errors import RemoteError, UsageError
+from curation.remotes import (
+    delete_remote_dataset,
+    list_remote_datasets,
+    open_remote,
+    pull_dataset,
+    push_dataset,
+)
+from curation.remotes.hf import HubRemote
+from remotes.hub_server import HubServer
+
+
+@pytest.fixture
+def org(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    hub_server.reset()
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    return "farama"
+
+
+def front_matter(card: bytes) -> dict:
+    text = card.decode()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_ids_map_to_repos_as_in_minari(hub_server: HubServer, org: str) -> None:
+    record_cartpole("cart/sub/a-v0", 3)
+    record_cartpole("cart/b-v0", 2)
+    push_dataset("cart/sub/a-v0", f"hf://{org}")
+    commits_after_first = len(hub_server.commits(f"{org}/cart"))
+    push_dataset("cart/b-v0", f"hf://{org}")
+    assert len(hub_server.commits(f"{org}/cart")) == commits_after_first + 1  # one per push
+
+    files = hub_server.files(f"{org}/cart")
+    meta = fmt.read_metadata(fmt.dataset_path("cart/sub/a-v0"))
+    for rel, _, _ in fmt.dataset_files(meta, ""):
+        assert f"sub/a-v0/{rel}" in files
+    assert (
+        files["sub/a-v0/metadata.json"]
+        == (fmt.dataset_path("cart/sub/a-v0") / fmt.METADATA_FILE).read_bytes()
+    )
+    assert list(list_remote_datasets(f"hf://{org}")) == ["cart/b-v0", "cart/sub/a-v0"]
+
+    card = front_matter(files["README.md"])
+    assert card["task_categories"] == ["reinforcement-learning"]
+    assert "CartPole-v1" in card["tags"] and card["size_categories"] == ["n<1K"]
+    body = files["README.md"].decode()
+    assert "cart/b-v0" in body and "cart/sub/a-v0" in body
+    assert f"--remote hf://{org}" in body
+
+    delete_remote_dataset("cart/b-v0", f"hf://{org}")
+    files = hub_server.files(f"{org}/cart")
+    assert not any(p.startswith("b-v0/") for p in files)
+    assert "cart/b-v0" not in files["README.md"].decode()
+    delete_remote_dataset("cart/sub/a-v0", f"hf://{org}")
+    assert "README.md" not in hub_server.files(f"{org}/cart")
+
+
+def test_a_prefix_names_the_repo_and_ids_need_no_namespace(
+    hub_server: HubServer, org: str, elsewhere: Path
+) -> None:
+    with pytest.raises(UsageError, match="has no namespace"):
+        HubRemote(f"hf://{org}").locate("solo-v0")
+    record_cartpole("solo-v0", 2)
+    push_dataset("solo-v0", f"hf://{org}/rl")
+    assert "solo-v0/metadata.json" in hub_server.files(f"{org}/rl")
+    assert list(list_remote_datasets(f"hf://{org}/rl")) == ["solo-v0"]
+    assert list(list_remote_datasets(f"hf://{org}/other")) == []
+    pull_dataset("solo-v0", f"hf://{org}/rl", root=elsewhere)
+    assert fmt.verify_dataset("solo-v0", elsewhere).ok
+
+
+def test_token_comes_from_the_environment_and_goes_nowhere_else(
+    hub_server: HubServer, org: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    secret = "hf_harvestSECRETtoken123"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    record_cartpole("cart/a-v0", 2)
+    start = len(hub_server.auth_headers)
+    push_dataset("cart/a-v0", f"hf://{org}", progress=True)
+    sent = list(zip(hub_server.requests[start:], hub_server.auth_headers[start:], strict=True))
+    api_calls = [auth for (_, path), auth in sent if not path.startswith("/lfs-upload/")]
+    assert api_calls and all(auth == f"Bearer {secret}" for auth in api_calls)
+    for data in hub_server.files(f"{org}/cart").values():
+        assert secret.encode() not in data
+    out, err = capfd.readouterr()
+    assert secret not in out + err
+    assert secret not in (fmt.dataset_path("cart/a-v0") / fmt.METADATA_FILE).read_text()
+
+
+def test_a_push_racing_another_commit_fails_cleanly(
+    hub_server: HubServer, org: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record_cartpole("cart/a-v0", 2)
+    record_cartpole("cart/b-v0", 2)
+    push_dataset("cart/a-v0", f"hf://{org}")
+    remote = open_remote(f"hf://{org}")
+    real_stat = HubRemote._stat
+
+    def stat_then_someone_else_pushes(self: HubRemote, dataset_id: str) -> dict:
+        found = real_stat(self, dataset_id)
+        from huggingface_hub import CommitOperationAdd, HfApi
+
+        HfApi(endpoint=hub_server.url).create_commit(
+            f"{org}/cart",
+            [CommitOperationAdd("notes.txt", b"meanwhile")],
+            commit_message="someone else",
+            repo_type="dataset",
+        )
+        return found
+
+    with monkeypatch.context() as m:
+        m.setattr(HubRemote, "_stat", stat_then_someone_else_pushes)
+        with pytest.raises(RemoteError, match="the repo changed while pushing cart/b-v0"):
+            remote.push("cart/b-v0")
+    assert not remote.exists("cart/b-v0")
+    assert remote.push("cart/b-v0").transferred  # the re-run goes through
