@@ -3,7 +3,8 @@
 Public API: ``load_dataset``, ``list_local_datasets``, ``delete_dataset``, ``Dataset``,
 ``EpisodeData``, the MineRL-style training iterators via ``Dataset.pipeline()``, and curation:
 ``combine_datasets``, ``split_dataset``, ``Dataset.filter_episodes`` (a callable or an
-expression), ``Dataset.save`` and ``run_recipe``.
+expression), ``Dataset.save`` and ``run_recipe``; remotes: ``push_dataset``, ``pull_dataset``,
+``list_remote_datasets``, ``delete_remote_dataset`` and ``open_remote``.
 """
 
 from curation.dataset import (
@@ -16,6 +17,13 @@ from curation.dataset import (
 )
 from curation.ops import combine_datasets, save_dataset, split_dataset
 from curation.recipes import run_recipe
+from curation.remotes import (
+    delete_remote_dataset,
+    list_remote_datasets,
+    open_remote,
+    pull_dataset,
+    push_dataset,
+)
 
 __all__ = [
     "Dataset",
@@ -23,8 +31,13 @@ __all__ = [
     "EpisodeData",
     "combine_datasets",
     "delete_dataset",
+    "delete_remote_dataset",
     "list_local_datasets",
+    "list_remote_datasets",
     "load_dataset",
+    "open_remote",
+    "pull_dataset",
+    "push_dataset",
     "run_recipe",
     "save_dataset",
     "split_dataset",
