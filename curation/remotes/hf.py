@@ -16,7 +16,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,8 @@ class HubRemote(Remote):
             raise UsageError(f"remote {uri!r} names no organization; use hf://org[/prefix]")
         self.org = org
         self.prefix = prefix
-        self._local = threading.local()
+        # repo -> the commit read at the start of the current push/pull/delete (None: no repo)
+        self._pinned: dict[str, str | None] = {}
         self._api: Any = None
 
     @property
@@ -99,9 +99,12 @@ class HubRemote(Remote):
             key = key[len(self.prefix) + 1 :]
         return key
 
-    @property
-    def _revision(self) -> str | None:
-        return getattr(self._local, "revision", None)
+    def _revision(self, repo: str) -> str | None:
+        """The pinned commit of ``repo`` inside a session (shared by worker threads), else None."""
+        return self._pinned.get(repo)
+
+    def _missing(self, repo: str) -> bool:
+        return repo in self._pinned and self._pinned[repo] is None
 
     @contextlib.contextmanager
     def _session(self, dataset_id: str) -> Iterator[None]:
@@ -113,13 +116,11 @@ class HubRemote(Remote):
                 sha = self.api.repo_info(repo, repo_type=REPO_TYPE).sha
             except hub.errors.RepositoryNotFoundError:
                 sha = None
-        self._local.revision = sha
-        self._local.missing = sha is None
+        self._pinned[repo] = sha
         try:
             yield
         finally:
-            self._local.revision = None
-            self._local.missing = False
+            self._pinned.pop(repo, None)
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -175,7 +176,7 @@ class HubRemote(Remote):
             try:
                 items = list(
                     self.api.list_repo_tree(
-                        repo, recursive=True, revision=self._revision, repo_type=REPO_TYPE
+                        repo, recursive=True, revision=self._revision(repo), repo_type=REPO_TYPE
                     )
                 )
             except (hub.errors.RepositoryNotFoundError, hub.errors.EntryNotFoundError):
@@ -196,16 +197,16 @@ class HubRemote(Remote):
                     repo,
                     filename,
                     repo_type=REPO_TYPE,
-                    revision=self._revision,
+                    revision=self._revision(repo),
                     local_dir=local_dir,
                 )
             )
 
     def _read(self, dataset_id: str, rel: str) -> bytes | None:
         hub = _hub()
-        if getattr(self._local, "missing", False):
-            return None
         repo, path = self.locate(dataset_id)
+        if self._missing(repo):
+            return None
         with tempfile.TemporaryDirectory(prefix="harvest-hf-") as tmp:
             try:
                 return self._download(repo, f"{path}/{rel}", Path(tmp)).read_bytes()
@@ -219,9 +220,9 @@ class HubRemote(Remote):
 
     def _stat(self, dataset_id: str) -> dict[str, RemoteFile]:
         hub = _hub()
-        if getattr(self._local, "missing", False):
-            return {}
         repo, path = self.locate(dataset_id)
+        if self._missing(repo):
+            return {}
         with self._errors(f"listing {repo}/{path}"):
             try:
                 items = list(
@@ -229,7 +230,7 @@ class HubRemote(Remote):
                         repo,
                         path_in_repo=path,
                         recursive=True,
-                        revision=self._revision,
+                        revision=self._revision(repo),
                         repo_type=REPO_TYPE,
                     )
                 )
@@ -272,7 +273,7 @@ class HubRemote(Remote):
                 operations,
                 commit_message=message,
                 repo_type=REPO_TYPE,
-                parent_commit=self._revision,
+                parent_commit=self._revision(repo),
             )
 
     def _publish(
@@ -285,7 +286,7 @@ class HubRemote(Remote):
     ) -> None:
         hub = _hub()
         repo, path = self.locate(dataset_id)
-        if self._revision is None:
+        if self._revision(repo) is None:
             with self._errors(f"creating {repo}"):
                 self.api.create_repo(repo, repo_type=REPO_TYPE, exist_ok=True)
         ops = []

@@ -11,6 +11,7 @@ from helpers import record_cartpole
 
 from collector import format as fmt
 from collector.errors import RemoteError, UsageError
+from curation.dataset import delete_dataset, load_dataset
 from curation.remotes import (
     delete_remote_dataset,
     list_remote_datasets,
@@ -127,3 +128,27 @@ def test_a_push_racing_another_commit_fails_cleanly(
             remote.push("cart/b-v0")
     assert not remote.exists("cart/b-v0")
     assert remote.push("cart/b-v0").transferred  # the re-run goes through
+
+
+def test_a_pull_reads_one_revision_while_the_dataset_is_replaced(
+    hub_server: HubServer, org: str, monkeypatch: pytest.MonkeyPatch, elsewhere: Path
+) -> None:
+    record_cartpole("cart/a-v0", 3)
+    push_dataset("cart/a-v0", f"hf://{org}")
+    first = fmt.read_metadata(fmt.dataset_path("cart/a-v0"))["fingerprint"]
+    delete_dataset("cart/a-v0")
+    record_cartpole("cart/a-v0", 5)  # other content, pushed while the pull runs
+    real_get = HubRemote._get
+    replaced = []
+
+    def get_while_replacing(self: HubRemote, dataset_id: str, rel: str, dest: Path) -> None:
+        if not replaced:
+            replaced.append(HubRemote(f"hf://{org}").push(dataset_id, overwrite=True))
+        real_get(self, dataset_id, rel, dest)  # in a worker thread: still the pinned commit
+
+    with monkeypatch.context() as m:
+        m.setattr(HubRemote, "_get", get_while_replacing)
+        pull_dataset("cart/a-v0", f"hf://{org}", root=elsewhere)
+    assert replaced and replaced[0].removed  # the old shard is gone from main
+    assert load_dataset("cart/a-v0", root=elsewhere).fingerprint == first
+    assert fmt.verify_dataset("cart/a-v0", elsewhere).ok
