@@ -19,7 +19,6 @@ import contextlib
 import os
 import shutil
 import sys
-import uuid
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -279,7 +278,9 @@ class Remote(ABC):
                             report.up_to_date = True
                             return report
                     self._check_replace(dataset_id, meta, None, overwrite, "pull", path)
-                staging = fmt.datasets_root(root) / ".tmp" / f"pull-{uuid.uuid4().hex[:12]}"
+                # one name per id, so the next pull (under the same lock) clears a killed one's
+                staging = fmt.datasets_root(root) / ".tmp" / f"pull-{dataset_id.replace('/', '~')}"
+                shutil.rmtree(staging, ignore_errors=True)
                 try:
                     total = sum(size for _, _, size in files)
                     (staging / fmt.DATA_DIR).mkdir(parents=True)

@@ -79,7 +79,7 @@ class FileRemote(ObjectStoreRemote):
         except FileNotFoundError as e:
             raise RemoteError(
                 f"{rel} of {dataset_id} is missing on {self.uri} although metadata.json lists "
-                "it; push the dataset again"
+                "it (replaced mid-pull, or a broken push); pull again, or push it again"
             ) from e
 
     def _put(self, dataset_id: str, upload: Upload) -> None:

@@ -156,7 +156,7 @@ class GCSRemote(ObjectStoreRemote):
             except NotFound as e:
                 raise RemoteError(
                     f"{rel} of {dataset_id} is missing on {self.uri} although metadata.json "
-                    "lists it; push the dataset again"
+                    "lists it (replaced mid-pull, or a broken push); pull again, or push it again"
                 ) from e
 
     def _put(self, dataset_id: str, upload: Upload) -> None:

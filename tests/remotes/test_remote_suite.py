@@ -22,7 +22,7 @@ from collector.errors import (
     DatasetNotFoundError,
     RemoteError,
 )
-from curation.dataset import delete_dataset, load_dataset
+from curation.dataset import delete_dataset, list_local_datasets, load_dataset
 from curation.remotes import (
     delete_remote_dataset,
     list_remote_datasets,
@@ -241,3 +241,17 @@ def test_hostile_manifest_cannot_write_outside_the_root(backend: Backend, elsewh
     fmt.atomic_write(path / fmt.METADATA_FILE, json.dumps(meta).encode())
     with pytest.raises(CorruptDatasetError, match="not a plain shard"):
         push_dataset("cart/rand-v0", backend.uri)
+
+
+def test_a_killed_pull_leaves_nothing_that_opens_and_the_next_one_cleans_up(
+    backend: Backend, elsewhere: Path
+) -> None:
+    cartpole("cart/rand-v0", episodes=4)
+    push_dataset("cart/rand-v0", backend.uri)
+    staging = elsewhere / ".tmp" / "pull-cart~rand-v0"  # as a kill -9 mid-pull leaves it
+    (staging / "data").mkdir(parents=True)
+    (staging / "data" / "shard-000000-deadbeef.h5").write_bytes(b"half a file")
+    assert list_local_datasets(elsewhere) == {}
+    pull_dataset("cart/rand-v0", backend.uri, root=elsewhere)
+    assert no_leftovers(elsewhere) == []
+    assert_same_dataset("cart/rand-v0", elsewhere)
