@@ -152,3 +152,15 @@ def test_a_pull_reads_one_revision_while_the_dataset_is_replaced(
     assert replaced and replaced[0].removed  # the old shard is gone from main
     assert load_dataset("cart/a-v0", root=elsewhere).fingerprint == first
     assert fmt.verify_dataset("cart/a-v0", elsewhere).ok
+
+
+def test_a_refusing_hub_is_one_line_naming_the_fix(hub_server: HubServer, org: str) -> None:
+    record_cartpole("cart/a-v0", 2)
+    before = (fmt.dataset_path("cart/a-v0") / fmt.METADATA_FILE).read_bytes()
+    hub_server.fail("POST", r"/commit/", 403, times=1)
+    with pytest.raises(RemoteError, match="permission denied.*HF_TOKEN") as e:
+        push_dataset("cart/a-v0", f"hf://{org}")
+    assert "\n" not in str(e.value)
+    assert not open_remote(f"hf://{org}").exists("cart/a-v0")
+    assert (fmt.dataset_path("cart/a-v0") / fmt.METADATA_FILE).read_bytes() == before
+    assert push_dataset("cart/a-v0", f"hf://{org}").transferred  # allowed again: it goes
