@@ -240,7 +240,10 @@ class Remote(ABC):
             wanted = {rel for rel, _, _ in files} | {META}
             removals = sorted(rel for rel in existing if rel not in wanted)
             total = sum(u.size for u in uploads)
-            with _progress_bar(total, f"push {dataset_id}", progress) as bar:
+            with (
+                _progress_bar(total, f"push {dataset_id}", progress) as bar,
+                self._client_bars(not bar.disable),
+            ):
                 self._publish(dataset_id, uploads, data, removals, bar.update)
         report.transferred = [u.rel for u in uploads]
         report.removed = removals
@@ -284,7 +287,10 @@ class Remote(ABC):
                 try:
                     total = sum(size for _, _, size in files)
                     (staging / fmt.DATA_DIR).mkdir(parents=True)
-                    with _progress_bar(total, f"pull {dataset_id}", progress) as bar:
+                    with (
+                        _progress_bar(total, f"pull {dataset_id}", progress) as bar,
+                        self._client_bars(not bar.disable),
+                    ):
                         jobs = [
                             lambda f=f: self._fetch_checked(dataset_id, staging, *f, bar.update)
                             for f in files
@@ -397,6 +403,11 @@ class Remote(ABC):
     @contextlib.contextmanager
     def _session(self, dataset_id: str) -> Iterator[None]:
         """Scope of one push/pull/delete (the Hub pins one revision for all its reads)."""
+        yield
+
+    @contextlib.contextmanager
+    def _client_bars(self, show: bool) -> Iterator[None]:
+        """Silence the client library's own progress bars when ours are off."""
         yield
 
     def _hash(self, dataset_id: str, rel: str) -> str | None:

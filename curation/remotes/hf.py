@@ -123,6 +123,18 @@ class HubRemote(Remote):
             self._pinned.pop(repo, None)
 
     @contextlib.contextmanager
+    def _client_bars(self, show: bool) -> Iterator[None]:
+        utils = _hub().utils
+        if show or utils.are_progress_bars_disabled():
+            yield
+            return
+        utils.disable_progress_bars()
+        try:
+            yield
+        finally:
+            utils.enable_progress_bars()
+
+    @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         """Translate client exceptions into one-line harvest errors."""
         hub = _hub()

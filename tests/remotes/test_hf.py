@@ -164,3 +164,13 @@ def test_a_refusing_hub_is_one_line_naming_the_fix(hub_server: HubServer, org: s
     assert not open_remote(f"hf://{org}").exists("cart/a-v0")
     assert (fmt.dataset_path("cart/a-v0") / fmt.METADATA_FILE).read_bytes() == before
     assert push_dataset("cart/a-v0", f"hf://{org}").transferred  # allowed again: it goes
+
+
+def test_no_progress_means_no_client_bars_either(
+    hub_server: HubServer, org: str, capfd: pytest.CaptureFixture, elsewhere: Path
+) -> None:
+    record_cartpole("cart/a-v0", 2)
+    capfd.readouterr()
+    push_dataset("cart/a-v0", f"hf://{org}", progress=False)
+    pull_dataset("cart/a-v0", f"hf://{org}", root=elsewhere, progress=False)
+    assert capfd.readouterr().err == ""
