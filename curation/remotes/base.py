@@ -36,6 +36,8 @@ from collector.errors import (
     DatasetNotFoundError,
     HarvestError,
     HarvestWarning,
+    RemoteError,
+    UsageError,
 )
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "Upload",
     "check_upload",
     "run_parallel",
+    "split_uri",
 ]
 
 META = fmt.METADATA_FILE
@@ -130,6 +133,15 @@ def bump_version(dataset_id: str) -> str:
     """``ns/name-v3`` -> ``ns/name-v4``: the id error messages suggest instead of overwriting."""
     ns, name, version = fmt.parse_dataset_id(dataset_id)
     return f"{ns + '/' if ns else ''}{name}-v{version + 1}"
+
+
+def split_uri(uri: str, what: str) -> tuple[str, str]:
+    """``scheme://NAME/pre/fix`` -> ``(NAME, "pre/fix")``; ``what`` names NAME in the error."""
+    scheme, _, rest = uri.partition("://")
+    name, _, prefix = rest.strip("/").partition("/")
+    if not name:
+        raise UsageError(f"remote {uri!r} names no {what}; use {scheme}://{what}[/prefix]")
+    return name, prefix
 
 
 def _describe(meta: dict[str, Any]) -> str:
@@ -409,6 +421,13 @@ class Remote(ABC):
     def _client_bars(self, show: bool) -> Iterator[None]:
         """Silence the client library's own progress bars when ours are off."""
         yield
+
+    def _missing_file(self, dataset_id: str, rel: str) -> RemoteError:
+        """The error for a listed file that is not there (``_get`` raises it)."""
+        return RemoteError(
+            f"{rel} of {dataset_id} is missing on {self.uri} although metadata.json lists it "
+            "(replaced mid-pull, or a broken push); pull again, or push it again"
+        )
 
     def _hash(self, dataset_id: str, rel: str) -> str | None:
         """The sha256 of a remote file when the backend can compute it cheaply, else None."""

@@ -77,10 +77,7 @@ class FileRemote(ObjectStoreRemote):
         try:
             shutil.copyfile(self._folder(dataset_id) / rel, dest)
         except FileNotFoundError as e:
-            raise RemoteError(
-                f"{rel} of {dataset_id} is missing on {self.uri} although metadata.json lists "
-                "it (replaced mid-pull, or a broken push); pull again, or push it again"
-            ) from e
+            raise self._missing_file(dataset_id, rel) from e
 
     def _put(self, dataset_id: str, upload: Upload) -> None:
         dest = self._folder(dataset_id) / upload.rel

@@ -18,7 +18,7 @@ from typing import Any
 
 from collector import format as fmt
 from collector.errors import CorruptDatasetError, MissingExtraError, RemoteError, UsageError
-from curation.remotes.base import ObjectStoreRemote, RemoteFile, Upload, check_upload
+from curation.remotes.base import ObjectStoreRemote, RemoteFile, Upload, check_upload, split_uri
 
 __all__ = ["GCSRemote", "retry_seconds"]
 
@@ -42,10 +42,7 @@ class GCSRemote(ObjectStoreRemote):
 
     def __init__(self, uri: str) -> None:
         super().__init__(uri)
-        rest = uri.split("://", 1)[1].strip("/")
-        bucket, _, prefix = rest.partition("/")
-        if not bucket:
-            raise UsageError(f"remote {uri!r} names no bucket; use gcp://bucket[/prefix]")
+        bucket, prefix = split_uri(uri, "bucket")
         self.bucket_name = bucket
         self.prefix = f"{prefix}/" if prefix else ""
         self._bucket: Any = None
@@ -154,10 +151,7 @@ class GCSRemote(ObjectStoreRemote):
             try:
                 blob.download_to_filename(str(dest), **self._kwargs())
             except NotFound as e:
-                raise RemoteError(
-                    f"{rel} of {dataset_id} is missing on {self.uri} although metadata.json "
-                    "lists it (replaced mid-pull, or a broken push); pull again, or push it again"
-                ) from e
+                raise self._missing_file(dataset_id, rel) from e
 
     def _put(self, dataset_id: str, upload: Upload) -> None:
         check_upload(upload, upload.path, "local file")

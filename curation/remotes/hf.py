@@ -22,7 +22,7 @@ from typing import Any
 
 from collector import format as fmt
 from collector.errors import CorruptDatasetError, MissingExtraError, RemoteError, UsageError
-from curation.remotes.base import META, Remote, RemoteFile, Upload
+from curation.remotes.base import META, Remote, RemoteFile, Upload, split_uri
 
 __all__ = ["HubRemote"]
 
@@ -60,10 +60,7 @@ class HubRemote(Remote):
 
     def __init__(self, uri: str) -> None:
         super().__init__(uri)
-        rest = uri.split("://", 1)[1].strip("/")
-        org, _, prefix = rest.partition("/")
-        if not org:
-            raise UsageError(f"remote {uri!r} names no organization; use hf://org[/prefix]")
+        org, prefix = split_uri(uri, "org")
         self.org = org
         self.prefix = prefix
         # repo -> the commit read at the start of the current push/pull/delete (None: no repo)
