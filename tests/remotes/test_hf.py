@@ -10,6 +10,7 @@ import yaml
 from helpers import record_cartpole
 
 from collector import format as fmt
+from collector.collect import collect
 from collector.errors import RemoteError, UsageError
 from curation.dataset import delete_dataset, load_dataset
 from curation.remotes import (
@@ -173,4 +174,37 @@ def test_no_progress_means_no_client_bars_either(
     capfd.readouterr()
     push_dataset("cart/a-v0", f"hf://{org}", progress=False)
     pull_dataset("cart/a-v0", f"hf://{org}", root=elsewhere, progress=False)
-    assert capfd.readouterr().err == ""
+    err = capfd.readouterr().err
+    assert "LFS" not in err and "it/s" not in err and "B/s" not in err  # no bars of any kind
+
+
+def test_curate_recipe_push_to_the_hub_is_quiet(
+    hub_server: HubServer, org: str, capfd: pytest.CaptureFixture
+) -> None:
+    from curation.cli import main
+
+    for dataset_id, policy, episodes in (
+        ("cartpole/random-v0", "RandomPolicy", 30),
+        ("cartpole/heuristic-v0", "CartPoleHeuristic", 4),
+    ):
+        collect(
+            {
+                "env": "CartPole-v1",
+                "episodes": episodes,
+                "dataset_id": dataset_id,
+                "policy": {"_target_": f"collector.policies.{policy}"},
+                "max_episode_steps": 40,
+            }
+        )
+    capfd.readouterr()
+    code = main(["recipe=cartpole_mix", f"remote=hf://{org}", "+recipe.push=true"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert "push train, val, test -> hf://" in out
+    assert out.count(f"pushed to hf://{org}") == 3
+    assert "HTTP Request" not in out + err  # Hydra's INFO logging must not echo the client
+    assert list(list_remote_datasets(f"hf://{org}")) == [
+        "cartpole/mix-s0-test-v0",
+        "cartpole/mix-s0-train-v0",
+        "cartpole/mix-s0-val-v0",
+    ]
