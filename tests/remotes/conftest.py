@@ -8,6 +8,7 @@ upload that fails half-way, a server that is down).
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,6 +44,8 @@ def gcs_server() -> Iterator[str]:
     """gcp-storage-emulator (pure Python, in memory), in this process."""
     from gcp_storage_emulator.server import create_server
 
+    # it logs every request at INFO and every (expected) 404 as a warning
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
     server = create_server("127.0.0.1", 0, in_memory=True)
     server.start()
     try:
