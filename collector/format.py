@@ -498,8 +498,21 @@ def _column_kwargs(arr: np.ndarray, compression: str | None, level: int | None) 
     return _dataset_kwargs(len(arr), arr.shape[1:], arr.dtype, compression, level)
 
 
-def _h5name(group: str, name: str) -> str:
-    return f"{group}/{name}" if name else group
+#: The HDF5 name of a group's root leaf when that leaf has two columns (a top-level Text
+#: space: characters and ``@len``), since ``observations`` cannot be a dataset and a group.
+ROOT_LEAF: Final = "@"
+
+
+def _h5name(group: str, name: str, names: Iterable[str]) -> str:
+    """Where column ``name`` of ``group`` (whose columns are ``names``) lives in a shard."""
+    if name:
+        return f"{group}/{name}"
+    return f"{group}/{ROOT_LEAF}" if len(list(names)) > 1 else group
+
+
+def _column_name(h5_name: str) -> str:
+    """The column name of a dataset found inside a group (the inverse of ``_h5name``)."""
+    return "" if h5_name == ROOT_LEAF else h5_name
 
 
 def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> None:
@@ -507,8 +520,11 @@ def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> N
     f.attrs["format_version"] = FORMAT_VERSION
     f.attrs["info_schema"] = json.dumps(batch.info_schema())
     for group in GROUPS:
-        for name, arr in getattr(batch, group).items():
-            f.create_dataset(_h5name(group, name), data=arr, **_column_kwargs(arr, comp, level))
+        cols = getattr(batch, group)
+        for name, arr in cols.items():
+            f.create_dataset(
+                _h5name(group, name, cols), data=arr, **_column_kwargs(arr, comp, level)
+            )
     for name in STEP_COLUMNS:
         arr = getattr(batch, name)
         f.create_dataset(name, data=arr, **_column_kwargs(arr, comp, level))
@@ -602,10 +618,11 @@ def merge_shards(
                 )
             cols: list[tuple[str, np.ndarray, int, int]] = []
             for group in GROUPS:
-                for name, arr in getattr(batch, group).items():
+                group_cols = getattr(batch, group)
+                for name, arr in group_cols.items():
                     rows = n_obs if group == "observations" else n_steps
                     at = o if group == "observations" else s
-                    cols.append((_h5name(group, name), arr, rows, at))
+                    cols.append((_h5name(group, name, group_cols), arr, rows, at))
             for name in STEP_COLUMNS:
                 cols.append((name, getattr(batch, name), n_steps, s))
             for name, spec in (union or {}).items():
@@ -697,7 +714,7 @@ def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:
             node = f[name]
             if isinstance(node, h5py.Dataset):
                 return {"": node[()]}
-            return {n: node[n][()] for n in _dataset_names(node)}
+            return {_column_name(n): node[n][()] for n in _dataset_names(node)}
 
         infos = masks = None
         if "infos" in f:
@@ -1607,5 +1624,5 @@ def _list_columns(f: h5py.File) -> list[tuple[str, str, str]]:
         if isinstance(node, h5py.Dataset):
             out.append((group, "", group))
             continue
-        out.extend((group, n, f"{group}/{n}") for n in _dataset_names(node))
+        out.extend((group, _column_name(n), f"{group}/{n}") for n in _dataset_names(node))
     return out

@@ -1141,3 +1141,48 @@ def test_a_dataset_cannot_be_created_inside_or_around_another() -> None:
     with fmt.DatasetWriter("ns/a-v0") as w:
         w.start(base_meta())  # a sibling folder is fine
     assert fmt.read_metadata(fmt.dataset_path("outer-v0"))["total_episodes"] == 1
+
+
+@pytest.mark.parametrize("role", ["observation", "action"])
+def test_a_top_level_text_space_round_trips_through_shards_and_repack(role: str) -> None:
+    """A root Text leaf has two columns (characters and length): HDF5 cannot store the first as
+    the ``observations`` dataset and the second inside an ``observations`` group."""
+    from collector.data_collector import DataCollector
+    from curation.dataset import load_dataset
+
+    text = spaces.Text(5, charset="xyz")
+
+    class TextEnv(gym.Env):
+        observation_space = text if role == "observation" else spaces.Discrete(2)
+        action_space = text if role == "action" else spaces.Discrete(2)
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> Any:
+            super().reset(seed=seed)
+            self.t = 0
+            return self.observation_space.sample(), {}
+
+        def step(self, action: Any) -> Any:
+            self.t += 1
+            return self.observation_space.sample(), 1.0, self.t >= 3, False, {}
+
+    env = DataCollector(TextEnv(), spill_bytes=1)  # one shard per episode: repack merges them
+    seen = []
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        row = [obs]
+        for _ in range(3):
+            action = env.action_space.sample()
+            obs, *_ = env.step(action)
+            row += [action, obs]
+        seen.append(row)
+    env.create_dataset("txt/root-v0")
+    ds = load_dataset("txt/root-v0")
+    for ep, row in zip(ds.iterate_episodes(), seen, strict=True):
+        assert list(ep.observations) == row[0::2]
+        assert list(ep.actions) == row[1::2]
+    with fmt.DatasetWriter("txt/root-v0") as w:  # repack merges shards column by column
+        assert w.repack(target_bytes=1 << 30) >= 2
+    assert fmt.verify_dataset("txt/root-v0").ok
+    assert [list(e.observations) for e in load_dataset("txt/root-v0").iterate_episodes()] == [
+        r[0::2] for r in seen
+    ]
