@@ -39,6 +39,7 @@ __all__ = [
     "batch_item",
     "make_batch_setter",
     "make_setter",
+    "minari_space_json",
     "space_from_json",
     "space_to_json",
     "unescape_key",
@@ -363,6 +364,28 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
     if isinstance(space, spaces.Dict):
         return {"type": "Dict", "subspaces": {k: space_to_json(s) for k, s in space.items()}}
     return {"type": "Tuple", "subspaces": [space_to_json(s) for s in space.spaces]}
+
+
+def minari_space_json(space: spaces.Space) -> dict[str, Any]:
+    """Minari's schema for a space (``minari.serialization.serialize_space``, as a dict).
+
+    The same as ``space_to_json`` except that Box bounds are full nested lists with infinite
+    values kept as floats (written as ``Infinity`` tokens, as Minari does), and Discrete's
+    dtype is always ``int64`` (Minari hard-codes it).
+
+    >>> minari_space_json(spaces.Box(0.0, 1.0, (2,), np.float32))["high"]
+    [1.0, 1.0]
+    """
+    out = space_to_json(space)
+    if isinstance(space, spaces.Box):
+        out["low"], out["high"] = space.low.tolist(), space.high.tolist()
+    elif isinstance(space, spaces.Discrete):
+        out["dtype"] = "int64"
+    elif isinstance(space, spaces.Dict):
+        out["subspaces"] = {k: minari_space_json(s) for k, s in space.items()}
+    elif isinstance(space, spaces.Tuple):
+        out["subspaces"] = [minari_space_json(s) for s in space.spaces]
+    return out
 
 
 def space_from_json(data: dict[str, Any] | str) -> spaces.Space:

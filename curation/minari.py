@@ -1,0 +1,251 @@
+"""Minari interoperability: write harvest datasets in Minari's own layout.
+
+``to_minari`` writes ``<minari root>/<id>/data/metadata.json`` and ``main_data.hdf5`` (one
+``episode_{i}`` group per episode, as Minari's HDF5 storage does) plus
+``namespace_metadata.json`` at every namespace level, so that ``minari.load_dataset``,
+``minari list local`` and ``minari show`` open it (research/minari.md, compatibility checklist).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from gymnasium import spaces
+
+from collector import format as fmt
+from collector.errors import DatasetExistsError, UsageError
+from collector.spaces import minari_space_json
+from curation.dataset import Dataset, EpisodeData, load_dataset
+
+__all__ = ["MINARI_ROOT_ENV", "resolve_minari_root", "to_minari"]
+
+MINARI_ROOT_ENV = "MINARI_DATASETS_PATH"
+#: Stamped when no space is image-like: minari 0.5.2 to 0.5.4 all read this layout.
+_STAMP = "0.5.2"
+#: Raw (not JPEG) image leaves need the ``jpeg_encoding`` flag, which only 0.5.4 honours.
+_STAMP_RAW_IMAGES = "0.5.4"
+_NAMESPACE_FILE = "namespace_metadata.json"
+_MINARI_NAMESPACE_MIN = 2  # Minari's id regex wants namespaces of at least two characters
+
+
+def resolve_minari_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """Minari's datasets folder: ``root``, ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get(MINARI_ROOT_ENV)
+    return Path(env) if env else Path.home() / ".minari" / "datasets"
+
+
+def _is_image_space(space: spaces.Space) -> bool:
+    """Minari's ``is_image_space``: a uint8 Box of 2-3 dims, at least 32x32, bounds 0..255."""
+    return (
+        isinstance(space, spaces.Box)
+        and len(space.shape) in (2, 3)
+        and space.shape[0] >= 32
+        and space.shape[1] >= 32
+        and space.dtype == np.uint8
+        and bool(np.all(space.low == 0))
+        and bool(np.all(space.high == 255))
+    )
+
+
+def _has_image(space: spaces.Space) -> bool:
+    if isinstance(space, spaces.Dict):
+        return any(_has_image(s) for s in space.spaces.values())
+    if isinstance(space, spaces.Tuple):
+        return any(_has_image(s) for s in space.spaces)
+    return _is_image_space(space)
+
+
+def _write_space_data(group: h5py.Group, name: str, space: spaces.Space, value: Any) -> None:
+    """One space's rows, nested as Minari nests them (Dict: subgroups; Tuple: ``_index_i``)."""
+    if isinstance(space, spaces.Dict):
+        sub = group.create_group(name)
+        for key, child in space.spaces.items():
+            _write_space_data(sub, key, child, value[key])
+    elif isinstance(space, spaces.Tuple):
+        sub = group.create_group(name)
+        for i, child in enumerate(space.spaces):
+            _write_space_data(sub, f"_index_{i}", child, value[i])
+    elif isinstance(space, spaces.Text):
+        group.create_dataset(name, data=list(value), dtype=h5py.string_dtype("utf-8"))
+    else:
+        dtype = {
+            spaces.Discrete: np.int64,
+            spaces.MultiDiscrete: np.int64,
+            spaces.MultiBinary: np.int8,
+        }.get(type(space), space.dtype)
+        group.create_dataset(name, data=np.asarray(value, dtype=dtype))
+
+
+def _write_infos(group: h5py.Group, infos: Mapping[str, Any]) -> None:
+    """Info columns (T+1 rows each) under ``infos/``; nested keys become subgroups."""
+    for key, value in infos.items():
+        path = "/".join(_h5_segment(s) for s in key.split("/"))
+        if isinstance(value, Mapping):
+            _write_infos(group.require_group(path), value)
+        else:
+            group.create_dataset(path, data=np.asarray(value))
+
+
+def _h5_segment(segment: str) -> str:
+    """An HDF5 name segment (``.`` alone is not allowed)."""
+    return segment if segment not in ("", ".") else f"_{segment}"
+
+
+def _episode_attrs(ep: EpisodeData, new_id: int) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"id": np.int64(new_id), "total_steps": np.int64(len(ep))}
+    if ep.seed is not None:
+        attrs["seed"] = (
+            np.uint64(ep.seed) if ep.seed > np.iinfo(np.int64).max else np.int64(ep.seed)
+        )
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                flatten(f"{prefix}/{k}", v)
+        else:
+            attrs[prefix] = value
+
+    if ep.options:
+        flatten("options", ep.options)
+    rewards = np.asarray(ep.rewards, np.float64)
+    if len(rewards):
+        attrs.update(
+            rewards_sum=rewards.sum(),
+            rewards_mean=rewards.mean(),
+            rewards_std=rewards.std(),
+            rewards_max=rewards.max(),
+            rewards_min=rewards.min(),
+        )
+    return attrs
+
+
+def _metadata(ds: Dataset, dataset_id: str, data_dir: Path) -> dict[str, Any]:
+    src = ds.metadata
+    images = _has_image(ds.observation_space) or _has_image(ds.action_space)
+    meta: dict[str, Any] = {
+        "total_episodes": int(ds.total_episodes),
+        "total_steps": int(ds.total_steps),
+        "data_format": "hdf5",
+        "jpeg_encoding": False,  # frames are stored raw
+        "observation_space": json.dumps(minari_space_json(ds.observation_space)),
+        "action_space": json.dumps(minari_space_json(ds.action_space)),
+    }
+    if src.get("env_spec"):
+        spec = src["env_spec"]
+        meta["env_spec"] = spec if isinstance(spec, str) else json.dumps(spec)
+    size = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
+    meta["dataset_size"] = round(size / 1e6, 1)
+    meta["dataset_id"] = dataset_id
+    for key in ("author", "author_email"):
+        if src.get(key):
+            value = src[key]
+            meta[key] = [value] if isinstance(value, str) else list(value)
+    for key in ("code_permalink", "algorithm_name", "description", "requirements"):
+        if src.get(key) is not None:
+            meta[key] = src[key]
+    meta["minari_version"] = _STAMP_RAW_IMAGES if images else _STAMP
+    if src.get("eval_env_spec"):
+        spec = src["eval_env_spec"]
+        meta["eval_env_spec"] = spec if isinstance(spec, str) else json.dumps(spec)
+    for key in ("ref_max_score", "ref_min_score", "num_episodes_average_score"):
+        if src.get(key) is not None:
+            meta[key] = src[key]
+    return meta
+
+
+def _check_minari_id(dataset_id: str) -> None:
+    namespace, _, _ = fmt.parse_dataset_id(dataset_id)
+    if namespace is not None and len(namespace.split("/")[0]) < _MINARI_NAMESPACE_MIN:
+        raise UsageError(
+            f"{dataset_id!r}: Minari wants namespaces of at least two characters; pass "
+            "new_dataset_id= with a longer namespace"
+        )
+
+
+def to_minari(
+    dataset: Dataset | str,
+    minari_root: str | os.PathLike[str] | None = None,
+    data_format: str = "hdf5",
+    *,
+    new_dataset_id: str | None = None,
+    overwrite: bool = False,
+    root: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write a dataset (or view) in Minari's layout, so that ``minari.load_dataset`` opens it.
+
+    Episodes are renumbered 0..N-1; seeds, options and reward statistics go into each
+    episode group's attributes, as Minari's ``DataCollector`` writes them. Images stay raw
+    (``jpeg_encoding: false``, lossless).
+
+    Args:
+        dataset: a ``Dataset`` or a local dataset id.
+        minari_root: Minari's datasets folder (default ``$MINARI_DATASETS_PATH`` or
+            ``~/.minari/datasets``).
+        data_format: ``"hdf5"`` (Minari's default).
+        new_dataset_id: the id in Minari (default: the dataset's own id).
+        overwrite: replace a Minari dataset with that id.
+        root: harvest datasets root, when ``dataset`` is an id.
+
+    Returns:
+        The Minari dataset folder.
+
+    Raises:
+        UsageError: an unsupported ``data_format``, or an id Minari cannot parse.
+        DatasetExistsError: the Minari dataset exists and ``overwrite`` is false.
+    """
+    ds = load_dataset(dataset, root=root) if isinstance(dataset, str) else dataset
+    if data_format != "hdf5":
+        raise UsageError(
+            f"to_minari(data_format={data_format!r}): only 'hdf5' is written so far; arrow and "
+            "parquet export are not built yet"
+        )
+    dataset_id = new_dataset_id or ds.id
+    _check_minari_id(dataset_id)
+    base = resolve_minari_root(minari_root)
+    target = base / dataset_id
+    if target.exists() and not overwrite:
+        raise DatasetExistsError(
+            f"Minari dataset {dataset_id!r} already exists at {target}; pass overwrite=True "
+            "(--overwrite) or new_dataset_id=",
+            dataset_id=dataset_id,
+        )
+    staging = base / f".harvest-export-{uuid.uuid4().hex[:12]}"
+    data_dir = staging / "data"
+    try:
+        data_dir.mkdir(parents=True)
+        with h5py.File(data_dir / "main_data.hdf5", "w", track_order=True) as f:
+            for new_id, ep in enumerate(ds.iterate_episodes()):
+                group = f.create_group(f"episode_{new_id}")
+                group.attrs.update(_episode_attrs(ep, new_id))
+                _write_space_data(group, "observations", ds.observation_space, ep.observations)
+                _write_space_data(group, "actions", ds.action_space, ep.actions)
+                group.create_dataset("rewards", data=np.asarray(ep.rewards, np.float64))
+                group.create_dataset("terminations", data=np.asarray(ep.terminations, bool))
+                group.create_dataset("truncations", data=np.asarray(ep.truncations, bool))
+                _write_infos(group.create_group("infos"), ep.infos)
+        meta = _metadata(ds, dataset_id, data_dir)
+        (data_dir / "metadata.json").write_text(json.dumps(meta))
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    namespace, _, _ = fmt.parse_dataset_id(dataset_id)
+    if namespace:
+        parts = namespace.split("/")
+        for depth in range(1, len(parts) + 1):
+            file = base.joinpath(*parts[:depth]) / _NAMESPACE_FILE
+            if not file.exists():
+                file.write_text("{}")
+    return target
