@@ -23,7 +23,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The subcommands; anything else that looks like ``KEY=VALUE`` goes to the recipe app.
 COMMANDS = ("combine", "filter", "split", "list", "show", "verify", "delete", "report",
-            "namespace", "recipe", "push", "pull")  # fmt: skip
+            "namespace", "recipe", "push", "pull", "export")  # fmt: skip
 
 _EPILOG = """\
 recipes (a Hydra app: overrides and -m multirun work):
@@ -212,6 +212,20 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from curation.minari import to_minari
+
+    path = to_minari(
+        args.id,
+        args.minari_root,
+        new_dataset_id=args.into,
+        overwrite=args.overwrite,
+        root=args.root,
+    )
+    print(f"{args.id} exported in Minari's format to {path}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from curation.dataset import load_dataset
     from curation.inventory import plot_report
@@ -329,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
             [remote])  # fmt: skip
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+    p = add("export", _export, "write a dataset in Minari's format (minari.load_dataset opens it)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--format", choices=("minari",), default="minari", help="minari (default)")
+    p.add_argument("--minari-root", metavar="PATH", help="default $MINARI_DATASETS_PATH or "
+                   "~/.minari/datasets")  # fmt: skip
+    p.add_argument("--into", metavar="NEW_ID", help="the id in Minari (default: ID)")
+    p.add_argument("--overwrite", action="store_true", help="replace that Minari dataset")
 
     p = add("report", _report, "histograms of episode return and length, per source (PNG)")
     p.add_argument("id", metavar="ID")

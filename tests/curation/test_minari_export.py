@@ -149,3 +149,16 @@ def test_minari_tools_work_on_an_export(
         to_minari("zoo/box-v0", new_dataset_id="z/box-v0")
     with pytest.raises(UsageError, match="only 'hdf5'"):
         to_minari("zoo/box-v0", data_format="arrow")
+
+
+def test_curate_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from curation.cli import main
+
+    record_cartpole("zoo/cartpole-v0", 2)
+    code = main(["export", "zoo/cartpole-v0", "--minari-root", str(tmp_path / "m")])
+    out, _ = capsys.readouterr()
+    assert code == 0 and out.endswith(f"to {tmp_path / 'm' / 'zoo' / 'cartpole-v0'}\n")
+    assert _load(tmp_path / "m", "zoo/cartpole-v0").total_episodes == 2
+    code = main(["export", "zoo/cartpole-v0", "--minari-root", str(tmp_path / "m")])
+    _, err = capsys.readouterr()
+    assert code == 1 and "already exists" in err and err.count("\n") == 1
