@@ -756,16 +756,23 @@ def read_metadata(path: str | os.PathLike[str], dataset_id: str | None = None) -
         FormatVersionError: written by a newer harvest.
     """
     file = Path(path) / METADATA_FILE
-    label = dataset_id or str(path)
+    return loads_metadata(read_metadata_bytes(path, dataset_id), str(file), dataset_id or str(path))
+
+
+def read_metadata_bytes(path: str | os.PathLike[str], dataset_id: str | None = None) -> bytes:
+    """The raw bytes of ``<path>/metadata.json`` (what a push publishes, unparsed).
+
+    Raises:
+        DatasetNotFoundError: no dataset at ``path``.
+    """
     try:
-        data = file.read_bytes()
+        return (Path(path) / METADATA_FILE).read_bytes()
     except FileNotFoundError as e:
         raise DatasetNotFoundError(
-            f"no dataset {label!r} at {path} (no {METADATA_FILE}); check the id and "
-            "$HARVEST_DATASETS, or collect it first",
+            f"no dataset {dataset_id or str(path)!r} at {path} (no {METADATA_FILE}); check the "
+            "id and $HARVEST_DATASETS, or collect it first",
             dataset_id=dataset_id,
         ) from e
-    return loads_metadata(data, str(file), label)
 
 
 def loads_metadata(data: bytes, source: str, label: str) -> dict[str, Any]:

@@ -90,7 +90,7 @@ class TransferReport:
 
     def render(self) -> str:
         """One line for the command line."""
-        where = f"{self.remote}" if self.action == "push" else f"{self.path}"
+        where = self.remote if self.action == "push" else str(self.path)
         if self.up_to_date:
             return f"{self.dataset_id} is up to date at {where}"
         verb = "pushed to" if self.action == "push" else "pulled into"
@@ -157,6 +157,21 @@ def check_upload(upload: Upload, path: Path, where: str) -> None:
             f"expected {upload.sha256[:12]}); nothing more is published. Run `curate verify` on "
             "the local dataset"
         )
+
+
+def _exists_error(
+    dataset_id: str, where: str, other: tuple[str, dict[str, Any] | None], meta: dict[str, Any]
+) -> DatasetExistsError:
+    """Refusal to replace ``other`` (remote on push, local on pull) with ``meta``'s content."""
+    there, theirs = other
+    here = "local" if there == "remote" else "remote"
+    described = _describe(theirs) if theirs is not None else "an unreadable or uncommitted copy"
+    return DatasetExistsError(
+        f"{dataset_id} already exists {where} with other content ({there}: {described}; "
+        f"{here}: {_describe(meta)}); pass --overwrite (overwrite=True) to replace it, or "
+        f"use a new version such as {bump_version(dataset_id)}",
+        dataset_id=dataset_id,
+    )
 
 
 def _same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -226,15 +241,19 @@ class Remote(ABC):
             RemoteError: the remote is unreachable or refuses.
         """
         path = fmt.dataset_path(dataset_id, root)
-        fmt.read_metadata(path, dataset_id)  # DatasetNotFoundError with the usual message
-        data = (path / META).read_bytes()
+        data = fmt.read_metadata_bytes(path, dataset_id)
         meta = fmt.loads_metadata(data, str(path / META), dataset_id)
         files = fmt.dataset_files(meta, dataset_id)
         report = TransferReport("push", dataset_id, self.uri, path=path)
         with self._session(dataset_id):
             remote_data = self._read(dataset_id, META)
             if remote_data is not None:
-                self._check_replace(dataset_id, meta, remote_data, overwrite, "push")
+                try:
+                    remote: dict[str, Any] | None = self._parse(dataset_id, remote_data)
+                except HarvestError:
+                    remote = None  # an unreadable remote copy is "other content"
+                if not (remote is not None and _same_content(meta, remote)) and not overwrite:
+                    raise _exists_error(dataset_id, f"on {self.uri}", ("remote", remote), meta)
             existing = self._stat(dataset_id)
             if remote_data == data and all(rel in existing for rel, _, _ in files):
                 report.up_to_date = True
@@ -287,12 +306,14 @@ class Remote(ABC):
             files = fmt.dataset_files(meta, f"{self.uri} {dataset_id}")
             with fmt.DatasetLock(dataset_id, root):
                 if path.exists():
-                    if (path / META).exists():
-                        local = fmt.read_metadata(path, dataset_id)
-                        if _same_content(local, meta):
-                            report.up_to_date = True
-                            return report
-                    self._check_replace(dataset_id, meta, None, overwrite, "pull", path)
+                    local = fmt.read_metadata(path, dataset_id) if (path / META).exists() else None
+                    if local is not None and _same_content(local, meta):
+                        report.up_to_date = True
+                        return report
+                    if not overwrite:
+                        raise _exists_error(
+                            dataset_id, f"locally at {path}", ("local", local), meta
+                        )
                 # one name per id, so the next pull (under the same lock) clears a killed one's
                 staging = fmt.datasets_root(root) / ".tmp" / f"pull-{dataset_id.replace('/', '~')}"
                 shutil.rmtree(staging, ignore_errors=True)
@@ -349,46 +370,6 @@ class Remote(ABC):
                 "was moved or renamed by hand: push it again under its own id"
             )
         return meta
-
-    def _check_replace(
-        self,
-        dataset_id: str,
-        meta: dict[str, Any],
-        other_data: bytes | None,
-        overwrite: bool,
-        action: str,
-        local_path: Path | None = None,
-    ) -> None:
-        """Refuse to replace different content (remote on push, local on pull) unless asked."""
-        if action == "push":
-            assert other_data is not None
-            try:
-                other: dict[str, Any] | None = self._parse(dataset_id, other_data)
-            except HarvestError:
-                other = None  # an unreadable remote copy is "different content"
-            if other is not None and _same_content(meta, other):
-                return
-            where = f"on {self.uri}"
-        else:
-            assert local_path is not None
-            try:
-                other = fmt.read_metadata(local_path, dataset_id)
-            except HarvestError:
-                other = None
-            where = f"locally at {local_path}"
-        if overwrite:
-            return
-        if other is None:
-            theirs = "an unreadable or uncommitted copy"
-        else:
-            theirs = _describe(other)
-        there, here = ("remote", "local") if action == "push" else ("local", "remote")
-        raise DatasetExistsError(
-            f"{dataset_id} already exists {where} with other content ({there}: {theirs}; "
-            f"{here}: {_describe(meta)}); pass --overwrite (overwrite=True) to replace it, or "
-            f"use a new version such as {bump_version(dataset_id)}",
-            dataset_id=dataset_id,
-        )
 
     def _fetch_checked(
         self,
