@@ -35,6 +35,7 @@ __all__ = [
     "check_supported",
     "columns",
     "escape_key",
+    "iter_leaves",
     "join_name",
     "batch_item",
     "make_batch_setter",
@@ -119,13 +120,14 @@ def check_supported(space: spaces.Space, role: str = "observation", _path: str =
         )
 
 
-def _iter_leaves(space: spaces.Space, name: str = "") -> Iterator[tuple[str, spaces.Space]]:
+def iter_leaves(space: spaces.Space, name: str = "") -> Iterator[tuple[str, spaces.Space]]:
+    """``(column name, leaf space)`` of every non-Dict, non-Tuple leaf, in storage order."""
     if isinstance(space, spaces.Dict):
         for key, sub in space.spaces.items():
-            yield from _iter_leaves(sub, join_name(name, escape_key(key)))
+            yield from iter_leaves(sub, join_name(name, escape_key(key)))
     elif isinstance(space, spaces.Tuple):
         for i, sub in enumerate(space.spaces):
-            yield from _iter_leaves(sub, join_name(name, str(i)))
+            yield from iter_leaves(sub, join_name(name, str(i)))
     else:
         yield name, space
 
@@ -142,7 +144,7 @@ def columns(space: spaces.Space) -> list[Column]:
     """
     check_supported(space)
     out: list[Column] = []
-    for name, leaf in _iter_leaves(space):
+    for name, leaf in iter_leaves(space):
         if isinstance(leaf, spaces.Text):
             out.append(Column(name, np.dtype(np.uint8), (_text_width(leaf),)))
             out.append(Column(name + TEXT_LEN_SUFFIX, np.dtype(np.int32), ()))

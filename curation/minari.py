@@ -22,7 +22,7 @@ from gymnasium import spaces
 
 from collector import format as fmt
 from collector.errors import DatasetExistsError, UsageError
-from collector.spaces import minari_space_json
+from collector.spaces import iter_leaves, minari_space_json
 from curation.dataset import Dataset, EpisodeData, load_dataset
 
 __all__ = ["MINARI_ROOT_ENV", "resolve_minari_root", "to_minari"]
@@ -58,11 +58,7 @@ def _is_image_space(space: spaces.Space) -> bool:
 
 
 def _has_image(space: spaces.Space) -> bool:
-    if isinstance(space, spaces.Dict):
-        return any(_has_image(s) for s in space.spaces.values())
-    if isinstance(space, spaces.Tuple):
-        return any(_has_image(s) for s in space.spaces)
-    return _is_image_space(space)
+    return any(_is_image_space(leaf) for _, leaf in iter_leaves(space))
 
 
 def _write_space_data(group: h5py.Group, name: str, space: spaces.Space, value: Any) -> None:
