@@ -163,6 +163,36 @@ def register_test_envs() -> None:
 register_test_envs()
 
 
+def collect_cartpole(
+    dataset_id: str,
+    episodes: int,
+    *,
+    seed: int = 0,
+    policy: str = "RandomPolicy",
+    shard_every: int | None = None,
+    **overrides: Any,
+) -> str:
+    """A CartPole-v1 dataset through ``collect``; ``shard_every=N``: one small shard per N episodes.
+
+    ``overrides`` replace top-level config keys (``env``, ``datasets_root``, ...).
+    """
+    from collector.collect import collect
+
+    cfg: dict[str, Any] = {
+        "env": "CartPole-v1",
+        "episodes": episodes,
+        "seed": seed,
+        "dataset_id": dataset_id,
+        "policy": {"_target_": f"collector.policies.{policy}"},
+    }
+    if shard_every is not None:
+        cfg["checkpoint"] = {"every_episodes": shard_every}
+        cfg["storage"] = {"shard_mb": 0.001}  # one shard per commit
+    cfg.update(overrides)
+    collect(cfg)
+    return dataset_id
+
+
 def record_cartpole(dataset_id: str, episodes: int = 3, **create: Any) -> str:
     """A small CartPole dataset through DataCollector (to pass create_dataset fields)."""
     from collector.data_collector import DataCollector

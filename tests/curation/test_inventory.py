@@ -16,10 +16,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from helpers import record_cartpole
+from helpers import collect_cartpole, record_cartpole
 
 from collector import format as fmt
-from collector.collect import collect
 from collector.data_collector import DataCollector
 from collector.errors import (
     CorruptDatasetError,
@@ -48,16 +47,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def cartpole(dataset_id: str, episodes: int = 6, seed: int = 0) -> str:
-    collect(
-        {
-            "env": "CartPole-v1",
-            "episodes": episodes,
-            "seed": seed,
-            "dataset_id": dataset_id,
-            "policy": {"_target_": "collector.policies.RandomPolicy"},
-        }
-    )
-    return dataset_id
+    return collect_cartpole(dataset_id, episodes, seed=seed)
 
 
 def line_with(text: str, start: str) -> str:

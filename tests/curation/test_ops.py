@@ -17,10 +17,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
-from helpers import assert_same_episode, read_episodes
+from helpers import assert_same_episode, collect_cartpole, read_episodes
 
 from collector import format as fmt
-from collector.collect import collect
 from collector.data_collector import DataCollector
 from collector.errors import (
     CorruptDatasetError,
@@ -33,18 +32,8 @@ from curation.ops import combine_datasets, compare_datasets, split_dataset, spli
 
 
 def cartpole(dataset_id: str, episodes: int = 12, seed: int = 0, **overrides: Any) -> str:
-    cfg: dict[str, Any] = {
-        "env": "CartPole-v1",
-        "episodes": episodes,
-        "seed": seed,
-        "dataset_id": dataset_id,
-        "policy": {"_target_": "collector.policies.RandomPolicy"},
-        "checkpoint": {"every_episodes": 5},
-        "storage": {"shard_mb": 0.001},  # one shard per commit: several shards to link
-    }
-    cfg.update(overrides)
-    collect(cfg)
-    return dataset_id
+    # one shard per commit: several shards to link
+    return collect_cartpole(dataset_id, episodes, seed=seed, shard_every=5, **overrides)
 
 
 class ShapedEnv(gym.Env):

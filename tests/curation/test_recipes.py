@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import collect_cartpole
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from collector import format as fmt
-from collector.collect import collect
 from collector.errors import DatasetExistsError, DatasetNotFoundError, UsageError
 from curation.dataset import load_dataset
 from curation.expr import ExpressionError
@@ -22,18 +22,7 @@ from curation.remotes import list_remote_datasets
 
 
 def cartpole(dataset_id: str, episodes: int, policy: str = "RandomPolicy", **kw: Any) -> str:
-    cfg: dict[str, Any] = {
-        "env": "CartPole-v1",
-        "episodes": episodes,
-        "seed": 0,
-        "dataset_id": dataset_id,
-        "policy": {"_target_": f"collector.policies.{policy}"},
-        "checkpoint": {"every_episodes": 10},
-        "storage": {"shard_mb": 0.001},
-    }
-    cfg.update(kw)
-    collect(cfg)
-    return dataset_id
+    return collect_cartpole(dataset_id, episodes, policy=policy, shard_every=10, **kw)
 
 
 @pytest.fixture

@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import collect_cartpole
 
 torch = pytest.importorskip("torch")
 
-from collector.collect import collect  # noqa: E402
 from curation import load_dataset  # noqa: E402
 from curation.torch import BatchIterable, EpisodeDataset, TransitionDataset  # noqa: E402
 
 
 def cartpole(episodes: int = 40, dataset_id: str = "t/cartpole-v0") -> str:
-    collect(
-        {
-            "env": "CartPole-v1",
-            "episodes": episodes,
-            "seed": 0,
-            "dataset_id": dataset_id,
-            "policy": {"_target_": "collector.policies.RandomPolicy"},
-            "checkpoint": {"every_episodes": 10},
-            "storage": {"shard_mb": 0.001},
-        }
-    )
-    return dataset_id
+    return collect_cartpole(dataset_id, episodes, shard_every=10)
 
 
 def test_episode_dataset_items_are_tensors_matching_the_episodes() -> None:

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import record_cartpole
+from helpers import collect_cartpole, record_cartpole
 
 from collector import format as fmt
-from collector.collect import collect
 from collector.errors import UsageError
 from curation.ops import combine_datasets
 from curation.remotes.card import dataset_card, size_category
@@ -24,16 +23,7 @@ def metadata(dataset_id: str) -> dict[str, Any]:
 
 
 def collected(dataset_id: str, episodes: int = 4) -> str:
-    collect(
-        {
-            "env": "CartPole-v1",
-            "episodes": episodes,
-            "seed": 0,
-            "dataset_id": dataset_id,
-            "policy": {"_target_": "collector.policies.RandomPolicy"},
-        }
-    )
-    return dataset_id
+    return collect_cartpole(dataset_id, episodes)
 
 
 @pytest.fixture

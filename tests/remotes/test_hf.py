@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import record_cartpole
+from helpers import collect_cartpole, record_cartpole
 
 from collector import format as fmt
-from collector.collect import collect
 from collector.errors import RemoteError, UsageError
 from curation.dataset import delete_dataset, load_dataset
 from curation.remotes import (
@@ -187,15 +186,7 @@ def test_curate_recipe_push_to_the_hub_is_quiet(
         ("cartpole/random-v0", "RandomPolicy", 30),
         ("cartpole/heuristic-v0", "CartPoleHeuristic", 4),
     ):
-        collect(
-            {
-                "env": "CartPole-v1",
-                "episodes": episodes,
-                "dataset_id": dataset_id,
-                "policy": {"_target_": f"collector.policies.{policy}"},
-                "max_episode_steps": 40,
-            }
-        )
+        collect_cartpole(dataset_id, episodes, policy=policy, max_episode_steps=40)
     capfd.readouterr()
     code = main(["recipe=cartpole_mix", f"remote=hf://{org}", "+recipe.push=true"])
     out, err = capfd.readouterr()

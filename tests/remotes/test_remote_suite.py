@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import collect_cartpole
 
 from collector import format as fmt
-from collector.collect import collect
 from collector.errors import (
     CorruptDatasetError,
     DatasetExistsError,
@@ -35,18 +35,7 @@ from remotes.conftest import Backend
 
 def cartpole(dataset_id: str, episodes: int = 12, seed: int = 0) -> str:
     """A CartPole dataset in several shards (one per commit)."""
-    collect(
-        {
-            "env": "CartPole-v1",
-            "episodes": episodes,
-            "seed": seed,
-            "dataset_id": dataset_id,
-            "policy": {"_target_": "collector.policies.RandomPolicy"},
-            "checkpoint": {"every_episodes": 4},
-            "storage": {"shard_mb": 0.001},
-        }
-    )
-    return dataset_id
+    return collect_cartpole(dataset_id, episodes, seed=seed, shard_every=4)
 
 
 def shard_files(dataset_id: str, root: Path | None = None) -> list[str]:
@@ -171,16 +160,7 @@ def test_pull_over_a_different_local_copy_needs_overwrite(
     cartpole("cart/rand-v0", seed=0)
     push_dataset("cart/rand-v0", backend.uri)
     other_root = elsewhere
-    collect(
-        {
-            "env": "CartPole-v1",
-            "episodes": 3,
-            "seed": 9,
-            "dataset_id": "cart/rand-v0",
-            "policy": {"_target_": "collector.policies.RandomPolicy"},
-            "datasets_root": str(other_root),
-        }
-    )
+    collect_cartpole("cart/rand-v0", 3, seed=9, datasets_root=str(other_root))
     before = (other_root / "cart" / "rand-v0" / fmt.METADATA_FILE).read_bytes()
     with pytest.raises(DatasetExistsError, match="locally"):
         pull_dataset("cart/rand-v0", backend.uri, root=other_root)
