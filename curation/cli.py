@@ -23,7 +23,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The subcommands; anything else that looks like ``KEY=VALUE`` goes to the recipe app.
 COMMANDS = ("combine", "filter", "split", "list", "show", "verify", "delete", "report",
-            "namespace", "recipe", "push", "pull", "export")  # fmt: skip
+            "namespace", "recipe", "push", "pull", "export", "import-minari")  # fmt: skip
 
 _EPILOG = """\
 recipes (a Hydra app: overrides and -m multirun work):
@@ -226,6 +226,23 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_minari(args: argparse.Namespace) -> int:
+    from curation.minari import from_minari
+
+    ds = from_minari(
+        args.source,
+        args.into,
+        minari_root=args.minari_root,
+        root=args.root,
+        overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),
+    )
+    print(
+        f"imported {args.source} as {ds.id}: {ds.total_episodes} episodes, {ds.total_steps} steps"
+    )
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from curation.dataset import load_dataset
     from curation.inventory import plot_report
@@ -351,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "~/.minari/datasets")  # fmt: skip
     p.add_argument("--into", metavar="NEW_ID", help="the id in Minari (default: ID)")
     p.add_argument("--overwrite", action="store_true", help="replace that Minari dataset")
+
+    p = add("import-minari", _import_minari, "import a Minari dataset (hdf5, arrow or parquet)")
+    p.add_argument("source", metavar="ID_OR_PATH", help="a Minari id, or a Minari dataset folder")
+    p.add_argument("--minari-root", metavar="PATH", help="default $MINARI_DATASETS_PATH or "
+                   "~/.minari/datasets")  # fmt: skip
+    p.add_argument("--into", metavar="NEW_ID", help="the harvest id (default: the Minari id)")
+    p.add_argument("--overwrite", action="store_true", help="replace that harvest dataset")
 
     p = add("report", _report, "histograms of episode return and length, per source (PNG)")
     p.add_argument("id", metavar="ID")

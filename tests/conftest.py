@@ -16,8 +16,9 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def datasets_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point ``$HARVEST_DATASETS`` at a fresh temp folder for every test."""
+    """Point ``$HARVEST_DATASETS`` (and Minari's root) at fresh temp folders for every test."""
     root = tmp_path / "datasets"
     monkeypatch.setenv("HARVEST_DATASETS", str(root))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))  # never ~/.minari
     monkeypatch.delenv("HARVEST_REMOTE", raising=False)  # a developer's own remote stays out
     return root

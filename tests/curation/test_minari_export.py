@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
 from helpers import record_cartpole
+from minari_zoo import ZOO, ZooEnv, assert_same
 
 from collector.data_collector import DataCollector
 from collector.errors import DatasetExistsError, UsageError
@@ -17,42 +17,6 @@ from curation.dataset import load_dataset
 from curation.minari import to_minari
 
 minari = pytest.importorskip("minari")
-
-ZOO: dict[str, spaces.Space] = {
-    "box": spaces.Box(-1.0, 1.0, (3,), np.float32),
-    "box2d": spaces.Box(-np.inf, np.inf, (2, 3), np.float64),
-    "box_scalar": spaces.Box(0, 10, (), np.int32),
-    "discrete_start": spaces.Discrete(4, start=-2),
-    "multidiscrete": spaces.MultiDiscrete([3, 5]),
-    "multibinary": spaces.MultiBinary(4),
-    "text": spaces.Text(6, charset="abc"),
-    "dict": spaces.Dict({"a": spaces.Discrete(3), "b": spaces.Box(0, 1, (2,), np.float32)}),
-    "tuple": spaces.Tuple((spaces.Discrete(2), spaces.MultiBinary(3))),
-    "deep": spaces.Dict(
-        {"t": spaces.Tuple((spaces.Dict({"x": spaces.Box(0, 1, (1,)), "s": spaces.Text(4)}),))}
-    ),
-    "image": spaces.Box(0, 255, (32, 32, 3), np.uint8),
-}
-
-
-class ZooEnv(gym.Env):
-    """Observations sampled from any space (seeded by reset), a few steps per episode."""
-
-    def __init__(self, obs: spaces.Space, act: spaces.Space | None = None) -> None:
-        self.observation_space = obs
-        self.action_space = act or spaces.Discrete(2)
-        self.t = 0
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
-        super().reset(seed=seed)
-        self.observation_space.seed(int(self.np_random.integers(2**31)))
-        self.t = 0
-        return self.observation_space.sample(), {"t": 0, "nested": {"v": 0.5}}
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        self.t += 1
-        info = {"t": self.t, "nested": {"v": 0.5 * self.t}}
-        return self.observation_space.sample(), float(self.t), self.t >= 3, False, info
 
 
 def record(dataset_id: str, obs: spaces.Space, episodes: int = 3, **kw: Any) -> str:
@@ -66,21 +30,6 @@ def record(dataset_id: str, obs: spaces.Space, episodes: int = 3, **kw: Any) -> 
     env.create_dataset(dataset_id, **kw)
     env.close()
     return dataset_id
-
-
-def assert_same(ours: Any, theirs: Any, where: str = "") -> None:
-    if isinstance(ours, dict):
-        assert set(ours) <= set(theirs), where
-        for k in ours:
-            assert_same(ours[k], theirs[k], f"{where}/{k}")
-    elif isinstance(ours, tuple):
-        assert len(ours) == len(theirs), where
-        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            assert_same(a, b, f"{where}/{i}")
-    elif isinstance(ours, list):
-        assert list(ours) == list(theirs), where
-    else:
-        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs), err_msg=where)
 
 
 @pytest.mark.parametrize("kind", sorted(ZOO))

@@ -1,4 +1,4 @@
-"""Minari interoperability: write harvest datasets in Minari's own layout.
+"""Export: write harvest datasets in Minari's own layout.
 
 ``to_minari`` writes ``<minari root>/<id>/data/metadata.json`` and ``main_data.hdf5`` (one
 ``episode_{i}`` group per episode, as Minari's HDF5 storage does) plus
@@ -22,43 +22,16 @@ from gymnasium import spaces
 
 from collector import format as fmt
 from collector.errors import DatasetExistsError, UsageError
-from collector.spaces import iter_leaves, minari_space_json
+from collector.spaces import minari_space_json
 from curation.dataset import Dataset, EpisodeData, load_dataset
+from curation.minari import layout
 
-__all__ = ["MINARI_ROOT_ENV", "resolve_minari_root", "to_minari"]
+__all__ = ["to_minari"]
 
-MINARI_ROOT_ENV = "MINARI_DATASETS_PATH"
 #: Stamped when no space is image-like: minari 0.5.2 to 0.5.4 all read this layout.
 _STAMP = "0.5.2"
 #: Raw (not JPEG) image leaves need the ``jpeg_encoding`` flag, which only 0.5.4 honours.
 _STAMP_RAW_IMAGES = "0.5.4"
-_NAMESPACE_FILE = "namespace_metadata.json"
-_MINARI_NAMESPACE_MIN = 2  # Minari's id regex wants namespaces of at least two characters
-
-
-def resolve_minari_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """Minari's datasets folder: ``root``, ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``."""
-    if root is not None:
-        return Path(root)
-    env = os.environ.get(MINARI_ROOT_ENV)
-    return Path(env) if env else Path.home() / ".minari" / "datasets"
-
-
-def _is_image_space(space: spaces.Space) -> bool:
-    """Minari's ``is_image_space``: a uint8 Box of 2-3 dims, at least 32x32, bounds 0..255."""
-    return (
-        isinstance(space, spaces.Box)
-        and len(space.shape) in (2, 3)
-        and space.shape[0] >= 32
-        and space.shape[1] >= 32
-        and space.dtype == np.uint8
-        and bool(np.all(space.low == 0))
-        and bool(np.all(space.high == 255))
-    )
-
-
-def _has_image(space: spaces.Space) -> bool:
-    return any(_is_image_space(leaf) for _, leaf in iter_leaves(space))
 
 
 def _write_space_data(group: h5py.Group, name: str, space: spaces.Space, value: Any) -> None:
@@ -127,7 +100,7 @@ def _episode_attrs(ep: EpisodeData, new_id: int) -> dict[str, Any]:
 
 def _metadata(ds: Dataset, dataset_id: str, data_dir: Path) -> dict[str, Any]:
     src = ds.metadata
-    images = _has_image(ds.observation_space) or _has_image(ds.action_space)
+    images = layout.has_image(ds.observation_space) or layout.has_image(ds.action_space)
     meta: dict[str, Any] = {
         "total_episodes": int(ds.total_episodes),
         "total_steps": int(ds.total_steps),
@@ -157,15 +130,6 @@ def _metadata(ds: Dataset, dataset_id: str, data_dir: Path) -> dict[str, Any]:
         if src.get(key) is not None:
             meta[key] = src[key]
     return meta
-
-
-def _check_minari_id(dataset_id: str) -> None:
-    namespace, _, _ = fmt.parse_dataset_id(dataset_id)
-    if namespace is not None and len(namespace.split("/")[0]) < _MINARI_NAMESPACE_MIN:
-        raise UsageError(
-            f"{dataset_id!r}: Minari wants namespaces of at least two characters; pass "
-            "new_dataset_id= with a longer namespace"
-        )
 
 
 def to_minari(
@@ -206,8 +170,8 @@ def to_minari(
             "parquet export are not built yet"
         )
     dataset_id = new_dataset_id or ds.id
-    _check_minari_id(dataset_id)
-    base = resolve_minari_root(minari_root)
+    layout.check_minari_id(dataset_id)
+    base = layout.resolve_minari_root(minari_root)
     target = base / dataset_id
     if target.exists() and not overwrite:
         raise DatasetExistsError(
@@ -216,10 +180,10 @@ def to_minari(
             dataset_id=dataset_id,
         )
     staging = base / f".harvest-export-{uuid.uuid4().hex[:12]}"
-    data_dir = staging / "data"
+    data_dir = staging / layout.DATA_DIR
     try:
         data_dir.mkdir(parents=True)
-        with h5py.File(data_dir / "main_data.hdf5", "w", track_order=True) as f:
+        with h5py.File(data_dir / layout.HDF5_FILE, "w", track_order=True) as f:
             for new_id, ep in enumerate(ds.iterate_episodes()):
                 group = f.create_group(f"episode_{new_id}")
                 group.attrs.update(_episode_attrs(ep, new_id))
@@ -230,7 +194,7 @@ def to_minari(
                 group.create_dataset("truncations", data=np.asarray(ep.truncations, bool))
                 _write_infos(group.create_group("infos"), ep.infos)
         meta = _metadata(ds, dataset_id, data_dir)
-        (data_dir / "metadata.json").write_text(json.dumps(meta))
+        (data_dir / layout.METADATA_FILE).write_text(json.dumps(meta))
         if target.exists():
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +205,7 @@ def to_minari(
     if namespace:
         parts = namespace.split("/")
         for depth in range(1, len(parts) + 1):
-            file = base.joinpath(*parts[:depth]) / _NAMESPACE_FILE
+            file = base.joinpath(*parts[:depth]) / layout.NAMESPACE_FILE
             if not file.exists():
                 file.write_text("{}")
     return target
