@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import warnings
 from collections import OrderedDict
@@ -111,6 +112,10 @@ class DatasetSpec:
 class _Snapshot:
     """One commit of a dataset: metadata, the episode index (numpy, sorted by id), blocks."""
 
+    #: harvest shards (False: another format read in place, e.g. a Minari dataset): only
+    #: native snapshots can be read by worker processes from file paths, or linked by ops.
+    native = True
+
     def __init__(self, path: Path, dataset_id: str, block_rows: int) -> None:
         self.path = path
         self.dataset_id = dataset_id
@@ -176,8 +181,11 @@ class _Snapshot:
         self.terminated = arrays["terminated"][order].astype(bool)
         self.truncated = arrays["truncated"][order].astype(bool)
         self._order = order
-        # blocks: (shard, local block) pairs, numbered; row ranges from their episodes
-        key = self.shard.astype(np.int64) << 32 | local_block[order].astype(np.int64)
+        self._set_blocks(local_block[order])
+
+    def _set_blocks(self, local_block: np.ndarray) -> None:
+        """Number the blocks: (shard, local block) pairs; row ranges from their episodes."""
+        key = self.shard.astype(np.int64) << 32 | local_block.astype(np.int64)
         uniq, self.block = np.unique(key, return_inverse=True)
         n = len(uniq)
         self.block_shard = (uniq >> 32).astype(np.int32)
@@ -189,6 +197,18 @@ class _Snapshot:
         np.minimum.at(self.block_step_start, self.block, self.step_offset)
         np.maximum.at(self.block_obs_stop, self.block, self.obs_offset + self.length + 1)
         np.maximum.at(self.block_step_stop, self.block, self.step_offset + self.length)
+
+    def reopen(self, block_rows: int) -> _Snapshot:
+        """The latest commit of the same dataset."""
+        return _Snapshot(self.path, self.dataset_id, block_rows)
+
+    def read_block(self, block: int, reader: fmt.ShardReader) -> fmt.ShardRows:
+        """Read one block's rows from its shard."""
+        return reader.read_rows(
+            self.files[self.block_shard[block]],
+            slice(int(self.block_obs_start[block]), int(self.block_obs_stop[block])),
+            slice(int(self.block_step_start[block]), int(self.block_step_stop[block])),
+        )
 
     @functools.cached_property
     def texts(self) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +246,7 @@ class _BlockCache:
         key = (str(snap.files[snap.block_shard[block]]), int(snap.block_obs_start[block]))
         rows = self._blocks.pop(key, None)
         if rows is None:
-            rows = read_block(snap, block, self.reader)
+            rows = snap.read_block(block, self.reader)
             self._bytes += rows.nbytes
             while self._blocks and self._bytes > self.budget:
                 _, old = self._blocks.popitem(last=False)
@@ -238,15 +258,6 @@ class _BlockCache:
         self._blocks.clear()
         self._bytes = 0
         self.reader.close()
-
-
-def read_block(snap: _Snapshot, block: int, reader: fmt.ShardReader) -> fmt.ShardRows:
-    """Read one block's rows from its shard."""
-    return reader.read_rows(
-        snap.files[snap.block_shard[block]],
-        slice(int(snap.block_obs_start[block]), int(snap.block_obs_stop[block])),
-        slice(int(snap.block_step_start[block]), int(snap.block_step_stop[block])),
-    )
 
 
 def nest_infos(values: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -601,7 +612,7 @@ class Dataset:
 
     def refresh(self) -> Dataset:
         """Move to the latest commit (a view keeps its episodes that still exist); returns self."""
-        snap = _Snapshot(self._snap.path, self.id, self._block_rows)
+        snap = self._snap.reopen(self._block_rows)
         ids = None
         if self._view:
             ids = np.intersect1d(self._ids, snap.ids)
@@ -789,8 +800,22 @@ def _check_requirements(requirements: list[str]) -> None:
 # module functions
 
 
+def _is_minari_path(dataset_id: str | os.PathLike[str]) -> bool:
+    """A folder path (not a dataset id) holding a Minari dataset's ``data/metadata.json``."""
+    if not isinstance(dataset_id, os.PathLike):
+        try:
+            fmt.parse_dataset_id(dataset_id)
+            return False  # ids win over relative paths that happen to exist
+        except HarvestError:
+            pass
+    path = Path(dataset_id).expanduser()
+    return (path / "data" / fmt.METADATA_FILE).is_file() or (
+        path.name == "data" and (path / fmt.METADATA_FILE).is_file()
+    )
+
+
 def load_dataset(
-    dataset_id: str,
+    dataset_id: str | os.PathLike[str],
     download: bool = False,
     *,
     root: str | Path | None = None,
@@ -798,10 +823,13 @@ def load_dataset(
     cache_mb: float = DEFAULT_CACHE_BYTES / 2**20,
     block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> Dataset:
-    """Open a local dataset at its latest commit.
+    """Open a local dataset at its latest commit, or a Minari dataset folder read-only.
+
+    A path to a Minari dataset (the folder holding ``data/metadata.json``) opens it in place
+    without importing it (``curation.minari.open_minari``).
 
     Args:
-        dataset_id: ``[namespace/...]name-vN``.
+        dataset_id: ``[namespace/...]name-vN``, or a Minari dataset folder.
         download: pull it from the remote first when it is not here (a local copy wins).
         root: datasets root (default ``$HARVEST_DATASETS`` or ``~/.harvest/datasets``).
         remote: the remote to download from (default ``$HARVEST_REMOTE``).
@@ -813,7 +841,11 @@ def load_dataset(
         DatasetNotFoundError: no such dataset locally (nor, with ``download``, remotely).
         CorruptDatasetError: unreadable metadata or shard tables.
     """
-    path = fmt.dataset_path(dataset_id, root)
+    if _is_minari_path(dataset_id):
+        from curation.minari import open_minari
+
+        return open_minari(dataset_id, cache_mb=cache_mb, block_rows=block_rows)
+    path = fmt.dataset_path(str(dataset_id), root)
     if download and not (path / fmt.METADATA_FILE).exists():
         from curation.remotes import pull_dataset
 

@@ -238,6 +238,11 @@ def _write_linked(
     fmt.parse_dataset_id(new_dataset_id)
     path = fmt.dataset_path(new_dataset_id, root)
     for ds in parts:
+        if not ds._snap.native:
+            raise UsageError(
+                f"{ds.id!r} is a Minari dataset read in place; import it first "
+                "(curation.from_minari or curate import-minari), then combine or save that"
+            )
         if Path(ds._snap.path).resolve() == path.resolve():
             raise UsageError(
                 f"{new_dataset_id!r} is also a source of this operation; save to a new id"

@@ -241,7 +241,8 @@ class Pipeline:
         if num_workers < 0:
             raise ValueError(f"num_workers={num_workers} must be >= 0")
         self.dataset = dataset
-        self.num_workers = int(num_workers)
+        # another format read in place (a Minari dataset) is decoded in this process
+        self.num_workers = int(num_workers) if dataset._snap.native else 0
         self.mp_context = mp_context or (
             "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         )

@@ -75,7 +75,7 @@ def from_minari(
                     dataset_id=dataset_id,
                 )
             try:
-                writer.start(_metadata(src, data_dir), commit=False)
+                writer.start(import_metadata(src, data_dir), commit=False)
                 infos = False
                 with tqdm(
                     total=len(src.episode_ids), unit="ep", disable=not progress, leave=False
@@ -93,7 +93,8 @@ def from_minari(
     return load_dataset(dataset_id, root=root)
 
 
-def _metadata(src: MinariSource, data_dir: Path) -> dict[str, Any]:
+def import_metadata(src: MinariSource, data_dir: Path) -> dict[str, Any]:
+    """The metadata.json fields of a Minari dataset: its own fields, provenance, lineage."""
     from collector.collect import _versions
 
     meta = src.meta

@@ -129,6 +129,30 @@ class MinariSource:
         except (OSError, ValueError) as e:
             raise CorruptDatasetError(f"{file} is not readable JSON ({e})") from e
 
+    def episode_summary(self, episode_id: int) -> tuple[dict[str, Any], np.ndarray, bool, bool]:
+        """Metadata, rewards and the last step's termination and truncation of one episode.
+
+        What an episode index needs, without reading observations or actions.
+        """
+        meta = self.episode_metadata(episode_id)
+        where = f"{self.dataset_id or self.data_dir} episode {episode_id}"
+        if self.data_format == "hdf5":
+            try:
+                group = self._hdf5()[f"episode_{episode_id}"]
+                rew = group["rewards"][()]
+                term, trunc = (group[k][-1:] for k in ("terminations", "truncations"))
+            except KeyError as e:
+                raise CorruptDatasetError(f"{where}: missing {e}") from e
+        else:
+            cols = ("rewards", "terminations", "truncations")
+            table = _read_arrow(self.data_dir / str(episode_id), self.data_format, where, cols)
+            rows = table.num_rows - 1  # the padding row
+            rew, term, trunc = (
+                table.column(c).slice(0, rows).to_numpy(zero_copy_only=False) for c in cols
+            )
+            term, trunc = term[-1:], trunc[-1:]
+        return meta, np.asarray(rew, np.float64), bool(term.any()), bool(trunc.any())
+
     def read_episode(self, episode_id: int, new_id: int | None = None) -> fmt.EpisodeBatch:
         """One episode as a one-episode batch (its id ``new_id``, default the Minari id)."""
         meta = self.episode_metadata(episode_id)
@@ -354,7 +378,9 @@ def _arrow_value(array: Any, space: spaces.Space, where: str) -> Any:
     return array.to_numpy(zero_copy_only=False)
 
 
-def _read_arrow(folder: Path, data_format: str, where: str) -> Any:
+def _read_arrow(
+    folder: Path, data_format: str, where: str, columns: tuple[str, ...] | None = None
+) -> Any:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -372,10 +398,11 @@ def _read_arrow(folder: Path, data_format: str, where: str) -> Any:
             tables = []
             for p in parts:
                 with pa.memory_map(str(p)) as source:
-                    tables.append(pa.ipc.open_file(source).read_all())
+                    table = pa.ipc.open_file(source).read_all()
+                tables.append(table.select(list(columns)) if columns else table)
         else:
-            tables = [pq.read_table(p) for p in parts]
-    except (pa.ArrowException, OSError) as e:
+            tables = [pq.read_table(p, columns=list(columns) if columns else None) for p in parts]
+    except (pa.ArrowException, OSError, KeyError) as e:
         raise CorruptDatasetError(f"{where}: unreadable {ext} file ({e})") from e
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 

@@ -14,7 +14,12 @@ import pytest
 from gymnasium import spaces
 from minari_zoo import SEEDS, ZOO, assert_same, minari_record
 
-from collector.errors import CorruptDatasetError, DatasetExistsError, DatasetNotFoundError
+from collector.errors import (
+    CorruptDatasetError,
+    DatasetExistsError,
+    DatasetNotFoundError,
+    UsageError,
+)
 from curation.dataset import Dataset, load_dataset
 from curation.minari import MinariSource, from_minari, to_minari
 
@@ -308,3 +313,42 @@ def test_curate_import_minari(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     code = main(["import-minari", "zoo/box-v0", "--minari-root", str(tmp_path / "elsewhere")])
     _, err = capsys.readouterr()
     assert code == 1 and "no Minari dataset at 'zoo/box-v0'" in err and err.count("\n") == 1
+
+
+def _episodes_equal(a: Any, b: Any) -> None:
+    assert (a.id, a.seed, a.options) == (b.id, b.seed, b.options)
+    for field in ("observations", "actions", "rewards", "terminations", "truncations", "infos"):
+        assert_same(getattr(a, field), getattr(b, field), field)
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+def test_load_dataset_reads_a_minari_folder_in_place(tmp_path: Path, data_format: str) -> None:
+    import pickle
+
+    from curation.ops import combine_datasets
+
+    minari_record("zoo/deep-v0", ZOO["deep"], ZOO["dict"], episodes=6, data_format=data_format)
+    folder = tmp_path / "minari" / "zoo" / "deep-v0"
+    before = sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+    direct = load_dataset(folder)
+    imported = from_minari("zoo/deep-v0")
+    assert direct.id == "zoo/deep-v0" and direct.fingerprint is None
+    assert (direct.total_episodes, direct.total_steps) == (6, 18)
+    assert direct.metadata["record_infos"] is True
+    for a, b in zip(direct, imported, strict=True):
+        _episodes_equal(a, b)
+    assert list(direct.get_episode_metadata([2])) == list(imported.get_episode_metadata([2]))
+    np.testing.assert_array_equal(direct.episodes()["seed"], imported.episodes()["seed"])
+    assert direct.episode_sources()["source_id"].tolist() == list(range(6))
+    view = direct.filter_episodes("seed == 7")
+    assert view.episode_indices.tolist() == [2, 5]
+    _episodes_equal(view[1], imported[5])
+    batch = next(direct.pipeline(num_workers=2).batch_iter(4, 2, seed=0))
+    assert batch[2].shape == (4, 2)  # rewards
+    _episodes_equal(pickle.loads(pickle.dumps(direct))[3], imported[3])
+    _episodes_equal(direct.refresh()[0], imported[0])
+    with pytest.raises(UsageError, match="import it first"):
+        combine_datasets([direct, imported], "zoo/both-v0")
+    assert to_minari(direct, tmp_path / "again").is_dir()  # exporting reads only
+    assert load_dataset(folder / "data").total_episodes == 6
+    assert sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*")) == before
