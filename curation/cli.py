@@ -218,6 +218,7 @@ def _export(args: argparse.Namespace) -> int:
     path = to_minari(
         args.id,
         args.minari_root,
+        args.data_format,
         new_dataset_id=args.into,
         overwrite=args.overwrite,
         root=args.root,
@@ -366,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("minari",), default="minari", help="minari (default)")
     p.add_argument("--minari-root", metavar="PATH", help="default $MINARI_DATASETS_PATH or "
                    "~/.minari/datasets")  # fmt: skip
+    p.add_argument("--data-format", choices=("hdf5", "arrow", "parquet"), default="hdf5",
+                   help="Minari's storage format (default hdf5)")  # fmt: skip
     p.add_argument("--into", metavar="NEW_ID", help="the id in Minari (default: ID)")
     p.add_argument("--overwrite", action="store_true", help="replace that Minari dataset")
 

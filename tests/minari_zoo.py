@@ -28,7 +28,10 @@ ZOO: dict[str, spaces.Space] = {
 class ZooEnv(gym.Env):
     """Observations sampled from any space (seeded by reset), a few steps per episode."""
 
-    def __init__(self, obs: spaces.Space, act: spaces.Space | None = None) -> None:
+    def __init__(
+        self, obs: spaces.Space, act: spaces.Space | None = None, horizon: int = 3
+    ) -> None:
+        self.horizon = horizon
         self.observation_space = obs
         self.action_space = act or spaces.Discrete(2)
         self.t = 0
@@ -42,7 +45,7 @@ class ZooEnv(gym.Env):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         self.t += 1
         info = {"t": self.t, "nested": {"v": 0.5 * self.t}}
-        return self.observation_space.sample(), float(self.t), self.t >= 3, False, info
+        return self.observation_space.sample(), float(self.t), self.t >= self.horizon, False, info
 
 
 def assert_same(ours: Any, theirs: Any, where: str = "") -> None:

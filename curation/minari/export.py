@@ -28,8 +28,11 @@ from curation.minari import layout
 
 __all__ = ["to_minari"]
 
-#: Stamped when no space is image-like: minari 0.5.2 to 0.5.4 all read this layout.
-_STAMP = "0.5.2"
+#: Stamped when no space is image-like: the oldest Minari that reads the format (0.5.2
+#: for hdf5 and arrow; parquet arrived in 0.5.3).
+_STAMPS = {"hdf5": "0.5.2", "arrow": "0.5.2", "parquet": "0.5.3"}
+#: Minari's arrow reader splits longer episodes across record batches and misaligns them.
+ARROW_MAX_ROWS = 32_767
 #: Raw (not JPEG) image leaves need the ``jpeg_encoding`` flag, which only 0.5.4 honours.
 _STAMP_RAW_IMAGES = "0.5.4"
 
@@ -53,6 +56,25 @@ def _write_space_data(group: h5py.Group, name: str, space: spaces.Space, value: 
             spaces.MultiBinary: np.int8,
         }.get(type(space), space.dtype)
         group.create_dataset(name, data=np.asarray(value, dtype=dtype))
+
+
+def minari_infos(infos: Mapping[str, Any]) -> dict[str, Any]:
+    """Our nested infos in Minari's model: ``_key`` presence masks dropped where all True.
+
+    Minari has no masks (its infos must keep one structure); a mask with a False row is
+    kept, so that the zeros written there are not mistaken for data.
+    """
+    masks = {f"_{k}" for k, v in infos.items() if not isinstance(v, Mapping)} & set(infos)
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        if key in masks:
+            if not np.all(value):
+                out[key] = value
+        elif isinstance(value, Mapping):
+            out[key] = minari_infos(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _write_infos(group: h5py.Group, infos: Mapping[str, Any]) -> None:
@@ -98,13 +120,13 @@ def _episode_attrs(ep: EpisodeData, new_id: int) -> dict[str, Any]:
     return attrs
 
 
-def _metadata(ds: Dataset, dataset_id: str, data_dir: Path) -> dict[str, Any]:
+def _metadata(ds: Dataset, dataset_id: str, data_dir: Path, data_format: str) -> dict[str, Any]:
     src = ds.metadata
     images = layout.has_image(ds.observation_space) or layout.has_image(ds.action_space)
     meta: dict[str, Any] = {
         "total_episodes": int(ds.total_episodes),
         "total_steps": int(ds.total_steps),
-        "data_format": "hdf5",
+        "data_format": data_format,
         "jpeg_encoding": False,  # frames are stored raw
         "observation_space": json.dumps(minari_space_json(ds.observation_space)),
         "action_space": json.dumps(minari_space_json(ds.action_space)),
@@ -122,7 +144,7 @@ def _metadata(ds: Dataset, dataset_id: str, data_dir: Path) -> dict[str, Any]:
     for key in ("code_permalink", "algorithm_name", "description", "requirements"):
         if src.get(key) is not None:
             meta[key] = src[key]
-    meta["minari_version"] = _STAMP_RAW_IMAGES if images else _STAMP
+    meta["minari_version"] = _STAMP_RAW_IMAGES if images else _STAMPS[data_format]
     if src.get("eval_env_spec"):
         spec = src["eval_env_spec"]
         meta["eval_env_spec"] = spec if isinstance(spec, str) else json.dumps(spec)
@@ -130,6 +152,124 @@ def _metadata(ds: Dataset, dataset_id: str, data_dir: Path) -> dict[str, Any]:
         if src.get(key) is not None:
             meta[key] = src[key]
     return meta
+
+
+def _write_hdf5(ds: Dataset, data_dir: Path) -> None:
+    """``main_data.hdf5``: one ``episode_{i}`` group per episode, as Minari's HDF5 storage."""
+    with h5py.File(data_dir / layout.HDF5_FILE, "w", track_order=True) as f:
+        for new_id, ep in enumerate(ds.iterate_episodes()):
+            group = f.create_group(f"episode_{new_id}")
+            group.attrs.update(_episode_attrs(ep, new_id))
+            _write_space_data(group, "observations", ds.observation_space, ep.observations)
+            _write_space_data(group, "actions", ds.action_space, ep.actions)
+            group.create_dataset("rewards", data=np.asarray(ep.rewards, np.float64))
+            group.create_dataset("terminations", data=np.asarray(ep.terminations, bool))
+            group.create_dataset("truncations", data=np.asarray(ep.truncations, bool))
+            _write_infos(group.create_group("infos"), minari_infos(ep.infos))
+
+
+def _check_arrow(ds: Dataset) -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as e:
+        raise UsageError(
+            "writing Minari's arrow/parquet formats needs pyarrow: pip install 'harvest[minari]'"
+        ) from e
+    lengths = ds.episodes()["length"]
+    if len(lengths) and lengths.max() + 1 > ARROW_MAX_ROWS:
+        episode = int(ds.episode_indices[int(np.argmax(lengths))])
+        raise UsageError(
+            f"episode {episode} of {ds.id!r} has {int(lengths.max())} steps; Minari's arrow "
+            f"reader misreads episodes of more than {ARROW_MAX_ROWS - 1} steps: export with "
+            "data_format='hdf5'"
+        )
+
+
+def _write_arrow(ds: Dataset, data_dir: Path, data_format: str) -> None:
+    """``data/<i>/part-0.<fmt>`` plus ``data/<i>/metadata.json`` per episode, as Minari's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for new_id, ep in enumerate(ds.iterate_episodes()):
+        rows, pad = len(ep) + 1, 1
+        columns = {
+            "observations": _arrow_array(ds.observation_space, ep.observations, 0),
+            "actions": _arrow_array(ds.action_space, ep.actions, pad),
+            "rewards": pa.array(np.pad(np.asarray(ep.rewards, np.float64), (0, pad))),
+            "terminations": pa.array(np.pad(np.asarray(ep.terminations, bool), (0, pad))),
+            "truncations": pa.array(np.pad(np.asarray(ep.truncations, bool), (0, pad))),
+        }
+        infos = minari_infos(ep.infos)
+        if infos:
+            columns["infos"] = _arrow_infos(infos)
+        table = pa.Table.from_pydict(columns)
+        assert table.num_rows == rows
+        folder = data_dir / str(new_id)
+        folder.mkdir()
+        if data_format == "arrow":
+            with pa.OSFile(str(folder / "part-0.arrow"), "wb") as sink:
+                with pa.ipc.new_file(sink, table.schema) as writer:
+                    writer.write_table(table, max_chunksize=rows)
+        else:
+            pq.write_table(table, folder / "part-0.parquet")
+        meta = {
+            key: (int(value) if key in ("id", "total_steps") else value)
+            for key, value in _episode_attrs(ep, new_id).items()
+            if "/" not in key
+        }
+        if ep.options:
+            meta["options"] = ep.options
+        (folder / layout.METADATA_FILE).write_text(json.dumps(layout.strict_json(meta)))
+
+
+def _arrow_array(space: spaces.Space, value: Any, pad: int) -> Any:
+    """One space's rows as Minari's arrow encoding (struct, fixed-size list, string)."""
+    import pyarrow as pa
+
+    if isinstance(space, spaces.Dict):
+        keys = list(space.spaces)
+        return pa.StructArray.from_arrays(
+            [_arrow_array(space[k], value[k], pad) for k in keys], names=keys
+        )
+    if isinstance(space, spaces.Tuple):
+        return pa.StructArray.from_arrays(
+            [_arrow_array(sub, value[i], pad) for i, sub in enumerate(space.spaces)],
+            names=[str(i) for i in range(len(space.spaces))],
+        )
+    if isinstance(space, spaces.Text):
+        return pa.array(list(value) + [None] * pad, type=pa.string())
+    if isinstance(space, spaces.Discrete):
+        return pa.array(np.pad(np.asarray(value, np.int64), (0, pad)))
+    dtype = np.int8 if isinstance(space, spaces.MultiBinary) else space.dtype
+    arr = np.asarray(value, dtype).reshape(len(value), -1)
+    arr = np.pad(arr, ((0, pad), (0, 0)))
+    kind = pa.list_(pa.from_numpy_dtype(arr.dtype), list_size=arr.shape[1])
+    return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), type=kind)
+
+
+def _arrow_infos(infos: Mapping[str, Any]) -> Any:
+    """Infos as Minari's arrow struct; array leaves keep their row shape in field metadata."""
+    import pyarrow as pa
+
+    arrays, fields = [], []
+    for key, value in infos.items():
+        if isinstance(value, Mapping):
+            array = _arrow_infos(value)
+            field = pa.field(key, array.type)
+        else:
+            value = np.asarray(value)
+            if value.ndim == 1:
+                array = pa.array(value)
+                field = pa.field(key, array.type)
+            else:
+                shape = ",".join(str(n) for n in value.shape[1:])
+                flat = value.reshape(len(value), -1)
+                kind = pa.list_(pa.from_numpy_dtype(flat.dtype), list_size=flat.shape[1])
+                array = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), type=kind)
+                field = pa.field(key, kind, metadata={"shape": shape})
+        arrays.append(array)
+        fields.append(field)
+    return pa.StructArray.from_arrays(arrays, fields=fields)
 
 
 def to_minari(
@@ -151,7 +291,7 @@ def to_minari(
         dataset: a ``Dataset`` or a local dataset id.
         minari_root: Minari's datasets folder (default ``$MINARI_DATASETS_PATH`` or
             ``~/.minari/datasets``).
-        data_format: ``"hdf5"`` (Minari's default).
+        data_format: ``"hdf5"`` (Minari's default), ``"arrow"`` or ``"parquet"``.
         new_dataset_id: the id in Minari (default: the dataset's own id).
         overwrite: replace a Minari dataset with that id.
         root: harvest datasets root, when ``dataset`` is an id.
@@ -160,15 +300,17 @@ def to_minari(
         The Minari dataset folder.
 
     Raises:
-        UsageError: an unsupported ``data_format``, or an id Minari cannot parse.
+        UsageError: an unknown ``data_format``, an id Minari cannot parse, or (arrow and
+            parquet) an episode too long for Minari's arrow reader.
         DatasetExistsError: the Minari dataset exists and ``overwrite`` is false.
     """
+    if data_format not in layout.FORMATS:
+        raise UsageError(
+            f"to_minari(data_format={data_format!r}): Minari's formats are {layout.FORMATS}"
+        )
     ds = load_dataset(dataset, root=root) if isinstance(dataset, str) else dataset
     if data_format != "hdf5":
-        raise UsageError(
-            f"to_minari(data_format={data_format!r}): only 'hdf5' is written so far; arrow and "
-            "parquet export are not built yet"
-        )
+        _check_arrow(ds)
     dataset_id = new_dataset_id or ds.id
     layout.check_minari_id(dataset_id)
     base = layout.resolve_minari_root(minari_root)
@@ -183,17 +325,11 @@ def to_minari(
     data_dir = staging / layout.DATA_DIR
     try:
         data_dir.mkdir(parents=True)
-        with h5py.File(data_dir / layout.HDF5_FILE, "w", track_order=True) as f:
-            for new_id, ep in enumerate(ds.iterate_episodes()):
-                group = f.create_group(f"episode_{new_id}")
-                group.attrs.update(_episode_attrs(ep, new_id))
-                _write_space_data(group, "observations", ds.observation_space, ep.observations)
-                _write_space_data(group, "actions", ds.action_space, ep.actions)
-                group.create_dataset("rewards", data=np.asarray(ep.rewards, np.float64))
-                group.create_dataset("terminations", data=np.asarray(ep.terminations, bool))
-                group.create_dataset("truncations", data=np.asarray(ep.truncations, bool))
-                _write_infos(group.create_group("infos"), ep.infos)
-        meta = _metadata(ds, dataset_id, data_dir)
+        if data_format == "hdf5":
+            _write_hdf5(ds, data_dir)
+        else:
+            _write_arrow(ds, data_dir, data_format)
+        meta = _metadata(ds, dataset_id, data_dir, data_format)
         (data_dir / layout.METADATA_FILE).write_text(json.dumps(meta))
         if target.exists():
             shutil.rmtree(target)

@@ -32,10 +32,13 @@ def record(dataset_id: str, obs: spaces.Space, episodes: int = 3, **kw: Any) -> 
     return dataset_id
 
 
+@pytest.mark.parametrize("data_format", ["hdf5", "arrow", "parquet"])
 @pytest.mark.parametrize("kind", sorted(ZOO))
-def test_minari_opens_every_space_kind_equal_to_ours(kind: str, tmp_path: Path) -> None:
+def test_minari_opens_every_space_kind_equal_to_ours(
+    kind: str, data_format: str, tmp_path: Path
+) -> None:
     dataset_id = record(f"zoo/{kind}-v0", ZOO[kind])
-    to_minari(dataset_id, tmp_path)
+    to_minari(dataset_id, tmp_path, data_format)
     ours = load_dataset(dataset_id)
     mds = _load(tmp_path, dataset_id)
     assert mds.total_episodes == ours.total_episodes and mds.total_steps == ours.total_steps
@@ -51,6 +54,7 @@ def test_minari_opens_every_space_kind_equal_to_ours(kind: str, tmp_path: Path) 
         assert meta["options"] == {"level": ep.options["level"], "cfg": {"k": 1.5}}
         assert meta["rewards_sum"] == pytest.approx(float(ep.rewards.sum()))
         np.testing.assert_array_equal(theirs.infos["t"], ep.infos["t"])
+        assert "_t" not in theirs.infos  # presence masks that are all True stay ours
 
 
 def _load(root: Path, dataset_id: str) -> Any:
@@ -96,8 +100,26 @@ def test_minari_tools_work_on_an_export(
     to_minari("zoo/box-v0", overwrite=True)
     with pytest.raises(UsageError, match="at least two characters"):
         to_minari("zoo/box-v0", new_dataset_id="z/box-v0")
-    with pytest.raises(UsageError, match="only 'hdf5'"):
-        to_minari("zoo/box-v0", data_format="arrow")
+    with pytest.raises(UsageError, match="Minari's formats are"):
+        to_minari("zoo/box-v0", data_format="zarr")
+
+
+def test_arrow_export_refuses_episodes_minari_would_misread(tmp_path: Path) -> None:
+    env = DataCollector(ZooEnv(ZOO["box"], horizon=32_766))
+    env.reset(seed=0)
+    for _ in range(32_766):
+        env.step(0)
+    env.create_dataset("zoo/long-v0")
+    to_minari("zoo/long-v0", tmp_path, "arrow")  # 32,767 rows: still one record batch
+    assert len(_load(tmp_path, "zoo/long-v0")[0]) == 32_766
+    env = DataCollector(ZooEnv(ZOO["box"], horizon=32_767))
+    env.reset(seed=0)
+    for _ in range(32_767):
+        env.step(0)
+    env.create_dataset("zoo/longer-v0")
+    with pytest.raises(UsageError, match="episode 0 of 'zoo/longer-v0' has 32767 steps"):
+        to_minari("zoo/longer-v0", tmp_path, "parquet")
+    assert to_minari("zoo/longer-v0", tmp_path).is_dir()  # hdf5 has no such limit
 
 
 def test_curate_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -108,6 +130,10 @@ def test_curate_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out, _ = capsys.readouterr()
     assert code == 0 and out.endswith(f"to {tmp_path / 'm' / 'zoo' / 'cartpole-v0'}\n")
     assert _load(tmp_path / "m", "zoo/cartpole-v0").total_episodes == 2
+    argv = ["export", "zoo/cartpole-v0", "--data-format", "parquet", "--into", "zoo/pq-v0"]
+    assert main([*argv, "--minari-root", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    assert _load(tmp_path / "m", "zoo/pq-v0").storage.metadata["data_format"] == "parquet"
     code = main(["export", "zoo/cartpole-v0", "--minari-root", str(tmp_path / "m")])
     _, err = capsys.readouterr()
     assert code == 1 and "already exists" in err and err.count("\n") == 1
