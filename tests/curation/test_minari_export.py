@@ -137,3 +137,19 @@ def test_curate_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["export", "zoo/cartpole-v0", "--minari-root", str(tmp_path / "m")])
     _, err = capsys.readouterr()
     assert code == 1 and "already exists" in err and err.count("\n") == 1
+
+
+def test_minari_cli_lists_and_shows_an_export(tmp_path: Path) -> None:
+    from minari.cli import app
+    from typer.testing import CliRunner
+
+    record_cartpole("zoo/cartpole-v0", 3)
+    to_minari("zoo/cartpole-v0")
+    to_minari("zoo/cartpole-v0", data_format="parquet", new_dataset_id="zoo/parquet-v0")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["list", "local", "--all"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    assert "zoo/cartpole-v0" in listed.output and "zoo/parquet-v0" in listed.output
+    shown = runner.invoke(app, ["show", "zoo/parquet-v0"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "CartPole-v1" in shown.output and "supported" in shown.output
