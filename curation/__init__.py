@@ -4,7 +4,8 @@ Public API: ``load_dataset``, ``list_local_datasets``, ``delete_dataset``, ``Dat
 ``EpisodeData``, the MineRL-style training iterators via ``Dataset.pipeline()``, and curation:
 ``combine_datasets``, ``split_dataset``, ``Dataset.filter_episodes`` (a callable or an
 expression), ``Dataset.save`` and ``run_recipe``; remotes: ``push_dataset``, ``pull_dataset``,
-``list_remote_datasets``, ``delete_remote_dataset`` and ``open_remote``.
+``list_remote_datasets``, ``delete_remote_dataset`` and ``open_remote``; Minari:
+``from_minari``, ``to_minari`` and ``open_minari``.
 """
 
 from curation.dataset import (
@@ -15,6 +16,7 @@ from curation.dataset import (
     list_local_datasets,
     load_dataset,
 )
+from curation.minari import from_minari, open_minari, to_minari
 from curation.ops import combine_datasets, save_dataset, split_dataset
 from curation.recipes import run_recipe
 from curation.remotes import (
@@ -32,13 +34,16 @@ __all__ = [
     "combine_datasets",
     "delete_dataset",
     "delete_remote_dataset",
+    "from_minari",
     "list_local_datasets",
     "list_remote_datasets",
     "load_dataset",
+    "open_minari",
     "open_remote",
     "pull_dataset",
     "push_dataset",
     "run_recipe",
     "save_dataset",
     "split_dataset",
+    "to_minari",
 ]
