@@ -70,25 +70,20 @@ def assert_equal_to_minari(ours: Dataset, theirs: Any, *, infos: bool = True) ->
             assert ep.infos == {} and their.infos == {}
 
 
+@pytest.mark.parametrize("record_infos", [True, False], ids=["infos", "no-infos"])
 @pytest.mark.parametrize("data_format", FORMATS)
 @pytest.mark.parametrize("kind", sorted(ZOO))
-def test_every_space_kind_and_format_imports_equal_to_minari(kind: str, data_format: str) -> None:
+def test_every_space_kind_and_format_imports_equal_to_minari(
+    kind: str, data_format: str, record_infos: bool
+) -> None:
     dataset_id = f"zoo/{kind}-{data_format}-v0"
     # Minari's arrow writer cannot store JPEG actions (it pads actions with a missing row)
     act = None if kind == "image" and data_format != "hdf5" else ZOO[kind]
-    minari_record(dataset_id, ZOO[kind], act, data_format=data_format)
+    minari_record(dataset_id, ZOO[kind], act, data_format=data_format, record_infos=record_infos)
     ours = from_minari(dataset_id)
-    assert ours.id == dataset_id and ours.metadata["record_infos"] is True
-    assert_equal_to_minari(ours, minari.load_dataset(dataset_id))
+    assert ours.id == dataset_id and ours.metadata["record_infos"] is record_infos
+    assert_equal_to_minari(ours, minari.load_dataset(dataset_id), infos=record_infos)
     assert [ep.seed for ep in ours] == list(SEEDS)
-
-
-@pytest.mark.parametrize("data_format", FORMATS)
-def test_without_record_infos(data_format: str) -> None:
-    minari_record("zoo/plain-v0", ZOO["dict"], data_format=data_format, record_infos=False)
-    ours = from_minari("zoo/plain-v0")
-    assert ours.metadata["record_infos"] is False
-    assert_equal_to_minari(ours, minari.load_dataset("zoo/plain-v0"), infos=False)
 
 
 @pytest.mark.parametrize("data_format", FORMATS)
