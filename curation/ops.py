@@ -16,7 +16,8 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +225,38 @@ class _Copies:
         self.batches, self.files = [], []
 
 
+@contextmanager
+def new_dataset_writer(
+    dataset_id: str, root: str | Path | None, overwrite: bool
+) -> Iterator[fmt.DatasetWriter]:
+    """The writer of a dataset built whole (curation, imports), to be committed in the block.
+
+    Refuses an existing id unless ``overwrite``. If the block raises, a new id leaves no
+    folder behind; an overwritten dataset keeps its last commit (the files written for the
+    failed build are unreferenced, and the next writer removes them).
+
+    Raises:
+        DatasetExistsError: ``dataset_id`` exists and ``overwrite`` is false.
+        LockHeldError: another writer holds ``dataset_id``.
+    """
+    fmt.parse_dataset_id(dataset_id)
+    path = fmt.dataset_path(dataset_id, root)
+    existed = path.exists()
+    with fmt.DatasetWriter(dataset_id, root) as writer:
+        if writer.exists and not overwrite:
+            raise DatasetExistsError(
+                f"dataset {dataset_id!r} already exists at {path}; pick another id or pass "
+                "overwrite=True (--overwrite)",
+                dataset_id=dataset_id,
+            )
+        try:
+            yield writer
+        except BaseException:
+            if not existed:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+
+
 def _write_linked(
     parts: Sequence[Dataset],
     new_dataset_id: str,
@@ -248,42 +281,28 @@ def _write_linked(
                 f"{new_dataset_id!r} is also a source of this operation; save to a new id"
             )
     sources: list[dict[str, Any]] = []
-    existed, committed = path.exists(), False
-    with fmt.DatasetWriter(new_dataset_id, root) as writer:
-        if writer.exists and not overwrite:
-            raise DatasetExistsError(
-                f"dataset {new_dataset_id!r} already exists at {path}; pick another id or "
-                "pass overwrite=True (--overwrite)",
-                dataset_id=new_dataset_id,
-            )
-        try:
-            meta["lineage"] = {"operation": operation, "sources": sources}
-            writer.start(meta, commit=False)
-            copies = _Copies(writer)
-            next_id = 0
-            for ds in parts:
-                sources.append(_source_entry(ds, next_id))
-                snap, pos = ds._snap, ds._pos
-                new = next_id + np.arange(len(pos), dtype=np.int64)
-                shards = snap.shard[pos]
-                for s in np.unique(shards).tolist():
-                    sel = shards == s
-                    entry = snap.meta["shards"][s]
-                    stored = snap.stored_id[pos[sel]]
-                    if snap.length[pos[sel]].sum() >= LINK_MIN_FRACTION * entry["step_rows"]:
-                        runs = fmt.id_map_runs(stored, new[sel])
-                        writer.link_shard(snap.files[s], entry, runs)
-                    else:
-                        copies.add(snap.files[s], entry, stored, new[sel])
-                next_id += len(pos)
-            copies.flush()
-            writer.commit()
-            committed = True
-        except BaseException:
-            # linked files of a failed build are unreferenced: the next writer removes them
-            if not existed and not committed:
-                shutil.rmtree(path, ignore_errors=True)
-            raise
+    with new_dataset_writer(new_dataset_id, root, overwrite) as writer:
+        meta["lineage"] = {"operation": operation, "sources": sources}
+        writer.start(meta, commit=False)
+        copies = _Copies(writer)
+        next_id = 0
+        for ds in parts:
+            sources.append(_source_entry(ds, next_id))
+            snap, pos = ds._snap, ds._pos
+            new = next_id + np.arange(len(pos), dtype=np.int64)
+            shards = snap.shard[pos]
+            for s in np.unique(shards).tolist():
+                sel = shards == s
+                entry = snap.meta["shards"][s]
+                stored = snap.stored_id[pos[sel]]
+                if snap.length[pos[sel]].sum() >= LINK_MIN_FRACTION * entry["step_rows"]:
+                    runs = fmt.id_map_runs(stored, new[sel])
+                    writer.link_shard(snap.files[s], entry, runs)
+                else:
+                    copies.add(snap.files[s], entry, stored, new[sel])
+            next_id += len(pos)
+        copies.flush()
+        writer.commit()
     return load_dataset(new_dataset_id, root=root)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from collector import format as fmt
-from collector.errors import DatasetExistsError, UsageError
+from collector.errors import UsageError
 from curation.dataset import Dataset, load_dataset
 from curation.minari import layout
 from curation.minari.source import MinariSource
+from curation.ops import new_dataset_writer
 
 __all__ = ["from_minari"]
 
@@ -64,32 +64,17 @@ def from_minari(
             raise UsageError(
                 f"{data_dir / layout.METADATA_FILE} has no dataset_id; pass new_dataset_id="
             )
-        fmt.parse_dataset_id(dataset_id)
-        path = fmt.dataset_path(dataset_id, root)
-        existed, committed = path.exists(), False
-        with fmt.DatasetWriter(dataset_id, root) as writer:
-            if writer.exists and not overwrite:
-                raise DatasetExistsError(
-                    f"dataset {dataset_id!r} already exists at {path}; pick another id "
-                    "(new_dataset_id=) or pass overwrite=True (--overwrite)",
-                    dataset_id=dataset_id,
-                )
-            try:
-                writer.start(import_metadata(src, data_dir), commit=False)
-                infos = False
-                with tqdm(
-                    total=len(src.episode_ids), unit="ep", disable=not progress, leave=False
-                ) as bar:
-                    for batch in src.iter_batches(SHARD_BYTES):
-                        infos = infos or batch.infos is not None
-                        writer.write_shard(batch, compression)
-                        bar.update(batch.num_episodes)
-                writer.commit(record_infos=infos)
-                committed = True
-            except BaseException:
-                if not existed and not committed:
-                    shutil.rmtree(path, ignore_errors=True)
-                raise
+        with new_dataset_writer(dataset_id, root, overwrite) as writer:
+            writer.start(import_metadata(src, data_dir), commit=False)
+            infos = False
+            with tqdm(
+                total=len(src.episode_ids), unit="ep", disable=not progress, leave=False
+            ) as bar:
+                for batch in src.iter_batches(SHARD_BYTES):
+                    infos = infos or batch.infos is not None
+                    writer.write_shard(batch, compression)
+                    bar.update(batch.num_episodes)
+            writer.commit(record_infos=infos)
     return load_dataset(dataset_id, root=root)
 
 

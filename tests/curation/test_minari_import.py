@@ -274,6 +274,16 @@ def test_errors_are_one_line_and_leave_nothing(tmp_path: Path, datasets_root: Pa
 
     data_dir = tmp_path / "minari" / "zoo" / "box-v0" / "data"
     hdf5 = data_dir / "main_data.hdf5"
+    good = hdf5.read_bytes()
+    with h5py.File(hdf5, "a") as f:
+        del f["episode_2/rewards"]  # found only after two episodes were read
+    with pytest.raises(CorruptDatasetError, match="zoo/box-v0 episode 2: missing"):
+        from_minari("zoo/box-v0", "zoo/partial-v0")
+    assert not (datasets_root / "zoo" / "partial-v0").exists()
+    with pytest.raises(CorruptDatasetError):
+        from_minari("zoo/box-v0", overwrite=True)
+    assert load_dataset("zoo/box-v0").total_episodes == 3  # the last commit stays
+    hdf5.write_bytes(good)
     hdf5.write_bytes(hdf5.read_bytes()[:2000])  # truncated
     with pytest.raises(CorruptDatasetError, match="not a readable HDF5 file"):
         from_minari(data_dir.parent, "zoo/truncated-v0")
