@@ -179,7 +179,12 @@ class MinariSource:
             [meta.get("options")],
             [extra or None],
         )
-        info_cols = {n: v for n, v in infos.items() if len(v) == length + 1} if infos else None
+        info_cols: dict[str, np.ndarray] = {}
+        for name, value in (infos or {}).items():
+            if len(value) == length + 1:
+                info_cols[name] = value
+            else:
+                self._warn(name, f"{len(value)} rows where the episode has {length + 1}")
         return fmt.EpisodeBatch(
             observations=self._columns(self.observation_space, obs, length + 1, where),
             actions=self._columns(self.action_space, act, length, where),
