@@ -21,7 +21,7 @@ from collector import format as fmt
 from curation.dataset import DEFAULT_BLOCK_ROWS, DEFAULT_CACHE_BYTES, Dataset, _Snapshot
 from curation.minari import layout
 from curation.minari.importer import import_metadata
-from curation.minari.source import MinariSource
+from curation.minari.source import RESERVED, MinariSource
 
 __all__ = ["open_minari"]
 
@@ -54,9 +54,7 @@ class MinariSnapshot(_Snapshot):
             if isinstance(seed, int) and seed >= 0:
                 self.seed[i], self.has_seed[i] = seed, True
             options.append(_json(meta.get("options")))
-            extra = {k: v for k, v in meta.items() if k not in ("id", "total_steps", "seed")}
-            extra.pop("options", None)
-            extras.append(_json(extra or None))
+            extras.append(_json({k: v for k, v in meta.items() if k not in RESERVED} or None))
         self.texts = (np.asarray(options, object), np.asarray(extras, object))
         self.ids = np.arange(n, dtype=np.int64)  # numbered 0..N-1, as an import numbers them
         self.stored_id = minari_ids

@@ -35,7 +35,8 @@ from curation.minari import layout
 __all__ = ["MinariSource"]
 
 _EPISODE_GROUP = re.compile(r"episode_(\d+)")
-_RESERVED = ("id", "total_steps", "seed", "options")
+#: Per-episode metadata keys that are not callback fields.
+RESERVED = ("id", "total_steps", "seed", "options")
 
 
 class MinariSource:
@@ -168,7 +169,7 @@ class MinariSource:
                 f"truncations and {_rows(obs)} observations do not fit one episode"
             )
         seed = meta.get("seed")
-        extra = {k: v for k, v in meta.items() if k not in _RESERVED}
+        extra = {k: v for k, v in meta.items() if k not in RESERVED}
         table = fmt.make_table(
             [episode_id if new_id is None else new_id],
             [int(seed) if isinstance(seed, int) and seed >= 0 else None],
