@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,24 +64,23 @@ def from_minari(
                 f"{data_dir / layout.METADATA_FILE} has no dataset_id; pass new_dataset_id="
             )
         with new_dataset_writer(dataset_id, root, overwrite) as writer:
-            writer.start(import_metadata(src, data_dir), commit=False)
+            writer.start(import_metadata(src), commit=False)
             infos = False
             with tqdm(
                 total=len(src.episode_ids), unit="ep", disable=not progress, leave=False
             ) as bar:
-                for batch in src.iter_batches(SHARD_BYTES):
+                for batch in src.iter_batches(SHARD_BYTES, on_episode=bar.update):
                     infos = infos or batch.infos is not None
                     writer.write_shard(batch, compression)
-                    bar.update(batch.num_episodes)
             writer.commit(record_infos=infos)
     return load_dataset(dataset_id, root=root)
 
 
-def import_metadata(src: MinariSource, data_dir: Path) -> dict[str, Any]:
+def import_metadata(src: MinariSource) -> dict[str, Any]:
     """The metadata.json fields of a Minari dataset: its own fields, provenance, lineage."""
     from collector.collect import _versions
 
-    meta = src.meta
+    meta, data_dir = src.meta, src.data_dir
     fields: dict[str, Any] = {}
     for key in fmt.AUTHOR_FIELDS:
         value = meta.get(key)

@@ -69,7 +69,7 @@ class MinariSnapshot(_Snapshot):
         self.info_schema = {
             k: (np.dtype(v["dtype"]), tuple(v["shape"])) for k, v in (schema or {}).items()
         }
-        self.meta = import_metadata(src, data_dir)
+        self.meta = import_metadata(src)
         self.meta.update(
             dataset_id=self.dataset_id,
             record_infos=bool(schema),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,15 +115,7 @@ class MinariSource:
     def episode_metadata(self, episode_id: int) -> dict[str, Any]:
         """Minari's per-episode metadata: id, total_steps, seed, options and callback fields."""
         if self.data_format == "hdf5":
-            attrs = dict(self._hdf5()[f"episode_{episode_id}"].attrs)
-            meta: dict[str, Any] = {}
-            for name, value in attrs.items():
-                node = meta
-                *parents, leaf = name.split("/")
-                for p in parents:
-                    node = node.setdefault(p, {})
-                node[leaf] = value
-            return layout.strict_json(meta)
+            return _attrs_metadata(self._group(episode_id).attrs)
         file = self.data_dir / str(episode_id) / layout.METADATA_FILE
         try:
             return layout.strict_json(json.loads(file.read_text(encoding="utf-8")))
@@ -135,16 +127,17 @@ class MinariSource:
 
         What an episode index needs, without reading observations or actions.
         """
-        meta = self.episode_metadata(episode_id)
-        where = f"{self.dataset_id or self.data_dir} episode {episode_id}"
+        where = self._where(episode_id)
         if self.data_format == "hdf5":
+            group = self._group(episode_id)
+            meta = _attrs_metadata(group.attrs)
             try:
-                group = self._hdf5()[f"episode_{episode_id}"]
                 rew = group["rewards"][()]
                 term, trunc = (group[k][-1:] for k in ("terminations", "truncations"))
             except KeyError as e:
                 raise CorruptDatasetError(f"{where}: missing {e}") from e
         else:
+            meta = self.episode_metadata(episode_id)
             cols = ("rewards", "terminations", "truncations")
             table = _read_arrow(self.data_dir / str(episode_id), self.data_format, where, cols)
             rows = table.num_rows - 1  # the padding row
@@ -156,11 +149,13 @@ class MinariSource:
 
     def read_episode(self, episode_id: int, new_id: int | None = None) -> fmt.EpisodeBatch:
         """One episode as a one-episode batch (its id ``new_id``, default the Minari id)."""
-        meta = self.episode_metadata(episode_id)
-        where = f"{self.dataset_id or self.data_dir} episode {episode_id}"
+        where = self._where(episode_id)
         if self.data_format == "hdf5":
-            obs, act, rew, term, trunc, infos = self._hdf5_episode(episode_id, where)
+            group = self._group(episode_id)  # looked up once: per-object cost dominates
+            meta = _attrs_metadata(group.attrs)
+            obs, act, rew, term, trunc, infos = self._hdf5_episode(group, where)
         else:
+            meta = self.episode_metadata(episode_id)
             obs, act, rew, term, trunc, infos = self._arrow_episode(episode_id, where)
         length = len(rew)
         if len(term) != length or len(trunc) != length or _rows(obs) != length + 1:
@@ -198,14 +193,22 @@ class MinariSource:
         )
 
     def iter_batches(
-        self, target_bytes: int = 64 << 20, episode_ids: list[int] | None = None
+        self,
+        target_bytes: int = 64 << 20,
+        episode_ids: list[int] | None = None,
+        on_episode: Callable[[int], object] | None = None,
     ) -> Iterator[fmt.EpisodeBatch]:
-        """Episodes in id order, numbered 0..N-1, in batches of about ``target_bytes``."""
+        """Episodes in id order, numbered 0..N-1, in batches of about ``target_bytes``.
+
+        ``on_episode(1)`` is called as each episode is read (e.g. a progress bar's update).
+        """
         pending: list[fmt.EpisodeBatch] = []
         size = 0
         chosen = self._ids if episode_ids is None else episode_ids
         for new_id, i in enumerate(chosen):
             batch = self.read_episode(i, new_id)
+            if on_episode is not None:
+                on_episode(1)
             pending.append(batch)
             size += batch.nbytes
             if size >= target_bytes:
@@ -226,6 +229,9 @@ class MinariSource:
             ) from e
         return store
 
+    def _where(self, episode_id: int) -> str:
+        return f"{self.dataset_id or self.data_dir} episode {episode_id}"
+
     def _warn(self, key: str, why: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -237,8 +243,13 @@ class MinariSource:
 
     # -- HDF5 ----------------------------------------------------------------------------------
 
-    def _hdf5_episode(self, episode_id: int, where: str) -> tuple[Any, ...]:
-        group = self._hdf5()[f"episode_{episode_id}"]
+    def _group(self, episode_id: int) -> h5py.Group:
+        try:
+            return self._hdf5()[f"episode_{episode_id}"]
+        except KeyError as e:
+            raise CorruptDatasetError(f"{self._where(episode_id)} is missing ({e})") from e
+
+    def _hdf5_episode(self, group: h5py.Group, where: str) -> tuple[Any, ...]:
         try:
             obs = _h5_value(group["observations"], self.observation_space, f"{where} observations")
             act = _h5_value(group["actions"], self.action_space, f"{where} actions")
@@ -329,6 +340,18 @@ class MinariSource:
 
 class _Empty(Exception):
     """A 0-byte ``main_data.hdf5``: Minari's empty dataset."""
+
+
+def _attrs_metadata(attrs: h5py.AttributeManager) -> dict[str, Any]:
+    """Per-episode metadata from HDF5 attributes, ``options/a/b`` names nested again."""
+    meta: dict[str, Any] = {}
+    for name, value in attrs.items():
+        node = meta
+        *parents, leaf = name.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return layout.strict_json(meta)
 
 
 def _rows(value: Any) -> int:

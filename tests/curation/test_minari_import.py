@@ -357,3 +357,11 @@ def test_load_dataset_reads_a_minari_folder_in_place(tmp_path: Path, data_format
     assert to_minari(direct, tmp_path / "again").is_dir()  # exporting reads only
     assert load_dataset(folder / "data").total_episodes == 6
     assert sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*")) == before
+
+
+def test_progress_advances_per_episode_not_per_shard(tmp_path: Path) -> None:
+    minari_record("zoo/box-v0", ZOO["box"], episodes=3)
+    calls: list[int] = []
+    with MinariSource(tmp_path / "minari" / "zoo" / "box-v0" / "data") as src:
+        batches = src.iter_batches(on_episode=calls.append)  # one batch: far under 64 MB
+        assert next(batches).num_episodes == 3 and calls == [1, 1, 1]
