@@ -132,26 +132,26 @@ def _metadata(ds: Dataset, dataset_id: str, data_dir: Path, data_format: str) ->
         "action_space": json.dumps(minari_space_json(ds.action_space)),
     }
     if src.get("env_spec"):
-        spec = src["env_spec"]
-        meta["env_spec"] = spec if isinstance(spec, str) else json.dumps(spec)
+        meta["env_spec"] = _spec_text(src["env_spec"])
     size = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
     meta["dataset_size"] = round(size / 1e6, 1)
     meta["dataset_id"] = dataset_id
-    for key in ("author", "author_email"):
-        if src.get(key):
-            value = src[key]
-            meta[key] = [value] if isinstance(value, str) else list(value)
-    for key in ("code_permalink", "algorithm_name", "description", "requirements"):
-        if src.get(key) is not None:
-            meta[key] = src[key]
     meta["minari_version"] = _STAMP_RAW_IMAGES if images else _STAMPS[data_format]
-    if src.get("eval_env_spec"):
-        spec = src["eval_env_spec"]
-        meta["eval_env_spec"] = spec if isinstance(spec, str) else json.dumps(spec)
-    for key in ("ref_max_score", "ref_min_score", "num_episodes_average_score"):
-        if src.get(key) is not None:
-            meta[key] = src[key]
+    for key in fmt.AUTHOR_FIELDS:  # the fields from_minari brings in, sent back
+        value = src.get(key)
+        if not value and (value is None or key in ("author", "author_email", "eval_env_spec")):
+            continue
+        if key in ("author", "author_email"):
+            value = [value] if isinstance(value, str) else list(value)
+        elif key == "eval_env_spec":
+            value = _spec_text(value)
+        meta[key] = value
     return meta
+
+
+def _spec_text(spec: str | dict[str, Any]) -> str:
+    """An env spec as Minari stores it: ``EnvSpec.to_json()`` text inside the JSON."""
+    return spec if isinstance(spec, str) else json.dumps(spec)
 
 
 def _write_hdf5(ds: Dataset, data_dir: Path) -> None:

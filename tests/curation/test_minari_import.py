@@ -206,6 +206,24 @@ def test_metadata_lineage_and_environment_carry_over() -> None:
     assert ours.episode_sources()["source"].tolist() == ["cartpole/random-v1"] * 2
     assert [ep.seed for ep in ours] == [3, 4]
 
+    # and back: Minari sees the same dataset fields it wrote
+    to_minari(ours, new_dataset_id="cartpole/again-v1")
+    before = minari.load_dataset("cartpole/random-v1").storage.metadata
+    after = minari.load_dataset("cartpole/again-v1").storage.metadata
+    for key in (
+        "author",
+        "author_email",
+        "algorithm_name",
+        "code_permalink",
+        "description",
+        "requirements",
+        "ref_min_score",
+        "ref_max_score",
+        "env_spec",
+        "eval_env_spec",
+    ):
+        assert after[key] == before[key], key
+
 
 def test_minari_to_harvest_to_minari_round_trip(tmp_path: Path) -> None:
     for data_format in ("hdf5", "arrow"):
