@@ -201,4 +201,9 @@ def decode_jpeg(frames: Any, shape: tuple[int, ...] | None, where: str) -> np.nd
         out.append(arr.reshape(shape) if shape is not None and arr.size == np.prod(shape) else arr)
     if not out:
         return np.zeros((0, *(shape or ())), np.uint8)
+    if len({frame.shape for frame in out}) > 1:
+        raise CorruptDatasetError(
+            f"{where}: JPEG frames of different shapes ({out[0].shape}, ...)"
+            + (f" where the space says {shape}" if shape is not None else "")
+        )
     return np.stack(out)

@@ -383,3 +383,21 @@ def test_progress_advances_per_episode_not_per_shard(tmp_path: Path) -> None:
     with MinariSource(tmp_path / "minari" / "zoo" / "box-v0" / "data") as src:
         batches = src.iter_batches(on_episode=calls.append)  # one batch: far under 64 MB
         assert next(batches).num_episodes == 3 and calls == [1, 1, 1]
+
+
+def test_undecodable_or_ragged_jpeg_frames_are_corrupt_not_a_traceback() -> None:
+    import io
+
+    from PIL import Image
+
+    from curation.minari.layout import decode_jpeg
+
+    def jpeg(shape: tuple[int, ...]) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros(shape, np.uint8)).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    with pytest.raises(CorruptDatasetError, match="frame 1 is not a readable JPEG"):
+        decode_jpeg([jpeg((8, 8)), b"\xff\xd8 not a jpeg"], None, "ep 0")
+    with pytest.raises(CorruptDatasetError, match=r"of different shapes \(\(8, 8\), ...\)"):
+        decode_jpeg([jpeg((8, 8)), jpeg((9, 8))], None, "ep 0")
