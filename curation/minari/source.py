@@ -392,10 +392,14 @@ def _arrow_value(array: Any, space: spaces.Space, where: str) -> Any:
     import pyarrow as pa
 
     if isinstance(space, spaces.Dict):
-        return {k: _arrow_value(_child(array, k), sub, f"{where}/{k}") for k, sub in space.items()}
+        return {
+            k: _arrow_value(_child(array, k, where), sub, f"{where}/{k}")
+            for k, sub in space.items()
+        }
     if isinstance(space, spaces.Tuple):
         return tuple(
-            _arrow_value(_child(array, str(i)), sub, f"{where}/{i}") for i, sub in enumerate(space)
+            _arrow_value(_child(array, str(i), where), sub, f"{where}/{i}")
+            for i, sub in enumerate(space)
         )
     if isinstance(space, spaces.Text):
         return [s or "" for s in array.to_pylist()]
@@ -436,6 +440,13 @@ def _read_arrow(
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
-def _child(array: Any, name: str) -> Any:
+def _child(array: Any, name: str, where: str) -> Any:
     """A struct column's child, sliced like its parent (``StructArray.field`` is not)."""
-    return array.flatten()[array.type.get_field_index(name)]
+    import pyarrow as pa
+
+    index = array.type.get_field_index(name) if pa.types.is_struct(array.type) else -1
+    if index < 0:  # -1 would silently pick the last child
+        raise CorruptDatasetError(
+            f"{where}: no field {name!r} in the stored {array.type}, which the recorded space needs"
+        )
+    return array.flatten()[index]

@@ -401,3 +401,17 @@ def test_undecodable_or_ragged_jpeg_frames_are_corrupt_not_a_traceback() -> None
         decode_jpeg([jpeg((8, 8)), b"\xff\xd8 not a jpeg"], None, "ep 0")
     with pytest.raises(CorruptDatasetError, match=r"of different shapes \(\(8, 8\), ...\)"):
         decode_jpeg([jpeg((8, 8)), jpeg((9, 8))], None, "ep 0")
+
+
+def test_arrow_column_missing_a_dict_key_is_corrupt_not_another_key(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    minari_record("zoo/dict-v0", ZOO["dict"], data_format="parquet")
+    part = tmp_path / "minari" / "zoo" / "dict-v0" / "data" / "1" / "part-0.parquet"
+    table = pq.read_table(part)
+    obs = table.column("observations").combine_chunks()
+    only_b = obs.flatten()[obs.type.get_field_index("b")]
+    pruned = type(obs).from_arrays([only_b], names=["b"])  # key "a" gone
+    pq.write_table(table.set_column(0, "observations", pruned), part)
+    with pytest.raises(CorruptDatasetError, match="episode 1 observations: no field 'a'"):
+        from_minari("zoo/dict-v0")
