@@ -406,6 +406,11 @@ def _arrow_value(array: Any, space: spaces.Space, where: str) -> Any:
     if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
         return layout.decode_jpeg(array.to_pylist(), space.shape, where)
     if pa.types.is_fixed_size_list(array.type):
+        if array.type.list_size != int(np.prod(space.shape, dtype=np.int64)):
+            raise CorruptDatasetError(
+                f"{where}: stored rows of {array.type.list_size} values do not fit the "
+                f"recorded space {space}"
+            )
         flat = array.flatten().to_numpy(zero_copy_only=False)
         return flat.reshape(len(array), *space.shape)
     return array.to_numpy(zero_copy_only=False)

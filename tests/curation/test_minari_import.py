@@ -403,7 +403,7 @@ def test_undecodable_or_ragged_jpeg_frames_are_corrupt_not_a_traceback() -> None
         decode_jpeg([jpeg((8, 8)), jpeg((9, 8))], None, "ep 0")
 
 
-def test_arrow_column_missing_a_dict_key_is_corrupt_not_another_key(tmp_path: Path) -> None:
+def test_arrow_columns_that_do_not_fit_the_space_are_corrupt(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     minari_record("zoo/dict-v0", ZOO["dict"], data_format="parquet")
@@ -415,3 +415,14 @@ def test_arrow_column_missing_a_dict_key_is_corrupt_not_another_key(tmp_path: Pa
     pq.write_table(table.set_column(0, "observations", pruned), part)
     with pytest.raises(CorruptDatasetError, match="episode 1 observations: no field 'a'"):
         from_minari("zoo/dict-v0")
+
+    # rows of the wrong width for the space: refused, not reshaped into something else
+    minari_record("zoo/box-v0", ZOO["box"], data_format="parquet")
+    meta_file = tmp_path / "minari" / "zoo" / "box-v0" / "data" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    space = json.loads(meta["observation_space"])
+    space.update(shape=[1], low=[-1.0], high=[1.0])
+    meta["observation_space"] = json.dumps(space)
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CorruptDatasetError, match="rows of 3 values do not fit"):
+        from_minari("zoo/box-v0")
