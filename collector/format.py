@@ -481,13 +481,20 @@ def _dataset_kwargs(
     compression: str | None,
     level: int | None,
 ) -> dict[str, Any]:
-    if compression is None or rows == 0:
+    """Chunking, compression and a fletcher32 checksum for one step-aligned column.
+
+    Every chunk carries HDF5's fletcher32 checksum (uncompressed columns are chunked for
+    it), so a read of a damaged chunk fails inside HDF5 instead of returning wrong numbers.
+    """
+    if rows == 0:
         return {}
     row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
     # the same rows per chunk for every narrow column, a divisor of the readers' block size,
     # so a block read decompresses each chunk once (wide rows: by bytes)
     chunk_rows = int(max(1, min(rows, CHUNK_ROWS, CHUNK_BYTES // row_bytes)))
-    kw: dict[str, Any] = {"chunks": (chunk_rows, *row_shape), "compression": compression}
+    kw: dict[str, Any] = {"chunks": (chunk_rows, *row_shape), "fletcher32": True}
+    if compression is not None:
+        kw["compression"] = compression
     if level is not None:
         kw["compression_opts"] = level
         kw["shuffle"] = np.dtype(dtype).itemsize > 1
@@ -518,7 +525,7 @@ def _column_name(h5_name: str) -> str:
 def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> None:
     comp, level = parse_compression(compression)
     f.attrs["format_version"] = FORMAT_VERSION
-    f.attrs["info_schema"] = json.dumps(batch.info_schema())
+    f.attrs["info_schema"] = _schema_attr(batch.info_schema())
     for group in GROUPS:
         cols = getattr(batch, group)
         for name, arr in cols.items():
@@ -532,8 +539,10 @@ def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> N
         g = f.create_group("infos")
         for name, arr in batch.infos.items():
             g.create_dataset(name, data=arr, **_column_kwargs(arr, comp, level))
-            g.create_dataset(name + MASK_SUFFIX, data=batch.info_masks[name])
+            mask = batch.info_masks[name]
+            g.create_dataset(name + MASK_SUFFIX, data=mask, **_column_kwargs(mask, comp, level))
     _write_table(f, batch.table)
+    f.attrs[LAYOUT_CHECKSUM] = np.bytes_(_layout_checksum(f))
 
 
 def write_shard_file(batch: EpisodeBatch, path: Path, compression: str | None = "gzip") -> None:
@@ -553,12 +562,86 @@ def build_shard_bytes(batch: EpisodeBatch, compression: str | None = "gzip") -> 
 
 
 def _write_table(f: h5py.File, table: dict[str, Any]) -> None:
+    """Write the episode table, each column with a sha256 attribute.
+
+    Nothing goes to HDF5's global heap (no variable-length strings, in columns or attributes):
+    a damaged global heap can send HDF5 into an endless loop instead of an error. JSON text
+    columns are fixed-width UTF-8, deflated so that one long value costs little.
+    """
     tab = f.create_group("episodes")
     for key in TABLE_FIELDS:
         value = table[key]
+        kw: dict[str, Any] = {}
         if key in ("options", "metadata"):
-            value = np.array(["" if o is None else o for o in value], dtype=h5py.string_dtype())
-        tab.create_dataset(key, data=value)
+            encoded = [b"" if o is None else o.encode() for o in value]
+            value = np.array(encoded, dtype=f"S{max(1, max(map(len, encoded), default=1))}")
+            kw = _dataset_kwargs(len(value), (), value.dtype, "gzip", 4)
+        column = tab.create_dataset(key, data=value, **kw)
+        column.attrs[TABLE_CHECKSUM] = np.bytes_(_table_checksum(value))
+
+
+#: Attribute of each episode-table column: sha256 of its values. The table steers every read
+#: (offsets, lengths), and a checksum of the values also catches a damaged datatype.
+TABLE_CHECKSUM: Final = "sha256"
+
+
+def _table_checksum(values: np.ndarray) -> str:
+    """sha256 of a table column: its dtype, shape and bytes."""
+    h = hashlib.sha256(f"{values.dtype.str}|{values.shape}|".encode())
+    if values.dtype.kind == "O":  # variable-length strings (shards written before this)
+        for item in values.tolist():
+            data = item.encode() if isinstance(item, str) else bytes(item)
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+    else:
+        h.update(np.ascontiguousarray(values).data)
+    return h.hexdigest()
+
+
+#: Root attribute of a shard: sha256 of where HDF5 keeps every column (see _layout_checksum).
+LAYOUT_CHECKSUM: Final = "layout_sha256"
+
+
+def _layout_checksum(f: h5py.File) -> str:
+    """sha256 of every dataset's type, shape, filters and chunk index (address, size, mask).
+
+    fletcher32 covers a chunk's bytes, not HDF5's index of them, which has no checksum in the
+    early file format we write: a flipped bit in a chunk's filter mask skips decompression,
+    and one in its key moves it, both without an error. This catches those on open.
+    """
+    h = hashlib.sha256()
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset):
+            return
+        h.update(f"{name}|{obj.dtype.str}|{obj.shape}|{obj.chunks}|".encode())
+        h.update(f"{obj.compression}|{obj.compression_opts}|{obj.fletcher32}|".encode())
+        if obj.chunks is None:
+            h.update(f"{obj.id.get_offset()}|{obj.id.get_storage_size()}|".encode())
+            return
+        obj.id.chunk_iter(
+            lambda c: h.update(
+                f"{c.chunk_offset}{c.filter_mask},{c.byte_offset},{c.size}|".encode()
+            )
+        )
+
+    f.visititems(visit)
+    return h.hexdigest()
+
+
+def _check_layout(f: h5py.File) -> None:
+    """Raise ``CorruptDatasetError`` when a shard's layout is not the one it was written with."""
+    stored = f.attrs.get(LAYOUT_CHECKSUM)  # absent in shards written before it
+    if stored is not None and _layout_checksum(f) != _text(stored):
+        raise CorruptDatasetError(
+            f"shard {f.filename}: HDF5 layout does not match its checksum; the file is damaged "
+            "(run verify)"
+        )
+
+
+def _schema_attr(schema: Any) -> np.bytes_:
+    """The info schema as a fixed-width attribute (a ``str`` would be stored in the global heap)."""
+    return np.bytes_(json.dumps(schema).encode())
 
 
 def _concat_tables(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -608,7 +691,7 @@ def merge_shards(
     tables = []
     with h5py.File(dest, "w", libver=LIBVER) as out:
         out.attrs["format_version"] = FORMAT_VERSION
-        out.attrs["info_schema"] = json.dumps(union)
+        out.attrs["info_schema"] = _schema_attr(union)
         o = s = 0
         for i, path in enumerate(sources):
             batch = read_shard(path)
@@ -641,17 +724,17 @@ def merge_shards(
                         **_dataset_kwargs(n_obs, shape, dtype, comp, level),
                     )
                     out.create_dataset(
-                        f"infos/{name}{MASK_SUFFIX}", shape=(n_obs,), dtype=bool, fillvalue=False
+                        f"infos/{name}{MASK_SUFFIX}",
+                        shape=(n_obs,),
+                        dtype=bool,
+                        fillvalue=False,
+                        **_dataset_kwargs(n_obs, (), np.dtype(bool), comp, level),
                     )
             if union is not None:
                 out.require_group("infos")
             for key, arr, rows, at in cols:
                 if key not in out:
-                    kw = (
-                        {}
-                        if key.endswith(MASK_SUFFIX)
-                        else _dataset_kwargs(rows, arr.shape[1:], arr.dtype, comp, level)
-                    )
+                    kw = _dataset_kwargs(rows, arr.shape[1:], arr.dtype, comp, level)
                     # an explicit fill value: HDF5 leaves late-allocated contiguous space
                     # uninitialized otherwise, and info columns have rows no source writes
                     out.create_dataset(
@@ -664,6 +747,7 @@ def merge_shards(
             del batch, cols
         table = _concat_tables(tables)
         _write_table(out, table)
+        out.attrs[LAYOUT_CHECKSUM] = np.bytes_(_layout_checksum(out))
     return table, union
 
 
@@ -684,14 +768,34 @@ def _open_shard(path: Path) -> h5py.File:
 def _read_table(
     f: h5py.File, fields: Sequence[str] = TABLE_FIELDS, raw_text: bool = False
 ) -> dict[str, Any]:
-    tab = f["episodes"]
+    """Read (and check against its checksums) the episode table of an open shard."""
     out: dict[str, Any] = {}
-    for key in fields:
-        if key in ("options", "metadata") and not raw_text:
-            out[key] = [o.decode() or None for o in tab[key][()]]
-        else:
-            out[key] = tab[key][()]
+    try:
+        tab = f["episodes"]
+        for key in fields:
+            column = tab[key]
+            values = column[()]
+            stored = column.attrs.get(TABLE_CHECKSUM)  # absent in shards written before it
+            if stored is not None and _table_checksum(values) != _text(stored):
+                raise CorruptDatasetError(
+                    f"shard {f.filename}: episode table column {key!r} does not match its "
+                    "checksum; the file is damaged (run verify)"
+                )
+            if key in ("options", "metadata") and not raw_text:
+                values = [o.decode() or None for o in values]
+            out[key] = values
+    except CorruptDatasetError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise CorruptDatasetError(
+            f"shard {f.filename}: episode table is unreadable ({type(e).__name__}: {e}); "
+            "the file is damaged (run verify)"
+        ) from e
     return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def read_shard_table(
@@ -709,6 +813,7 @@ def read_shard_table(
 def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:
     """Read a whole shard back into an ``EpisodeBatch``."""
     with _open_shard(Path(path)) as f:
+        table = _read_table(f)
 
         def group(name: str) -> dict[str, np.ndarray]:
             node = f[name]
@@ -716,21 +821,32 @@ def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:
                 return {"": node[()]}
             return {_column_name(n): node[n][()] for n in _dataset_names(node)}
 
-        infos = masks = None
-        if "infos" in f:
-            both = group("infos")
-            masks = {n[: -len(MASK_SUFFIX)]: v for n, v in both.items() if n.endswith(MASK_SUFFIX)}
-            infos = {n: v for n, v in both.items() if not n.endswith(MASK_SUFFIX)}
-        return EpisodeBatch(
-            observations=group("observations"),
-            actions=group("actions"),
-            rewards=f["rewards"][()],
-            terminations=f["terminations"][()],
-            truncations=f["truncations"][()],
-            table=_read_table(f),
-            infos=infos,
-            info_masks=masks or {},
-        )
+        try:
+            _check_layout(f)
+            infos = masks = None
+            if "infos" in f:
+                both = group("infos")
+                masks = {
+                    n[: -len(MASK_SUFFIX)]: v for n, v in both.items() if n.endswith(MASK_SUFFIX)
+                }
+                infos = {n: v for n, v in both.items() if not n.endswith(MASK_SUFFIX)}
+            batch = EpisodeBatch(
+                observations=group("observations"),
+                actions=group("actions"),
+                rewards=f["rewards"][()],
+                terminations=f["terminations"][()],
+                truncations=f["truncations"][()],
+                table=table,
+                infos=infos,
+                info_masks=masks or {},
+            )
+        except CorruptDatasetError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise CorruptDatasetError(
+                f"shard {path} is damaged ({type(e).__name__}: {e}); run verify"
+            ) from e
+        return batch
 
 
 def shard_name(seq: int, sha256: str) -> str:
@@ -1419,12 +1535,25 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
     """
     path = dataset_path(dataset_id, root)
     report = VerifyReport(dataset_id)
-    meta = read_metadata(path, dataset_id)
+    try:
+        meta = read_metadata(path, dataset_id)
+        dataset_files(meta, dataset_id)  # every entry names a plain shard file in data/
+    except CorruptDatasetError as e:
+        report.problems.append(str(e))
+        return report
     all_ids, all_digests = [], []
     for entry in meta.get("shards", []):
         file = path / DATA_DIR / entry["file"]
-        if not file.exists():
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
             report.problems.append(f"{entry['file']}: missing")
+            continue
+        if size != entry["bytes"]:
+            report.problems.append(
+                f"{entry['file']}: {size:,} bytes, metadata.json says {entry['bytes']:,} "
+                f"({'truncated' if size < entry['bytes'] else 'grown'})"
+            )
             continue
         if sha256_file(file) != entry["sha256"]:
             report.problems.append(f"{entry['file']}: sha256 mismatch (file changed or corrupt)")
@@ -1572,7 +1701,17 @@ class ShardReader:
                 raise CorruptDatasetError(f"shard {path} is unreadable ({e}); run verify") from e
             # dataset objects are kept with the file: each keeps its chunk cache between the
             # consecutive block reads, so a chunk shared by two blocks is decompressed once
-            hit = (f, [(g, n, f[p]) for g, n, p in _list_columns(f)])
+            try:
+                _check_layout(f)
+                hit = (f, [(g, n, f[p]) for g, n, p in _list_columns(f)])
+            except CorruptDatasetError:
+                f.close()
+                raise
+            except (OSError, KeyError, ValueError, RuntimeError) as e:
+                f.close()
+                raise CorruptDatasetError(
+                    f"shard {path} is damaged ({type(e).__name__}: {e}); run verify"
+                ) from e
             while len(self._open) >= self.max_open:
                 old = self._open.pop(next(iter(self._open)))
                 old[0].close()
@@ -1595,8 +1734,10 @@ class ShardReader:
                     masks[name[: -len(MASK_SUFFIX)]] = data
                 else:
                     out[group][name] = data
-        except (OSError, KeyError) as e:
-            raise CorruptDatasetError(f"shard {path} is damaged ({e}); run verify") from e
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            raise CorruptDatasetError(
+                f"shard {path} is damaged ({type(e).__name__}: {e}); run verify"
+            ) from e
         return ShardRows(
             observations=out["observations"],
             actions=out["actions"],
