@@ -237,19 +237,33 @@ def make_table(
     n = len(ids)
     length = np.asarray(lengths, dtype=np.int64).reshape(n)
     obs_offset, step_offset = _offsets(length)
+    seeds, options = list(seeds), list(options)
+    metadata = [None] * n if metadata is None else list(metadata)
+    unseeded = seeds.count(None) == n  # e.g. vector_entry_point: no per-episode loop (ints)
     return {
         "id": np.asarray(ids, dtype=np.int64).reshape(n),
-        "seed": np.asarray([0 if s is None else s for s in seeds], dtype=np.uint64).reshape(n),
-        "has_seed": np.asarray([s is not None for s in seeds], dtype=bool).reshape(n),
+        "seed": np.zeros(n, np.uint64)
+        if unseeded
+        else np.asarray([0 if s is None else s for s in seeds], dtype=np.uint64).reshape(n),
+        "has_seed": np.zeros(n, bool)
+        if unseeded
+        else np.asarray([s is not None for s in seeds], dtype=bool).reshape(n),
         "length": length,
         "obs_offset": obs_offset,
         "step_offset": step_offset,
         "return": np.asarray(returns, dtype=np.float64).reshape(n),
         "terminated": np.asarray(terminated, dtype=bool).reshape(n),
         "truncated": np.asarray(truncated, dtype=bool).reshape(n),
-        "options": [None if o is None else _canonical_json(o) for o in options],
-        "metadata": [None if m is None else _canonical_json(m) for m in (metadata or [None] * n)],
+        "options": _canonical_jsons(options),
+        "metadata": _canonical_jsons(metadata),
     }
+
+
+def _canonical_jsons(values: list[Any]) -> list[str | None]:
+    """``_canonical_json`` of each value, None kept as None."""
+    if set(map(type, values)) <= {type(None)}:  # not count(None): values may be arrays
+        return [None] * len(values)
+    return [None if v is None else _canonical_json(v) for v in values]
 
 
 def _offsets(length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
