@@ -16,7 +16,7 @@ a transition (``step``); ``VectorDataCollector`` and the ``vector_entry_point`` 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,14 +69,15 @@ class _Store:
 
         The rows after them are zero, or left as they are with ``clear=False`` (for columns
         whose every row is written before it is read). Same size: moved in place, so a
-        recorder that commits windows of one size allocates once.
+        recorder that commits windows of one size allocates once (rows from ``stop`` on
+        are still zero: nothing wrote them since they were last cleared).
         """
         kept = stop - start
         for name, arr in self.arrays.items():
             if rows == self.rows:
                 arr[:kept] = arr[start:stop]  # numpy buffers overlapping ranges
                 if clear:
-                    arr[kept:] = 0
+                    arr[kept:stop] = 0
                 continue
             new = np.zeros((rows, *arr.shape[1:]), arr.dtype)
             new[:kept] = arr[start:stop]
@@ -93,6 +94,23 @@ class _Store:
             name: np.take(arr.reshape(-1, *arr.shape[2:]), flat_index, axis=0)
             for name, arr in chosen.items()
         }
+
+
+def _row_setter(space: spaces.Space, store: dict[str, np.ndarray]) -> Callable[[int, Any], None]:
+    """``set(row, value)``: a batched ``value`` of ``space`` into row ``row`` of ``store``.
+
+    A plain array leaf is one numpy assignment; Dict, Tuple and Text spaces go through
+    ``make_batch_setter``.
+    """
+    if len(store) == 1 and not isinstance(space, spaces.Dict | spaces.Tuple | spaces.Text):
+        (arr,) = store.values()
+
+        def set_row(row: int, value: Any) -> None:
+            arr[row] = value
+
+        return set_row
+    set_batch = make_batch_setter(space, store)
+    return lambda row, value: set_batch(row, value, slice(None))
 
 
 def _objects(values: Sequence[Any]) -> np.ndarray:
@@ -161,10 +179,10 @@ class VectorRecorder:
 
     def _bind(self) -> None:
         d = self._data.arrays
-        self._set_obs = make_batch_setter(
+        self._set_obs = _row_setter(
             self.observation_space, {k: d[v] for k, v in self._obs_names.items()}
         )
-        self._set_act = make_batch_setter(
+        self._set_act = _row_setter(
             self.action_space, {k: d[v] for k, v in self._act_names.items()}
         )
         self._rew, self._term, self._trunc = d["rew"], d["term"], d["trunc"]
@@ -225,30 +243,31 @@ class VectorRecorder:
         r = self._r
         if r >= self._data.rows:
             self._grow()
-        valid = stepped
+        open_ = self._id >= 0
+        self._valid[r] = stepped
         if begin is not None and len(begin):
             begin = np.asarray(begin, np.int64)
-            if (self._id[begin] >= 0).any():
+            if open_[begin].any():
                 raise RuntimeError("an episode begins on a sub-env whose episode is still open")
-            valid = stepped.copy()
-            valid[begin] = True
+            self._valid[r, begin] = True
         else:
             begin = None
-        self._set_obs(r, obs, slice(None))
-        self._valid[r] = valid
+        self._set_obs(r, obs)
         if self._infos is not None:
             self._add_infos(r, infos or {})
         if actions is not None:
-            self._set_act(r, actions, slice(None))
+            self._set_act(r, actions)
             self._rew[r] = rewards
             self._term[r] = terminated
             self._trunc[r] = truncated
             ended = np.logical_or(self._term[r], self._trunc[r])
-            ended &= stepped
-            ended &= self._id >= 0
-            if ended.any():
+            ended &= open_
+            if stepped is not self._all:
+                ended &= stepped
+            ended = ended.nonzero()[0]
+            if len(ended):
                 self._r = r + 1  # the finished rows are this one included
-                self._finish(ended.nonzero()[0])
+                self._finish(ended)
         if begin is not None:
             self._id[begin] = episode_ids
             self._start[begin] = r
@@ -334,8 +353,18 @@ class VectorRecorder:
         envs = np.arange(self.num_envs) if envs is None else np.asarray(envs, np.int64)
         self._id[envs] = -1
 
-    def _grow(self) -> None:
-        rows = 2 * self._data.rows
+    def reserve(self, nbytes: int) -> None:
+        """Make room for ``nbytes`` of recorded data (e.g. one commit window) at once.
+
+        Saves the copies of growing row by doubling. Costs no memory up front: numpy's zeroed
+        arrays take pages only as rows are written.
+        """
+        rows = -(-int(nbytes) // max(1, self._row_bytes))
+        if rows > self._data.rows:
+            self._grow(rows)
+
+    def _grow(self, rows: int | None = None) -> None:
+        rows = 2 * self._data.rows if rows is None else rows
         for store in (self._data, self._infos):
             if store is not None:
                 store.resize(rows, 0, self._r)
