@@ -47,6 +47,8 @@ __all__ = ["Cadence", "CollectResult", "Committer", "collect", "data_config", "d
 DATA_KEYS = ("env", "env_kwargs", "max_episode_steps", "policy", "seed", "record_infos")
 MB = 1024 * 1024
 VECTOR_MODES = ("sync", "async", "vector_entry_point")
+#: At most this much of a commit window is preallocated for a vector_entry_point recorder.
+RESERVE_MB_MAX = 256
 #: lzf: reads ~1.7x faster than gzip for ~20% more disk; gzip for data published beyond h5py.
 DEFAULT_COMPRESSION = "lzf"
 
@@ -463,6 +465,8 @@ def _run(
         from collector.vector_recorder import VectorRecorder
 
         recorders: Any = VectorRecorder(*spaces, num_envs, record_infos)
+        if cadence["every_mb"] is not None:  # one commit window, capped: pages come as used
+            recorders.reserve(min(cadence["every_mb"], RESERVE_MB_MAX) * MB)
     elif num_envs > 1:
         recorders = [EpisodeRecorder(*spaces, record_infos) for _ in range(num_envs)]
     else:

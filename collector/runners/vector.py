@@ -207,15 +207,17 @@ def run_vector_entry_point(
             lo, hi = seg * size, min(seg * size + size, episodes)
             last = int(todo[todo < hi].max())
             next_id = lo
+            # the segment's ids in start order, -1 for those not to record (e.g. committed)
+            seg_ids = np.where(wanted[lo:hi], np.arange(lo, hi, dtype=np.int64), -1)
 
-            def new_ids(k: int, hi: int = hi) -> np.ndarray:
+            def new_ids(k: int, lo: int = lo, seg_ids: np.ndarray = seg_ids) -> np.ndarray:
                 """The next ``k`` ids in start order; -1 for ids not to record."""
                 nonlocal next_id
-                ids = next_id + np.arange(k, dtype=np.int64)
+                ids = seg_ids[next_id - lo : next_id - lo + k]
                 next_id += k
-                keep = ids < hi
-                keep[keep] = wanted[ids[keep]]
-                return np.where(keep, ids, -1)
+                if len(ids) < k:  # past the segment's end: these episodes are not recorded
+                    ids = np.concatenate([ids, np.full(k - len(ids), -1, np.int64)])
+                return ids
 
             obs, infos = vec.reset(seed=env_seed(entropy, lo))
             policy.reset(policy_seed(entropy, lo))
@@ -229,7 +231,7 @@ def run_vector_entry_point(
                 if restart.any():  # NEXT_STEP: these sub-envs return a reset observation
                     stepped = ~restart
                     starting = np.flatnonzero(restart)
-                    steps += int((recording & stepped).sum())
+                    steps += np.count_nonzero(recording & stepped)
                     recorder.record(
                         obs,
                         infos,
@@ -242,7 +244,7 @@ def run_vector_entry_point(
                         episode_ids=new_ids(len(starting)),
                     )
                 else:
-                    steps += int(recording.sum())
+                    steps += np.count_nonzero(recording)
                     recorder.record(obs, infos, actions, rewards, terms, truncs)
                 restart = np.logical_or(terms, truncs)
                 if recorder.num_finished != finished:

@@ -146,6 +146,31 @@ def test_partial_resets_leave_gaps_that_are_skipped() -> None:
     assert digests_by_id([batch]) == digests_by_id(ref.batches)
 
 
+def test_seeds_first_given_after_unseeded_episodes_finished_stay_aligned() -> None:
+    """Seeds and options are kept only once some begin has them: earlier ones stay None."""
+    rec = VectorRecorder(gym.spaces.Discrete(3), gym.spaces.Discrete(2), 2)
+    zeros, ones = np.zeros(2, np.int64), np.ones(2, np.int64)
+    rec.begin(np.arange(2), np.array([0, 1]), zeros)
+    rec.step(zeros, ones, np.ones(2), np.array([True, False]), np.zeros(2, bool))  # 0 ends
+    rec.begin(np.array([0]), np.array([2]), ones, seeds=[2**64 - 1], options=[{"a": 1}])
+    rec.step(ones, zeros, np.ones(2), np.ones(2, bool), np.zeros(2, bool))  # 1 and 2 end
+    batch = rec.take()
+    assert batch is not None
+    t = batch.table
+    assert t["id"].tolist() == [0, 1, 2]
+    assert t["length"].tolist() == [1, 2, 1]
+    assert t["has_seed"].tolist() == [False, False, True]
+    assert int(t["seed"][2]) == 2**64 - 1
+    assert t["options"] == [None, None, '{"a":1}']
+    # a later window: unseeded begins after seeded ones are None again
+    rec.begin(np.arange(2), np.array([3, 4]), zeros)
+    rec.step(zeros, ones, np.ones(2), np.ones(2, bool), np.zeros(2, bool))
+    later = rec.take()
+    assert later is not None
+    assert later.table["has_seed"].tolist() == [False, False]
+    assert later.table["options"] == [None, None]
+
+
 def test_begin_on_an_open_sub_env_is_refused() -> None:
     rec = VectorRecorder(gym.spaces.Discrete(2), gym.spaces.Discrete(2), 2)
     rec.begin(np.arange(2), np.arange(2), np.zeros(2, np.int64))
