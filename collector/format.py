@@ -549,8 +549,8 @@ def _canonical_numbers(values: np.ndarray) -> bytes:
                 and np.all(values == np.trunc(values))
                 and np.all(np.abs(values) < 2.0**63)
             )
-        if not integral:
-            return b"f" + np.ascontiguousarray(values, np.float64).tobytes()
+            if not integral:  # (a signaling NaN raises "invalid" when widened)
+                return b"f" + np.ascontiguousarray(values, np.float64).tobytes()
     elif values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
         return b"u" + np.ascontiguousarray(values, np.uint64).tobytes()
     return b"i" + np.ascontiguousarray(values, np.int64).tobytes()
