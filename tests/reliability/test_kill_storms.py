@@ -182,6 +182,7 @@ def test_kill_9_storm_on_the_local_runner_then_resume(
     ever: dict[int, bytes] = {}
     moments: Counter[str] = Counter()
     landed = resumes = 0
+    cycle_seconds: list[float] = []
     with Zygote(cli_env(datasets_root), tmp_path, tmp_path / "zygote.log") as zygote:
         assert zygote.origin.startswith(str(REPO)), zygote.origin
         for k in range(LOCAL_KILLS):
@@ -195,6 +196,7 @@ def test_kill_9_storm_on_the_local_runner_then_resume(
             aim = "start" if k < 2 else rng.choices(["any", "after", "commit"], [1, 3, 1])[0]
             if k == LOCAL_KILLS - 1:
                 aim = "repack"  # the run collects what is left, then repacks: kill it there
+            started = time.monotonic()
             zygote.start(cfg)
             if aim == "start":  # importing, opening the dataset, the first episodes
                 time.sleep(rng.uniform(0.0, 0.15))
@@ -211,6 +213,7 @@ def test_kill_9_storm_on_the_local_runner_then_resume(
             sig, code = zygote.wait(timeout=60)
             assert sig == signal.SIGKILL or code == 0, zygote.log_tail()
             landed += sig == signal.SIGKILL
+            cycle_seconds.append(time.monotonic() - started)
 
             now = check_commit(dataset_id, n, ever)
             left = set(unreferenced_shards(dataset_id))
@@ -229,6 +232,7 @@ def test_kill_9_storm_on_the_local_runner_then_resume(
                 assert not stale, f"temp files survived a resume: {stale}"
 
     temp_left = temp_files(dataset_id)
+    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", CHECKED_CLI, str(REPO), f"env={SLOW}", f"episodes={n}",
          f"dataset_id={dataset_id}", "checkpoint.every_episodes=5",
@@ -237,10 +241,14 @@ def test_kill_9_storm_on_the_local_runner_then_resume(
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    resume_seconds = time.monotonic() - started
     resumes += 1
     final = committed_digests(dataset_id)
     lost = [i for i, digest in ever.items() if final.get(i) != digest]
-    check_final(dataset_id, n, reference(n), ever)
+    started = time.monotonic()
+    ref = reference(n)
+    reference_wait = time.monotonic() - started
+    check_final(dataset_id, n, ref, ever)
 
     SUMMARY["local"] = {
         "kills": LOCAL_KILLS,
@@ -249,6 +257,12 @@ def test_kill_9_storm_on_the_local_runner_then_resume(
         "resumes": resumes,
         "temp files before the last resume": len(temp_left),
         "episodes lost": len(lost),
+        "seconds (cycles, slowest cycle, last resume, reference wait)": (
+            round(sum(cycle_seconds), 1),
+            round(max(cycle_seconds), 1),
+            round(resume_seconds, 1),
+            round(reference_wait, 1),
+        ),
     }
     print(f"\nkill storm, local runner: {SUMMARY['local']}")
     assert landed >= LOCAL_LANDED_AT_LEAST, SUMMARY["local"]
