@@ -407,10 +407,11 @@ def collect(
                 new_steps = _run(
                     conf, writer, env, policy, todo, entropy, cadence, compression, progress
                 )
-                writer.repack(int(shard_mb * MB), compression)
             else:
                 new_steps = 0
                 log.info("%s already has episodes 0..%d; nothing to do", dataset_id, episodes - 1)
+            # also with nothing to collect: a run killed in its repack left the small shards
+            writer.repack(int(shard_mb * MB), compression)
             wall = time.perf_counter() - start
             meta = writer.meta
             assert meta is not None

@@ -189,6 +189,33 @@ def test_overwrite_writes_a_new_generation() -> None:
     assert fmt.verify_dataset(second.dataset_id).ok
 
 
+def test_a_run_killed_before_its_final_repack_is_repacked_by_the_rerun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every episode is committed, in small shards, when a kill stops the repack: the rerun
+    has nothing to collect but must still repack (the kill storms found this)."""
+    args = ("episodes=12", "checkpoint.every_episodes=2")
+    with monkeypatch.context() as m:
+
+        def killed(*args: object, **kwargs: object) -> int:
+            raise KeyboardInterrupt  # where a SIGKILL would stop the process
+
+        m.setattr(fmt.DatasetWriter, "repack", killed)
+        with pytest.raises(KeyboardInterrupt):
+            collect(cfg(*args))
+    path = fmt.dataset_path("cartpole-v1/random-v0")
+    assert len(fmt.read_metadata(path)["shards"]) == 6
+    again = collect(cfg(*args))
+    assert again.noop and again.total_episodes == 12
+    assert len(fmt.read_metadata(path)["shards"]) == 1
+    reference = collect(cfg(*args, "dataset_id=r/ref-v0"))
+    assert (
+        again.fingerprint
+        == reference.fingerprint
+        == fmt.verify_dataset(again.dataset_id).fingerprint
+    )
+
+
 def _wait_for_commit(path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -26,9 +26,21 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-import ray
 import ray_envs
 from helpers import read_episodes
+from ray_support import (
+    CLI,
+    LOCAL,
+    PYTHONPATH,
+    SLOW,
+    cli_env,
+    conf,
+    module_ray,
+    on_ray,
+    rollout_worker_pids,
+    wait_for_commit,
+    wait_for_free_cpus,
+)
 
 from collector import format as fmt
 from collector.collect import CollectResult, collect
@@ -36,54 +48,8 @@ from collector.errors import CollectionError
 from collector.runners.ray import RolloutWorker
 from collector.seeding import env_seed
 
-TESTS = Path(__file__).resolve().parents[1]
-RANDOM = {"_target_": "collector.policies.RandomPolicy"}
-SLOW = "helpers:harvest-test/Slow-v0"  # ~50 ms episodes of 50 steps
 FLAKY = f"ray_envs:{ray_envs.FLAKY_ID}"  # 20-step episodes that can raise or hang once
-CLI = "import sys; from collector.cli import main; sys.argv[0] = 'collect'; main()"
 BAD_ADDRESS_SECONDS = 60  # how long a user may wait to learn that runner.address is wrong
-
-
-def conf(
-    episodes: int,
-    dataset_id: str,
-    runner: dict[str, Any],
-    *,
-    env: str = "CartPole-v1",
-    env_kwargs: dict[str, Any] | None = None,
-    every: int = 20,
-    root: Path | None = None,
-) -> dict[str, Any]:
-    """A ``collect`` config as a plain dict (data-affecting keys as the CLI's defaults)."""
-    return {
-        "env": env,
-        "env_kwargs": env_kwargs or {},
-        "max_episode_steps": None,
-        "record_infos": False,
-        "episodes": episodes,
-        "seed": 0,
-        "dataset_id": dataset_id,
-        "datasets_root": None if root is None else str(root),
-        "policy": dict(RANDOM),
-        "runner": runner,
-        "checkpoint": {"every_episodes": every},
-    }
-
-
-def on_ray(**overrides: Any) -> dict[str, Any]:
-    """The ``runner=ray`` section, with quick batches."""
-    return {
-        "name": "ray",
-        "workers": 2,
-        "batch_timeout": 300,
-        "max_restarts": 3,
-        "episode_retries": 2,
-        "batch_seconds": 0.05,
-        **overrides,
-    }
-
-
-LOCAL = {"name": "local"}
 
 
 def committed_ids(dataset_id: str) -> list[int]:
@@ -99,12 +65,6 @@ def assert_complete(dataset_id: str, episodes: int, fingerprint: str) -> None:
     assert report.fingerprint == fingerprint
     data = fmt.dataset_path(dataset_id) / fmt.DATA_DIR
     assert not [p.name for p in data.iterdir() if p.name.startswith(".")]
-
-
-def cli_env(root: Path) -> dict[str, str]:
-    env = {**os.environ, "HARVEST_DATASETS": str(root), "PYTHONPATH": str(TESTS)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return env
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -142,17 +102,7 @@ def bad_address_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """One local Ray for the module; ``collect`` reuses it (and leaves it running)."""
-    assert not ray.is_initialized(), "another test left Ray running"
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}},
-    )
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+    yield from module_ray()
 
 
 @pytest.fixture(scope="module")
@@ -171,47 +121,6 @@ def local_fingerprint(tmp_path_factory: pytest.TempPathFactory):
         return cache[key]
 
     return get
-
-
-def wait_for_free_cpus(cpus: float = 2.0, timeout: float = 30.0) -> None:
-    """Wait until no actor holds a CPU of the module's Ray (e.g. after its driver died)."""
-    deadline = time.monotonic() + timeout
-    while ray.available_resources().get("CPU", 0.0) < cpus:
-        assert time.monotonic() < deadline, f"Ray CPUs still held: {ray.available_resources()}"
-        time.sleep(0.2)
-
-
-def wait_for_commit(dataset_id: str, timeout: float, root: Path | None = None) -> int:
-    """Wait for a commit with at least one shard; returns its episode count."""
-    path = fmt.dataset_path(dataset_id, root) / fmt.METADATA_FILE
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            meta = json.loads(path.read_text())
-            if meta.get("shards"):
-                return int(meta["total_episodes"])
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.01)
-    raise AssertionError(f"no commit of {dataset_id} within {timeout} s")
-
-
-def rollout_worker_pids() -> dict[int, str]:
-    """pid -> process title of the ``RolloutWorker`` actors of this module's Ray."""
-    raylet = ray._private.worker.global_worker.node.all_processes["raylet"][0].process.pid
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            title = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except (OSError, UnicodeDecodeError):
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if title.startswith("ray::RolloutWorker") and ppid == raylet:
-            out[int(entry)] = title
-    return out
 
 
 # -- same data whatever the layout ------------------------------------------------------------
@@ -405,7 +314,8 @@ def test_killing_the_driver_then_rerunning_gives_the_uninterrupted_dataset(
     reference = local_fingerprint(n, env=SLOW)
     wait_for_free_cpus()
     # The subprocess driver joins this module's Ray; its job's workers get tests/ on their
-    # path through runner.init (passed to ray.init) so that they can import `helpers`.
+    # path (and this checkout's) through runner.init (passed to ray.init) so that they can
+    # import `helpers`.
     args = [
         f"env={SLOW}",
         f"episodes={n}",
@@ -414,7 +324,7 @@ def test_killing_the_driver_then_rerunning_gives_the_uninterrupted_dataset(
         "runner=ray",
         f"runner.address={ray_address}",
         "runner.batch_seconds=0.05",
-        f"+runner.init.runtime_env={{env_vars:{{PYTHONPATH:'{TESTS}'}}}}",
+        f"+runner.init.runtime_env={{env_vars:{{PYTHONPATH:'{PYTHONPATH}'}}}}",
         f"hydra.run.dir={datasets_root.parent / 'runs'}",
     ]
     proc = subprocess.Popen(
