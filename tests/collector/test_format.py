@@ -558,22 +558,17 @@ def test_shards_written_before_the_checksums_still_read(tmp_path: Path) -> None:
     assert fmt.read_shard_table(path, ("options",)) == {"options": ['{"difficulty":2}'] * 2}
 
 
-def test_a_flipped_chunk_filter_mask_fails_the_layout_checksum(tmp_path: Path) -> None:
-    # fletcher32 alone passes here: the mask skips lzf, and the checksum is of the stored bytes
+def test_a_rewritten_chunk_index_fails_the_layout_checksum(tmp_path: Path) -> None:
+    # HDF5 1.10's checksums catch a flipped bit in its metadata; a shard rewritten through
+    # HDF5 itself (a chunk stored again, so its index changes) is caught by layout_sha256.
     batch = cartpole_batch([0, 1])
     batch.table["digest"] = fmt.episode_digests(batch)
     path = tmp_path / "s.h5"
     path.write_bytes(fmt.build_shard_bytes(batch, "lzf"))
-    with h5py.File(path, "r") as f:
-        expected = f["terminations"][()]
-        info = f["terminations"].id.get_chunk_info(0)
-    data = bytearray(path.read_bytes())
-    # the chunk's B-tree key: size (4 bytes, little-endian), then the filter mask
-    key = data.index(info.size.to_bytes(4, "little") + bytes(4))
-    data[key + 4] ^= 1  # skip filter 0 (lzf)
-    path.write_bytes(bytes(data))
-    with h5py.File(path, "r") as f:
-        assert not np.array_equal(f["terminations"][()], expected)  # HDF5 itself: silent
+    with h5py.File(path, "r+") as f:
+        dset = f["rewards"]
+        mask, raw = dset.id.read_direct_chunk((0,))
+        dset.id.write_direct_chunk((0,), raw + bytes(8), filter_mask=mask)  # 8 bytes longer
     with pytest.raises(CorruptDatasetError, match="HDF5 layout does not match its checksum"):
         fmt.read_shard(path)
     reader = fmt.ShardReader()
@@ -581,26 +576,27 @@ def test_a_flipped_chunk_filter_mask_fails_the_layout_checksum(tmp_path: Path) -
         reader.read_rows(path, slice(0, 4), slice(0, 3))
 
 
-def test_shards_are_readable_by_old_hdf5(tmp_path: Path) -> None:
-    # Review 9e: pin a low libver bound. Evidence: superblock version 0 (HDF5 1.8 reads up to
-    # version 2; libver="latest" writes 3) and no version-2 object headers ("OHDR").
+def test_shards_use_the_hdf5_1_10_format_with_checksummed_metadata(tmp_path: Path) -> None:
+    # Review 9e: never HDF5 2.0's newer structures (libver pinned at v110 both ends, so HDF5
+    # >= 1.10 reads them), and HDF5's own metadata checksummed: superblock version 3 and
+    # version-2 object headers ("OHDR"), which the 1.0 format ("earliest") has not.
     batch = cartpole_batch([0, 1], record_infos=True)
     batch.table["digest"] = fmt.episode_digests(batch)
+    assert fmt.LIBVER == ("v110", "v110")
     for spec in ("none", "lzf", "gzip"):
         data = fmt.build_shard_bytes(batch, spec)
         assert data[:8] == HDF5_SIGNATURE
-        assert data[8] == 0, f"superblock version {data[8]} with {spec}"
-        assert b"OHDR" not in data, spec
+        assert data[8] == 3, f"superblock version {data[8]} with {spec}"
+        assert b"OHDR" in data, spec
         path = tmp_path / f"{spec}.h5"
         path.write_bytes(data)
-        with h5py.File(path, "r", libver=("earliest", "v110")) as f:
-            assert f.libver[0] == "earliest"
+        with h5py.File(path, "r") as f:
             assert f.attrs["format_version"] == fmt.FORMAT_VERSION
-    # the check above does discriminate: a libver="latest" file fails it
-    with h5py.File(tmp_path / "latest.h5", "w", libver="latest") as f:
+    # the check above does discriminate: an "earliest" file has superblock 0 and no OHDR
+    with h5py.File(tmp_path / "old.h5", "w", libver="earliest") as f:
         f.create_dataset("a", data=np.arange(10), chunks=(5,), compression="gzip")
-    latest = (tmp_path / "latest.h5").read_bytes()
-    assert latest[8] == 3 and b"OHDR" in latest
+    old = (tmp_path / "old.h5").read_bytes()
+    assert old[8] == 0 and b"OHDR" not in old
 
 
 # ------------------------------------------------------------------------------------------
@@ -987,7 +983,7 @@ def test_verify_recomputes_digests_even_when_sha256_matches() -> None:
     target.write_bytes(image)
     path = fmt.dataset_path(dsid)
     meta = fmt.read_metadata(path)
-    meta["shards"][2]["sha256"] = hashlib.sha256(image).hexdigest()
+    meta["shards"][2].update(sha256=hashlib.sha256(image).hexdigest(), bytes=len(image))
     (path / "metadata.json").write_text(fmt.dumps_metadata(meta))
     report = fmt.verify_dataset(dsid)
     assert not report.ok
