@@ -14,6 +14,7 @@ import errno
 import functools
 import inspect
 import logging
+import math
 import platform
 import re
 import subprocess
@@ -316,6 +317,7 @@ def _positive(value: Any, key: str, *, allow_none: bool = True, integer: bool = 
     if value is None and allow_none:
         return None
     ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    ok = ok and math.isfinite(value)
     if integer:
         ok = ok and float(value).is_integer()
     if not ok:
@@ -372,7 +374,15 @@ def collect(
             re-run after freeing space resumes.
     """
     conf = _container(cfg)
+    for key in ("checkpoint", "storage", "runner", "policy", "env_kwargs", "metadata"):
+        if not isinstance(conf.get(key) or {}, Mapping):
+            raise UsageError(
+                f"{key}={conf[key]!r} must be a mapping of keys, e.g. {key}.KEY=VALUE, or null"
+            )
     episodes = _positive(conf.get("episodes"), "episodes", allow_none=False, integer=True)
+    if episodes >= 2**63:
+        raise UsageError(f"episodes={episodes} is beyond the int64 episode ids")
+    _positive(conf.get("max_episode_steps"), "max_episode_steps", integer=True)
     ckpt = conf.get("checkpoint") or {}
     storage = conf.get("storage") or {}
     every_episodes = _positive(
