@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import os
 import shutil
 import sys
@@ -192,7 +193,7 @@ CALLABLES = ["abs", "min", "max", "isnan", "eval", "exec", "open", "__import__",
 BINARY = ["+", "-", "*", "/", "//", "%", "**", "==", "!=", "<", "<=", ">", ">=", "and", "or",
           "in", "not in", "@", "&", "|", "^", "<<", ":=", "if", ";", ","]  # fmt: skip
 ALLOWED_CALLS = ("abs", "min", "max", "isnan")
-BANNED = ["__", "lambda", "await", ":=", ";", "@", ".real", ".format", ".x", "[]", "{}",
+BANNED = ["__", "lambda", "await", ":=", ";", "@", ".real", ".format", ".x", "{}",
           *(f"{c}(" for c in CALLABLES if c not in ALLOWED_CALLS)]  # fmt: skip
 
 
@@ -427,6 +428,8 @@ def base_config() -> dict[str, Any]:
 @example([(("episodes",), 3), (("num_envs",), 2.5)])
 @example([(("episodes",), 10**30)])
 @example([(("checkpoint", "every_mb"), float("inf"))])
+@example([(("record_infos",), float("inf"))])
+@example([(("metadata",), {"author": float("nan")})])
 def test_bad_collect_configs_are_one_usage_error_line(
     base_config: dict[str, Any], tmp_path: Path, changes: list[tuple[tuple[str, ...], Any]]
 ) -> None:
@@ -439,9 +442,12 @@ def test_bad_collect_configs_are_one_usage_error_line(
                 node[key] = {}
             node = node[key]
         node[path[-1]] = value
-    episodes = cfg.get("episodes")
-    if type(episodes) in (int, float) and 3 < episodes < 2**63 and float(episodes).is_integer():
-        cfg["episodes"] = 2  # valid but long: keep the run short
+    # valid but costly: keep runs small (episodes >= 2**63 is an error; num_envs=10**30 would
+    # build 10**30 recorders, as asked)
+    for key, most, cap in (("episodes", 3, 2**63), ("num_envs", 2, math.inf)):
+        value = cfg.get(key)
+        if type(value) in (int, float) and most < value < cap and float(value).is_integer():
+            cfg[key] = most
     root = Path(tempfile.mkdtemp(dir=tmp_path))
     cfg["datasets_root"] = str(root)
     try:
