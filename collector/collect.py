@@ -374,6 +374,13 @@ def collect(
             re-run after freeing space resumes.
     """
     conf = _container(cfg)
+    try:  # it is stored in provenance; fail now, not at the first commit
+        fmt.dumps_metadata({"config": conf})
+    except (TypeError, ValueError) as e:
+        raise UsageError(
+            f"the config cannot be stored in metadata.json ({e}); use finite numbers and plain "
+            "values"
+        ) from e
     for key in ("checkpoint", "storage", "runner", "policy", "env_kwargs", "metadata"):
         if not isinstance(conf.get(key) or {}, Mapping):
             raise UsageError(
