@@ -9,14 +9,17 @@ shards at the end and returns a summary.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import inspect
 import logging
+import math
 import platform
 import re
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -33,7 +36,7 @@ from collector.envs import (
     make_env,
     require_vector_entry_point,
 )
-from collector.errors import ConfigMismatchError, UsageError
+from collector.errors import ConfigMismatchError, DiskFullError, UsageError
 from collector.policies import Policy, as_policy
 from collector.recorder import EpisodeRecorder
 from collector.seeding import draw_entropy
@@ -41,7 +44,15 @@ from collector.spaces import check_supported
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Cadence", "CollectResult", "Committer", "collect", "data_config", "default_dataset_id"]
+__all__ = [
+    "Cadence",
+    "CollectResult",
+    "Committer",
+    "collect",
+    "data_config",
+    "default_dataset_id",
+    "disk_full_error",
+]
 
 #: Keys whose change alters the data; a resumed run must match them (DESIGN.md section 6).
 DATA_KEYS = ("env", "env_kwargs", "max_episode_steps", "policy", "seed", "record_infos")
@@ -270,15 +281,43 @@ class Committer:
             self._pending = self._pool.submit(self._write, batches)
 
     def _write(self, batches: list[fmt.EpisodeBatch]) -> None:
-        self.writer.write_shard(fmt.concat_batches(batches), self.compression)
-        self.writer.commit()
+        try:
+            self.writer.write_shard(fmt.concat_batches(batches), self.compression)
+            self.writer.commit()
+        except OSError as e:
+            full = disk_full_error(e, self.writer)
+            if full is None:
+                raise
+            raise full from e
         self.commits += 1
+
+
+#: errno values of a full disk or an exhausted quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(err: OSError, writer: fmt.DatasetWriter) -> DiskFullError | None:
+    """The one-line ``DiskFullError`` for a write that failed with ENOSPC/EDQUOT, else None."""
+    if isinstance(err, DiskFullError):
+        return err
+    if err.errno not in DISK_FULL:
+        return None
+    try:
+        kept = f"{fmt.read_metadata(writer.path)['total_episodes']} episodes"
+    except Exception:  # the message must not fail; the commit is intact whatever it says
+        kept = "nothing yet"
+    what = "disk full" if err.errno == errno.ENOSPC else "disk quota exceeded"
+    return DiskFullError(
+        f"{what} writing dataset {writer.dataset_id!r} at {writer.path} ({err.strerror}); the "
+        f"last commit ({kept}) is intact: free space there and re-run the same command to resume"
+    )
 
 
 def _positive(value: Any, key: str, *, allow_none: bool = True, integer: bool = False) -> Any:
     if value is None and allow_none:
         return None
     ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    ok = ok and math.isfinite(value)
     if integer:
         ok = ok and float(value).is_integer()
     if not ok:
@@ -331,9 +370,26 @@ def collect(
             data-affecting config differs (``ConfigMismatchError``).
         LockHeldError: another process is writing the dataset.
         CollectionError: the env or policy raised; finished episodes are committed first.
+        DiskFullError: no space left (or a quota hit); the last commit is intact, and a
+            re-run after freeing space resumes.
     """
     conf = _container(cfg)
+    try:  # it is stored in provenance; fail now, not at the first commit
+        fmt.dumps_metadata({"config": conf})
+    except (TypeError, ValueError) as e:
+        raise UsageError(
+            f"the config cannot be stored in metadata.json ({e}); use finite numbers and plain "
+            "values"
+        ) from e
+    for key in ("checkpoint", "storage", "runner", "policy", "env_kwargs", "metadata"):
+        if not isinstance(conf.get(key) or {}, Mapping):
+            raise UsageError(
+                f"{key}={conf[key]!r} must be a mapping of keys, e.g. {key}.KEY=VALUE, or null"
+            )
     episodes = _positive(conf.get("episodes"), "episodes", allow_none=False, integer=True)
+    if episodes >= 2**63:
+        raise UsageError(f"episodes={episodes} is beyond the int64 episode ids")
+    _positive(conf.get("max_episode_steps"), "max_episode_steps", integer=True)
     ckpt = conf.get("checkpoint") or {}
     storage = conf.get("storage") or {}
     every_episodes = _positive(
@@ -393,7 +449,7 @@ def collect(
         policy = build_policy(policy_cfg, env)
         spec = env.spec
         wanted = data_config(conf, env_package_version(spec))
-        with fmt.DatasetWriter(dataset_id, root) as writer:
+        with fmt.DatasetWriter(dataset_id, root) as writer, _disk_full_is_one_error(writer):
             entropy = _open_generation(writer, conf, wanted, overrides, spec, env)
             todo = np.setdiff1d(np.arange(episodes, dtype=np.int64), writer.committed_ids())
             cadence = {
@@ -428,6 +484,18 @@ def collect(
             )
     finally:
         env.close()
+
+
+@contextlib.contextmanager
+def _disk_full_is_one_error(writer: fmt.DatasetWriter) -> Iterator[None]:
+    """Raise a full disk met outside a commit window (start, repack) as ``DiskFullError``."""
+    try:
+        yield
+    except OSError as e:
+        full = disk_full_error(e, writer)
+        if full is None or full is e:
+            raise
+        raise full from e
 
 
 def _run(

@@ -17,6 +17,7 @@ one line and exit with ``exit_code`` (2 for usage mistakes, 1 for runtime failur
     ├── MissingExtraError(ImportError)           ``pip install "harvest[ray]"``
     ├── RemoteError(ConnectionError)             a remote unreachable, refusing or inconsistent
     └── CollectionError                          an env or policy failed mid-run
+        └── DiskFullError(OSError)               the disk (or quota) filled up mid-run
 
 Extra fields have defaults, so pickle (and so Ray) can rebuild every class from its message.
 """
@@ -30,6 +31,7 @@ __all__ = [
     "DatasetExistsError",
     "DatasetIdError",
     "DatasetNotFoundError",
+    "DiskFullError",
     "FormatVersionError",
     "HarvestError",
     "HarvestWarning",
@@ -124,3 +126,7 @@ class RemoteError(HarvestError, ConnectionError):
 
 class CollectionError(HarvestError):
     """An environment or policy failed while collecting; committed data is safe."""
+
+
+class DiskFullError(CollectionError, OSError):
+    """No space left (or a quota hit) while writing; the last commit is intact, re-run resumes."""

@@ -59,6 +59,8 @@ SHARD_RE: Final = re.compile(r"^shard-(\d{6,})-([0-9a-f]{8})\.h5$")
 # a checksum. With the 1.0 format ("earliest"), an exhaustive one-bit flip of a shard made
 # reads return wrong data silently at 8 of its first 2,000 bytes (chunk index keys); 1.10: 0.
 LIBVER: Final = ("v110", "v110")
+#: Free space a repack leaves besides twice the shards it merges.
+REPACK_SPARE_BYTES: Final = 1 << 20
 CHUNK_BYTES: Final = 512 * 1024
 CHUNK_ROWS: Final = 16_384
 #: ``repack`` merges shards under ``target / SMALL_SHARD_FRACTION`` bytes.
@@ -659,15 +661,26 @@ def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> N
 
 
 def write_shard_file(batch: EpisodeBatch, path: Path, compression: str | None = "gzip") -> None:
-    """Write ``batch`` as a shard file at ``path`` (digests must be in ``batch.table``)."""
-    with h5py.File(path, "w", libver=LIBVER) as f:
-        _fill_shard(f, batch, compression)
+    """Write ``batch`` as a shard file at ``path`` (digests must be in ``batch.table``).
+
+    The shard is encoded in memory (``build_shard_bytes``) and written with one plain write
+    (``write_new_file``): HDF5 never writes to disk itself, so a full disk is a clean
+    ``OSError`` that leaves no file (HDF5 2.0 crashes the process when it closes a file whose
+    write failed). Memory holds the compressed image besides ``batch`` meanwhile.
+    """
+    write_new_file(path, build_shard_bytes(batch, compression))
 
 
 def build_shard_bytes(batch: EpisodeBatch, compression: str | None = "gzip") -> bytes:
     """Encode ``batch`` as an HDF5 file image in memory, e.g. for a remote worker to ship."""
+    block = int(min(max(batch.nbytes, 1 << 16), 1 << 24))  # fewer reallocs of a large image
     with h5py.File(
-        f"shard-{uuid.uuid4().hex}", "w", driver="core", backing_store=False, libver=LIBVER
+        f"shard-{uuid.uuid4().hex}",
+        "w",
+        driver="core",
+        backing_store=False,
+        block_size=block,
+        libver=LIBVER,
     ) as f:
         _fill_shard(f, batch, compression)
         f.flush()
@@ -1074,14 +1087,35 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def write_new_file(path: Path, data: bytes, *, sync: bool = False) -> None:
+    """Create ``path`` holding ``data`` (fsynced with ``sync``); a failed write removes it.
+
+    Every byte a writer puts in a dataset's folder goes through here (shards, as one HDF5
+    image; ``metadata.json``), so a full disk is a plain ``OSError`` and leaves no partial file.
+    """
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via ``<path>.tmp``: write, fsync, replace, fsync the folder."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_new_file(tmp, data, sync=True)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -1353,18 +1387,14 @@ class DatasetWriter:
     def write_shard(self, batch: EpisodeBatch, compression: str | None = "gzip") -> dict[str, Any]:
         """Durably write ``batch`` as a new shard; it is part of the dataset after ``commit``.
 
-        The file is written in place under a hidden temp name (no in-memory image: the commit
-        window is the only copy of the data held), then installed.
+        The file is written under a hidden temp name (``write_shard_file``: a full disk leaves
+        none), then installed.
         """
         if self.meta is None:
             raise RuntimeError("DatasetWriter.start() must be called before writing shards")
         batch.table["digest"] = episode_digests(batch)
         tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
-        try:
-            write_shard_file(batch, tmp, compression)
-        except BaseException:
-            _force_unlink(tmp)
-            raise
+        write_shard_file(batch, tmp, compression)
         return self._install(tmp, batch.table, batch.info_schema(), compression, id_offset=0)
 
     def write_image(
@@ -1377,12 +1407,7 @@ class DatasetWriter:
         if self.meta is None:
             raise RuntimeError("DatasetWriter.start() must be called before writing shards")
         tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(image)
-        except BaseException:
-            _force_unlink(tmp)
-            raise
+        write_new_file(tmp, image)
         return self._install(tmp, table, schema, compression, id_offset=0)
 
     def adopt_shard(
@@ -1554,6 +1579,17 @@ class DatasetWriter:
         groups = [g for g in groups if len(g) > 1]
         merged = 0
         for group in groups:
+            # merge_shards streams through HDF5, which crashes on a full disk: merge only with
+            # room to spare (small shards are complete data; the next run repacks them)
+            need = 2 * sum(e["bytes"] for e in group) + REPACK_SPARE_BYTES
+            if free_bytes(self.data_dir) < need:
+                log.warning(
+                    "not repacking %d small shards of %s: under %s free",
+                    len(group),
+                    self.dataset_id,
+                    human_size(need),
+                )
+                continue
             merged += self._merge(group, compression)
         return merged
 

@@ -808,7 +808,10 @@ def _is_minari_path(dataset_id: str | os.PathLike[str]) -> bool:
             return False  # ids win over relative paths that happen to exist
         except HarvestError:
             pass
-    path = Path(dataset_id).expanduser()
+    try:
+        path = Path(dataset_id).expanduser()
+    except RuntimeError:  # "~name" of no user: not a path either
+        return False
     return (path / "data" / fmt.METADATA_FILE).is_file() or (
         path.name == "data" and (path / fmt.METADATA_FILE).is_file()
     )

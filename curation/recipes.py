@@ -24,8 +24,9 @@ command line (``remote=``), else the recipe's ``push.remote``, else ``$HARVEST_R
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from collector import format as fmt
-from collector.errors import DatasetExistsError, UsageError
+from collector.errors import DatasetExistsError, HarvestError, UsageError
 from curation.dataset import Dataset, load_dataset
 from curation.ops import compare_datasets, split_sizes, write_views
 from curation.remotes import Remote, open_remote
@@ -115,6 +116,18 @@ def _as_list(value: Any) -> list[Any]:
     return [value] if isinstance(value, str | int | float) else list(value)
 
 
+@contextlib.contextmanager
+def _bad_values(name: str, where: str) -> Iterator[None]:
+    """A value of the wrong type or form (``sizes: abc``) as one ``UsageError`` line."""
+    try:
+        yield
+    except HarvestError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise _fail(name, where, f"a value has the wrong type or form ({detail})") from e
+
+
 class _Planner:
     """Runs the steps on views, recording one plan line per step."""
 
@@ -174,7 +187,8 @@ class _Planner:
         else:  # the short forms: combine: [a, b]; filter: EXPR; split: [sizes]
             short = {"combine": "inputs", "filter": "where", "split": "sizes", "subsample": "n"}
             params = {short[kind]: params}
-        getattr(self, f"_{kind}")(where, params)
+        with _bad_values(self.name, where):
+            getattr(self, f"_{kind}")(where, params)
 
     def _combine(self, where: str, p: dict[str, Any]) -> None:
         names = self.names(where, p.get("inputs"), default_all=True)
@@ -330,13 +344,15 @@ def run_recipe(
         if key not in _RECIPE_KEYS:
             raise _fail(name, "", _unknown("key", str(key), _RECIPE_KEYS))
     planner = _Planner(name, root)
-    planner.sources(recipe.get("sources"))
+    with _bad_values(name, "sources"):
+        planner.sources(recipe.get("sources"))
     steps = recipe.get("steps") or []
     if not isinstance(steps, Sequence) or isinstance(steps, str):
         raise _fail(name, "", "steps must be a list of '- KIND: PARAMS' items")
     for i, raw in enumerate(steps, start=1):
         planner.step(i, raw)
-    outputs = _outputs(name, recipe.get("outputs"), planner.selections)
+    with _bad_values(name, "outputs"):
+        outputs = _outputs(name, recipe.get("outputs"), planner.selections)
     result = RecipeResult(name, dry_run, planner.plan)
     for out_name, spec in outputs.items():
         sel = planner.selections[out_name]
@@ -348,7 +364,8 @@ def run_recipe(
                 dataset_id=spec["id"],
             )
         result.plan.append(f"output {out_name} -> {spec['id']} ({sel.count()})")
-    push = _push_plan(name, recipe.get("push"), remote, outputs)
+    with _bad_values(name, "push"):
+        push = _push_plan(name, recipe.get("push"), remote, outputs)
     if push is not None:
         target, names, push_overwrite = push
         result.plan.append(f"push {', '.join(names)} -> {target.uri}")

@@ -33,6 +33,7 @@ from collector import format as fmt
 from collector.errors import (
     CorruptDatasetError,
     DatasetExistsError,
+    DatasetIdError,
     DatasetNotFoundError,
     HarvestError,
     HarvestWarning,
@@ -195,7 +196,8 @@ class Remote(ABC):
     def list(self) -> dict[str, dict[str, Any]]:
         """Every complete dataset on the remote, as ``{id: metadata}``, sorted by id.
 
-        A dataset whose ``metadata.json`` is unreadable is skipped with a warning.
+        A folder whose name is not a dataset id, or whose ``metadata.json`` is unreadable, is
+        skipped with a warning.
         """
         ids = sorted(set(self._list_ids()))
         found: dict[str, dict[str, Any]] = {}
@@ -203,7 +205,7 @@ class Remote(ABC):
         def fetch(dataset_id: str) -> None:
             try:
                 found[dataset_id] = self.metadata(dataset_id)
-            except (CorruptDatasetError, DatasetNotFoundError) as e:
+            except (CorruptDatasetError, DatasetNotFoundError, DatasetIdError) as e:
                 warnings.warn(f"skipping {dataset_id} on {self.uri}: {e}", HarvestWarning, 2)
 
         run_parallel([lambda d=d: fetch(d) for d in ids])

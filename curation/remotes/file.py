@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,9 +56,32 @@ class FileRemote(ObjectStoreRemote):
                 ids.append(Path(dirpath).relative_to(base).as_posix())
         return ids
 
+    def _source(self, dataset_id: str, rel: str) -> Path:
+        """The remote file to read: a regular file inside the remote folder, links resolved.
+
+        A link out of the folder (``/dev/zero``, someone's home) or a FIFO, device or folder
+        is refused, so a hostile remote cannot make a pull read forever or read elsewhere.
+
+        Raises:
+            FileNotFoundError: no such file.
+            RemoteError: it is a link out of the remote folder or not a regular file.
+        """
+        path = self._folder(dataset_id) / rel
+        real = path.resolve()
+        if not real.is_relative_to(self._root().resolve()):
+            raise RemoteError(
+                f"{rel} of {dataset_id} on {self.uri} links to {real}, outside the remote "
+                "folder; refusing to read it (replace the link with the file)"
+            )
+        if not stat.S_ISREG(real.stat().st_mode):
+            raise RemoteError(
+                f"{rel} of {dataset_id} on {self.uri} is not a regular file; refusing to read it"
+            )
+        return real
+
     def _read(self, dataset_id: str, rel: str) -> bytes | None:
         try:
-            return (self._folder(dataset_id) / rel).read_bytes()
+            return self._source(dataset_id, rel).read_bytes()
         except FileNotFoundError:
             return None
 
@@ -71,11 +95,11 @@ class FileRemote(ObjectStoreRemote):
         return found
 
     def _hash(self, dataset_id: str, rel: str) -> str | None:
-        return fmt.sha256_file(self._folder(dataset_id) / rel)
+        return fmt.sha256_file(self._source(dataset_id, rel))
 
     def _get(self, dataset_id: str, rel: str, dest: Path) -> None:
         try:
-            shutil.copyfile(self._folder(dataset_id) / rel, dest)
+            shutil.copyfile(self._source(dataset_id, rel), dest)
         except FileNotFoundError as e:
             raise self._missing_file(dataset_id, rel) from e
 

@@ -24,7 +24,7 @@ import pytest
 from gymnasium import spaces
 from helpers import assert_same_episode, read_episodes
 from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from strategies import ID_GRAMMAR, ID_TEXT
 
 from collector import format as fmt
 from collector.errors import (
@@ -39,7 +39,6 @@ from collector.recorder import EpisodeRecorder
 
 OBS_SPACE = spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACT_SPACE = spaces.Discrete(2)
-ID_GRAMMAR = re.compile(r"(?:[A-Za-z0-9_-]+/)*[A-Za-z0-9_-]+-v[0-9]+", re.ASCII)
 SHARD_NAME = re.compile(r"shard-\d{6,}-[0-9a-f]{8}\.h5")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -252,16 +251,6 @@ def test_id_grammar_is_anchored_and_ascii(dataset_id: str) -> None:
         fmt.parse_dataset_id(dataset_id)
 
 
-ID_TEXT = st.one_of(
-    st.text(max_size=24),
-    st.text(alphabet="ab_-/.v0123\\ \n\t:~", max_size=16),
-    st.from_regex(ID_GRAMMAR, fullmatch=True),
-    st.builds(
-        lambda a, b: a + b,
-        st.sampled_from(["", "..", "/", "./", "../", "a/../", "ns/./", "~/", "\\"]),
-        st.from_regex(ID_GRAMMAR, fullmatch=True),
-    ),
-)
 FAKE_ROOT = Path("/nonexistent-harvest-root/datasets")
 
 

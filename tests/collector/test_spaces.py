@@ -14,6 +14,7 @@ import pytest
 from gymnasium import spaces
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import assert_same_space, boxes
 
 from collector.errors import UnsupportedSpaceError
 from collector.spaces import (
@@ -150,42 +151,6 @@ SPACES = [
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def assert_same_space(actual: spaces.Space, expected: spaces.Space) -> None:
-    """Stricter than ``==``: exact bounds (Box ``==`` uses allclose), dtypes, Dict key order."""
-    assert type(actual) is type(expected)
-    assert actual == expected
-    if isinstance(expected, spaces.Dict):
-        assert list(actual.spaces) == list(expected.spaces)  # Dict ``==`` ignores order
-        for key in expected.spaces:
-            assert_same_space(actual[key], expected[key])
-    elif isinstance(expected, spaces.Tuple):
-        assert len(actual.spaces) == len(expected.spaces)
-        for a, e in zip(actual.spaces, expected.spaces, strict=True):
-            assert_same_space(a, e)
-    elif isinstance(expected, spaces.Box):
-        assert actual.dtype == expected.dtype
-        assert actual.shape == expected.shape
-        assert actual.low.dtype == expected.low.dtype
-        assert actual.high.dtype == expected.high.dtype
-        assert np.array_equal(actual.low, expected.low)
-        assert np.array_equal(actual.high, expected.high)
-        assert np.array_equal(actual.bounded_below, expected.bounded_below)
-        assert np.array_equal(actual.bounded_above, expected.bounded_above)
-    elif isinstance(expected, spaces.Discrete):
-        assert actual.dtype == expected.dtype
-        assert int(actual.n) == int(expected.n)
-        assert int(actual.start) == int(expected.start)
-    elif isinstance(expected, spaces.MultiDiscrete):
-        assert actual.dtype == expected.dtype
-        assert np.array_equal(actual.nvec, expected.nvec)
-        assert np.array_equal(actual.start, expected.start)
-    elif isinstance(expected, spaces.MultiBinary):
-        assert actual.shape == expected.shape
-    elif isinstance(expected, spaces.Text):
-        assert actual.character_set == expected.character_set
-        assert (actual.min_length, actual.max_length) == (expected.min_length, expected.max_length)
 
 
 def make_store(space: spaces.Space, n: int) -> dict[str, np.ndarray]:
@@ -534,28 +499,6 @@ def test_escape_key_round_trip(key: str) -> None:
 def test_escape_key_is_injective(a: str, b: str) -> None:
     if a != b:
         assert escape_key(a) != escape_key(b)
-
-
-BOX_DTYPES = [np.float32, np.float64, np.int32, np.uint8]
-
-
-@st.composite
-def boxes(draw: st.DrawFn) -> spaces.Box:
-    dtype = np.dtype(draw(st.sampled_from(BOX_DTYPES)))
-    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3)))
-    size = int(np.prod(shape, dtype=np.int64))
-    if dtype.kind == "f":
-        width = dtype.itemsize * 8
-        finite = st.floats(allow_nan=False, allow_infinity=False, width=width)
-        lo_el = st.one_of(finite, st.just(-INF))
-        hi_el = st.one_of(finite, st.just(INF))
-    else:
-        info = np.iinfo(dtype)
-        lo_el = hi_el = st.integers(int(info.min), int(info.max))
-    a = np.array(draw(st.lists(lo_el, min_size=size, max_size=size)), dtype=dtype)
-    b = np.array(draw(st.lists(hi_el, min_size=size, max_size=size)), dtype=dtype)
-    low, high = np.minimum(a, b).reshape(shape), np.maximum(a, b).reshape(shape)
-    return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
 
 
 @settings(max_examples=50, deadline=None, database=None)

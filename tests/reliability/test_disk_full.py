@@ -1,0 +1,201 @@
+"""Disk full (issue 08, item 4): a clear error, the last commit intact, a resume completes.
+
+``collect`` runs with small commit windows into a filesystem that fills up mid-run: a real
+1 MiB tmpfs when this machine lets the test mount one (root in a VM), and always an injected
+``ENOSPC`` at the one function every dataset byte goes through (``fmt.write_new_file``). The
+run must stop with one ``DiskFullError`` line that says the disk is full and how to resume,
+leave ``metadata.json`` readable, ``verify`` clean and no temp file behind; the same command
+re-run after space is freed completes with exactly the episodes asked for and the
+fingerprint of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector import format as fmt
+from collector.collect import collect
+from collector.errors import DiskFullError, HarvestError
+
+EPISODES = 600
+DATASET_ID = "full/cart-v0"
+
+
+def config(root: Path) -> dict[str, Any]:
+    """CartPole, one commit (and one ~30 kB shard) per 10 episodes."""
+    return {
+        "env": "CartPole-v1",
+        "episodes": EPISODES,
+        "seed": 7,
+        "dataset_id": DATASET_ID,
+        "datasets_root": str(root),
+        "policy": {"_target_": "collector.policies.RandomPolicy"},
+        "checkpoint": {"every_episodes": 10, "every_seconds": None, "every_mb": None},
+        "storage": {"compression": "none"},
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The fingerprint of the same run on a roomy disk."""
+    return collect(config(tmp_path_factory.mktemp("roomy"))).fingerprint
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temp files of a failed write anywhere under ``root``."""
+    return sorted(p.name for p in root.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.parts)
+
+
+def assert_stopped_cleanly(err: HarvestError, root: Path) -> int:
+    """One line naming the full disk and the resume; the last commit reads and verifies."""
+    text = str(err)
+    assert "\n" not in text
+    assert "disk full" in text and "re-run the same command to resume" in text, text
+    assert DATASET_ID in text
+    meta = fmt.read_metadata(fmt.dataset_path(DATASET_ID, root), DATASET_ID)
+    assert 0 < meta["total_episodes"] < EPISODES
+    assert f"({meta['total_episodes']} episodes)" in text
+    assert fmt.verify_dataset(DATASET_ID, root).ok
+    assert leftovers(root) == []
+    return int(meta["total_episodes"])
+
+
+def assert_resumes(root: Path, fingerprint: str) -> None:
+    result = collect(config(root))
+    assert result.total_episodes == EPISODES
+    assert result.new_episodes > 0
+    assert result.fingerprint == fingerprint
+    assert fmt.verify_dataset(DATASET_ID, root).ok
+    assert leftovers(root) == []
+
+
+# ------------------------------------------------------------------------------------------
+# a real full filesystem
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, or a skip saying why it cannot be mounted here."""
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8); the injected-ENOSPC test runs")
+    where = tmp_path / f"tmpfs-{uuid.uuid4().hex[:8]}"
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the injected test runs")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_tmpfs_stops_cleanly_and_resumes_after_space_is_freed(
+    small_tmpfs: Path, uninterrupted: str
+) -> None:
+    root = small_tmpfs / "datasets"
+    with pytest.raises(DiskFullError) as info:
+        collect(config(root))
+    assert isinstance(info.value, OSError) and info.value.exit_code == 1
+    assert_stopped_cleanly(info.value, root)
+    # free space: grow the filesystem under the dataset without touching a file
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_tmpfs)], check=True)
+    assert_resumes(root, uninterrupted)
+
+
+# ------------------------------------------------------------------------------------------
+# an injected ENOSPC at the storage layer (runs everywhere)
+
+
+class FillAfter:
+    """``open`` for ``collector.format``: from the ``n``-th file it creates, a write puts half
+    its bytes on disk and raises ENOSPC, as a filling disk does (reads are left alone)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.created, self.on = n, 0, True
+
+    def __call__(self, path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        fh = open(path, mode, *args, **kwargs)  # noqa: SIM115 - returned to the caller
+        if "w" not in mode:
+            return fh
+        self.created += 1
+        return _HalfWriter(fh) if self.on and self.created >= self.n else fh
+
+
+class _HalfWriter:
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+
+    def __enter__(self) -> _HalfWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fh, name)
+
+    def write(self, data: bytes) -> int:
+        self.fh.write(bytes(data[: len(data) // 2]))
+        self.fh.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# files created: 1 = the first (empty) commit's metadata.json, then a shard and a
+# metadata.json per 10-episode window; 12 fails window 6's shard, 13 its commit
+@pytest.mark.parametrize("nth", [12, 13], ids=["shard-write", "metadata-commit"])
+def test_an_injected_enospc_stops_cleanly_and_the_rerun_resumes(
+    nth: int, tmp_path: Path, uninterrupted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "datasets"
+    fill = FillAfter(nth)
+    monkeypatch.setattr(fmt, "open", fill, raising=False)
+    with pytest.raises(DiskFullError) as info:
+        collect(config(root))
+    assert fill.created >= nth
+    assert assert_stopped_cleanly(info.value, root) == 50
+    fill.on = False  # space is freed
+    assert_resumes(root, uninterrupted)
+
+
+def test_a_full_quota_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "datasets"
+    real = fmt.write_new_file
+    calls = {"n": 0}
+
+    def quota(path: Path, data: bytes, *, sync: bool = False) -> None:
+        calls["n"] += 1
+        if calls["n"] > 4:
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), str(path))
+        real(path, data, sync=sync)
+
+    monkeypatch.setattr(fmt, "write_new_file", quota)
+    with pytest.raises(DiskFullError, match="disk quota exceeded") as info:
+        collect(config(root))
+    assert "re-run the same command to resume" in str(info.value)
+    assert fmt.verify_dataset(DATASET_ID, root).ok
+
+
+def test_other_os_errors_are_not_called_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(path: Path, data: bytes, *, sync: bool = False) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(fmt, "write_new_file", denied)
+    with pytest.raises(PermissionError) as info:
+        collect(config(tmp_path / "datasets"))
+    assert not isinstance(info.value, DiskFullError)
