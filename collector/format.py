@@ -607,6 +607,8 @@ def _dataset_kwargs(
     # the same rows per chunk for every narrow column, a divisor of the readers' block size,
     # so a block read decompresses each chunk once (wide rows: by bytes)
     chunk_rows = int(max(1, min(rows, CHUNK_ROWS, CHUNK_BYTES // row_bytes)))
+    if compression is None:  # a last chunk's unused rows would be stored as they are
+        chunk_rows = -(-rows // -(-rows // chunk_rows))  # equal chunks, none mostly empty
     kw: dict[str, Any] = {"chunks": (chunk_rows, *row_shape), "fletcher32": True}
     if compression is not None:
         kw["compression"] = compression
