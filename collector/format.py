@@ -659,6 +659,7 @@ def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> N
             mask = batch.info_masks[name]
             g.create_dataset(name + MASK_SUFFIX, data=mask, **_column_kwargs(mask, comp, level))
     _write_table(f, batch.table)
+    f.flush()  # every chunk allocated (none left dirty in the chunk cache) before hashing
     f.attrs[LAYOUT_CHECKSUM] = np.bytes_(_layout_checksum(f))
 
 
@@ -875,6 +876,7 @@ def merge_shards(
             del batch, cols
         table = _concat_tables(tables)
         _write_table(out, table)
+        out.flush()  # every chunk allocated (none left dirty in the chunk cache) before hashing
         out.attrs[LAYOUT_CHECKSUM] = np.bytes_(_layout_checksum(out))
     return table, union
 
