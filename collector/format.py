@@ -1690,40 +1690,40 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
     report = VerifyReport(dataset_id)
     try:
         meta = read_metadata(path, dataset_id)
-        dataset_files(meta, dataset_id)  # every entry names a plain shard file in data/
+        files = dataset_files(meta, dataset_id)  # plain shard names in data/, sha256s, sizes
     except CorruptDatasetError as e:
         report.problems.append(str(e))
         return report
     all_ids, all_digests = [], []
-    for entry in meta.get("shards", []):
-        file = path / DATA_DIR / entry["file"]
+    for (rel, sha, expected), entry in zip(files, meta.get("shards", []), strict=True):
+        file, name = path / rel, entry["file"]
         try:
             size = file.stat().st_size
         except FileNotFoundError:
-            report.problems.append(f"{entry['file']}: missing")
+            report.problems.append(f"{name}: missing")
             continue
-        if size != entry["bytes"]:
+        if size != expected:
             report.problems.append(
-                f"{entry['file']}: {size:,} bytes, metadata.json says {entry['bytes']:,} "
-                f"({'truncated' if size < entry['bytes'] else 'grown'})"
+                f"{name}: {size:,} bytes, metadata.json says {expected:,} "
+                f"({'truncated' if size < expected else 'grown'})"
             )
             continue
-        if sha256_file(file) != entry["sha256"]:
-            report.problems.append(f"{entry['file']}: sha256 mismatch (file changed or corrupt)")
+        if sha256_file(file) != sha:
+            report.problems.append(f"{name}: sha256 mismatch (file changed or corrupt)")
             continue
         try:
             batch = read_shard(file)
         except (CorruptDatasetError, OSError, KeyError) as e:
-            report.problems.append(f"{entry['file']}: unreadable ({e})")
+            report.problems.append(f"{name}: unreadable ({e})")
             continue
         pos, ids = map_shard_ids(entry, batch.table["id"])
         if id_ranges(np.sort(ids)) != entry["id_ranges"]:
-            report.problems.append(f"{entry['file']}: episode ids differ from the manifest")
+            report.problems.append(f"{name}: episode ids differ from the manifest")
         digests = episode_digests(batch)
         bad = np.flatnonzero(np.any(digests != batch.table["digest"], axis=1)[pos])
         if len(bad):
             report.problems.append(
-                f"{entry['file']}: {len(bad)} episode digest(s) do not match their data "
+                f"{name}: {len(bad)} episode digest(s) do not match their data "
                 f"(first id {int(ids[bad[0]])})"
             )
         all_ids.append(ids)
