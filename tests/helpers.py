@@ -1,9 +1,14 @@
-"""Test helpers: read a dataset back from disk without the (later) curation reader."""
+"""Test helpers: read a dataset back without the curation reader; the test envs; and running
+the ``collect`` command line in a subprocess that imports this checkout's code."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -207,3 +212,56 @@ def record_cartpole(dataset_id: str, episodes: int = 3, **create: Any) -> str:
     env.create_dataset(dataset_id, **create)
     env.close()
     return dataset_id
+
+
+# -- subprocesses -----------------------------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+#: ``PYTHONPATH`` for subprocesses and Ray workers: the test envs, then this checkout (so they
+#: import the code under test even where another checkout is installed in editable mode).
+PYTHONPATH = os.pathsep.join([str(TESTS), str(REPO)])
+#: The ``collect`` console entry point, for ``python -c``.
+CLI = "import sys; from collector.cli import main; sys.argv[0] = 'collect'; main()"
+
+
+def cli_env(root: Path) -> dict[str, str]:
+    """The environment of a ``collect`` (or ``curate``) subprocess writing under ``root``."""
+    env = {**os.environ, "HARVEST_DATASETS": str(root), "PYTHONPATH": PYTHONPATH}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def spawn(code: str, *args: str, root: Path) -> subprocess.Popen[str]:
+    """Start ``python -c code *args`` writing under ``root`` (output piped, no stdin)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=cli_env(root),
+        cwd=root.parent,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def committed_episodes(dataset_id: str, root: Path | None = None) -> int | None:
+    """``total_episodes`` of the last commit, or None before the first (or while unreadable)."""
+    try:
+        meta = json.loads((fmt.dataset_path(dataset_id, root) / fmt.METADATA_FILE).read_text())
+        return int(meta["total_episodes"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def wait_for_commit(
+    dataset_id: str, timeout: float, root: Path | None = None, *, above: int = 0
+) -> int:
+    """Wait for a commit of more than ``above`` episodes (at least one); returns its count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        total = committed_episodes(dataset_id, root)
+        if total is not None and total > max(above, 0):
+            return total
+        time.sleep(0.01)
+    raise AssertionError(f"no commit of more than {above} episodes of {dataset_id} in {timeout} s")

@@ -1,13 +1,11 @@
 """Shared by the Ray runner tests: configs, the module's Ray, waits, and Ray's processes.
 
-Subprocesses and Ray workers get ``tests/`` and this checkout on ``PYTHONPATH`` (in that
-order), so they import the code under test even where another checkout is installed in
-editable mode.
+Ray workers get ``helpers.PYTHONPATH`` (``tests/``, then this checkout), as subprocesses do, so
+they import the code under test even where another checkout is installed in editable mode.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -15,17 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from helpers import CLI, PYTHONPATH
 
-from collector import format as fmt
-
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
-#: ``PYTHONPATH`` for subprocesses and Ray workers: the test envs, then this checkout.
-PYTHONPATH = os.pathsep.join([str(TESTS), str(REPO)])
 RANDOM = {"_target_": "collector.policies.RandomPolicy"}
 SLOW = "helpers:harvest-test/Slow-v0"  # ~50 ms episodes of 50 steps
 LOCAL = {"name": "local"}
-CLI = "import sys; from collector.cli import main; sys.argv[0] = 'collect'; main()"
 #: The ``collect`` command, refusing to run unless ``collector`` comes from ``argv[1]``.
 CHECKED_CLI = (
     "import sys, collector; checkout = sys.argv.pop(1); "
@@ -72,13 +64,6 @@ def on_ray(**overrides: Any) -> dict[str, Any]:
         "batch_seconds": 0.05,
         **overrides,
     }
-
-
-def cli_env(root: Path) -> dict[str, str]:
-    """The environment of a ``collect`` subprocess writing under ``root``."""
-    env = {**os.environ, "HARVEST_DATASETS": str(root), "PYTHONPATH": PYTHONPATH}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return env
 
 
 # -- processes (Linux /proc) -------------------------------------------------------------------
@@ -174,28 +159,6 @@ def wait_for_free_cpus(cpus: float = 2.0, timeout: float = 30.0) -> None:
     while ray.available_resources().get("CPU", 0.0) < cpus:
         assert time.monotonic() < deadline, f"Ray CPUs still held: {ray.available_resources()}"
         time.sleep(0.2)
-
-
-def committed_episodes(dataset_id: str, root: Path | None = None) -> int | None:
-    """``total_episodes`` of the last commit, or None before the first (or while unreadable)."""
-    try:
-        meta = json.loads((fmt.dataset_path(dataset_id, root) / fmt.METADATA_FILE).read_text())
-        return int(meta["total_episodes"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def wait_for_commit(
-    dataset_id: str, timeout: float, root: Path | None = None, *, above: int = 0
-) -> int:
-    """Wait for a commit of more than ``above`` episodes (at least one); returns its count."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        total = committed_episodes(dataset_id, root)
-        if total is not None and total > max(above, 0):
-            return total
-        time.sleep(0.01)
-    raise AssertionError(f"no commit of more than {above} episodes of {dataset_id} in {timeout} s")
 
 
 def rollout_worker_pids(marker: bytes | None = None) -> dict[int, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import read_episodes
+from helpers import CLI, REPO, cli_env, read_episodes, wait_for_commit
 from hydra import compose, initialize_config_module
 
 from collector import format as fmt
@@ -27,9 +26,6 @@ from collector.errors import (
     UsageError,
 )
 
-TESTS = Path(__file__).resolve().parents[1]
-REPO = TESTS.parent
-
 
 def cfg(*overrides: str):
     with initialize_config_module(config_module="conf", version_base="1.3"):
@@ -38,15 +34,12 @@ def cfg(*overrides: str):
 
 def run_cli(*args: str, root: Path, timeout: float = 120, cwd: Path | None = None):
     """Run the real ``collect`` entry point in a subprocess."""
-    env = {**os.environ, "HARVEST_DATASETS": str(root), "PYTHONPATH": str(TESTS)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    code = "import sys; from collector.cli import main; sys.argv[0] = 'collect'; main()"
     return subprocess.run(
-        [sys.executable, "-c", code, *args, f"hydra.run.dir={root.parent / 'runs'}"],
+        [sys.executable, "-c", CLI, *args, f"hydra.run.dir={root.parent / 'runs'}"],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=cli_env(root),
         cwd=cwd or root.parent,
         stdin=subprocess.DEVNULL,
     )
@@ -216,17 +209,6 @@ def test_a_run_killed_before_its_final_repack_is_repacked_by_the_rerun(
     )
 
 
-def _wait_for_commit(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if json.loads((path / "metadata.json").read_text()).get("shards"):
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_dataset(
     datasets_root: Path,
@@ -235,17 +217,15 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_dataset(
     dataset_id = "harvest-test/slow-v0/random-v0"
     path = fmt.dataset_path(dataset_id)
     rng = random.Random(1234)
-    env = {**os.environ, "HARVEST_DATASETS": str(datasets_root), "PYTHONPATH": str(TESTS)}
-    code = "import sys; from collector.cli import main; sys.argv[0] = 'collect'; main()"
     kills = 0
     for _ in range(4):
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, *args, f"hydra.run.dir={datasets_root.parent / 'runs'}"],
-            env=env,
+            [sys.executable, "-c", CLI, *args, f"hydra.run.dir={datasets_root.parent / 'runs'}"],
+            env=cli_env(datasets_root),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_for_commit(path, timeout=60)
+        wait_for_commit(dataset_id, timeout=60)
         time.sleep(rng.uniform(0.0, 0.4))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

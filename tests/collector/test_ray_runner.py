@@ -27,18 +27,14 @@ import h5py
 import numpy as np
 import pytest
 import ray_envs
-from helpers import read_episodes
+from helpers import CLI, PYTHONPATH, cli_env, read_episodes, wait_for_commit
 from ray_support import (
-    CLI,
     LOCAL,
-    PYTHONPATH,
     SLOW,
-    cli_env,
     conf,
     module_ray,
     on_ray,
     rollout_worker_pids,
-    wait_for_commit,
     wait_for_free_cpus,
 )
 

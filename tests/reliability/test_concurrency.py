@@ -6,49 +6,17 @@ a reader in this process opening and reading every commit a running writer makes
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import collect_cartpole
+from helpers import CLI, collect_cartpole, spawn, wait_for_commit
 
 from collector import format as fmt
-from collector.errors import DatasetNotFoundError
 from curation.dataset import load_dataset
 
-TESTS = Path(__file__).resolve().parents[1]
-COLLECT = "import sys; from collector.cli import main; sys.argv[0] = 'collect'; main()"
 CURATE = "import sys; from curation.cli import main; sys.exit(main())"
 SLOW = ("env=helpers:harvest-test/Slow-v0", "dataset_id=conc/slow-v0")
-
-
-def spawn(code: str, *args: str, root: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "HARVEST_DATASETS": str(root), "PYTHONPATH": str(TESTS)}
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        env=env,
-        cwd=root.parent,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_commit(dataset_id: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if fmt.read_metadata(fmt.dataset_path(dataset_id))["total_episodes"]:
-                return
-        except DatasetNotFoundError:
-            pass
-        time.sleep(0.02)
-    raise AssertionError(f"no commit of {dataset_id} within {timeout} s")
 
 
 @pytest.mark.slow
@@ -57,10 +25,10 @@ def test_a_second_collect_on_the_same_id_is_refused_with_the_holders_pid(
 ) -> None:
     runs = datasets_root.parent / "runs"
     args = (*SLOW, "episodes=100000", "checkpoint.every_episodes=5", f"hydra.run.dir={runs}")
-    first = spawn(COLLECT, *args, root=datasets_root)
+    first = spawn(CLI, *args, root=datasets_root)
     try:
-        wait_for_commit("conc/slow-v0")
-        second = spawn(COLLECT, *args, root=datasets_root)  # the same command
+        wait_for_commit("conc/slow-v0", timeout=60)
+        second = spawn(CLI, *args, root=datasets_root)  # the same command
         _, err = second.communicate(timeout=120)
         assert second.returncode == 1, err
         (line,) = err.strip().splitlines()  # one line, no traceback
@@ -79,7 +47,7 @@ def test_readers_see_only_whole_commits_while_a_writer_commits_and_repacks(
 ) -> None:
     n = 60
     writer = spawn(
-        COLLECT,
+        CLI,
         *SLOW,
         f"episodes={n}",
         "checkpoint.every_episodes=1",  # a commit per episode, then a repack at the end
@@ -88,7 +56,7 @@ def test_readers_see_only_whole_commits_while_a_writer_commits_and_repacks(
     )
     snapshots, old = [], None
     try:
-        wait_for_commit("conc/slow-v0")
+        wait_for_commit("conc/slow-v0", timeout=60)
         while True:
             finished = writer.poll() is not None
             ds = load_dataset("conc/slow-v0")

@@ -24,20 +24,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from helpers import PYTHONPATH, REPO, cli_env, committed_episodes, wait_for_commit
 from kill_support import Zygote, committed_digests, temp_files, unreferenced_shards
 from ray_support import (
     CHECKED_CLI,
     LOCAL,
-    PYTHONPATH,
-    REPO,
     SLOW,
-    cli_env,
-    committed_episodes,
     conf,
     module_ray,
     processes,
     rollout_worker_pids,
-    wait_for_commit,
     wait_for_free_cpus,
     wait_until_gone,
 )

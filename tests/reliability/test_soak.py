@@ -10,20 +10,17 @@ the reader's RSS flat, and the final dataset verified.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CLI, PYTHONPATH, spawn
 
 from collector import format as fmt
 from collector.errors import DatasetNotFoundError
 from curation.dataset import load_dataset
 
-TESTS = Path(__file__).resolve().parents[1]
-COLLECT = "import sys; from collector.cli import main; sys.argv[0] = 'collect'; main()"
 EPISODES = int(os.environ.get("HARVEST_SOAK_EPISODES", "800"))
 DATASET = "soak/slow-v0"
 
@@ -41,28 +38,18 @@ def test_collect_with_4_ray_workers_while_batch_iter_reads_every_commit(
     datasets_root: Path,
 ) -> None:
     pytest.importorskip("ray")
-    env = {**os.environ, "HARVEST_DATASETS": str(datasets_root), "PYTHONPATH": str(TESTS)}
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            COLLECT,
-            "env=helpers:harvest-test/Slow-v0",  # 50 steps of ~1 ms
-            f"episodes={EPISODES}",
-            f"dataset_id={DATASET}",
-            "checkpoint.every_episodes=100",
-            "runner=ray",
-            "runner.workers=4",
-            "runner.num_cpus_per_worker=0.5",
-            f"+runner.init.runtime_env={{env_vars:{{PYTHONPATH:'{TESTS}'}}}}",
-            f"hydra.run.dir={datasets_root.parent / 'runs'}",
-        ],
-        env=env,
-        cwd=datasets_root.parent,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    writer = spawn(
+        CLI,
+        "env=helpers:harvest-test/Slow-v0",  # 50 steps of ~1 ms
+        f"episodes={EPISODES}",
+        f"dataset_id={DATASET}",
+        "checkpoint.every_episodes=100",
+        "runner=ray",
+        "runner.workers=4",
+        "runner.num_cpus_per_worker=0.5",
+        f"+runner.init.runtime_env={{env_vars:{{PYTHONPATH:'{PYTHONPATH}'}}}}",
+        f"hydra.run.dir={datasets_root.parent / 'runs'}",
+        root=datasets_root,
     )
     rounds, batches, rss, most_shards, started = 0, 0, [], 0, time.monotonic()
     try:

@@ -10,18 +10,16 @@ the next run removes what the crash left and completes with the uninterrupted fi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import collect_cartpole
+from helpers import cli_env, collect_cartpole
 
 from collector import format as fmt
 from curation.dataset import load_dataset
 
-TESTS = Path(__file__).resolve().parents[1]
 FIRST, TOTAL = 10, 30
 DATASET = "torn/cartpole-v0"
 #: a commit (and a small shard) per 5 episodes; the run ends by repacking them into one
@@ -81,9 +79,8 @@ def run_child(root: Path, crash: str) -> int:
             f"collect_cartpole({DATASET!r}, {TOTAL}, checkpoint=CHECKPOINT)",
         ]
     )
-    env = {**os.environ, "HARVEST_DATASETS": str(root), "PYTHONPATH": str(TESTS)}
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], env=cli_env(root), capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 137, done.stderr[-2000:]
     return done.returncode
