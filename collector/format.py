@@ -25,7 +25,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -895,12 +895,25 @@ def _open_shard(path: Path) -> h5py.File:
         ) from e
 
 
+@contextlib.contextmanager
+def _damaged(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn what h5py raises on reading a damaged shard into one ``CorruptDatasetError``."""
+    try:
+        yield
+    except CorruptDatasetError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise CorruptDatasetError(
+            f"shard {path} is damaged ({type(e).__name__}: {e}); run verify"
+        ) from e
+
+
 def _read_table(
     f: h5py.File, fields: Sequence[str] = TABLE_FIELDS, raw_text: bool = False
 ) -> dict[str, Any]:
     """Read (and check against its checksums) the episode table of an open shard."""
     out: dict[str, Any] = {}
-    try:
+    with _damaged(f.filename):
         tab = f["episodes"]
         for key in fields:
             column = tab[key]
@@ -914,13 +927,6 @@ def _read_table(
             if key in ("options", "metadata") and not raw_text:
                 values = [o.decode() or None for o in values]
             out[key] = values
-    except CorruptDatasetError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
-        raise CorruptDatasetError(
-            f"shard {f.filename}: episode table is unreadable ({type(e).__name__}: {e}); "
-            "the file is damaged (run verify)"
-        ) from e
     return out
 
 
@@ -951,7 +957,7 @@ def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:
                 return {"": node[()]}
             return {_column_name(n): node[n][()] for n in _dataset_names(node)}
 
-        try:
+        with _damaged(path):
             _check_layout(f)
             infos = masks = None
             if "infos" in f:
@@ -970,12 +976,6 @@ def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:
                 infos=infos,
                 info_masks=masks or {},
             )
-        except CorruptDatasetError:
-            raise
-        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
-            raise CorruptDatasetError(
-                f"shard {path} is damaged ({type(e).__name__}: {e}); run verify"
-            ) from e
         return batch
 
 
@@ -1855,16 +1855,12 @@ class ShardReader:
             # dataset objects are kept with the file: each keeps its chunk cache between the
             # consecutive block reads, so a chunk shared by two blocks is decompressed once
             try:
-                _check_layout(f)
-                hit = (f, [(g, n, f[p]) for g, n, p in _list_columns(f)])
+                with _damaged(path):
+                    _check_layout(f)
+                    hit = (f, [(g, n, f[p]) for g, n, p in _list_columns(f)])
             except CorruptDatasetError:
                 f.close()
                 raise
-            except (OSError, KeyError, ValueError, RuntimeError) as e:
-                f.close()
-                raise CorruptDatasetError(
-                    f"shard {path} is damaged ({type(e).__name__}: {e}); run verify"
-                ) from e
             while len(self._open) >= self.max_open:
                 old = self._open.pop(next(iter(self._open)))
                 old[0].close()
@@ -1876,8 +1872,8 @@ class ShardReader:
         f, cols = self._handle(path)
         out: dict[str, dict[str, np.ndarray]] = {"observations": {}, "actions": {}, "infos": {}}
         masks: dict[str, np.ndarray] = {}
-        try:
-            steps: list[np.ndarray] = []
+        steps: list[np.ndarray] = []
+        with _damaged(path):
             for group, name, dset in cols:
                 if group == "steps":
                     steps.append(dset[step_rows])
@@ -1887,10 +1883,6 @@ class ShardReader:
                     masks[name[: -len(MASK_SUFFIX)]] = data
                 else:
                     out[group][name] = data
-        except (OSError, KeyError, ValueError, RuntimeError) as e:
-            raise CorruptDatasetError(
-                f"shard {path} is damaged ({type(e).__name__}: {e}); run verify"
-            ) from e
         return ShardRows(
             observations=out["observations"],
             actions=out["actions"],
