@@ -175,6 +175,84 @@ def dataset_path(dataset_id: str, root: str | os.PathLike[str] | None = None) ->
     return datasets_root(root) / dataset_id
 
 
+def id_ancestors(dataset_id: str) -> list[str]:
+    """Every folder prefix of ``dataset_id``, shortest first (ids or not).
+
+    >>> id_ancestors("w-v0/data/y-v0")
+    ['w-v0', 'w-v0/data']
+    """
+    parts = dataset_id.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def nested_ids(dataset_id: str, others: Iterable[str]) -> list[str]:
+    """Those of ``others`` whose folder is an ancestor or a descendant of ``dataset_id``'s.
+
+    >>> nested_ids("x-v0", ["x-v0", "x-v0/y-v0", "x-v01", "a/b-v0"])
+    ['x-v0/y-v0']
+    """
+    ancestors = set(id_ancestors(dataset_id))
+    inside = dataset_id + "/"
+    return sorted(o for o in others if o in ancestors or o.startswith(inside))
+
+
+def nesting_error(dataset_id: str, other: str, where: str) -> UsageError:
+    """The refusal of a dataset inside or around another (DESIGN.md section 4)."""
+    if other.startswith(dataset_id + "/"):
+        how = f"would contain dataset {other!r}"
+    else:
+        how = f"would sit inside dataset {other!r}"
+    return UsageError(
+        f"dataset id {dataset_id!r} {how} {where}; a dataset never contains another: pick "
+        f"another id, or delete {other!r} first"
+    )
+
+
+def contained_datasets(dataset_id: str, root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Ids of the local datasets inside ``dataset_id``'s folder (symlinks are not followed)."""
+    base = datasets_root(root)
+    path = dataset_path(dataset_id, base)
+    found = []
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            if METADATA_FILE in filenames and Path(dirpath) != path:
+                found.append(Path(dirpath).relative_to(base).as_posix())
+    return sorted(found)
+
+
+def check_not_nested(dataset_id: str, root: str | os.PathLike[str] | None = None) -> None:
+    """Refuse an id whose folder is inside or around another local dataset's folder.
+
+    A dataset folder is one holding ``metadata.json``. An id inside another dataset (its
+    ``data/`` folder included, e.g. ``w-v0/data/y-v0``) would be swept by that dataset's
+    cleaners and deleters, and one around others would sweep them.
+
+    Raises:
+        UsageError: naming both ids and the fix.
+    """
+    base = datasets_root(root)
+    dataset_path(dataset_id, base)  # validates the id
+    for prefix in id_ancestors(dataset_id):
+        if (base / prefix / METADATA_FILE).exists():
+            raise nesting_error(dataset_id, prefix, f"in {base}")
+    inner = contained_datasets(dataset_id, base)
+    if inner:
+        raise nesting_error(dataset_id, inner[0], f"in {base}")
+
+
+def is_own_file(rel: str) -> bool:
+    """Whether ``rel`` (relative to a dataset folder) is a file a dataset can own.
+
+    Only ``metadata.json`` and plain shard names directly in ``data/``: never anything of a
+    dataset nested below (which cleaners and deleters must leave alone).
+    """
+    if rel == METADATA_FILE:
+        return True
+    folder, _, name = rel.partition("/")
+    return folder == DATA_DIR and _SHARD_FILE_RE.fullmatch(name) is not None
+
+
 # --------------------------------------------------------------------------------------------
 # columnar episodes in memory
 
@@ -1342,23 +1420,6 @@ class DatasetWriter:
 
     # -- generations -----------------------------------------------------------------------
 
-    def _check_not_nested(self) -> None:
-        for parent in self.path.parents:
-            if parent == self.root or self.root not in parent.parents:
-                break
-            if (parent / METADATA_FILE).exists():
-                raise UsageError(
-                    f"dataset id {self.dataset_id!r} would sit inside dataset "
-                    f"{parent.relative_to(self.root).as_posix()!r}; pick an id outside it"
-                )
-        if self.path.is_dir() and any(
-            p.name == METADATA_FILE and p.parent != self.path
-            for p in self.path.rglob(METADATA_FILE)
-        ):
-            raise UsageError(
-                f"dataset id {self.dataset_id!r} would contain other datasets; pick another id"
-            )
-
     def start(self, base: dict[str, Any], *, commit: bool = True) -> None:
         """Begin a new, empty generation with ``base`` metadata (new dataset or overwrite).
 
@@ -1368,7 +1429,7 @@ class DatasetWriter:
         the dataset (``cleanup``), so snapshots opened on the old generation stay readable
         meanwhile [review 8].
         """
-        self._check_not_nested()
+        check_not_nested(self.dataset_id, self.root)
         now = time.time()
         self.meta = {
             "format_version": FORMAT_VERSION,

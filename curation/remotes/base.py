@@ -257,6 +257,7 @@ class Remote(ABC):
                 if not (remote is not None and _same_content(meta, remote)) and not overwrite:
                     raise _exists_error(dataset_id, f"on {self.uri}", ("remote", remote), meta)
             existing = self._stat(dataset_id)
+            self._check_nesting(dataset_id, existing)
             if remote_data == data and all(rel in existing for rel, _, _ in files):
                 report.up_to_date = True
                 report.skipped = [rel for rel, _, _ in files]
@@ -271,7 +272,8 @@ class Remote(ABC):
                         continue
                 uploads.append(Upload(rel, path / rel, sha, size))
             wanted = {rel for rel, _, _ in files} | {META}
-            removals = sorted(rel for rel in existing if rel not in wanted)
+            # only this dataset's own files: never a nested dataset's (issue 16)
+            removals = sorted(r for r in existing if r not in wanted and fmt.is_own_file(r))
             total = sum(u.size for u in uploads)
             with (
                 _progress_bar(total, f"push {dataset_id}", progress) as bar,
@@ -307,6 +309,7 @@ class Remote(ABC):
             meta = self._parse(dataset_id, data)
             files = fmt.dataset_files(meta, f"{self.uri} {dataset_id}")
             with fmt.DatasetLock(dataset_id, root):
+                fmt.check_not_nested(dataset_id, root)
                 if path.exists():
                     local = fmt.read_metadata(path, dataset_id) if (path / META).exists() else None
                     if local is not None and _same_content(local, meta):
@@ -352,6 +355,27 @@ class Remote(ABC):
             self._delete(dataset_id)
 
     # -- shared helpers -------------------------------------------------------------------
+
+    def _check_nesting(self, dataset_id: str, files: dict[str, RemoteFile]) -> None:
+        """Refuse ``dataset_id`` if a remote dataset sits inside or around its folder.
+
+        ``files`` is the id's folder listing (``_stat``): a ``metadata.json`` below its own is a
+        nested dataset. Each folder prefix that is an id is asked for its ``metadata.json``.
+
+        Raises:
+            UsageError: naming both ids and the fix.
+        """
+        inner = sorted(rel.rpartition("/")[0] for rel in files if rel.endswith("/" + META))
+        if inner:
+            raise fmt.nesting_error(dataset_id, f"{dataset_id}/{inner[0]}", f"on {self.uri}")
+        for prefix in fmt.id_ancestors(dataset_id):
+            try:
+                fmt.parse_dataset_id(prefix)
+                found = self._read(prefix, META) is not None
+            except UsageError:  # not an id, or one this remote cannot hold (hf:// namespaces)
+                continue
+            if found:
+                raise fmt.nesting_error(dataset_id, prefix, f"on {self.uri}")
 
     def _require(self, dataset_id: str) -> bytes:
         data = self._read(dataset_id, META)
@@ -472,7 +496,8 @@ class ObjectStoreRemote(Remote):
 
     def _delete(self, dataset_id: str) -> None:
         self._remove(dataset_id, [META])
-        self._remove(dataset_id, sorted(self._stat(dataset_id)))
+        # only its own files: a dataset an older harvest nested below it stays whole
+        self._remove(dataset_id, sorted(r for r in self._stat(dataset_id) if fmt.is_own_file(r)))
 
     @abstractmethod
     def _put(self, dataset_id: str, upload: Upload) -> None:

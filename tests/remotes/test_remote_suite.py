@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from collector.errors import (
     DatasetExistsError,
     DatasetNotFoundError,
     RemoteError,
+    UsageError,
 )
 from curation.dataset import delete_dataset, list_local_datasets, load_dataset
 from curation.remotes import (
@@ -30,6 +33,7 @@ from curation.remotes import (
     pull_dataset,
     push_dataset,
 )
+from curation.remotes.base import Remote
 from remotes.conftest import Backend
 
 
@@ -235,3 +239,98 @@ def test_a_killed_pull_leaves_nothing_that_opens_and_the_next_one_cleans_up(
     pull_dataset("cart/rand-v0", backend.uri, root=elsewhere)
     assert no_leftovers(elsewhere) == []
     assert_same_dataset("cart/rand-v0", elsewhere)
+
+
+# -- a dataset never contains another (DESIGN.md section 4; issue 16, item 1) ---------------
+
+
+def remote_files(uri: str, dataset_id: str) -> dict[str, Any]:
+    """A remote dataset's listed files (size and sha256 where kept), for before/after checks."""
+    return open_remote(uri)._stat(dataset_id)
+
+
+def test_push_refuses_an_id_inside_or_around_a_remote_dataset(
+    backend: Backend, elsewhere: Path, tmp_path: Path
+) -> None:
+    cartpole("cart/x-v0/y-v0", episodes=4)
+    push_dataset("cart/x-v0/y-v0", backend.uri)
+    inner_before = remote_files(backend.uri, "cart/x-v0/y-v0")
+    collect_cartpole("cart/x-v0", 4, seed=1, datasets_root=str(elsewhere))
+    for overwrite in (False, True):
+        with pytest.raises(
+            UsageError, match=re.escape("'cart/x-v0' would contain dataset 'cart/x-v0/y-v0'")
+        ) as e:
+            push_dataset("cart/x-v0", backend.uri, root=elsewhere, overwrite=overwrite)
+        assert "pick another id, or delete 'cart/x-v0/y-v0' first" in str(e.value)
+    third = tmp_path / "third"
+    collect_cartpole("cart/x-v0/y-v0/data/z-v0", 4, seed=2, datasets_root=str(third))
+    with pytest.raises(UsageError, match=re.escape("would sit inside dataset 'cart/x-v0/y-v0'")):
+        push_dataset("cart/x-v0/y-v0/data/z-v0", backend.uri, root=third)
+    assert list(list_remote_datasets(backend.uri)) == ["cart/x-v0/y-v0"]
+    assert remote_files(backend.uri, "cart/x-v0/y-v0") == inner_before
+    pulled = tmp_path / "pulled"
+    pull_dataset("cart/x-v0/y-v0", backend.uri, root=pulled)
+    assert_same_dataset("cart/x-v0/y-v0", pulled)
+
+
+def test_stale_cleanup_and_delete_touch_only_their_own_files(
+    backend: Backend, elsewhere: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote nested by an older harvest: a push's cleanup and a delete spare the inner one."""
+    cartpole("cart/x-v0/y-v0", episodes=4)
+    collect_cartpole("cart/x-v0", 4, seed=1, datasets_root=str(elsewhere))
+    other = tmp_path / "other"
+    collect_cartpole("cart/x-v0", 8, seed=2, shard_every=4, datasets_root=str(other))
+    with monkeypatch.context() as m:
+        m.setattr(Remote, "_check_nesting", lambda self, dataset_id, files: None)
+        push_dataset("cart/x-v0", backend.uri, root=elsewhere)
+        push_dataset("cart/x-v0/y-v0", backend.uri)
+        inner = remote_files(backend.uri, "cart/x-v0/y-v0")
+        report = push_dataset("cart/x-v0", backend.uri, root=other, overwrite=True)
+        assert report.removed and all(r.startswith("data/shard-") for r in report.removed)
+    assert remote_files(backend.uri, "cart/x-v0/y-v0") == inner
+    assert list(list_remote_datasets(backend.uri)) == ["cart/x-v0", "cart/x-v0/y-v0"]
+
+    delete_remote_dataset("cart/x-v0", backend.uri)
+    assert list(list_remote_datasets(backend.uri)) == ["cart/x-v0/y-v0"]
+    assert remote_files(backend.uri, "cart/x-v0/y-v0") == inner
+    pulled = tmp_path / "pulled"
+    pull_dataset("cart/x-v0/y-v0", backend.uri, root=pulled)
+    assert_same_dataset("cart/x-v0/y-v0", pulled)
+
+
+def test_pull_refuses_a_dataset_inside_a_local_one(backend: Backend, elsewhere: Path) -> None:
+    cartpole("cart/x-v0/y-v0", episodes=4)
+    cartpole("cart/w-v0/data/y-v0", episodes=4, seed=1)
+    push_dataset("cart/x-v0/y-v0", backend.uri)
+    push_dataset("cart/w-v0/data/y-v0", backend.uri)
+    collect_cartpole("cart/x-v0", 4, seed=2, datasets_root=str(elsewhere))
+    collect_cartpole("cart/w-v0", 4, seed=3, datasets_root=str(elsewhere))
+    before = tree(elsewhere)
+    for inner, outer in (("cart/x-v0/y-v0", "cart/x-v0"), ("cart/w-v0/data/y-v0", "cart/w-v0")):
+        with pytest.raises(
+            UsageError, match=re.escape(f"{inner!r} would sit inside dataset {outer!r}")
+        ):
+            pull_dataset(inner, backend.uri, root=elsewhere, overwrite=True)
+    assert tree(elsewhere) == before
+    assert no_leftovers(elsewhere) == []
+    collect_cartpole("cart/w-v0", 6, seed=3, datasets_root=str(elsewhere))
+    assert fmt.verify_dataset("cart/w-v0", elsewhere).ok
+
+
+def test_pull_overwrite_never_deletes_a_local_dataset_nested_under_it(
+    backend: Backend, elsewhere: Path, tmp_path: Path
+) -> None:
+    cartpole("cart/x-v0", episodes=4)
+    push_dataset("cart/x-v0", backend.uri)
+    collect_cartpole("cart/x-v0", 3, seed=9, datasets_root=str(elsewhere))
+    legacy = tmp_path / "legacy"  # a local root nested by an older harvest
+    collect_cartpole("cart/x-v0/y-v0", 3, seed=5, datasets_root=str(legacy))
+    shutil.copytree(legacy / "cart/x-v0/y-v0", elsewhere / "cart/x-v0/y-v0")
+    before = tree(elsewhere)
+    with pytest.raises(
+        UsageError, match=re.escape("'cart/x-v0' would contain dataset 'cart/x-v0/y-v0'")
+    ):
+        pull_dataset("cart/x-v0", backend.uri, root=elsewhere, overwrite=True)
+    assert tree(elsewhere) == before
+    assert fmt.verify_dataset("cart/x-v0/y-v0", elsewhere).ok
