@@ -334,3 +334,36 @@ def test_pull_overwrite_never_deletes_a_local_dataset_nested_under_it(
         pull_dataset("cart/x-v0", backend.uri, root=elsewhere, overwrite=True)
     assert tree(elsewhere) == before
     assert fmt.verify_dataset("cart/x-v0/y-v0", elsewhere).ok
+
+
+# -- a remote folder is hostile on push too (issue 16, item 9) ------------------------------
+
+
+@pytest.mark.parametrize("link", ["cart", "cart/rand-v0", "cart/rand-v0/data"])
+def test_push_and_delete_never_follow_a_planted_symlink(
+    file_backend: Backend, tmp_path: Path, link: str
+) -> None:
+    cartpole("cart/rand-v0", episodes=4)
+    base = Path(file_backend.uri.removeprefix("file://"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (base / link).parent.mkdir(parents=True, exist_ok=True)
+    (base / link).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RemoteError, match="symlink|links to") as e:
+        push_dataset("cart/rand-v0", file_backend.uri)
+    assert "\n" not in str(e.value)
+    assert list(outside.rglob("*")) == []
+
+    # a link planted after a push: delete and a push's cleanup remove nothing through it
+    (base / link).unlink()
+    push_dataset("cart/rand-v0", file_backend.uri)
+    real = base / link
+    shutil.copytree(real, outside, dirs_exist_ok=True)
+    shutil.rmtree(real)
+    real.symlink_to(outside, target_is_directory=True)
+    kept = sorted(p.relative_to(outside).as_posix() for p in outside.rglob("*"))
+    try:  # refused, or done without reaching through the link
+        delete_remote_dataset("cart/rand-v0", file_backend.uri)
+    except RemoteError as e:
+        assert re.search("symlink|links to", str(e))
+    assert sorted(p.relative_to(outside).as_posix() for p in outside.rglob("*")) == kept
