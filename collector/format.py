@@ -1722,6 +1722,68 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def exact_shards(
+    path: Path, meta: dict[str, Any], staging: Path
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """A manifest and files for exporting a dataset whose shards hold only its episodes.
+
+    A saved view links whole shards of its source (copy-free), so a shard may also hold
+    episodes the manifest leaves out, e.g. a split's held-out part [issue 16]. An export must
+    carry exactly the dataset's episodes: each such shard is rewritten into ``staging`` with
+    just the episodes the manifest maps, under their dataset ids, in id order. Ids and
+    digests are unchanged, so the fingerprint is too; the same dataset always gives the same
+    bytes, so a repeated push finds them in place.
+
+    Returns:
+        ``(manifest, {relative path: local file})``; the manifest is ``meta`` itself when no
+        shard holds foreign episodes.
+
+    Raises:
+        CorruptDatasetError: a shard to rewrite does not match its sha256 or its digests.
+    """
+    files: dict[str, Path] = {}
+    entries: list[dict[str, Any]] = []
+    label = str(meta.get("dataset_id", path))
+    for (rel, sha, _), entry in zip(dataset_files(meta, label), meta["shards"], strict=True):
+        src = path / rel
+        entries.append(entry)
+        files[rel] = src
+        if entry.get("id_map") is None:  # an id offset keeps every episode of the file
+            continue
+        stored = read_shard_table(src, ("id",))["id"]
+        pos, ids = map_shard_ids(entry, stored)
+        if len(pos) == len(stored):
+            continue
+        if sha256_file(src) != sha:
+            raise CorruptDatasetError(
+                f"{src} does not match its sha256 in metadata.json; run `curate verify` on {label}"
+            )
+        order = np.argsort(ids, kind="stable")
+        batch = read_shard(src)
+        part = select_episodes(batch, pos[order], ids[order])
+        want = part.table["digest"].copy()
+        part.table["digest"] = episode_digests(part)
+        if not np.array_equal(part.table["digest"], want):
+            raise CorruptDatasetError(
+                f"{src} does not match its own digests; run `curate verify` on {label}"
+            )
+        compression = entry.get("compression")
+        data = build_shard_bytes(part, None if compression in (None, "none") else compression)
+        new_sha = hashlib.sha256(data).hexdigest()
+        seq = SHARD_RE.match(entry["file"])
+        name = shard_name(int(seq[1]) if seq else len(entries) - 1, new_sha)
+        staging.mkdir(parents=True, exist_ok=True)
+        write_new_file(staging / name, data, sync=True)
+        new = {k: v for k, v in entry.items() if k != "id_map"}
+        new.update(file=name, id_offset=0, sha256=new_sha, bytes=len(data))
+        entries[-1] = new
+        del files[rel]
+        files[f"{DATA_DIR}/{name}"] = staging / name
+    if all(a is b for a, b in zip(entries, meta["shards"], strict=True)):
+        return meta, files
+    return {**meta, "shards": entries}, files
+
+
 # --------------------------------------------------------------------------------------------
 # verification
 

@@ -367,3 +367,61 @@ def test_push_and_delete_never_follow_a_planted_symlink(
     except RemoteError as e:
         assert re.search("symlink|links to", str(e))
     assert sorted(p.relative_to(outside).as_posix() for p in outside.rglob("*")) == kept
+
+
+# -- a push carries exactly the dataset's episodes (issue 16, item 13) -----------------------
+
+
+def episode_keys(files: list[Path]) -> set[tuple[int, bytes]]:
+    """(seed, content digest) of every episode stored in ``files``, mapped or not."""
+    keys = set()
+    for file in files:
+        table = fmt.read_shard_table(file, ("seed", "digest"))
+        keys |= {(int(s), bytes(d)) for s, d in zip(table["seed"], table["digest"], strict=True)}
+    return keys
+
+
+def dataset_keys(dataset_id: str, root: Path | None = None) -> set[tuple[int, bytes]]:
+    """(seed, content digest) of the episodes a dataset's manifest includes."""
+    path = fmt.dataset_path(dataset_id, root)
+    keys = set()
+    for entry in fmt.read_metadata(path, dataset_id)["shards"]:
+        table = fmt.read_shard_table(path / fmt.DATA_DIR / entry["file"], ("id", "seed", "digest"))
+        pos, _ = fmt.map_shard_ids(entry, table["id"])
+        keys |= {(int(table["seed"][p]), bytes(table["digest"][p])) for p in pos}
+    return keys
+
+
+def test_a_pushed_split_carries_none_of_the_held_out_episodes(
+    backend: Backend, tmp_path: Path
+) -> None:
+    from curation.ops import save_dataset, split_dataset
+
+    collect_cartpole("cart/src-v0", 400, shard_every=100, max_episode_steps=5)
+    train, held_out = split_dataset(load_dataset("cart/src-v0"), [0.6, 0.4], seed=0)
+    saved = save_dataset(train, "cart/train-v0")
+    meta = fmt.read_metadata(fmt.dataset_path("cart/train-v0"))
+    assert any("id_map" in e for e in meta["shards"])  # linked shards: held-out rows inside
+    local_files = [fmt.dataset_path("cart/train-v0") / rel for rel in shard_files("cart/train-v0")]
+    want = dataset_keys("cart/train-v0")
+    assert len(want) == len(train) == 240 and episode_keys(local_files) > want
+
+    push_dataset("cart/train-v0", backend.uri)
+    remote = open_remote(backend.uri)
+    scanned = tmp_path / "scanned"
+    scanned.mkdir()
+    uploaded = []
+    for rel in remote._stat("cart/train-v0"):
+        if rel != fmt.METADATA_FILE:
+            uploaded.append(scanned / rel.replace("/", "~"))
+            remote._get("cart/train-v0", rel, uploaded[-1])
+    assert episode_keys(uploaded) == want
+    held = {int(s) for s, _ in dataset_keys("cart/src-v0")} - {int(s) for s, _ in want}
+    assert len(held) == 160 and not held & {s for s, _ in episode_keys(uploaded)}
+    assert remote.metadata("cart/train-v0")["fingerprint"] == saved.fingerprint
+
+    assert push_dataset("cart/train-v0", backend.uri).up_to_date  # compaction is repeatable
+    pulled = tmp_path / "pulled"
+    pull_dataset("cart/train-v0", backend.uri, root=pulled)
+    assert_same_dataset("cart/train-v0", pulled)
+    assert no_leftovers(fmt.datasets_root()) == []
