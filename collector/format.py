@@ -213,7 +213,7 @@ def contained_datasets(dataset_id: str, root: str | os.PathLike[str] | None = No
     base = datasets_root(root)
     path = dataset_path(dataset_id, base)
     found = []
-    if path.is_dir() and not path.is_symlink():
+    if path.is_dir():
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             if METADATA_FILE in filenames and Path(dirpath) != path:
