@@ -303,7 +303,7 @@ class Remote(ABC):
                 uploads.append(Upload(rel, local[rel], sha, size))
             wanted = {rel for rel, _, _ in files} | {META}
             # only this dataset's own files: never a nested dataset's (issue 16)
-            removals = sorted(r for r in existing if r not in wanted and fmt.is_own_file(r))
+            removals = sorted(r for r in existing if r not in wanted and self._owns(r))
             total = sum(u.size for u in uploads)
             with (
                 _progress_bar(total, f"push {dataset_id}", progress) as bar,
@@ -467,6 +467,10 @@ class Remote(ABC):
             "(replaced mid-pull, or a broken push); pull again, or push it again"
         )
 
+    def _owns(self, rel: str) -> bool:
+        """Whether a file listed under a dataset's folder is the dataset's own to remove."""
+        return fmt.is_own_file(rel)
+
     def _hash(self, dataset_id: str, rel: str) -> str | None:
         """The sha256 of a remote file when the backend can compute it cheaply, else None."""
         return None
@@ -528,7 +532,7 @@ class ObjectStoreRemote(Remote):
     def _delete(self, dataset_id: str) -> None:
         self._remove(dataset_id, [META])
         # only its own files: a dataset an older harvest nested below it stays whole
-        self._remove(dataset_id, sorted(r for r in self._stat(dataset_id) if fmt.is_own_file(r)))
+        self._remove(dataset_id, sorted(r for r in self._stat(dataset_id) if self._owns(r)))
 
     @abstractmethod
     def _put(self, dataset_id: str, upload: Upload) -> None:

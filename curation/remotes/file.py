@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import uuid
@@ -107,6 +108,14 @@ class FileRemote(ObjectStoreRemote):
                     f"write or delete {dataset_id}/{rel} through it (replace it with a folder)"
                 )
         return folder / rel.rsplit("/", 1)[-1]
+
+    def _owns(self, rel: str) -> bool:
+        # also the temporary names its writes give its own files (a killed push's)
+        folder, _, name = rel.rpartition("/")
+        tmp = re.fullmatch(r"\.(.+)\.[0-9a-f]{8}\.tmp", name)
+        if tmp is not None:
+            rel = f"{folder}/{tmp[1]}" if folder else tmp[1]
+        return rel == fmt.METADATA_TMP or fmt.is_own_file(rel)
 
     def _read(self, dataset_id: str, rel: str) -> bytes | None:
         try:

@@ -323,7 +323,7 @@ class HubRemote(Remote):
         ops: list[Any] = [
             hub.CommitOperationDelete(f"{path}/{rel}")
             for rel in sorted(self._stat(dataset_id))
-            if fmt.is_own_file(rel)
+            if self._owns(rel)
         ]
         card = self._card(repo, {dataset_id: None})
         if card is not None:

@@ -425,3 +425,14 @@ def test_a_pushed_split_carries_none_of_the_held_out_episodes(
     pull_dataset("cart/train-v0", backend.uri, root=pulled)
     assert_same_dataset("cart/train-v0", pulled)
     assert no_leftovers(fmt.datasets_root()) == []
+
+
+def test_delete_removes_a_killed_push_s_temporary_files_too(file_backend: Backend) -> None:
+    cartpole("cart/rand-v0", episodes=4)
+    push_dataset("cart/rand-v0", file_backend.uri)
+    folder = Path(file_backend.uri.removeprefix("file://")) / "cart" / "rand-v0"
+    (folder / "data" / ".shard-000009-0123abcd.h5.89abcdef.tmp").write_bytes(b"half")
+    (folder / fmt.METADATA_TMP).write_bytes(b"{")
+    (folder / "notes.txt").write_bytes(b"not the dataset's")
+    delete_remote_dataset("cart/rand-v0", file_backend.uri)
+    assert sorted(p.name for p in folder.rglob("*")) == ["notes.txt"]
