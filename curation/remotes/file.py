@@ -10,6 +10,7 @@ import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from collector import format as fmt
@@ -144,18 +145,24 @@ class FileRemote(ObjectStoreRemote):
     def _put(self, dataset_id: str, upload: Upload) -> None:
         dest = self._target(dataset_id, upload.rel, create=True)
         assert dest is not None
-        with self._temporary(dest) as tmp:
-            shutil.copyfile(upload.path, tmp)
+        with self._temporary(dest) as (tmp, fh), open(upload.path, "rb") as src:
+            shutil.copyfileobj(src, fh, 1 << 20)
+            fh.flush()
             check_upload(upload, tmp, f"copied to {self.uri}")
-            fmt.fsync_path(tmp)
-            os.chmod(tmp, 0o444)
+            os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), 0o444)
             os.rename(tmp, dest)
         fmt.fsync_path(dest.parent)
 
     def _write(self, dataset_id: str, rel: str, data: bytes) -> None:
         dest = self._target(dataset_id, rel, create=True)
         assert dest is not None
-        fmt.atomic_write(dest, data)
+        with self._temporary(dest) as (tmp, fh):
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        fmt.fsync_path(dest.parent)
 
     def _remove(self, dataset_id: str, rels: list[str]) -> None:
         folder = self._folder(dataset_id)
@@ -172,10 +179,13 @@ class FileRemote(ObjectStoreRemote):
                     Path(dirpath).rmdir()
 
     @contextlib.contextmanager
-    def _temporary(self, dest: Path) -> Iterator[Path]:
+    def _temporary(self, dest: Path) -> Iterator[tuple[Path, BinaryIO]]:
+        """A new file next to ``dest``, created exclusively: never opened through a planted link."""
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
-            yield tmp
+            with os.fdopen(fd, "wb") as fh:
+                yield tmp, fh
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

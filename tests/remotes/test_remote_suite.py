@@ -436,3 +436,20 @@ def test_delete_removes_a_killed_push_s_temporary_files_too(file_backend: Backen
     (folder / "notes.txt").write_bytes(b"not the dataset's")
     delete_remote_dataset("cart/rand-v0", file_backend.uri)
     assert sorted(p.name for p in folder.rglob("*")) == ["notes.txt"]
+
+
+def test_push_never_writes_through_a_planted_file_link(
+    file_backend: Backend, tmp_path: Path
+) -> None:
+    cartpole("cart/rand-v0", episodes=4)
+    folder = Path(file_backend.uri.removeprefix("file://")) / "cart" / "rand-v0"
+    (folder / "data").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"someone's file")
+    (folder / fmt.METADATA_TMP).symlink_to(victim)  # the name atomic_write would use
+    for rel in shard_files("cart/rand-v0"):
+        (folder / rel).symlink_to(victim)
+    push_dataset("cart/rand-v0", file_backend.uri, overwrite=True)
+    assert victim.read_bytes() == b"someone's file"
+    assert not (folder / fmt.METADATA_FILE).is_symlink()
+    assert open_remote(file_backend.uri).metadata("cart/rand-v0")["total_episodes"] == 4
