@@ -185,17 +185,6 @@ def id_ancestors(dataset_id: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def nested_ids(dataset_id: str, others: Iterable[str]) -> list[str]:
-    """Those of ``others`` whose folder is an ancestor or a descendant of ``dataset_id``'s.
-
-    >>> nested_ids("x-v0", ["x-v0", "x-v0/y-v0", "x-v01", "a/b-v0"])
-    ['x-v0/y-v0']
-    """
-    ancestors = set(id_ancestors(dataset_id))
-    inside = dataset_id + "/"
-    return sorted(o for o in others if o in ancestors or o.startswith(inside))
-
-
 def nesting_error(dataset_id: str, other: str, where: str) -> UsageError:
     """The refusal of a dataset inside or around another (DESIGN.md section 4)."""
     if other.startswith(dataset_id + "/"):
