@@ -175,6 +175,73 @@ def dataset_path(dataset_id: str, root: str | os.PathLike[str] | None = None) ->
     return datasets_root(root) / dataset_id
 
 
+def id_ancestors(dataset_id: str) -> list[str]:
+    """Every folder prefix of ``dataset_id``, shortest first (ids or not).
+
+    >>> id_ancestors("w-v0/data/y-v0")
+    ['w-v0', 'w-v0/data']
+    """
+    parts = dataset_id.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def nesting_error(dataset_id: str, other: str, where: str) -> UsageError:
+    """The refusal of a dataset inside or around another (DESIGN.md section 4)."""
+    if other.startswith(dataset_id + "/"):
+        how = f"would contain dataset {other!r}"
+    else:
+        how = f"would sit inside dataset {other!r}"
+    return UsageError(
+        f"dataset id {dataset_id!r} {how} {where}; a dataset never contains another: pick "
+        f"another id, or delete {other!r} first"
+    )
+
+
+def contained_datasets(dataset_id: str, root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Ids of the local datasets inside ``dataset_id``'s folder (symlinks are not followed)."""
+    base = datasets_root(root)
+    path = dataset_path(dataset_id, base)
+    found = []
+    if path.is_dir():
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            if METADATA_FILE in filenames and Path(dirpath) != path:
+                found.append(Path(dirpath).relative_to(base).as_posix())
+    return sorted(found)
+
+
+def check_not_nested(dataset_id: str, root: str | os.PathLike[str] | None = None) -> None:
+    """Refuse an id whose folder is inside or around another local dataset's folder.
+
+    A dataset folder is one holding ``metadata.json``. An id inside another dataset (its
+    ``data/`` folder included, e.g. ``w-v0/data/y-v0``) would be swept by that dataset's
+    cleaners and deleters, and one around others would sweep them.
+
+    Raises:
+        UsageError: naming both ids and the fix.
+    """
+    base = datasets_root(root)
+    dataset_path(dataset_id, base)  # validates the id
+    for prefix in id_ancestors(dataset_id):
+        if (base / prefix / METADATA_FILE).exists():
+            raise nesting_error(dataset_id, prefix, f"in {base}")
+    inner = contained_datasets(dataset_id, base)
+    if inner:
+        raise nesting_error(dataset_id, inner[0], f"in {base}")
+
+
+def is_own_file(rel: str) -> bool:
+    """Whether ``rel`` (relative to a dataset folder) is a file a dataset can own.
+
+    Only ``metadata.json`` and plain shard names directly in ``data/``: never anything of a
+    dataset nested below (which cleaners and deleters must leave alone).
+    """
+    if rel == METADATA_FILE:
+        return True
+    folder, _, name = rel.partition("/")
+    return folder == DATA_DIR and _SHARD_FILE_RE.fullmatch(name) is not None
+
+
 # --------------------------------------------------------------------------------------------
 # columnar episodes in memory
 
@@ -1342,23 +1409,6 @@ class DatasetWriter:
 
     # -- generations -----------------------------------------------------------------------
 
-    def _check_not_nested(self) -> None:
-        for parent in self.path.parents:
-            if parent == self.root or self.root not in parent.parents:
-                break
-            if (parent / METADATA_FILE).exists():
-                raise UsageError(
-                    f"dataset id {self.dataset_id!r} would sit inside dataset "
-                    f"{parent.relative_to(self.root).as_posix()!r}; pick an id outside it"
-                )
-        if self.path.is_dir() and any(
-            p.name == METADATA_FILE and p.parent != self.path
-            for p in self.path.rglob(METADATA_FILE)
-        ):
-            raise UsageError(
-                f"dataset id {self.dataset_id!r} would contain other datasets; pick another id"
-            )
-
     def start(self, base: dict[str, Any], *, commit: bool = True) -> None:
         """Begin a new, empty generation with ``base`` metadata (new dataset or overwrite).
 
@@ -1368,7 +1418,7 @@ class DatasetWriter:
         the dataset (``cleanup``), so snapshots opened on the old generation stay readable
         meanwhile [review 8].
         """
-        self._check_not_nested()
+        check_not_nested(self.dataset_id, self.root)
         now = time.time()
         self.meta = {
             "format_version": FORMAT_VERSION,
@@ -1659,6 +1709,68 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def exact_shards(
+    path: Path, meta: dict[str, Any], staging: Path
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """A manifest and files for exporting a dataset whose shards hold only its episodes.
+
+    A saved view links whole shards of its source (copy-free), so a shard may also hold
+    episodes the manifest leaves out, e.g. a split's held-out part [issue 16]. An export must
+    carry exactly the dataset's episodes: each such shard is rewritten into ``staging`` with
+    just the episodes the manifest maps, under their dataset ids, in id order. Ids and
+    digests are unchanged, so the fingerprint is too; the same dataset always gives the same
+    bytes, so a repeated push finds them in place.
+
+    Returns:
+        ``(manifest, {relative path: local file})``; the manifest is ``meta`` itself when no
+        shard holds foreign episodes.
+
+    Raises:
+        CorruptDatasetError: a shard to rewrite does not match its sha256 or its digests.
+    """
+    files: dict[str, Path] = {}
+    entries: list[dict[str, Any]] = []
+    label = str(meta.get("dataset_id", path))
+    for (rel, sha, _), entry in zip(dataset_files(meta, label), meta["shards"], strict=True):
+        src = path / rel
+        entries.append(entry)
+        files[rel] = src
+        if entry.get("id_map") is None:  # an id offset keeps every episode of the file
+            continue
+        stored = read_shard_table(src, ("id",))["id"]
+        pos, ids = map_shard_ids(entry, stored)
+        if len(pos) == len(stored):
+            continue
+        if sha256_file(src) != sha:
+            raise CorruptDatasetError(
+                f"{src} does not match its sha256 in metadata.json; run `curate verify` on {label}"
+            )
+        order = np.argsort(ids, kind="stable")
+        batch = read_shard(src)
+        part = select_episodes(batch, pos[order], ids[order])
+        want = part.table["digest"].copy()
+        part.table["digest"] = episode_digests(part)
+        if not np.array_equal(part.table["digest"], want):
+            raise CorruptDatasetError(
+                f"{src} does not match its own digests; run `curate verify` on {label}"
+            )
+        compression = entry.get("compression")
+        data = build_shard_bytes(part, None if compression in (None, "none") else compression)
+        new_sha = hashlib.sha256(data).hexdigest()
+        seq = SHARD_RE.match(entry["file"])
+        name = shard_name(int(seq[1]) if seq else len(entries) - 1, new_sha)
+        staging.mkdir(parents=True, exist_ok=True)
+        write_new_file(staging / name, data, sync=True)
+        new = {k: v for k, v in entry.items() if k != "id_map"}
+        new.update(file=name, id_offset=0, sha256=new_sha, bytes=len(data))
+        entries[-1] = new
+        del files[rel]
+        files[f"{DATA_DIR}/{name}"] = staging / name
+    if all(a is b for a, b in zip(entries, meta["shards"], strict=True)):
+        return meta, files
+    return {**meta, "shards": entries}, files
 
 
 # --------------------------------------------------------------------------------------------

@@ -887,10 +887,17 @@ def delete_dataset(dataset_id: str, root: str | Path | None = None) -> None:
     Raises:
         DatasetNotFoundError: no such dataset.
         LockHeldError: a writer is using it.
+        UsageError: another dataset is nested inside its folder (nothing is deleted).
     """
     path = fmt.dataset_path(dataset_id, root)
     with fmt.DatasetLock(dataset_id, root):
         fmt.read_metadata(path, dataset_id)  # DatasetNotFoundError, with the usual message
+        inner = fmt.contained_datasets(dataset_id, root)
+        if inner:  # nested by an older harvest: deleting the folder would delete them too
+            raise UsageError(
+                f"dataset {dataset_id!r} contains dataset {inner[0]!r} at {path}; nothing was "
+                f"deleted: delete {inner[0]!r} first"
+            )
         # the commit point goes first: a crash mid-delete leaves no half dataset that opens
         (path / fmt.METADATA_FILE).unlink()
         shutil.rmtree(path)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import record_cartpole
+from helpers import collect_cartpole, record_cartpole
 
 from collector import format as fmt
 from curation.cli import main
@@ -79,3 +79,21 @@ def test_delete_remote_asks_without_yes(capsys: pytest.CaptureFixture, shared: s
     assert code == 2 and "pass --yes" in err
     code, out, _ = run(capsys, "list", "remote", "--json")
     assert [r["name"] for r in json.loads(out)] == ["cart/a-v0"]
+
+
+def test_nested_ids_are_one_line(
+    capsys: pytest.CaptureFixture, shared: str, tmp_path: Path
+) -> None:
+    """Issue 16, item 1: push and pull of an id inside or around another print one line."""
+    record_cartpole("cart/x-v0/y-v0", 2)
+    run(capsys, "push", "cart/x-v0/y-v0")
+    other = tmp_path / "other-root"
+    collect_cartpole("cart/x-v0", 2, datasets_root=str(other))
+    for argv, message in (
+        (("push", "cart/x-v0", "--root", str(other)), "would contain dataset 'cart/x-v0/y-v0'"),
+        (("pull", "cart/x-v0/y-v0", "--root", str(other)), "would sit inside dataset 'cart/x-v0'"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert err.startswith("curate: error: ") and err.count("\n") == 1, err
+        assert message in err and "pick another id, or delete" in err, err
