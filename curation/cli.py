@@ -71,9 +71,12 @@ def _filter(args: argparse.Namespace) -> int:
     from curation.dataset import load_dataset
 
     view = load_dataset(args.id, root=args.root).filter_episodes(args.where)
+    head = f"{args.id} where {args.where}"
+    if args.into is not None and not view.total_episodes:  # as a recipe refuses an empty output
+        raise UsageError(f"{head}: no episodes match; nothing saved (loosen the expression)")
     if args.dry_run or args.into is None:
-        print(f"{args.id} where {args.where}: {view.total_episodes:,} episodes, "
-              f"{view.total_steps:,} steps (not saved: pass --into NEW_ID)")  # fmt: skip
+        tail = f"dry run: would save {args.into}" if args.into else "not saved: pass --into NEW_ID"
+        print(f"{head}: {view.total_episodes:,} episodes, {view.total_steps:,} steps ({tail})")
         return 0
     print(_summary(view.save(args.into, root=args.root, overwrite=args.overwrite)))
     return 0
@@ -81,7 +84,7 @@ def _filter(args: argparse.Namespace) -> int:
 
 def _split(args: argparse.Namespace) -> int:
     from curation.dataset import load_dataset
-    from curation.ops import split_dataset
+    from curation.ops import draw_seed, split_dataset
 
     sizes: list[int | float] = []
     for text in args.sizes.split(","):
@@ -97,9 +100,12 @@ def _split(args: argparse.Namespace) -> int:
         for new_id in ids:
             if (fmt.dataset_path(new_id, args.root) / fmt.METADATA_FILE).exists():
                 raise UsageError(f"dataset {new_id!r} already exists; pass --overwrite")
-    parts = split_dataset(load_dataset(args.id, root=args.root), sizes, seed=args.seed)
+    seed = draw_seed() if args.seed is None else args.seed  # recorded in the lineage either way
+    parts = split_dataset(load_dataset(args.id, root=args.root), sizes, seed=seed)
     for part, new_id in zip(parts, ids, strict=True):
         print(_summary(part.save(new_id, root=args.root, overwrite=args.overwrite)))
+    if args.seed is None:
+        print(f"seed {seed} (drawn; pass --seed {seed} to repeat this split)")
     return 0
 
 
@@ -260,10 +266,11 @@ def _namespace(args: argparse.Namespace) -> int:
     if args.action == "create":
         if not args.namespace:
             raise UsageError("curate namespace create needs a NAMESPACE")
+        existed = args.namespace in inventory.list_namespaces(args.root)
         inventory.create_namespace(
             args.namespace, args.description, root=args.root, exist_ok=args.exist_ok
         )
-        print(f"created namespace {args.namespace}")
+        print(f"{'updated' if existed else 'created'} namespace {args.namespace}")
     elif args.action == "list":
         names = inventory.list_namespaces(args.root)
         print(json.dumps(names) if args.json else "\n".join(names) or "no namespaces")
