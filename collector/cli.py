@@ -34,11 +34,38 @@ def summary(result: CollectResult) -> str:
             f"{result.dataset_id}: +{result.new_episodes} episodes, +{result.new_steps:,} steps "
             f"in {result.wall_seconds:.1f} s ({result.steps_per_second:,.0f} steps/s)"
         )
+    size = f"{fmt.human_size(result.dataset_bytes)} on disk"
+    superseded, folder = _superseded(result)
+    if superseded:
+        size = (
+            f"{fmt.human_size(result.dataset_bytes)} of data; the folder holds "
+            f"{fmt.human_size(folder)} until the next writer removes {superseded} superseded "
+            "shard(s),"
+        )
     return (
         f"{head}\n  {result.total_episodes} episodes, {result.total_steps:,} steps, "
-        f"{fmt.human_size(result.dataset_bytes)} on disk at {result.path}\n"
+        f"{size} at {result.path}\n"
         f"  fingerprint {result.fingerprint[:16]}"
     )
+
+
+def _superseded(result: CollectResult) -> tuple[int, int]:
+    """Shards in ``data/`` that the last commit no longer names, and the folder's bytes.
+
+    A repack leaves the shards it merged for readers that opened the previous commit; the
+    next writer removes them (DESIGN.md section 4), so until then ``du`` sees both.
+    """
+    try:
+        named = {e["file"] for e in fmt.read_metadata(result.path)["shards"]}
+        folder, superseded = 0, 0
+        for dirpath, _, files in os.walk(result.path):  # symlinks are not followed
+            for name in files:
+                folder += os.lstat(os.path.join(dirpath, name)).st_size
+                if os.path.basename(dirpath) == fmt.DATA_DIR and name not in named:
+                    superseded += name.endswith(".h5")
+    except (OSError, HarvestError, KeyError, TypeError):  # only a summary: never fail on it
+        return 0, 0
+    return superseded, folder
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="collect")

@@ -100,3 +100,21 @@ def test_an_invalid_action_names_the_action_space_episode_and_step(env: str, act
         f"episode 0 step 0: the policy's action {action!r} is not in the action space {space}"
     ), message
     assert "\n" not in message
+
+
+def test_the_summary_tells_the_data_size_from_the_folder_size(datasets_root: Path) -> None:
+    """Issue 16 item 22: the printed size was half of ``du`` while superseded shards remained."""
+    from collector.cli import summary
+
+    result = collect(cfg("episodes=60", "checkpoint.every_episodes=10"))
+    files = [p for p in result.path.rglob("*") if p.is_file()]
+    data = fmt.read_metadata(result.path)["shards"]
+    assert len(data) == 1 and len(list((result.path / "data").iterdir())) == 7  # 6 superseded
+    folder = sum(p.stat().st_size for p in files)
+    text = summary(result)
+    assert (
+        f"{fmt.human_size(result.dataset_bytes)} of data; the folder holds "
+        f"{fmt.human_size(folder)} until the next writer removes 6 superseded shard(s)"
+    ) in text, text
+    again = collect(cfg("episodes=60"))  # a writer opening the dataset removes them
+    assert f"{fmt.human_size(again.dataset_bytes)} on disk at" in summary(again)
