@@ -22,6 +22,10 @@ def _hydra_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     """Runs land in ``tmp_path``; the root logger's handlers (this test's stderr) are undone."""
     monkeypatch.chdir(tmp_path)
     root = logging.getLogger()
+    # another module's in-process Hydra run may have left handlers on a closed captured stream
+    root.handlers[:] = [
+        h for h in root.handlers if not getattr(getattr(h, "stream", None), "closed", False)
+    ]
     handlers, level = root.handlers[:], root.level
     yield
     for handler in root.handlers:
