@@ -15,6 +15,8 @@ from gymnasium.envs.registration import EnvSpec
 from collector.errors import HarvestWarning, UsageError
 
 __all__ = [
+    "check_registered_spec",
+    "entry_point_name",
     "env_package_version",
     "env_spec_to_json",
     "make_env",
@@ -88,6 +90,52 @@ def make_vector_env(
         )
     except (gym.error.Error, TypeError) as e:
         raise UsageError(f"cannot make env={env_id!r} with vector_entry_point: {e}") from e
+
+
+def entry_point_name(entry_point: Any) -> str | None:
+    """An entry point as ``"module:attr"`` text (a callable's module and qualified name)."""
+    if entry_point is None or isinstance(entry_point, str):
+        return entry_point
+    module = getattr(entry_point, "__module__", None)
+    name = getattr(entry_point, "__qualname__", None) or getattr(entry_point, "__name__", None)
+    return f"{module}:{name}" if module and name else repr(entry_point)
+
+
+def check_registered_spec(spec: EnvSpec, source: str) -> None:
+    """Refuse an env spec read from ``source`` unless Gymnasium's registry already makes it.
+
+    A stored spec names code (its ``entry_point``, ``vector_entry_point`` and wrapper entry
+    points) that ``gym.make`` imports and calls: from a dataset that is code the user did not
+    name (issue 16 item 2). Only a spec whose id is registered in this process with the same
+    entry points, and no wrappers, passes. The registry is read directly: ``gym.spec`` would
+    import the module of a ``"module:"`` id.
+
+    Raises:
+        UsageError: one line naming the entry point and the opt-in.
+    """
+    how = "pass trust_remote_code=True to recover_environment if you trust its code"
+    registered = gym.registry.get(spec.id)
+    if registered is None:
+        raise UsageError(
+            f"{source}: env {spec.id!r} is not registered in Gymnasium, so making it would run "
+            f"entry_point {entry_point_name(spec.entry_point)!r} named by the dataset; import "
+            f"the package that registers {spec.id!r} first, or {how}"
+        )
+    for field in ("entry_point", "vector_entry_point"):
+        stored = entry_point_name(getattr(spec, field))
+        known = entry_point_name(getattr(registered, field))
+        if stored is not None and stored != known:
+            raise UsageError(
+                f"{source}: env {spec.id!r} asks for {field} {stored!r}, but Gymnasium has it "
+                f"registered with {field} {known!r}; refusing to run code the dataset names; "
+                f"{how}"
+            )
+    for wrapper in spec.additional_wrappers:
+        raise UsageError(
+            f"{source}: env {spec.id!r} asks for wrapper entry_point "
+            f"{entry_point_name(wrapper.entry_point)!r} ({wrapper.name}); refusing to run code "
+            f"the dataset names; {how}"
+        )
 
 
 def env_spec_to_json(spec: EnvSpec | None) -> dict[str, Any] | None:
