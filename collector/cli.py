@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 from collector import format as fmt
 from collector.collect import CollectResult, collect
 from collector.errors import HarvestError
+from collector.yaml_limits import install_yaml_limits
 
 __all__ = ["main"]
 
@@ -53,6 +55,12 @@ def _app(cfg: DictConfig) -> None:
     print(summary(result))
 
 
+def _refuse_config(err: HarvestError) -> NoReturn:
+    print(f"collect: error: {err}", file=sys.stderr)
+    sys.exit(err.exit_code)  # SystemExit passes through Hydra's error report
+
+
 def main() -> None:
     """Console entry point."""
+    install_yaml_limits(_refuse_config)  # no config may expand into a huge one (issue 16)
     _app()

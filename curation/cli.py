@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 from collector import format as fmt
 from collector.errors import HarvestError, UsageError
@@ -438,8 +438,17 @@ def _recipe_app(cfg: Any) -> None:
     print(result.render())
 
 
+def _refuse_config(err: HarvestError) -> NoReturn:
+    print(f"curate: error: {err}", file=sys.stderr)
+    sys.exit(err.exit_code)  # SystemExit passes through Hydra's error report
+
+
 def _run_hydra(argv: Sequence[str]) -> int:
     import hydra
+
+    from collector.yaml_limits import install_yaml_limits
+
+    install_yaml_limits(_refuse_config)  # a recipe may not expand into a huge config
 
     app = hydra.main(version_base="1.3", config_path="pkg://conf", config_name="curate")(
         _recipe_app
