@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from collector import format as fmt
 from collector.collect import CollectResult, collect
 from collector.errors import HarvestError
+from collector.redact import redact_hydra_run, redact_url
 from collector.yaml_limits import install_yaml_limits
 
 __all__ = ["main"]
@@ -36,6 +37,7 @@ def summary(result: CollectResult) -> str:
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="collect")
 def _app(cfg: DictConfig) -> None:
+    redact_hydra_run()  # no secret stays in Hydra's run files or log (issue 16 item 10)
     hc = HydraConfig.get()
     try:
         result = collect(
@@ -47,7 +49,7 @@ def _app(cfg: DictConfig) -> None:
     except HarvestError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"collect: error: {e}", file=sys.stderr)
+        print(f"collect: error: {redact_url(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("collect: interrupted; finished episodes are committed", file=sys.stderr)

@@ -39,6 +39,7 @@ from collector.envs import (
 from collector.errors import ConfigMismatchError, DiskFullError, UsageError
 from collector.policies import Policy, as_policy
 from collector.recorder import EpisodeRecorder
+from collector.redact import redact
 from collector.seeding import draw_entropy
 from collector.spaces import check_supported
 
@@ -596,6 +597,7 @@ def _open_generation(
                 f"dataset {writer.dataset_id!r} was not written by collect; pick another "
                 "dataset_id or pass overwrite=true"
             )
+        wanted = redact(wanted)  # as it was stored (issue 16 item 10)
         keys = _mismatch(stored, wanted)
         if keys:
             detail = ", ".join(f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in keys)

@@ -1,0 +1,144 @@
+"""Redaction: secrets in config, overrides and URLs never reach a file, a remote or a terminal.
+
+A config may carry credentials (``+policy.api_key=sk-...``) and a URI may hold them
+(``https://user:token@host``). Everything harvest writes or prints that can contain config or
+URIs goes through here first (issue 16 item 10): provenance and the env spec in
+``metadata.json`` (``collector.format.new_metadata``), the Hub card, error lines that echo a
+remote, log records (``RedactFilter``) and Hydra's run files (``redact_hydra_files``).
+
+``redact(obj)`` returns a copy of nested dicts/lists with the value of every secret-looking key
+(``SECRET_KEY_RE``, case-insensitive) replaced by ``"***"``, ``key=value`` override strings
+judged by their key, and URL credentials removed from every string (``redact_url``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "MASK",
+    "SECRET_KEY_RE",
+    "RedactFilter",
+    "is_secret_key",
+    "redact",
+    "redact_hydra_files",
+    "redact_url",
+]
+
+MASK: Final = "***"
+#: Names of keys whose values are secrets (matched anywhere in the key, case-insensitive);
+#: ``auth`` only as a word of its own, so ``author`` and ``author_email`` stay.
+SECRET_KEY_RE: Final = re.compile(
+    r"api[-_]?key|apikey|secret|passw|passphrase|pwd|credential|private[-_]?key|"
+    r"access[-_]?key|token(?!s\b|s?_?(?:count|limit|len)|izer)|cookie|session[-_]?key|"
+    r"signature|authorization|oauth|(?:^|[-_.])auth(?:$|[-_.])",
+    re.IGNORECASE,
+)
+#: ``scheme://userinfo@``: credentials in a URL (RFC 3986 userinfo).
+_URL_USERINFO: Final = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@'\"<>]+@")
+#: ``?token=...`` style query parameters.
+_URL_QUERY: Final = re.compile(
+    r"([?&](?:[\w.-]*(?:token|secret|passw|api[-_]?key|signature|sig|credential)[\w.-]*)=)"
+    r"[^&#\s'\"]+",
+    re.IGNORECASE,
+)
+#: A Hydra override ``[~+]KEY=VALUE``, or an ``env``-style ``KEY=VALUE``.
+_OVERRIDE: Final = re.compile(r"^\s*([~+]{0,2}[\w./@\-\[\]]+)\s*=(.*)$", re.DOTALL)
+
+
+def is_secret_key(key: object) -> bool:
+    """True when a config key (or the last part of a dotted override key) names a secret."""
+    text = str(key)
+    return bool(SECRET_KEY_RE.search(text.rsplit(".", 1)[-1] if "." in text else text))
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``.
+
+    >>> redact_url("push to https://me:tok@host/x?token=abc&page=2")
+    'push to https://***@host/x?token=***&page=2'
+    """
+    if "://" not in text and "=" not in text:
+        return text
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    return _URL_QUERY.sub(lambda m: f"{m.group(1)}{MASK}", text)
+
+
+def redact(obj: Any) -> Any:
+    """A copy of ``obj`` (nested dicts/lists/tuples) with secret values replaced by ``***``.
+
+    A mapping value under a secret-looking key is masked whole (a nested dict included); a
+    ``KEY=VALUE`` string (a Hydra override) is masked when its key is; every other string has
+    its URL credentials removed. Other values are returned as they are.
+    """
+    if isinstance(obj, Mapping):
+        return {k: MASK if is_secret_key(k) else redact(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(redact(v) for v in obj)
+    if isinstance(obj, str):
+        match = _OVERRIDE.match(obj)
+        if match and is_secret_key(match.group(1).lstrip("~+")):
+            return f"{obj[: match.start(2)]}{MASK}"
+        return redact_url(obj)
+    return obj
+
+
+class RedactFilter(logging.Filter):
+    """A logging filter that removes URL credentials from every record it passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message (args merged) without URL credentials."""
+        message = record.getMessage()
+        clean = redact_url(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def redact_hydra_files(folder: Path) -> list[Path]:
+    """Rewrite Hydra's run files in ``folder`` without secrets; returns the files rewritten.
+
+    Hydra writes ``config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` (and a sweep's
+    ``multirun.yaml``) before the task runs and offers no hook to filter them, so the task
+    rewrites them first thing. Files without secrets are left as they are.
+    """
+    import yaml
+
+    done = []
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml", "multirun.yaml"):
+        path = folder / name
+        if not path.is_file() or path.is_symlink():
+            continue
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        clean = redact(data)
+        if clean == data:
+            continue
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(yaml.safe_dump(clean, sort_keys=False, allow_unicode=True), "utf-8")
+        tmp.replace(path)
+        done.append(path)
+    return done
+
+
+def redact_hydra_run() -> None:
+    """In a Hydra task: redact this run's files (and a sweep's ``multirun.yaml``) and logs.
+
+    Call first thing in a ``@hydra.main`` function: Hydra has written the run files by then,
+    and configured logging (a ``RedactFilter`` goes on every root handler).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.output_subdir is not None:
+        redact_hydra_files(Path(hc.runtime.output_dir) / hc.output_subdir)
+    if hc.mode == RunMode.MULTIRUN:
+        redact_hydra_files(Path(hc.sweep.dir))
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactFilter) for f in handler.filters):
+            handler.addFilter(RedactFilter())
