@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from collector import format as fmt
 from collector.collect import CollectResult, collect
 from collector.errors import HarvestError
-from collector.redact import redact_hydra_run, redact_url
+from collector.redact import redact_hydra_run, redact_text
 from collector.yaml_limits import install_yaml_limits
 
 __all__ = ["main"]
@@ -49,7 +49,7 @@ def _app(cfg: DictConfig) -> None:
     except HarvestError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"collect: error: {redact_url(str(e))}", file=sys.stderr)
+        print(f"collect: error: {redact_text(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("collect: interrupted; finished episodes are committed", file=sys.stderr)

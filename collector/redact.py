@@ -26,6 +26,8 @@ __all__ = [
     "is_secret_key",
     "redact",
     "redact_hydra_files",
+    "redact_hydra_run",
+    "redact_text",
     "redact_url",
 ]
 
@@ -46,14 +48,36 @@ _URL_QUERY: Final = re.compile(
     r"[^&#\s'\"]+",
     re.IGNORECASE,
 )
-#: A Hydra override ``[~+]KEY=VALUE``, or an ``env``-style ``KEY=VALUE``.
-_OVERRIDE: Final = re.compile(r"^\s*([~+]{0,2}[\w./@\-\[\]]+)\s*=(.*)$", re.DOTALL)
+#: ``KEY=`` at the start of a string or after a separator: a Hydra override (``[~+]KEY=VALUE``),
+#: one of a ``k=v,k2=v2`` list (Hydra's ``override_dirname``), a query parameter or ``ENV=``.
+_ASSIGN: Final = re.compile(r"(?:^|(?<=[\s,;&?]))([~+]{0,2}[\w./\-\[\]]+)=")
 
 
 def is_secret_key(key: object) -> bool:
     """True when a config key (or the last part of a dotted override key) names a secret."""
     text = str(key)
     return bool(SECRET_KEY_RE.search(text.rsplit(".", 1)[-1] if "." in text else text))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with secret ``KEY=VALUE`` values and URL credentials replaced by ``***``.
+
+    A value runs to the next ``KEY=`` (or the end), so ``a=1,api_key=x,b=2`` keeps ``a`` and
+    ``b``.
+
+    >>> redact_text("+policy.api_key=sk-1 episodes=3 at gcp://u:p@bucket")
+    '+policy.api_key=*** episodes=3 at gcp://***@bucket'
+    """
+    if "=" in text:
+        found = list(_ASSIGN.finditer(text))
+        parts, pos = [], 0
+        for i, match in enumerate(found):
+            if is_secret_key(match.group(1).lstrip("~+")):
+                end = found[i + 1].start() - 1 if i + 1 < len(found) else len(text)
+                parts += [text[pos : match.end()], MASK]
+                pos = end
+        text = "".join([*parts, text[pos:]])
+    return redact_url(text)
 
 
 def redact_url(text: str) -> str:
@@ -71,29 +95,26 @@ def redact_url(text: str) -> str:
 def redact(obj: Any) -> Any:
     """A copy of ``obj`` (nested dicts/lists/tuples) with secret values replaced by ``***``.
 
-    A mapping value under a secret-looking key is masked whole (a nested dict included); a
-    ``KEY=VALUE`` string (a Hydra override) is masked when its key is; every other string has
-    its URL credentials removed. Other values are returned as they are.
+    A mapping value under a secret-looking key is masked whole (a nested dict included); every
+    string goes through ``redact_text`` (``KEY=VALUE`` overrides judged by their key, URL
+    credentials removed). Other values are returned as they are.
     """
     if isinstance(obj, Mapping):
         return {k: MASK if is_secret_key(k) else redact(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return type(obj)(redact(v) for v in obj)
     if isinstance(obj, str):
-        match = _OVERRIDE.match(obj)
-        if match and is_secret_key(match.group(1).lstrip("~+")):
-            return f"{obj[: match.start(2)]}{MASK}"
-        return redact_url(obj)
+        return redact_text(obj)
     return obj
 
 
 class RedactFilter(logging.Filter):
-    """A logging filter that removes URL credentials from every record it passes."""
+    """A logging filter that removes secrets (``redact_text``) from every record it passes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message (args merged) without URL credentials."""
+        """Rewrite the record's message (args merged) without secrets."""
         message = record.getMessage()
-        clean = redact_url(message)
+        clean = redact_text(message)
         if clean != message:
             record.msg, record.args = clean, None
         return True

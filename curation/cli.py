@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from collector import format as fmt
 from collector.errors import HarvestError, UsageError
-from collector.redact import redact_hydra_run, redact_url
+from collector.redact import redact_hydra_run, redact_text
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -435,13 +435,13 @@ def _recipe_app(cfg: Any) -> None:
     except HarvestError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"curate: error: {redact_url(str(e))}", file=sys.stderr)
+        print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
     print(result.render())
 
 
 def _refuse_config(err: HarvestError) -> NoReturn:
-    print(f"curate: error: {redact_url(str(err))}", file=sys.stderr)
+    print(f"curate: error: {redact_text(str(err))}", file=sys.stderr)
     sys.exit(err.exit_code)  # SystemExit passes through Hydra's error report
 
 
@@ -482,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarvestError as e:
         if args.verbose:
             raise
-        print(f"curate: error: {redact_url(str(e))}", file=sys.stderr)
+        print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:
         print("curate: interrupted", file=sys.stderr)

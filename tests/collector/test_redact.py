@@ -82,6 +82,13 @@ def test_redact_nested_config_overrides_and_urls() -> None:
     assert out["notes"] == "pushed to gcp://***@bucket/p and hf://org"
     assert out["max_tokens"] == 16
     assert config["policy"]["api_key"] == SECRET  # the input is not changed
+    # Hydra's override_dirname joins overrides with commas; the secret may be in the middle
+    assert redact(f"dataset_id=x,+policy.api_key={SECRET},episodes=2") == (
+        "dataset_id=x,+policy.api_key=***,episodes=2"
+    )
+    assert redact(f"https://h/x?page=2&access_token={SECRET}&b=1") == (
+        "https://h/x?page=2&access_token=***&b=1"
+    )
     assert redact_url("file:///data/x-v0 and user@example.org") == (
         "file:///data/x-v0 and user@example.org"
     )
