@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import hydra
@@ -35,9 +36,34 @@ def summary(result: CollectResult) -> str:
     )
 
 
+def _import_from_cwd(cfg: DictConfig) -> None:
+    """Let ``env=MODULE:ID`` and ``policy._target_`` name a module in the current folder.
+
+    ``python -m``, ``python script.py`` and Hydra apps run that way see the current folder;
+    the installed ``collect`` script does not. It is added (last, so nothing installed is
+    shadowed, and also to ``PYTHONPATH`` for Ray workers and sub-env processes) only when a
+    module the config names is there.
+    """
+    cwd = Path.cwd()
+    if str(cwd) in sys.path or "" in sys.path:
+        return
+    env, policy = cfg.get("env"), cfg.get("policy")
+    names = {env.split(":")[0]} if isinstance(env, str) and ":" in env else set()
+    target = policy.get("_target_") if isinstance(policy, DictConfig) else None
+    if isinstance(target, str):
+        names.add(target)
+    tops = {name.split(".")[0] for name in names if name}
+    if any((cwd / f"{top}.py").is_file() or (cwd / top).is_dir() for top in tops):
+        sys.path.append(str(cwd))
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (os.environ.get("PYTHONPATH"), str(cwd)) if p
+        )
+
+
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="collect")
 def _app(cfg: DictConfig) -> None:
     redact_hydra_run()  # no secret stays in Hydra's run files or log (issue 16 item 10)
+    _import_from_cwd(cfg)  # issue 16 item 20
     hc = HydraConfig.get()
     try:
         result = collect(

@@ -40,20 +40,45 @@ def make_env(
         return gym.make(env_id, **kwargs)
     except gym.error.Error as e:
         if env_id not in gym.registry and ":" not in env_id:
-            close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
-            hint = (
-                f"; did you mean {', '.join(close)}?"
-                if close
-                else "; see gymnasium.pprint_registry()"
-            )
             raise UsageError(
-                f"env={env_id!r} is not a registered Gymnasium environment{hint}"
+                f"env={env_id!r} is not a registered Gymnasium environment{_unknown_hint(env_id)}"
             ) from e
         raise UsageError(f"cannot make env={env_id!r}: {e}") from e
-    except ModuleNotFoundError as e:
-        raise UsageError(f"env={env_id!r} needs the module {e.name!r}; install it and retry") from e
+    except ImportError as e:
+        # gymnasium re-raises a failed "module:" import without the name: report the cause
+        cause = e.__cause__ if isinstance(e.__cause__, ImportError) else e
+        module = env_id.split(":")[0] if ":" in env_id else None
+        where = f"importing {module!r} failed" if module else "an import failed"
+        raise UsageError(
+            f"env={env_id!r}: {where} ({type(cause).__name__}: {str(cause).splitlines()[0]}); "
+            "install the missing package, or run from the folder that holds the module"
+        ) from e
     except TypeError as e:
         raise UsageError(f"env={env_id!r} rejected env_kwargs={kwargs}: {e}") from e
+
+
+#: Env namespaces Gymnasium does not ship: (pip package, module that registers them).
+_NAMESPACE_PACKAGES = {
+    "ALE": ("ale-py", "ale_py"),
+    "MiniGrid": ("minigrid", "minigrid"),
+    "BabyAI": ("minigrid", "minigrid"),
+    "MiniHack": ("minihack", "minihack"),
+    "MetaWorld": ("metaworld", "metaworld"),
+    "highway": ("highway-env", "highway_env"),
+    "D4RL": ("minari", "minari"),
+}
+
+
+def _unknown_hint(env_id: str) -> str:
+    namespace = env_id.split("/")[0] if "/" in env_id else None
+    if namespace in _NAMESPACE_PACKAGES:
+        package, module = _NAMESPACE_PACKAGES[namespace]
+        return (
+            f"; {namespace}/ envs come from {package}: pip install {package}, then use "
+            f"env={module}:{env_id} (importing {module} registers them)"
+        )
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+    return f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
 
 
 def require_vector_entry_point(env_id: str) -> None:
@@ -142,6 +167,13 @@ def env_spec_to_json(spec: EnvSpec | None) -> dict[str, Any] | None:
     """``EnvSpec.to_json()`` as a dict; kwargs that are not JSON become repr strings (warned)."""
     if spec is None:
         return None
+    # an env registered with a class or function (not "module:name" text) is stored by name,
+    # as a string entry point would be; Gymnasium's to_json refuses callables
+    spec = dataclasses.replace(
+        spec,
+        entry_point=entry_point_name(spec.entry_point),
+        vector_entry_point=entry_point_name(spec.vector_entry_point),
+    )
     try:
         return json.loads(spec.to_json())
     except (TypeError, ValueError, gym.error.Error):
