@@ -143,3 +143,32 @@ def test_a_registered_custom_env_needs_no_opt_in(tmp_path: Path) -> None:
         assert not (tmp_path / "ran").exists()
     finally:
         del gym.registry["harvest-trust/Slow-v0"]
+
+
+def test_a_minari_dataset_naming_os_system_is_refused(tmp_path: Path) -> None:
+    import json
+    import os
+    import warnings
+
+    minari = pytest.importorskip("minari")
+    from curation import from_minari, open_minari
+
+    marker = tmp_path / "ran"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        collector = minari.DataCollector(gym.make("CartPole-v1"), data_format="hdf5")
+        collector.reset(seed=0)
+        collector.step(0)
+        collector.create_dataset("cart/evil-v0", eval_env="CartPole-v1")
+    meta_path = Path(os.environ["MINARI_DATASETS_PATH"], "cart", "evil-v0", "data", "metadata.json")
+    meta = json.loads(meta_path.read_text())
+    for key in ("env_spec", "eval_env_spec"):
+        spec = json.loads(meta[key])
+        os_system(marker)(spec)
+        meta[key] = json.dumps(spec)
+    meta_path.write_text(json.dumps(meta))
+    for ds in (open_minari("cart/evil-v0"), from_minari("cart/evil-v0", "cart/imported-v0")):
+        for eval_env in (False, True):
+            with pytest.raises(UsageError, match=re.escape("entry_point 'os:system'")):
+                ds.recover_environment(eval_env=eval_env)
+    assert not marker.exists()
