@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from collector import format as fmt
 from collector.collect import CollectResult, collect
 from collector.errors import HarvestError
-from collector.redact import redact_hydra_run, redact_text
+from collector.redact import install_log_redaction, redact_hydra_run, redact_text
 from collector.yaml_limits import install_yaml_limits
 
 __all__ = ["main"]
@@ -91,4 +91,5 @@ def _refuse_config(err: HarvestError) -> NoReturn:
 def main() -> None:
     """Console entry point."""
     install_yaml_limits(_refuse_config)  # no config may expand into a huge one (issue 16)
+    install_log_redaction()  # no secret in a log line, Hydra's included (issue 16 item 10)
     _app()

@@ -4,7 +4,8 @@ A config may carry credentials (``+policy.api_key=sk-...``) and a URI may hold t
 (``https://user:token@host``). Everything harvest writes or prints that can contain config or
 URIs goes through here first (issue 16 item 10): provenance and the env spec in
 ``metadata.json`` (``collector.format.new_metadata``), the Hub card, error lines that echo a
-remote, log records (``RedactFilter``) and Hydra's run files (``redact_hydra_files``).
+remote, log records (``install_log_redaction``) and Hydra's run files
+(``redact_hydra_files``).
 
 ``redact(obj)`` returns a copy of nested dicts/lists with the value of every secret-looking key
 (``SECRET_KEY_RE``, case-insensitive) replaced by ``"***"``, ``key=value`` override strings
@@ -22,7 +23,7 @@ from typing import Any, Final
 __all__ = [
     "MASK",
     "SECRET_KEY_RE",
-    "RedactFilter",
+    "install_log_redaction",
     "is_secret_key",
     "redact",
     "redact_hydra_files",
@@ -108,16 +109,29 @@ def redact(obj: Any) -> Any:
     return obj
 
 
-class RedactFilter(logging.Filter):
-    """A logging filter that removes secrets (``redact_text``) from every record it passes."""
+def install_log_redaction() -> None:
+    """Mask secrets (``redact_text``) in every log record this process creates (idempotent).
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message (args merged) without secrets."""
-        message = record.getMessage()
+    A record factory rather than a handler filter: Hydra replaces the logging handlers when it
+    configures logging, and its launcher logs a multirun's overrides before any task runs.
+    """
+    current = logging.getLogRecordFactory()
+    if getattr(current, "harvest_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = current(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is logging's to report, as it is
+            return record
         clean = redact_text(message)
         if clean != message:
             record.msg, record.args = clean, None
-        return True
+        return record
+
+    factory.harvest_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def redact_hydra_files(folder: Path) -> list[Path]:
@@ -147,10 +161,9 @@ def redact_hydra_files(folder: Path) -> list[Path]:
 
 
 def redact_hydra_run() -> None:
-    """In a Hydra task: redact this run's files (and a sweep's ``multirun.yaml``) and logs.
+    """In a Hydra task: redact this run's files (and a sweep's ``multirun.yaml``).
 
-    Call first thing in a ``@hydra.main`` function: Hydra has written the run files by then,
-    and configured logging (a ``RedactFilter`` goes on every root handler).
+    Call first thing in a ``@hydra.main`` function: Hydra has written the run files by then.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -160,6 +173,3 @@ def redact_hydra_run() -> None:
         redact_hydra_files(Path(hc.runtime.output_dir) / hc.output_subdir)
     if hc.mode == RunMode.MULTIRUN:
         redact_hydra_files(Path(hc.sweep.dir))
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactFilter) for f in handler.filters):
-            handler.addFilter(RedactFilter())

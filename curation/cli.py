@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from collector import format as fmt
 from collector.errors import HarvestError, UsageError
-from collector.redact import redact_hydra_run, redact_text
+from collector.redact import install_log_redaction, redact_hydra_run, redact_text
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -468,6 +468,7 @@ def _run_hydra(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns (and, from the console script, exits with) the exit code."""
+    install_log_redaction()  # no secret in a log line, Hydra's included (issue 16 item 10)
     args_in = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     first = next((a for a in args_in if not a.startswith("-")), None)

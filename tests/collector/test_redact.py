@@ -190,3 +190,24 @@ def test_curate_show_of_a_foreign_dataset_prints_no_secret(
     out, err = capsys.readouterr()
     assert "+policy.api_key=***" in out
     assert SECRET not in out + err and URL_SECRET not in out + err
+
+
+def test_a_multirun_logs_and_writes_no_secret(tmp_path: Path) -> None:
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "keyed_policy.py").write_text(POLICY)
+    proc = run(
+        tmp_path,
+        CLI,
+        "-m",
+        "env=CartPole-v1",
+        "episodes=1",
+        "seed=0,1",
+        "dataset_id=keyed/s${seed}-v0",
+        "policy._target_=keyed_policy.KeyedPolicy",
+        f"+policy.api_key={SECRET}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "+policy.api_key=***" in proc.stdout + proc.stderr  # Hydra's launcher log line
+    assert (tmp_path / "runs" / "multirun").is_dir()
+    assert SECRET not in proc.stdout + proc.stderr
+    assert files_holding(SECRET, tmp_path / "datasets", tmp_path / "runs") == []
