@@ -196,9 +196,10 @@ def env_spec_to_json(spec: EnvSpec | None) -> dict[str, Any] | None:
 
 def env_package_version(spec: EnvSpec | None) -> str | None:
     """Version of the package that provides the env's entry point (data-affecting)."""
-    if spec is None or not isinstance(spec.entry_point, str):
+    entry_point = entry_point_name(spec.entry_point) if spec is not None else None
+    if entry_point is None:
         return None
-    top = spec.entry_point.split(":")[0].split(".")[0]
+    top = entry_point.split(":")[0].split(".")[0]
     try:  # usually the distribution is named like its top-level module (gymnasium, ale_py)
         return f"{top}=={importlib.metadata.version(top)}"
     except importlib.metadata.PackageNotFoundError:
