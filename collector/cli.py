@@ -52,7 +52,7 @@ def _import_from_cwd(cfg: DictConfig) -> None:
     target = policy.get("_target_") if isinstance(policy, DictConfig) else None
     if isinstance(target, str):
         names.add(target)
-    tops = {name.split(".")[0] for name in names if name}
+    tops = {name.split(".")[0] for name in names} - {""}
     if any((cwd / f"{top}.py").is_file() or (cwd / top).is_dir() for top in tops):
         sys.path.append(str(cwd))
         os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -62,7 +62,7 @@ def _import_from_cwd(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="collect")
 def _app(cfg: DictConfig) -> None:
-    redact_hydra_run()  # no secret stays in Hydra's run files or log (issue 16 item 10)
+    redact_hydra_run()  # no secret stays in Hydra's run files (issue 16 item 10)
     _import_from_cwd(cfg)  # issue 16 item 20
     hc = HydraConfig.get()
     try:
@@ -84,7 +84,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def _refuse_config(err: HarvestError) -> NoReturn:
-    print(f"collect: error: {err}", file=sys.stderr)
+    print(f"collect: error: {redact_text(str(err))}", file=sys.stderr)
     sys.exit(err.exit_code)  # SystemExit passes through Hydra's error report
 
 

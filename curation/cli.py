@@ -410,7 +410,7 @@ def _recipe_app(cfg: Any) -> None:
 
     from curation.recipes import run_recipe
 
-    redact_hydra_run()  # no secret stays in Hydra's run files or log (issue 16 item 10)
+    redact_hydra_run()  # no secret stays in Hydra's run files (issue 16 item 10)
     hc = HydraConfig.get()
     name = hc.runtime.choices.get("recipe") or "recipe"
     try:
