@@ -155,7 +155,8 @@ def check_registered_spec(spec: EnvSpec, source: str) -> None:
                 f"registered with {field} {known!r}; refusing to run code the dataset names; "
                 f"{how}"
             )
-    for wrapper in spec.additional_wrappers:
+    if spec.additional_wrappers:  # even Gymnasium's own: RecordVideo writes where it is told
+        wrapper = spec.additional_wrappers[0]
         raise UsageError(
             f"{source}: env {spec.id!r} asks for wrapper entry_point "
             f"{entry_point_name(wrapper.entry_point)!r} ({wrapper.name}); refusing to run code "
