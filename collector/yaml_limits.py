@@ -9,14 +9,13 @@ that factory for one whose loader refuses, before anything is built:
 
 * a document larger than ``MAX_YAML_BYTES``;
 * a document whose nodes, counted with every alias expanded, exceed ``MAX_YAML_NODES``
-  (counted once per distinct node, so the check is linear in the file), or that refers to
-  itself through an alias.
+  (counted once per distinct node, so the check is linear in the file), that refers to
+  itself through an alias, or that nests deeper than ``MAX_YAML_DEPTH``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -24,12 +23,21 @@ import yaml
 
 from collector.errors import UsageError
 
-__all__ = ["MAX_YAML_BYTES", "MAX_YAML_NODES", "YamlLimitError", "install_yaml_limits"]
+__all__ = [
+    "MAX_YAML_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "YamlLimitError",
+    "expanded_nodes",
+    "install_yaml_limits",
+]
 
 #: The largest config file read (the shipped ones are under 2 kB).
 MAX_YAML_BYTES = 1 << 20
 #: The most nodes a config may expand to, aliases expanded.
 MAX_YAML_NODES = 100_000
+#: The deepest nesting a config may have (the shipped ones nest 4 levels).
+MAX_YAML_DEPTH = 100
 
 
 class YamlLimitError(UsageError):
@@ -49,21 +57,24 @@ def _size(stream: Any) -> int | None:
         return None
 
 
-def expanded_nodes(node: yaml.Node, limit: int) -> int:
+def expanded_nodes(node: yaml.Node, limit: int, max_depth: int = 100) -> int:
     """Nodes of ``node`` with every alias expanded (stops counting past ``limit``).
 
     Raises:
-        ValueError: the node contains itself (a recursive alias).
+        ValueError: the node contains itself (a recursive alias) or nests deeper than
+            ``max_depth``.
     """
     sizes: dict[int, int] = {}
     open_: set[int] = set()
 
-    def size(n: yaml.Node) -> int:
+    def size(n: yaml.Node, depth: int) -> int:
         key = id(n)
         if key in sizes:
             return sizes[key]
         if key in open_:
-            raise ValueError("a recursive alias")
+            raise ValueError("refers to itself through an alias")
+        if depth > max_depth:
+            raise ValueError(f"nests deeper than {max_depth} levels")
         total = 1
         if isinstance(n, yaml.SequenceNode | yaml.MappingNode):
             open_.add(key)
@@ -71,19 +82,14 @@ def expanded_nodes(node: yaml.Node, limit: int) -> int:
                 n.value if isinstance(n, yaml.SequenceNode) else [c for kv in n.value for c in kv]
             )
             for child in children:
-                total += size(child)
+                total += size(child, depth + 1)
                 if total > limit:
                     break
             open_.discard(key)
         sizes[key] = total
         return total
 
-    depth = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(depth, 10_000))
-    try:
-        return size(node)
-    finally:
-        sys.setrecursionlimit(depth)
+    return size(node, 0)
 
 
 #: Set by ``install_yaml_limits(report=...)``: how a CLI reports a refusal.
@@ -113,11 +119,22 @@ def _bounded(factory: Any) -> Any:
                     )
                 super().__init__(stream)
 
+            def compose_document(self) -> Any:
+                try:
+                    return super().compose_document()
+                except RecursionError:  # PyYAML composes nested nodes recursively
+                    _refuse(
+                        YamlLimitError(
+                            f"config {self._harvest_name} nests deeper than {MAX_YAML_DEPTH} "
+                            "levels; flatten it"
+                        )
+                    )
+
             def construct_document(self, node: yaml.Node) -> Any:
                 try:
-                    nodes = expanded_nodes(node, MAX_YAML_NODES)
-                except ValueError:
-                    nodes = MAX_YAML_NODES + 1
+                    nodes = expanded_nodes(node, MAX_YAML_NODES, MAX_YAML_DEPTH)
+                except ValueError as e:
+                    _refuse(YamlLimitError(f"config {self._harvest_name} {e}; flatten it"))
                 if nodes > MAX_YAML_NODES:
                     _refuse(
                         YamlLimitError(

@@ -56,6 +56,33 @@ def test_a_huge_recipe_file_is_refused(
     assert "big.yaml" in err and "larger than" in err and err.strip().count("\n") == 0
 
 
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("steps: " + "[" * 20_000 + "]" * 20_000, "nests deeper than 100 levels"),
+        ("steps: " + "[" * 150 + "]" * 150, "nests deeper than 100 levels"),
+        ("a: &a [*a]\nsteps: []", "refers to itself through an alias"),
+    ],
+)
+def test_deep_and_recursive_recipes_are_refused(
+    text: str,
+    why: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conf = tmp_path / "conf" / "recipe"
+    conf.mkdir(parents=True)
+    (conf / "odd.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    start = time.perf_counter()
+    code = main([f"--config-dir={tmp_path / 'conf'}", "recipe=odd", "hydra.output_subdir=null"])
+    _, err = capsys.readouterr()
+    assert code == 2, err
+    assert time.perf_counter() - start < 2.0
+    assert "odd.yaml" in err and why in err and err.strip().count("\n") == 0
+
+
 def test_a_few_aliases_are_fine(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
