@@ -41,6 +41,7 @@ from collector.errors import (
     LockHeldError,
     UsageError,
 )
+from collector.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -1893,18 +1894,20 @@ def new_metadata(
     unknown = set(fields) - set(AUTHOR_FIELDS)
     if unknown:
         raise UsageError(f"unknown metadata field(s) {sorted(unknown)}; known: {AUTHOR_FIELDS}")
+    # no secret from a config, override or URL is written (issue 16 item 10); the spaces are
+    # data, not config, and a Dict space may well have a key named "token"
     meta: dict[str, Any] = {
         "observation_space": space_to_json(observation_space),
         "action_space": space_to_json(action_space),
-        "env_spec": env_spec,
+        "env_spec": redact(env_spec),
         "record_infos": bool(record_infos),
-        "provenance": provenance or {},
-        "lineage": lineage,
+        "provenance": redact(provenance or {}),
+        "lineage": redact(lineage),
     }
     for key in AUTHOR_FIELDS:
         value = fields.get(key)
         if value is not None:
-            meta[key] = sorted(value) if isinstance(value, set | frozenset) else value
+            meta[key] = redact(sorted(value) if isinstance(value, set | frozenset) else value)
     return meta
 
 

@@ -15,10 +15,11 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from collector import format as fmt
 from collector.errors import HarvestError, UsageError
+from collector.redact import install_log_redaction, redact_hydra_run, redact_text
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -420,6 +421,7 @@ def _recipe_app(cfg: Any) -> None:
 
     from curation.recipes import run_recipe
 
+    redact_hydra_run()  # no secret stays in Hydra's run files (issue 16 item 10)
     hc = HydraConfig.get()
     name = hc.runtime.choices.get("recipe") or "recipe"
     try:
@@ -444,7 +446,7 @@ def _recipe_app(cfg: Any) -> None:
     except HarvestError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"curate: error: {e}", file=sys.stderr)
+        print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
     print(result.render())
 
@@ -491,15 +493,24 @@ def _check_recipe_files(argv: Sequence[str]) -> None:
                     break
 
 
+def _refuse_config(err: HarvestError) -> NoReturn:
+    print(f"curate: error: {redact_text(str(err))}", file=sys.stderr)
+    sys.exit(err.exit_code)  # SystemExit passes through Hydra's error report
+
+
 def _run_hydra(argv: Sequence[str]) -> int:
     import hydra
+
+    from collector.yaml_limits import install_yaml_limits
+
+    install_yaml_limits(_refuse_config)  # a recipe may not expand into a huge config
 
     try:
         _check_recipe_files(argv)
     except UsageError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"curate: error: {e}", file=sys.stderr)
+        print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
         return e.exit_code
 
     app = hydra.main(version_base="1.3", config_path="pkg://conf", config_name="curate")(
@@ -518,6 +529,7 @@ def _run_hydra(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns (and, from the console script, exits with) the exit code."""
+    install_log_redaction()  # no secret in a log line, Hydra's included (issue 16 item 10)
     args_in = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     first = next(iter(_words(args_in)), None)
@@ -532,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarvestError as e:
         if args.verbose:
             raise
-        print(f"curate: error: {e}", file=sys.stderr)
+        print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:
         print("curate: interrupted", file=sys.stderr)

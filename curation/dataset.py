@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from collector import format as fmt
+from collector.envs import check_registered_spec
 from collector.errors import CorruptDatasetError, HarvestError, HarvestWarning, UsageError
 from collector.spaces import columns, space_from_json, unescape_key, unflatten
 
@@ -691,20 +692,34 @@ class Dataset:
 
     # -- environments and scores -------------------------------------------------------------
 
-    def recover_environment(self, eval_env: bool = False, **kwargs: Any) -> gym.Env:
+    def recover_environment(
+        self, eval_env: bool = False, *, trust_remote_code: bool = False, **kwargs: Any
+    ) -> gym.Env:
         """Make the dataset's environment (or its evaluation env) with ``gym.make``.
+
+        The stored spec names code to import and call, and a dataset may come from anyone:
+        unless ``trust_remote_code=True``, only an env registered in this process with the same
+        entry points (and no extra wrappers) is made (``collector.envs.check_registered_spec``).
 
         Warns (``HarvestWarning``) when the recorded ``requirements`` are missing or installed
         at other versions.
 
+        Args:
+            eval_env: make the evaluation env (falls back to the dataset's env).
+            trust_remote_code: make whatever entry point the stored spec names.
+            **kwargs: passed to ``gym.make``.
+
         Raises:
-            UsageError: the dataset has no env spec.
+            UsageError: the dataset has no env spec, or its spec names code Gymnasium's
+                registry does not (without ``trust_remote_code``).
         """
         _check_requirements(self._snap.meta.get("requirements") or [])
         spec_json = self._snap.meta.get("eval_env_spec") if eval_env else None
         spec = _env_spec(spec_json) or self.env_spec
         if spec is None:
             raise UsageError(f"dataset {self.id!r} has no env_spec to recover an environment from")
+        if not trust_remote_code:
+            check_registered_spec(spec, f"dataset {self.id!r}")
         return gym.make(spec, **kwargs)
 
     def get_normalized_score(self, returns: np.ndarray | float) -> np.ndarray | float:

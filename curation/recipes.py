@@ -36,6 +36,7 @@ import yaml
 
 from collector import format as fmt
 from collector.errors import DatasetExistsError, HarvestError, UsageError
+from collector.yaml_limits import MAX_YAML_BYTES, MAX_YAML_DEPTH
 from curation.dataset import Dataset, load_dataset
 from curation.ops import compare_datasets, split_sizes, write_views
 from curation.remotes import Remote, open_remote
@@ -112,9 +113,17 @@ def check_recipe_syntax(path: Path, name: str) -> None:
     Raises:
         UsageError: ``recipe NAME: FILE:LINE:COLUMN: YAML syntax error: ...; fix the file``.
     """
+    if Path(path).stat().st_size > MAX_YAML_BYTES:
+        return  # the bounded loader refuses it in one line; do not parse it here
+    depth = 0
     try:
-        for _ in yaml.parse(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader):
-            pass
+        for event in yaml.parse(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    return  # PyYAML's scanner is quadratic in depth; the loader refuses it
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

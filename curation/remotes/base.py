@@ -46,6 +46,7 @@ from collector.errors import (
     RemoteError,
     UsageError,
 )
+from collector.redact import redact_url
 
 __all__ = [
     "ObjectStoreRemote",
@@ -192,7 +193,7 @@ class Remote(ABC):
     scheme: ClassVar[str]
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
+        self.uri = redact_url(uri)  # for messages and cards; subclasses parse their ``uri``
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
