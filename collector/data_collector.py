@@ -14,8 +14,10 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import re
 import secrets
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,27 +80,62 @@ def _instance(cb: Any) -> Any:
     return cb() if isinstance(cb, type) else cb
 
 
+#: A spill folder's name: ``<pid>-<12 hex>``. Anything else in ``<root>/.tmp`` (a pull's
+#: staging folder, another tool's files) is not a collector's to clean (issue 16 item 17).
+_SPILL_NAME = re.compile(r"^(\d+)-[0-9a-f]{12}$", re.ASCII)
+
+#: ... and of one whose collector died between creating and naming it.
+_HALF_MADE = re.compile(r"^\.(\d+)-[0-9a-f]{12}\.new$", re.ASCII)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
 def cleanup_spills(root: str | os.PathLike[str] | None = None) -> int:
-    """Remove spill folders whose collector process is gone; returns how many."""
+    """Remove spill folders whose collector process is gone; returns how many.
+
+    Only real folders named like a spill folder (never a symlink) whose owner lock nobody
+    holds: a live collector keeps its ``.owner`` file flocked for its whole life, and a
+    folder gets its final name only once that lock is held (``_ensure_spill_dir``).
+    """
     base = fmt.datasets_root(root) / fmt.SPILL_DIR
     removed = 0
     if not base.is_dir():
         return 0
     for d in base.iterdir():
-        owner = d / _OWNER
+        half = _HALF_MADE.match(d.name)
+        if half is not None and not d.is_symlink() and not _pid_alive(int(half.group(1))):
+            shutil.rmtree(d, ignore_errors=True)  # died between mkdir and rename
+            removed += 1
+            continue
+        if _SPILL_NAME.match(d.name) is None:
+            continue
         try:
-            fd = os.open(owner, os.O_RDWR)
-        except FileNotFoundError:
+            if not stat.S_ISDIR(os.lstat(d).st_mode):
+                continue
+            fd = os.open(d / _OWNER, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:  # a spill folder is named only with its owner file in it
             shutil.rmtree(d, ignore_errors=True)
             removed += 1
             continue
+        except OSError:
+            continue  # unreadable, or an owner that is a link: not provably ours
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             continue  # a live collector owns it
+        try:  # removed while holding the owner lock
+            shutil.rmtree(d, ignore_errors=True)
         finally:
             os.close(fd)
-        shutil.rmtree(d, ignore_errors=True)
         removed += 1
     return removed
 
@@ -158,10 +195,15 @@ class _EpisodeSink:
 
     def _ensure_spill_dir(self) -> Path:
         if self._spill_dir is None:
-            d = self._root / fmt.SPILL_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-            d.mkdir(parents=True)
-            self._owner_fd = os.open(d / _OWNER, os.O_RDWR | os.O_CREAT, 0o644)
+            name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            d = self._root / fmt.SPILL_DIR / name
+            # locked under a name cleanup_spills ignores, then renamed: a folder with a spill
+            # name always has a held owner lock while its collector lives
+            new = d.with_name(f".{name}.new")
+            new.mkdir(parents=True)
+            self._owner_fd = os.open(new / _OWNER, os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(self._owner_fd, fcntl.LOCK_EX)
+            os.rename(new, d)
             self._spill_dir = d
         return self._spill_dir
 
