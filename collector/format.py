@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -1324,16 +1325,29 @@ class DatasetWriter:
             self._digests = np.concatenate(digests)
 
     def cleanup(self) -> list[str]:
-        """Delete files in ``data/`` and the metadata temp file that no commit references."""
+        """Delete this writer's own leftovers: files no commit references.
+
+        Only what it can prove is its own (issue 16 item 4): regular files (``lstat``: never a
+        link, never a folder) named as this module names shards and their temp files, that
+        the manifest does not reference, plus a regular ``metadata.json.tmp``. A ``data/``
+        that is a symlink is not cleaned at all: the folder it points to may be shared (two
+        datasets' ``data/`` linked to one place name shards alike), so a name proves nothing
+        there; its leftovers only cost space, and a warning says so.
+        """
         keep = {e["file"] for e in (self.meta or {}).get("shards", [])}
         removed: list[str] = []
-        if self.data_dir.is_dir():
+        if self.data_dir.is_symlink():
+            log.warning(
+                "not cleaning %s: it is a symbolic link, so its files may not be this dataset's",
+                self.data_dir,
+            )
+        elif self.data_dir.is_dir():
             for p in self.data_dir.iterdir():
-                if p.name not in keep:
+                if p.name not in keep and _is_own_file(p):
                     _force_unlink(p)
                     removed.append(p.name)
         tmp = self.path / METADATA_TMP
-        if tmp.exists():
+        if _is_regular(tmp):
             tmp.unlink()
             removed.append(METADATA_TMP)
         if removed:
@@ -1645,6 +1659,24 @@ def _drop_ids(
 ) -> tuple[np.ndarray, np.ndarray]:
     keep = ~np.isin(ids, drop)
     return ids[keep], digests[keep]
+
+
+#: Names this module gives files in ``data/``: shards and the temp files of ``write_shard``,
+#: ``write_image``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``).
+_OWN_TMP_RE: Final = re.compile(r"^\.(?:shard|link|merge)-[A-Za-z0-9_-]+\.h5\.tmp$", re.ASCII)
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_own_file(path: Path) -> bool:
+    """A regular file (not followed if a link) with a shard's or a writer temp file's name."""
+    named = SHARD_RE.match(path.name) or _OWN_TMP_RE.match(path.name)
+    return named is not None and _is_regular(path)
 
 
 def _force_unlink(path: Path) -> None:

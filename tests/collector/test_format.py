@@ -810,6 +810,48 @@ def test_overwrite_removes_the_old_generation_when_the_next_writer_opens() -> No
     assert old_files.isdisjoint(data_listing(dsid))
 
 
+def test_cleanup_removes_only_its_own_names_and_never_a_link(tmp_path: Path) -> None:
+    """Issue 16 item 4: cleanup removed every unreferenced entry of ``data/``, links included."""
+    dsid = "ns/own-v0"
+    meta = write_dataset(dsid, [synth([0, 1])])
+    data = fmt.dataset_path(dsid) / fmt.DATA_DIR
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.h5").write_bytes(b"someone else's")
+    (data / "notes.txt").write_text("the user's")
+    (data / "shard-000777-0123abcd.h5").symlink_to(outside / "precious.h5")
+    (data / "shard-000778-0123abcd.h5").mkdir()  # a folder is no shard either
+    (data / ".shard-0123456789ab.h5.tmp").write_bytes(b"ours: a torn write")
+    (data / "shard-000779-0123abcd.h5").write_bytes(b"ours: an uncommitted shard")
+    with fmt.DatasetWriter(dsid) as w:
+        assert w.cleanup() == []
+    assert data_listing(dsid) == {
+        meta["shards"][0]["file"],
+        "notes.txt",
+        "shard-000777-0123abcd.h5",
+        "shard-000778-0123abcd.h5",
+    }
+    assert (outside / "precious.h5").read_bytes() == b"someone else's"
+
+
+def test_a_symlinked_data_folder_is_never_cleaned(tmp_path: Path) -> None:
+    """Issue 16 item 4: a no-op reopen deleted a file of the folder ``data/`` pointed to."""
+    dsid = "ns/linked-v0"
+    meta = write_dataset(dsid, [synth([0, 1])])
+    path = fmt.dataset_path(dsid)
+    shared = tmp_path / "shared"
+    shutil.move(path / fmt.DATA_DIR, shared)
+    (path / fmt.DATA_DIR).symlink_to(shared, target_is_directory=True)
+    others = {"notes.txt", "shard-000001-89abcdef.h5", ".shard-0123456789ab.h5.tmp"}
+    for name in others:
+        (shared / name).write_bytes(b"another dataset's")
+    with fmt.DatasetWriter(dsid) as w:
+        assert sorted(w.committed_ids().tolist()) == [0, 1]
+        assert w.cleanup() == []
+    assert {p.name for p in shared.iterdir()} == others | {meta["shards"][0]["file"]}
+    assert [ep["id"] for ep in read_episodes(dsid)] == [0, 1]
+
+
 # ------------------------------------------------------------------------------------------
 # 7. metadata
 
