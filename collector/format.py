@@ -2,7 +2,7 @@
 
 A dataset is a folder ``<root>/<id>/`` holding ``metadata.json`` (the commit point, replaced
 atomically) and ``data/shard-<seq>-<hash8>.h5`` files (immutable, mode 0444, whole episodes,
-columnar). See DESIGN.md section 4. Writers hold ``<root>/.locks/<id>.lock``.
+columnar). See DESIGN.md section 4. Writers hold a lock kept outside the folder (``DatasetLock``).
 
 Contents:
     ids and paths    ``parse_dataset_id``, ``datasets_root``, ``dataset_path``
@@ -882,14 +882,19 @@ def merge_shards(
     return table, union
 
 
+def missing_shard_error(path: str | os.PathLike[str]) -> CorruptDatasetError:
+    """The error for a committed shard that is gone: a stale snapshot, or damage."""
+    return CorruptDatasetError(
+        f"shard {path} is missing; the dataset was changed underneath this reader "
+        "(refresh() it) or damaged (run verify)"
+    )
+
+
 def _open_shard(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r", locking=False)
     except FileNotFoundError as e:
-        raise CorruptDatasetError(
-            f"shard {path} is missing; the dataset was changed underneath this reader "
-            "(refresh() it) or damaged (run verify)"
-        ) from e
+        raise missing_shard_error(path) from e
     except OSError as e:
         raise CorruptDatasetError(
             f"shard {path} is not a readable HDF5 file ({e}); run verify"
@@ -1134,21 +1139,37 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class DatasetLock:
-    """Exclusive writer lock at ``<root>/.locks/<id>.lock`` (outside the dataset tree) [review 8].
+    """Exclusive writer lock of one dataset folder, kept outside it [review 8].
 
-    The holder's pid is written after the lock is taken, so a refused writer can name it.
+    The lock is keyed by the dataset folder's real path (issue 16 item 18): it is
+    ``<real parent>/.locks/<real name>.lock``, so one dataset reached through two roots (a
+    symlinked root, namespace or dataset folder) has one lock. For an id without namespace in
+    a root without links that is ``<root>/.locks/<id>.lock``; for ``ns/name-v0`` it is
+    ``<root>/ns/.locks/name-v0.lock``. The holder's pid is written after the lock is taken,
+    so a refused writer can name it.
+
+    Lock files are created ``0664`` minus the umask, like every other file a writer makes: a
+    root shared by a group (umask 002) gets group-writable locks, a private one stays
+    private. A lock file this user cannot write (another user's, under umask 022) is
+    opened read-only: ``flock`` works on it, only the holder's pid is not recorded.
     """
 
     def __init__(self, dataset_id: str, root: str | os.PathLike[str] | None = None) -> None:
         parse_dataset_id(dataset_id)
         self.dataset_id = dataset_id
-        self.path = datasets_root(root) / LOCKS_DIR / f"{dataset_id}.lock"
+        real = Path(os.path.realpath(dataset_path(dataset_id, root)))
+        self.path = real.parent / LOCKS_DIR / f"{real.name}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> DatasetLock:
         """Take the lock or raise ``LockHeldError`` naming the holder's pid."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o664)
+            writable = True
+        except PermissionError:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+            writable = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1160,8 +1181,9 @@ class DatasetLock:
                 f"(pid {holder or 'unknown'}); wait for it to finish or stop it",
                 pid=pid,
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -1458,7 +1480,14 @@ class DatasetWriter:
         dest = self.data_dir / name
         tmp = self.data_dir / f".link-{uuid.uuid4().hex[:12]}.h5.tmp"
         try:
-            if place_file(src, tmp) == "copy":
+            try:
+                how = place_file(src, tmp)
+            except FileNotFoundError as e:
+                if src.exists():
+                    raise
+                # a stale snapshot's shard: superseded, and removed by a later writer
+                raise missing_shard_error(src) from e
+            if how == "copy":
                 fsync_path(tmp)
                 os.chmod(tmp, 0o444)
                 if sha256_file(tmp) != entry["sha256"]:
