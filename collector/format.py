@@ -17,6 +17,7 @@ Contents:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -39,7 +40,9 @@ from collector.errors import (
     DatasetIdError,
     DatasetNotFoundError,
     FormatVersionError,
+    HarvestError,
     LockHeldError,
+    StorageError,
     UsageError,
 )
 
@@ -1088,6 +1091,68 @@ def dataset_files(meta: Mapping[str, Any], label: str) -> list[tuple[str, str, i
 # durable file operations (the commit protocol, DESIGN.md section 4)
 
 
+#: errno values of a local write the user can fix: what each means, and the fix.
+STORAGE_ERRNOS: Final = {
+    errno.ENOSPC: ("the disk is full", "free space there"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free space within the quota"),
+    errno.EROFS: (
+        "the filesystem is read-only",
+        "remount it read-write or use another datasets root ($HARVEST_DATASETS)",
+    ),
+    errno.EACCES: (
+        "permission denied",
+        "make it writable for this user or use another datasets root ($HARVEST_DATASETS)",
+    ),
+    errno.EPERM: (
+        "operation not permitted",
+        "make it writable for this user or use another datasets root ($HARVEST_DATASETS)",
+    ),
+}
+
+
+def storage_error(
+    err: OSError, path: str | os.PathLike[str] | None, doing: str = "write"
+) -> StorageError | None:
+    """The one-line ``StorageError`` for a failed local write, or None for other errors.
+
+    ``path`` names where when the error does not (``shutil``'s copies raise ENOSPC without a
+    file name); ``doing`` is the verb of the message ("write", "create", ...).
+
+    >>> str(storage_error(OSError(errno.EROFS, "Read-only file system"), "/data/x"))[:46]
+    'cannot write /data/x: the filesystem is read-o'
+    """
+    if isinstance(err, HarvestError):
+        return err if isinstance(err, StorageError) else None
+    known = STORAGE_ERRNOS.get(err.errno) if err.errno is not None else None
+    if known is None:
+        return None
+    meaning, fix = known
+    where = err.filename or path
+    strerror = err.strerror or os.strerror(err.errno)
+    return StorageError(
+        f"cannot {doing} {where if where is not None else '(unknown path)'}: {meaning} "
+        f"({strerror}); {fix}, then run the same command again",
+        path=None if where is None else os.fspath(where),
+        errno=err.errno,
+    )
+
+
+@contextlib.contextmanager
+def storage_errors(path: str | os.PathLike[str] | None, doing: str = "write") -> Iterator[None]:
+    """Raise a full disk, exhausted quota, read-only root or denied write as ``StorageError``.
+
+    Other errors pass unchanged. The durable I/O functions below and the writers use it, so
+    every operation that writes a dataset ends in one line instead of an ``OSError``.
+    """
+    try:
+        yield
+    except OSError as e:
+        mapped = storage_error(e, path, doing)
+        if mapped is None or mapped is e:
+            raise
+        raise mapped from e
+
+
 def fsync_path(path: Path) -> None:
     """Fsync a file or directory by path (h5py's close does not fsync)."""
     fd = os.open(path, os.O_RDONLY)
@@ -1101,18 +1166,20 @@ def write_new_file(path: Path, data: bytes, *, sync: bool = False) -> None:
     """Create ``path`` holding ``data`` (fsynced with ``sync``); a failed write removes it.
 
     Every byte a writer puts in a dataset's folder goes through here (shards, as one HDF5
-    image; ``metadata.json``), so a full disk is a plain ``OSError`` and leaves no partial file.
+    image; ``metadata.json``), so a full disk is one ``StorageError`` (see
+    ``storage_errors``) and leaves no partial file.
     """
-    try:
-        with open(path, "wb") as fh:
-            fh.write(data)
-            if sync:
-                fh.flush()
-                os.fsync(fh.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise
+    with storage_errors(path):
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+                if sync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
 
 
 def free_bytes(path: Path) -> int:
@@ -1124,14 +1191,15 @@ def free_bytes(path: Path) -> int:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via ``<path>.tmp``: write, fsync, replace, fsync the folder."""
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        write_new_file(tmp, data, sync=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_path(path.parent)
+    with storage_errors(path):
+        try:
+            write_new_file(tmp, data, sync=True)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        fsync_path(path.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1162,14 +1230,23 @@ class DatasetLock:
         self._fd: int | None = None
 
     def acquire(self) -> DatasetLock:
-        """Take the lock or raise ``LockHeldError`` naming the holder's pid."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o664)
-            writable = True
-        except PermissionError:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
-            writable = False
+        """Take the lock or raise ``LockHeldError`` naming the holder's pid.
+
+        Raises:
+            LockHeldError: another process holds it.
+            StorageError: the lock cannot be created (a read-only or not writable root).
+        """
+        with storage_errors(self.path, "create the writer lock"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o664)
+                writable = True
+            except PermissionError as e:
+                try:
+                    fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+                except FileNotFoundError:
+                    raise e from None
+                writable = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1276,7 +1353,7 @@ def place_file(src: Path, dest: Path) -> str:
         return "link"
     except OSError:
         pass
-    with open(src, "rb") as fin, open(dest, "wb") as fout:
+    with storage_errors(dest), open(src, "rb") as fin, open(dest, "wb") as fout:
         size = os.fstat(fin.fileno()).st_size
         done = 0
         try:
@@ -1418,7 +1495,8 @@ class DatasetWriter:
         }
         self._ids = np.zeros(0, np.int64)
         self._digests = np.zeros((0, 32), np.uint8)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with storage_errors(self.data_dir, "create"):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         if commit:
             self.commit()
 
@@ -1527,13 +1605,14 @@ class DatasetWriter:
         id_offset: int,
     ) -> dict[str, Any]:
         """Install ``src`` in ``data/``: fsync, make read-only, rename, fsync the folder."""
-        fsync_path(src)
-        os.chmod(src, 0o444)
-        sha = sha256_file(src)
-        name = self._next_name(sha)
-        dest = self.data_dir / name
-        os.rename(src, dest)
-        fsync_path(self.data_dir)
+        with storage_errors(self.data_dir, "install a shard in"):
+            fsync_path(src)
+            os.chmod(src, 0o444)
+            sha = sha256_file(src)
+            name = self._next_name(sha)
+            dest = self.data_dir / name
+            os.rename(src, dest)
+            fsync_path(self.data_dir)
         return self._register(name, table, schema, compression, id_offset, sha, dest.stat().st_size)
 
     def _register(
@@ -1589,7 +1668,8 @@ class DatasetWriter:
         meta["dataset_bytes"] = int(sum(e["bytes"] for e in meta["shards"]))
         meta["fingerprint"] = fingerprint(self._ids, self._digests)
         meta["updated"] = time.time()
-        self.path.mkdir(parents=True, exist_ok=True)
+        with storage_errors(self.path, "create"):
+            self.path.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path / METADATA_FILE, dumps_metadata(meta).encode())
         return meta
 

@@ -24,7 +24,7 @@ import pytest
 
 from collector import format as fmt
 from collector.collect import collect
-from collector.errors import DiskFullError, HarvestError
+from collector.errors import DiskFullError, HarvestError, StorageError
 
 EPISODES = 600
 DATASET_ID = "full/cart-v0"
@@ -196,6 +196,6 @@ def test_other_os_errors_are_not_called_a_full_disk(
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     monkeypatch.setattr(fmt, "write_new_file", denied)
-    with pytest.raises(PermissionError) as info:
+    with pytest.raises(StorageError, match="permission denied") as info:
         collect(config(tmp_path / "datasets"))
     assert not isinstance(info.value, DiskFullError)
