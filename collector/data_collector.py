@@ -191,6 +191,7 @@ class _EpisodeSink:
     def _new_storage(self) -> None:
         self._recorder = self._make_recorder()
         self._spills: list[Path] = []
+        self._unspilled: fmt.EpisodeBatch | None = None
         self._next_id = 0
 
     def _ensure_spill_dir(self) -> Path:
@@ -209,11 +210,23 @@ class _EpisodeSink:
 
     def _spill(self) -> None:
         batch = self._recorder.take()
+        if self._unspilled is not None:
+            batch = (
+                self._unspilled if batch is None else fmt.concat_batches([self._unspilled, batch])
+            )
         if batch is None:
             return
         batch.table["digest"] = fmt.episode_digests(batch)
-        path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"
-        fmt.write_shard_file(batch, path, self.compression)
+        try:
+            with fmt.storage_errors(self._root / fmt.SPILL_DIR, "create a spill folder in"):
+                path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"
+            fmt.write_shard_file(batch, path, self.compression)
+        except BaseException:
+            # kept in memory: the next spill or create_dataset (after space is freed) writes it
+            batch.table.pop("digest")
+            self._unspilled = batch
+            raise
+        self._unspilled = None
         self._spills.append(path)
 
     # -- datasets ------------------------------------------------------------------------
@@ -270,18 +283,24 @@ class _EpisodeSink:
                     "another id, or use add_to_dataset",
                     dataset_id=dataset_id,
                 )
-            spills = self._flush()
-            writer.start(
-                fmt.new_metadata(
-                    self._obs_space,
-                    self._act_space,
-                    env_spec_to_json(self._env_spec()),
-                    record_infos=self.record_infos,
-                    provenance={"created_by": type(self).__name__},
-                    **fields,
+            existed = writer.path.exists()
+            try:
+                spills = self._flush()
+                writer.start(
+                    fmt.new_metadata(
+                        self._obs_space,
+                        self._act_space,
+                        env_spec_to_json(self._env_spec()),
+                        record_infos=self.record_infos,
+                        provenance={"created_by": type(self).__name__},
+                        **fields,
+                    )
                 )
-            )
-            return self._adopt(writer, spills, id_offset=0)
+                return self._adopt(writer, spills, id_offset=0)
+            except BaseException:
+                if not existed:  # no half-made dataset (e.g. a full disk at the commit)
+                    shutil.rmtree(writer.path, ignore_errors=True)
+                raise
 
     def add_to_dataset(self, dataset: Any) -> DatasetSummary:
         """Append everything recorded so far to an existing dataset (an id or a dataset object)."""
@@ -312,9 +331,19 @@ class _EpisodeSink:
     def _adopt(
         self, writer: fmt.DatasetWriter, spills: list[Path], id_offset: int
     ) -> DatasetSummary:
-        for path in spills:
-            writer.adopt_shard(path, id_offset=id_offset, compression=self.compression)
-        meta = writer.commit()
+        adopted: list[tuple[Path, Path]] = []
+        try:
+            for path in spills:
+                entry = writer.adopt_shard(path, id_offset=id_offset, compression=self.compression)
+                adopted.append((writer.data_dir / entry["file"], path))
+            meta = writer.commit()
+        except BaseException:
+            # the commit failed (a full disk): the episodes go back to the spill folder, so
+            # the same call succeeds once the cause is fixed
+            for installed, spill in adopted:
+                with contextlib.suppress(OSError):
+                    os.rename(installed, spill)
+            raise
         self._close_spill_dir()
         self._new_storage()
         return DatasetSummary(

@@ -1127,7 +1127,7 @@ def storage_error(
     if known is None:
         return None
     meaning, fix = known
-    where = err.filename or path
+    where = err.filename2 or err.filename or path  # a copy's (src, dest): the dest filled up
     strerror = err.strerror or os.strerror(err.errno)
     return StorageError(
         f"cannot {doing} {where if where is not None else '(unknown path)'}: {meaning} "

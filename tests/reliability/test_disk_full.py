@@ -15,6 +15,7 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,3 +200,171 @@ def test_other_os_errors_are_not_called_a_full_disk(
     with pytest.raises(StorageError, match="permission denied") as info:
         collect(config(tmp_path / "datasets"))
     assert not isinstance(info.value, DiskFullError)
+
+
+# ------------------------------------------------------------------------------------------
+# every other writer on a full disk, and on a read-only root (issue 16 item 7): one line
+# naming the path, what the errno means and the fix; nothing half-written left behind
+
+
+CURATE = "import sys; from curation.cli import main; sys.argv[0] = 'curate'; sys.exit(main())"
+
+
+def fill(where: Path, leave: int) -> Path:
+    """Fill the filesystem of ``where`` with one file, then free ``leave`` bytes of it."""
+    filler = where / "filler.bin"
+    block = b"\0" * (1 << 16)
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(block)
+                fh.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+        fh.truncate(max(fh.tell() - leave, 0))
+    return filler
+
+
+def cartpole(root: Path, dataset_id: str, episodes: int = 60) -> str:
+    """A ~200 kB CartPole dataset (uncompressed, 20 episodes a shard) on a roomy disk."""
+    conf = config(root)
+    conf.update(dataset_id=dataset_id, episodes=episodes)
+    conf["checkpoint"] = {"every_episodes": 20, "every_seconds": None, "every_mb": None}
+    collect(conf)
+    return dataset_id
+
+
+def curate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """``curate ARGV`` in process: its exit code and its stderr."""
+    from curation.cli import main
+
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def assert_one_line(err: str, meaning: str, where: Path) -> None:
+    """The CLI printed one error line naming the path, the errno's meaning and the fix."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("curate: error: "), err
+    assert meaning in lines[0] and str(where) in lines[0], err
+    assert "then run the same command again" in lines[0], err
+    assert "Traceback" not in err
+
+
+def files_under(path: Path) -> list[str]:
+    """Every file under ``path`` but lock files and the filler."""
+    return sorted(
+        str(p.relative_to(path))
+        for p in path.rglob("*")
+        if p.is_file() and fmt.LOCKS_DIR not in p.parts and p.name != "filler.bin"
+    )
+
+
+def test_pull_into_a_full_disk_is_one_line_and_leaves_nothing(
+    small_tmpfs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    remote = f"file://{tmp_path / 'remote'}"
+    (tmp_path / "remote").mkdir()
+    dsid = cartpole(tmp_path / "roomy", "full/pulled-v0")
+    assert (
+        curate(capsys, "push", dsid, "--remote", remote, "--root", str(tmp_path / "roomy"))[0] == 0
+    )
+    root = small_tmpfs / "datasets"
+    root.mkdir()
+    fill(small_tmpfs, leave=16 << 10)
+    code, err = curate(capsys, "pull", dsid, "--remote", remote, "--root", str(root))
+    assert code == 1
+    assert_one_line(err, "the disk is full", small_tmpfs)
+    assert files_under(root) == []
+    assert not fmt.dataset_path(dsid, root).exists()
+
+
+def test_push_to_a_full_file_remote_is_one_line_and_publishes_nothing(
+    small_tmpfs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsid = cartpole(tmp_path / "roomy", "full/pushed-v0")
+    remote = small_tmpfs / "remote"
+    remote.mkdir()
+    fill(small_tmpfs, leave=16 << 10)
+    code, err = curate(
+        capsys, "push", dsid, "--remote", f"file://{remote}", "--root", str(tmp_path / "roomy")
+    )
+    assert code == 1
+    assert_one_line(err, "the disk is full", remote)
+    assert [
+        f for f in files_under(remote) if f.endswith(".tmp") or f.endswith(fmt.METADATA_FILE)
+    ] == []
+
+
+def test_filter_into_on_a_full_disk_is_one_line_and_leaves_no_dataset(
+    small_tmpfs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = small_tmpfs / "datasets"
+    dsid = cartpole(root, "full/source-v0", episodes=100)
+    before = files_under(root)
+    fill(small_tmpfs, leave=16 << 10)
+    code, err = curate(
+        capsys,
+        "filter",
+        dsid,
+        "--where",
+        "id % 3 == 0",
+        "--into",
+        "full/some-v0",
+        "--root",
+        str(root),
+    )
+    assert code == 1
+    assert_one_line(err, "the disk is full", root)
+    assert files_under(root) == before
+    assert not fmt.dataset_path("full/some-v0", root).exists()
+
+
+def test_create_dataset_on_a_full_disk_keeps_the_episodes_for_a_retry(small_tmpfs: Path) -> None:
+    import gymnasium as gym
+
+    from collector.data_collector import DataCollector
+
+    root = small_tmpfs / "datasets"
+    collector = DataCollector(gym.make("CartPole-v1"), root=root)
+    for seed in range(40):
+        collector.reset(seed=seed)
+        done = False
+        while not done:
+            *_, terminated, truncated, _ = collector.step(seed % 2)
+            done = terminated or truncated
+    filler = fill(small_tmpfs, leave=16 << 10)
+    with pytest.raises(StorageError, match="the disk is full") as info:
+        collector.create_dataset("full/made-v0")
+    assert "\n" not in str(info.value) and str(root) in str(info.value)
+    assert not fmt.dataset_path("full/made-v0", root).exists()
+    assert [f for f in files_under(root) if f.endswith(".tmp")] == []
+    filler.unlink()  # space is freed: the same call now commits every episode
+    summary = collector.create_dataset("full/made-v0")
+    assert summary.total_episodes == 40
+    assert fmt.verify_dataset("full/made-v0", root).ok
+    collector.close()
+
+
+def test_export_to_a_full_minari_root_is_one_line_not_a_crash(
+    small_tmpfs: Path, tmp_path: Path
+) -> None:
+    from helpers import cli_env
+
+    roomy = tmp_path / "roomy"
+    dsid = cartpole(roomy, "full/exported-v0")
+    minari = small_tmpfs / "minari"
+    minari.mkdir()
+    fill(small_tmpfs, leave=16 << 10)
+    done = subprocess.run(  # a crash inside HDF5 would take the test process with it
+        [sys.executable, "-c", CURATE, "export", dsid, "--minari-root", str(minari)],
+        env=cli_env(roomy),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert_one_line(done.stderr, "the disk is full", minari)
+    assert files_under(minari) == []
+    assert [p.name for p in minari.iterdir() if p.name != "filler.bin"] == []
