@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -368,3 +369,115 @@ def test_export_to_a_full_minari_root_is_one_line_not_a_crash(
     assert_one_line(done.stderr, "the disk is full", minari)
     assert files_under(minari) == []
     assert [p.name for p in minari.iterdir() if p.name != "filler.bin"] == []
+
+
+# -- read-only roots --------------------------------------------------------------------------
+# As root, chmod 0555 does not stop a write, so a read-only root is either a real tmpfs
+# remounted read-only (EROFS; where this machine lets the test mount one) or, everywhere,
+# EACCES injected at the os layer (os.open, os.mkdir and open for writing under the root), as
+# a root owned by another user gives.
+
+
+def _under(path: Any, root: Path) -> bool:
+    try:
+        return Path(os.path.abspath(os.fspath(path))).is_relative_to(root)
+    except TypeError:  # a file descriptor
+        return False
+
+
+def deny_writes(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Every attempt to create or write a file or folder under ``root`` fails with EACCES."""
+    import builtins
+
+    real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+    def denied(path: Any) -> PermissionError:
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
+    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if _under(file, root) and any(c in mode for c in "wax+"):
+            raise denied(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if _under(path, root) and flags & write_flags:
+            raise denied(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if _under(path, root):
+            raise denied(path)
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+@pytest.fixture(params=["ro-tmpfs", "eacces"])
+def read_only(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """``(root, make_read_only, meaning)``: fill ``root`` first, then call ``make_read_only()``."""
+    if request.param == "eacces":
+        root = tmp_path / "datasets"
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        yield root, lambda: deny_writes(monkeypatch, root), "permission denied"
+        return
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8); the injected-EACCES case runs")
+    where = tmp_path / f"ro-{uuid.uuid4().hex[:8]}"
+    where.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the injected test runs")
+
+    def make_read_only() -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+
+    try:
+        yield where / "datasets", make_read_only, "the filesystem is read-only"
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_collect_into_a_read_only_root_is_one_storage_error(read_only: Any) -> None:
+    root, make_read_only, meaning = read_only
+    cartpole(root, "ro/kept-v0", episodes=20)
+    before = files_under(root)
+    make_read_only()
+    for dsid in ("ro/kept-v0", "ro/new-v0"):  # resume an existing dataset, start a new one
+        conf = config(root)
+        conf.update(dataset_id=dsid, episodes=40)
+        with pytest.raises(StorageError, match=re.escape(meaning)) as info:
+            collect(conf)
+        assert "\n" not in str(info.value) and str(root) in str(info.value)
+        assert "then run the same command again" in str(info.value)
+    assert files_under(root) == before
+
+
+def test_combine_and_pull_into_a_read_only_root_are_one_line(
+    read_only: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, make_read_only, meaning = read_only
+    a, b = cartpole(root, "ro/a-v0", episodes=20), cartpole(root, "ro/b-v0", episodes=20)
+    remote = f"file://{tmp_path / 'remote'}"
+    (tmp_path / "remote").mkdir()
+    pulled = cartpole(tmp_path / "roomy", "ro/pulled-v0", episodes=20)
+    assert (
+        curate(capsys, "push", pulled, "--remote", remote, "--root", str(tmp_path / "roomy"))[0]
+        == 0
+    )
+    before = files_under(root)
+    make_read_only()
+    code, err = curate(capsys, "combine", a, b, "--into", "ro/both-v0", "--root", str(root))
+    assert code == 1
+    assert_one_line(err, meaning, root)
+    code, err = curate(capsys, "pull", pulled, "--remote", remote, "--root", str(root))
+    assert code == 1
+    assert_one_line(err, meaning, root)
+    assert files_under(root) == before
