@@ -261,8 +261,41 @@ def files_under(path: Path) -> list[str]:
     )
 
 
+class FullDisk:
+    """A folder ``where`` whose disk ``fill()`` fills (16 KiB left) and ``free()`` empties."""
+
+    def __init__(self, where: Path, kind: str) -> None:
+        self.where, self.kind = where, kind
+        self._patch = pytest.MonkeyPatch()
+
+    def fill(self) -> None:
+        if self.kind == "tmpfs":
+            fill(self.where, leave=16 << 10)
+        else:  # creating a file under ``where`` fails with ENOSPC
+            deny_writes(self._patch, self.where, errno.ENOSPC, dirs=False)
+
+    def free(self) -> None:
+        (self.where / "filler.bin").unlink(missing_ok=True)
+        self._patch.undo()
+
+
+@pytest.fixture(params=["tmpfs", "enospc"])
+def full_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FullDisk]:
+    """A real 1 MiB tmpfs (skipped where it cannot be mounted), or ENOSPC injected at the os
+    layer (``open``/``os.open`` for writing under the folder) everywhere."""
+    if request.param == "tmpfs":
+        disk = FullDisk(request.getfixturevalue("small_tmpfs"), "tmpfs")
+    else:
+        (tmp_path / "disk").mkdir()
+        disk = FullDisk(tmp_path / "disk", "enospc")
+    try:
+        yield disk
+    finally:
+        disk.free()
+
+
 def test_pull_into_a_full_disk_is_one_line_and_leaves_nothing(
-    small_tmpfs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    full_disk: FullDisk, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     remote = f"file://{tmp_path / 'remote'}"
     (tmp_path / "remote").mkdir()
@@ -270,23 +303,23 @@ def test_pull_into_a_full_disk_is_one_line_and_leaves_nothing(
     assert (
         curate(capsys, "push", dsid, "--remote", remote, "--root", str(tmp_path / "roomy"))[0] == 0
     )
-    root = small_tmpfs / "datasets"
+    root = full_disk.where / "datasets"
     root.mkdir()
-    fill(small_tmpfs, leave=16 << 10)
+    full_disk.fill()
     code, err = curate(capsys, "pull", dsid, "--remote", remote, "--root", str(root))
     assert code == 1
-    assert_one_line(err, "the disk is full", small_tmpfs)
+    assert_one_line(err, "the disk is full", full_disk.where)
     assert files_under(root) == []
     assert not fmt.dataset_path(dsid, root).exists()
 
 
 def test_push_to_a_full_file_remote_is_one_line_and_publishes_nothing(
-    small_tmpfs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    full_disk: FullDisk, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dsid = cartpole(tmp_path / "roomy", "full/pushed-v0")
-    remote = small_tmpfs / "remote"
+    remote = full_disk.where / "remote"
     remote.mkdir()
-    fill(small_tmpfs, leave=16 << 10)
+    full_disk.fill()
     code, err = curate(
         capsys, "push", dsid, "--remote", f"file://{remote}", "--root", str(tmp_path / "roomy")
     )
@@ -298,12 +331,12 @@ def test_push_to_a_full_file_remote_is_one_line_and_publishes_nothing(
 
 
 def test_filter_into_on_a_full_disk_is_one_line_and_leaves_no_dataset(
-    small_tmpfs: Path, capsys: pytest.CaptureFixture[str]
+    full_disk: FullDisk, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = small_tmpfs / "datasets"
+    root = full_disk.where / "datasets"
     dsid = cartpole(root, "full/source-v0", episodes=100)
     before = files_under(root)
-    fill(small_tmpfs, leave=16 << 10)
+    full_disk.fill()
     code, err = curate(
         capsys,
         "filter",
@@ -321,12 +354,12 @@ def test_filter_into_on_a_full_disk_is_one_line_and_leaves_no_dataset(
     assert not fmt.dataset_path("full/some-v0", root).exists()
 
 
-def test_create_dataset_on_a_full_disk_keeps_the_episodes_for_a_retry(small_tmpfs: Path) -> None:
+def test_create_dataset_on_a_full_disk_keeps_the_episodes_for_a_retry(full_disk: FullDisk) -> None:
     import gymnasium as gym
 
     from collector.data_collector import DataCollector
 
-    root = small_tmpfs / "datasets"
+    root = full_disk.where / "datasets"
     collector = DataCollector(gym.make("CartPole-v1"), root=root)
     for seed in range(40):
         collector.reset(seed=seed)
@@ -334,17 +367,34 @@ def test_create_dataset_on_a_full_disk_keeps_the_episodes_for_a_retry(small_tmpf
         while not done:
             *_, terminated, truncated, _ = collector.step(seed % 2)
             done = terminated or truncated
-    filler = fill(small_tmpfs, leave=16 << 10)
+    full_disk.fill()
     with pytest.raises(StorageError, match="the disk is full") as info:
         collector.create_dataset("full/made-v0")
     assert "\n" not in str(info.value) and str(root) in str(info.value)
     assert not fmt.dataset_path("full/made-v0", root).exists()
     assert [f for f in files_under(root) if f.endswith(".tmp")] == []
-    filler.unlink()  # space is freed: the same call now commits every episode
+    full_disk.free()  # space is freed: the same call now commits every episode
     summary = collector.create_dataset("full/made-v0")
     assert summary.total_episodes == 40
     assert fmt.verify_dataset("full/made-v0", root).ok
     collector.close()
+
+
+def test_export_to_an_injected_full_minari_root_is_one_storage_error(tmp_path: Path) -> None:
+    from curation.minari import to_minari
+
+    roomy = tmp_path / "roomy"
+    dsid = cartpole(roomy, "full/exported-v0")
+    disk = FullDisk(tmp_path / "minari", "enospc")
+    disk.where.mkdir()
+    disk.fill()
+    try:
+        with pytest.raises(StorageError, match="the disk is full") as info:
+            to_minari(dsid, minari_root=disk.where, root=roomy)
+    finally:
+        disk.free()
+    assert "\n" not in str(info.value) and str(disk.where) in str(info.value)
+    assert list(disk.where.iterdir()) == []
 
 
 def test_export_to_a_full_minari_root_is_one_line_not_a_crash(
@@ -385,15 +435,18 @@ def _under(path: Any, root: Path) -> bool:
         return False
 
 
-def deny_writes(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
-    """Every attempt to create or write a file or folder under ``root`` fails with EACCES."""
+def deny_writes(
+    monkeypatch: pytest.MonkeyPatch, root: Path, code: int = errno.EACCES, *, dirs: bool = True
+) -> None:
+    """Every attempt to create or write a file (and with ``dirs`` a folder) under ``root``
+    fails with ``code``."""
     import builtins
 
     real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT
 
     def denied(path: Any) -> PermissionError:
-        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return OSError(code, os.strerror(code), os.fspath(path))
 
     def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
         if _under(file, root) and any(c in mode for c in "wax+"):
@@ -406,7 +459,7 @@ def deny_writes(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
         return real_os_open(path, flags, *args, **kwargs)
 
     def mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
-        if _under(path, root):
+        if dirs and _under(path, root):
             raise denied(path)
         real_mkdir(path, *args, **kwargs)
 
