@@ -1258,9 +1258,10 @@ class DatasetLock:
                 f"(pid {holder or 'unknown'}); wait for it to finish or stop it",
                 pid=pid,
             ) from None
-        if writable:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:  # the pid only names the holder: a full disk must not fail the lock
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
 
