@@ -315,9 +315,11 @@ def to_minari(
         The Minari dataset folder.
 
     Raises:
-        UsageError: an unknown ``data_format``, an id Minari cannot parse, or (arrow and
-            parquet) an episode too long for Minari's arrow reader.
+        UsageError: an unknown ``data_format``, an id Minari cannot parse, a target that is
+            a symbolic link, or (arrow and parquet) an episode too long for Minari's arrow
+            reader.
         DatasetExistsError: the Minari dataset exists and ``overwrite`` is false.
+        StorageError: the Minari root is full, read-only or not writable; nothing is left.
     """
     if data_format not in layout.FORMATS:
         raise UsageError(
@@ -330,6 +332,11 @@ def to_minari(
     layout.check_minari_id(dataset_id)
     base = layout.resolve_minari_root(minari_root)
     target = base / dataset_id
+    if target.is_symlink():  # replacing it would remove files that may not be this export's
+        raise UsageError(
+            f"Minari dataset {dataset_id!r} at {target} is a symbolic link (to "
+            f"{os.readlink(target)}); remove the link or export under another id"
+        )
     if target.exists() and not overwrite:
         raise DatasetExistsError(
             f"Minari dataset {dataset_id!r} already exists at {target}; pass overwrite=True "

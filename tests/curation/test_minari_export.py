@@ -153,3 +153,20 @@ def test_minari_cli_lists_and_shows_an_export(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["show", "zoo/parquet-v0"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
     assert "CartPole-v1" in shown.output and "supported" in shown.output
+
+
+def test_overwriting_a_symlinked_export_refuses_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 item 4: no remover follows a link (rmtree refused it after the export was built)."""
+    record("zoo/box-v0", ZOO["box"], episodes=2)
+    minari_root = tmp_path / "minari"
+    elsewhere = tmp_path / "elsewhere"
+    to_minari("zoo/box-v0", minari_root=elsewhere)
+    (minari_root / "zoo").mkdir(parents=True)
+    (minari_root / "zoo" / "box-v0").symlink_to(elsewhere / "zoo" / "box-v0")
+    before = sorted(p.name for p in (elsewhere / "zoo" / "box-v0").rglob("*"))
+    with pytest.raises(UsageError, match="is a symbolic link"):
+        to_minari("zoo/box-v0", minari_root=minari_root, overwrite=True)
+    assert sorted(p.name for p in (elsewhere / "zoo" / "box-v0").rglob("*")) == before
+    assert sorted(p.name for p in minari_root.iterdir()) == ["zoo"]
