@@ -374,6 +374,7 @@ def collect(
         CollectionError: the env or policy raised; finished episodes are committed first.
         DiskFullError: no space left (or a quota hit); the last commit is intact, and a
             re-run after freeing space resumes.
+        StorageError: the root is read-only or not writable for this user.
     """
     conf = _container(cfg)
     try:  # it is stored in provenance; fail now, not at the first commit

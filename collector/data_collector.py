@@ -255,6 +255,8 @@ class _EpisodeSink:
 
         Raises:
             DatasetExistsError: the id is taken (use ``add_to_dataset`` to extend it).
+            StorageError: the disk is full, read-only or not writable; no dataset folder is
+                left and the recorded episodes are kept, so the same call can be repeated.
         """
         fmt.parse_dataset_id(dataset_id)
         if expert_policy is not None and ref_max_score is not None:
