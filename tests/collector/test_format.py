@@ -942,6 +942,32 @@ def test_a_symlinked_data_folder_is_never_cleaned(tmp_path: Path) -> None:
     assert [ep["id"] for ep in read_episodes(dsid)] == [0, 1]
 
 
+def test_a_no_op_resume_keeps_the_files_of_the_folder_data_links_to(tmp_path: Path) -> None:
+    """Issue 16 item 4, as found: re-running a finished ``collect`` deleted an unrelated file."""
+    from helpers import collect_cartpole
+
+    from collector.collect import collect
+
+    dsid = collect_cartpole("ns/resumed-v0", 4)
+    path = fmt.dataset_path(dsid)
+    shared = tmp_path / "big-disk"
+    shutil.move(path / fmt.DATA_DIR, shared)
+    (path / fmt.DATA_DIR).symlink_to(shared, target_is_directory=True)
+    (shared / "thesis.pdf").write_bytes(b"someone's")
+    result = collect(
+        {
+            "env": "CartPole-v1",
+            "episodes": 4,
+            "seed": 0,
+            "dataset_id": dsid,
+            "policy": {"_target_": "collector.policies.RandomPolicy"},
+        }
+    )
+    assert result.noop
+    assert (shared / "thesis.pdf").read_bytes() == b"someone's"
+    assert fmt.verify_dataset(dsid).ok
+
+
 # ------------------------------------------------------------------------------------------
 # 7. metadata
 
