@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import read_episodes
 
 from collector import format as fmt
 from collector.collect import collect
@@ -534,3 +535,35 @@ def test_combine_and_pull_into_a_read_only_root_are_one_line(
     assert code == 1
     assert_one_line(err, meaning, root)
     assert files_under(root) == before
+
+
+# files create_dataset creates: 1 = the last spill, 2 = the first (empty) commit's
+# metadata.json, 3 = the commit that adopts the spills
+@pytest.mark.parametrize("nth", [1, 2, 3], ids=["spill", "first-commit", "adopting-commit"])
+def test_create_dataset_failing_at_each_write_keeps_every_episode(
+    nth: int, datasets_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gymnasium as gym
+
+    from collector.data_collector import DataCollector
+
+    collector = DataCollector(gym.make("CartPole-v1"), spill_bytes=20_000)
+    for seed in range(30):  # some episodes spilled already, the rest in memory
+        collector.reset(seed=seed)
+        done = False
+        while not done:
+            *_, terminated, truncated, _ = collector.step(seed % 2)
+            done = terminated or truncated
+    fill = FillAfter(nth)
+    monkeypatch.setattr(fmt, "open", fill, raising=False)
+    with pytest.raises(StorageError, match="the disk is full"):
+        collector.create_dataset("full/made-v0")
+    assert fill.created == nth
+    assert not fmt.dataset_path("full/made-v0").exists()
+    assert [f for f in files_under(datasets_root) if f.endswith(".tmp")] == []
+    fill.on = False  # space is freed
+    summary = collector.create_dataset("full/made-v0")
+    assert summary.total_episodes == 30
+    assert [ep["seed"] for ep in read_episodes("full/made-v0")] == list(range(30))
+    assert fmt.verify_dataset("full/made-v0").ok
+    collector.close()
