@@ -7,6 +7,12 @@ run must stop with one ``DiskFullError`` line that says the disk is full and how
 leave ``metadata.json`` readable, ``verify`` clean and no temp file behind; the same command
 re-run after space is freed completes with exactly the episodes asked for and the
 fingerprint of an uninterrupted run.
+
+Issue 16 item 7 adds every other writer: ``curate pull``, ``push`` to ``file://``, ``filter
+--into``, ``DataCollector.create_dataset`` and ``curate export`` on a full disk (the tmpfs,
+and ENOSPC injected at the os layer), and ``collect``, ``combine`` and ``pull`` on a read-only
+root (a tmpfs remounted read-only, and EACCES injected): one ``StorageError`` line each,
+nothing half-written.
 """
 
 from __future__ import annotations
