@@ -106,11 +106,13 @@ def _app(cfg: DictConfig) -> None:
             policy_name=hc.runtime.choices.get("policy"),
             progress=bool(cfg.get("progress", True)) and sys.stderr.isatty(),
         )
-    except HarvestError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except (HarvestError, OSError) as e:
+        # an OSError here is a full or read-only disk met below the durable I/O layer
+        error = e if isinstance(e, HarvestError) else fmt.storage_error(e, None)
+        if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"collect: error: {redact_text(str(e))}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        print(f"collect: error: {redact_text(str(error))}", file=sys.stderr)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         print("collect: interrupted; finished episodes are committed", file=sys.stderr)
         sys.exit(130)

@@ -15,6 +15,7 @@ import functools
 import inspect
 import logging
 import math
+import os
 import platform
 import re
 import subprocess
@@ -307,8 +308,9 @@ def disk_full_error(err: OSError, writer: fmt.DatasetWriter) -> DiskFullError | 
     except Exception:  # the message must not fail; the commit is intact whatever it says
         kept = "nothing yet"
     what = "disk full" if err.errno == errno.ENOSPC else "disk quota exceeded"
+    strerror = err.strerror or os.strerror(err.errno)  # a StorageError carries errno only
     return DiskFullError(
-        f"{what} writing dataset {writer.dataset_id!r} at {writer.path} ({err.strerror}); the "
+        f"{what} writing dataset {writer.dataset_id!r} at {writer.path} ({strerror}); the "
         f"last commit ({kept}) is intact: free space there and re-run the same command to resume"
     )
 
@@ -372,6 +374,7 @@ def collect(
         CollectionError: the env or policy raised; finished episodes are committed first.
         DiskFullError: no space left (or a quota hit); the last commit is intact, and a
             re-run after freeing space resumes.
+        StorageError: the root is read-only or not writable for this user.
     """
     conf = _container(cfg)
     try:  # it is stored in provenance; fail now, not at the first commit

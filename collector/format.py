@@ -2,7 +2,7 @@
 
 A dataset is a folder ``<root>/<id>/`` holding ``metadata.json`` (the commit point, replaced
 atomically) and ``data/shard-<seq>-<hash8>.h5`` files (immutable, mode 0444, whole episodes,
-columnar). See DESIGN.md section 4. Writers hold ``<root>/.locks/<id>.lock``.
+columnar). See DESIGN.md section 4. Writers hold a lock kept outside the folder (``DatasetLock``).
 
 Contents:
     ids and paths    ``parse_dataset_id``, ``datasets_root``, ``dataset_path``
@@ -17,12 +17,14 @@ Contents:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -38,7 +40,9 @@ from collector.errors import (
     DatasetIdError,
     DatasetNotFoundError,
     FormatVersionError,
+    HarvestError,
     LockHeldError,
+    StorageError,
     UsageError,
 )
 from collector.redact import redact
@@ -949,14 +953,19 @@ def merge_shards(
     return table, union
 
 
+def missing_shard_error(path: str | os.PathLike[str]) -> CorruptDatasetError:
+    """The error for a committed shard that is gone: a stale snapshot, or damage."""
+    return CorruptDatasetError(
+        f"shard {path} is missing; the dataset was changed underneath this reader "
+        "(refresh() it) or damaged (run verify)"
+    )
+
+
 def _open_shard(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r", locking=False)
     except FileNotFoundError as e:
-        raise CorruptDatasetError(
-            f"shard {path} is missing; the dataset was changed underneath this reader "
-            "(refresh() it) or damaged (run verify)"
-        ) from e
+        raise missing_shard_error(path) from e
     except OSError as e:
         raise CorruptDatasetError(
             f"shard {path} is not a readable HDF5 file ({e}); run verify"
@@ -1150,6 +1159,68 @@ def dataset_files(meta: Mapping[str, Any], label: str) -> list[tuple[str, str, i
 # durable file operations (the commit protocol, DESIGN.md section 4)
 
 
+#: errno values of a local write the user can fix: what each means, and the fix.
+STORAGE_ERRNOS: Final = {
+    errno.ENOSPC: ("the disk is full", "free space there"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free space within the quota"),
+    errno.EROFS: (
+        "the filesystem is read-only",
+        "remount it read-write or use another datasets root ($HARVEST_DATASETS)",
+    ),
+    errno.EACCES: (
+        "permission denied",
+        "make it writable for this user or use another datasets root ($HARVEST_DATASETS)",
+    ),
+    errno.EPERM: (
+        "operation not permitted",
+        "make it writable for this user or use another datasets root ($HARVEST_DATASETS)",
+    ),
+}
+
+
+def storage_error(
+    err: OSError, path: str | os.PathLike[str] | None, doing: str = "write"
+) -> StorageError | None:
+    """The one-line ``StorageError`` for a failed local write, or None for other errors.
+
+    ``path`` names where when the error does not (``shutil``'s copies raise ENOSPC without a
+    file name); ``doing`` is the verb of the message ("write", "create", ...).
+
+    >>> str(storage_error(OSError(errno.EROFS, "Read-only file system"), "/data/x"))[:46]
+    'cannot write /data/x: the filesystem is read-o'
+    """
+    if isinstance(err, HarvestError):
+        return err if isinstance(err, StorageError) else None
+    known = STORAGE_ERRNOS.get(err.errno) if err.errno is not None else None
+    if known is None:
+        return None
+    meaning, fix = known
+    where = err.filename2 or err.filename or path  # a copy's (src, dest): the dest filled up
+    strerror = err.strerror or os.strerror(err.errno)
+    return StorageError(
+        f"cannot {doing} {where if where is not None else '(unknown path)'}: {meaning} "
+        f"({strerror}); {fix}, then run the same command again",
+        path=None if where is None else os.fspath(where),
+        errno=err.errno,
+    )
+
+
+@contextlib.contextmanager
+def storage_errors(path: str | os.PathLike[str] | None, doing: str = "write") -> Iterator[None]:
+    """Raise a full disk, exhausted quota, read-only root or denied write as ``StorageError``.
+
+    Other errors pass unchanged. The durable I/O functions below and the writers use it, so
+    every operation that writes a dataset ends in one line instead of an ``OSError``.
+    """
+    try:
+        yield
+    except OSError as e:
+        mapped = storage_error(e, path, doing)
+        if mapped is None or mapped is e:
+            raise
+        raise mapped from e
+
+
 def fsync_path(path: Path) -> None:
     """Fsync a file or directory by path (h5py's close does not fsync)."""
     fd = os.open(path, os.O_RDONLY)
@@ -1163,18 +1234,20 @@ def write_new_file(path: Path, data: bytes, *, sync: bool = False) -> None:
     """Create ``path`` holding ``data`` (fsynced with ``sync``); a failed write removes it.
 
     Every byte a writer puts in a dataset's folder goes through here (shards, as one HDF5
-    image; ``metadata.json``), so a full disk is a plain ``OSError`` and leaves no partial file.
+    image; ``metadata.json``), so a full disk is one ``StorageError`` (see
+    ``storage_errors``) and leaves no partial file.
     """
-    try:
-        with open(path, "wb") as fh:
-            fh.write(data)
-            if sync:
-                fh.flush()
-                os.fsync(fh.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise
+    with storage_errors(path):
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+                if sync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
 
 
 def free_bytes(path: Path) -> int:
@@ -1186,14 +1259,15 @@ def free_bytes(path: Path) -> int:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via ``<path>.tmp``: write, fsync, replace, fsync the folder."""
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        write_new_file(tmp, data, sync=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_path(path.parent)
+    with storage_errors(path):
+        try:
+            write_new_file(tmp, data, sync=True)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        fsync_path(path.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1201,21 +1275,46 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class DatasetLock:
-    """Exclusive writer lock at ``<root>/.locks/<id>.lock`` (outside the dataset tree) [review 8].
+    """Exclusive writer lock of one dataset folder, kept outside it [review 8].
 
-    The holder's pid is written after the lock is taken, so a refused writer can name it.
+    The lock is keyed by the dataset folder's real path (issue 16 item 18): it is
+    ``<real parent>/.locks/<real name>.lock``, so one dataset reached through two roots (a
+    symlinked root, namespace or dataset folder) has one lock. For an id without namespace in
+    a root without links that is ``<root>/.locks/<id>.lock``; for ``ns/name-v0`` it is
+    ``<root>/ns/.locks/name-v0.lock``. The holder's pid is written after the lock is taken,
+    so a refused writer can name it.
+
+    Lock files are created ``0664`` minus the umask, like every other file a writer makes: a
+    root shared by a group (umask 002) gets group-writable locks, a private one stays
+    private. A lock file this user cannot write (another user's, under umask 022) is
+    opened read-only: ``flock`` works on it, only the holder's pid is not recorded.
     """
 
     def __init__(self, dataset_id: str, root: str | os.PathLike[str] | None = None) -> None:
         parse_dataset_id(dataset_id)
         self.dataset_id = dataset_id
-        self.path = datasets_root(root) / LOCKS_DIR / f"{dataset_id}.lock"
+        real = Path(os.path.realpath(dataset_path(dataset_id, root)))
+        self.path = real.parent / LOCKS_DIR / f"{real.name}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> DatasetLock:
-        """Take the lock or raise ``LockHeldError`` naming the holder's pid."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock or raise ``LockHeldError`` naming the holder's pid.
+
+        Raises:
+            LockHeldError: another process holds it.
+            StorageError: the lock cannot be created (a read-only or not writable root).
+        """
+        with storage_errors(self.path, "create the writer lock"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o664)
+                writable = True
+            except PermissionError as e:
+                try:
+                    fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+                except FileNotFoundError:
+                    raise e from None
+                writable = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1227,8 +1326,10 @@ class DatasetLock:
                 f"(pid {holder or 'unknown'}); wait for it to finish or stop it",
                 pid=pid,
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:  # the pid only names the holder: a full disk must not fail the lock
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -1321,7 +1422,7 @@ def place_file(src: Path, dest: Path) -> str:
         return "link"
     except OSError:
         pass
-    with open(src, "rb") as fin, open(dest, "wb") as fout:
+    with storage_errors(dest), open(src, "rb") as fin, open(dest, "wb") as fout:
         size = os.fstat(fin.fileno()).st_size
         done = 0
         try:
@@ -1392,16 +1493,29 @@ class DatasetWriter:
             self._digests = np.concatenate(digests)
 
     def cleanup(self) -> list[str]:
-        """Delete files in ``data/`` and the metadata temp file that no commit references."""
+        """Delete this writer's own leftovers: files no commit references.
+
+        Only what it can prove is its own (issue 16 item 4): regular files (``lstat``: never a
+        link, never a folder) named as this module names shards and their temp files, that
+        the manifest does not reference, plus a regular ``metadata.json.tmp``. A ``data/``
+        that is a symlink is not cleaned at all: the folder it points to may be shared (two
+        datasets' ``data/`` linked to one place name shards alike), so a name proves nothing
+        there; its leftovers only cost space, and a warning says so.
+        """
         keep = {e["file"] for e in (self.meta or {}).get("shards", [])}
         removed: list[str] = []
-        if self.data_dir.is_dir():
+        if self.data_dir.is_symlink():
+            log.warning(
+                "not cleaning %s: it is a symbolic link, so its files may not be this dataset's",
+                self.data_dir,
+            )
+        elif self.data_dir.is_dir():
             for p in self.data_dir.iterdir():
-                if p.name not in keep:
+                if p.name not in keep and _is_own_file(p):
                     _force_unlink(p)
                     removed.append(p.name)
         tmp = self.path / METADATA_TMP
-        if tmp.exists():
+        if _is_regular(tmp):
             tmp.unlink()
             removed.append(METADATA_TMP)
         if removed:
@@ -1433,7 +1547,8 @@ class DatasetWriter:
         }
         self._ids = np.zeros(0, np.int64)
         self._digests = np.zeros((0, 32), np.uint8)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with storage_errors(self.data_dir, "create"):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         if commit:
             self.commit()
 
@@ -1495,7 +1610,14 @@ class DatasetWriter:
         dest = self.data_dir / name
         tmp = self.data_dir / f".link-{uuid.uuid4().hex[:12]}.h5.tmp"
         try:
-            if place_file(src, tmp) == "copy":
+            try:
+                how = place_file(src, tmp)
+            except FileNotFoundError as e:
+                if src.exists():
+                    raise
+                # a stale snapshot's shard: superseded, and removed by a later writer
+                raise missing_shard_error(src) from e
+            if how == "copy":
                 fsync_path(tmp)
                 os.chmod(tmp, 0o444)
                 if sha256_file(tmp) != entry["sha256"]:
@@ -1535,13 +1657,14 @@ class DatasetWriter:
         id_offset: int,
     ) -> dict[str, Any]:
         """Install ``src`` in ``data/``: fsync, make read-only, rename, fsync the folder."""
-        fsync_path(src)
-        os.chmod(src, 0o444)
-        sha = sha256_file(src)
-        name = self._next_name(sha)
-        dest = self.data_dir / name
-        os.rename(src, dest)
-        fsync_path(self.data_dir)
+        with storage_errors(self.data_dir, "install a shard in"):
+            fsync_path(src)
+            os.chmod(src, 0o444)
+            sha = sha256_file(src)
+            name = self._next_name(sha)
+            dest = self.data_dir / name
+            os.rename(src, dest)
+            fsync_path(self.data_dir)
         return self._register(name, table, schema, compression, id_offset, sha, dest.stat().st_size)
 
     def _register(
@@ -1597,7 +1720,8 @@ class DatasetWriter:
         meta["dataset_bytes"] = int(sum(e["bytes"] for e in meta["shards"]))
         meta["fingerprint"] = fingerprint(self._ids, self._digests)
         meta["updated"] = time.time()
-        self.path.mkdir(parents=True, exist_ok=True)
+        with storage_errors(self.path, "create"):
+            self.path.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path / METADATA_FILE, dumps_metadata(meta).encode())
         return meta
 
@@ -1696,6 +1820,24 @@ def _drop_ids(
 ) -> tuple[np.ndarray, np.ndarray]:
     keep = ~np.isin(ids, drop)
     return ids[keep], digests[keep]
+
+
+#: Names this module gives files in ``data/``: shards and the temp files of ``write_shard``,
+#: ``write_image``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``).
+_OWN_TMP_RE: Final = re.compile(r"^\.(?:shard|link|merge)-[A-Za-z0-9_-]+\.h5\.tmp$", re.ASCII)
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_own_file(path: Path) -> bool:
+    """A regular file (not followed if a link) with a shard's or a writer temp file's name."""
+    named = SHARD_RE.match(path.name) or _OWN_TMP_RE.match(path.name)
+    return named is not None and _is_regular(path)
 
 
 def _force_unlink(path: Path) -> None:

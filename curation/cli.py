@@ -443,11 +443,12 @@ def _recipe_app(cfg: Any) -> None:
             provenance={"recipe": recipe, "overrides": list(hc.overrides.task)},
             remote=cfg.get("remote"),
         )
-    except HarvestError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except (HarvestError, OSError) as e:
+        error = e if isinstance(e, HarvestError) else fmt.storage_error(e, None)
+        if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        print(f"curate: error: {redact_text(str(error))}", file=sys.stderr)
+        sys.exit(error.exit_code)
     print(result.render())
 
 
@@ -546,6 +547,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
         code = e.exit_code
+    except OSError as e:  # a full or read-only disk met below the durable I/O layer
+        storage = fmt.storage_error(e, None)
+        if storage is None or args.verbose:
+            raise
+        print(f"curate: error: {redact_text(str(storage))}", file=sys.stderr)
+        code = storage.exit_code
     except KeyboardInterrupt:
         print("curate: interrupted", file=sys.stderr)
         code = 130

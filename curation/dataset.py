@@ -899,14 +899,25 @@ def list_local_datasets(root: str | Path | None = None) -> dict[str, dict[str, A
 def delete_dataset(dataset_id: str, root: str | Path | None = None) -> None:
     """Delete a local dataset, under its writer lock (a running writer makes this fail).
 
+    A dataset folder or ``data/`` folder that is a symbolic link is refused before anything
+    is removed (issue 16 item 4): deleting through the link would remove files that may not
+    be this dataset's, and removing only the link would free nothing while saying "deleted".
+
     Raises:
         DatasetNotFoundError: no such dataset.
         LockHeldError: a writer is using it.
-        UsageError: another dataset is nested inside its folder (nothing is deleted).
+        UsageError: another dataset is nested inside its folder, or the folder or its ``data/``
+            is a symbolic link (nothing is deleted).
     """
     path = fmt.dataset_path(dataset_id, root)
     with fmt.DatasetLock(dataset_id, root):
         fmt.read_metadata(path, dataset_id)  # DatasetNotFoundError, with the usual message
+        for link in (path, path / fmt.DATA_DIR):
+            if link.is_symlink():
+                raise UsageError(
+                    f"not deleting {dataset_id!r}: {link} is a symbolic link (to "
+                    f"{os.readlink(link)}); remove the link and the files it points to yourself"
+                )
         inner = fmt.contained_datasets(dataset_id, root)
         if inner:  # nested by an older harvest: deleting the folder would delete them too
             raise UsageError(

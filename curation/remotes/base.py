@@ -550,6 +550,12 @@ class ObjectStoreRemote(Remote):
 
 def _swap_in(staging: Path, path: Path) -> None:
     """Rename a complete pulled folder into place, moving any previous copy aside first."""
+    for link in (path, path / fmt.DATA_DIR):  # issue 16 item 4: never remove through a link
+        if link.is_symlink():
+            raise UsageError(
+                f"not replacing the local dataset at {path}: {link} is a symbolic link (to "
+                f"{os.readlink(link)}); remove the link, or pull into another root"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if path.exists():

@@ -1164,6 +1164,29 @@ def test_delete_dataset(datasets_root: Path) -> None:
     assert len(load_dataset("ns/kept-v0")) == 1
 
 
+@pytest.mark.parametrize("linked", ["dataset", "data"])
+def test_delete_of_a_symlinked_dataset_refuses_before_touching_anything(
+    datasets_root: Path, tmp_path: Path, linked: str
+) -> None:
+    """Issue 16 item 4: delete unlinked metadata.json, then rmtree failed on the link."""
+    write_synthetic("ns/linked-v0", [[0, 1]])
+    path = datasets_root / "ns" / "linked-v0"
+    moved = tmp_path / "elsewhere"
+    link = path if linked == "dataset" else path / fmt.DATA_DIR
+    os.rename(link, moved)
+    link.symlink_to(moved, target_is_directory=True)
+
+    def listing() -> list[str]:  # the lock files are not the dataset's
+        return sorted(str(p) for p in tmp_path.rglob("*") if fmt.LOCKS_DIR not in p.parts)
+
+    before = listing()
+    with pytest.raises(UsageError, match="is a symbolic link") as info:
+        delete_dataset("ns/linked-v0")
+    assert "\n" not in str(info.value) and str(link) in str(info.value)
+    assert listing() == before
+    assert [ep.id for ep in load_dataset("ns/linked-v0")] == [0, 1]
+
+
 def test_delete_while_a_writer_holds_the_lock_deletes_nothing(datasets_root: Path) -> None:
     write_synthetic("ns/busy-v0", [[0, 1], [2]])
     before = sorted(p.name for p in (datasets_root / "ns" / "busy-v0").rglob("*"))

@@ -173,3 +173,20 @@ def test_an_exported_split_carries_none_of_the_held_out_episodes(tmp_path: Path)
             with h5py.File(file, "r") as f:
                 found += [int(f[name].attrs["seed"]) for name in f if name.startswith("episode_")]
         assert sorted(found) == want
+
+
+def test_overwriting_a_symlinked_export_refuses_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 item 4: no remover follows a link (rmtree refused it after the export was built)."""
+    record("zoo/box-v0", ZOO["box"], episodes=2)
+    minari_root = tmp_path / "minari"
+    elsewhere = tmp_path / "elsewhere"
+    to_minari("zoo/box-v0", minari_root=elsewhere)
+    (minari_root / "zoo").mkdir(parents=True)
+    (minari_root / "zoo" / "box-v0").symlink_to(elsewhere / "zoo" / "box-v0")
+    before = sorted(p.name for p in (elsewhere / "zoo" / "box-v0").rglob("*"))
+    with pytest.raises(UsageError, match="is a symbolic link"):
+        to_minari("zoo/box-v0", minari_root=minari_root, overwrite=True)
+    assert sorted(p.name for p in (elsewhere / "zoo" / "box-v0").rglob("*")) == before
+    assert sorted(p.name for p in minari_root.iterdir()) == ["zoo"]
