@@ -301,6 +301,28 @@ def test_a_hung_batch_is_killed_and_requeued(
     assert_complete("ray/hang-v0", n, local_fingerprint(n, env=FLAKY))
 
 
+def test_more_workers_than_cpus_share_them_and_nothing_counts_as_hung(
+    ray_address: str, local_fingerprint, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``runner.workers=4`` on the module's 2 CPUs (the README's command): no stall.
+
+    Actors asking for a whole CPU each left two of them unscheduled, holding batches until
+    ``batch_timeout`` declared them hung (306 s for the README's command).
+    """
+    caplog.set_level(logging.INFO, logger="collector.runners.ray")
+    n = 60
+    wait_for_free_cpus()
+    start = time.monotonic()
+    result = collect(conf(n, "ray/four-on-two-v0", on_ray(workers=4, batch_timeout=5)))
+    took = time.monotonic() - start
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "replacing Ray worker" in m], messages
+    assert any("4 workers share 2 CPUs" in m for m in messages), messages
+    assert (result.new_episodes, result.total_episodes) == (n, n)
+    assert_complete("ray/four-on-two-v0", n, local_fingerprint(n))
+    assert took < 60  # a safety bound only; the hang check above is the real one
+
+
 @pytest.mark.slow
 def test_killing_the_driver_then_rerunning_gives_the_uninterrupted_dataset(
     ray_address: str, local_fingerprint, datasets_root: Path
