@@ -314,6 +314,8 @@ class Committer:
             with self._lock:
                 if self._error is not None or self._pool is None:
                     return
+                if self._pending is not None and not self._pending.done():
+                    continue  # never hold the lock waiting: the recording thread may need it
                 recs = self.recorders
                 finished = sum(r.num_finished for r in recs) - sum(self._early)
                 if finished <= 0 or not self.cadence.due(finished, 0):

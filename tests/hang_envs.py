@@ -2,7 +2,8 @@
 
 Importing this module registers ``harvest-test/Hang-v0`` (use ``hang_envs:harvest-test/Hang-v0``
 from a subprocess). Episodes are 10 seeded steps; the env's ``hang_episode``-th reset (0-based,
-counted per env instance) starts an episode whose step ``hang_step`` sleeps ``seconds``.
+counted per env instance) starts an episode whose step ``hang_step`` sleeps ``seconds`` (or
+with ``spin=True`` loops in Python for that long).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ class HangEnv(gym.Env):
     observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
     action_space = spaces.Discrete(2)
 
-    def __init__(self, hang_episode: int = 1, hang_step: int = 3, seconds: float = 3600.0):
+    def __init__(
+        self, hang_episode: int = 1, hang_step: int = 3, seconds: float = 3600.0, spin: bool = False
+    ):
         self.hang_episode, self.hang_step, self.seconds = hang_episode, hang_step, seconds
+        self.spin = spin
         self._resets = 0
         self._t = 0
 
@@ -37,7 +41,12 @@ class HangEnv(gym.Env):
 
     def step(self, action: Any):  # type: ignore[override]
         if self._episode == self.hang_episode and self._t == self.hang_step:
-            time.sleep(self.seconds)
+            if self.spin:
+                end = time.monotonic() + self.seconds
+                while time.monotonic() < end:
+                    pass
+            else:
+                time.sleep(self.seconds)
         self._t += 1
         obs = self.np_random.uniform(-1, 1, 2).astype(np.float32)
         return obs, float(action), False, self._t >= 10, {}

@@ -71,6 +71,8 @@ class StepWatch:
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self.fired:
             raise StepTimeout
+        if callable(self._old_handler):  # not ours: whoever set an alarm before gets it
+            self._old_handler(signum, frame)
 
     def _run(self) -> None:
         tick = min(0.1, self.seconds / 4)

@@ -7,6 +7,7 @@ finished episodes are committed; without it, finished episodes are still committ
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -111,3 +112,23 @@ def test_a_commit_made_during_a_long_episode_is_not_written_twice() -> None:
     shards = fmt.read_metadata(fmt.dataset_path(DATASET))["shards"]
     assert [s["episodes"] for s in shards][:1] == [1], shards  # episode 0 alone, mid episode 1
     assert [ep["id"] for ep in read_episodes(DATASET)] == [0, 1, 2]
+
+
+def test_step_timeout_when_collect_runs_outside_the_main_thread() -> None:
+    """No signal there: the step is interrupted at its next Python instruction."""
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            collect(hang_conf({"name": "local", "step_timeout": 1}, seconds=30, spin=True))
+        except BaseException as e:  # checked by the test's thread
+            outcome["error"] = e
+
+    start = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive() and time.monotonic() - start < 10
+    assert isinstance(outcome.get("error"), CollectionError), outcome
+    assert "episode 1 " in str(outcome["error"]) and "step 3 " in str(outcome["error"])
+    assert [ep["id"] for ep in read_episodes(DATASET)] == [0]
