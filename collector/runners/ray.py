@@ -10,8 +10,9 @@ Dead actors are replaced and their batches requeued; a batch still running
 ``runner.batch_timeout`` seconds after it started is a hang (the actor is killed, replaced and
 the batch requeued); an episode whose env keeps raising fails the run naming the episode and
 its seed, after everything finished is committed. More workers than free CPUs share them
-(a fraction of a CPU each), and an actor gets batches only once it is up, so a worker Ray
-cannot schedule never stalls the run.
+(a fraction of a CPU each); a batch's deadline runs from when it starts (its actor is up and
+the batch before it done), and an actor Ray cannot schedule within ``START_SECONDS`` is given
+up and its batches go to the others, so a worker Ray cannot schedule never stalls the run.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ __all__ = ["RolloutWorker", "run_ray"]
 
 MB = 1024 * 1024
 IN_FLIGHT_PER_ACTOR = 2
-#: With no actor up for this long (or ``runner.batch_timeout`` if longer), the run fails.
+#: An actor not up after this long (or ``runner.batch_timeout`` if longer) is given up: Ray
+#: has no room for it. Its batches go to the others; with none up, the run fails.
 START_SECONDS = 120.0
 
 
@@ -159,10 +161,11 @@ def run_ray(
     timeout = float(rcfg.get("batch_timeout", 300))
     target = float(rcfg.get("batch_seconds", 0.2))
     actors: dict[int, Any] = {}
-    # ref of an actor's first call -> (slot, actor): an actor gets batches once it answers, so
-    # one that Ray cannot schedule (yet) holds no work and nothing of it can count as hung
+    # ref of an actor's first call -> (slot, actor): until it answers, the actor's batches
+    # have not started, so none of them can count as hung
     pings: dict[Any, tuple[int, Any]] = {}
     ready: set[int] = set()  # slots whose current actor answered
+    launched: dict[int, float] = {}  # slot -> when its current actor was asked for
     queue: deque[int] = deque(todo.tolist())
     # ref -> (slot, actor, ids, deadline); the deadline is set when the batch starts running
     # (the actor is up and its earlier batch is done), None before
@@ -175,11 +178,12 @@ def run_ray(
     episode_bytes = 0.0  # compressed, from the shards seen so far
     bar = tqdm(total=len(todo), unit="ep", disable=None if progress else True, file=sys.stderr)
     started = time.perf_counter()
-    idle_since = time.monotonic()  # when no actor was up with work to do
+    start_limit = max(timeout, START_SECONDS)
 
     def launch(slot: int) -> None:
         actors[slot] = actor = remote.remote(conf, entropy, compression)
         ready.discard(slot)
+        launched[slot] = time.monotonic()
         pings[actor.where.remote()] = (slot, actor)
 
     for k in range(workers):
@@ -229,21 +233,11 @@ def run_ray(
     try:
         while queue or inflight:
             for slot, actor in actors.items():
-                if slot not in ready:
-                    continue
                 busy = sum(1 for s, *_ in inflight.values() if s == slot)
                 while queue and busy < IN_FLIGHT_PER_ACTOR:
                     ids = [queue.popleft() for _ in range(min(batch_size(), len(queue)))]
                     inflight[actor.run.remote(ids)] = (slot, actor, ids, None)
                     busy += 1
-            if inflight:
-                idle_since = time.monotonic()
-            elif time.monotonic() - idle_since > max(timeout, START_SECONDS):
-                raise CollectionError(
-                    f"no Ray worker started in {max(timeout, START_SECONDS):g} s: the cluster "
-                    f"has no room for {workers} worker(s) of {cpus:g} CPU; free CPUs there "
-                    "or lower runner.workers or runner.num_cpus_per_worker"
-                )
             done, _ = ray.wait([*inflight, *pings], num_returns=1, timeout=1.0)
             for ref in done:
                 if ref in pings:
@@ -298,6 +292,28 @@ def run_ray(
                     cadence.restart()
                     uncommitted = window_bytes = 0
             now = time.monotonic()
+            for slot in [s for s in actors if s not in ready and now - launched[s] > start_limit]:
+                actor = actors.pop(slot)  # Ray found no room for it: the others do its work
+                log.warning(
+                    "Ray worker %d was not scheduled in %g s (no room for %g CPU); "
+                    "going on with %d worker(s)",
+                    slot,
+                    start_limit,
+                    cpus,
+                    len(actors),
+                )
+                for ref in [r for r, v in inflight.items() if v[1] is actor]:
+                    queue.extendleft(reversed(inflight.pop(ref)[2]))
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:
+                    pass
+            if not actors:
+                raise CollectionError(
+                    f"no Ray worker started in {start_limit:g} s: the cluster has no room for "
+                    f"{workers} worker(s) of {cpus:g} CPU; free CPUs there or lower "
+                    "runner.workers or runner.num_cpus_per_worker"
+                )
             running: set[int] = set()  # an actor runs its batches in order: the first one runs
             for ref, (slot, actor, ids, deadline) in inflight.items():
                 if slot in running or actors.get(slot) is not actor or slot not in ready:
