@@ -41,6 +41,7 @@ from ray_support import (
 from collector import format as fmt
 from collector.collect import CollectResult, collect
 from collector.errors import CollectionError
+from collector.runners import ray as ray_runner
 from collector.runners.ray import RolloutWorker
 from collector.seeding import env_seed
 
@@ -321,6 +322,34 @@ def test_more_workers_than_cpus_share_them_and_nothing_counts_as_hung(
     assert (result.new_episodes, result.total_episodes) == (n, n)
     assert_complete("ray/four-on-two-v0", n, local_fingerprint(n))
     assert took < 60  # a safety bound only; the hang check above is the real one
+
+
+def test_workers_ray_cannot_schedule_fail_the_run_in_one_line(
+    ray_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every CPU held elsewhere: the workers are given up after the start limit, not hung."""
+    import ray
+
+    monkeypatch.setattr(ray_runner, "START_SECONDS", 2.0)
+    wait_for_free_cpus()
+    hog = ray.remote(num_cpus=2)(_CpuHog).remote()
+    ray.get(hog.ping.remote())
+    try:
+        start = time.monotonic()
+        with pytest.raises(CollectionError, match=r"no Ray worker started in 2 s") as info:
+            collect(conf(10, "ray/no-room-v0", on_ray(batch_timeout=1)))
+        assert "\n" not in str(info.value)
+        assert time.monotonic() - start < 30
+    finally:
+        ray.kill(hog)
+    wait_for_free_cpus()
+
+
+class _CpuHog:
+    """An actor that holds CPUs (and does nothing else)."""
+
+    def ping(self) -> int:
+        return 1
 
 
 @pytest.mark.slow
