@@ -26,6 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+import ray
 import ray_envs
 from helpers import CLI, PYTHONPATH, cli_env, read_episodes, wait_for_commit
 from ray_support import (
@@ -328,8 +329,6 @@ def test_workers_ray_cannot_schedule_fail_the_run_in_one_line(
     ray_address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every CPU held elsewhere: the workers are given up after the start limit, not hung."""
-    import ray
-
     monkeypatch.setattr(ray_runner, "START_SECONDS", 2.0)
     wait_for_free_cpus()
     hog = ray.remote(num_cpus=2)(_CpuHog).remote()
