@@ -21,6 +21,7 @@ run replays the segment and records exactly the episodes an uninterrupted run wo
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections import deque
@@ -28,6 +29,7 @@ from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array
@@ -35,12 +37,11 @@ from tqdm import tqdm
 
 from collector.errors import CollectionError, UsageError
 from collector.policies import batch_actor
+from collector.recorder import refusal
 from collector.seeding import env_seed, policy_seed
-from collector.spaces import batch_item
+from collector.spaces import ValueMismatch, batch_item, make_checker, make_leaf_checker
 
 if TYPE_CHECKING:
-    import gymnasium as gym
-
     from collector.collect import Committer
     from collector.policies import Policy
     from collector.recorder import EpisodeRecorder
@@ -70,6 +71,49 @@ def split_infos(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
+class ExactValues(gym.Wrapper):
+    """Refuse a sub-env's observation or reward that its space cannot hold exactly.
+
+    Checked inside the sub-env, because Gymnasium's vector envs cast every sub-env's value
+    into one batch array (broadcasting a shape, wrapping a value) before the recorder sees
+    it. Raises ``ValueMismatch`` with ``sub_env`` and ``step`` set.
+    """
+
+    def __init__(self, env: gym.Env, sub_env: int) -> None:
+        super().__init__(env)
+        self._sub_env = sub_env
+        self._t = 0
+        self._check_obs = make_checker(env.observation_space, "observation")
+        self._check_rew = make_leaf_checker(np.dtype(np.float64), (), "reward")
+
+    def _refuse(self, err: ValueMismatch, step: int | None) -> ValueMismatch:
+        return ValueMismatch(err.detail, sub_env=self._sub_env, step=step)
+
+    def reset(self, **kwargs: Any) -> Any:  # noqa: D102
+        obs, info = self.env.reset(**kwargs)
+        self._t = 0
+        try:
+            self._check_obs(obs)
+        except ValueMismatch as e:
+            raise self._refuse(e, None) from None
+        return obs, info
+
+    def step(self, action: Any) -> Any:  # noqa: D102
+        out = self.env.step(action)
+        try:
+            self._check_obs(out[0])
+            if out[1].__class__ is not float:
+                self._check_rew(out[1])
+        except ValueMismatch as e:
+            raise self._refuse(e, self._t) from None
+        self._t += 1
+        return out
+
+
+def _exact_env(make_env: Callable[[], gym.Env], sub_env: int) -> gym.Env:
+    return ExactValues(make_env(), sub_env)
+
+
 def run_vector(
     make_env: Callable[[], gym.Env],
     make_policy: Callable[[Any], Policy],
@@ -82,10 +126,11 @@ def run_vector(
 ) -> int:
     """Run ``episode_ids`` on ``len(recorders)`` sub-envs; returns steps recorded."""
     n = len(recorders)
+    makers = [functools.partial(_exact_env, make_env, i) for i in range(n)]
     if mode == "sync":
-        vec: Any = SyncVectorEnv([make_env] * n, autoreset_mode=AutoresetMode.DISABLED)
+        vec: Any = SyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
     elif mode == "async":
-        vec = AsyncVectorEnv([make_env] * n, autoreset_mode=AutoresetMode.DISABLED)
+        vec = AsyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
     else:
         raise UsageError(f"vectorization_mode={mode!r}: use sync or async here")
     single_obs, single_act = vec.single_observation_space, vec.single_action_space
@@ -159,6 +204,10 @@ def run_vector(
         for rec in recorders:
             rec.discard_episode()
         committer.flush()
+        if isinstance(e, ValueMismatch) and e.sub_env is not None:
+            eid = current[e.sub_env]
+            episode = eid if eid is not None else f"(none: sub-env {e.sub_env} is idle)"
+            raise CollectionError(refusal(episode, e.step, e)) from None
         if isinstance(e, (KeyboardInterrupt, CollectionError)) or not isinstance(e, Exception):
             raise
         running = [c for c in current if c is not None]
