@@ -26,7 +26,6 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from collector import format as fmt
@@ -37,6 +36,7 @@ from collector.envs import (
     require_vector_entry_point,
 )
 from collector.errors import ConfigMismatchError, DiskFullError, UsageError
+from collector.plan import EpisodePlan
 from collector.policies import Policy, as_policy
 from collector.recorder import EpisodeRecorder
 from collector.seeding import draw_entropy
@@ -451,7 +451,7 @@ def collect(
         wanted = data_config(conf, env_package_version(spec))
         with fmt.DatasetWriter(dataset_id, root) as writer, _disk_full_is_one_error(writer):
             entropy = _open_generation(writer, conf, wanted, overrides, spec, env)
-            todo = np.setdiff1d(np.arange(episodes, dtype=np.int64), writer.committed_ids())
+            todo = EpisodePlan(episodes, writer.committed_ids())  # lazily: episodes may be 1e12
             cadence = {
                 "every_episodes": every_episodes,
                 "every_seconds": every_seconds,
@@ -503,7 +503,7 @@ def _run(
     writer: fmt.DatasetWriter,
     env: Any,
     policy: Policy,
-    todo: np.ndarray,
+    todo: EpisodePlan,
     entropy: int,
     cadence: dict[str, Any],
     compression: str,

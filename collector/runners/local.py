@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm import tqdm
 
 from collector.errors import CollectionError
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     import gymnasium as gym
 
     from collector.collect import Committer
+    from collector.plan import EpisodePlan
     from collector.policies import Policy
     from collector.recorder import EpisodeRecorder
 
@@ -29,7 +29,7 @@ def run_local(
     policy: Policy,
     recorder: EpisodeRecorder,
     committer: Committer,
-    episode_ids: np.ndarray,
+    episode_ids: EpisodePlan,
     entropy: int,
     progress: Callable[[int, int], None] | bool | None = None,
 ) -> int:
@@ -50,7 +50,7 @@ def run_local(
     episode_id = None
     started = time.perf_counter()
     try:
-        for episode_id in episode_ids.tolist():
+        for episode_id in episode_ids:  # an EpisodePlan: ids come lazily
             steps += run_episode(env, policy, recorder, episode_id, entropy)
             committer.after_episode()
             bar.update(1)

@@ -19,7 +19,6 @@ import os
 import socket
 import sys
 import time
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from collector import format as fmt
 from collector.collect import Cadence
 from collector.errors import CollectionError, HarvestError, MissingExtraError
+from collector.plan import EpisodePlan, IdQueue
 from collector.recorder import EpisodeRecorder
 from collector.rollout import rollout_episodes
 
@@ -43,6 +43,8 @@ __all__ = ["RolloutWorker", "run_ray"]
 
 MB = 1024 * 1024
 IN_FLIGHT_PER_ACTOR = 2
+#: Ids in one batch at most: a plan of 10**12 ids with no checkpoint cadence is not one batch.
+MAX_BATCH_EPISODES = 100_000
 
 
 class RolloutWorker:
@@ -133,7 +135,7 @@ class _HoldEpisodes:
 def run_ray(
     conf: dict[str, Any],
     writer: fmt.DatasetWriter,
-    todo: np.ndarray,
+    todo: EpisodePlan,
     entropy: int,
     *,
     compression: str,
@@ -155,7 +157,7 @@ def run_ray(
     timeout = float(rcfg.get("batch_timeout", 300))
     target = float(rcfg.get("batch_seconds", 0.2))
     actors = {k: remote.remote(conf, entropy, compression) for k in range(workers)}
-    queue: deque[int] = deque(todo.tolist())
+    queue = IdQueue(todo)  # lazily: a plan of 10**12 ids costs nothing up front
     inflight: dict[
         Any, tuple[int, Any, list[int], float]
     ] = {}  # ref -> (slot, actor, ids, deadline)
@@ -207,7 +209,8 @@ def run_ray(
             for slot, actor in actors.items():
                 busy = sum(1 for s, *_ in inflight.values() if s == slot)
                 while queue and busy < IN_FLIGHT_PER_ACTOR:
-                    ids = [queue.popleft() for _ in range(min(batch_size(), len(queue)))]
+                    take = min(batch_size(), len(queue), MAX_BATCH_EPISODES)
+                    ids = [queue.popleft() for _ in range(take)]
                     ref = actor.run.remote(ids)
                     inflight[ref] = (slot, actor, ids, time.monotonic() + timeout)
                     busy += 1

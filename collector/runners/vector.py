@@ -24,8 +24,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ from gymnasium.vector.utils import concatenate, create_empty_array
 from tqdm import tqdm
 
 from collector.errors import CollectionError, UsageError
+from collector.plan import EpisodePlan, IdQueue
 from collector.policies import batch_actor
 from collector.recorder import refusal
 from collector.seeding import env_seed, policy_seed
@@ -119,7 +119,7 @@ def run_vector(
     make_policy: Callable[[Any], Policy],
     recorders: list[EpisodeRecorder],
     committer: Committer,
-    episode_ids: np.ndarray,
+    episode_ids: Iterable[int],
     entropy: int,
     mode: str,
     progress: bool | None = None,
@@ -136,13 +136,11 @@ def run_vector(
     single_obs, single_act = vec.single_observation_space, vec.single_action_space
     spaces_of_one = SimpleNamespace(observation_space=single_obs, action_space=single_act)
     policies = [make_policy(spaces_of_one) for _ in range(n)]  # one per sub-env: own streams
-    queue: deque[int] = deque(episode_ids.tolist())
+    queue = IdQueue(episode_ids)
     current: list[int | None] = [None] * n
     actions_buf = create_empty_array(single_act, n)
     steps = 0
-    bar = tqdm(
-        total=len(episode_ids), unit="ep", disable=None if progress else True, file=sys.stderr
-    )
+    bar = tqdm(total=len(queue), unit="ep", disable=None if progress else True, file=sys.stderr)
     started = time.perf_counter()
 
     def assign(mask: np.ndarray) -> tuple[list[int | None], np.ndarray]:
@@ -227,7 +225,7 @@ def run_vector_entry_point(
     policy: Policy,
     recorder: VectorRecorder,
     committer: Committer,
-    episode_ids: np.ndarray,
+    episode_ids: EpisodePlan,
     episodes: int,
     entropy: int,
     progress: bool | None = None,
@@ -245,19 +243,18 @@ def run_vector_entry_point(
     n = vec.num_envs
     size = segment_episodes(n)
     act = batch_actor(policy, vec.single_observation_space, vec.single_action_space, n)
-    todo = np.asarray(episode_ids, np.int64)
-    wanted = np.zeros(episodes, bool)
-    wanted[todo] = True
+    plan = episode_ids
     steps = 0
-    bar = tqdm(total=len(todo), unit="ep", disable=None if progress else True, file=sys.stderr)
+    bar = tqdm(total=len(plan), unit="ep", disable=None if progress else True, file=sys.stderr)
     started = time.perf_counter()
     try:
-        for seg in np.unique(todo // size).tolist():
+        for seg in plan.segments(size):  # lazily: a plan of 10**12 ids costs nothing up front
             lo, hi = seg * size, min(seg * size + size, episodes)
-            last = int(todo[todo < hi].max())
+            wanted = plan.wanted(lo, hi)
+            last = lo + int(np.flatnonzero(wanted)[-1])
             next_id = lo
             # the segment's ids in start order, -1 for those not to record (e.g. committed)
-            seg_ids = np.where(wanted[lo:hi], np.arange(lo, hi, dtype=np.int64), -1)
+            seg_ids = np.where(wanted, np.arange(lo, hi, dtype=np.int64), -1)
 
             def new_ids(k: int, lo: int = lo, seg_ids: np.ndarray = seg_ids) -> np.ndarray:
                 """The next ``k`` ids in start order; -1 for ids not to record."""
