@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from collector import format as fmt
-from collector.collect import CollectResult, collect
+from collector.collect import CollectInterrupted, CollectResult, collect
 from collector.errors import HarvestError
 
 __all__ = ["main"]
@@ -47,8 +47,11 @@ def _app(cfg: DictConfig) -> None:
             raise
         print(f"collect: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        print("collect: interrupted; finished episodes are committed", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if isinstance(e, CollectInterrupted):  # counted from the commit on disk
+            print(f"collect: {e}", file=sys.stderr)
+        else:  # before the dataset was opened, or during the count
+            print("collect: interrupted; earlier commits are intact", file=sys.stderr)
         sys.exit(130)
     print(summary(result))
 

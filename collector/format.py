@@ -1398,8 +1398,12 @@ class DatasetWriter:
             raise RuntimeError("DatasetWriter.start() must be called before writing shards")
         batch.table["digest"] = episode_digests(batch)
         tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
-        write_shard_file(batch, tmp, compression)
-        return self._install(tmp, batch.table, batch.info_schema(), compression, id_offset=0)
+        try:
+            write_shard_file(batch, tmp, compression)
+            return self._install(tmp, batch.table, batch.info_schema(), compression, id_offset=0)
+        except BaseException:  # e.g. a second Ctrl-C during the fsync (issue 16, item 19)
+            _force_unlink(tmp)
+            raise
 
     def write_image(
         self, image: bytes, table: dict[str, Any], schema: Any, compression: str | None
@@ -1411,8 +1415,12 @@ class DatasetWriter:
         if self.meta is None:
             raise RuntimeError("DatasetWriter.start() must be called before writing shards")
         tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
-        write_new_file(tmp, image)
-        return self._install(tmp, table, schema, compression, id_offset=0)
+        try:
+            write_new_file(tmp, image)
+            return self._install(tmp, table, schema, compression, id_offset=0)
+        except BaseException:  # e.g. a second Ctrl-C during the fsync (issue 16, item 19)
+            _force_unlink(tmp)
+            raise
 
     def adopt_shard(
         self, src: Path, id_offset: int = 0, compression: str | None = None

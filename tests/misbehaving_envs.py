@@ -1,4 +1,5 @@
-"""Envs and a policy that return values their spaces cannot hold exactly (issue 16, item 3).
+"""Envs and a policy that return values their spaces cannot hold exactly (issue 16, item 3),
+plus a policy that presses Ctrl-C and an env whose shards are slow to write (item 19).
 
 Registered at import as ``misbehaving_envs:harvest-test/Misbehaving-v0`` (with a
 ``vector_entry_point``). ``kind`` picks what goes wrong at step ``bad_step`` of the env's
@@ -136,3 +137,44 @@ if ENV_ID not in gym.registry:
         vector_entry_point="misbehaving_envs:MisbehavingVectorEnv",
         disable_env_checker=True,
     )
+
+
+class InterruptingPolicy:
+    """Acts 0 and raises ``KeyboardInterrupt`` (a Ctrl-C) on its ``after``-th action.
+
+    ``after`` is a class attribute (tests patch it): the policy config is data-affecting, so
+    a resumed run must name the same one.
+    """
+
+    after = 0
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def act(self, obs: Any) -> int:
+        self.calls += 1
+        if self.calls == self.after:
+            raise KeyboardInterrupt
+        return 0
+
+
+class NoiseFramesEnv(gym.Env):
+    """Seeded, incompressible 48x48x3 frames, 100 steps an episode: slow shards to write."""
+
+    observation_space = spaces.Box(0, 255, (48, 48, 3), np.uint8)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        super().reset(seed=seed)
+        self._t = 0
+        return self.np_random.integers(0, 256, (48, 48, 3), np.uint8), {}
+
+    def step(self, action: Any):  # type: ignore[override]
+        self._t += 1
+        obs = self.np_random.integers(0, 256, (48, 48, 3), np.uint8)
+        return obs, 1.0, False, self._t >= 100, {}
+
+
+FRAMES_ID = "harvest-test/NoiseFrames-v0"
+if FRAMES_ID not in gym.registry:
+    gym.register(FRAMES_ID, entry_point="misbehaving_envs:NoiseFramesEnv", disable_env_checker=True)
