@@ -137,6 +137,8 @@ def test_data_collector_refuses_and_drops_the_episode(kind: str) -> None:
             if episode == 1 and step == 3:
                 with pytest.raises(CollectionError, match=re.escape("episode 1 step 3: ")):
                     env.step(0)
+                with pytest.raises(gym.error.ResetNeeded):  # not a new episode from mid-way
+                    env.step(0)
                 break
             env.step(0)
     env.create_dataset("exact/dc-v0")
