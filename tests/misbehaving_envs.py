@@ -10,6 +10,9 @@ Registered at import as ``misbehaving_envs:harvest-test/Misbehaving-v0`` (with a
 - ``nan``: a NaN in a float32 observation (a valid value: must be stored as it is);
 - ``wide``: a float64 observation whose values float32 holds exactly (must be stored);
 - ``inexact``: a float64 observation 0.1, which float32 cannot hold exactly;
+- ``info``: nothing goes wrong, but the info ``x`` is ``t`` (an int), except at step
+  ``bad_step + 1`` of an episode reset with an odd seed: ``t + 0.5`` (Gymnasium's vector envs
+  cast it into an int array when another sub-env's ``x`` is an int at that step);
 - ``none``: nothing goes wrong.
 """
 
@@ -64,18 +67,25 @@ class MisbehavingEnv(gym.Env):
         self.action_space = spaces.Discrete(2)
         self._resets = -1
         self._t = 0
+        self._odd = False
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
         super().reset(seed=seed)
         self._resets += 1
         self._t = 0
-        return good_obs(self.kind, 0), {}
+        self._odd = bool(seed is not None and seed % 2)
+        return good_obs(self.kind, 0), {"x": 0}
 
     def step(self, action: Any):  # type: ignore[override]
         self._t += 1
         bad = self._resets == self.bad_episode and self._t == self.bad_step + 1
         obs = bad_obs(self.kind, self._t) if bad else good_obs(self.kind, self._t)
-        return obs, 1.0, False, self._t >= LENGTH, {}
+        return obs, 1.0, False, self._t >= LENGTH, {"x": info_x(self.kind, self._odd, self._t)}
+
+
+def info_x(kind: str, odd_seed: bool, t: int) -> int | float:
+    """The info ``x`` of step ``t`` (see ``info`` in the module docstring)."""
+    return t + 0.5 if kind == "info" and odd_seed and t == 4 else t
 
 
 class MisbehavingVectorEnv(VectorEnv):

@@ -71,17 +71,36 @@ def split_infos(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
+#: The info key under which ``ExactValues`` passes a sub-env's own info dict through.
+RAW_INFO = "harvest.raw_info"
+
+
+class RawInfo:
+    """A sub-env's info dict as it returned it: Gymnasium batches it as an opaque object."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, info: Any) -> None:
+        self.info = info
+
+    def __reduce__(self) -> Any:  # AsyncVectorEnv pickles it
+        return (RawInfo, (self.info,))
+
+
 class ExactValues(gym.Wrapper):
     """Refuse a sub-env's observation or reward that its space cannot hold exactly.
 
     Checked inside the sub-env, because Gymnasium's vector envs cast every sub-env's value
     into one batch array (broadcasting a shape, wrapping a value) before the recorder sees
-    it. Raises ``ValueMismatch`` with ``sub_env`` and ``step`` set.
+    it. Raises ``ValueMismatch`` with ``sub_env`` and ``step`` set. With ``raw_infos`` the
+    info dict is passed whole under ``RAW_INFO`` (see ``sub_env_info``): Gymnasium would
+    cast an info value into an array typed after another sub-env's.
     """
 
-    def __init__(self, env: gym.Env, sub_env: int) -> None:
+    def __init__(self, env: gym.Env, sub_env: int, raw_infos: bool = False) -> None:
         super().__init__(env)
         self._sub_env = sub_env
+        self._raw_infos = raw_infos
         self._t = 0
         self._check_obs = make_checker(env.observation_space, "observation")
         self._check_rew = make_leaf_checker(np.dtype(np.float64), (), "reward")
@@ -96,22 +115,33 @@ class ExactValues(gym.Wrapper):
             self._check_obs(obs)
         except ValueMismatch as e:
             raise self._refuse(e, None) from None
-        return obs, info
+        return obs, {RAW_INFO: RawInfo(info)} if self._raw_infos else info
 
     def step(self, action: Any) -> Any:  # noqa: D102
-        out = self.env.step(action)
+        obs, reward, terminated, truncated, info = self.env.step(action)
         try:
-            self._check_obs(out[0])
-            if out[1].__class__ is not float:
-                self._check_rew(out[1])
+            self._check_obs(obs)
+            if reward.__class__ is not float:
+                self._check_rew(reward)
         except ValueMismatch as e:
             raise self._refuse(e, self._t) from None
         self._t += 1
-        return out
+        if self._raw_infos:
+            info = {RAW_INFO: RawInfo(info)}
+        return obs, reward, terminated, truncated, info
 
 
-def _exact_env(make_env: Callable[[], gym.Env], sub_env: int) -> gym.Env:
-    return ExactValues(make_env(), sub_env)
+def _exact_env(make_env: Callable[[], gym.Env], sub_env: int, raw_infos: bool) -> gym.Env:
+    return ExactValues(make_env(), sub_env, raw_infos)
+
+
+def sub_env_info(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """Sub-env ``i``'s info: its own dict when ``ExactValues`` passed it, else split."""
+    raw = infos.get(RAW_INFO)
+    if raw is None:
+        return split_infos(infos, i)
+    item = raw[i]
+    return dict(item.info) if isinstance(item, RawInfo) else {}
 
 
 def run_vector(
@@ -126,7 +156,8 @@ def run_vector(
 ) -> int:
     """Run ``episode_ids`` on ``len(recorders)`` sub-envs; returns steps recorded."""
     n = len(recorders)
-    makers = [functools.partial(_exact_env, make_env, i) for i in range(n)]
+    raw_infos = any(rec.record_infos for rec in recorders)
+    makers = [functools.partial(_exact_env, make_env, i, raw_infos) for i in range(n)]
     if mode == "sync":
         vec: Any = SyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
     elif mode == "async":
@@ -163,7 +194,7 @@ def run_vector(
         for i in range(n):
             if mask[i] and current[i] is not None:
                 o = batch_item(single_obs, obs, i)
-                recorders[i].begin_episode(current[i], seeds[i], None, o, split_infos(infos, i))
+                recorders[i].begin_episode(current[i], seeds[i], None, o, sub_env_info(infos, i))
 
     try:
         seeds, mask = assign(np.ones(n, bool))
@@ -183,7 +214,7 @@ def run_vector(
                 if current[i] is None:
                     continue
                 o = batch_item(single_obs, obs, i)
-                info = split_infos(infos, i) if infos else {}
+                info = sub_env_info(infos, i) if infos else {}
                 recorders[i].add_step(actions[i], o, rewards[i], terms[i], truncs[i], info)
                 if done[i]:
                     steps += recorders[i].episode_steps

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 from helpers import read_episodes
-from misbehaving_envs import ENV_ID, LENGTH, good_obs
+from misbehaving_envs import ENV_ID, LENGTH, good_obs, info_x
 
 from collector.collect import collect
 from collector.data_collector import DataCollector
@@ -109,6 +109,25 @@ def test_vector_envs_refuse_before_gymnasium_casts(mode: str) -> None:
     assert {ep["id"] for ep in episodes} <= {0, 1}
     for ep in episodes:
         assert ep["observations"].max() <= LENGTH
+
+
+@pytest.mark.parametrize(
+    "mode",
+    # AsyncVectorEnv logs the worker's error through warnings
+    ["sync", pytest.param("async", marks=pytest.mark.filterwarnings("ignore::UserWarning"))],
+)
+def test_vector_envs_record_the_infos_the_sub_envs_returned(mode: str) -> None:
+    # Gymnasium batches the infos of sub-envs in lockstep into one array typed after the
+    # first sub-env's value: 4.5 next to an int 4 would become 4
+    run("exact/infos-v0", "info", num_envs=2, vectorization_mode=mode, record_infos=True)
+    episodes = read_episodes("exact/infos-v0")
+    seeds = [ep["seed"] % 2 for ep in episodes]
+    assert any(seeds[i] != seeds[i + 1] for i in range(0, len(seeds) - 1, 2)), "no mix: vacuous"
+    for ep in episodes:
+        values, mask = ep["infos"]["x"]
+        assert mask.all()
+        want = [info_x("info", ep["seed"] % 2 == 1, t) for t in range(LENGTH + 1)]
+        assert values.tolist() == want, (ep["id"], ep["seed"])
 
 
 @pytest.mark.parametrize("kind", ["short", "big"])
