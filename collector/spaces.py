@@ -260,6 +260,10 @@ def exact_value(value: Any, dtype: np.dtype, shape: tuple[int, ...], what: str) 
     same = back == arr
     if src.kind == "f":
         same |= np.isnan(arr) & np.isnan(back)
+    if dtype.kind in "iu":  # a wrapped value casts back to itself (int8 -1 <-> uint8 255)
+        info = np.iinfo(dtype)
+        # numpy compares integers of any two dtypes exactly; a float as a float
+        same &= (arr >= info.min) & (arr <= info.max)
     if not same.all():
         bad = int(np.flatnonzero(~same.reshape(-1))[0])
         x = arr.reshape(-1)[bad].item()
@@ -350,17 +354,28 @@ def make_leaf_checker(dtype: np.dtype, shape: tuple[int, ...], what: str) -> Cal
         else None
     )
     ndarray = np.ndarray
-    # a Python int into an integer column: a range check (np.asarray costs ~1 us a call)
-    lo, hi = (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)) if dtype.kind in "iu" else (1, 0)
-    if shape:
-        lo, hi = 1, 0
+    # a Python int: a range check (np.asarray costs ~1 us a call); for a float column, the
+    # range where every integer is exact (2**53 for float64)
+    lo, hi = 1, 0
+    if not shape and dtype.kind in "iu":
+        lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+    elif not shape and dtype.kind == "f":
+        hi = 2 ** (np.finfo(dtype).nmant + 1)
+        lo = -hi
+    exact_scalars: set[type] = set()  # numpy scalar types whose every value casts exactly
 
     def check_array(value: Any) -> None:
         cls = value.__class__
         if cls is ndarray:
             if value.dtype is dtype and value.shape == shape:
                 return
-        elif cls is scalar or cls is python or (cls is int and lo <= value <= hi):
+        elif cls is scalar or cls is python or cls in exact_scalars:
+            return
+        elif cls is int:
+            if lo <= value <= hi:
+                return
+        elif not shape and isinstance(value, np.generic) and _always_exact(value.dtype, dtype):
+            exact_scalars.add(cls)
             return
         exact_value(value, dtype, shape, what)
 

@@ -22,6 +22,7 @@ from collector.collect import collect
 from collector.data_collector import DataCollector
 from collector.errors import CollectionError
 from collector.recorder import EpisodeRecorder
+from collector.spaces import ValueMismatch, exact_value, make_leaf_checker
 from collector.vector_recorder import VectorRecorder
 
 ENV = f"misbehaving_envs:{ENV_ID}"
@@ -199,3 +200,31 @@ def test_vector_recorder_names_the_sub_env_episode() -> None:
         ),
     ):
         rec.step(np.zeros(3, np.int64), bad, np.ones(3), np.zeros(3, bool), np.zeros(3, bool))
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "stored"),
+    [
+        (np.int8(-1), np.uint8, None),  # wraps to 255, which casts back to -1
+        (np.array([-1]), np.uint64, None),
+        (np.uint64(2**63), np.int64, None),
+        (np.array([2.0**63]), np.int64, None),
+        (np.array([np.nan]), np.int64, None),
+        (2**53 + 1, np.float64, None),
+        (np.array([2**24 + 1], np.int32), np.float32, None),
+        (2, np.bool_, None),
+        (np.array([255.0]), np.uint8, [255]),
+        (np.array([np.nan, -np.inf], np.float64), np.float32, [np.nan, -np.inf]),
+        (np.int16(-7), np.float32, -7.0),
+        (True, np.int8, 1),
+    ],
+)
+def test_exact_casts_only(value: Any, dtype: type, stored: Any) -> None:
+    check = make_leaf_checker(np.dtype(dtype), np.shape(value), "x")
+    if stored is None:
+        with pytest.raises(ValueMismatch, match="cannot be stored exactly as"):
+            check(value)
+    else:
+        check(value)
+        out = exact_value(value, np.dtype(dtype), np.shape(value), "x")
+        np.testing.assert_array_equal(out.astype(dtype), stored)
