@@ -232,6 +232,11 @@ class EpisodeRecorder:
             self._obs_dtype, self._obs_shape = self._obs_arr.dtype, self._obs_arr.shape[1:]
             self._act_dtype, self._act_shape = self._act_arr.dtype, self._act_arr.shape[1:]
             self._act_scalar = None if self._act_shape else self._act_dtype.type
+            # a Python int action (a Discrete policy's) in range: checked inline
+            self._act_lo, self._act_hi = 1, 0
+            if not self._act_shape and self._act_dtype.kind in "iu":
+                info = np.iinfo(self._act_dtype)
+                self._act_lo, self._act_hi = int(info.min), int(info.max)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -296,7 +301,10 @@ class EpisodeRecorder:
                 ):
                     self._check_obs(obs)
                 cls = action.__class__
-                if cls is not self._act_scalar and (
+                if cls is int:
+                    if not self._act_lo <= action <= self._act_hi:
+                        self._check_act(action)
+                elif cls is not self._act_scalar and (
                     cls is not _ndarray
                     or action.dtype is not self._act_dtype
                     or action.shape != self._act_shape
