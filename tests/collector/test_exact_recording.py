@@ -228,3 +228,15 @@ def test_exact_casts_only(value: Any, dtype: type, stored: Any) -> None:
         check(value)
         out = exact_value(value, np.dtype(dtype), np.shape(value), "x")
         np.testing.assert_array_equal(out.astype(dtype), stored)
+
+
+def test_a_python_int_action_out_of_range_is_refused() -> None:
+    rec = EpisodeRecorder(spaces.Box(0, 1, (2,), np.float32), spaces.Discrete(2))
+    ok = np.zeros(2, np.float32)
+    rec.begin_episode(3, None, None, ok, {})
+    rec.add_step(1, ok, 1.0, False, False, {})
+    with pytest.raises(
+        CollectionError,
+        match=re.escape("episode 3 step 1: action value 9223372036854775808 (uint64) cannot"),
+    ):
+        rec.add_step(2**63, ok, 1.0, False, False, {})
