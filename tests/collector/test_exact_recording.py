@@ -240,3 +240,19 @@ def test_a_python_int_action_out_of_range_is_refused() -> None:
         match=re.escape("episode 3 step 1: action value 9223372036854775808 (uint64) cannot"),
     ):
         rec.add_step(2**63, ok, 1.0, False, False, {})
+
+
+def test_a_ray_worker_refuses_at_once_without_retrying() -> None:
+    pytest.importorskip("ray")
+    from collector.runners.ray import RolloutWorker
+
+    worker_conf = {
+        "env": ENV,
+        "env_kwargs": {"kind": "big", "bad_episode": 2},
+        "policy": {"_target_": "collector.policies.RandomPolicy"},
+        "runner": {"name": "ray", "episode_retries": 2},
+    }
+    worker = RolloutWorker(worker_conf, 0, "lzf")
+    # a retry on a fresh env would count resets from 0 again and record episode 2 as good
+    with pytest.raises(CollectionError, match=re.escape(f"episode 2 step 3: {REFUSED['big']}")):
+        worker.run([0, 1, 2])
