@@ -117,6 +117,8 @@ def _interrupt_says_what_is_committed(writer: fmt.DatasetWriter) -> Iterator[dic
     except KeyboardInterrupt as e:
         if isinstance(e, CollectInterrupted):
             raise
+        with contextlib.suppress(Exception):  # else the next writer removes it
+            writer.remove_uncommitted()  # a shard installed by a commit the interrupt stopped
         try:
             total: int | None = int(fmt.read_metadata(writer.path)["total_episodes"])
         except Exception:  # no commit yet, or unreadable: say nothing was committed

@@ -3,7 +3,8 @@
 A double Ctrl-C used to print "finished episodes are committed" when none were, and could
 leave a ``.shard-*.h5.tmp`` (the second interrupt landing in the flush's shard write). The
 message now counts the commit on disk, a shard write that is interrupted removes its temp
-file, and the next writer to open the dataset removes whatever a crash left.
+file, a shard installed by a commit the interrupt stopped is removed, and the next writer to
+open the dataset removes whatever a crash left.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from collector.collect import CollectInterrupted, collect
 from collector.recorder import EpisodeRecorder
 
 
-def interrupted_run(dataset_id: str, after: int) -> CollectInterrupted:
+def interrupted_run(dataset_id: str, after: int, every: int = 1) -> CollectInterrupted:
     cfg: dict[str, Any] = {
         "env": f"misbehaving_envs:{ENV_ID}",
         "episodes": 100,
         "seed": 0,
         "dataset_id": dataset_id,
         "policy": {"_target_": "misbehaving_envs.InterruptingPolicy"},
-        "checkpoint": {"every_episodes": 1},
+        "checkpoint": {"every_episodes": every},
     }
     InterruptingPolicy.after = after
     try:
@@ -78,6 +79,26 @@ def test_an_interrupted_shard_write_removes_its_temp_file(
         with pytest.raises(KeyboardInterrupt):
             writer.write_shard(batch, "lzf")
         assert temp_files("int/tmp-v0") == []
+
+
+def test_an_interrupted_commit_removes_the_shard_it_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the second Ctrl-C lands after the window's shard is installed, before its commit
+    real = fmt.atomic_write
+    calls = []
+
+    def interrupted_commit(path: Path, data: bytes) -> None:
+        calls.append(path.name)
+        if len(calls) == 2:  # the empty dataset's, then the flush's after the first Ctrl-C
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(fmt, "atomic_write", interrupted_commit)
+    caught = interrupted_run("int/installed-v0", after=20, every=100)  # in episode 2
+    assert (caught.new_episodes, caught.total_episodes) == (0, 0)
+    assert fmt.read_metadata(fmt.dataset_path("int/installed-v0"))["shards"] == []
+    assert list((fmt.dataset_path("int/installed-v0") / fmt.DATA_DIR).iterdir()) == []
 
 
 def test_the_next_writer_removes_a_temp_shard_a_crash_left() -> None:
@@ -130,8 +151,6 @@ def test_a_double_ctrl_c_says_what_is_committed_and_leaves_nothing(datasets_root
         "re-run the same command to resume"
     ], err
     assert temp_files(dataset_id, datasets_root) == []
-    # a shard renamed in but not yet committed when the second Ctrl-C came is not a temp
-    # file: the next writer removes it (it is named like a shard, and no commit lists it)
-    with fmt.DatasetWriter(dataset_id, datasets_root) as writer:
-        listed = {e["file"] for e in writer.meta["shards"]} if writer.meta else set()
-        assert {p.name for p in writer.data_dir.iterdir()} == listed
+    path = fmt.dataset_path(dataset_id, datasets_root)
+    listed = {e["file"] for e in fmt.read_metadata(path)["shards"]}
+    assert {p.name for p in (path / fmt.DATA_DIR).iterdir()} == listed
