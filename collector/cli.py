@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from collector import format as fmt
-from collector.collect import CollectResult, collect
+from collector.collect import CollectInterrupted, CollectResult, collect
 from collector.errors import HarvestError, UsageError
 from collector.redact import install_log_redaction, redact_hydra_run, redact_text
 from collector.yaml_limits import install_yaml_limits
@@ -113,8 +113,11 @@ def _app(cfg: DictConfig) -> None:
             raise
         print(f"collect: error: {redact_text(str(error))}", file=sys.stderr)
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        print("collect: interrupted; finished episodes are committed", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        if isinstance(e, CollectInterrupted):  # counted from the commit on disk
+            print(f"collect: {e}", file=sys.stderr)
+        else:  # before the dataset was opened, or during the count
+            print("collect: interrupted; earlier commits are intact", file=sys.stderr)
         sys.exit(130)
     print(summary(result))
 

@@ -39,6 +39,7 @@ from collector.envs import (
     require_vector_entry_point,
 )
 from collector.errors import ConfigMismatchError, DiskFullError, UsageError
+from collector.plan import EpisodePlan
 from collector.policies import Policy, as_policy, locate
 from collector.recorder import EpisodeRecorder
 from collector.redact import redact
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Cadence",
+    "CollectInterrupted",
     "CollectResult",
     "Committer",
     "collect",
@@ -90,6 +92,50 @@ class CollectResult:
     def noop(self) -> bool:
         """True when the dataset was already complete."""
         return self.new_episodes == 0
+
+
+class CollectInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``collect``; the message says what the dataset's last commit holds.
+
+    A ``KeyboardInterrupt``, so code that stops on one still does. ``new_episodes``: episodes
+    this run committed; ``total_episodes``: episodes of the last commit (None: no commit).
+    """
+
+    def __init__(
+        self, message: str = "", *, new_episodes: int = 0, total_episodes: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.new_episodes = new_episodes
+        self.total_episodes = total_episodes
+
+
+@contextlib.contextmanager
+def _interrupt_says_what_is_committed(writer: fmt.DatasetWriter) -> Iterator[dict[str, int]]:
+    """Turn Ctrl-C into ``CollectInterrupted``, counted from the commit on disk.
+
+    The caller sets ``run["before"]``: the episodes committed when its collection started.
+    """
+    run: dict[str, int] = {}
+    try:
+        yield run
+    except KeyboardInterrupt as e:
+        if isinstance(e, CollectInterrupted):
+            raise
+        with contextlib.suppress(Exception):  # else the next writer removes it
+            writer.remove_uncommitted()  # a shard installed by a commit the interrupt stopped
+        try:
+            total: int | None = int(fmt.read_metadata(writer.path)["total_episodes"])
+        except Exception:  # no commit yet, or unreadable: say nothing was committed
+            total = None
+        new = max(0, (total or 0) - run.get("before", total or 0))
+        where = f"dataset {writer.dataset_id!r} at {writer.path}"
+        held = "has no commit" if total is None else f"holds {total} episodes (last commit)"
+        raise CollectInterrupted(
+            f"interrupted: this run committed {new} episodes; {where} {held}; re-run the "
+            "same command to resume",
+            new_episodes=new,
+            total_episodes=total,
+        ) from e
 
 
 def _container(cfg: Any) -> dict[str, Any]:
@@ -547,9 +593,14 @@ def collect(
         policy = build_policy(policy_cfg, env)
         spec = env.spec
         wanted = data_config(conf, env_package_version(spec))
-        with fmt.DatasetWriter(dataset_id, root) as writer, _disk_full_is_one_error(writer):
+        with (
+            fmt.DatasetWriter(dataset_id, root) as writer,
+            _disk_full_is_one_error(writer),
+            _interrupt_says_what_is_committed(writer) as run,
+        ):
             entropy = _open_generation(writer, conf, wanted, overrides, spec, env)
-            todo = np.setdiff1d(np.arange(episodes, dtype=np.int64), writer.committed_ids())
+            run["before"] = len(writer.committed_ids())
+            todo = EpisodePlan(episodes, writer.committed_ids())  # lazily: episodes may be 1e12
             cadence = {
                 "every_episodes": every_episodes,
                 "every_seconds": every_seconds,
@@ -601,7 +652,7 @@ def _run(
     writer: fmt.DatasetWriter,
     env: Any,
     policy: Policy,
-    todo: np.ndarray,
+    todo: EpisodePlan,
     entropy: int,
     cadence: dict[str, Any],
     compression: str,

@@ -30,7 +30,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from collector import format as fmt
 from collector.envs import env_spec_to_json
-from collector.errors import DatasetExistsError, UsageError
+from collector.errors import CollectionError, DatasetExistsError, UsageError
 from collector.recorder import EpisodeRecorder
 from collector.spaces import check_supported, space_to_json
 from collector.vector_recorder import VectorRecorder
@@ -473,6 +473,7 @@ class DataCollector(_EpisodeSink, gym.Wrapper):
         if self._step_cb is not None:
             data = self._step_cb(env=self.env, obs=obs, info=info)
             obs, info = data["observation"], data["info"]
+        self._last = None  # a refused reset observation starts nothing (needs a new reset)
         self._recorder.begin_episode(self._next_id, seed, options, obs, info)
         self._last = (obs, info)
         return obs, info
@@ -489,19 +490,24 @@ class DataCollector(_EpisodeSink, gym.Wrapper):
                 raise gym.error.ResetNeeded("call reset() before step() on a DataCollector")
             rec.begin_episode(self._next_id, None, None, *self._last)
         obs, rew, terminated, truncated, info = self.env.step(action)
-        if self._step_cb is None:
-            rec.add_step(action, obs, rew, terminated, truncated, info)
-        else:
-            d = self._step_cb(self.env, obs, info, action, rew, terminated, truncated)
-            rec.add_step(
-                d["action"],
-                d["observation"],
-                d["reward"],
-                d["terminated"],
-                d["truncated"],
-                d["info"],
-            )
-            obs, info = d["observation"], d["info"]
+        try:
+            if self._step_cb is None:
+                rec.add_step(action, obs, rew, terminated, truncated, info)
+            else:
+                d = self._step_cb(self.env, obs, info, action, rew, terminated, truncated)
+                rec.add_step(
+                    d["action"],
+                    d["observation"],
+                    d["reward"],
+                    d["terminated"],
+                    d["truncated"],
+                    d["info"],
+                )
+                obs, info = d["observation"], d["info"]
+        except CollectionError:
+            # the recorder dropped the episode: stepping on must not start one from mid-way
+            self._last = None
+            raise
         if terminated or truncated:
             # kept only at episode ends: stepping on starts the next episode from here
             self._last = (obs, info)

@@ -1477,6 +1477,7 @@ class DatasetWriter:
             )
             self._ids = np.zeros(0, np.int64)
             self._digests = np.zeros((0, 32), np.uint8)
+            self._installed: set[str] = set()  # shards installed since the last commit
             if self.meta is not None:
                 self._load_index()
             self.cleanup()
@@ -1579,8 +1580,12 @@ class DatasetWriter:
             raise RuntimeError("DatasetWriter.start() must be called before writing shards")
         batch.table["digest"] = episode_digests(batch)
         tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
-        write_shard_file(batch, tmp, compression)
-        return self._install(tmp, batch.table, batch.info_schema(), compression, id_offset=0)
+        try:
+            write_shard_file(batch, tmp, compression)
+            return self._install(tmp, batch.table, batch.info_schema(), compression, id_offset=0)
+        except BaseException:  # e.g. a second Ctrl-C during the fsync (issue 16, item 19)
+            _force_unlink(tmp)
+            raise
 
     def write_image(
         self, image: bytes, table: dict[str, Any], schema: Any, compression: str | None
@@ -1592,8 +1597,12 @@ class DatasetWriter:
         if self.meta is None:
             raise RuntimeError("DatasetWriter.start() must be called before writing shards")
         tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
-        write_new_file(tmp, image)
-        return self._install(tmp, table, schema, compression, id_offset=0)
+        try:
+            write_new_file(tmp, image)
+            return self._install(tmp, table, schema, compression, id_offset=0)
+        except BaseException:  # e.g. a second Ctrl-C during the fsync (issue 16, item 19)
+            _force_unlink(tmp)
+            raise
 
     def adopt_shard(
         self, src: Path, id_offset: int = 0, compression: str | None = None
@@ -1714,6 +1723,7 @@ class DatasetWriter:
             }
         )
         self.meta["shards"].append(entry)
+        self._installed.add(name)
         self._ids = np.concatenate([self._ids, ids])
         self._digests = np.concatenate([self._digests, table["digest"][pos]])
         return entry
@@ -1738,7 +1748,35 @@ class DatasetWriter:
         with storage_errors(self.path, "create"):
             self.path.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path / METADATA_FILE, dumps_metadata(meta).encode())
+        self._installed.clear()
         return meta
+
+    def remove_uncommitted(self) -> list[str]:
+        """Delete the shards this writer installed that the commit on disk does not list.
+
+        For a run stopped between installing a shard and committing it (a second Ctrl-C,
+        issue 16 item 19): nothing is left for the next writer to clean. Files some commit
+        listed are never touched (a reader's snapshot may still use a merged-away shard). The
+        writer's view returns to the commit on disk. Returns the names removed.
+        """
+        if not self._installed:
+            return []
+        try:
+            disk = read_metadata(self.path, self.dataset_id)
+        except (OSError, HarvestError):  # no commit on disk to compare with: keep them
+            return []
+        listed = {e["file"] for e in disk.get("shards", [])}
+        removed = sorted(self._installed - listed)
+        for name in removed:
+            _force_unlink(self.data_dir / name)
+        self._installed.clear()
+        if removed:
+            self.meta = disk
+            self._ids = np.zeros(0, np.int64)
+            self._digests = np.zeros((0, 32), np.uint8)
+            self._load_index()
+            fsync_path(self.data_dir)
+        return removed
 
     # -- repack ----------------------------------------------------------------------------
 

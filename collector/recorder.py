@@ -8,6 +8,12 @@ Infos whose keys change between steps (e.g. ``RecordEpisodeStatistics`` adding `
 the end) get a dense column per leaf plus a presence mask (DESIGN.md section 4): a key that
 appears late is back-filled with zeros and mask False. Values that are not numeric arrays
 (strings, ragged lists) are dropped with one warning per key.
+
+Every value is recorded exactly as the env or policy returned it (DESIGN.md section 6): a value
+its column cannot hold exactly (another shape, which numpy would broadcast; a value a dtype
+cast would wrap or round) fails with one ``CollectionError`` line naming the episode, step,
+leaf and mismatch (``refusal``), and the open episode is dropped. Arrays of the column's own
+dtype and shape pass at the cost of three comparisons.
 """
 
 from __future__ import annotations
@@ -21,9 +27,34 @@ from gymnasium import spaces
 
 from collector.errors import CollectionError, HarvestWarning
 from collector.format import EpisodeBatch, make_table
-from collector.spaces import columns, escape_key, join_name, make_setter
+from collector.spaces import (
+    ValueMismatch,
+    columns,
+    escape_key,
+    exact_value,
+    join_name,
+    make_checker,
+    make_leaf_checker,
+    make_setter,
+)
 
-__all__ = ["EpisodeRecorder"]
+__all__ = ["EpisodeRecorder", "refusal"]
+
+_ndarray = np.ndarray
+_check_reward = make_leaf_checker(np.dtype(np.float64), (), "reward")
+_check_terminated = make_leaf_checker(np.dtype(bool), (), "terminated")
+_check_truncated = make_leaf_checker(np.dtype(bool), (), "truncated")
+
+
+def refusal(episode_id: Any, step: int | None, err: ValueMismatch) -> str:
+    """The one line refusing a value that cannot be recorded exactly (``step`` None: reset)."""
+    where = "reset" if step is None else f"step {step}"
+    return (
+        f"episode {episode_id} {where}: {err.detail}; nothing of this episode is stored: make "
+        "the env and policy return values their spaces hold exactly (the same shape; a dtype "
+        "that casts without changing a value)"
+    )
+
 
 _MIN_ROWS = 1024
 
@@ -109,10 +140,12 @@ class _Infos:
                 col = self._new_column(name, arr)
                 if col is None:
                     continue
-            elif arr.dtype != col.dtype:
+            elif arr.dtype != col.dtype and arr.shape == col.shape[1:]:
                 dtype = np.result_type(col.dtype, arr.dtype)
-                if dtype != col.dtype:
-                    col = self.cols[name] = col.astype(dtype)
+                if dtype != col.dtype:  # the earlier rows must survive the wider dtype
+                    wider = exact_value(col, dtype, col.shape, f"info {name!r} (earlier rows)")
+                    col = self.cols[name] = wider.astype(dtype, copy=False)
+                arr = exact_value(arr, col.dtype, arr.shape, f"info {name!r}")
             if arr.shape != col.shape[1:]:  # numpy would broadcast a scalar silently
                 raise CollectionError(
                     f"info key {name!r} changed shape from {col.shape[1:]} to {arr.shape} "
@@ -175,6 +208,8 @@ class EpisodeRecorder:
         self._obs = _Columns(observation_space, rows)
         self._act = _Columns(action_space, rows)
         self._obs_cap = self._step_cap = rows
+        self._check_obs = make_checker(observation_space, "observation")
+        self._check_act = make_checker(action_space, "action")
         self._rew = np.zeros(rows, np.float64)
         self._term = np.zeros(rows, bool)
         self._trunc = np.zeros(rows, bool)
@@ -193,6 +228,15 @@ class EpisodeRecorder:
         # Flat spaces (CartPole, MuJoCo) write straight into the arrays: no setter calls.
         self._obs_arr, self._act_arr = self._obs.single, self._act.single
         self._fast = self._obs_arr is not None and self._act_arr is not None
+        if self._fast:  # a value of the column's own dtype and shape needs no check
+            self._obs_dtype, self._obs_shape = self._obs_arr.dtype, self._obs_arr.shape[1:]
+            self._act_dtype, self._act_shape = self._act_arr.dtype, self._act_arr.shape[1:]
+            self._act_scalar = None if self._act_shape else self._act_dtype.type
+            # a Python int action (a Discrete policy's) in range: checked inline
+            self._act_lo, self._act_hi = 1, 0
+            if not self._act_shape and self._act_dtype.kind in "iu":
+                info = np.iinfo(self._act_dtype)
+                self._act_lo, self._act_hi = int(info.min), int(info.max)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -227,9 +271,15 @@ class EpisodeRecorder:
         if self._o >= self._obs_cap:
             self._grow_obs()
         self._ep_o, self._ep_t = self._o, self._t
-        self._obs.set(self._o, obs)
-        if self._infos is not None:
-            self._infos.add(self._o, info or {}, f"episode {episode_id} reset")
+        try:
+            self._check_obs(obs)
+            self._obs.set(self._o, obs)
+            if self._infos is not None:
+                self._infos.add(self._o, info or {}, f"episode {episode_id} reset")
+        except ValueMismatch as e:
+            if self._infos is not None:
+                self._infos.clear(self._o, self._o + 1)
+            raise CollectionError(refusal(episode_id, None, e)) from None
         self._o += 1
         self._open = (episode_id, seed, options)
 
@@ -242,17 +292,48 @@ class EpisodeRecorder:
             self._grow_steps()
         if o >= self._obs_cap:
             self._grow_obs()
-        if self._fast:
-            self._act_arr[t] = action  # type: ignore[index]
-            self._obs_arr[o] = obs  # type: ignore[index]
-        else:
-            self._act.set(t, action)
-            self._obs.set(o, obs)
+        try:  # check before writing: numpy would broadcast a shape and wrap a value
+            if self._fast:
+                if (
+                    obs.__class__ is not _ndarray
+                    or obs.dtype is not self._obs_dtype
+                    or obs.shape != self._obs_shape
+                ):
+                    self._check_obs(obs)
+                cls = action.__class__
+                if cls is int:
+                    if not self._act_lo <= action <= self._act_hi:
+                        self._check_act(action)
+                elif cls is not self._act_scalar and (
+                    cls is not _ndarray
+                    or action.dtype is not self._act_dtype
+                    or action.shape != self._act_shape
+                ):
+                    self._check_act(action)
+                self._act_arr[t] = action  # type: ignore[index]
+                self._obs_arr[o] = obs  # type: ignore[index]
+            else:
+                self._check_act(action)
+                self._check_obs(obs)
+                self._act.set(t, action)
+                self._obs.set(o, obs)
+            if reward.__class__ is not float:
+                _check_reward(reward)
+            if terminated.__class__ is not bool:
+                _check_terminated(terminated)
+            if truncated.__class__ is not bool:
+                _check_truncated(truncated)
+            if self._infos is not None:
+                self._infos.add(o, info, f"episode {self._open[0]} step {t - self._ep_t}")  # type: ignore[index]
+        except ValueMismatch as e:
+            episode_id = self._open[0] if self._open is not None else None
+            if self._infos is not None:
+                self._infos.clear(o, o + 1)
+            self.discard_episode()
+            raise CollectionError(refusal(episode_id, t - self._ep_t, e)) from None
         self._rew[t] = reward
         self._term[t] = terminated
         self._trunc[t] = truncated
-        if self._infos is not None:
-            self._infos.add(o, info, f"episode {self._open[0]} step {t - self._ep_t}")  # type: ignore[index]
         self._t = t + 1
         self._o = o + 1
 

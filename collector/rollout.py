@@ -90,6 +90,9 @@ def rollout_episodes(
             try:
                 steps += run_episode(env, policy, recorder, int(episode_id), entropy)
                 break
+            except CollectionError:  # a value refused by the recorder: it would be again
+                recorder.discard_episode()
+                raise
             except Exception as e:
                 recorder.discard_episode()
                 if isinstance(e, CollectionError):  # the policy's fault: a retry fails the same

@@ -5,6 +5,8 @@ This is the one place that knows how a Gymnasium space maps to storage columns:
 - ``columns(space)`` lists the storage columns of a space (name, dtype, row shape);
 - ``make_setter(space, store)`` returns a fast ``set(row, value)`` that writes one value into
   the column arrays held in ``store`` (the recorder's hot path);
+- ``make_checker(space, role)`` returns ``check(value)`` refusing a value its columns cannot
+  hold exactly (another shape, or a dtype cast that changes a value) with ``ValueMismatch``;
 - ``make_batch_setter(space, store)`` does the same for a vector env's batched value (every
   leaf has a leading sub-env axis), scattering a chosen subset of sub-envs to given rows;
 - ``unflatten(space, columns)`` rebuilds the nested value (dict / tuple / array / list[str]);
@@ -38,7 +40,11 @@ __all__ = [
     "iter_leaves",
     "join_name",
     "batch_item",
+    "ValueMismatch",
+    "exact_value",
     "make_batch_setter",
+    "make_checker",
+    "make_leaf_checker",
     "make_setter",
     "minari_space_json",
     "space_from_json",
@@ -155,6 +161,225 @@ def columns(space: spaces.Space) -> list[Column]:
         else:  # Box, MultiDiscrete
             out.append(Column(name, np.dtype(leaf.dtype), tuple(leaf.shape)))
     return out
+
+
+class ValueMismatch(ValueError):
+    """A value that its column cannot hold exactly; ``detail`` says which leaf and how.
+
+    ``index`` is the first offending element's index (for a value refused element-wise);
+    ``sub_env`` and ``step`` locate a mismatch found inside a vector env's sub-env (see
+    ``collector.runners.vector``), where the recorder cannot see the value itself.
+    """
+
+    def __init__(
+        self,
+        detail: Any,
+        *,
+        index: tuple[int, ...] = (),
+        sub_env: int | None = None,
+        step: int | None = None,
+    ) -> None:
+        if isinstance(detail, ValueMismatch):  # AsyncVectorEnv re-raises ``type(e)(e)``
+            detail, index, sub_env, step = detail.detail, detail.index, detail.sub_env, detail.step
+        super().__init__(str(detail))
+        self.detail = str(detail)
+        self.index = index
+        self.sub_env = sub_env
+        self.step = step
+
+    def __reduce__(self) -> Any:
+        return (_value_mismatch, (self.detail, self.index, self.sub_env, self.step))
+
+
+def _value_mismatch(
+    detail: str, index: tuple[int, ...], sub_env: int | None, step: int | None
+) -> ValueMismatch:
+    return ValueMismatch(detail, index=index, sub_env=sub_env, step=step)
+
+
+_NUMERIC = "biuf"
+_EXACT_CASTS: dict[tuple[np.dtype, np.dtype], bool] = {}
+
+
+def _always_exact(src: np.dtype, dst: np.dtype) -> bool:
+    """True when every value of ``src`` is exactly a value of ``dst``.
+
+    numpy calls int64 -> float64 "safe" although it rounds beyond 2**53: an integer as wide as
+    the float is checked value by value instead.
+    """
+    key = (src, dst)
+    exact = _EXACT_CASTS.get(key)
+    if exact is None:
+        exact = bool(np.can_cast(src, dst, "safe")) and not (
+            src.kind in "iu" and dst.kind == "f" and src.itemsize >= dst.itemsize
+        )
+        _EXACT_CASTS[key] = exact
+    return exact
+
+
+def _describe(what: str, value: Any) -> str:
+    text = repr(value)
+    return f"{what} is {type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+
+
+def exact_value(value: Any, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """``value`` as an array that a column of ``dtype`` rows of ``shape`` holds exactly.
+
+    The shape must match (no broadcasting); a dtype cast is allowed only when it changes no
+    value (NaN stays NaN). ``what`` names the leaf in the error.
+
+    >>> exact_value(7, np.dtype(np.uint8), (), "action")
+    array(7, dtype=uint8)
+    >>> exact_value([-1], np.dtype(np.uint8), (1,), "obs")
+    Traceback (most recent call last):
+    ...
+    collector.spaces.ValueMismatch: obs value -1 at (0,) (int64) cannot be stored exactly as uint8
+
+    Raises:
+        ValueMismatch: another shape, a non-numeric dtype, or a value the cast would change.
+    """
+    if type(value) is np.ndarray:
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as e:
+            raise ValueMismatch(_describe(what, value) + f", not an array ({e})") from None
+    if arr.shape != shape:
+        raise ValueMismatch(f"{what} has shape {arr.shape} where its space's is {shape}")
+    src = arr.dtype
+    if src == dtype:
+        return arr
+    if src.kind not in _NUMERIC or dtype.kind not in _NUMERIC:
+        raise ValueMismatch(f"{what} has dtype {src} where its space's is {dtype}")
+    if _always_exact(src, dtype):
+        return arr
+    with np.errstate(all="ignore"):
+        out = arr.astype(dtype)
+        back = out.astype(src)
+    same = back == arr
+    if src.kind == "f":
+        same |= np.isnan(arr) & np.isnan(back)
+    if dtype.kind in "iu":  # a wrapped value casts back to itself (int8 -1 <-> uint8 255)
+        info = np.iinfo(dtype)
+        # numpy compares integers of any two dtypes exactly; a float as a float
+        same &= (arr >= info.min) & (arr <= info.max)
+    if not same.all():
+        bad = int(np.flatnonzero(~same.reshape(-1))[0])
+        x = arr.reshape(-1)[bad].item()
+        index = tuple(int(i) for i in np.unravel_index(bad, shape))
+        at = f" at {index}" if shape else ""
+        raise ValueMismatch(
+            f"{what} value {x!r}{at} ({src}) cannot be stored exactly as {dtype}", index=index
+        )
+    return out
+
+
+def _leaf_what(role: str, name: str) -> str:
+    return f"{role} {name!r}" if name else role
+
+
+def make_checker(space: spaces.Space, role: str, batch: int | None = None) -> Callable[[Any], None]:
+    """Return ``check(value)``, raising ``ValueMismatch`` unless ``value`` is stored exactly.
+
+    See ``exact_value``; ``batch``: a vector env's value of ``batch`` sub-envs.
+
+    Arrays of the column's dtype and shape, and scalars of its type, pass at the cost of a
+    few comparisons: the recording hot path calls it on every step.
+    """
+    return _checker(space, role, "", batch)
+
+
+def _checker(space: spaces.Space, role: str, name: str, batch: int | None) -> Callable[[Any], None]:
+    if isinstance(space, spaces.Dict):
+        subs = [
+            (key, _checker(sub, role, join_name(name, escape_key(key)), batch))
+            for key, sub in space.spaces.items()
+        ]
+
+        def check_dict(value: Any) -> None:
+            for key, sub_check in subs:
+                try:
+                    item = value[key]
+                except (KeyError, TypeError, IndexError):
+                    raise ValueMismatch(
+                        _describe(_leaf_what(role, name), value) + f", without the key {key!r}"
+                    ) from None
+                sub_check(item)
+
+        return check_dict
+    if isinstance(space, spaces.Tuple):
+        parts = [_checker(sub, role, join_name(name, str(i)), batch) for i, sub in enumerate(space)]
+
+        def check_tuple(value: Any) -> None:
+            try:
+                items = list(value)
+            except TypeError:
+                items = None
+            if items is None or len(items) != len(parts):
+                raise ValueMismatch(
+                    _describe(_leaf_what(role, name), value) + f", not {len(parts)} items"
+                )
+            for sub_check, item in zip(parts, items, strict=True):
+                sub_check(item)
+
+        return check_tuple
+    what = _leaf_what(role, name)
+    if isinstance(space, spaces.Text):
+        width = _text_width(space)
+
+        def check_text(value: Any) -> None:
+            for text in [value] if batch is None else list(value):
+                if not isinstance(text, str):
+                    raise ValueMismatch(_describe(what, text) + ", not a str")
+                if len(text.encode("utf-8")) > width:
+                    raise ValueMismatch(
+                        f"{what} is {len(text)} characters, over its space's max_length "
+                        f"{space.max_length}"
+                    )
+
+        return check_text
+    (column,) = columns(space)
+    shape = column.shape if batch is None else (batch, *column.shape)
+    return make_leaf_checker(column.dtype, shape, what)
+
+
+def make_leaf_checker(dtype: np.dtype, shape: tuple[int, ...], what: str) -> Callable[[Any], None]:
+    """``check(value)`` for one column of ``dtype`` rows of ``shape`` (see ``make_checker``)."""
+    dtype = np.dtype(dtype)
+    scalar = dtype.type if not shape else None
+    python = (
+        (float if dtype == np.float64 else bool if dtype.kind == "b" else None)
+        if not shape
+        else None
+    )
+    ndarray = np.ndarray
+    # a Python int: a range check (np.asarray costs ~1 us a call); for a float column, the
+    # range where every integer is exact (2**53 for float64)
+    lo, hi = 1, 0
+    if not shape and dtype.kind in "iu":
+        lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+    elif not shape and dtype.kind == "f":
+        hi = 2 ** (np.finfo(dtype).nmant + 1)
+        lo = -hi
+    exact_scalars: set[type] = set()  # numpy scalar types whose every value casts exactly
+
+    def check_array(value: Any) -> None:
+        cls = value.__class__
+        if cls is ndarray:
+            if value.dtype is dtype and value.shape == shape:
+                return
+        elif cls is scalar or cls is python or cls in exact_scalars:
+            return
+        elif cls is int:
+            if lo <= value <= hi:
+                return
+        elif not shape and isinstance(value, np.generic) and _always_exact(value.dtype, dtype):
+            exact_scalars.add(cls)
+            return
+        exact_value(value, dtype, shape, what)
+
+    return check_array
 
 
 def make_setter(space: spaces.Space, store: dict[str, np.ndarray]) -> Setter:

@@ -11,6 +11,9 @@ Step data sit on the row of the observation they produced (the reset row's step 
 unused), so one pointer serves observations, infos and steps. The recorder does not know
 autoreset rules: the caller says which sub-envs begin an episode (``begin``) and which took
 a transition (``step``); ``VectorDataCollector`` and the ``vector_entry_point`` runner do.
+
+As in ``EpisodeRecorder``, a batched value its columns cannot hold exactly is refused with one
+line naming an episode, its step, the leaf and the mismatch; the open episodes are dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +27,17 @@ from gymnasium import spaces
 
 from collector.errors import CollectionError, HarvestWarning
 from collector.format import EpisodeBatch, make_table, row_ranges
-from collector.spaces import columns, escape_key, join_name, make_batch_setter
+from collector.recorder import refusal
+from collector.spaces import (
+    ValueMismatch,
+    columns,
+    escape_key,
+    exact_value,
+    join_name,
+    make_batch_setter,
+    make_checker,
+    make_leaf_checker,
+)
 
 __all__ = ["VectorRecorder", "flatten_batched_infos"]
 
@@ -157,6 +170,11 @@ class VectorRecorder:
         self._data.add("term", np.dtype(bool), ())
         self._data.add("trunc", np.dtype(bool), ())
         self._data.add("valid", np.dtype(bool), ())  # the sub-env has a row at this step
+        self._check_obs = make_checker(observation_space, "observation", n)
+        self._check_act = make_checker(action_space, "action", n)
+        self._check_rew = make_leaf_checker(np.dtype(np.float64), (n,), "reward")
+        self._check_term = make_leaf_checker(np.dtype(bool), (n,), "terminated")
+        self._check_trunc = make_leaf_checker(np.dtype(bool), (n,), "truncated")
         self._infos = _Store(n, rows) if record_infos else None
         self._dropped: set[str] = set()
         self._bind()
@@ -243,6 +261,17 @@ class VectorRecorder:
         r = self._r
         if r >= self._data.rows:
             self._grow()
+        try:  # before any write: numpy would broadcast a shape and wrap a value
+            self._check_obs(obs)
+            if actions is not None:
+                self._check_act(actions)
+                self._check_rew(rewards)
+                self._check_term(terminated)
+                self._check_trunc(truncated)
+            if self._infos is not None:
+                self._check_infos(infos or {})
+        except ValueMismatch as e:
+            raise CollectionError(self._refuse(e, begin, episode_ids)) from None
         open_ = self._id >= 0
         self._valid[r] = stepped
         if begin is not None and len(begin):
@@ -279,6 +308,48 @@ class VectorRecorder:
                 self._seed[begin] = None if seeds is None else _objects(seeds)
                 self._options[begin] = None if options is None else _objects(options)
         self._r = r + 1
+
+    def _refuse(self, err: ValueMismatch, begin: Any, episode_ids: Any) -> str:
+        """The refusal line for ``err``; drops the open episodes (this row cannot be recorded).
+
+        It names the episode of the sub-env the refused element belongs to (the first index
+        of a batched value), else of the first recording sub-env.
+        """
+        sub_env = err.sub_env
+        if sub_env is None and err.index:
+            sub_env = err.index[0]
+        if sub_env is None:
+            open_ = np.flatnonzero(self._id >= 0)
+            sub_env = int(open_[0]) if len(open_) else 0
+        if begin is not None and sub_env in list(np.asarray(begin).tolist()):
+            episode: Any = int(np.asarray(episode_ids)[list(begin).index(sub_env)])
+            step = None
+        elif self._id[sub_env] >= 0:
+            episode = int(self._id[sub_env])
+            start = int(self._start[sub_env])
+            step = int(np.count_nonzero(self._valid[start : self._r, sub_env])) - 1
+        else:
+            episode, step = f"(none: sub-env {sub_env} is not recording)", 0
+        self.discard()
+        return refusal(episode, step, err)
+
+    def _check_infos(self, infos: Mapping[str, Any]) -> None:
+        """Refuse an info value its existing column cannot hold exactly."""
+        if self._infos is None:
+            return
+        for name, value, _ in flatten_batched_infos(infos, self.num_envs):
+            col = self._infos.arrays.get(name)
+            if col is None or value is None:
+                continue
+            arr = np.asarray(value)
+            if arr.dtype == col.dtype or arr.shape[1:] != col.shape[2:]:
+                continue
+            dtype = np.result_type(col.dtype, arr.dtype)
+            try:
+                exact_value(col[: self._r], dtype, col[: self._r].shape, f"info {name!r}")
+            except ValueMismatch as e:  # its index is a row's, not a sub-env's
+                raise ValueMismatch(e.detail + " (an earlier row)") from None
+            exact_value(arr, dtype, arr.shape, f"info {name!r}")
 
     def begin(
         self,

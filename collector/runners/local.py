@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm import tqdm
 
 from collector.errors import CollectionError, StorageError
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
     import gymnasium as gym
 
     from collector.collect import Committer
+    from collector.plan import EpisodePlan
     from collector.policies import Policy
     from collector.recorder import EpisodeRecorder
 
@@ -30,7 +30,7 @@ def run_local(
     policy: Policy,
     recorder: EpisodeRecorder,
     committer: Committer,
-    episode_ids: np.ndarray,
+    episode_ids: EpisodePlan,
     entropy: int,
     progress: Callable[[int, int], None] | bool | None = None,
     step_timeout: float | None = None,
@@ -59,7 +59,7 @@ def run_local(
             lambda: committer.busy,
         ).start()
     try:
-        for episode_id in episode_ids.tolist():
+        for episode_id in episode_ids:  # an EpisodePlan: ids come lazily
             steps += run_episode(env, policy, recorder, episode_id, entropy)
             committer.after_episode()
             bar.update(1)

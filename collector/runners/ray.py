@@ -23,7 +23,6 @@ import os
 import socket
 import sys
 import time
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from collector import format as fmt
 from collector.collect import Cadence
 from collector.errors import CollectionError, HarvestError, MissingExtraError
+from collector.plan import EpisodePlan, IdQueue
 from collector.recorder import EpisodeRecorder
 from collector.rollout import rollout_episodes
 
@@ -47,6 +47,8 @@ __all__ = ["RolloutWorker", "run_ray"]
 
 MB = 1024 * 1024
 IN_FLIGHT_PER_ACTOR = 2
+#: Ids in one batch at most: a plan of 10**12 ids with no checkpoint cadence is not one batch.
+MAX_BATCH_EPISODES = 100_000
 #: An actor not up after this long (or ``runner.batch_timeout`` if longer) is given up: Ray
 #: has no room for it. Its batches go to the others; with none up, the run fails.
 START_SECONDS = 120.0
@@ -140,7 +142,7 @@ class _HoldEpisodes:
 def run_ray(
     conf: dict[str, Any],
     writer: fmt.DatasetWriter,
-    todo: np.ndarray,
+    todo: EpisodePlan,
     entropy: int,
     *,
     compression: str,
@@ -166,7 +168,7 @@ def run_ray(
     pings: dict[Any, tuple[int, Any]] = {}
     ready: set[int] = set()  # slots whose current actor answered
     launched: dict[int, float] = {}  # slot -> when its current actor was asked for
-    queue: deque[int] = deque(todo.tolist())
+    queue = IdQueue(todo)  # lazily: a plan of 10**12 ids costs nothing up front
     # ref -> (slot, actor, ids, deadline); the deadline is set when the batch starts running
     # (the actor is up and its earlier batch is done), None before
     inflight: dict[Any, tuple[int, Any, list[int], float | None]] = {}
@@ -235,7 +237,8 @@ def run_ray(
             for slot, actor in actors.items():
                 busy = sum(1 for s, *_ in inflight.values() if s == slot)
                 while queue and busy < IN_FLIGHT_PER_ACTOR:
-                    ids = [queue.popleft() for _ in range(min(batch_size(), len(queue)))]
+                    take = min(batch_size(), len(queue), MAX_BATCH_EPISODES)
+                    ids = [queue.popleft() for _ in range(take)]
                     inflight[actor.run.remote(ids)] = (slot, actor, ids, None)
                     busy += 1
             done, _ = ray.wait([*inflight, *pings], num_returns=1, timeout=1.0)

@@ -21,28 +21,29 @@ run replays the segment and records exactly the episodes an uninterrupted run wo
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import warnings
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array
 from tqdm import tqdm
 
 from collector.errors import CollectionError, StorageError, UsageError
+from collector.plan import EpisodePlan, IdQueue
 from collector.policies import batch_actor
+from collector.recorder import refusal
 from collector.runners.watch import StepTimeout, StepWatch
 from collector.seeding import env_seed, policy_seed
-from collector.spaces import batch_item
+from collector.spaces import ValueMismatch, batch_item, make_checker, make_leaf_checker
 
 if TYPE_CHECKING:
-    import gymnasium as gym
-
     from collector.collect import Committer
     from collector.policies import Policy
     from collector.recorder import EpisodeRecorder
@@ -72,12 +73,85 @@ def split_infos(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
+#: The info key under which ``ExactValues`` passes a sub-env's own info dict through.
+RAW_INFO = "harvest.raw_info"
+
+
+class RawInfo:
+    """A sub-env's info dict as it returned it: Gymnasium batches it as an opaque object."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, info: Any) -> None:
+        self.info = info
+
+    def __reduce__(self) -> Any:  # AsyncVectorEnv pickles it
+        return (RawInfo, (self.info,))
+
+
+class ExactValues(gym.Wrapper):
+    """Refuse a sub-env's observation or reward that its space cannot hold exactly.
+
+    Checked inside the sub-env, because Gymnasium's vector envs cast every sub-env's value
+    into one batch array (broadcasting a shape, wrapping a value) before the recorder sees
+    it. Raises ``ValueMismatch`` with ``sub_env`` and ``step`` set. With ``raw_infos`` the
+    info dict is passed whole under ``RAW_INFO`` (see ``sub_env_info``): Gymnasium would
+    cast an info value into an array typed after another sub-env's.
+    """
+
+    def __init__(self, env: gym.Env, sub_env: int, raw_infos: bool = False) -> None:
+        super().__init__(env)
+        self._sub_env = sub_env
+        self._raw_infos = raw_infos
+        self._t = 0
+        self._check_obs = make_checker(env.observation_space, "observation")
+        self._check_rew = make_leaf_checker(np.dtype(np.float64), (), "reward")
+
+    def _refuse(self, err: ValueMismatch, step: int | None) -> ValueMismatch:
+        return ValueMismatch(err.detail, sub_env=self._sub_env, step=step)
+
+    def reset(self, **kwargs: Any) -> Any:  # noqa: D102
+        obs, info = self.env.reset(**kwargs)
+        self._t = 0
+        try:
+            self._check_obs(obs)
+        except ValueMismatch as e:
+            raise self._refuse(e, None) from None
+        return obs, {RAW_INFO: RawInfo(info)} if self._raw_infos else info
+
+    def step(self, action: Any) -> Any:  # noqa: D102
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        try:
+            self._check_obs(obs)
+            if reward.__class__ is not float:
+                self._check_rew(reward)
+        except ValueMismatch as e:
+            raise self._refuse(e, self._t) from None
+        self._t += 1
+        if self._raw_infos:
+            info = {RAW_INFO: RawInfo(info)}
+        return obs, reward, terminated, truncated, info
+
+
+def _exact_env(make_env: Callable[[], gym.Env], sub_env: int, raw_infos: bool) -> gym.Env:
+    return ExactValues(make_env(), sub_env, raw_infos)
+
+
+def sub_env_info(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """Sub-env ``i``'s info: its own dict when ``ExactValues`` passed it, else split."""
+    raw = infos.get(RAW_INFO)
+    if raw is None:
+        return split_infos(infos, i)
+    item = raw[i]
+    return dict(item.info) if isinstance(item, RawInfo) else {}
+
+
 def run_vector(
     make_env: Callable[[], gym.Env],
     make_policy: Callable[[Any], Policy],
     recorders: list[EpisodeRecorder],
     committer: Committer,
-    episode_ids: np.ndarray,
+    episode_ids: Iterable[int],
     entropy: int,
     mode: str,
     progress: bool | None = None,
@@ -89,22 +163,22 @@ def run_vector(
     (after the finished episodes are committed).
     """
     n = len(recorders)
+    raw_infos = any(rec.record_infos for rec in recorders)
+    makers = [functools.partial(_exact_env, make_env, i, raw_infos) for i in range(n)]
     if mode == "sync":
-        vec: Any = SyncVectorEnv([make_env] * n, autoreset_mode=AutoresetMode.DISABLED)
+        vec: Any = SyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
     elif mode == "async":
-        vec = AsyncVectorEnv([make_env] * n, autoreset_mode=AutoresetMode.DISABLED)
+        vec = AsyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
     else:
         raise UsageError(f"vectorization_mode={mode!r}: use sync or async here")
     single_obs, single_act = vec.single_observation_space, vec.single_action_space
     spaces_of_one = SimpleNamespace(observation_space=single_obs, action_space=single_act)
     policies = [make_policy(spaces_of_one) for _ in range(n)]  # one per sub-env: own streams
-    queue: deque[int] = deque(episode_ids.tolist())
+    queue = IdQueue(episode_ids)
     current: list[int | None] = [None] * n
     actions_buf = create_empty_array(single_act, n)
     steps = 0
-    bar = tqdm(
-        total=len(episode_ids), unit="ep", disable=None if progress else True, file=sys.stderr
-    )
+    bar = tqdm(total=len(queue), unit="ep", disable=None if progress else True, file=sys.stderr)
     started = time.perf_counter()
 
     def assign(mask: np.ndarray) -> tuple[list[int | None], np.ndarray]:
@@ -127,7 +201,7 @@ def run_vector(
         for i in range(n):
             if mask[i] and current[i] is not None:
                 o = batch_item(single_obs, obs, i)
-                recorders[i].begin_episode(current[i], seeds[i], None, o, split_infos(infos, i))
+                recorders[i].begin_episode(current[i], seeds[i], None, o, sub_env_info(infos, i))
 
     watch = None
     if step_timeout is not None:
@@ -154,7 +228,7 @@ def run_vector(
                 if current[i] is None:
                     continue
                 o = batch_item(single_obs, obs, i)
-                info = split_infos(infos, i) if infos else {}
+                info = sub_env_info(infos, i) if infos else {}
                 recorders[i].add_step(actions[i], o, rewards[i], terms[i], truncs[i], info)
                 if done[i]:
                     steps += recorders[i].episode_steps
@@ -174,6 +248,10 @@ def run_vector(
         for rec in recorders:
             rec.discard_episode()
         committer.flush()
+        if isinstance(e, ValueMismatch) and e.sub_env is not None:
+            eid = current[e.sub_env]
+            episode = eid if eid is not None else f"(none: sub-env {e.sub_env} is idle)"
+            raise CollectionError(refusal(episode, e.step, e)) from None
         running = [c for c in current if c is not None]
         if isinstance(e, StepTimeout):
             where = ", ".join(f"episode {c} step {steps_in[c]}" for c in running)
@@ -211,7 +289,7 @@ def run_vector_entry_point(
     policy: Policy,
     recorder: VectorRecorder,
     committer: Committer,
-    episode_ids: np.ndarray,
+    episode_ids: EpisodePlan,
     episodes: int,
     entropy: int,
     progress: bool | None = None,
@@ -229,19 +307,18 @@ def run_vector_entry_point(
     n = vec.num_envs
     size = segment_episodes(n)
     act = batch_actor(policy, vec.single_observation_space, vec.single_action_space, n)
-    todo = np.asarray(episode_ids, np.int64)
-    wanted = np.zeros(episodes, bool)
-    wanted[todo] = True
+    plan = episode_ids
     steps = 0
-    bar = tqdm(total=len(todo), unit="ep", disable=None if progress else True, file=sys.stderr)
+    bar = tqdm(total=len(plan), unit="ep", disable=None if progress else True, file=sys.stderr)
     started = time.perf_counter()
     try:
-        for seg in np.unique(todo // size).tolist():
+        for seg in plan.segments(size):  # lazily: a plan of 10**12 ids costs nothing up front
             lo, hi = seg * size, min(seg * size + size, episodes)
-            last = int(todo[todo < hi].max())
+            wanted = plan.wanted(lo, hi)
+            last = lo + int(np.flatnonzero(wanted)[-1])
             next_id = lo
             # the segment's ids in start order, -1 for those not to record (e.g. committed)
-            seg_ids = np.where(wanted[lo:hi], np.arange(lo, hi, dtype=np.int64), -1)
+            seg_ids = np.where(wanted, np.arange(lo, hi, dtype=np.int64), -1)
 
             def new_ids(k: int, lo: int = lo, seg_ids: np.ndarray = seg_ids) -> np.ndarray:
                 """The next ``k`` ids in start order; -1 for ids not to record."""

@@ -1,0 +1,258 @@
+"""Every recorded value is exactly the value the env or policy returned (issue 16, item 3).
+
+A value its column cannot hold exactly (another shape, which numpy would broadcast; a value
+a dtype cast would wrap or round) is refused with one line naming the episode, the step, the
+leaf and the mismatch, and the episode is not stored. Exact casts (a float64 0.5 into a
+float32 column) and NaN are stored as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+from helpers import read_episodes
+from misbehaving_envs import ENV_ID, LENGTH, good_obs, info_x
+
+from collector.collect import collect
+from collector.data_collector import DataCollector
+from collector.errors import CollectionError
+from collector.recorder import EpisodeRecorder
+from collector.spaces import ValueMismatch, exact_value, make_leaf_checker
+from collector.vector_recorder import VectorRecorder
+
+ENV = f"misbehaving_envs:{ENV_ID}"
+
+#: kind -> the mismatch named in the error
+REFUSED = {
+    "short": "observation has shape (1,) where its space's is (4,)",
+    "big": "observation value 300 at (0,) (int64) cannot be stored exactly as uint8",
+    "negative": "observation value -1 at (2,) (int64) cannot be stored exactly as uint8",
+    "inexact": "observation value 0.1 at (0,) (float64) cannot be stored exactly as float32",
+}
+
+
+def run(dataset_id: str, kind: str, **overrides: Any) -> Any:
+    cfg: dict[str, Any] = {
+        "env": ENV,
+        "env_kwargs": {"kind": kind},
+        "episodes": 5,
+        "seed": 0,
+        "dataset_id": dataset_id,
+        "policy": {"_target_": "collector.policies.RandomPolicy"},
+        "checkpoint": {"every_episodes": 1},
+        **overrides,
+    }
+    return collect(cfg)
+
+
+def assert_only_good_episodes(dataset_id: str, ids: list[int], kind: str) -> None:
+    episodes = read_episodes(dataset_id)
+    assert [ep["id"] for ep in episodes] == ids
+    for ep in episodes:
+        want = np.stack([good_obs(kind, t) for t in range(LENGTH + 1)])
+        np.testing.assert_array_equal(ep["observations"], want)
+
+
+@pytest.mark.parametrize("kind", list(REFUSED))
+def test_collect_refuses_a_value_it_cannot_store_exactly(kind: str) -> None:
+    with pytest.raises(CollectionError) as caught:
+        run("exact/refused-v0", kind)
+    line = str(caught.value)
+    assert "\n" not in line
+    assert line.startswith(f"episode 2 step 3: {REFUSED[kind]}; ")
+    assert_only_good_episodes("exact/refused-v0", [0, 1], kind)
+
+
+def test_a_float_action_for_a_discrete_space_is_refused() -> None:
+    with pytest.raises(
+        CollectionError,
+        match=re.escape(
+            "episode 0 step 0: action value 0.5 (float64) cannot be stored exactly as int64"
+        ),
+    ):
+        run("exact/action-v0", "none", policy={"_target_": "misbehaving_envs.half_action"})
+
+
+def test_nan_and_exact_casts_are_stored_as_returned() -> None:
+    run("exact/nan-v0", "nan")
+    run("exact/wide-v0", "wide")
+    nan = read_episodes("exact/nan-v0")[2]["observations"]
+    assert np.isnan(nan[4, 0]) and nan.dtype == np.float32
+    np.testing.assert_array_equal(nan[4, 1:], [1, 2, 3])
+    wide = read_episodes("exact/wide-v0")[2]["observations"]
+    np.testing.assert_array_equal(wide[4], [0.5, 1, 2, 4])
+
+
+@pytest.mark.parametrize(
+    "mode",
+    # AsyncVectorEnv logs the worker's error through warnings
+    ["sync", pytest.param("async", marks=pytest.mark.filterwarnings("ignore::UserWarning"))],
+)
+def test_vector_envs_refuse_before_gymnasium_casts(mode: str) -> None:
+    # gymnasium's own batching would broadcast or wrap the value before harvest saw it
+    with pytest.raises(CollectionError) as caught:
+        run(
+            "exact/vec-v0",
+            "big",
+            env_kwargs={"kind": "big", "bad_episode": 1},
+            num_envs=2,
+            vectorization_mode=mode,
+            episodes=6,
+        )
+    line = str(caught.value)
+    assert re.match(r"episode [23] step 3: " + re.escape(REFUSED["big"]), line), line
+    episodes = read_episodes("exact/vec-v0")
+    assert {ep["id"] for ep in episodes} <= {0, 1}
+    for ep in episodes:
+        assert ep["observations"].max() <= LENGTH
+
+
+@pytest.mark.parametrize(
+    "mode",
+    # AsyncVectorEnv logs the worker's error through warnings
+    ["sync", pytest.param("async", marks=pytest.mark.filterwarnings("ignore::UserWarning"))],
+)
+def test_vector_envs_record_the_infos_the_sub_envs_returned(mode: str) -> None:
+    # Gymnasium batches the infos of sub-envs in lockstep into one array typed after the
+    # first sub-env's value: 4.5 next to an int 4 would become 4
+    run("exact/infos-v0", "info", num_envs=2, vectorization_mode=mode, record_infos=True)
+    episodes = read_episodes("exact/infos-v0")
+    seeds = [ep["seed"] % 2 for ep in episodes]
+    assert any(seeds[i] != seeds[i + 1] for i in range(0, len(seeds) - 1, 2)), "no mix: vacuous"
+    for ep in episodes:
+        values, mask = ep["infos"]["x"]
+        assert mask.all()
+        want = [info_x("info", ep["seed"] % 2 == 1, t) for t in range(LENGTH + 1)]
+        assert values.tolist() == want, (ep["id"], ep["seed"])
+
+
+@pytest.mark.parametrize("kind", ["short", "big"])
+def test_vector_entry_point_refuses_too(kind: str) -> None:
+    with pytest.raises(CollectionError) as caught:
+        run(
+            "exact/vep-v0",
+            kind,
+            env_kwargs={"kind": kind},
+            num_envs=2,
+            vectorization_mode="vector_entry_point",
+        )
+    want = "observation has shape (2, 1) where its space's is (2, 4)" if kind == "short" else ""
+    line = str(caught.value)
+    assert line.startswith("episode 0 step 3: "), line
+    assert want in line
+    assert read_episodes("exact/vep-v0") == []
+
+
+@pytest.mark.parametrize("kind", ["short", "big"])
+def test_data_collector_refuses_and_drops_the_episode(kind: str) -> None:
+    env = DataCollector(gym.make(ENV, kind=kind, bad_episode=1))
+    for episode in range(2):
+        env.reset(seed=episode)
+        for step in range(LENGTH):
+            if episode == 1 and step == 3:
+                with pytest.raises(CollectionError, match=re.escape("episode 1 step 3: ")):
+                    env.step(0)
+                with pytest.raises(gym.error.ResetNeeded):  # not a new episode from mid-way
+                    env.step(0)
+                break
+            env.step(0)
+    env.create_dataset("exact/dc-v0")
+    env.close()
+    assert_only_good_episodes("exact/dc-v0", [0], kind)
+
+
+def test_rewards_flags_and_infos_are_checked_too() -> None:
+    rec = EpisodeRecorder(spaces.Box(0, 1, (2,), np.float32), spaces.Discrete(2), True)
+    rec.begin_episode(7, None, None, np.zeros(2, np.float32), {"n": np.uint64(2**63 + 1)})
+    ok = np.zeros(2, np.float32)
+    with pytest.raises(CollectionError, match=re.escape("episode 7 step 0: reward value")):
+        rec.add_step(0, ok, 2**53 + 1, False, False, {})
+    assert not rec.in_episode  # the refused episode is dropped
+    rec.begin_episode(8, None, None, ok, {})
+    with pytest.raises(CollectionError, match=re.escape("episode 8 step 0: terminated value 2")):
+        rec.add_step(0, ok, 1.0, 2, False, {})
+    rec.begin_episode(9, None, None, ok, {"n": np.uint64(2**63 + 1)})
+    with pytest.raises(
+        CollectionError,
+        match=re.escape("episode 9 step 0: info 'n' (earlier rows) value 9223372036854775809"),
+    ):
+        rec.add_step(0, ok, 1.0, False, False, {"n": -1})  # uint64 + int64 -> float64 rounds
+    rec.begin_episode(10, None, None, ok, {"n": np.uint64(1)})
+    rec.add_step(0, ok, 1.0, True, False, {"n": 2})  # exact: stored
+    rec.end_episode()
+    assert rec.take().table["id"].tolist() == [10]
+
+
+def test_vector_recorder_names_the_sub_env_episode() -> None:
+    rec = VectorRecorder(spaces.Box(0, 255, (2,), np.uint8), spaces.Discrete(2), 3)
+    rec.begin(np.arange(3), np.array([4, 5, 6]), np.zeros((3, 2), np.uint8))
+    bad = np.zeros((3, 2), np.int64)
+    bad[1, 1] = 256
+    with pytest.raises(
+        CollectionError,
+        match=re.escape(
+            "episode 5 step 0: observation value 256 at (1, 1) (int64) cannot be stored"
+        ),
+    ):
+        rec.step(np.zeros(3, np.int64), bad, np.ones(3), np.zeros(3, bool), np.zeros(3, bool))
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "stored"),
+    [
+        (np.int8(-1), np.uint8, None),  # wraps to 255, which casts back to -1
+        (np.array([-1]), np.uint64, None),
+        (np.uint64(2**63), np.int64, None),
+        (np.array([2.0**63]), np.int64, None),
+        (np.array([np.nan]), np.int64, None),
+        (2**53 + 1, np.float64, None),
+        (np.array([2**24 + 1], np.int32), np.float32, None),
+        (2, np.bool_, None),
+        (np.array([255.0]), np.uint8, [255]),
+        (np.array([np.nan, -np.inf], np.float64), np.float32, [np.nan, -np.inf]),
+        (np.int16(-7), np.float32, -7.0),
+        (True, np.int8, 1),
+    ],
+)
+def test_exact_casts_only(value: Any, dtype: type, stored: Any) -> None:
+    check = make_leaf_checker(np.dtype(dtype), np.shape(value), "x")
+    if stored is None:
+        with pytest.raises(ValueMismatch, match="cannot be stored exactly as"):
+            check(value)
+    else:
+        check(value)
+        out = exact_value(value, np.dtype(dtype), np.shape(value), "x")
+        np.testing.assert_array_equal(out.astype(dtype), stored)
+
+
+def test_a_python_int_action_out_of_range_is_refused() -> None:
+    rec = EpisodeRecorder(spaces.Box(0, 1, (2,), np.float32), spaces.Discrete(2))
+    ok = np.zeros(2, np.float32)
+    rec.begin_episode(3, None, None, ok, {})
+    rec.add_step(1, ok, 1.0, False, False, {})
+    with pytest.raises(
+        CollectionError,
+        match=re.escape("episode 3 step 1: action value 9223372036854775808 (uint64) cannot"),
+    ):
+        rec.add_step(2**63, ok, 1.0, False, False, {})
+
+
+def test_a_ray_worker_refuses_at_once_without_retrying() -> None:
+    pytest.importorskip("ray")
+    from collector.runners.ray import RolloutWorker
+
+    worker_conf = {
+        "env": ENV,
+        "env_kwargs": {"kind": "big", "bad_episode": 2},
+        "policy": {"_target_": "collector.policies.RandomPolicy"},
+        "runner": {"name": "ray", "episode_retries": 2},
+    }
+    worker = RolloutWorker(worker_conf, 0, "lzf")
+    # a retry on a fresh env would count resets from 0 again and record episode 2 as good
+    with pytest.raises(CollectionError, match=re.escape(f"episode 2 step 3: {REFUSED['big']}")):
+        worker.run([0, 1, 2])
