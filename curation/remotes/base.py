@@ -35,6 +35,7 @@ from collector.errors import (
     DatasetExistsError,
     DatasetIdError,
     DatasetNotFoundError,
+    FormatVersionError,
     HarvestError,
     HarvestWarning,
     RemoteError,
@@ -205,7 +206,12 @@ class Remote(ABC):
         def fetch(dataset_id: str) -> None:
             try:
                 found[dataset_id] = self.metadata(dataset_id)
-            except (CorruptDatasetError, DatasetNotFoundError, DatasetIdError) as e:
+            except (
+                CorruptDatasetError,
+                DatasetNotFoundError,
+                DatasetIdError,
+                FormatVersionError,
+            ) as e:
                 warnings.warn(f"skipping {dataset_id} on {self.uri}: {e}", HarvestWarning, 2)
 
         run_parallel([lambda d=d: fetch(d) for d in ids])
