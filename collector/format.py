@@ -1202,9 +1202,10 @@ def _check_env_specs(meta: Mapping[str, Any], bad: Callable[[str], Exception]) -
         if not isinstance(spec.get("id"), str):
             raise bad(f"{key} has no id")
         try:  # builds the dataclass only: nothing is imported or called
-            EnvSpec.from_json(json.dumps(spec))
+            EnvSpec.from_json(json.dumps({"additional_wrappers": [], **spec}))
         except (TypeError, ValueError, KeyError, AttributeError) as e:
-            raise bad(f"{key} is not a Gymnasium EnvSpec ({type(e).__name__}: {e})") from None
+            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise bad(f"{key} is not a Gymnasium EnvSpec ({reason})") from None
 
 
 def _check_spaces(meta: Mapping[str, Any], bad: Callable[[str], Exception]) -> None:
@@ -1221,7 +1222,9 @@ def _check_spaces(meta: Mapping[str, Any], bad: Callable[[str], Exception]) -> N
     for key in ("observation_space", "action_space"):
         try:  # sizes are bounded now; gymnasium checks the rest (bounds, dtypes, values)
             space_from_json(meta[key])
-        except (UnsupportedSpaceError, ValueError, TypeError, KeyError, OverflowError) as e:
+        except (
+            UnsupportedSpaceError, ValueError, TypeError, KeyError, OverflowError, AssertionError
+        ) as e:  # fmt: skip
             raise bad(f"{key} is not a valid space ({str(e).splitlines()[0][:200]})") from None
 
 
@@ -1272,9 +1275,11 @@ def _space_bytes(data: Any, where: str, leaves: list[int], bad: Callable[[str], 
         itemsize = dt.itemsize
     if kind == "Box":
         n = _count_dims(data.get("shape"), f"{where}.shape", bad)
+        if n * itemsize > MAX_STEP_BYTES:
+            raise bad(f"{where} needs over {human_size(MAX_STEP_BYTES)} a step")
         for bound in ("low", "high"):
             value = data.get(bound)
-            if isinstance(value, list) and n <= MAX_STEP_BYTES:
+            if isinstance(value, list):
                 if _nested_shape(value) != tuple(data["shape"]):
                     raise bad(f"{where}.{bound} does not have the space's shape")
             elif not isinstance(value, int | float | str) or isinstance(value, bool):
