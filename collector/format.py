@@ -1128,18 +1128,20 @@ def loads_metadata(data: bytes, source: str, label: str) -> dict[str, Any]:
 
 
 def _depth(value: Any) -> int:
-    """Nesting depth of parsed JSON (iterative: a hostile file must not exhaust the stack)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            deepest = max(deepest, depth)
-            if depth > METADATA_MAX_DEPTH:
-                break
-            stack.extend(
-                (v, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
-            )
-    return deepest
+    """Nesting depth of parsed JSON, counted up to ``METADATA_MAX_DEPTH + 1``.
+
+    Iterative, and bounding what code that walks the manifest later may recurse through.
+    """
+    depth, level = 0, [value]
+    while level and depth <= METADATA_MAX_DEPTH:
+        depth += 1
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return depth
 
 
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")

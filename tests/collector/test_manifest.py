@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import record_cartpole
+from helpers import collect_cartpole, record_cartpole
 
 from collector import format as fmt
 from collector.errors import CorruptDatasetError, FormatVersionError, HarvestError
@@ -122,6 +122,17 @@ def test_every_bit_flip_of_a_manifest_is_refused_or_changes_nothing(
     assert counts["identical"] < counts["flips"] // 100
     print(f"manifest bit flips ({len(original)} bytes): {dict(counts)}")
     assert time.perf_counter() - start < 60
+
+
+def test_collect_refuses_to_resume_over_a_flipped_manifest(datasets_root: Path) -> None:
+    collect_cartpole("cart/c-v0", 2)
+    file = fmt.dataset_path("cart/c-v0") / fmt.METADATA_FILE
+    data = file.read_bytes()
+    at = data.index(b'"max_episode_steps": 500') + len(b'"max_episode_steps": 50')
+    put_manifest(file.parent, data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])  # 500 -> 501
+    with pytest.raises(CorruptDatasetError, match="does not match its manifest_sha256") as info:
+        collect_cartpole("cart/c-v0", 4)
+    assert str(file) in one_line(info.value)
 
 
 def legacy(pristine: Path) -> bytes:
