@@ -7,6 +7,7 @@ Issue 16 items 5 (every one-bit flip of a sealed manifest is refused or changes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 from helpers import collect_cartpole, record_cartpole
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collector import format as fmt
 from collector.errors import CorruptDatasetError, FormatVersionError, HarvestError
@@ -414,3 +417,52 @@ def test_a_space_over_the_step_limit_is_refused_before_collecting() -> None:
     huge = gym.spaces.MultiBinary([2**15, 2**14])  # 537 MB a step; gymnasium allocates none
     with pytest.raises(UsageError, match="a step, more than"):
         fmt.new_metadata(huge, gym.spaces.Discrete(2), None, record_infos=False)
+
+
+# ------------------------------------------------------------------------------------------
+# any sealed edit of a real manifest: it opens and reads, or it is one HarvestError line
+
+ODD_VALUES = [None, True, 0, -1, 2**70, 1.5, float("inf"), "", "x", "Infinity", [], {}, [1]]
+ODD_VALUES += [[[0, 3]], [[0, 3, 0]], "shard-000000-00000000.h5", "float32", "|S3", [0], "Box"]
+ODD_VALUES += ["Dict", "Text", "MultiBinary", {"type": "Discrete", "n": 2}, {"a": {"b": []}}]
+
+
+def json_paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(node, dict | list):
+        for key, child in node.items() if isinstance(node, dict) else enumerate(node):
+            found += json_paths(child, (*prefix, key))
+    return found
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_any_sealed_edit_of_a_manifest_reads_or_is_one_error_line(
+    data: st.DataObject, pristine: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = tmp_path_factory.mktemp("edited")
+    folder = install(pristine, root)
+    meta = json.loads((folder / fmt.METADATA_FILE).read_bytes())
+    paths = json_paths(meta)
+    for _ in range(data.draw(st.integers(1, 3))):
+        *parents, last = data.draw(st.sampled_from(paths))
+        node = meta
+        with contextlib.suppress(KeyError, IndexError, TypeError):
+            for key in parents:
+                node = node[key]
+            if isinstance(node, dict) and data.draw(st.booleans()):
+                node.pop(last, None)
+            else:
+                node[last] = data.draw(st.sampled_from(ODD_VALUES))
+    try:
+        put_manifest(folder, fmt.seal_metadata(meta).encode())
+    except ValueError:  # infinity: the writer refuses it, so build what an attacker would
+        put_manifest(folder, json.dumps({**meta, fmt.MANIFEST_SHA256: ""}).encode())
+    try:
+        ds = load_dataset(DATASET, root=root)
+        for _ in ds.iterate_episodes():
+            pass
+        assert ds.env_spec is None or ds.env_spec.id
+        fmt.verify_dataset(DATASET, root)
+    except HarvestError as e:
+        one_line(e)
