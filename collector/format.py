@@ -50,10 +50,10 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION: Final = 2
 #: The newest format whose manifests carry no checksum.
 UNSEALED_FORMAT_VERSION: Final = 1
-#: The manifest's own checksum: sha256 of the canonical JSON (``canonical_metadata``) of every
-#: other field. A later format that changes how it is computed must use another key.
+#: The manifest's own checksum: sha256 of the canonical JSON of every other field
+#: (``manifest_sha256``). A later format that computes it otherwise must use another key.
 MANIFEST_SHA256: Final = "manifest_sha256"
-#: ``metadata.json`` is refused unread above this size (about 100,000 shards).
+#: ``metadata.json`` is refused unread above this size (over 100,000 shards).
 METADATA_MAX_BYTES: Final = 64 << 20
 #: Deepest nesting of lists and objects in ``metadata.json``.
 METADATA_MAX_DEPTH: Final = 64
@@ -2141,7 +2141,7 @@ def new_metadata(
         if value is not None:
             meta[key] = sorted(value) if isinstance(value, set | frozenset) else value
     step = sum(
-        _space_bytes(meta[key], key, [], lambda what: UsageError(what))
+        _space_bytes(meta[key], key, [], UsageError)
         for key in ("observation_space", "action_space")
     )
     if step > MAX_STEP_BYTES:
