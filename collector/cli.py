@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from collector import format as fmt
 from collector.collect import CollectResult, collect
-from collector.errors import HarvestError
+from collector.errors import HarvestError, UsageError
+from collector.redact import install_log_redaction, redact_hydra_run, redact_text
+from collector.yaml_limits import install_yaml_limits
 
-__all__ = ["main"]
+__all__ = ["OPEN_MAPS", "check_overrides", "main"]
+
+#: Maps whose keys are the user's own (``gym.make`` kwargs, policy arguments, ``ray.init``
+#: arguments): new keys need no ``+``. ``metadata`` takes the fields in ``fmt.AUTHOR_FIELDS``.
+OPEN_MAPS = ("env_kwargs", "policy", "runner.init")
 
 
 def summary(result: CollectResult) -> str:
@@ -25,15 +36,68 @@ def summary(result: CollectResult) -> str:
             f"{result.dataset_id}: +{result.new_episodes} episodes, +{result.new_steps:,} steps "
             f"in {result.wall_seconds:.1f} s ({result.steps_per_second:,.0f} steps/s)"
         )
+    size = f"{fmt.human_size(result.dataset_bytes)} on disk"
+    superseded, folder = _superseded(result)
+    if superseded:
+        size = (
+            f"{fmt.human_size(result.dataset_bytes)} of data; the folder holds "
+            f"{fmt.human_size(folder)} until the next writer removes {superseded} superseded "
+            "shard(s),"
+        )
     return (
         f"{head}\n  {result.total_episodes} episodes, {result.total_steps:,} steps, "
-        f"{fmt.human_size(result.dataset_bytes)} on disk at {result.path}\n"
+        f"{size} at {result.path}\n"
         f"  fingerprint {result.fingerprint[:16]}"
     )
 
 
+def _superseded(result: CollectResult) -> tuple[int, int]:
+    """Shards in ``data/`` that the last commit no longer names, and the folder's bytes.
+
+    A repack leaves the shards it merged for readers that opened the previous commit; the
+    next writer removes them (DESIGN.md section 4), so until then ``du`` sees both.
+    """
+    try:
+        named = {e["file"] for e in fmt.read_metadata(result.path)["shards"]}
+        folder, superseded = 0, 0
+        for dirpath, _, files in os.walk(result.path):  # symlinks are not followed
+            for name in files:
+                folder += os.lstat(os.path.join(dirpath, name)).st_size
+                if os.path.basename(dirpath) == fmt.DATA_DIR and name not in named:
+                    superseded += name.endswith(".h5")
+    except (OSError, HarvestError, KeyError, TypeError):  # only a summary: never fail on it
+        return 0, 0
+    return superseded, folder
+
+
+def _import_from_cwd(cfg: DictConfig) -> None:
+    """Let ``env=MODULE:ID`` and ``policy._target_`` name a module in the current folder.
+
+    ``python -m``, ``python script.py`` and Hydra apps run that way see the current folder;
+    the installed ``collect`` script does not. It is added (last, so nothing installed is
+    shadowed, and also to ``PYTHONPATH`` for Ray workers and sub-env processes) only when a
+    module the config names is there.
+    """
+    cwd = Path.cwd()
+    if str(cwd) in sys.path or "" in sys.path:
+        return
+    env, policy = cfg.get("env"), cfg.get("policy")
+    names = {env.split(":")[0]} if isinstance(env, str) and ":" in env else set()
+    target = policy.get("_target_") if isinstance(policy, DictConfig) else None
+    if isinstance(target, str):
+        names.add(target)
+    tops = {name.split(".")[0] for name in names} - {""}
+    if any((cwd / f"{top}.py").is_file() or (cwd / top).is_dir() for top in tops):
+        sys.path.append(str(cwd))
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (os.environ.get("PYTHONPATH"), str(cwd)) if p
+        )
+
+
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="collect")
 def _app(cfg: DictConfig) -> None:
+    redact_hydra_run()  # no secret stays in Hydra's run files (issue 16 item 10)
+    _import_from_cwd(cfg)  # issue 16 item 20
     hc = HydraConfig.get()
     try:
         result = collect(
@@ -42,17 +106,119 @@ def _app(cfg: DictConfig) -> None:
             policy_name=hc.runtime.choices.get("policy"),
             progress=bool(cfg.get("progress", True)) and sys.stderr.isatty(),
         )
-    except HarvestError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except (HarvestError, OSError) as e:
+        # an OSError here is a full or read-only disk met below the durable I/O layer
+        error = e if isinstance(e, HarvestError) else fmt.storage_error(e, None)
+        if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"collect: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        print(f"collect: error: {redact_text(str(error))}", file=sys.stderr)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         print("collect: interrupted; finished episodes are committed", file=sys.stderr)
         sys.exit(130)
     print(summary(result))
 
 
+def _dotted(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield prefix + str(key)
+            yield from _dotted(value, f"{prefix}{key}.")
+
+
+def _config_keys(config_dir: str | None) -> tuple[set[str], set[str], set[str]]:
+    """The dotted keys of ``collect.yaml``, the other keys collect reads, and the groups."""
+    conf = resources.files("conf")
+    root = OmegaConf.to_container(OmegaConf.create((conf / "collect.yaml").read_text()))
+    assert isinstance(root, dict)
+    root.pop("defaults", None)
+    root.pop("hydra", None)
+    in_yaml = set(_dotted(root))
+    keys = {"runner", *(f"metadata.{k}" for k in fmt.AUTHOR_FIELDS)}
+    for runner in (conf / "runner").iterdir():
+        if runner.name.endswith(".yaml"):
+            body = OmegaConf.to_container(OmegaConf.create(runner.read_text()))
+            keys |= set(_dotted(body, "runner."))
+    folders: list[Any] = [conf, *([Path(config_dir)] if config_dir else [])]
+    groups = {
+        p.name
+        for folder in folders
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if p.is_dir() and p.name not in ("recipe", "__pycache__")  # recipes belong to curate
+    }
+    return in_yaml, keys | in_yaml, groups
+
+
+def check_overrides(argv: list[str]) -> list[str]:
+    """Refuse unknown config keys with a suggestion; let open maps take new keys without ``+``.
+
+    Hydra refuses ``epsiodes=10`` in six lines and suggests ``+epsiodes=10``, which then adds
+    a key nothing reads (issue 16 item 21). Keys under ``OPEN_MAPS`` are the user's own, so
+    ``env_kwargs.map_name=8x8`` becomes ``++env_kwargs.map_name=8x8`` (add or replace), as do
+    the author fields the YAML leaves out (``metadata.ref_min_score``).
+
+    Args:
+        argv: the command-line arguments after the program name.
+
+    Returns:
+        ``argv`` with the open maps' plain overrides turned into ``++`` ones.
+
+    Raises:
+        UsageError: a key, plain or added with ``+``/``++``, that collect does not know.
+    """
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    parser = get_args_parser()
+
+    def refuse(message: str) -> None:
+        raise ValueError(message)
+
+    parser.error = refuse  # type: ignore[method-assign]
+    try:
+        args = parser.parse_args(argv)
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception:  # Hydra reports bad flags and override syntax itself
+        return argv
+    if args.config_name not in (None, "collect") or args.config_path:
+        return argv  # another primary config: its keys are not ours to know
+    in_yaml, keys, groups = _config_keys(args.config_dir)
+    plain: set[str] = set()
+    for text, override in zip(args.overrides, overrides, strict=True):
+        key = override.key_or_group
+        if key.split(".")[0] == "hydra" or "/" in key or key in groups or override.package:
+            continue
+        if override.type is OverrideType.DEL:
+            continue
+        is_open = any(key == m or key.startswith(m + ".") for m in OPEN_MAPS)
+        if is_open or key in keys:
+            # a runner's keys stay Hydra's to check: runner.workers=4 without runner=ray is wrong
+            addable = is_open or key.startswith("metadata.")
+            if addable and override.type is OverrideType.CHANGE and key not in in_yaml:
+                plain.add(text)
+            continue
+        if key not in keys:
+            close = difflib.get_close_matches(key, sorted(keys), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(f"unknown config key {key!r}{hint} (collect --help lists the keys)")
+    return [f"++{a}" if a in plain else a for a in argv]
+
+
+def _refuse_config(err: HarvestError) -> NoReturn:
+    print(f"collect: error: {redact_text(str(err))}", file=sys.stderr)
+    sys.exit(err.exit_code)  # SystemExit passes through Hydra's error report
+
+
 def main() -> None:
     """Console entry point."""
+    install_yaml_limits(_refuse_config)  # no config may expand into a huge one (issue 16)
+    install_log_redaction()  # no secret in a log line, Hydra's included (issue 16 item 10)
+    try:
+        sys.argv[1:] = check_overrides(sys.argv[1:])
+    except UsageError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _refuse_config(e)
     _app()

@@ -15,6 +15,7 @@ import functools
 import inspect
 import logging
 import math
+import os
 import platform
 import re
 import subprocess
@@ -37,8 +38,9 @@ from collector.envs import (
     require_vector_entry_point,
 )
 from collector.errors import ConfigMismatchError, DiskFullError, UsageError
-from collector.policies import Policy, as_policy
+from collector.policies import Policy, as_policy, locate
 from collector.recorder import EpisodeRecorder
+from collector.redact import redact
 from collector.seeding import draw_entropy
 from collector.spaces import check_supported
 
@@ -143,18 +145,17 @@ def build_policy(policy_cfg: Mapping[str, Any], env: Any) -> Policy:
     Raises:
         UsageError: the target cannot be imported or rejects its arguments.
     """
-    from hydra.utils import get_object
-
     cfg = dict(policy_cfg)
     target = cfg.pop("_target_", None)
     if not target:
         raise UsageError("policy has no _target_; use policy=random or set policy._target_")
     try:
-        obj = get_object(str(target))
-    except Exception as e:
+        obj = locate(str(target))
+    except Exception as e:  # the user's module may raise anything while it imports
+        cause = str(e).splitlines()[0] if str(e) else ""
         raise UsageError(
-            f"policy._target_={target!r} cannot be imported ({e.__class__.__name__}); check the "
-            "module path and that its package is installed"
+            f"policy._target_={target!r} cannot be imported ({type(e).__name__}: {cause}); check "
+            "the module path and that its package is installed (or in the current folder)"
         ) from e
     if not callable(obj):
         raise UsageError(f"policy._target_={target!r} is not a class or function")
@@ -307,8 +308,9 @@ def disk_full_error(err: OSError, writer: fmt.DatasetWriter) -> DiskFullError | 
     except Exception:  # the message must not fail; the commit is intact whatever it says
         kept = "nothing yet"
     what = "disk full" if err.errno == errno.ENOSPC else "disk quota exceeded"
+    strerror = err.strerror or os.strerror(err.errno)  # a StorageError carries errno only
     return DiskFullError(
-        f"{what} writing dataset {writer.dataset_id!r} at {writer.path} ({err.strerror}); the "
+        f"{what} writing dataset {writer.dataset_id!r} at {writer.path} ({strerror}); the "
         f"last commit ({kept}) is intact: free space there and re-run the same command to resume"
     )
 
@@ -372,6 +374,7 @@ def collect(
         CollectionError: the env or policy raised; finished episodes are committed first.
         DiskFullError: no space left (or a quota hit); the last commit is intact, and a
             re-run after freeing space resumes.
+        StorageError: the root is read-only or not writable for this user.
     """
     conf = _container(cfg)
     try:  # it is stored in provenance; fail now, not at the first commit
@@ -596,6 +599,7 @@ def _open_generation(
                 f"dataset {writer.dataset_id!r} was not written by collect; pick another "
                 "dataset_id or pass overwrite=true"
             )
+        wanted = redact(wanted)  # as it was stored (issue 16 item 10)
         keys = _mismatch(stored, wanted)
         if keys:
             detail = ", ".join(f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in keys)

@@ -14,8 +14,10 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import re
 import secrets
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,27 +80,62 @@ def _instance(cb: Any) -> Any:
     return cb() if isinstance(cb, type) else cb
 
 
+#: A spill folder's name: ``<pid>-<12 hex>``. Anything else in ``<root>/.tmp`` (a pull's
+#: staging folder, another tool's files) is not a collector's to clean (issue 16 item 17).
+_SPILL_NAME = re.compile(r"^(\d+)-[0-9a-f]{12}$", re.ASCII)
+
+#: ... and of one whose collector died between creating and naming it.
+_HALF_MADE = re.compile(r"^\.(\d+)-[0-9a-f]{12}\.new$", re.ASCII)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
 def cleanup_spills(root: str | os.PathLike[str] | None = None) -> int:
-    """Remove spill folders whose collector process is gone; returns how many."""
+    """Remove spill folders whose collector process is gone; returns how many.
+
+    Only real folders named like a spill folder (never a symlink) whose owner lock nobody
+    holds: a live collector keeps its ``.owner`` file flocked for its whole life, and a
+    folder gets its final name only once that lock is held (``_ensure_spill_dir``).
+    """
     base = fmt.datasets_root(root) / fmt.SPILL_DIR
     removed = 0
     if not base.is_dir():
         return 0
     for d in base.iterdir():
-        owner = d / _OWNER
+        half = _HALF_MADE.match(d.name)
+        if half is not None and not d.is_symlink() and not _pid_alive(int(half.group(1))):
+            shutil.rmtree(d, ignore_errors=True)  # died between mkdir and rename
+            removed += 1
+            continue
+        if _SPILL_NAME.match(d.name) is None:
+            continue
         try:
-            fd = os.open(owner, os.O_RDWR)
-        except FileNotFoundError:
+            if not stat.S_ISDIR(os.lstat(d).st_mode):
+                continue
+            fd = os.open(d / _OWNER, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:  # a spill folder is named only with its owner file in it
             shutil.rmtree(d, ignore_errors=True)
             removed += 1
             continue
+        except OSError:
+            continue  # unreadable, or an owner that is a link: not provably ours
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             continue  # a live collector owns it
+        try:  # removed while holding the owner lock
+            shutil.rmtree(d, ignore_errors=True)
         finally:
             os.close(fd)
-        shutil.rmtree(d, ignore_errors=True)
         removed += 1
     return removed
 
@@ -154,24 +191,42 @@ class _EpisodeSink:
     def _new_storage(self) -> None:
         self._recorder = self._make_recorder()
         self._spills: list[Path] = []
+        self._unspilled: fmt.EpisodeBatch | None = None
         self._next_id = 0
 
     def _ensure_spill_dir(self) -> Path:
         if self._spill_dir is None:
-            d = self._root / fmt.SPILL_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-            d.mkdir(parents=True)
-            self._owner_fd = os.open(d / _OWNER, os.O_RDWR | os.O_CREAT, 0o644)
+            name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+            d = self._root / fmt.SPILL_DIR / name
+            # locked under a name cleanup_spills ignores, then renamed: a folder with a spill
+            # name always has a held owner lock while its collector lives
+            new = d.with_name(f".{name}.new")
+            new.mkdir(parents=True)
+            self._owner_fd = os.open(new / _OWNER, os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(self._owner_fd, fcntl.LOCK_EX)
+            os.rename(new, d)
             self._spill_dir = d
         return self._spill_dir
 
     def _spill(self) -> None:
         batch = self._recorder.take()
+        if self._unspilled is not None:
+            batch = (
+                self._unspilled if batch is None else fmt.concat_batches([self._unspilled, batch])
+            )
         if batch is None:
             return
         batch.table["digest"] = fmt.episode_digests(batch)
-        path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"
-        fmt.write_shard_file(batch, path, self.compression)
+        try:
+            with fmt.storage_errors(self._root / fmt.SPILL_DIR, "create a spill folder in"):
+                path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"
+            fmt.write_shard_file(batch, path, self.compression)
+        except BaseException:
+            # kept in memory: the next spill or create_dataset (after space is freed) writes it
+            batch.table.pop("digest")
+            self._unspilled = batch
+            raise
+        self._unspilled = None
         self._spills.append(path)
 
     # -- datasets ------------------------------------------------------------------------
@@ -200,6 +255,8 @@ class _EpisodeSink:
 
         Raises:
             DatasetExistsError: the id is taken (use ``add_to_dataset`` to extend it).
+            StorageError: the disk is full, read-only or not writable; no dataset folder is
+                left and the recorded episodes are kept, so the same call can be repeated.
         """
         fmt.parse_dataset_id(dataset_id)
         if expert_policy is not None and ref_max_score is not None:
@@ -228,18 +285,24 @@ class _EpisodeSink:
                     "another id, or use add_to_dataset",
                     dataset_id=dataset_id,
                 )
-            spills = self._flush()
-            writer.start(
-                fmt.new_metadata(
-                    self._obs_space,
-                    self._act_space,
-                    env_spec_to_json(self._env_spec()),
-                    record_infos=self.record_infos,
-                    provenance={"created_by": type(self).__name__},
-                    **fields,
+            existed = writer.path.exists()
+            try:
+                spills = self._flush()
+                writer.start(
+                    fmt.new_metadata(
+                        self._obs_space,
+                        self._act_space,
+                        env_spec_to_json(self._env_spec()),
+                        record_infos=self.record_infos,
+                        provenance={"created_by": type(self).__name__},
+                        **fields,
+                    )
                 )
-            )
-            return self._adopt(writer, spills, id_offset=0)
+                return self._adopt(writer, spills, id_offset=0)
+            except BaseException:
+                if not existed:  # no half-made dataset (e.g. a full disk at the commit)
+                    shutil.rmtree(writer.path, ignore_errors=True)
+                raise
 
     def add_to_dataset(self, dataset: Any) -> DatasetSummary:
         """Append everything recorded so far to an existing dataset (an id or a dataset object)."""
@@ -270,9 +333,19 @@ class _EpisodeSink:
     def _adopt(
         self, writer: fmt.DatasetWriter, spills: list[Path], id_offset: int
     ) -> DatasetSummary:
-        for path in spills:
-            writer.adopt_shard(path, id_offset=id_offset, compression=self.compression)
-        meta = writer.commit()
+        adopted: list[tuple[Path, Path]] = []
+        try:
+            for path in spills:
+                entry = writer.adopt_shard(path, id_offset=id_offset, compression=self.compression)
+                adopted.append((writer.data_dir / entry["file"], path))
+            meta = writer.commit()
+        except BaseException:
+            # the commit failed (a full disk): the episodes go back to the spill folder, so
+            # the same call succeeds once the cause is fixed
+            for installed, spill in adopted:
+                with contextlib.suppress(OSError):
+                    os.rename(installed, spill)
+            raise
         self._close_spill_dir()
         self._new_storage()
         return DatasetSummary(

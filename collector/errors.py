@@ -16,8 +16,10 @@ one line and exit with ``exit_code`` (2 for usage mistakes, 1 for runtime failur
     ├── FormatVersionError                       written by a newer harvest
     ├── MissingExtraError(ImportError)           ``pip install "harvest[ray]"``
     ├── RemoteError(ConnectionError)             a remote unreachable, refusing or inconsistent
+    ├── StorageError(OSError)                    a local write failed: disk full, quota,
+    │                                            read-only filesystem, permission denied
     └── CollectionError                          an env or policy failed mid-run
-        └── DiskFullError(OSError)               the disk (or quota) filled up mid-run
+        └── DiskFullError(StorageError)          the disk (or quota) filled up mid-run
 
 Extra fields have defaults, so pickle (and so Ray) can rebuild every class from its message.
 """
@@ -39,6 +41,7 @@ __all__ = [
     "LockHeldError",
     "MissingExtraError",
     "RemoteError",
+    "StorageError",
     "UnsupportedSpaceError",
     "UsageError",
 ]
@@ -124,9 +127,23 @@ class RemoteError(HarvestError, ConnectionError):
     """A remote (folder, Hub, bucket) cannot be reached, refuses a request or changed under us."""
 
 
+class StorageError(HarvestError, OSError):
+    """A write to local storage failed for a reason the user can fix (space, quota, mode).
+
+    ``errno`` is the failed call's (``ENOSPC``, ``EDQUOT``, ``EROFS``, ``EACCES``, ``EPERM``);
+    ``path`` names where. Nothing half-written is left behind.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        # set after construction: OSError's own (errno, strerror) form would change str()
+        self.errno = errno
+
+
 class CollectionError(HarvestError):
     """An environment or policy failed while collecting; committed data is safe."""
 
 
-class DiskFullError(CollectionError, OSError):
+class DiskFullError(CollectionError, StorageError):
     """No space left (or a quota hit) while writing; the last commit is intact, re-run resumes."""

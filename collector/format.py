@@ -2,7 +2,7 @@
 
 A dataset is a folder ``<root>/<id>/`` holding ``metadata.json`` (the commit point, replaced
 atomically) and ``data/shard-<seq>-<hash8>.h5`` files (immutable, mode 0444, whole episodes,
-columnar). See DESIGN.md section 4. Writers hold ``<root>/.locks/<id>.lock``.
+columnar). See DESIGN.md section 4. Writers hold a lock kept outside the folder (``DatasetLock``).
 
 Contents:
     ids and paths    ``parse_dataset_id``, ``datasets_root``, ``dataset_path``
@@ -17,12 +17,14 @@ Contents:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,10 +40,13 @@ from collector.errors import (
     DatasetIdError,
     DatasetNotFoundError,
     FormatVersionError,
+    HarvestError,
     LockHeldError,
+    StorageError,
     UnsupportedSpaceError,
     UsageError,
 )
+from collector.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +193,73 @@ def dataset_path(dataset_id: str, root: str | os.PathLike[str] | None = None) ->
     """Folder of ``dataset_id`` under the datasets root (the id is validated first)."""
     parse_dataset_id(dataset_id)
     return datasets_root(root) / dataset_id
+
+
+def id_ancestors(dataset_id: str) -> list[str]:
+    """Every folder prefix of ``dataset_id``, shortest first (ids or not).
+
+    >>> id_ancestors("w-v0/data/y-v0")
+    ['w-v0', 'w-v0/data']
+    """
+    parts = dataset_id.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def nesting_error(dataset_id: str, other: str, where: str) -> UsageError:
+    """The refusal of a dataset inside or around another (DESIGN.md section 4)."""
+    if other.startswith(dataset_id + "/"):
+        how = f"would contain dataset {other!r}"
+    else:
+        how = f"would sit inside dataset {other!r}"
+    return UsageError(
+        f"dataset id {dataset_id!r} {how} {where}; a dataset never contains another: pick "
+        f"another id, or delete {other!r} first"
+    )
+
+
+def contained_datasets(dataset_id: str, root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Ids of the local datasets inside ``dataset_id``'s folder (symlinks are not followed)."""
+    base = datasets_root(root)
+    path = dataset_path(dataset_id, base)
+    found = []
+    if path.is_dir():
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            if METADATA_FILE in filenames and Path(dirpath) != path:
+                found.append(Path(dirpath).relative_to(base).as_posix())
+    return sorted(found)
+
+
+def check_not_nested(dataset_id: str, root: str | os.PathLike[str] | None = None) -> None:
+    """Refuse an id whose folder is inside or around another local dataset's folder.
+
+    A dataset folder is one holding ``metadata.json``. An id inside another dataset (its
+    ``data/`` folder included, e.g. ``w-v0/data/y-v0``) would be swept by that dataset's
+    cleaners and deleters, and one around others would sweep them.
+
+    Raises:
+        UsageError: naming both ids and the fix.
+    """
+    base = datasets_root(root)
+    dataset_path(dataset_id, base)  # validates the id
+    for prefix in id_ancestors(dataset_id):
+        if (base / prefix / METADATA_FILE).exists():
+            raise nesting_error(dataset_id, prefix, f"in {base}")
+    inner = contained_datasets(dataset_id, base)
+    if inner:
+        raise nesting_error(dataset_id, inner[0], f"in {base}")
+
+
+def is_own_file(rel: str) -> bool:
+    """Whether ``rel`` (relative to a dataset folder) is a file a dataset can own.
+
+    Only ``metadata.json`` and plain shard names directly in ``data/``: never anything of a
+    dataset nested below (which cleaners and deleters must leave alone).
+    """
+    if rel == METADATA_FILE:
+        return True
+    folder, _, name = rel.partition("/")
+    return folder == DATA_DIR and _SHARD_FILE_RE.fullmatch(name) is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -896,14 +968,19 @@ def merge_shards(
     return table, union
 
 
+def missing_shard_error(path: str | os.PathLike[str]) -> CorruptDatasetError:
+    """The error for a committed shard that is gone: a stale snapshot, or damage."""
+    return CorruptDatasetError(
+        f"shard {path} is missing; the dataset was changed underneath this reader "
+        "(refresh() it) or damaged (run verify)"
+    )
+
+
 def _open_shard(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r", locking=False)
     except FileNotFoundError as e:
-        raise CorruptDatasetError(
-            f"shard {path} is missing; the dataset was changed underneath this reader "
-            "(refresh() it) or damaged (run verify)"
-        ) from e
+        raise missing_shard_error(path) from e
     except OSError as e:
         raise CorruptDatasetError(
             f"shard {path} is not a readable HDF5 file ({e}); run verify"
@@ -1424,6 +1501,68 @@ def dataset_files(meta: Mapping[str, Any], label: str) -> list[tuple[str, str, i
 # durable file operations (the commit protocol, DESIGN.md section 4)
 
 
+#: errno values of a local write the user can fix: what each means, and the fix.
+STORAGE_ERRNOS: Final = {
+    errno.ENOSPC: ("the disk is full", "free space there"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free space within the quota"),
+    errno.EROFS: (
+        "the filesystem is read-only",
+        "remount it read-write or use another datasets root ($HARVEST_DATASETS)",
+    ),
+    errno.EACCES: (
+        "permission denied",
+        "make it writable for this user or use another datasets root ($HARVEST_DATASETS)",
+    ),
+    errno.EPERM: (
+        "operation not permitted",
+        "make it writable for this user or use another datasets root ($HARVEST_DATASETS)",
+    ),
+}
+
+
+def storage_error(
+    err: OSError, path: str | os.PathLike[str] | None, doing: str = "write"
+) -> StorageError | None:
+    """The one-line ``StorageError`` for a failed local write, or None for other errors.
+
+    ``path`` names where when the error does not (``shutil``'s copies raise ENOSPC without a
+    file name); ``doing`` is the verb of the message ("write", "create", ...).
+
+    >>> str(storage_error(OSError(errno.EROFS, "Read-only file system"), "/data/x"))[:46]
+    'cannot write /data/x: the filesystem is read-o'
+    """
+    if isinstance(err, HarvestError):
+        return err if isinstance(err, StorageError) else None
+    known = STORAGE_ERRNOS.get(err.errno) if err.errno is not None else None
+    if known is None:
+        return None
+    meaning, fix = known
+    where = err.filename2 or err.filename or path  # a copy's (src, dest): the dest filled up
+    strerror = err.strerror or os.strerror(err.errno)
+    return StorageError(
+        f"cannot {doing} {where if where is not None else '(unknown path)'}: {meaning} "
+        f"({strerror}); {fix}, then run the same command again",
+        path=None if where is None else os.fspath(where),
+        errno=err.errno,
+    )
+
+
+@contextlib.contextmanager
+def storage_errors(path: str | os.PathLike[str] | None, doing: str = "write") -> Iterator[None]:
+    """Raise a full disk, exhausted quota, read-only root or denied write as ``StorageError``.
+
+    Other errors pass unchanged. The durable I/O functions below and the writers use it, so
+    every operation that writes a dataset ends in one line instead of an ``OSError``.
+    """
+    try:
+        yield
+    except OSError as e:
+        mapped = storage_error(e, path, doing)
+        if mapped is None or mapped is e:
+            raise
+        raise mapped from e
+
+
 def fsync_path(path: Path) -> None:
     """Fsync a file or directory by path (h5py's close does not fsync)."""
     fd = os.open(path, os.O_RDONLY)
@@ -1437,18 +1576,20 @@ def write_new_file(path: Path, data: bytes, *, sync: bool = False) -> None:
     """Create ``path`` holding ``data`` (fsynced with ``sync``); a failed write removes it.
 
     Every byte a writer puts in a dataset's folder goes through here (shards, as one HDF5
-    image; ``metadata.json``), so a full disk is a plain ``OSError`` and leaves no partial file.
+    image; ``metadata.json``), so a full disk is one ``StorageError`` (see
+    ``storage_errors``) and leaves no partial file.
     """
-    try:
-        with open(path, "wb") as fh:
-            fh.write(data)
-            if sync:
-                fh.flush()
-                os.fsync(fh.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise
+    with storage_errors(path):
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+                if sync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
 
 
 def free_bytes(path: Path) -> int:
@@ -1460,14 +1601,15 @@ def free_bytes(path: Path) -> int:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via ``<path>.tmp``: write, fsync, replace, fsync the folder."""
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        write_new_file(tmp, data, sync=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_path(path.parent)
+    with storage_errors(path):
+        try:
+            write_new_file(tmp, data, sync=True)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        fsync_path(path.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1475,21 +1617,46 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class DatasetLock:
-    """Exclusive writer lock at ``<root>/.locks/<id>.lock`` (outside the dataset tree) [review 8].
+    """Exclusive writer lock of one dataset folder, kept outside it [review 8].
 
-    The holder's pid is written after the lock is taken, so a refused writer can name it.
+    The lock is keyed by the dataset folder's real path (issue 16 item 18): it is
+    ``<real parent>/.locks/<real name>.lock``, so one dataset reached through two roots (a
+    symlinked root, namespace or dataset folder) has one lock. For an id without namespace in
+    a root without links that is ``<root>/.locks/<id>.lock``; for ``ns/name-v0`` it is
+    ``<root>/ns/.locks/name-v0.lock``. The holder's pid is written after the lock is taken,
+    so a refused writer can name it.
+
+    Lock files are created ``0664`` minus the umask, like every other file a writer makes: a
+    root shared by a group (umask 002) gets group-writable locks, a private one stays
+    private. A lock file this user cannot write (another user's, under umask 022) is
+    opened read-only: ``flock`` works on it, only the holder's pid is not recorded.
     """
 
     def __init__(self, dataset_id: str, root: str | os.PathLike[str] | None = None) -> None:
         parse_dataset_id(dataset_id)
         self.dataset_id = dataset_id
-        self.path = datasets_root(root) / LOCKS_DIR / f"{dataset_id}.lock"
+        real = Path(os.path.realpath(dataset_path(dataset_id, root)))
+        self.path = real.parent / LOCKS_DIR / f"{real.name}.lock"
         self._fd: int | None = None
 
     def acquire(self) -> DatasetLock:
-        """Take the lock or raise ``LockHeldError`` naming the holder's pid."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock or raise ``LockHeldError`` naming the holder's pid.
+
+        Raises:
+            LockHeldError: another process holds it.
+            StorageError: the lock cannot be created (a read-only or not writable root).
+        """
+        with storage_errors(self.path, "create the writer lock"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o664)
+                writable = True
+            except PermissionError as e:
+                try:
+                    fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+                except FileNotFoundError:
+                    raise e from None
+                writable = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1501,8 +1668,10 @@ class DatasetLock:
                 f"(pid {holder or 'unknown'}); wait for it to finish or stop it",
                 pid=pid,
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:  # the pid only names the holder: a full disk must not fail the lock
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -1595,7 +1764,7 @@ def place_file(src: Path, dest: Path) -> str:
         return "link"
     except OSError:
         pass
-    with open(src, "rb") as fin, open(dest, "wb") as fout:
+    with storage_errors(dest), open(src, "rb") as fin, open(dest, "wb") as fout:
         size = os.fstat(fin.fileno()).st_size
         done = 0
         try:
@@ -1666,16 +1835,29 @@ class DatasetWriter:
             self._digests = np.concatenate(digests)
 
     def cleanup(self) -> list[str]:
-        """Delete files in ``data/`` and the metadata temp file that no commit references."""
+        """Delete this writer's own leftovers: files no commit references.
+
+        Only what it can prove is its own (issue 16 item 4): regular files (``lstat``: never a
+        link, never a folder) named as this module names shards and their temp files, that
+        the manifest does not reference, plus a regular ``metadata.json.tmp``. A ``data/``
+        that is a symlink is not cleaned at all: the folder it points to may be shared (two
+        datasets' ``data/`` linked to one place name shards alike), so a name proves nothing
+        there; its leftovers only cost space, and a warning says so.
+        """
         keep = {e["file"] for e in (self.meta or {}).get("shards", [])}
         removed: list[str] = []
-        if self.data_dir.is_dir():
+        if self.data_dir.is_symlink():
+            log.warning(
+                "not cleaning %s: it is a symbolic link, so its files may not be this dataset's",
+                self.data_dir,
+            )
+        elif self.data_dir.is_dir():
             for p in self.data_dir.iterdir():
-                if p.name not in keep:
+                if p.name not in keep and _is_own_file(p):
                     _force_unlink(p)
                     removed.append(p.name)
         tmp = self.path / METADATA_TMP
-        if tmp.exists():
+        if _is_regular(tmp):
             tmp.unlink()
             removed.append(METADATA_TMP)
         if removed:
@@ -1683,23 +1865,6 @@ class DatasetWriter:
         return removed
 
     # -- generations -----------------------------------------------------------------------
-
-    def _check_not_nested(self) -> None:
-        for parent in self.path.parents:
-            if parent == self.root or self.root not in parent.parents:
-                break
-            if (parent / METADATA_FILE).exists():
-                raise UsageError(
-                    f"dataset id {self.dataset_id!r} would sit inside dataset "
-                    f"{parent.relative_to(self.root).as_posix()!r}; pick an id outside it"
-                )
-        if self.path.is_dir() and any(
-            p.name == METADATA_FILE and p.parent != self.path
-            for p in self.path.rglob(METADATA_FILE)
-        ):
-            raise UsageError(
-                f"dataset id {self.dataset_id!r} would contain other datasets; pick another id"
-            )
 
     def start(self, base: dict[str, Any], *, commit: bool = True) -> None:
         """Begin a new, empty generation with ``base`` metadata (new dataset or overwrite).
@@ -1710,7 +1875,7 @@ class DatasetWriter:
         the dataset (``cleanup``), so snapshots opened on the old generation stay readable
         meanwhile [review 8].
         """
-        self._check_not_nested()
+        check_not_nested(self.dataset_id, self.root)
         now = time.time()
         self.meta = {
             "format_version": FORMAT_VERSION,
@@ -1724,7 +1889,8 @@ class DatasetWriter:
         }
         self._ids = np.zeros(0, np.int64)
         self._digests = np.zeros((0, 32), np.uint8)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with storage_errors(self.data_dir, "create"):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         if commit:
             self.commit()
 
@@ -1786,7 +1952,14 @@ class DatasetWriter:
         dest = self.data_dir / name
         tmp = self.data_dir / f".link-{uuid.uuid4().hex[:12]}.h5.tmp"
         try:
-            if place_file(src, tmp) == "copy":
+            try:
+                how = place_file(src, tmp)
+            except FileNotFoundError as e:
+                if src.exists():
+                    raise
+                # a stale snapshot's shard: superseded, and removed by a later writer
+                raise missing_shard_error(src) from e
+            if how == "copy":
                 fsync_path(tmp)
                 os.chmod(tmp, 0o444)
                 if sha256_file(tmp) != entry["sha256"]:
@@ -1826,13 +1999,14 @@ class DatasetWriter:
         id_offset: int,
     ) -> dict[str, Any]:
         """Install ``src`` in ``data/``: fsync, make read-only, rename, fsync the folder."""
-        fsync_path(src)
-        os.chmod(src, 0o444)
-        sha = sha256_file(src)
-        name = self._next_name(sha)
-        dest = self.data_dir / name
-        os.rename(src, dest)
-        fsync_path(self.data_dir)
+        with storage_errors(self.data_dir, "install a shard in"):
+            fsync_path(src)
+            os.chmod(src, 0o444)
+            sha = sha256_file(src)
+            name = self._next_name(sha)
+            dest = self.data_dir / name
+            os.rename(src, dest)
+            fsync_path(self.data_dir)
         return self._register(name, table, schema, compression, id_offset, sha, dest.stat().st_size)
 
     def _register(
@@ -1893,7 +2067,8 @@ class DatasetWriter:
         data = seal_metadata(meta).encode()
         # never publish a manifest that readers refuse (a bug here must not cost the dataset)
         loads_metadata(data, f"the new {METADATA_FILE} of {self.dataset_id}", self.dataset_id)
-        self.path.mkdir(parents=True, exist_ok=True)
+        with storage_errors(self.path, "create"):
+            self.path.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path / METADATA_FILE, data)
         return meta
 
@@ -1994,6 +2169,24 @@ def _drop_ids(
     return ids[keep], digests[keep]
 
 
+#: Names this module gives files in ``data/``: shards and the temp files of ``write_shard``,
+#: ``write_image``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``).
+_OWN_TMP_RE: Final = re.compile(r"^\.(?:shard|link|merge)-[A-Za-z0-9_-]+\.h5\.tmp$", re.ASCII)
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_own_file(path: Path) -> bool:
+    """A regular file (not followed if a link) with a shard's or a writer temp file's name."""
+    named = SHARD_RE.match(path.name) or _OWN_TMP_RE.match(path.name)
+    return named is not None and _is_regular(path)
+
+
 def _force_unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -2006,6 +2199,68 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def exact_shards(
+    path: Path, meta: dict[str, Any], staging: Path
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """A manifest and files for exporting a dataset whose shards hold only its episodes.
+
+    A saved view links whole shards of its source (copy-free), so a shard may also hold
+    episodes the manifest leaves out, e.g. a split's held-out part [issue 16]. An export must
+    carry exactly the dataset's episodes: each such shard is rewritten into ``staging`` with
+    just the episodes the manifest maps, under their dataset ids, in id order. Ids and
+    digests are unchanged, so the fingerprint is too; the same dataset always gives the same
+    bytes, so a repeated push finds them in place.
+
+    Returns:
+        ``(manifest, {relative path: local file})``; the manifest is ``meta`` itself when no
+        shard holds foreign episodes.
+
+    Raises:
+        CorruptDatasetError: a shard to rewrite does not match its sha256 or its digests.
+    """
+    files: dict[str, Path] = {}
+    entries: list[dict[str, Any]] = []
+    label = str(meta.get("dataset_id", path))
+    for (rel, sha, _), entry in zip(dataset_files(meta, label), meta["shards"], strict=True):
+        src = path / rel
+        entries.append(entry)
+        files[rel] = src
+        if entry.get("id_map") is None:  # an id offset keeps every episode of the file
+            continue
+        stored = read_shard_table(src, ("id",))["id"]
+        pos, ids = map_shard_ids(entry, stored)
+        if len(pos) == len(stored):
+            continue
+        if sha256_file(src) != sha:
+            raise CorruptDatasetError(
+                f"{src} does not match its sha256 in metadata.json; run `curate verify` on {label}"
+            )
+        order = np.argsort(ids, kind="stable")
+        batch = read_shard(src)
+        part = select_episodes(batch, pos[order], ids[order])
+        want = part.table["digest"].copy()
+        part.table["digest"] = episode_digests(part)
+        if not np.array_equal(part.table["digest"], want):
+            raise CorruptDatasetError(
+                f"{src} does not match its own digests; run `curate verify` on {label}"
+            )
+        compression = entry.get("compression")
+        data = build_shard_bytes(part, None if compression in (None, "none") else compression)
+        new_sha = hashlib.sha256(data).hexdigest()
+        seq = SHARD_RE.match(entry["file"])
+        name = shard_name(int(seq[1]) if seq else len(entries) - 1, new_sha)
+        staging.mkdir(parents=True, exist_ok=True)
+        write_new_file(staging / name, data, sync=True)
+        new = {k: v for k, v in entry.items() if k != "id_map"}
+        new.update(file=name, id_offset=0, sha256=new_sha, bytes=len(data))
+        entries[-1] = new
+        del files[rel]
+        files[f"{DATA_DIR}/{name}"] = staging / name
+    if all(a is b for a, b in zip(entries, meta["shards"], strict=True)):
+        return meta, files
+    return {**meta, "shards": entries}, files
 
 
 # --------------------------------------------------------------------------------------------
@@ -2128,18 +2383,20 @@ def new_metadata(
     unknown = set(fields) - set(AUTHOR_FIELDS)
     if unknown:
         raise UsageError(f"unknown metadata field(s) {sorted(unknown)}; known: {AUTHOR_FIELDS}")
+    # no secret from a config, override or URL is written (issue 16 item 10); the spaces are
+    # data, not config, and a Dict space may well have a key named "token"
     meta: dict[str, Any] = {
         "observation_space": space_to_json(observation_space),
         "action_space": space_to_json(action_space),
-        "env_spec": env_spec,
+        "env_spec": redact(env_spec),
         "record_infos": bool(record_infos),
-        "provenance": provenance or {},
-        "lineage": lineage,
+        "provenance": redact(provenance or {}),
+        "lineage": redact(lineage),
     }
     for key in AUTHOR_FIELDS:
         value = fields.get(key)
         if value is not None:
-            meta[key] = sorted(value) if isinstance(value, set | frozenset) else value
+            meta[key] = redact(sorted(value) if isinstance(value, set | frozenset) else value)
     step = sum(
         _space_bytes(meta[key], key, [], UsageError)
         for key in ("observation_space", "action_space")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +27,7 @@ __all__ = [
     "RandomPolicy",
     "as_policy",
     "batch_actor",
+    "locate",
 ]
 
 
@@ -183,3 +185,34 @@ def batch_actor(
         return concatenate(action_space, rows, out)
 
     return act
+
+
+def locate(path: str) -> Any:
+    """The object a dotted path names (``pkg.module.Class``, ``module.func``, ``module.A.b``).
+
+    Imports the longest module prefix of ``path`` and takes the rest as attributes, like
+    Hydra's ``_target_`` lookup, but without its logging and with the real cause kept: a
+    module that exists but fails to import (a missing dependency, a syntax error) raises that
+    error, not "module not found".
+
+    Raises:
+        ModuleNotFoundError: no prefix of ``path`` is a module.
+        AttributeError: the module has no such attribute.
+        Exception: whatever importing the module raised.
+    """
+    parts = path.split(".")
+    if not all(parts):
+        raise ValueError(f"{path!r} is not a dotted path")
+    for i in range(len(parts), 0, -1):
+        name = ".".join(parts[:i])
+        try:
+            obj = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and (name == e.name or name.startswith(f"{e.name}.")):
+                if i > 1:
+                    continue  # ``name`` is not a module: try a shorter prefix
+            raise
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise AssertionError("unreachable")  # pragma: no cover

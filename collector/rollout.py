@@ -7,7 +7,7 @@ decided here, from the root entropy and the id alone (DESIGN.md section 5).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from collector.errors import CollectionError
 from collector.seeding import env_seed, policy_seed
@@ -33,13 +33,40 @@ def run_episode(
     act, step, add = policy.act, env.step, recorder.add_step
     while True:
         action = act(obs)
-        obs, reward, terminated, truncated, info = step(action)
-        add(action, obs, reward, terminated, truncated, info)
+        try:  # free unless it raises: the action is checked only when something failed
+            obs, reward, terminated, truncated, info = step(action)
+            add(action, obs, reward, terminated, truncated, info)
+        except Exception as e:
+            _check_action(env, action, episode_id, recorder.episode_steps, e)
+            raise
         if terminated or truncated:
             break
     steps = recorder.episode_steps
     recorder.end_episode()
     return steps
+
+
+def _check_action(env: gym.Env, action: Any, episode_id: int, step: int, error: Exception) -> None:
+    """Name a policy's action outside the action space (envs say ``AssertionError: 5 invalid``).
+
+    Raises:
+        CollectionError: ``action`` is not in ``env.action_space``.
+    """
+    space = env.action_space
+    try:
+        valid = bool(space.contains(action))
+    except Exception:  # a value the space cannot even compare
+        valid = False
+    if valid:
+        return
+    text, why = repr(action), " ".join(str(error).split())
+    text = text if len(text) <= 80 else text[:77] + "..."
+    why = why if len(why) <= 120 else why[:117] + "..."
+    raise CollectionError(
+        f"episode {episode_id} step {step}: the policy's action {text} is not in the action "
+        f"space {space} (the env raised {type(error).__name__}: {why}); fix the policy or its "
+        "policy.* arguments"
+    ) from error
 
 
 def rollout_episodes(
@@ -65,6 +92,8 @@ def rollout_episodes(
                 break
             except Exception as e:
                 recorder.discard_episode()
+                if isinstance(e, CollectionError):  # the policy's fault: a retry fails the same
+                    raise
                 try:
                     env.close()
                 except Exception:  # a broken env may fail to close too

@@ -14,10 +14,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from collector import format as fmt
 from collector.errors import HarvestError, UsageError
+from collector.redact import install_log_redaction, redact_hydra_run, redact_text
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -70,9 +72,12 @@ def _filter(args: argparse.Namespace) -> int:
     from curation.dataset import load_dataset
 
     view = load_dataset(args.id, root=args.root).filter_episodes(args.where)
+    head = f"{args.id} where {args.where}"
+    if args.into is not None and not view.total_episodes:  # as a recipe refuses an empty output
+        raise UsageError(f"{head}: no episodes match; nothing saved (loosen the expression)")
     if args.dry_run or args.into is None:
-        print(f"{args.id} where {args.where}: {view.total_episodes:,} episodes, "
-              f"{view.total_steps:,} steps (not saved: pass --into NEW_ID)")  # fmt: skip
+        tail = f"dry run: would save {args.into}" if args.into else "not saved: pass --into NEW_ID"
+        print(f"{head}: {view.total_episodes:,} episodes, {view.total_steps:,} steps ({tail})")
         return 0
     print(_summary(view.save(args.into, root=args.root, overwrite=args.overwrite)))
     return 0
@@ -80,7 +85,7 @@ def _filter(args: argparse.Namespace) -> int:
 
 def _split(args: argparse.Namespace) -> int:
     from curation.dataset import load_dataset
-    from curation.ops import split_dataset
+    from curation.ops import draw_seed, split_dataset
 
     sizes: list[int | float] = []
     for text in args.sizes.split(","):
@@ -96,9 +101,12 @@ def _split(args: argparse.Namespace) -> int:
         for new_id in ids:
             if (fmt.dataset_path(new_id, args.root) / fmt.METADATA_FILE).exists():
                 raise UsageError(f"dataset {new_id!r} already exists; pass --overwrite")
-    parts = split_dataset(load_dataset(args.id, root=args.root), sizes, seed=args.seed)
+    seed = draw_seed() if args.seed is None else args.seed  # recorded in the lineage either way
+    parts = split_dataset(load_dataset(args.id, root=args.root), sizes, seed=seed)
     for part, new_id in zip(parts, ids, strict=True):
         print(_summary(part.save(new_id, root=args.root, overwrite=args.overwrite)))
+    if args.seed is None:
+        print(f"seed {seed} (drawn; pass --seed {seed} to repeat this split)")
     return 0
 
 
@@ -259,10 +267,11 @@ def _namespace(args: argparse.Namespace) -> int:
     if args.action == "create":
         if not args.namespace:
             raise UsageError("curate namespace create needs a NAMESPACE")
+        existed = args.namespace in inventory.list_namespaces(args.root)
         inventory.create_namespace(
             args.namespace, args.description, root=args.root, exist_ok=args.exist_ok
         )
-        print(f"created namespace {args.namespace}")
+        print(f"{'updated' if existed else 'created'} namespace {args.namespace}")
     elif args.action == "list":
         names = inventory.list_namespaces(args.root)
         print(json.dumps(names) if args.json else "\n".join(names) or "no namespaces")
@@ -281,6 +290,8 @@ def _recipe(args: argparse.Namespace) -> int:
     extra = ["dry_run=true"] if args.dry_run else []
     if args.root:
         extra.append(f"datasets_root={args.root}")
+    if args.config_dir:
+        extra.append(f"--config-dir={args.config_dir}")
     return _run_hydra([f"recipe={args.name}", *args.overrides, *extra])
 
 
@@ -396,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides")
     p.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
+    p.add_argument("--config-dir", "-cd", metavar="DIR", help="also look for DIR/recipe/NAME.yaml")
     return parser
 
 
@@ -409,6 +421,7 @@ def _recipe_app(cfg: Any) -> None:
 
     from curation.recipes import run_recipe
 
+    redact_hydra_run()  # no secret stays in Hydra's run files (issue 16 item 10)
     hc = HydraConfig.get()
     name = hc.runtime.choices.get("recipe") or "recipe"
     try:
@@ -430,16 +443,76 @@ def _recipe_app(cfg: Any) -> None:
             provenance={"recipe": recipe, "overrides": list(hc.overrides.task)},
             remote=cfg.get("remote"),
         )
-    except HarvestError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except (HarvestError, OSError) as e:
+        error = e if isinstance(e, HarvestError) else fmt.storage_error(e, None)
+        if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"curate: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        print(f"curate: error: {redact_text(str(error))}", file=sys.stderr)
+        sys.exit(error.exit_code)
     print(result.render())
+
+
+#: Hydra's flags that take their value as the next argument (``--config-dir DIR``).
+_HYDRA_VALUE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn",
+                      "--cfg", "-c", "--package", "-p", "--experimental-rerun",
+                      "--root")  # fmt: skip
+
+
+def _words(argv: Sequence[str]) -> list[str]:
+    """The arguments that are neither flags nor a flag's value."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in _HYDRA_VALUE_FLAGS:
+            skip = True
+        elif not a.startswith("-"):
+            out.append(a)
+    return out
+
+
+def _check_recipe_files(argv: Sequence[str]) -> None:
+    """Refuse a named recipe file with a YAML syntax error before Hydra loads it."""
+    from curation.recipes import check_recipe_syntax
+
+    config_dir = None
+    for i, a in enumerate(argv):
+        if a in ("--config-dir", "-cd") and i + 1 < len(argv):
+            config_dir = argv[i + 1]
+        elif a.startswith("--config-dir="):
+            config_dir = a.split("=", 1)[1]
+    for word in _words(argv):
+        if not word.startswith("recipe="):
+            continue
+        for name in word.split("=", 1)[1].split(","):
+            name = name.strip()
+            folders = [*([Path(config_dir)] if config_dir else []), resources.files("conf")]
+            for folder in folders:
+                path = folder / "recipe" / f"{name}.yaml"
+                if name and path.is_file():
+                    check_recipe_syntax(Path(str(path)), name)
+                    break
+
+
+def _refuse_config(err: HarvestError) -> NoReturn:
+    print(f"curate: error: {redact_text(str(err))}", file=sys.stderr)
+    sys.exit(err.exit_code)  # SystemExit passes through Hydra's error report
 
 
 def _run_hydra(argv: Sequence[str]) -> int:
     import hydra
+
+    from collector.yaml_limits import install_yaml_limits
+
+    install_yaml_limits(_refuse_config)  # a recipe may not expand into a huge config
+
+    try:
+        _check_recipe_files(argv)
+    except UsageError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
+        return e.exit_code
 
     app = hydra.main(version_base="1.3", config_path="pkg://conf", config_name="curate")(
         _recipe_app
@@ -457,9 +530,10 @@ def _run_hydra(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns (and, from the console script, exits with) the exit code."""
+    install_log_redaction()  # no secret in a log line, Hydra's included (issue 16 item 10)
     args_in = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    first = next((a for a in args_in if not a.startswith("-")), None)
+    first = next(iter(_words(args_in)), None)
     if first is not None and first not in COMMANDS and ("=" in first or "-m" in args_in):
         return _exit(_run_hydra(args_in), argv)  # curate recipe=NAME ... / curate -m ...
     args = parser.parse_args(args_in)
@@ -471,8 +545,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarvestError as e:
         if args.verbose:
             raise
-        print(f"curate: error: {e}", file=sys.stderr)
+        print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
         code = e.exit_code
+    except OSError as e:  # a full or read-only disk met below the durable I/O layer
+        storage = fmt.storage_error(e, None)
+        if storage is None or args.verbose:
+            raise
+        print(f"curate: error: {redact_text(str(storage))}", file=sys.stderr)
+        code = storage.exit_code
     except KeyboardInterrupt:
         print("curate: interrupted", file=sys.stderr)
         code = 130

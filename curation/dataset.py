@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from collector import format as fmt
+from collector.envs import check_registered_spec
 from collector.errors import CorruptDatasetError, HarvestError, HarvestWarning, UsageError
 from collector.spaces import columns, space_from_json, unescape_key, unflatten
 
@@ -691,20 +692,34 @@ class Dataset:
 
     # -- environments and scores -------------------------------------------------------------
 
-    def recover_environment(self, eval_env: bool = False, **kwargs: Any) -> gym.Env:
+    def recover_environment(
+        self, eval_env: bool = False, *, trust_remote_code: bool = False, **kwargs: Any
+    ) -> gym.Env:
         """Make the dataset's environment (or its evaluation env) with ``gym.make``.
+
+        The stored spec names code to import and call, and a dataset may come from anyone:
+        unless ``trust_remote_code=True``, only an env registered in this process with the same
+        entry points (and no extra wrappers) is made (``collector.envs.check_registered_spec``).
 
         Warns (``HarvestWarning``) when the recorded ``requirements`` are missing or installed
         at other versions.
 
+        Args:
+            eval_env: make the evaluation env (falls back to the dataset's env).
+            trust_remote_code: make whatever entry point the stored spec names.
+            **kwargs: passed to ``gym.make``.
+
         Raises:
-            UsageError: the dataset has no env spec.
+            UsageError: the dataset has no env spec, or its spec names code Gymnasium's
+                registry does not (without ``trust_remote_code``).
         """
         _check_requirements(self._snap.meta.get("requirements") or [])
         spec_json = self._snap.meta.get("eval_env_spec") if eval_env else None
         spec = _env_spec(spec_json) or self.env_spec
         if spec is None:
             raise UsageError(f"dataset {self.id!r} has no env_spec to recover an environment from")
+        if not trust_remote_code:
+            check_registered_spec(spec, f"dataset {self.id!r}")
         return gym.make(spec, **kwargs)
 
     def get_normalized_score(self, returns: np.ndarray | float) -> np.ndarray | float:
@@ -885,13 +900,31 @@ def list_local_datasets(root: str | Path | None = None) -> dict[str, dict[str, A
 def delete_dataset(dataset_id: str, root: str | Path | None = None) -> None:
     """Delete a local dataset, under its writer lock (a running writer makes this fail).
 
+    A dataset folder or ``data/`` folder that is a symbolic link is refused before anything
+    is removed (issue 16 item 4): deleting through the link would remove files that may not
+    be this dataset's, and removing only the link would free nothing while saying "deleted".
+
     Raises:
         DatasetNotFoundError: no such dataset.
         LockHeldError: a writer is using it.
+        UsageError: another dataset is nested inside its folder, or the folder or its ``data/``
+            is a symbolic link (nothing is deleted).
     """
     path = fmt.dataset_path(dataset_id, root)
     with fmt.DatasetLock(dataset_id, root):
         fmt.read_metadata(path, dataset_id)  # DatasetNotFoundError, with the usual message
+        for link in (path, path / fmt.DATA_DIR):
+            if link.is_symlink():
+                raise UsageError(
+                    f"not deleting {dataset_id!r}: {link} is a symbolic link (to "
+                    f"{os.readlink(link)}); remove the link and the files it points to yourself"
+                )
+        inner = fmt.contained_datasets(dataset_id, root)
+        if inner:  # nested by an older harvest: deleting the folder would delete them too
+            raise UsageError(
+                f"dataset {dataset_id!r} contains dataset {inner[0]!r} at {path}; nothing was "
+                f"deleted: delete {inner[0]!r} first"
+            )
         # the commit point goes first: a crash mid-delete leaves no half dataset that opens
         (path / fmt.METADATA_FILE).unlink()
         shutil.rmtree(path)

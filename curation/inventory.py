@@ -33,6 +33,7 @@ from collector.errors import (
     MissingExtraError,
     UsageError,
 )
+from collector.redact import redact
 from curation.dataset import _env_spec, list_local_datasets
 
 if TYPE_CHECKING:
@@ -171,6 +172,7 @@ def step_text(step: Mapping[str, Any]) -> str:
 
 def provenance_summary(prov: Mapping[str, Any]) -> dict[str, Any]:
     """The readable parts of a dataset's provenance (command, config summary, versions)."""
+    prov = redact(prov)  # a dataset written elsewhere (or before redaction) may hold secrets
     out: dict[str, Any] = {}
     if "command" in prov:
         out["command"] = prov["command"]
@@ -228,7 +230,7 @@ def describe_dataset(ds: Dataset) -> str:
     if spec is not None:
         env = {"id": spec.id, "entry_point": spec.entry_point}
         env["max_episode_steps"] = spec.max_episode_steps
-        env["kwargs"] = json.dumps(spec.kwargs, default=repr)
+        env["kwargs"] = json.dumps(redact(spec.kwargs), default=repr)
         sections[1] = _block("Environment", env)
     authored = {k: meta[k] for k in fmt.AUTHOR_FIELDS if meta.get(k) is not None}
     if "eval_env_spec" in authored:

@@ -457,14 +457,23 @@ def split_sizes(sizes: Iterable[int | float], total: int) -> list[int]:
     return counts
 
 
+def draw_seed() -> int:
+    """A fresh random seed (32 bits: short enough to print and type back)."""
+    return int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+
+
 def split_dataset(
     dataset: Dataset, sizes: Sequence[int | float], seed: int | None = None
 ) -> list[Dataset]:
     """Split into disjoint random views of the given sizes (counts, or fractions of the total).
 
     As Minari's ``split_dataset``: a seeded permutation of the episode ids cut into
-    consecutive parts. Views copy nothing; ``save`` one to write it as a dataset.
+    consecutive parts. Views copy nothing; ``save`` one to write it as a dataset. Without a
+    ``seed`` one is drawn (``draw_seed``) and recorded in each part's lineage, so that the
+    split can be repeated.
     """
+    if seed is None:
+        seed = draw_seed()
     counts = split_sizes(sizes, dataset.total_episodes)
     order = np.random.default_rng(seed).permutation(dataset.episode_indices)
     out, at = [], 0

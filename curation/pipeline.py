@@ -31,6 +31,7 @@ the rest. The same ``seed`` gives the same batches, whatever ``num_workers``.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import queue
 import time
@@ -332,17 +333,30 @@ class Pipeline:
         preload_buffer_size: int = 2,
         seed: int | None = None,
         include_metadata: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
         """Random batches of sequences shaped ``[batch_size, seq_len, ...]`` (module docstring).
 
         ``num_epochs=-1`` never ends; ``preload_buffer_size`` is the number of blocks mixed.
+        ``shard=(index, count)`` keeps every ``count``-th block of the seeded block order from
+        ``index`` on, with its own draws: ``count`` consumers with the same ``seed`` (e.g. torch
+        DataLoader workers) then share one stream, each block served once per epoch overall.
         """
         if batch_size <= 0 or seq_len <= 0 or preload_buffer_size <= 0:
             raise ValueError("batch_size, seq_len and preload_buffer_size must be positive")
+        if shard is not None:
+            index, count = shard
+            if not 0 <= index < count:
+                raise ValueError(f"shard={shard} must be (index, count) with 0 <= index < count")
+            if seed is None and count > 1:
+                raise ValueError("shard needs a seed: every shard must draw the same block order")
         if len(self._blocks) == 0:
             return
-        order_rng, rng = _streams(seed)
-        stream = _BlockStream(self, self._epochs(num_epochs, order_rng))
+        order_rng, rng = _streams(seed, shard)
+        order = self._epochs(num_epochs, order_rng)
+        if shard is not None and shard[1] > 1:
+            order = itertools.islice(order, shard[0], None, shard[1])
+        stream = _BlockStream(self, order)
         window: deque[tuple[int, fmt.ShardRows, tuple[np.ndarray, ...]]] = deque()
         for block, rows in stream:
             # valid starts are computed once per block, when it arrives
@@ -533,13 +547,18 @@ class Pipeline:
             yield item
 
 
-def _streams(seed: int | None) -> tuple[np.random.Generator, np.random.Generator]:
+def _streams(
+    seed: int | None, shard: tuple[int, int] | None = None
+) -> tuple[np.random.Generator, np.random.Generator]:
     """Independent generators for the block order and for the consumer's draws.
 
     The block order is drawn ahead of the consumer (workers read ahead), so sharing one
-    generator would make batches depend on how far ahead the workers are.
+    generator would make batches depend on how far ahead the workers are. Shards share the
+    order and draw from their own child of the draws' seed.
     """
     order, draws = np.random.SeedSequence(seed).spawn(2)
+    if shard is not None and shard[1] > 1:
+        draws = draws.spawn(shard[1])[shard[0]]
     return np.random.default_rng(order), np.random.default_rng(draws)
 
 

@@ -32,14 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from collector import format as fmt
 from collector.errors import DatasetExistsError, HarvestError, UsageError
+from collector.yaml_limits import MAX_YAML_BYTES, MAX_YAML_DEPTH
 from curation.dataset import Dataset, load_dataset
 from curation.ops import compare_datasets, split_sizes, write_views
 from curation.remotes import Remote, open_remote
 
-__all__ = ["STEP_KINDS", "RecipeResult", "Selection", "run_recipe"]
+__all__ = ["STEP_KINDS", "RecipeResult", "Selection", "check_recipe_syntax", "run_recipe"]
 
 STEP_KINDS = ("combine", "filter", "split", "subsample", "rename")
 _RECIPE_KEYS = ("description", "seed", "sources", "steps", "outputs", "push")
@@ -100,6 +102,36 @@ class RecipeResult:
             done += "\n" + "\n".join(self.pushed)
         tail = "dry run: nothing written" if self.dry_run else done
         return "\n".join([f"recipe {self.name}:", *(f"  {line}" for line in self.plan), tail])
+
+
+def check_recipe_syntax(path: Path, name: str) -> None:
+    """Refuse a recipe file that is not valid YAML, in one line naming file, line and column.
+
+    Hydra's loader would raise it as a long traceback (issue 16 item 21). Only the parser's
+    events are produced, so aliases are not expanded here.
+
+    Raises:
+        UsageError: ``recipe NAME: FILE:LINE:COLUMN: YAML syntax error: ...; fix the file``.
+    """
+    if Path(path).stat().st_size > MAX_YAML_BYTES:
+        return  # the bounded loader refuses it in one line; do not parse it here
+    depth = 0
+    try:
+        for event in yaml.parse(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    return  # PyYAML's scanner is quadratic in depth; the loader refuses it
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = " ".join(str(e.problem or e.context or "invalid YAML").split())
+        raise _fail(name, "", f"{at}: YAML syntax error: {problem}; fix the file") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        detail = " ".join(str(e).split())
+        raise _fail(name, "", f"{path}: not valid YAML ({detail}); fix the file") from e
 
 
 def _fail(name: str, where: str, message: str) -> UsageError:

@@ -6,10 +6,16 @@
 
 All of them re-open HDF5 handles per process, so ``DataLoader(num_workers>0)`` works.
 Text leaves stay ``str`` (tensors cannot hold them).
+
+Keys are the plural names of ``EpisodeData`` and ``to_transitions``: ``observations``,
+``actions``, ``rewards``, ``next_observations``, ``terminations``, ``truncations``. The
+names used before (``observation``, ``action``, ``reward``, ``next_observation``,
+``terminated``, ``truncated``) still read, with a ``DeprecationWarning``, for one release.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +33,32 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError('curation.torch needs PyTorch: pip install "harvest[torch]"') from e
 
 __all__ = ["BatchIterable", "EpisodeDataset", "TransitionDataset", "to_tensors"]
+
+
+# TODO(#16): drop these aliases in the release after the one that renamed the keys
+_OLD_KEYS = {
+    "observation": "observations",
+    "action": "actions",
+    "reward": "rewards",
+    "next_observation": "next_observations",
+    "terminated": "terminations",
+    "truncated": "truncations",
+}
+
+
+class _Item(dict):
+    """A batch or item dict that still answers the old key names, with a warning."""
+
+    def __missing__(self, key: str) -> Any:
+        new = _OLD_KEYS.get(key)
+        if new is None or new not in self:
+            raise KeyError(key)
+        warnings.warn(
+            f"key {key!r} is deprecated; use {new!r} (curation.torch keys are plural now)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self[new]
 
 
 def to_tensors(value: Any) -> Any:
@@ -59,22 +91,23 @@ class EpisodeDataset(_TorchDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ep = self.dataset[index]
-        return {
-            "id": ep.id,
-            "observations": to_tensors(ep.observations),
-            "actions": to_tensors(ep.actions),
-            "rewards": to_tensors(ep.rewards),
-            "terminations": to_tensors(ep.terminations),
-            "truncations": to_tensors(ep.truncations),
-        }
+        return _Item(
+            id=ep.id,
+            observations=to_tensors(ep.observations),
+            actions=to_tensors(ep.actions),
+            rewards=to_tensors(ep.rewards),
+            terminations=to_tensors(ep.terminations),
+            truncations=to_tensors(ep.truncations),
+        )
 
 
 class TransitionDataset(_TorchDataset):
     """One transition per item, over every step of the dataset or view.
 
-    Items are ``{"observation", "action", "reward", "next_observation", "terminated",
-    "truncated"}``; the default collate stacks them into batches. Reads go through the
-    dataset's block cache, so a shuffled ``DataLoader`` is fast once blocks are cached.
+    Items are ``{"observations", "actions", "rewards", "next_observations", "terminations",
+    "truncations"}`` (one step each); the default collate stacks them into batches. Reads go
+    through the dataset's block cache, so a shuffled ``DataLoader`` is fast once blocks are
+    cached.
     """
 
     def __init__(self, dataset: Dataset) -> None:
@@ -92,14 +125,17 @@ class TransitionDataset(_TorchDataset):
         index %= n
         i = int(np.searchsorted(self._ends, index, side="right"))
         t = index - (int(self._ends[i - 1]) if i else 0)
-        return to_tensors(self.dataset._transition(int(self.dataset._pos[i]), t))
+        step = self.dataset._transition(int(self.dataset._pos[i]), t)
+        return _Item({_OLD_KEYS[k]: to_tensors(v) for k, v in step.items()})
 
 
 class BatchIterable(_TorchIterable):
     """Batches from ``Pipeline.batch_iter`` as tensors; use ``DataLoader(..., batch_size=None)``.
 
-    Each DataLoader worker draws its own stream (seed + worker id) with an in-process reader,
-    so the loader's workers are the reader processes.
+    The DataLoader's workers share one stream: each takes every k-th block of the seeded block
+    order (``batch_iter(shard=...)``) with its own draws and an in-process reader, so the union
+    of their batches is one stream's epoch, whatever ``num_workers`` (not k copies of it).
+    ``include_metadata`` adds ``episode_id`` and ``step`` (``[batch, seq_len]`` tensors).
     """
 
     def __init__(
@@ -110,6 +146,7 @@ class BatchIterable(_TorchIterable):
         num_epochs: int = 1,
         seed: int = 0,
         preload_buffer_size: int = 2,
+        include_metadata: bool = False,
     ) -> None:
         self.dataset = dataset
         self.kwargs = {
@@ -117,21 +154,26 @@ class BatchIterable(_TorchIterable):
             "seq_len": seq_len,
             "num_epochs": num_epochs,
             "preload_buffer_size": preload_buffer_size,
+            "include_metadata": include_metadata,
         }
         self.seed = seed
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
-        worker = 0 if info is None else info.id
+        shard = None if info is None else (info.id, info.num_workers)
         pipe = self.dataset.pipeline(num_workers=0)
-        for batch in pipe.batch_iter(seed=self.seed + worker, **self.kwargs):
+        for batch in pipe.batch_iter(seed=self.seed, shard=shard, **self.kwargs):
             obs, act, rew, nxt, _ = batch
-            yield {
-                "observations": to_tensors(obs),
-                "actions": to_tensors(act),
-                "rewards": to_tensors(rew),
-                "next_observations": to_tensors(nxt),
-                "terminated": to_tensors(batch.terminated),
-                "truncated": to_tensors(batch.truncated),
-                "mask": to_tensors(batch.mask),
-            }
+            item = _Item(
+                observations=to_tensors(obs),
+                actions=to_tensors(act),
+                rewards=to_tensors(rew),
+                next_observations=to_tensors(nxt),
+                terminations=to_tensors(batch.terminated),
+                truncations=to_tensors(batch.truncated),
+                mask=to_tensors(batch.mask),
+            )
+            if batch.metadata is not None:
+                item["episode_id"] = to_tensors(batch.metadata["episode_id"])
+                item["step"] = to_tensors(batch.metadata["step"])
+            yield item

@@ -265,3 +265,8 @@ def wait_for_commit(
             return total
         time.sleep(0.01)
     raise AssertionError(f"no commit of more than {above} episodes of {dataset_id} in {timeout} s")
+
+
+def constant_action(obs: Any, value: Any = 0) -> Any:
+    """A policy that always returns ``value`` (``policy.value=5``: invalid CartPole actions)."""
+    return value

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from collector.errors import CollectionError
+from collector.errors import CollectionError, StorageError
 from collector.rollout import run_episode
 from collector.seeding import env_seed
 
@@ -60,7 +60,7 @@ def run_local(
     except KeyboardInterrupt:
         _abandon(recorder, committer)
         raise
-    except CollectionError:
+    except (CollectionError, StorageError):  # a storage error is the disk's, not an episode's
         _abandon(recorder, committer)
         raise
     except Exception as e:

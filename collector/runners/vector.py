@@ -33,7 +33,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array
 from tqdm import tqdm
 
-from collector.errors import CollectionError, UsageError
+from collector.errors import CollectionError, StorageError, UsageError
 from collector.policies import batch_actor
 from collector.seeding import env_seed, policy_seed
 from collector.spaces import batch_item
@@ -159,7 +159,9 @@ def run_vector(
         for rec in recorders:
             rec.discard_episode()
         committer.flush()
-        if isinstance(e, (KeyboardInterrupt, CollectionError)) or not isinstance(e, Exception):
+        if isinstance(e, (KeyboardInterrupt, CollectionError, StorageError)) or not isinstance(
+            e, Exception
+        ):
             raise
         running = [c for c in current if c is not None]
         raise CollectionError(
@@ -258,7 +260,9 @@ def run_vector_entry_point(
         running = recorder.open_ids
         recorder.discard()
         committer.flush()
-        if isinstance(e, (KeyboardInterrupt, CollectionError)) or not isinstance(e, Exception):
+        if isinstance(e, (KeyboardInterrupt, CollectionError, StorageError)) or not isinstance(
+            e, Exception
+        ):
             raise
         raise CollectionError(
             f"vector env failed while running episodes {running[running >= 0].tolist()}: "

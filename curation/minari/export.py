@@ -155,8 +155,20 @@ def _spec_text(spec: str | dict[str, Any]) -> str:
 
 
 def _write_hdf5(ds: Dataset, data_dir: Path) -> None:
-    """``main_data.hdf5``: one ``episode_{i}`` group per episode, as Minari's HDF5 storage."""
-    with h5py.File(data_dir / layout.HDF5_FILE, "w", track_order=True) as f:
+    """``main_data.hdf5``: one ``episode_{i}`` group per episode, as Minari's HDF5 storage.
+
+    The file is built in memory (h5py's core driver, no backing store) and written with one
+    plain write (``fmt.write_new_file``): HDF5 never writes to disk itself, because a full
+    disk under an HDF5 write crashes the process (issue 16 item 7) where a plain write is one
+    ``StorageError``. Memory holds the whole file meanwhile (Minari's layout is uncompressed).
+    """
+    with h5py.File(
+        f"minari-{uuid.uuid4().hex}",
+        "w",
+        driver="core",
+        backing_store=False,
+        track_order=True,
+    ) as f:
         for new_id, ep in enumerate(ds.iterate_episodes()):
             group = f.create_group(f"episode_{new_id}")
             group.attrs.update(_episode_attrs(ep, new_id))
@@ -166,6 +178,9 @@ def _write_hdf5(ds: Dataset, data_dir: Path) -> None:
             group.create_dataset("terminations", data=np.asarray(ep.terminations, bool))
             group.create_dataset("truncations", data=np.asarray(ep.truncations, bool))
             _write_infos(group.create_group("infos"), minari_infos(ep.infos))
+        f.flush()
+        image = f.id.get_file_image()
+    fmt.write_new_file(data_dir / layout.HDF5_FILE, image, sync=True)
 
 
 def _check_arrow(ds: Dataset) -> None:
@@ -300,9 +315,11 @@ def to_minari(
         The Minari dataset folder.
 
     Raises:
-        UsageError: an unknown ``data_format``, an id Minari cannot parse, or (arrow and
-            parquet) an episode too long for Minari's arrow reader.
+        UsageError: an unknown ``data_format``, an id Minari cannot parse, a target that is
+            a symbolic link, or (arrow and parquet) an episode too long for Minari's arrow
+            reader.
         DatasetExistsError: the Minari dataset exists and ``overwrite`` is false.
+        StorageError: the Minari root is full, read-only or not writable; nothing is left.
     """
     if data_format not in layout.FORMATS:
         raise UsageError(
@@ -315,6 +332,11 @@ def to_minari(
     layout.check_minari_id(dataset_id)
     base = layout.resolve_minari_root(minari_root)
     target = base / dataset_id
+    if target.is_symlink():  # replacing it would remove files that may not be this export's
+        raise UsageError(
+            f"Minari dataset {dataset_id!r} at {target} is a symbolic link (to "
+            f"{os.readlink(target)}); remove the link or export under another id"
+        )
     if target.exists() and not overwrite:
         raise DatasetExistsError(
             f"Minari dataset {dataset_id!r} already exists at {target}; pass overwrite=True "
@@ -324,17 +346,20 @@ def to_minari(
     staging = base / f".harvest-export-{uuid.uuid4().hex[:12]}"
     data_dir = staging / layout.DATA_DIR
     try:
-        data_dir.mkdir(parents=True)
-        if data_format == "hdf5":
-            _write_hdf5(ds, data_dir)
-        else:
-            _write_arrow(ds, data_dir, data_format)
-        meta = _metadata(ds, dataset_id, data_dir, data_format)
-        (data_dir / layout.METADATA_FILE).write_text(json.dumps(meta))
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staging, target)
+        with fmt.storage_errors(staging, "export to"):  # a full or read-only Minari root
+            data_dir.mkdir(parents=True)
+            if data_format == "hdf5":
+                _write_hdf5(ds, data_dir)
+            else:
+                _write_arrow(ds, data_dir, data_format)
+            meta = _metadata(ds, dataset_id, data_dir, data_format)
+            fmt.write_new_file(
+                data_dir / layout.METADATA_FILE, json.dumps(meta).encode(), sync=True
+            )
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     namespace, _, _ = fmt.parse_dataset_id(dataset_id)
@@ -343,5 +368,5 @@ def to_minari(
         for depth in range(1, len(parts) + 1):
             file = base.joinpath(*parts[:depth]) / layout.NAMESPACE_FILE
             if not file.exists():
-                file.write_text("{}")
+                fmt.write_new_file(file, b"{}")
     return target

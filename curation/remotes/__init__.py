@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from collector.errors import UsageError
+from collector.redact import redact_url
 from curation.remotes.base import Remote, TransferReport
 
 __all__ = [
@@ -44,6 +45,13 @@ def open_remote(remote: str | Remote | None = None) -> Remote:
     if not uri:
         raise UsageError(
             f"no remote given: pass --remote URI (remote=URI) or set ${REMOTE_ENV} to {_FORMS}"
+        )
+    shown = redact_url(uri)
+    if shown != uri:  # it would be echoed in errors and stored in provenance (issue 16)
+        raise UsageError(
+            f"remote {shown!r} has credentials in the URI; remove them and log in instead "
+            "(gcp://: Application Default Credentials or GOOGLE_APPLICATION_CREDENTIALS; hf://: "
+            "`hf auth login` or HF_TOKEN)"
         )
     scheme, sep, rest = uri.partition("://")
     if not sep or not rest.strip("/"):

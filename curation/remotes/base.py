@@ -7,7 +7,12 @@ must behave the same on a folder, the Hub and a bucket:
 - **push**: data files first, ``metadata.json`` last, so a dataset is listed only once complete.
   Files already on the remote with the same sha256 are skipped, so a push is idempotent and an
   interrupted one resumes. A remote copy with other content is replaced only with ``overwrite``.
-  Files the new manifest no longer names are removed after the new ``metadata.json`` is live.
+  Files the new manifest no longer names are removed after the new ``metadata.json`` is live
+  (only the dataset's own: its manifest and shard names directly in ``data/``). A push carries
+  exactly the dataset's episodes: a linked shard that also holds others (a split's held-out
+  part) is compacted first (``fmt.exact_shards``), the fingerprint unchanged.
+- **nesting**: a dataset never contains another, on a remote as locally; a push or pull of an
+  id inside or around another dataset is refused.
 - **pull**: every file lands in ``<root>/.tmp/`` and is checked against the sha256 in
   ``metadata.json``; the folder is renamed into place only when complete, under the dataset's
   writer lock. A failed pull leaves nothing behind.
@@ -19,6 +24,7 @@ import contextlib
 import os
 import shutil
 import sys
+import uuid
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +47,7 @@ from collector.errors import (
     RemoteError,
     UsageError,
 )
+from collector.redact import redact_url
 
 __all__ = [
     "ObjectStoreRemote",
@@ -206,7 +213,7 @@ class Remote(ABC):
     scheme: ClassVar[str]
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
+        self.uri = redact_url(uri)  # for messages and cards; subclasses parse their ``uri``
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
@@ -261,7 +268,11 @@ class Remote(ABC):
     ) -> TransferReport:
         """Publish a local dataset's latest commit; resumable and idempotent.
 
+        Shards that hold episodes the manifest leaves out are compacted in ``<root>/.tmp``
+        first, so the remote gets exactly the dataset's episodes.
+
         Raises:
+            UsageError: a remote dataset sits inside or around ``dataset_id``'s folder.
             DatasetNotFoundError: no such local dataset.
             DatasetExistsError: the remote holds this id with other content (pass ``overwrite``).
             CorruptDatasetError: a local file does not match its sha256 (nothing is published).
@@ -270,6 +281,26 @@ class Remote(ABC):
         path = fmt.dataset_path(dataset_id, root)
         data = fmt.read_metadata_bytes(path, dataset_id)
         meta = fmt.loads_metadata(data, str(path / META), dataset_id)
+        staging = fmt.datasets_root(root) / ".tmp" / f"push-{uuid.uuid4().hex[:12]}"
+        try:
+            # exactly the dataset's episodes: linked shards may hold others (issue 16)
+            exact, local = fmt.exact_shards(path, meta, staging)
+            if exact is not meta:
+                meta, data = exact, fmt.dumps_metadata(exact).encode()
+            return self._push(dataset_id, path, data, meta, local, overwrite, progress)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _push(
+        self,
+        dataset_id: str,
+        path: Path,
+        data: bytes,
+        meta: dict[str, Any],
+        local: dict[str, Path],
+        overwrite: bool,
+        progress: bool | None,
+    ) -> TransferReport:
         files = fmt.dataset_files(meta, dataset_id)
         report = TransferReport("push", dataset_id, self.uri, path=path)
         with self._session(dataset_id):
@@ -282,6 +313,7 @@ class Remote(ABC):
                 if not (remote is not None and _same_content(meta, remote)) and not overwrite:
                     raise _exists_error(dataset_id, f"on {self.uri}", ("remote", remote), meta)
             existing = self._stat(dataset_id)
+            self._check_nesting(dataset_id, existing)
             if remote_data == data and all(rel in existing for rel, _, _ in files):
                 report.up_to_date = True
                 report.skipped = [rel for rel, _, _ in files]
@@ -294,9 +326,10 @@ class Remote(ABC):
                     if remote_sha == sha:
                         report.skipped.append(rel)
                         continue
-                uploads.append(Upload(rel, path / rel, sha, size))
+                uploads.append(Upload(rel, local[rel], sha, size))
             wanted = {rel for rel, _, _ in files} | {META}
-            removals = sorted(rel for rel in existing if rel not in wanted)
+            # only this dataset's own files: never a nested dataset's (issue 16)
+            removals = sorted(r for r in existing if r not in wanted and self._owns(r))
             total = sum(u.size for u in uploads)
             with (
                 _progress_bar(total, f"push {dataset_id}", progress) as bar,
@@ -323,6 +356,7 @@ class Remote(ABC):
             DatasetExistsError: a local dataset with this id and other content (``overwrite``).
             CorruptDatasetError: a pulled file does not match ``metadata.json``; nothing is kept.
             LockHeldError: a local writer is using the id.
+            UsageError: a local dataset sits inside or around ``dataset_id``'s folder.
             RemoteError: the remote is unreachable or refuses.
         """
         path = fmt.dataset_path(dataset_id, root)
@@ -332,6 +366,7 @@ class Remote(ABC):
             meta = self._parse(dataset_id, data)
             files = fmt.dataset_files(meta, f"{self.uri} {dataset_id}")
             with fmt.DatasetLock(dataset_id, root):
+                fmt.check_not_nested(dataset_id, root)
                 if path.exists():
                     local = fmt.read_metadata(path, dataset_id) if (path / META).exists() else None
                     if local is not None and _same_content(local, meta):
@@ -377,6 +412,27 @@ class Remote(ABC):
             self._delete(dataset_id)
 
     # -- shared helpers -------------------------------------------------------------------
+
+    def _check_nesting(self, dataset_id: str, files: dict[str, RemoteFile]) -> None:
+        """Refuse ``dataset_id`` if a remote dataset sits inside or around its folder.
+
+        ``files`` is the id's folder listing (``_stat``): a ``metadata.json`` below its own is a
+        nested dataset. Each folder prefix that is an id is asked for its ``metadata.json``.
+
+        Raises:
+            UsageError: naming both ids and the fix.
+        """
+        inner = sorted(rel.rpartition("/")[0] for rel in files if rel.endswith("/" + META))
+        if inner:
+            raise fmt.nesting_error(dataset_id, f"{dataset_id}/{inner[0]}", f"on {self.uri}")
+        for prefix in fmt.id_ancestors(dataset_id):
+            try:
+                fmt.parse_dataset_id(prefix)
+                found = self._read(prefix, META) is not None
+            except UsageError:  # not an id, or one this remote cannot hold (hf:// namespaces)
+                continue
+            if found:
+                raise fmt.nesting_error(dataset_id, prefix, f"on {self.uri}")
 
     def _require(self, dataset_id: str) -> bytes:
         data = self._read(dataset_id, META)
@@ -443,6 +499,10 @@ class Remote(ABC):
             "(replaced mid-pull, or a broken push); pull again, or push it again"
         )
 
+    def _owns(self, rel: str) -> bool:
+        """Whether a file listed under a dataset's folder is the dataset's own to remove."""
+        return fmt.is_own_file(rel)
+
     def _hash(self, dataset_id: str, rel: str) -> str | None:
         """The sha256 of a remote file when the backend can compute it cheaply, else None."""
         return None
@@ -503,7 +563,8 @@ class ObjectStoreRemote(Remote):
 
     def _delete(self, dataset_id: str) -> None:
         self._remove(dataset_id, [META])
-        self._remove(dataset_id, sorted(self._stat(dataset_id)))
+        # only its own files: a dataset an older harvest nested below it stays whole
+        self._remove(dataset_id, sorted(r for r in self._stat(dataset_id) if self._owns(r)))
 
     @abstractmethod
     def _put(self, dataset_id: str, upload: Upload) -> None:
@@ -520,6 +581,12 @@ class ObjectStoreRemote(Remote):
 
 def _swap_in(staging: Path, path: Path) -> None:
     """Rename a complete pulled folder into place, moving any previous copy aside first."""
+    for link in (path, path / fmt.DATA_DIR):  # issue 16 item 4: never remove through a link
+        if link.is_symlink():
+            raise UsageError(
+                f"not replacing the local dataset at {path}: {link} is a symbolic link (to "
+                f"{os.readlink(link)}); remove the link, or pull into another root"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if path.exists():

@@ -7,7 +7,8 @@ Contents:
 The card is built from ``metadata.json`` alone (no step data is read) and is deterministic:
 the same metadata gives the same bytes, so re-pushing an unchanged repo changes nothing.
 Provenance is summarised with ``curate show``'s helpers after dropping every key that names a
-credential (``SECRET_KEY_RE``), at any depth.
+credential (``SECRET_KEY_RE``), at any depth; no URL in the card keeps its credentials
+(``collector.redact``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 
 from collector import format as fmt
 from collector.errors import MissingExtraError, UsageError
+from collector.redact import redact, redact_url
 from curation.inventory import plain_text, provenance_summary, step_text
 
 __all__ = ["SECRET_KEY_RE", "dataset_card", "size_category"]
@@ -46,13 +48,21 @@ def size_category(n: int) -> str:
 
 
 def _scrub(value: Any) -> Any:
-    """``value`` without mapping keys that name credentials, recursively; overrides filtered."""
+    """``value`` without mapping keys that name credentials, recursively; overrides filtered.
+
+    ``collector.redact.redact`` masks what it knows first; what is left of a broader
+    ``SECRET_KEY_RE`` is dropped.
+    """
+    return _drop(redact(value))
+
+
+def _drop(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {k: _scrub(v) for k, v in value.items() if not SECRET_KEY_RE.search(str(k))}
+        return {k: _drop(v) for k, v in value.items() if not SECRET_KEY_RE.search(str(k))}
     if isinstance(value, list | tuple):
         # Hydra overrides are "key=value" strings: judge them by their key
         return [
-            _scrub(v)
+            _drop(v)
             for v in value
             if not (isinstance(v, str) and "=" in v and SECRET_KEY_RE.search(v.split("=")[0]))
         ]
@@ -265,4 +275,5 @@ def dataset_card(
     )
     sections = [_section(i, m, where[i], remote) for i, m in zip(ids, metas, strict=True)]
     body = "\n\n".join([intro, _overview(datasets, where), *sections])
-    return f"---\n{data.to_yaml()}\n---\n\n{body}\n"
+    # a manifest may predate redaction or come from elsewhere: no URL credentials in any line
+    return redact_url(f"---\n{data.to_yaml()}\n---\n\n{body}\n")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from collector import format as fmt
@@ -86,6 +88,43 @@ class FileRemote(ObjectStoreRemote):
             )
         return real
 
+    def _target(self, dataset_id: str, rel: str, *, create: bool) -> Path | None:
+        """The remote file to write or delete, with no symlink on the way from the remote root.
+
+        A planted link (``data`` -> someone's folder) must not make a push write, or a delete
+        unlink, outside the remote folder. Missing folders are created when ``create`` (else
+        None: there is nothing to delete).
+
+        Raises:
+            RemoteError: a folder on the way is a symlink or not a folder.
+        """
+        folder = self._root()
+        for part in [*dataset_id.split("/"), *rel.split("/")[:-1]]:
+            folder = folder / part
+            try:
+                mode = os.lstat(folder).st_mode
+            except FileNotFoundError:
+                if not create:
+                    return None
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder)
+                mode = os.lstat(folder).st_mode
+            if not stat.S_ISDIR(mode):
+                what = "a symlink" if stat.S_ISLNK(mode) else "not a folder"
+                raise RemoteError(
+                    f"{folder.relative_to(self.base)} on {self.uri} is {what}; refusing to "
+                    f"write or delete {dataset_id}/{rel} through it (replace it with a folder)"
+                )
+        return folder / rel.rsplit("/", 1)[-1]
+
+    def _owns(self, rel: str) -> bool:
+        # also the temporary names its writes give its own files (a killed push's)
+        folder, _, name = rel.rpartition("/")
+        tmp = re.fullmatch(r"\.(.+)\.[0-9a-f]{8}\.tmp", name)
+        if tmp is not None:
+            rel = f"{folder}/{tmp[1]}" if folder else tmp[1]
+        return rel == fmt.METADATA_TMP or fmt.is_own_file(rel)
+
     def _read(self, dataset_id: str, rel: str) -> bytes | None:
         try:
             with open(self._source(dataset_id, rel), "rb") as f:
@@ -113,27 +152,35 @@ class FileRemote(ObjectStoreRemote):
             raise self._missing_file(dataset_id, rel) from e
 
     def _put(self, dataset_id: str, upload: Upload) -> None:
-        dest = self._folder(dataset_id) / upload.rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with self._temporary(dest) as tmp:
-            shutil.copyfile(upload.path, tmp)
+        dest = self._target(dataset_id, upload.rel, create=True)
+        assert dest is not None
+        with self._temporary(dest) as (tmp, fh), open(upload.path, "rb") as src:
+            shutil.copyfileobj(src, fh, 1 << 20)
+            fh.flush()
             check_upload(upload, tmp, f"copied to {self.uri}")
-            fmt.fsync_path(tmp)
-            os.chmod(tmp, 0o444)
+            os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), 0o444)
             os.rename(tmp, dest)
         fmt.fsync_path(dest.parent)
 
     def _write(self, dataset_id: str, rel: str, data: bytes) -> None:
-        dest = self._folder(dataset_id) / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fmt.atomic_write(dest, data)
+        dest = self._target(dataset_id, rel, create=True)
+        assert dest is not None
+        with self._temporary(dest) as (tmp, fh):
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        fmt.fsync_path(dest.parent)
 
     def _remove(self, dataset_id: str, rels: list[str]) -> None:
         folder = self._folder(dataset_id)
-        for rel in rels:
-            with contextlib.suppress(FileNotFoundError):
-                (folder / rel).unlink()
-        if folder.is_dir():
+        targets = [self._target(dataset_id, rel, create=False) for rel in rels]  # all checked
+        for target in targets:
+            if target is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    target.unlink()
+        if folder.is_dir() and not folder.is_symlink():
             fmt.fsync_path(folder)
             # prune folders left empty, the dataset's own included (never above it)
             for dirpath, _, _ in sorted(os.walk(folder), key=lambda t: -len(t[0])):
@@ -141,10 +188,13 @@ class FileRemote(ObjectStoreRemote):
                     Path(dirpath).rmdir()
 
     @contextlib.contextmanager
-    def _temporary(self, dest: Path) -> Iterator[Path]:
+    def _temporary(self, dest: Path) -> Iterator[tuple[Path, BinaryIO]]:
+        """A new file next to ``dest``, created exclusively: never opened through a planted link."""
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
-            yield tmp
+            with os.fdopen(fd, "wb") as fh:
+                yield tmp, fh
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

@@ -331,7 +331,12 @@ class HubRemote(Remote):
     def _delete(self, dataset_id: str) -> None:
         hub = _hub()
         repo, path = self.locate(dataset_id)
-        ops: list[Any] = [hub.CommitOperationDelete(f"{path}/", is_folder=True)]
+        # only its own files: a dataset an older harvest nested below it stays whole
+        ops: list[Any] = [
+            hub.CommitOperationDelete(f"{path}/{rel}")
+            for rel in sorted(self._stat(dataset_id))
+            if self._owns(rel)
+        ]
         card = self._card(repo, {dataset_id: None})
         if card is not None:
             ops.append(hub.CommitOperationAdd(CARD_FILE, card))

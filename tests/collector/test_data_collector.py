@@ -733,6 +733,39 @@ def test_cleanup_spares_live_collectors(datasets_root: Path) -> None:
     assert fmt.verify_dataset("fake/live-v0").ok
 
 
+def test_a_start_cleans_only_abandoned_spills_of_its_own_kind(
+    datasets_root: Path, tmp_path: Path
+) -> None:
+    """Issue 16 item 17: a new collector cleaned all of ``<root>/.tmp``, a live pull's too."""
+    base = datasets_root / fmt.SPILL_DIR
+    # a pull in progress: its staging folder, under the dataset's writer lock
+    staging = base / "pull-ns~pulled-v0"
+    (staging / fmt.DATA_DIR).mkdir(parents=True)
+    (staging / fmt.DATA_DIR / "shard-000000-0123abcd.h5").write_bytes(b"half downloaded")
+    # another tool's folder, and a link named like a spill folder (never followed)
+    (base / "other-tool").mkdir()
+    (base / "other-tool" / "keep.txt").write_text("not ours")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("not ours either")
+    (base / "4242-0123456789ab").symlink_to(outside, target_is_directory=True)
+    # an abandoned spill folder: its owner file exists and nobody holds it
+    abandoned = base / "999999-abcdefabcdef"
+    abandoned.mkdir()
+    (abandoned / ".owner").touch()
+    (abandoned / "spill-000000.h5").write_bytes(b"junk")
+
+    with fmt.DatasetLock("ns/pulled-v0"):
+        DataCollector(FakeEnv())
+        assert (staging / fmt.DATA_DIR / "shard-000000-0123abcd.h5").read_bytes() == (
+            b"half downloaded"
+        )
+    assert (base / "other-tool" / "keep.txt").is_file()
+    assert (outside / "precious.txt").is_file()
+    assert (base / "4242-0123456789ab").is_symlink()
+    assert not abandoned.exists()
+
+
 # --------------------------------------------------------------------------------------------
 # 7. unsupported spaces
 

@@ -14,6 +14,8 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -696,7 +698,7 @@ def test_second_writer_in_process_is_refused(datasets_root: Path) -> None:
         assert info.value.pid == os.getpid()
         assert isinstance(info.value, BlockingIOError)
         assert "is being written by another process" in str(info.value)
-        lock = datasets_root / ".locks" / "ns" / "locked-v0.lock"
+        lock = datasets_root / "ns" / ".locks" / "locked-v0.lock"
         assert lock.is_file()
         assert lock.read_text().strip() == str(os.getpid())
         assert not [p for p in (datasets_root / dsid).rglob("*") if "lock" in p.name]
@@ -735,13 +737,101 @@ def test_lock_held_by_another_process_names_its_pid(datasets_root: Path) -> None
             with pytest.raises(LockHeldError, match=re.escape(f"(pid {proc.pid})")) as info:
                 fmt.DatasetWriter(dsid)
             assert info.value.pid == proc.pid
-            assert (datasets_root / ".locks" / "ns" / "proc-v0.lock").is_file()
+            assert (datasets_root / "ns" / ".locks" / "proc-v0.lock").is_file()
         finally:
             proc.kill()
             proc.wait(timeout=10)
     # the holder is gone: the lock is free again
     with fmt.DatasetWriter(dsid) as w:
         assert not w.exists
+
+
+@pytest.mark.parametrize("linked", ["namespace", "dataset"])
+def test_one_dataset_through_two_roots_has_one_lock(tmp_path: Path, linked: str) -> None:
+    """Issue 16 item 18: locks were per root path, so a symlinked root let two writers in."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_dataset_at = "ns/shared-v0"
+    with fmt.DatasetWriter(write_dataset_at, first) as w:
+        w.start(base_meta())
+    (second / "ns").mkdir(parents=True)
+    if linked == "namespace":
+        (second / "ns").rmdir()
+        (second / "ns").symlink_to(first / "ns", target_is_directory=True)
+    else:
+        (second / "ns" / "shared-v0").symlink_to(first / "ns" / "shared-v0")
+    with fmt.DatasetWriter(write_dataset_at, first):
+        with pytest.raises(LockHeldError, match=re.escape(f"(pid {os.getpid()})")):
+            fmt.DatasetWriter(write_dataset_at, second)
+    with fmt.DatasetWriter(write_dataset_at, second):
+        with pytest.raises(LockHeldError):
+            fmt.DatasetWriter(write_dataset_at, first)
+    # the lock stays outside every dataset folder
+    assert not [p for p in (first / "ns" / "shared-v0").rglob("*") if "lock" in p.name]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o664), (0o022, 0o644)])
+def test_lock_files_are_group_writable_under_a_group_umask(umask: int, mode: int) -> None:
+    """Issue 16 item 18: lock files were created 0644 whatever the umask."""
+    old = os.umask(umask)
+    try:
+        lock = fmt.DatasetLock("ns/mode-v0").acquire()
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_IMODE(lock.path.stat().st_mode) == mode
+    finally:
+        lock.release()
+
+
+def as_other_user(uid: int, gid: int, fn: Any) -> int:
+    """Run ``fn()`` in a forked child as ``uid:gid`` (no other groups); its exit status."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            fn()
+            code = 0
+        except BaseException as e:
+            print(f"as_other_user: {e!r}", file=sys.stderr, flush=True)
+        os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.fixture
+def shared_root() -> Iterator[Path]:
+    """A setgid folder of group 4242, mode 2775, that another user can reach (not under /root)."""
+    shared = Path(tempfile.mkdtemp(prefix="harvest-shared-", dir="/tmp"))
+    try:
+        os.chown(shared, 0, 4242)
+        os.chmod(shared, 0o2775)
+        yield shared
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user")
+def test_a_second_user_can_take_a_lock_file_it_cannot_write(shared_root: Path) -> None:
+    """Issue 16 item 18: another user of a shared root could not open a 0644 lock file."""
+    old = os.umask(0o022)  # the first user's umask: its lock file is not group-writable
+    try:
+        fmt.DatasetLock("ns/shared-v0", shared_root).acquire().release()
+    finally:
+        os.umask(old)
+    lock = shared_root / "ns" / ".locks" / "shared-v0.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o644
+    take = fmt.DatasetLock("ns/shared-v0", shared_root).acquire
+    assert as_other_user(65534, 4242, take) == 0
+    # while the first user holds it, the second is refused with the usual error
+    with fmt.DatasetLock("ns/shared-v0", shared_root):
+
+        def refused() -> None:
+            with pytest.raises(LockHeldError, match=re.escape(f"(pid {os.getppid()})")):
+                fmt.DatasetLock("ns/shared-v0", shared_root).acquire()
+
+        assert as_other_user(65534, 4242, refused) == 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -808,6 +898,74 @@ def test_overwrite_removes_the_old_generation_when_the_next_writer_opens() -> No
     with fmt.DatasetWriter(dsid):
         assert data_listing(dsid) == {new}
     assert old_files.isdisjoint(data_listing(dsid))
+
+
+def test_cleanup_removes_only_its_own_names_and_never_a_link(tmp_path: Path) -> None:
+    """Issue 16 item 4: cleanup removed every unreferenced entry of ``data/``, links included."""
+    dsid = "ns/own-v0"
+    meta = write_dataset(dsid, [synth([0, 1])])
+    data = fmt.dataset_path(dsid) / fmt.DATA_DIR
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.h5").write_bytes(b"someone else's")
+    (data / "notes.txt").write_text("the user's")
+    (data / "shard-000777-0123abcd.h5").symlink_to(outside / "precious.h5")
+    (data / "shard-000778-0123abcd.h5").mkdir()  # a folder is no shard either
+    (data / ".shard-0123456789ab.h5.tmp").write_bytes(b"ours: a torn write")
+    (data / "shard-000779-0123abcd.h5").write_bytes(b"ours: an uncommitted shard")
+    with fmt.DatasetWriter(dsid) as w:
+        assert w.cleanup() == []
+    assert data_listing(dsid) == {
+        meta["shards"][0]["file"],
+        "notes.txt",
+        "shard-000777-0123abcd.h5",
+        "shard-000778-0123abcd.h5",
+    }
+    assert (outside / "precious.h5").read_bytes() == b"someone else's"
+
+
+def test_a_symlinked_data_folder_is_never_cleaned(tmp_path: Path) -> None:
+    """Issue 16 item 4: a no-op reopen deleted a file of the folder ``data/`` pointed to."""
+    dsid = "ns/linked-v0"
+    meta = write_dataset(dsid, [synth([0, 1])])
+    path = fmt.dataset_path(dsid)
+    shared = tmp_path / "shared"
+    shutil.move(path / fmt.DATA_DIR, shared)
+    (path / fmt.DATA_DIR).symlink_to(shared, target_is_directory=True)
+    others = {"notes.txt", "shard-000001-89abcdef.h5", ".shard-0123456789ab.h5.tmp"}
+    for name in others:
+        (shared / name).write_bytes(b"another dataset's")
+    with fmt.DatasetWriter(dsid) as w:
+        assert sorted(w.committed_ids().tolist()) == [0, 1]
+        assert w.cleanup() == []
+    assert {p.name for p in shared.iterdir()} == others | {meta["shards"][0]["file"]}
+    assert [ep["id"] for ep in read_episodes(dsid)] == [0, 1]
+
+
+def test_a_no_op_resume_keeps_the_files_of_the_folder_data_links_to(tmp_path: Path) -> None:
+    """Issue 16 item 4, as found: re-running a finished ``collect`` deleted an unrelated file."""
+    from helpers import collect_cartpole
+
+    from collector.collect import collect
+
+    dsid = collect_cartpole("ns/resumed-v0", 4)
+    path = fmt.dataset_path(dsid)
+    shared = tmp_path / "big-disk"
+    shutil.move(path / fmt.DATA_DIR, shared)
+    (path / fmt.DATA_DIR).symlink_to(shared, target_is_directory=True)
+    (shared / "thesis.pdf").write_bytes(b"someone's")
+    result = collect(
+        {
+            "env": "CartPole-v1",
+            "episodes": 4,
+            "seed": 0,
+            "dataset_id": dsid,
+            "policy": {"_target_": "collector.policies.RandomPolicy"},
+        }
+    )
+    assert result.noop
+    assert (shared / "thesis.pdf").read_bytes() == b"someone's"
+    assert fmt.verify_dataset(dsid).ok
 
 
 # ------------------------------------------------------------------------------------------

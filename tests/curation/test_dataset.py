@@ -1164,6 +1164,29 @@ def test_delete_dataset(datasets_root: Path) -> None:
     assert len(load_dataset("ns/kept-v0")) == 1
 
 
+@pytest.mark.parametrize("linked", ["dataset", "data"])
+def test_delete_of_a_symlinked_dataset_refuses_before_touching_anything(
+    datasets_root: Path, tmp_path: Path, linked: str
+) -> None:
+    """Issue 16 item 4: delete unlinked metadata.json, then rmtree failed on the link."""
+    write_synthetic("ns/linked-v0", [[0, 1]])
+    path = datasets_root / "ns" / "linked-v0"
+    moved = tmp_path / "elsewhere"
+    link = path if linked == "dataset" else path / fmt.DATA_DIR
+    os.rename(link, moved)
+    link.symlink_to(moved, target_is_directory=True)
+
+    def listing() -> list[str]:  # the lock files are not the dataset's
+        return sorted(str(p) for p in tmp_path.rglob("*") if fmt.LOCKS_DIR not in p.parts)
+
+    before = listing()
+    with pytest.raises(UsageError, match="is a symbolic link") as info:
+        delete_dataset("ns/linked-v0")
+    assert "\n" not in str(info.value) and str(link) in str(info.value)
+    assert listing() == before
+    assert [ep.id for ep in load_dataset("ns/linked-v0")] == [0, 1]
+
+
 def test_delete_while_a_writer_holds_the_lock_deletes_nothing(datasets_root: Path) -> None:
     write_synthetic("ns/busy-v0", [[0, 1], [2]])
     before = sorted(p.name for p in (datasets_root / "ns" / "busy-v0").rglob("*"))
@@ -1284,3 +1307,56 @@ def test_escaped_info_keys_round_trip() -> None:
     """An info key with '/' is a leaf, not a nested dict (escaped in storage)."""
     ds = load_dataset(record_deep())
     assert "rate/s" in ds[0].infos and "rate" not in ds[0].infos
+
+
+def tree_names(root: Path) -> list[str]:
+    """Every path under ``root`` but lock files and (empty) spill folders."""
+    paths = [p.relative_to(root) for p in root.rglob("*")]
+    return sorted(p.as_posix() for p in paths if p.parts[0] not in (".locks", ".tmp"))
+
+
+def test_no_writer_puts_a_dataset_inside_or_around_another(datasets_root: Path) -> None:
+    """Issue 16, item 1: every writer refuses nesting with one line naming both ids."""
+    from curation.ops import save_dataset
+
+    write_synthetic("ns/out-v0", [[0, 1, 2]])
+    write_synthetic("ns/deep/in-v0", [[0]])
+    source = load_dataset("ns/out-v0")
+    before = tree_names(datasets_root)
+    for new_id, what in (
+        ("ns/out-v0/sub-v0", "would sit inside dataset 'ns/out-v0'"),
+        ("ns/out-v0/data/sub-v0", "would sit inside dataset 'ns/out-v0'"),
+        ("ns/deep/in-v0/x/y-v1", "would sit inside dataset 'ns/deep/in-v0'"),
+        ("ns/deep/in-v0/data/y-v1", "would sit inside dataset 'ns/deep/in-v0'"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(f"{new_id!r} {what}")) as e:
+            save_dataset(source, new_id)
+        assert "pick another id, or delete" in str(e.value)
+        with pytest.raises(UsageError, match=re.escape(f"{new_id!r} {what}")):
+            record_cartpole(new_id, episodes=1)
+        with pytest.raises(UsageError, match=re.escape(f"{new_id!r} {what}")):
+            fmt.check_not_nested(new_id)
+    assert tree_names(datasets_root) == before
+    fmt.check_not_nested("ns/out-v0")  # its own folder is fine
+    fmt.check_not_nested("ns/deep-v0")  # so is a sibling whose name extends a folder's
+    save_dataset(source, "ns/out-v01")
+
+
+def test_delete_leaves_a_dataset_nested_inside_whole(datasets_root: Path) -> None:
+    """Issue 16, item 1: a root nested by an older harvest; delete refuses, deleting nothing."""
+    write_synthetic("ns/out-v0/in-v0", [[0, 1]])
+    os.rename(datasets_root / "ns" / "out-v0", datasets_root / "held")
+    write_synthetic("ns/out-v0", [[0, 1, 2]])
+    os.rename(datasets_root / "held" / "in-v0", datasets_root / "ns" / "out-v0" / "in-v0")
+    before = tree_names(datasets_root)
+    with pytest.raises(
+        UsageError,
+        match=re.escape("dataset 'ns/out-v0' contains dataset 'ns/out-v0/in-v0'"),
+    ) as e:
+        delete_dataset("ns/out-v0")
+    assert "delete 'ns/out-v0/in-v0' first" in str(e.value)
+    assert tree_names(datasets_root) == before
+    assert len(load_dataset("ns/out-v0")) == 3
+    delete_dataset("ns/out-v0/in-v0")
+    delete_dataset("ns/out-v0")
+    assert list_local_datasets() == {}

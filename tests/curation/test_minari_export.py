@@ -153,3 +153,40 @@ def test_minari_cli_lists_and_shows_an_export(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["show", "zoo/parquet-v0"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
     assert "CartPole-v1" in shown.output and "supported" in shown.output
+
+
+def test_an_exported_split_carries_none_of_the_held_out_episodes(tmp_path: Path) -> None:
+    """Issue 16, item 13: an export scans to exactly the dataset's episodes."""
+    import h5py
+
+    from curation.ops import save_dataset, split_dataset
+
+    record_cartpole("cart/src-v0", episodes=20)
+    train, _ = split_dataset(load_dataset("cart/src-v0"), [0.6, 0.4], seed=0)
+    saved = save_dataset(train, "cart/train-v0")
+    want = sorted(ep.seed for ep in saved.iterate_episodes())
+    assert len(want) == 12
+    for i, source in enumerate((saved, train)):
+        folder = to_minari(source, tmp_path / "minari", new_dataset_id=f"cart/train{i}-v0")
+        found = []
+        for file in sorted(folder.rglob("*.hdf5")):
+            with h5py.File(file, "r") as f:
+                found += [int(f[name].attrs["seed"]) for name in f if name.startswith("episode_")]
+        assert sorted(found) == want
+
+
+def test_overwriting_a_symlinked_export_refuses_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 item 4: no remover follows a link (rmtree refused it after the export was built)."""
+    record("zoo/box-v0", ZOO["box"], episodes=2)
+    minari_root = tmp_path / "minari"
+    elsewhere = tmp_path / "elsewhere"
+    to_minari("zoo/box-v0", minari_root=elsewhere)
+    (minari_root / "zoo").mkdir(parents=True)
+    (minari_root / "zoo" / "box-v0").symlink_to(elsewhere / "zoo" / "box-v0")
+    before = sorted(p.name for p in (elsewhere / "zoo" / "box-v0").rglob("*"))
+    with pytest.raises(UsageError, match="is a symbolic link"):
+        to_minari("zoo/box-v0", minari_root=minari_root, overwrite=True)
+    assert sorted(p.name for p in (elsewhere / "zoo" / "box-v0").rglob("*")) == before
+    assert sorted(p.name for p in minari_root.iterdir()) == ["zoo"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -426,3 +427,19 @@ def test_arrow_columns_that_do_not_fit_the_space_are_corrupt(tmp_path: Path) -> 
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(CorruptDatasetError, match="rows of 3 values do not fit"):
         from_minari("zoo/box-v0")
+
+
+def test_an_import_is_never_put_inside_or_around_another_dataset(datasets_root: Path) -> None:
+    """Issue 16, item 1: import-minari refuses nesting, in one line, leaving nothing."""
+    minari_record("zoo/box-v0", ZOO["box"])
+    from_minari("zoo/box-v0")
+    from_minari("zoo/box-v0", new_dataset_id="outer-v0/in-v0")
+    before = sorted(p for p in datasets_root.rglob("*") if ".locks" not in p.parts)
+    for new_id, what in (
+        ("zoo/box-v0/sub-v0", "would sit inside dataset 'zoo/box-v0'"),
+        ("zoo/box-v0/data/sub-v0", "would sit inside dataset 'zoo/box-v0'"),
+        ("outer-v0", "would contain dataset 'outer-v0/in-v0'"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(f"{new_id!r} {what}")):
+            from_minari("zoo/box-v0", new_dataset_id=new_id)
+    assert sorted(p for p in datasets_root.rglob("*") if ".locks" not in p.parts) == before

@@ -344,6 +344,25 @@ def test_save_of_a_whole_dataset_has_its_fingerprint() -> None:
     assert copy.metadata["provenance"]["command"] == "save"
 
 
+@pytest.mark.parametrize("part", ["linked", "copied"])
+def test_saving_a_stale_view_says_refresh_like_reads(part: str) -> None:
+    """Issue 16 item 18: saving a view whose shards were superseded gave FileNotFoundError."""
+    src = load_dataset(cartpole("cart/a-v0", 20))
+    train, val = split_dataset(src, [0.75, 0.25], seed=1)
+    view = train if part == "linked" else val
+    cartpole("cart/a-v0", 20, seed=5, overwrite=True)  # a new generation replaces the shards
+    with fmt.DatasetWriter("cart/a-v0"):
+        pass  # the next writer removes the old generation's files
+    with pytest.raises(CorruptDatasetError, match=re.escape("refresh()")) as info:
+        view.save("cart/stale-v0")
+    assert "\n" not in str(info.value)
+    assert not fmt.dataset_path("cart/stale-v0").exists()
+    with pytest.raises(CorruptDatasetError, match=re.escape("refresh()")):
+        view[0].observations  # noqa: B018 - reads say the same
+    assert len(view.refresh()) > 0  # and the advice works
+    assert view.save("cart/fresh-v0").total_episodes == len(view)
+
+
 # -- filtering by expression ----------------------------------------------------------------------
 
 

@@ -930,3 +930,26 @@ def test_stopping_early_with_workers_is_quick_and_never_hangs() -> None:
     assert not thread.is_alive(), "closing batch_iter hung"
     assert len(durations) == 5 and max(durations) < 1.5, durations
     assert not mp.active_children()
+
+
+def test_shards_of_one_seeded_stream_serve_each_block_once_per_epoch() -> None:
+    """``batch_iter(shard=(i, k))``: k consumers (torch DataLoader workers) share one stream."""
+    pipe = make_dataset(episodes=60, every_episodes=10).pipeline(num_workers=0)
+
+    def blocks(**kw: Any) -> Counter[int]:
+        got: Counter[int] = Counter()
+        for batch in pipe.batch_iter(8, 1, num_epochs=2, seed=4, preload_buffer_size=1,
+                                     include_metadata=True, **kw):  # fmt: skip
+            got[
+                int(pipe.dataset._snap.block[pipe.dataset._pos][batch.metadata["episode_id"][0]])
+            ] += 1
+        return got
+
+    whole = blocks()
+    parts = [blocks(shard=(i, 3)) for i in range(3)]
+    assert sum(parts, Counter()) == whole and len(whole) > 3
+    assert all(parts)  # every shard gets some of the blocks
+    with pytest.raises(ValueError, match="shard needs a seed"):
+        next(pipe.batch_iter(8, 1, seed=None, shard=(0, 2)))
+    with pytest.raises(ValueError, match=r"0 <= index < count"):
+        next(pipe.batch_iter(8, 1, seed=0, shard=(2, 2)))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from helpers import record_cartpole
+from helpers import collect_cartpole, record_cartpole
 
 from collector import format as fmt
 from curation.cli import main
@@ -79,3 +80,40 @@ def test_delete_remote_asks_without_yes(capsys: pytest.CaptureFixture, shared: s
     assert code == 2 and "pass --yes" in err
     code, out, _ = run(capsys, "list", "remote", "--json")
     assert [r["name"] for r in json.loads(out)] == ["cart/a-v0"]
+
+
+def test_nested_ids_are_one_line(
+    capsys: pytest.CaptureFixture, shared: str, tmp_path: Path
+) -> None:
+    """Issue 16, item 1: push and pull of an id inside or around another print one line."""
+    record_cartpole("cart/x-v0/y-v0", 2)
+    run(capsys, "push", "cart/x-v0/y-v0")
+    other = tmp_path / "other-root"
+    collect_cartpole("cart/x-v0", 2, datasets_root=str(other))
+    for argv, message in (
+        (("push", "cart/x-v0", "--root", str(other)), "would contain dataset 'cart/x-v0/y-v0'"),
+        (("pull", "cart/x-v0/y-v0", "--root", str(other)), "would sit inside dataset 'cart/x-v0'"),
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert err.startswith("curate: error: ") and err.count("\n") == 1, err
+        assert message in err and "pick another id, or delete" in err, err
+
+
+def test_pull_overwrite_of_a_symlinked_local_dataset_touches_nothing(
+    capsys: pytest.CaptureFixture, shared: str, tmp_path: Path, datasets_root: Path
+) -> None:
+    """Issue 16 item 4: the swap unlinked metadata.json through the link, then left a link."""
+    record_cartpole("cart/a-v0", 3)
+    assert run(capsys, "push", "cart/a-v0")[0] == 0
+    collect_cartpole("cart/a-v0", 2, seed=9, datasets_root=str(tmp_path / "other"))
+    path = fmt.dataset_path("cart/a-v0")
+    moved = tmp_path / "other" / "cart" / "a-v0"
+    shutil.rmtree(path)
+    path.symlink_to(moved, target_is_directory=True)
+    before = sorted((p.name, p.read_bytes()) for p in moved.rglob("*") if p.is_file())
+    code, _, err = run(capsys, "pull", "cart/a-v0", "--overwrite")
+    assert code == 2 and "is a symbolic link" in err and len(err.strip().splitlines()) == 1
+    assert sorted((p.name, p.read_bytes()) for p in moved.rglob("*") if p.is_file()) == before
+    assert path.is_symlink()
+    assert [p for p in (datasets_root / ".tmp").rglob("*")] == []

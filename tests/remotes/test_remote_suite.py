@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from collector.errors import (
     DatasetNotFoundError,
     HarvestWarning,
     RemoteError,
+    UsageError,
 )
 from curation.dataset import delete_dataset, list_local_datasets, load_dataset
 from curation.remotes import (
@@ -31,6 +34,7 @@ from curation.remotes import (
     pull_dataset,
     push_dataset,
 )
+from curation.remotes.base import Remote
 from remotes.conftest import Backend
 
 
@@ -310,3 +314,217 @@ def test_an_empty_object_is_not_a_dataset(backend: Backend, elsewhere: Path) -> 
     assert "\n" not in str(e.value)
     with pytest.warns(HarvestWarning, match="cart/rand-v0"):
         assert list(list_remote_datasets(backend.uri)) == ["cart/other-v0"]
+
+
+# -- a dataset never contains another (DESIGN.md section 4; issue 16, item 1) ---------------
+
+
+def remote_files(uri: str, dataset_id: str) -> dict[str, Any]:
+    """A remote dataset's listed files (size and sha256 where kept), for before/after checks."""
+    return open_remote(uri)._stat(dataset_id)
+
+
+def test_push_refuses_an_id_inside_or_around_a_remote_dataset(
+    backend: Backend, elsewhere: Path, tmp_path: Path
+) -> None:
+    cartpole("cart/x-v0/y-v0", episodes=4)
+    push_dataset("cart/x-v0/y-v0", backend.uri)
+    inner_before = remote_files(backend.uri, "cart/x-v0/y-v0")
+    collect_cartpole("cart/x-v0", 4, seed=1, datasets_root=str(elsewhere))
+    for overwrite in (False, True):
+        with pytest.raises(
+            UsageError, match=re.escape("'cart/x-v0' would contain dataset 'cart/x-v0/y-v0'")
+        ) as e:
+            push_dataset("cart/x-v0", backend.uri, root=elsewhere, overwrite=overwrite)
+        assert "pick another id, or delete 'cart/x-v0/y-v0' first" in str(e.value)
+    third = tmp_path / "third"
+    collect_cartpole("cart/x-v0/y-v0/data/z-v0", 4, seed=2, datasets_root=str(third))
+    with pytest.raises(UsageError, match=re.escape("would sit inside dataset 'cart/x-v0/y-v0'")):
+        push_dataset("cart/x-v0/y-v0/data/z-v0", backend.uri, root=third)
+    assert list(list_remote_datasets(backend.uri)) == ["cart/x-v0/y-v0"]
+    assert remote_files(backend.uri, "cart/x-v0/y-v0") == inner_before
+    pulled = tmp_path / "pulled"
+    pull_dataset("cart/x-v0/y-v0", backend.uri, root=pulled)
+    assert_same_dataset("cart/x-v0/y-v0", pulled)
+
+
+def test_stale_cleanup_and_delete_touch_only_their_own_files(
+    backend: Backend, elsewhere: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote nested by an older harvest: a push's cleanup and a delete spare the inner one."""
+    cartpole("cart/x-v0/y-v0", episodes=4)
+    collect_cartpole("cart/x-v0", 4, seed=1, datasets_root=str(elsewhere))
+    other = tmp_path / "other"
+    collect_cartpole("cart/x-v0", 8, seed=2, shard_every=4, datasets_root=str(other))
+    with monkeypatch.context() as m:
+        m.setattr(Remote, "_check_nesting", lambda self, dataset_id, files: None)
+        push_dataset("cart/x-v0", backend.uri, root=elsewhere)
+        push_dataset("cart/x-v0/y-v0", backend.uri)
+        inner = remote_files(backend.uri, "cart/x-v0/y-v0")
+        report = push_dataset("cart/x-v0", backend.uri, root=other, overwrite=True)
+        assert report.removed and all(r.startswith("data/shard-") for r in report.removed)
+    assert remote_files(backend.uri, "cart/x-v0/y-v0") == inner
+    assert list(list_remote_datasets(backend.uri)) == ["cart/x-v0", "cart/x-v0/y-v0"]
+
+    delete_remote_dataset("cart/x-v0", backend.uri)
+    assert list(list_remote_datasets(backend.uri)) == ["cart/x-v0/y-v0"]
+    assert remote_files(backend.uri, "cart/x-v0/y-v0") == inner
+    pulled = tmp_path / "pulled"
+    pull_dataset("cart/x-v0/y-v0", backend.uri, root=pulled)
+    assert_same_dataset("cart/x-v0/y-v0", pulled)
+
+
+def test_pull_refuses_a_dataset_inside_a_local_one(backend: Backend, elsewhere: Path) -> None:
+    cartpole("cart/x-v0/y-v0", episodes=4)
+    cartpole("cart/w-v0/data/y-v0", episodes=4, seed=1)
+    push_dataset("cart/x-v0/y-v0", backend.uri)
+    push_dataset("cart/w-v0/data/y-v0", backend.uri)
+    collect_cartpole("cart/x-v0", 4, seed=2, datasets_root=str(elsewhere))
+    collect_cartpole("cart/w-v0", 4, seed=3, datasets_root=str(elsewhere))
+    before = tree(elsewhere)
+    for inner, outer in (("cart/x-v0/y-v0", "cart/x-v0"), ("cart/w-v0/data/y-v0", "cart/w-v0")):
+        with pytest.raises(
+            UsageError, match=re.escape(f"{inner!r} would sit inside dataset {outer!r}")
+        ):
+            pull_dataset(inner, backend.uri, root=elsewhere, overwrite=True)
+    assert tree(elsewhere) == before
+    assert no_leftovers(elsewhere) == []
+    collect_cartpole("cart/w-v0", 6, seed=3, datasets_root=str(elsewhere))
+    assert fmt.verify_dataset("cart/w-v0", elsewhere).ok
+
+
+def test_pull_overwrite_never_deletes_a_local_dataset_nested_under_it(
+    backend: Backend, elsewhere: Path, tmp_path: Path
+) -> None:
+    cartpole("cart/x-v0", episodes=4)
+    push_dataset("cart/x-v0", backend.uri)
+    collect_cartpole("cart/x-v0", 3, seed=9, datasets_root=str(elsewhere))
+    legacy = tmp_path / "legacy"  # a local root nested by an older harvest
+    collect_cartpole("cart/x-v0/y-v0", 3, seed=5, datasets_root=str(legacy))
+    shutil.copytree(legacy / "cart/x-v0/y-v0", elsewhere / "cart/x-v0/y-v0")
+    before = tree(elsewhere)
+    with pytest.raises(
+        UsageError, match=re.escape("'cart/x-v0' would contain dataset 'cart/x-v0/y-v0'")
+    ):
+        pull_dataset("cart/x-v0", backend.uri, root=elsewhere, overwrite=True)
+    assert tree(elsewhere) == before
+    assert fmt.verify_dataset("cart/x-v0/y-v0", elsewhere).ok
+
+
+# -- a remote folder is hostile on push too (issue 16, item 9) ------------------------------
+
+
+@pytest.mark.parametrize("link", ["cart", "cart/rand-v0", "cart/rand-v0/data"])
+def test_push_and_delete_never_follow_a_planted_symlink(
+    file_backend: Backend, tmp_path: Path, link: str
+) -> None:
+    cartpole("cart/rand-v0", episodes=4)
+    base = Path(file_backend.uri.removeprefix("file://"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (base / link).parent.mkdir(parents=True, exist_ok=True)
+    (base / link).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RemoteError, match="symlink|links to") as e:
+        push_dataset("cart/rand-v0", file_backend.uri)
+    assert "\n" not in str(e.value)
+    assert list(outside.rglob("*")) == []
+
+    # a link planted after a push: delete and a push's cleanup remove nothing through it
+    (base / link).unlink()
+    push_dataset("cart/rand-v0", file_backend.uri)
+    real = base / link
+    shutil.copytree(real, outside, dirs_exist_ok=True)
+    shutil.rmtree(real)
+    real.symlink_to(outside, target_is_directory=True)
+    kept = sorted(p.relative_to(outside).as_posix() for p in outside.rglob("*"))
+    try:  # refused, or done without reaching through the link
+        delete_remote_dataset("cart/rand-v0", file_backend.uri)
+    except RemoteError as e:
+        assert re.search("symlink|links to", str(e))
+    assert sorted(p.relative_to(outside).as_posix() for p in outside.rglob("*")) == kept
+
+
+# -- a push carries exactly the dataset's episodes (issue 16, item 13) -----------------------
+
+
+def episode_keys(files: list[Path]) -> set[tuple[int, bytes]]:
+    """(seed, content digest) of every episode stored in ``files``, mapped or not."""
+    keys = set()
+    for file in files:
+        table = fmt.read_shard_table(file, ("seed", "digest"))
+        keys |= {(int(s), bytes(d)) for s, d in zip(table["seed"], table["digest"], strict=True)}
+    return keys
+
+
+def dataset_keys(dataset_id: str, root: Path | None = None) -> set[tuple[int, bytes]]:
+    """(seed, content digest) of the episodes a dataset's manifest includes."""
+    path = fmt.dataset_path(dataset_id, root)
+    keys = set()
+    for entry in fmt.read_metadata(path, dataset_id)["shards"]:
+        table = fmt.read_shard_table(path / fmt.DATA_DIR / entry["file"], ("id", "seed", "digest"))
+        pos, _ = fmt.map_shard_ids(entry, table["id"])
+        keys |= {(int(table["seed"][p]), bytes(table["digest"][p])) for p in pos}
+    return keys
+
+
+def test_a_pushed_split_carries_none_of_the_held_out_episodes(
+    backend: Backend, tmp_path: Path
+) -> None:
+    from curation.ops import save_dataset, split_dataset
+
+    collect_cartpole("cart/src-v0", 400, shard_every=100, max_episode_steps=5)
+    train, held_out = split_dataset(load_dataset("cart/src-v0"), [0.6, 0.4], seed=0)
+    saved = save_dataset(train, "cart/train-v0")
+    meta = fmt.read_metadata(fmt.dataset_path("cart/train-v0"))
+    assert any("id_map" in e for e in meta["shards"])  # linked shards: held-out rows inside
+    local_files = [fmt.dataset_path("cart/train-v0") / rel for rel in shard_files("cart/train-v0")]
+    want = dataset_keys("cart/train-v0")
+    assert len(want) == len(train) == 240 and episode_keys(local_files) > want
+
+    push_dataset("cart/train-v0", backend.uri)
+    remote = open_remote(backend.uri)
+    scanned = tmp_path / "scanned"
+    scanned.mkdir()
+    uploaded = []
+    for rel in remote._stat("cart/train-v0"):
+        if rel != fmt.METADATA_FILE:
+            uploaded.append(scanned / rel.replace("/", "~"))
+            remote._get("cart/train-v0", rel, uploaded[-1])
+    assert episode_keys(uploaded) == want
+    held = {int(s) for s, _ in dataset_keys("cart/src-v0")} - {int(s) for s, _ in want}
+    assert len(held) == 160 and not held & {s for s, _ in episode_keys(uploaded)}
+    assert remote.metadata("cart/train-v0")["fingerprint"] == saved.fingerprint
+
+    assert push_dataset("cart/train-v0", backend.uri).up_to_date  # compaction is repeatable
+    pulled = tmp_path / "pulled"
+    pull_dataset("cart/train-v0", backend.uri, root=pulled)
+    assert_same_dataset("cart/train-v0", pulled)
+    assert no_leftovers(fmt.datasets_root()) == []
+
+
+def test_delete_removes_a_killed_push_s_temporary_files_too(file_backend: Backend) -> None:
+    cartpole("cart/rand-v0", episodes=4)
+    push_dataset("cart/rand-v0", file_backend.uri)
+    folder = Path(file_backend.uri.removeprefix("file://")) / "cart" / "rand-v0"
+    (folder / "data" / ".shard-000009-0123abcd.h5.89abcdef.tmp").write_bytes(b"half")
+    (folder / fmt.METADATA_TMP).write_bytes(b"{")
+    (folder / "notes.txt").write_bytes(b"not the dataset's")
+    delete_remote_dataset("cart/rand-v0", file_backend.uri)
+    assert sorted(p.name for p in folder.rglob("*")) == ["notes.txt"]
+
+
+def test_push_never_writes_through_a_planted_file_link(
+    file_backend: Backend, tmp_path: Path
+) -> None:
+    cartpole("cart/rand-v0", episodes=4)
+    folder = Path(file_backend.uri.removeprefix("file://")) / "cart" / "rand-v0"
+    (folder / "data").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"someone's file")
+    (folder / fmt.METADATA_TMP).symlink_to(victim)  # the name atomic_write would use
+    for rel in shard_files("cart/rand-v0"):
+        (folder / rel).symlink_to(victim)
+    push_dataset("cart/rand-v0", file_backend.uri, overwrite=True)
+    assert victim.read_bytes() == b"someone's file"
+    assert not (folder / fmt.METADATA_FILE).is_symlink()
+    assert open_remote(file_backend.uri).metadata("cart/rand-v0")["total_episodes"] == 4
