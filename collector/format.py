@@ -2260,7 +2260,7 @@ def exact_shards(
         files[f"{DATA_DIR}/{name}"] = staging / name
     if all(a is b for a, b in zip(entries, meta["shards"], strict=True)):
         return meta, files
-    return {**meta, "shards": entries}, files
+    return {**meta, "shards": entries, "dataset_bytes": sum(e["bytes"] for e in entries)}, files
 
 
 # --------------------------------------------------------------------------------------------

@@ -286,7 +286,7 @@ class Remote(ABC):
             # exactly the dataset's episodes: linked shards may hold others (issue 16)
             exact, local = fmt.exact_shards(path, meta, staging)
             if exact is not meta:
-                meta, data = exact, fmt.dumps_metadata(exact).encode()
+                meta, data = exact, fmt.seal_metadata(exact).encode()  # sealed anew
             return self._push(dataset_id, path, data, meta, local, overwrite, progress)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -464,7 +464,8 @@ class Remote(ABC):
         advance: Callable[[int], object],
     ) -> None:
         dest = staging / rel
-        self._get(dataset_id, rel, dest, size + 1)  # one byte more tells "larger" apart
+        with fmt.storage_errors(dest):  # a full local disk names the file it filled
+            self._get(dataset_id, rel, dest, size + 1)  # one byte more tells "larger" apart
         if dest.stat().st_size > size:
             raise CorruptDatasetError(
                 f"{rel} of {dataset_id} on {self.uri} is larger than the {size:,} bytes "

@@ -486,10 +486,10 @@ def test_a_pushed_split_carries_none_of_the_held_out_episodes(
     scanned = tmp_path / "scanned"
     scanned.mkdir()
     uploaded = []
-    for rel in remote._stat("cart/train-v0"):
+    for rel, listed in remote._stat("cart/train-v0").items():
         if rel != fmt.METADATA_FILE:
             uploaded.append(scanned / rel.replace("/", "~"))
-            remote._get("cart/train-v0", rel, uploaded[-1])
+            remote._get("cart/train-v0", rel, uploaded[-1], listed.size)
     assert episode_keys(uploaded) == want
     held = {int(s) for s, _ in dataset_keys("cart/src-v0")} - {int(s) for s, _ in want}
     assert len(held) == 160 and not held & {s for s, _ in episode_keys(uploaded)}
