@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -221,6 +222,11 @@ class Committer:
     written and the one being recorded. ``background=False`` commits synchronously.
     ``flush()`` is always synchronous; an error of a background commit is raised by the next
     ``after_episode`` or ``flush``.
+
+    An episode that runs long (or an env that stops answering) does not hold back the
+    episodes finished before it: with ``every_seconds`` set, a watch thread commits them when
+    the cadence is due and the recording thread has not finished an episode for a while
+    (``EpisodeRecorder.peek``, so the recording thread is never paused).
     """
 
     def __init__(
@@ -243,11 +249,36 @@ class Committer:
             ThreadPoolExecutor(1, thread_name_prefix="harvest-commit") if background else None
         )
         self._pending: Future[None] | None = None
+        #: episodes finished so far (a step watch reads it as a sign of progress)
+        self.episodes = 0
+        #: True while the recording thread is inside the committer (not stepping the env)
+        self.busy = False
+        self._lock = threading.Lock()
+        # per recorder: its first finished episodes already committed by the watch thread
+        self._early = [0] * len(self.recorders)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
+        if (
+            every_seconds is not None
+            and self._pool is not None
+            and all(isinstance(r, EpisodeRecorder) for r in self.recorders)
+        ):
+            self._watch = threading.Thread(
+                target=self._commit_while_recording,
+                args=(min(1.0, every_seconds / 2),),
+                name="harvest-cadence",
+                daemon=True,
+            )
+            self._watch.start()
 
     def after_episode(self) -> None:
         """Commit (in the background) if the cadence says so."""
-        if self._pending is not None and self._pending.done():
-            self._wait()
+        self.episodes += 1
+        if self._error is not None or self._pending is not None and self._pending.done():
+            with self._lock:
+                self._raise_error()
+                self._wait()
         recs = self.recorders
         if self.cadence.due(sum(r.num_finished for r in recs), sum(r.nbytes for r in recs)):
             self._commit(wait=False)
@@ -257,7 +288,11 @@ class Committer:
         self._commit(wait=True)
 
     def close(self) -> None:
-        """Wait for a background commit and stop the thread (idempotent)."""
+        """Wait for a background commit and stop the threads (idempotent)."""
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join()
+            self._watch = None
         try:
             self._wait()
         finally:
@@ -265,21 +300,73 @@ class Committer:
                 self._pool.shutdown()
                 self._pool = None
 
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _commit_while_recording(self, tick: float) -> None:
+        """Watch thread: commit finished episodes when an episode holds the cadence back."""
+        seen = -1
+        while not self._stop.wait(tick):
+            if self.episodes != seen:  # the recording thread finishes episodes: it commits
+                seen = self.episodes
+                continue
+            with self._lock:
+                if self._error is not None or self._pool is None:
+                    return
+                if self._pending is not None and not self._pending.done():
+                    continue  # never hold the lock waiting: the recording thread may need it
+                recs = self.recorders
+                finished = sum(r.num_finished for r in recs) - sum(self._early)
+                if finished <= 0 or not self.cadence.due(finished, 0):
+                    continue
+                batches = []
+                for k, rec in enumerate(recs):
+                    batch = rec.peek(self._early[k])
+                    if batch is not None:
+                        batches.append(batch)
+                        self._early[k] += batch.num_episodes
+                self.cadence.restart()
+                try:
+                    self._wait()
+                    self._pending = self._pool.submit(self._write, batches)
+                except BaseException as e:  # the recording thread raises it
+                    self._error = e
+                    return
+
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()
 
     def _commit(self, wait: bool) -> None:
-        batches = [b for b in (r.take() for r in self.recorders) if b is not None]
-        self.cadence.restart()
-        self._wait()  # one commit at a time, in order; raises a failed one's error
-        if not batches:
-            return
-        if wait or self._pool is None:
-            self._write(batches)
-        else:
-            self._pending = self._pool.submit(self._write, batches)
+        self.busy = True
+        try:
+            with self._lock:
+                self._raise_error()
+                batches = [b for b in map(self._take, range(len(self.recorders))) if b is not None]
+                self.cadence.restart()
+                self._wait()  # one commit at a time, in order; raises a failed one's error
+                if not batches:
+                    return
+                if wait or self._pool is None:
+                    self._write(batches)
+                else:
+                    self._pending = self._pool.submit(self._write, batches)
+        finally:
+            self.busy = False
+
+    def _take(self, k: int) -> fmt.EpisodeBatch | None:
+        """Recorder ``k``'s finished episodes, less those the watch thread committed."""
+        batch, early = self.recorders[k].take(), self._early[k]
+        if batch is None or not early:
+            return batch
+        self._early[k] = 0
+        n = batch.num_episodes
+        if early >= n:
+            return None
+        return fmt.select_episodes(batch, np.arange(early, n), batch.table["id"][early:])
 
     def _write(self, batches: list[fmt.EpisodeBatch]) -> None:
         try:
@@ -417,6 +504,14 @@ def collect(
         raise UsageError(
             "vectorization_mode=vector_entry_point with runner=ray is not available yet; "
             "use runner=local"
+        )
+    step_timeout = _positive((conf.get("runner") or {}).get("step_timeout"), "runner.step_timeout")
+    if step_timeout is not None and (runner != "local" or vector_mode == "vector_entry_point"):
+        raise UsageError(
+            "runner.step_timeout is for runner=local (sync/async vector envs included); "
+            "runner=ray has runner.batch_timeout"
+            if runner != "local"
+            else "runner.step_timeout is not available with vectorization_mode=vector_entry_point"
         )
     if runner == "ray":  # checked before anything is written
         rcfg = conf.get("runner") or {}
@@ -573,10 +668,12 @@ def _run(
                 entropy,
                 mode,
                 bool(progress),
+                (conf.get("runner") or {}).get("step_timeout"),
             )
         from collector.runners.local import run_local
 
-        return run_local(env, policy, recorders, committer, todo, entropy, progress)
+        step_timeout = (conf.get("runner") or {}).get("step_timeout")
+        return run_local(env, policy, recorders, committer, todo, entropy, progress, step_timeout)
     finally:
         committer.close()
 

@@ -1635,6 +1635,7 @@ class DatasetLock:
     def __init__(self, dataset_id: str, root: str | os.PathLike[str] | None = None) -> None:
         parse_dataset_id(dataset_id)
         self.dataset_id = dataset_id
+        self._root = root
         real = Path(os.path.realpath(dataset_path(dataset_id, root)))
         self.path = real.parent / LOCKS_DIR / f"{real.name}.lock"
         self._fd: int | None = None
@@ -1644,8 +1645,10 @@ class DatasetLock:
 
         Raises:
             LockHeldError: another process holds it.
+            UsageError: a new dataset's id is inside another dataset's folder.
             StorageError: the lock cannot be created (a read-only or not writable root).
         """
+        self._refuse_new_nested()
         with storage_errors(self.path, "create the writer lock"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -1674,6 +1677,18 @@ class DatasetLock:
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
+
+    def _refuse_new_nested(self) -> None:
+        # The lock sits beside the dataset folder, so the lock of a new id inside another
+        # dataset would be created in that dataset's folder: refuse it here, before any
+        # writer's own nesting check runs. A dataset nested by an older harvest still locks,
+        # so that it can be deleted.
+        base = datasets_root(self._root)
+        if (base / self.dataset_id / METADATA_FILE).exists():
+            return
+        for prefix in id_ancestors(self.dataset_id):
+            if (base / prefix / METADATA_FILE).exists():
+                raise nesting_error(self.dataset_id, prefix, f"in {base}")
 
     def release(self) -> None:
         """Release the lock (the lock file stays; it is reused)."""

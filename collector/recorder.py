@@ -323,6 +323,41 @@ class EpisodeRecorder:
 
     # -- hand-over ---------------------------------------------------------------------------
 
+    def peek(self, skip: int = 0) -> EpisodeBatch | None:
+        """A copy of the finished episodes after the first ``skip``; they stay to be taken.
+
+        Another thread may call this while the recording thread records (``begin_episode``,
+        ``add_step``, ``end_episode``, ``discard_episode``): finished episodes fill rows
+        from 0 in order, and nothing but ``take`` moves or changes their rows (growing
+        copies them to a new array before swapping it in). ``take`` must not run meanwhile.
+        """
+        done = self._done[:]  # one atomic copy: episodes finished from here on are left out
+        if len(done) <= skip:
+            return None
+        lengths = np.asarray([d[3] for d in done], np.int64)
+        o_lo, t_lo = int(lengths[:skip].sum()) + skip, int(lengths[:skip].sum())
+        o_hi, t_hi = int(lengths.sum()) + len(done), int(lengths.sum())
+
+        def rows(store: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndarray]:
+            return {name: arr[lo:hi].copy() for name, arr in list(store.items())}
+
+        infos = masks = None
+        if self._infos is not None:
+            masks = rows(self._infos.masks, o_lo, o_hi)
+            cols = rows(self._infos.cols, o_lo, o_hi)  # a key new since: its mask comes next
+            infos = {name: col for name, col in cols.items() if name in masks}
+        ids, seeds, options, lens, returns, terms, truncs, metas = zip(*done[skip:], strict=True)
+        return EpisodeBatch(
+            observations=rows(self._obs.store, o_lo, o_hi),
+            actions=rows(self._act.store, t_lo, t_hi),
+            rewards=self._rew[t_lo:t_hi].copy(),
+            terminations=self._term[t_lo:t_hi].copy(),
+            truncations=self._trunc[t_lo:t_hi].copy(),
+            table=make_table(ids, seeds, lens, returns, terms, truncs, options, metas),
+            infos=infos,
+            info_masks=masks or {},
+        )
+
     def take(self) -> EpisodeBatch | None:
         """Return the finished episodes as a batch (None if there are none); keep the open one."""
         if not self._done:

@@ -6,15 +6,19 @@ digests). The driver owns the queue of ids, sizes batches from measured episode 
 share of the work left, shrinking to ``runner.batch_seconds`` near the end), keeps at most
 two batches in flight per actor, and only writes, fsyncs and commits. Ray is at-least-once,
 so the driver deduplicates by episode id (a batch whose ids are already written is dropped).
-Dead actors are replaced and their batches requeued; a batch with no result past
-``runner.batch_timeout`` is a hang (the actor is killed, replaced and the batch requeued); an
-episode whose env keeps raising fails the run naming the episode and its seed, after
-everything finished is committed.
+Dead actors are replaced and their batches requeued; a batch still running
+``runner.batch_timeout`` seconds after it started is a hang (the actor is killed, replaced and
+the batch requeued); an episode whose env keeps raising fails the run naming the episode and
+its seed, after everything finished is committed. More workers than free CPUs share them
+(a fraction of a CPU each); a batch's deadline runs from when it starts (its actor is up and
+the batch before it done), and an actor Ray cannot schedule within ``START_SECONDS`` is given
+up and its batches go to the others, so a worker Ray cannot schedule never stalls the run.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import sys
@@ -43,6 +47,9 @@ __all__ = ["RolloutWorker", "run_ray"]
 
 MB = 1024 * 1024
 IN_FLIGHT_PER_ACTOR = 2
+#: An actor not up after this long (or ``runner.batch_timeout`` if longer) is given up: Ray
+#: has no room for it. Its batches go to the others; with none up, the run fails.
+START_SECONDS = 120.0
 
 
 class RolloutWorker:
@@ -148,17 +155,21 @@ def run_ray(
     workers = int(rcfg.get("workers", 2))
     if workers < 1:
         raise CollectionError(f"runner.workers={workers} must be at least 1")
-    remote = ray.remote(RolloutWorker).options(
-        num_cpus=float(rcfg.get("num_cpus_per_worker", 1)), max_restarts=0, max_task_retries=0
-    )
+    cpus = _cpus_per_worker(float(rcfg.get("num_cpus_per_worker", 1)), workers)
+    remote = ray.remote(RolloutWorker).options(num_cpus=cpus, max_restarts=0, max_task_retries=0)
     max_restarts = int(rcfg.get("max_restarts", 3))
     timeout = float(rcfg.get("batch_timeout", 300))
     target = float(rcfg.get("batch_seconds", 0.2))
-    actors = {k: remote.remote(conf, entropy, compression) for k in range(workers)}
+    actors: dict[int, Any] = {}
+    # ref of an actor's first call -> (slot, actor): until it answers, the actor's batches
+    # have not started, so none of them can count as hung
+    pings: dict[Any, tuple[int, Any]] = {}
+    ready: set[int] = set()  # slots whose current actor answered
+    launched: dict[int, float] = {}  # slot -> when its current actor was asked for
     queue: deque[int] = deque(todo.tolist())
-    inflight: dict[
-        Any, tuple[int, Any, list[int], float]
-    ] = {}  # ref -> (slot, actor, ids, deadline)
+    # ref -> (slot, actor, ids, deadline); the deadline is set when the batch starts running
+    # (the actor is up and its earlier batch is done), None before
+    inflight: dict[Any, tuple[int, Any, list[int], float | None]] = {}
     written: set[int] = set(writer.committed_ids().tolist())
     cadence = Cadence(every_episodes, every_seconds, every_mb)
     uncommitted = window_bytes = 0
@@ -167,6 +178,16 @@ def run_ray(
     episode_bytes = 0.0  # compressed, from the shards seen so far
     bar = tqdm(total=len(todo), unit="ep", disable=None if progress else True, file=sys.stderr)
     started = time.perf_counter()
+    start_limit = max(timeout, START_SECONDS)
+
+    def launch(slot: int) -> None:
+        actors[slot] = actor = remote.remote(conf, entropy, compression)
+        ready.discard(slot)
+        launched[slot] = time.monotonic()
+        pings[actor.where.remote()] = (slot, actor)
+
+    for k in range(workers):
+        launch(k)
 
     def replace(slot: int, actor: Any, why: str) -> None:
         nonlocal restarts
@@ -183,7 +204,14 @@ def run_ray(
             ray.kill(actor, no_restart=True)
         except Exception:  # already gone
             pass
-        actors[slot] = remote.remote(conf, entropy, compression)
+        launch(slot)
+
+    def failed_start(e: RayActorError) -> CollectionError:
+        return CollectionError(
+            f"a Ray worker could not start: {_last_line(str(e))}; check that "
+            "the env and the policy import on every node (runner.init can "
+            "pass a runtime_env)"
+        )
 
     def batch_size() -> int:
         """Guided self-scheduling: a share of the work left, never under ``batch_seconds``.
@@ -208,22 +236,29 @@ def run_ray(
                 busy = sum(1 for s, *_ in inflight.values() if s == slot)
                 while queue and busy < IN_FLIGHT_PER_ACTOR:
                     ids = [queue.popleft() for _ in range(min(batch_size(), len(queue)))]
-                    ref = actor.run.remote(ids)
-                    inflight[ref] = (slot, actor, ids, time.monotonic() + timeout)
+                    inflight[actor.run.remote(ids)] = (slot, actor, ids, None)
                     busy += 1
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            for ref in ready:
+            done, _ = ray.wait([*inflight, *pings], num_returns=1, timeout=1.0)
+            for ref in done:
+                if ref in pings:
+                    slot, actor = pings.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except RayActorError as e:
+                        if getattr(e, "actor_init_failed", False):
+                            raise failed_start(e) from None
+                        replace(slot, actor, f"worker died: {type(e).__name__}")
+                        continue
+                    if actors.get(slot) is actor:
+                        ready.add(slot)
+                    continue
                 slot, actor, ids, _ = inflight.pop(ref)
                 try:
                     image, table, schema, n_steps, seconds = ray.get(ref)
                 except RayActorError as e:
                     if getattr(e, "actor_init_failed", False):
                         # a worker that cannot build env or policy will never work: stop
-                        raise CollectionError(
-                            f"a Ray worker could not start: {_last_line(str(e))}; check that "
-                            "the env and the policy import on every node (runner.init can "
-                            "pass a runtime_env)"
-                        ) from None
+                        raise failed_start(e) from None
                     replace(slot, actor, f"worker died: {type(e).__name__}")
                     queue.extendleft(reversed(ids))
                     continue
@@ -257,8 +292,37 @@ def run_ray(
                     cadence.restart()
                     uncommitted = window_bytes = 0
             now = time.monotonic()
+            for slot in [s for s in actors if s not in ready and now - launched[s] > start_limit]:
+                actor = actors.pop(slot)  # Ray found no room for it: the others do its work
+                log.warning(
+                    "Ray worker %d was not scheduled in %g s (no room for %g CPU); "
+                    "going on with %d worker(s)",
+                    slot,
+                    start_limit,
+                    cpus,
+                    len(actors),
+                )
+                for ref in [r for r, v in inflight.items() if v[1] is actor]:
+                    queue.extendleft(reversed(inflight.pop(ref)[2]))
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:
+                    pass
+            if not actors:
+                raise CollectionError(
+                    f"no Ray worker started in {start_limit:g} s: the cluster has no room for "
+                    f"{workers} worker(s) of {cpus:g} CPU; free CPUs there or lower "
+                    "runner.workers or runner.num_cpus_per_worker"
+                )
+            running: set[int] = set()  # an actor runs its batches in order: the first one runs
+            for ref, (slot, actor, ids, deadline) in inflight.items():
+                if slot in running or actors.get(slot) is not actor or slot not in ready:
+                    continue
+                running.add(slot)
+                if deadline is None:
+                    inflight[ref] = (slot, actor, ids, now + timeout)
             for slot, actor, _ids, deadline in list(inflight.values()):
-                if now > deadline and actors.get(slot) is actor:
+                if deadline is not None and now > deadline and actors.get(slot) is actor:
                     hung = [r for r, v in inflight.items() if v[1] is actor]
                     replace(slot, actor, f"no result for {timeout:.0f} s (hung)")
                     for r in hung:
@@ -275,6 +339,28 @@ def run_ray(
         if started_ray:
             ray.shutdown()
     return steps
+
+
+def _cpus_per_worker(requested: float, workers: int) -> float:
+    """CPUs each actor asks Ray for: ``requested``, or an equal share of the free CPUs.
+
+    Actors that ask for more CPUs than Ray can schedule wait unscheduled; sharing the CPUs
+    out (a fraction each) lets every worker start, as ``runner.workers`` asked.
+    """
+    free = ray.available_resources().get("CPU", 0.0) or ray.cluster_resources().get("CPU", 0.0)
+    if free <= 0 or requested * workers <= free:
+        return requested
+    share = free / workers
+    # Ray takes whole numbers above one CPU and four decimals below
+    share = float(math.floor(share)) if share >= 1 else max(math.floor(share * 1e4) / 1e4, 1e-4)
+    log.warning(
+        "%d workers share %g CPUs: each asks Ray for %g CPU (runner.num_cpus_per_worker=%g)",
+        workers,
+        free,
+        share,
+        requested,
+    )
+    return share
 
 
 def _last_line(text: str) -> str:

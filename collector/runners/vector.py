@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import SimpleNamespace
@@ -35,6 +36,7 @@ from tqdm import tqdm
 
 from collector.errors import CollectionError, StorageError, UsageError
 from collector.policies import batch_actor
+from collector.runners.watch import StepTimeout, StepWatch
 from collector.seeding import env_seed, policy_seed
 from collector.spaces import batch_item
 
@@ -79,8 +81,13 @@ def run_vector(
     entropy: int,
     mode: str,
     progress: bool | None = None,
+    step_timeout: float | None = None,
 ) -> int:
-    """Run ``episode_ids`` on ``len(recorders)`` sub-envs; returns steps recorded."""
+    """Run ``episode_ids`` on ``len(recorders)`` sub-envs; returns steps recorded.
+
+    A step of the vector env that takes longer than ``step_timeout`` seconds fails the run
+    (after the finished episodes are committed).
+    """
     n = len(recorders)
     if mode == "sync":
         vec: Any = SyncVectorEnv([make_env] * n, autoreset_mode=AutoresetMode.DISABLED)
@@ -122,6 +129,13 @@ def run_vector(
                 o = batch_item(single_obs, obs, i)
                 recorders[i].begin_episode(current[i], seeds[i], None, o, split_infos(infos, i))
 
+    watch = None
+    if step_timeout is not None:
+        watch = StepWatch(
+            step_timeout,
+            lambda: (committer.episodes, [r.episode_steps for r in recorders]),
+            lambda: committer.busy,
+        ).start()
     try:
         seeds, mask = assign(np.ones(n, bool))
         obs, infos = vec.reset(seed=seeds)
@@ -156,21 +170,38 @@ def run_vector(
                     rate = steps / max(time.perf_counter() - started, 1e-9)
                     bar.set_postfix_str(f"{rate:,.0f} steps/s, {n} envs", refresh=False)
     except BaseException as e:
+        steps_in = {c: r.episode_steps for c, r in zip(current, recorders, strict=True)}
         for rec in recorders:
             rec.discard_episode()
         committer.flush()
+        running = [c for c in current if c is not None]
+        if isinstance(e, StepTimeout):
+            where = ", ".join(f"episode {c} step {steps_in[c]}" for c in running)
+            raise CollectionError(
+                f"a step of the vector env ({where}) did not return within "
+                f"runner.step_timeout={step_timeout:g} s; the episodes finished before it are "
+                "committed: fix the env (or raise runner.step_timeout) and re-run the same "
+                "command to resume"
+            ) from None
         if isinstance(e, (KeyboardInterrupt, CollectionError, StorageError)) or not isinstance(
             e, Exception
         ):
             raise
-        running = [c for c in current if c is not None]
         raise CollectionError(
             f"vector env failed while running episodes {running}: {type(e).__name__}: {e}; "
             "finished episodes are committed, re-run the same command to resume"
         ) from e
     finally:
+        if watch is not None:
+            watch.stop()
         bar.close()
-        vec.close()
+        if watch is not None and watch.fired:
+            # a hung sub-env of an async vector env would make close() wait for it forever
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "close while waiting for a pending call"
+                vec.close(terminate=True)
+        else:
+            vec.close()
     committer.flush()
     return steps
 

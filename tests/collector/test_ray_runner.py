@@ -26,6 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+import ray
 import ray_envs
 from helpers import CLI, PYTHONPATH, cli_env, read_episodes, wait_for_commit
 from ray_support import (
@@ -41,6 +42,7 @@ from ray_support import (
 from collector import format as fmt
 from collector.collect import CollectResult, collect
 from collector.errors import CollectionError
+from collector.runners import ray as ray_runner
 from collector.runners.ray import RolloutWorker
 from collector.seeding import env_seed
 
@@ -299,6 +301,54 @@ def test_a_hung_batch_is_killed_and_requeued(
     assert 5 <= took < 60
     assert result.total_episodes == n
     assert_complete("ray/hang-v0", n, local_fingerprint(n, env=FLAKY))
+
+
+def test_more_workers_than_cpus_share_them_and_nothing_counts_as_hung(
+    ray_address: str, local_fingerprint, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``runner.workers=4`` on the module's 2 CPUs (the README's command): no stall.
+
+    Actors asking for a whole CPU each left two of them unscheduled, holding batches until
+    ``batch_timeout`` declared them hung (306 s for the README's command).
+    """
+    caplog.set_level(logging.INFO, logger="collector.runners.ray")
+    n = 60
+    wait_for_free_cpus()
+    start = time.monotonic()
+    result = collect(conf(n, "ray/four-on-two-v0", on_ray(workers=4, batch_timeout=5)))
+    took = time.monotonic() - start
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "replacing Ray worker" in m], messages
+    assert any("4 workers share 2 CPUs" in m for m in messages), messages
+    assert (result.new_episodes, result.total_episodes) == (n, n)
+    assert_complete("ray/four-on-two-v0", n, local_fingerprint(n))
+    assert took < 60  # a safety bound only; the hang check above is the real one
+
+
+def test_workers_ray_cannot_schedule_fail_the_run_in_one_line(
+    ray_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every CPU held elsewhere: the workers are given up after the start limit, not hung."""
+    monkeypatch.setattr(ray_runner, "START_SECONDS", 2.0)
+    wait_for_free_cpus()
+    hog = ray.remote(num_cpus=2)(_CpuHog).remote()
+    ray.get(hog.ping.remote())
+    try:
+        start = time.monotonic()
+        with pytest.raises(CollectionError, match=r"no Ray worker started in 2 s") as info:
+            collect(conf(10, "ray/no-room-v0", on_ray(batch_timeout=1)))
+        assert "\n" not in str(info.value)
+        assert time.monotonic() - start < 30
+    finally:
+        ray.kill(hog)
+    wait_for_free_cpus()
+
+
+class _CpuHog:
+    """An actor that holds CPUs (and does nothing else)."""
+
+    def ping(self) -> int:
+        return 1
 
 
 @pytest.mark.slow
