@@ -12,13 +12,14 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
 from collector import format as fmt
-from collector.errors import HarvestError, UsageError
+from collector.errors import HarvestError, HarvestWarning, UsageError
 from collector.redact import install_log_redaction, redact_hydra_run, redact_text
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -528,6 +529,24 @@ def _run_hydra(argv: Sequence[str]) -> int:
     return 0
 
 
+def _warn_in_one_line() -> None:
+    """Print each ``HarvestWarning`` as one ``curate: warning: ...`` line.
+
+    A skipped listing entry, say, instead of Python's two-line form; other warnings keep
+    theirs. Call inside ``warnings.catch_warnings()``, which restores both settings.
+    """
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+        if issubclass(category, HarvestWarning):
+            print(f"curate: warning: {redact_text(str(message))}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
+    warnings.simplefilter("always", HarvestWarning)
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns (and, from the console script, exits with) the exit code."""
     install_log_redaction()  # no secret in a log line, Hydra's included (issue 16 item 10)
@@ -541,7 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return _exit(0, argv)
     try:
-        code = args.run(args)
+        with warnings.catch_warnings():
+            _warn_in_one_line()
+            code = args.run(args)
     except HarvestError as e:
         if args.verbose:
             raise

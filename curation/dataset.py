@@ -777,7 +777,8 @@ def _loads(text: bytes | str | None) -> Any:
 def _env_spec(data: dict[str, Any] | str | None) -> gym.envs.registration.EnvSpec | None:
     if data is None:
         return None
-    text = data if isinstance(data, str) else json.dumps(data)
+    # specs of older gymnasiums (imported from Minari) may lack additional_wrappers
+    text = data if isinstance(data, str) else json.dumps({"additional_wrappers": [], **data})
     return gym.envs.registration.EnvSpec.from_json(text)
 
 

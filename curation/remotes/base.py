@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from tqdm import tqdm
 
@@ -41,6 +41,7 @@ from collector.errors import (
     DatasetExistsError,
     DatasetIdError,
     DatasetNotFoundError,
+    FormatVersionError,
     HarvestError,
     HarvestWarning,
     RemoteError,
@@ -55,6 +56,8 @@ __all__ = [
     "TransferReport",
     "Upload",
     "check_upload",
+    "copy_at_most",
+    "read_limit",
     "run_parallel",
     "split_uri",
 ]
@@ -137,6 +140,23 @@ def run_parallel(jobs: Sequence[Callable[[], None]], workers: int = MAX_WORKERS)
                 raise f.exception()  # type: ignore[misc]
 
 
+def read_limit() -> int:
+    """Most bytes ``_read`` returns: a larger ``metadata.json`` is refused without more."""
+    return fmt.METADATA_MAX_BYTES + 1
+
+
+def copy_at_most(src: BinaryIO, dest: BinaryIO, limit: int, chunk: int = 1 << 20) -> int:
+    """Copy at most ``limit`` bytes from ``src`` to ``dest``; returns the bytes copied."""
+    done = 0
+    while done < limit:
+        data = src.read(min(chunk, limit - done))
+        if not data:
+            break
+        dest.write(data)
+        done += len(data)
+    return done
+
+
 def bump_version(dataset_id: str) -> str:
     """``ns/name-v3`` -> ``ns/name-v4``: the id error messages suggest instead of overwriting."""
     ns, name, version = fmt.parse_dataset_id(dataset_id)
@@ -212,7 +232,12 @@ class Remote(ABC):
         def fetch(dataset_id: str) -> None:
             try:
                 found[dataset_id] = self.metadata(dataset_id)
-            except (CorruptDatasetError, DatasetNotFoundError, DatasetIdError) as e:
+            except (
+                CorruptDatasetError,
+                DatasetNotFoundError,
+                DatasetIdError,
+                FormatVersionError,
+            ) as e:
                 warnings.warn(f"skipping {dataset_id} on {self.uri}: {e}", HarvestWarning, 2)
 
         run_parallel([lambda d=d: fetch(d) for d in ids])
@@ -261,7 +286,7 @@ class Remote(ABC):
             # exactly the dataset's episodes: linked shards may hold others (issue 16)
             exact, local = fmt.exact_shards(path, meta, staging)
             if exact is not meta:
-                meta, data = exact, fmt.dumps_metadata(exact).encode()
+                meta, data = exact, fmt.seal_metadata(exact).encode()  # sealed anew
             return self._push(dataset_id, path, data, meta, local, overwrite, progress)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -439,7 +464,14 @@ class Remote(ABC):
         advance: Callable[[int], object],
     ) -> None:
         dest = staging / rel
-        self._get(dataset_id, rel, dest)
+        with fmt.storage_errors(dest):  # a full local disk names the file it filled
+            self._get(dataset_id, rel, dest, size + 1)  # one byte more tells "larger" apart
+        if dest.stat().st_size > size:
+            raise CorruptDatasetError(
+                f"{rel} of {dataset_id} on {self.uri} is larger than the {size:,} bytes "
+                "metadata.json says; the download stopped there and nothing was written "
+                "locally. Push the dataset again"
+            )
         got = fmt.sha256_file(dest)
         if got != sha:
             raise CorruptDatasetError(
@@ -484,15 +516,15 @@ class Remote(ABC):
 
     @abstractmethod
     def _read(self, dataset_id: str, rel: str) -> bytes | None:
-        """A small file's bytes, or None when it does not exist."""
+        """A small file's bytes (at most ``read_limit()``), or None when it does not exist."""
 
     @abstractmethod
     def _stat(self, dataset_id: str) -> dict[str, RemoteFile]:
         """Every file under the dataset's folder (including leftovers of a failed push)."""
 
     @abstractmethod
-    def _get(self, dataset_id: str, rel: str, dest: Path) -> None:
-        """Download one file to ``dest`` (its folder exists)."""
+    def _get(self, dataset_id: str, rel: str, dest: Path, limit: int) -> None:
+        """Download one file to ``dest`` (its folder exists), stopping after ``limit`` bytes."""
 
     @abstractmethod
     def _publish(

@@ -15,7 +15,14 @@ from urllib.parse import unquote, urlsplit
 
 from collector import format as fmt
 from collector.errors import RemoteError, UsageError
-from curation.remotes.base import ObjectStoreRemote, RemoteFile, Upload, check_upload
+from curation.remotes.base import (
+    ObjectStoreRemote,
+    RemoteFile,
+    Upload,
+    check_upload,
+    copy_at_most,
+    read_limit,
+)
 
 __all__ = ["FileRemote"]
 
@@ -120,7 +127,8 @@ class FileRemote(ObjectStoreRemote):
 
     def _read(self, dataset_id: str, rel: str) -> bytes | None:
         try:
-            return self._source(dataset_id, rel).read_bytes()
+            with open(self._source(dataset_id, rel), "rb") as f:
+                return f.read(read_limit())
         except FileNotFoundError:
             return None
 
@@ -136,9 +144,10 @@ class FileRemote(ObjectStoreRemote):
     def _hash(self, dataset_id: str, rel: str) -> str | None:
         return fmt.sha256_file(self._source(dataset_id, rel))
 
-    def _get(self, dataset_id: str, rel: str, dest: Path) -> None:
+    def _get(self, dataset_id: str, rel: str, dest: Path, limit: int) -> None:
         try:
-            shutil.copyfile(self._source(dataset_id, rel), dest)
+            with open(self._source(dataset_id, rel), "rb") as src, open(dest, "wb") as out:
+                copy_at_most(src, out, limit)
         except FileNotFoundError as e:
             raise self._missing_file(dataset_id, rel) from e
 

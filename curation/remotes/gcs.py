@@ -18,7 +18,14 @@ from typing import Any
 
 from collector import format as fmt
 from collector.errors import CorruptDatasetError, MissingExtraError, RemoteError, UsageError
-from curation.remotes.base import ObjectStoreRemote, RemoteFile, Upload, check_upload, split_uri
+from curation.remotes.base import (
+    ObjectStoreRemote,
+    RemoteFile,
+    Upload,
+    check_upload,
+    read_limit,
+    split_uri,
+)
 
 __all__ = ["GCSRemote", "retry_seconds"]
 
@@ -121,12 +128,14 @@ class GCSRemote(ObjectStoreRemote):
         return [n[len(self.prefix) : -len(suffix)] for n in names if n.endswith(suffix)]
 
     def _read(self, dataset_id: str, rel: str) -> bytes | None:
-        from google.api_core.exceptions import NotFound
+        from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable
 
         blob = self._client_bucket().blob(self._name(dataset_id, rel))
         with self._errors(f"reading {dataset_id}/{rel}"):
-            try:
-                return blob.download_as_bytes(**self._kwargs())
+            try:  # a ranged read: a huge object is not downloaded whole
+                return blob.download_as_bytes(start=0, end=read_limit() - 1, **self._kwargs())
+            except RequestRangeNotSatisfiable:  # GCS's answer for an empty object
+                return b""
             except NotFound:
                 if not blob.bucket.exists(**self._kwargs()):
                     raise
@@ -143,13 +152,15 @@ class GCSRemote(ObjectStoreRemote):
             b.name[start:]: RemoteFile(int(b.size), (b.metadata or {}).get("sha256")) for b in blobs
         }
 
-    def _get(self, dataset_id: str, rel: str, dest: Path) -> None:
-        from google.api_core.exceptions import NotFound
+    def _get(self, dataset_id: str, rel: str, dest: Path, limit: int) -> None:
+        from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable
 
         blob = self._client_bucket().blob(self._name(dataset_id, rel))
         with self._errors(f"downloading {dataset_id}/{rel}"):
-            try:
-                blob.download_to_filename(str(dest), **self._kwargs())
+            try:  # bytes 0..limit-1 only (the sha256 check after the pull covers the content)
+                blob.download_to_filename(str(dest), start=0, end=limit - 1, **self._kwargs())
+            except RequestRangeNotSatisfiable:  # an empty object
+                dest.write_bytes(b"")
             except NotFound as e:
                 raise self._missing_file(dataset_id, rel) from e
 

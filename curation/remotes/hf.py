@@ -13,16 +13,15 @@ every file at that one revision. Tokens come from the client's usual places (``H
 from __future__ import annotations
 
 import contextlib
+import io
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from collector import format as fmt
 from collector.errors import CorruptDatasetError, MissingExtraError, RemoteError, UsageError
-from curation.remotes.base import META, Remote, RemoteFile, Upload, split_uri
+from curation.remotes.base import META, Remote, RemoteFile, Upload, read_limit, split_uri
 
 __all__ = ["HubRemote"]
 
@@ -199,33 +198,49 @@ class HubRemote(Remote):
                     ids.append(dataset_id)
         return ids
 
-    def _download(self, repo: str, filename: str, local_dir: Path) -> Path:
-        with self._errors(f"downloading {repo}/{filename}"):
-            return Path(
-                self.api.hf_hub_download(
-                    repo,
-                    filename,
-                    repo_type=REPO_TYPE,
-                    revision=self._revision(repo),
-                    local_dir=local_dir,
-                )
-            )
-
     def _read(self, dataset_id: str, rel: str) -> bytes | None:
         hub = _hub()
         repo, path = self.locate(dataset_id)
         if self._missing(repo):
             return None
-        with tempfile.TemporaryDirectory(prefix="harvest-hf-") as tmp:
-            try:
-                return self._download(repo, f"{path}/{rel}", Path(tmp)).read_bytes()
-            except RemoteError as e:
-                cause = e.__cause__
-                if isinstance(
-                    cause, hub.errors.EntryNotFoundError | hub.errors.RepositoryNotFoundError
-                ):
-                    return None
-                raise
+        out = io.BytesIO()
+        try:
+            self._fetch(repo, f"{path}/{rel}", out, read_limit())
+        except RemoteError as e:
+            cause = e.__cause__
+            if isinstance(
+                cause, hub.errors.EntryNotFoundError | hub.errors.RepositoryNotFoundError
+            ):
+                return None
+            raise
+        return out.getvalue()
+
+    def _fetch(self, repo: str, filename: str, out: BinaryIO, limit: int) -> None:
+        """Write at most ``limit`` bytes of a file (at the pinned revision) to ``out``.
+
+        One streamed GET that stops reading at ``limit``, so a file larger than the manifest
+        says is not downloaded whole (``hf_hub_download`` reads to the end, then checks).
+        """
+        hub = _hub()
+        url = hub.hf_hub_url(
+            repo,
+            filename,
+            repo_type=REPO_TYPE,
+            revision=self._revision(repo),
+            endpoint=self.api.endpoint,
+        )
+        headers = hub.utils.build_hf_headers(token=self.api.token)
+        with (
+            self._errors(f"downloading {repo}/{filename}"),
+            hub.utils.http_stream_backoff("GET", url, headers=headers) as response,
+        ):
+            hub.utils.hf_raise_for_status(response)
+            left = limit
+            for chunk in response.iter_bytes(chunk_size=1 << 20):
+                out.write(chunk[:left])
+                left -= min(len(chunk), left)
+                if left == 0:
+                    break
 
     def _stat(self, dataset_id: str) -> dict[str, RemoteFile]:
         hub = _hub()
@@ -253,13 +268,10 @@ class HubRemote(Remote):
             if isinstance(item, hub.hf_api.RepoFile)
         }
 
-    def _get(self, dataset_id: str, rel: str, dest: Path) -> None:
+    def _get(self, dataset_id: str, rel: str, dest: Path, limit: int) -> None:
         repo, path = self.locate(dataset_id)
-        staging = Path(tempfile.mkdtemp(prefix=".hf-", dir=dest.parent))
-        try:
-            os.replace(self._download(repo, f"{path}/{rel}", staging), dest)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        with open(dest, "wb") as out:
+            self._fetch(repo, f"{path}/{rel}", out, limit)
 
     def _card(self, repo: str, changed: dict[str, dict[str, Any] | None]) -> bytes | None:
         """The repo's dataset card after ``changed`` (id: new metadata, or None when deleted)."""

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pytest
 from gymnasium import spaces
-from helpers import assert_same_episode, read_episodes
+from helpers import assert_same_episode, read_episodes, record_cartpole
 from hypothesis import example, given, settings
 from strategies import ID_GRAMMAR, ID_TEXT
 
@@ -1002,15 +1002,23 @@ def test_metadata_is_strict_json_with_infinite_bounds() -> None:
         fmt.dumps_metadata({"x": float("nan")})
 
 
-def test_read_metadata_accepts_minari_lenient_json(tmp_path: Path) -> None:
-    (tmp_path / "metadata.json").write_text(
-        '{"format_version": 1, "high": [Infinity, -Infinity], "ref_min_score": NaN}'
-    )
-    meta = fmt.read_metadata(tmp_path)
-    assert meta["high"] == [np.inf, -np.inf]
-    assert np.isnan(meta["ref_min_score"])
-    (tmp_path / "metadata.json").write_text('{"dataset_id": "minari-v0"}')
-    assert fmt.read_metadata(tmp_path)["dataset_id"] == "minari-v0"
+def test_read_metadata_accepts_minari_lenient_json(datasets_root: Path) -> None:
+    record_cartpole("cart/a-v0", 2)
+    file = fmt.dataset_path("cart/a-v0") / fmt.METADATA_FILE
+    meta = json.loads(file.read_text())
+    del meta[fmt.MANIFEST_SHA256]  # an unsealed version 1 manifest, as earlier mains wrote
+    meta["format_version"] = 1
+    text = json.dumps(meta).replace('"total_steps"', '"ref_min_score": NaN, "total_steps"')
+    text = text.replace('"Infinity"', "Infinity")
+    file.chmod(0o644)
+    file.write_text(text)
+    got = fmt.read_metadata(file.parent)
+    assert got["observation_space"]["high"][1] == np.inf
+    assert np.isnan(got["ref_min_score"])
+    # but not a manifest without the fields readers need (issue 16 item 8)
+    file.write_text('{"dataset_id": "minari-v0"}')
+    with pytest.raises(CorruptDatasetError, match="has no manifest_sha256"):
+        fmt.read_metadata(file.parent)
 
 
 @pytest.mark.parametrize("content", ['{"format_version": 1,', "[1, 2]", "null"])
@@ -1033,12 +1041,13 @@ def test_read_metadata_binary_garbage_is_corrupt(tmp_path: Path) -> None:
 
 
 def test_read_metadata_refuses_newer_format(tmp_path: Path) -> None:
-    (tmp_path / "metadata.json").write_text('{"format_version": 2}')
+    newer = fmt.FORMAT_VERSION + 1
+    (tmp_path / "metadata.json").write_text(f'{{"format_version": {newer}}}')
     with pytest.raises(
         FormatVersionError,
         match=re.escape(
-            "dataset 'ns/new-v0' uses format version 2, newer than this harvest reads (1); "
-            "upgrade harvest"
+            f"dataset 'ns/new-v0' uses format version {newer}, newer than this harvest reads "
+            f"({fmt.FORMAT_VERSION}); upgrade harvest"
         ),
     ) as info:
         fmt.read_metadata(tmp_path, "ns/new-v0")
@@ -1131,7 +1140,8 @@ def test_verify_recomputes_digests_even_when_sha256_matches() -> None:
     path = fmt.dataset_path(dsid)
     meta = fmt.read_metadata(path)
     meta["shards"][2].update(sha256=hashlib.sha256(image).hexdigest(), bytes=len(image))
-    (path / "metadata.json").write_text(fmt.dumps_metadata(meta))
+    meta["dataset_bytes"] = sum(e["bytes"] for e in meta["shards"])
+    (path / "metadata.json").write_text(fmt.seal_metadata(meta))  # sealed again, too
     report = fmt.verify_dataset(dsid)
     assert not report.ok
     assert report.problems == [

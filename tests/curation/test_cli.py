@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import cli_env
 
 from collector import format as fmt
 from collector.collect import collect
@@ -228,7 +228,7 @@ def test_real_subprocess_multirun_and_list(datasets_root: Path, tmp_path: Path) 
     cartpole("cartpole/random-v0", 30)
     heuristic = {"_target_": "collector.policies.CartPoleHeuristic"}
     cartpole("cartpole/heuristic-v0", 3, policy=heuristic, max_episode_steps=50)
-    env = {**os.environ, "HARVEST_DATASETS": str(datasets_root)}
+    env = cli_env(datasets_root)  # this checkout's code, wherever harvest is installed
     code = "import sys; from curation.cli import main; sys.argv[0] = 'curate'; main()"
 
     def curate(*args: str) -> subprocess.CompletedProcess[str]:

@@ -138,7 +138,7 @@ def test_describe_collected_dataset() -> None:
     assert text.endswith("\n") and not text.endswith("\n\n")
     assert text.splitlines()[0] == "Dataset cart/a-v0"
     assert fields(line_with(text, "path")) == ["path", str(fmt.dataset_path("cart/a-v0"))]
-    assert fields(line_with(text, "format version")) == ["format version", "1"]
+    assert fields(line_with(text, "format version")) == ["format version", str(fmt.FORMAT_VERSION)]
     assert fields(line_with(text, "fingerprint")) == ["fingerprint", ds.fingerprint]
     head = section(text, "Dataset cart/a-v0")
     assert fields(line_with(head, "episodes")) == ["episodes", "6"]

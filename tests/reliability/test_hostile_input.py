@@ -477,7 +477,7 @@ def edit_manifest(folder: Path, change: Callable[[dict[str, Any]], None]) -> Non
     meta = json.loads((folder / fmt.METADATA_FILE).read_text())
     change(meta)
     (folder / fmt.METADATA_FILE).chmod(0o644)
-    (folder / fmt.METADATA_FILE).write_text(json.dumps(meta))
+    (folder / fmt.METADATA_FILE).write_text(fmt.seal_metadata(meta))  # as an attacker would
 
 
 def snapshot(where: Path) -> list[tuple[str, bytes | None]]:

@@ -37,6 +37,9 @@ class Backend:
     corrupt: Callable[[str, str], None]  # (dataset id, rel) -> the remote bytes change
     fail_uploads_after: Callable[[int], contextlib.AbstractContextManager[None]]
     go_down: Callable[[pytest.MonkeyPatch], str]  # make the remote unreachable; returns its URI
+    # (dataset id, rel, bytes) -> the remote file now holds these bytes; listings may still
+    # report its old size and sha256 (a hostile or broken remote)
+    replace: Callable[[str, str, bytes], None]
 
 
 @pytest.fixture(scope="session")
@@ -106,12 +109,18 @@ def file_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Backend:
     def go_down(mp: pytest.MonkeyPatch) -> str:
         return f"file://{tmp_path / 'unmounted'}"
 
+    def replace(dataset_id: str, rel: str, data: bytes) -> None:
+        file = base / dataset_id / rel
+        file.unlink()
+        file.write_bytes(data)
+
     return Backend(
         "file",
         f"file://{base}",
         corrupt,
         lambda n: _fail_object_puts(monkeypatch, FileRemote, n),
         go_down,
+        replace,
     )
 
 
@@ -137,12 +146,17 @@ def gcs_backend(gcs_server: str, monkeypatch: pytest.MonkeyPatch) -> Backend:
         mp.setenv("STORAGE_EMULATOR_HOST", closed_port_url())
         return f"gcp://{bucket_name}/team"
 
+    def replace(dataset_id: str, rel: str, data: bytes) -> None:
+        blob = client.bucket(bucket_name).get_blob(f"team/{dataset_id}/{rel}")
+        blob.upload_from_string(data)  # keeps the custom sha256 metadata
+
     return Backend(
         "gcs",
         f"gcp://{bucket_name}/team",
         corrupt,
         lambda n: _fail_object_puts(monkeypatch, GCSRemote, n),
         go_down,
+        replace,
     )
 
 
@@ -177,7 +191,11 @@ def hf_backend(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> Backen
         # dataset list, which the client retries for ~23 s before giving up
         return f"{uri}/cart"
 
-    return Backend("hf", uri, corrupt, fail_after, go_down)
+    def replace(dataset_id: str, rel: str, data: bytes) -> None:
+        repo, path = HubRemote(uri).locate(dataset_id)
+        hub_server.corrupt(repo, f"{path}/{rel}", data)
+
+    return Backend("hf", uri, corrupt, fail_after, go_down, replace)
 
 
 @pytest.fixture(params=["file", "gcs", "hf"])

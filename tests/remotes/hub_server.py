@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import secrets
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -146,6 +147,13 @@ class _Fault:
     seen: int = 0
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that stops reading mid-body (a bounded pull) is normal, not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class HubServer:
     """In-memory Hub on ``127.0.0.1``; start it, point ``endpoint=`` at :attr:`url`."""
 
@@ -185,7 +193,7 @@ class HubServer:
 
     def start(self) -> str:
         """Serve on a free port in a daemon thread and return the base URL."""
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.hub = self  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)

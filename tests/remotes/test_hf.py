@@ -141,10 +141,12 @@ def test_a_pull_reads_one_revision_while_the_dataset_is_replaced(
     real_get = HubRemote._get
     replaced = []
 
-    def get_while_replacing(self: HubRemote, dataset_id: str, rel: str, dest: Path) -> None:
+    def get_while_replacing(
+        self: HubRemote, dataset_id: str, rel: str, dest: Path, limit: int
+    ) -> None:
         if not replaced:
             replaced.append(HubRemote(f"hf://{org}").push(dataset_id, overwrite=True))
-        real_get(self, dataset_id, rel, dest)  # in a worker thread: still the pinned commit
+        real_get(self, dataset_id, rel, dest, limit)  # in a worker thread: still the pinned commit
 
     with monkeypatch.context() as m:
         m.setattr(HubRemote, "_get", get_while_replacing)

@@ -22,6 +22,7 @@ from collector.errors import (
     CorruptDatasetError,
     DatasetExistsError,
     DatasetNotFoundError,
+    HarvestWarning,
     RemoteError,
     UsageError,
 )
@@ -222,7 +223,7 @@ def test_hostile_manifest_cannot_write_outside_the_root(backend: Backend, elsewh
     path = fmt.dataset_path("cart/rand-v0")
     meta: dict[str, Any] = json.loads((path / fmt.METADATA_FILE).read_text())
     meta["shards"][0]["file"] = "../../../escape.h5"
-    fmt.atomic_write(path / fmt.METADATA_FILE, json.dumps(meta).encode())
+    fmt.atomic_write(path / fmt.METADATA_FILE, fmt.seal_metadata(meta).encode())
     with pytest.raises(CorruptDatasetError, match="not a plain shard"):
         push_dataset("cart/rand-v0", backend.uri)
 
@@ -239,6 +240,80 @@ def test_a_killed_pull_leaves_nothing_that_opens_and_the_next_one_cleans_up(
     pull_dataset("cart/rand-v0", backend.uri, root=elsewhere)
     assert no_leftovers(elsewhere) == []
     assert_same_dataset("cart/rand-v0", elsewhere)
+
+
+# -- sizes a remote declares are not trusted (issue 16 item 8) --------------------------------
+
+OVERSIZED = 20 << 20  # stands for the 190 MiB file of the issue
+
+
+def spy_reads(monkeypatch: pytest.MonkeyPatch, uri: str) -> dict[str, list[int]]:
+    """Bytes each download left locally (``_get``) or returned (``_read``), by the real code."""
+    cls = type(open_remote(uri))
+    seen: dict[str, list[int]] = {"get": [], "read": []}
+    real_get, real_read = cls._get, cls._read
+
+    def get(self: Any, dataset_id: str, rel: str, dest: Path, limit: int) -> None:
+        try:
+            real_get(self, dataset_id, rel, dest, limit)
+        finally:
+            seen["get"].append(dest.stat().st_size if dest.exists() else 0)
+
+    def read(self: Any, dataset_id: str, rel: str) -> bytes | None:
+        data = real_read(self, dataset_id, rel)
+        seen["read"].append(len(data or b""))
+        return data
+
+    monkeypatch.setattr(cls, "_get", get)
+    monkeypatch.setattr(cls, "_read", read)
+    return seen
+
+
+def test_a_shard_larger_than_declared_is_refused_at_its_declared_size(
+    backend: Backend, elsewhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cartpole("cart/rand-v0", episodes=4)
+    push_dataset("cart/rand-v0", backend.uri)
+    meta = fmt.read_metadata(fmt.dataset_path("cart/rand-v0"))
+    rel, _, declared = fmt.dataset_files(meta, "cart/rand-v0")[0]
+    backend.replace("cart/rand-v0", rel, b"\0" * OVERSIZED)
+    seen = spy_reads(monkeypatch, backend.uri)
+    with pytest.raises(CorruptDatasetError, match="larger than") as e:
+        pull_dataset("cart/rand-v0", backend.uri, root=elsewhere)
+    assert "\n" not in str(e.value) and rel.split("/")[-1] in str(e.value)
+    assert seen["get"] and max(seen["get"]) <= declared + 1 < OVERSIZED
+    assert not (elsewhere / "cart" / "rand-v0").exists()
+    assert no_leftovers(elsewhere) == []
+
+
+def test_a_manifest_over_the_cap_is_refused_unread(
+    backend: Backend, elsewhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cartpole("cart/rand-v0", episodes=4)
+    push_dataset("cart/rand-v0", backend.uri)
+    cap = 1 << 20  # the real cap (64 MiB) is over the 20 MiB this test uploads
+    monkeypatch.setattr(fmt, "METADATA_MAX_BYTES", cap)
+    text = (fmt.dataset_path("cart/rand-v0") / fmt.METADATA_FILE).read_bytes()
+    backend.replace("cart/rand-v0", fmt.METADATA_FILE, text + b" " * OVERSIZED)
+    seen = spy_reads(monkeypatch, backend.uri)
+    with pytest.raises(CorruptDatasetError, match="larger than") as e:
+        pull_dataset("cart/rand-v0", backend.uri, root=elsewhere)
+    assert "\n" not in str(e.value)
+    assert seen["read"] and max(seen["read"]) <= cap + 1
+    assert not (elsewhere / "cart" / "rand-v0").exists()
+
+
+def test_an_empty_object_is_not_a_dataset(backend: Backend, elsewhere: Path) -> None:
+    cartpole("cart/rand-v0", episodes=4)
+    push_dataset("cart/rand-v0", backend.uri)
+    cartpole("cart/other-v0", episodes=4)
+    push_dataset("cart/other-v0", backend.uri)
+    backend.replace("cart/rand-v0", fmt.METADATA_FILE, b"{}")
+    with pytest.raises(CorruptDatasetError) as e:
+        pull_dataset("cart/rand-v0", backend.uri, root=elsewhere)
+    assert "\n" not in str(e.value)
+    with pytest.warns(HarvestWarning, match="cart/rand-v0"):
+        assert list(list_remote_datasets(backend.uri)) == ["cart/other-v0"]
 
 
 # -- a dataset never contains another (DESIGN.md section 4; issue 16, item 1) ---------------
@@ -411,10 +486,10 @@ def test_a_pushed_split_carries_none_of_the_held_out_episodes(
     scanned = tmp_path / "scanned"
     scanned.mkdir()
     uploaded = []
-    for rel in remote._stat("cart/train-v0"):
+    for rel, listed in remote._stat("cart/train-v0").items():
         if rel != fmt.METADATA_FILE:
             uploaded.append(scanned / rel.replace("/", "~"))
-            remote._get("cart/train-v0", rel, uploaded[-1])
+            remote._get("cart/train-v0", rel, uploaded[-1], listed.size)
     assert episode_keys(uploaded) == want
     held = {int(s) for s, _ in dataset_keys("cart/src-v0")} - {int(s) for s, _ in want}
     assert len(held) == 160 and not held & {s for s, _ in episode_keys(uploaded)}
