@@ -23,7 +23,7 @@ ENTRY = {
     name: f"import sys; from {pkg}.cli import main; sys.argv[0] = {name!r}; main()"
     for name, pkg in (("collect", "collector"), ("curate", "curation"))
 }
-SKIP = ("my_pkg", "runner=ray", "D4RL/")
+SKIP = ("my_pkg", "runner=ray", "D4RL/", "ale_py:")  # ale-py is not a dependency (yet)
 
 
 def blocks(text: str) -> list[tuple[str, str]]:

@@ -146,7 +146,11 @@ class FileRemote(ObjectStoreRemote):
 
     def _get(self, dataset_id: str, rel: str, dest: Path, limit: int) -> None:
         try:
-            with open(self._source(dataset_id, rel), "rb") as src, open(dest, "wb") as out:
+            with (
+                open(self._source(dataset_id, rel), "rb") as src,
+                fmt.storage_errors(dest),
+                open(dest, "wb") as out,
+            ):
                 copy_at_most(src, out, limit)
         except FileNotFoundError as e:
             raise self._missing_file(dataset_id, rel) from e
@@ -154,7 +158,11 @@ class FileRemote(ObjectStoreRemote):
     def _put(self, dataset_id: str, upload: Upload) -> None:
         dest = self._target(dataset_id, upload.rel, create=True)
         assert dest is not None
-        with self._temporary(dest) as (tmp, fh), open(upload.path, "rb") as src:
+        with (
+            fmt.storage_errors(dest),  # a full remote folder names it (shutil's errors do not)
+            self._temporary(dest) as (tmp, fh),
+            open(upload.path, "rb") as src,
+        ):
             shutil.copyfileobj(src, fh, 1 << 20)
             fh.flush()
             check_upload(upload, tmp, f"copied to {self.uri}")
@@ -166,7 +174,7 @@ class FileRemote(ObjectStoreRemote):
     def _write(self, dataset_id: str, rel: str, data: bytes) -> None:
         dest = self._target(dataset_id, rel, create=True)
         assert dest is not None
-        with self._temporary(dest) as (tmp, fh):
+        with fmt.storage_errors(dest), self._temporary(dest) as (tmp, fh):
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -1347,11 +1347,13 @@ def test_duplicate_ids_refuse_to_commit(datasets_root: Path) -> None:
 
 def test_a_dataset_cannot_be_created_inside_or_around_another() -> None:
     write_dataset("outer-v0", [synth([0])])
+    # refused when the writer opens: its lock would otherwise be made inside 'outer-v0'
     with (
-        fmt.DatasetWriter("outer-v0/inner-v1") as w,
         pytest.raises(UsageError, match=re.escape("would sit inside dataset 'outer-v0'")),
+        fmt.DatasetWriter("outer-v0/inner-v1") as w,
     ):
         w.start(base_meta())
+    assert not fmt.dataset_path("outer-v0/inner-v1").parent.joinpath(".locks").exists()
     write_dataset("ns/a/inner-v0", [synth([0])])
     with fmt.DatasetWriter("ns/a-v0") as w:
         w.start(base_meta())  # a sibling folder is fine
