@@ -9,6 +9,8 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import logging  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -22,3 +24,20 @@ def datasets_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))  # never ~/.minari
     monkeypatch.delenv("HARVEST_REMOTE", raising=False)  # a developer's own remote stays out
     return root
+
+
+@pytest.fixture(autouse=True)
+def _close_log_handlers_added_by_the_test() -> Iterator[None]:
+    """Close the root logger's handlers a test added (an in-process Hydra run adds a file one).
+
+    Left open, a later Hydra run drops them and the garbage collector's ResourceWarning fails
+    whichever test happens to be running then.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
