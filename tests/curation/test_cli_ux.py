@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,21 +16,9 @@ HYDRA = ["hydra.run.dir=runs/test-curate", "hydra.output_subdir=null"]
 
 
 @pytest.fixture(autouse=True)
-def _hydra_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Runs land in ``tmp_path``; the root logger's handlers (this test's stderr) are undone."""
+def _hydra_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs land in ``tmp_path`` (conftest closes the log handlers Hydra adds)."""
     monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    # another module's in-process Hydra run may have left handlers on a closed captured stream
-    root.handlers[:] = [
-        h for h in root.handlers if not getattr(getattr(h, "stream", None), "closed", False)
-    ]
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
