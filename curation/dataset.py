@@ -27,8 +27,9 @@ import numpy as np
 
 from collector import format as fmt
 from collector.envs import check_registered_spec
-from collector.errors import HarvestWarning, UsageError
+from collector.errors import HarvestWarning, InvalidValueError, UsageError
 from collector.spaces import columns, unescape_key, unflatten
+from curation.expr import compile_expression
 from curation.snapshot import (
     DEFAULT_BLOCK_ROWS,
     DEFAULT_CACHE_BYTES,
@@ -448,10 +449,10 @@ class Dataset:
         """``n_episodes`` distinct episodes, uniformly at random (see ``set_seed``).
 
         Raises:
-            ValueError: ``n_episodes`` is larger than the dataset or view.
+            InvalidValueError: ``n_episodes`` is larger than the dataset or view.
         """
         if n_episodes > len(self._ids):
-            raise ValueError(
+            raise InvalidValueError(
                 f"cannot sample {n_episodes} episodes without replacement from {len(self._ids)}"
             )
         picked = self._rng.choice(len(self._ids), n_episodes, replace=False)
@@ -478,8 +479,6 @@ class Dataset:
 
     def evaluate(self, expression: str) -> np.ndarray:
         """The boolean mask of ``expression`` over this view's episodes (no step data read)."""
-        from curation.expr import compile_expression
-
         expr = compile_expression(expression, [*self.EPISODE_FIELDS, "source", "source_id"])
         columns: dict[str, np.ndarray] = {"id": self._ids}
         if expr.fields & set(self.EPISODE_FIELDS):
@@ -617,11 +616,11 @@ class Dataset:
         """``(returns - ref_min_score) / (ref_max_score - ref_min_score)`` (D4RL's score).
 
         Raises:
-            ValueError: the dataset has no reference scores.
+            InvalidValueError: the dataset has no reference scores.
         """
         lo, hi = self._snap.meta.get("ref_min_score"), self._snap.meta.get("ref_max_score")
         if lo is None or hi is None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"dataset {self.id!r} has no ref_min_score/ref_max_score; pass them to "
                 "create_dataset to enable normalized scores"
             )

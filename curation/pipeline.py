@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from collector import format as fmt
+from collector.errors import InvalidValueError, ReaderError
 from collector.spaces import unflatten
 from curation.dataset import nested_row
 from curation.snapshot import BlockRef
@@ -178,7 +179,7 @@ class _BlockStream:
         self._checked = now
         dead = [w for w in self.procs if not w.is_alive()]
         if dead:
-            raise RuntimeError(
+            raise ReaderError(
                 f"batch reader process {dead[0].pid} died (exit code {dead[0].exitcode}); "
                 "restart the iterator"
             )
@@ -232,7 +233,7 @@ class Pipeline:
         self, dataset: Dataset, num_workers: int = 4, mp_context: str | None = None
     ) -> None:
         if num_workers < 0:
-            raise ValueError(f"num_workers={num_workers} must be >= 0")
+            raise InvalidValueError(f"num_workers={num_workers} must be >= 0")
         self.dataset = dataset
         # another format read in place (a Minari dataset) is decoded in this process
         snap = dataset.snapshot
@@ -328,13 +329,17 @@ class Pipeline:
         DataLoader workers) then share one stream, each block served once per epoch overall.
         """
         if batch_size <= 0 or seq_len <= 0 or preload_buffer_size <= 0:
-            raise ValueError("batch_size, seq_len and preload_buffer_size must be positive")
+            raise InvalidValueError("batch_size, seq_len and preload_buffer_size must be positive")
         if shard is not None:
             index, count = shard
             if not 0 <= index < count:
-                raise ValueError(f"shard={shard} must be (index, count) with 0 <= index < count")
+                raise InvalidValueError(
+                    f"shard={shard} must be (index, count) with 0 <= index < count"
+                )
             if seed is None and count > 1:
-                raise ValueError("shard needs a seed: every shard must draw the same block order")
+                raise InvalidValueError(
+                    "shard needs a seed: every shard must draw the same block order"
+                )
         if len(self._blocks) == 0:
             return
         order_rng, rng = _streams(seed, shard)
@@ -494,7 +499,7 @@ class Pipeline:
         (``id``, ``seed``, ``start``, ``terminated``, ``truncated``) is appended.
         """
         if max_sequence_len <= 0:
-            raise ValueError(f"max_sequence_len={max_sequence_len} must be positive")
+            raise InvalidValueError(f"max_sequence_len={max_sequence_len} must be positive")
         order_rng, rng = _streams(seed)
         for block, rows in _BlockStream(self, self._epochs(num_epochs, order_rng), queue_size):
             for pos in rng.permutation(self._episodes_of(block)).tolist():

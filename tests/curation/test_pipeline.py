@@ -27,7 +27,7 @@ from gymnasium import spaces
 
 from collector.collect import collect
 from collector.data_collector import DataCollector
-from collector.errors import CorruptDatasetError
+from collector.errors import CorruptDatasetError, HarvestError, ReaderError, UsageError
 from curation import Dataset, load_dataset
 
 BLOCK_ROWS = 200
@@ -959,3 +959,22 @@ def test_shards_of_one_seeded_stream_serve_each_block_once_per_epoch() -> None:
         next(pipe.batch_iter(8, 1, seed=None, shard=(0, 2)))
     with pytest.raises(ValueError, match=r"0 <= index < count"):
         next(pipe.batch_iter(8, 1, seed=0, shard=(2, 2)))
+
+
+def test_argument_mistakes_are_usage_errors_in_the_family() -> None:
+    """Issue 17: what a user gets wrong is a ``UsageError`` (exit 2), still a ``ValueError``."""
+    ds = make_dataset(episodes=4)
+    p = ds.pipeline(num_workers=0)
+    mistakes: list[Callable[[], Any]] = [
+        lambda: ds.pipeline(num_workers=-1),
+        lambda: next(p.batch_iter(batch_size=0, seq_len=2)),
+        lambda: next(p.batch_iter(batch_size=2, seq_len=2, shard=(0, 2))),
+        lambda: next(p.sarsd_iter(max_sequence_len=0)),
+        lambda: ds.sample_episodes(5),
+        lambda: ds.get_normalized_score(1.0),
+    ]
+    for mistake in mistakes:
+        with pytest.raises(UsageError) as caught:
+            mistake()
+        assert isinstance(caught.value, ValueError) and caught.value.exit_code == 2
+    assert issubclass(ReaderError, HarvestError) and issubclass(ReaderError, RuntimeError)
