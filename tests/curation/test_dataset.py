@@ -787,6 +787,31 @@ def test_filter_of_a_filter_and_reads_touch_only_the_view() -> None:
     assert len(empty) == 0 and empty.total_steps == 0 and list(empty) == []
 
 
+def test_public_read_layer_matches_episodes() -> None:
+    """``snapshot``/``positions``/``read_block``/``transition``/``view``: the rows of ``ds[i]``."""
+    ds = load_dataset(collect_cartpole(episodes=10), block_rows=50)
+    view = ds.view(np.array([7, 2, 5]), {"name": "pick"})
+    assert view.episode_indices.tolist() == [2, 5, 7]
+    assert view.lineage_steps == ({"name": "pick"},)
+    snap = view.snapshot
+    assert snap is ds.snapshot and snap.ids[view.positions].tolist() == [2, 5, 7]
+    assert not view.positions.flags.writeable
+    for i, ep in enumerate(view):
+        pos = int(view.positions[i])
+        rows = view.read_block(int(snap.block[pos]))
+        o0, t0 = (int(r) for r in snap.rows_in_block(pos))
+        np.testing.assert_array_equal(rows.rewards[t0 : t0 + len(ep)], ep.rewards)
+        np.testing.assert_array_equal(rows.observations[""][o0 : o0 + len(ep) + 1], ep.observations)
+        ref = snap.block_ref(int(snap.block[pos]))
+        assert ref.file == str(snap.files[snap.block_shard[snap.block[pos]]])
+        for t in (0, len(ep) - 1):
+            step = view.transition(i, t)
+            np.testing.assert_array_equal(step["observation"], ep.observations[t])
+            np.testing.assert_array_equal(step["next_observation"], ep.observations[t + 1])
+            assert step["reward"] == ep.rewards[t]
+            assert step["terminated"] == bool(ep.terminations[t])
+
+
 def test_views_share_the_parent_snapshot_and_cache() -> None:
     ds = load_dataset(collect_cartpole(episodes=10))
     view = ds.filter_episodes(lambda ep: ep.id > 4)
