@@ -37,6 +37,7 @@ from curation.snapshot import (
     ShardSnapshot,
     Snapshot,
     env_spec_from_json,
+    nested_row,
 )
 
 if TYPE_CHECKING:
@@ -129,6 +130,14 @@ class Dataset:
 
     Create with ``load_dataset``. Reading never changes the files; a ``collect`` run writing
     the same dataset does not disturb it (call ``refresh()`` to see newer commits).
+
+    Args:
+        snapshot: the commit to read (``curation.snapshot``).
+        episode_indices: episode ids of a view (None: every episode).
+        cache_bytes: byte budget of the block cache.
+        block_rows: steps per block window (kept for ``refresh``).
+        cache: a block cache to share (views share their parent's).
+        lineage_steps: the operations that made this view, recorded by ``save``.
     """
 
     #: The per-episode fields of ``episodes()``, which filter expressions can use.
@@ -633,15 +642,6 @@ class Dataset:
         from curation.pipeline import Pipeline
 
         return Pipeline(self, num_workers=num_workers, **kwargs)
-
-
-def nested_row(value: Any, t: int) -> Any:
-    """Row ``t`` of a nested value (dict / tuple / ``list[str]`` / ndarray), same nesting."""
-    if isinstance(value, dict):
-        return {k: nested_row(v, t) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(nested_row(v, t) for v in value)
-    return value[t]
 
 
 def _loads(text: bytes | str | None) -> Any:

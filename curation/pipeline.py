@@ -46,8 +46,7 @@ import numpy as np
 from collector import format as fmt
 from collector.errors import InvalidValueError, ReaderError
 from collector.spaces import unflatten
-from curation.dataset import nested_row
-from curation.snapshot import BlockRef
+from curation.snapshot import BlockRef, nested_row
 
 if TYPE_CHECKING:
     import gymnasium as gym

@@ -38,6 +38,7 @@ __all__ = [
     "ShardSnapshot",
     "Snapshot",
     "env_spec_from_json",
+    "nested_row",
 ]
 
 DEFAULT_BLOCK_ROWS = 65_536
@@ -369,3 +370,12 @@ def env_spec_from_json(data: dict[str, Any] | str | None) -> gym.envs.registrati
     # specs of older gymnasiums (imported from Minari) may lack additional_wrappers
     text = data if isinstance(data, str) else json.dumps({"additional_wrappers": [], **data})
     return gym.envs.registration.EnvSpec.from_json(text)
+
+
+def nested_row(value: Any, t: int) -> Any:
+    """Row ``t`` of a nested value (dict / tuple / ``list[str]`` / ndarray), same nesting."""
+    if isinstance(value, dict):
+        return {k: nested_row(v, t) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(nested_row(v, t) for v in value)
+    return value[t]
