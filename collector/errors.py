@@ -8,7 +8,10 @@ one line and exit with ``exit_code`` (2 for usage mistakes, 1 for runtime failur
     │   ├── DatasetIdError(ValueError)           "../x-v0", "/abs-v0", "name" (no version)
     │   ├── UnsupportedSpaceError(TypeError)     Graph, Sequence, OneOf
     │   ├── ConfigMismatchError                  resume with different data-affecting keys
-    │   └── IncompatibleDatasetsError            combine of datasets whose spaces or specs differ
+    │   ├── IncompatibleDatasetsError            combine of datasets whose spaces or specs differ
+    │   ├── ExpressionError(ValueError)          a filter expression that does not parse or fit
+    │   └── InvalidValueError(ValueError)        an argument out of range, or a value the
+    │                                            dataset lacks (e.g. reference scores)
     ├── DatasetNotFoundError(FileNotFoundError)
     ├── DatasetExistsError(FileExistsError)
     ├── LockHeldError(BlockingIOError)           another writer holds the dataset lock
@@ -16,6 +19,7 @@ one line and exit with ``exit_code`` (2 for usage mistakes, 1 for runtime failur
     ├── FormatVersionError                       written by a newer harvest
     ├── MissingExtraError(ImportError)           ``pip install "harvest[ray]"``
     ├── RemoteError(ConnectionError)             a remote unreachable, refusing or inconsistent
+    ├── ReaderError(RuntimeError)                a training iterator's reader process died
     ├── StorageError(OSError)                    a local write failed: disk full, quota,
     │                                            read-only filesystem, permission denied
     └── CollectionError                          an env or policy failed mid-run
@@ -34,12 +38,15 @@ __all__ = [
     "DatasetIdError",
     "DatasetNotFoundError",
     "DiskFullError",
+    "ExpressionError",
     "FormatVersionError",
     "HarvestError",
     "HarvestWarning",
     "IncompatibleDatasetsError",
+    "InvalidValueError",
     "LockHeldError",
     "MissingExtraError",
+    "ReaderError",
     "RemoteError",
     "StorageError",
     "UnsupportedSpaceError",
@@ -87,6 +94,21 @@ class IncompatibleDatasetsError(UsageError):
         self.differences = differences
 
 
+class ExpressionError(UsageError, ValueError):
+    """A filter expression that does not parse, names an unknown field or mixes types.
+
+    Raised by ``curation.expr`` (which re-exports it) before any data is read.
+    """
+
+
+class InvalidValueError(UsageError, ValueError):
+    """An argument out of its range, or a value the dataset does not have.
+
+    E.g. ``num_workers=-1``, ``sample_episodes`` of more episodes than there are, or
+    normalized scores of a dataset without ``ref_min_score``/``ref_max_score``.
+    """
+
+
 class DatasetNotFoundError(HarvestError, FileNotFoundError):
     """No dataset with that id under the datasets root."""
 
@@ -125,6 +147,10 @@ class MissingExtraError(HarvestError, ImportError):
 
 class RemoteError(HarvestError, ConnectionError):
     """A remote (folder, Hub, bucket) cannot be reached, refuses a request or changed under us."""
+
+
+class ReaderError(HarvestError, RuntimeError):
+    """A reader process of the training iterators died (killed, out of memory); restart it."""
 
 
 class StorageError(HarvestError, OSError):

@@ -8,14 +8,9 @@ expression), ``Dataset.save`` and ``run_recipe``; remotes: ``push_dataset``, ``p
 ``from_minari``, ``to_minari`` and ``open_minari``.
 """
 
-from curation.dataset import (
-    Dataset,
-    DatasetSpec,
-    EpisodeData,
-    delete_dataset,
-    list_local_datasets,
-    load_dataset,
-)
+from curation.api import load_dataset
+from curation.catalog import delete_dataset, list_local_datasets
+from curation.dataset import Dataset, DatasetSpec, EpisodeData
 from curation.minari import from_minari, open_minari, to_minari
 from curation.ops import combine_datasets, save_dataset, split_dataset
 from curation.recipes import run_recipe

@@ -1,9 +1,10 @@
 """The ``curate`` command: thin argparse subcommands and a Hydra app for recipes.
 
 Every subcommand calls one Python function that tests call too (``curation.ops``,
-``curation.inventory``, ``curation.recipes``, ``collector.format.verify_dataset``); this module
-only parses, prints and maps ``HarvestError`` to one line and an exit code (2 for usage
-mistakes, 1 otherwise; ``--verbose`` shows the traceback).
+``curation.describe``, ``curation.catalog``, ``curation.report``, ``curation.recipes``,
+``collector.format.verify_dataset``); this module only parses, prints and maps
+``HarvestError`` to one line and an exit code (2 for usage mistakes, 1 otherwise;
+``--verbose`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _combine(args: argparse.Namespace) -> int:
 
 
 def _filter(args: argparse.Namespace) -> int:
-    from curation.dataset import load_dataset
+    from curation.api import load_dataset
 
     view = load_dataset(args.id, root=args.root).filter_episodes(args.where)
     head = f"{args.id} where {args.where}"
@@ -85,7 +86,7 @@ def _filter(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    from curation.dataset import load_dataset
+    from curation.api import load_dataset
     from curation.ops import draw_seed, split_dataset
 
     sizes: list[int | float] = []
@@ -112,8 +113,8 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from curation.dataset import list_local_datasets
-    from curation.inventory import dataset_rows, render_table
+    from curation.catalog import list_local_datasets
+    from curation.describe import dataset_rows, render_table
 
     if args.where == "local" and not args.remote:
         root = fmt.datasets_root(args.root)
@@ -135,8 +136,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from curation.dataset import load_dataset
-    from curation.inventory import describe_dataset
+    from curation.api import load_dataset
+    from curation.describe import describe_dataset
 
     ds = load_dataset(args.id, root=args.root)
     if args.json:
@@ -162,7 +163,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from curation.dataset import delete_dataset, load_dataset
+    from curation.api import load_dataset
+    from curation.catalog import delete_dataset
 
     if args.remote:
         return _delete_remote(args)
@@ -254,8 +256,8 @@ def _import_minari(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from curation.dataset import load_dataset
-    from curation.inventory import plot_report
+    from curation.api import load_dataset
+    from curation.report import plot_report
 
     ds = load_dataset(args.id, root=args.root)
     print(f"wrote {plot_report(ds, args.out, bins=args.bins)}")
@@ -263,27 +265,28 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _namespace(args: argparse.Namespace) -> int:
-    from curation import inventory
+    from curation import catalog
+    from curation.describe import describe_namespace
 
     if args.action == "create":
         if not args.namespace:
             raise UsageError("curate namespace create needs a NAMESPACE")
-        existed = args.namespace in inventory.list_namespaces(args.root)
-        inventory.create_namespace(
+        existed = args.namespace in catalog.list_namespaces(args.root)
+        catalog.create_namespace(
             args.namespace, args.description, root=args.root, exist_ok=args.exist_ok
         )
         print(f"{'updated' if existed else 'created'} namespace {args.namespace}")
     elif args.action == "list":
-        names = inventory.list_namespaces(args.root)
+        names = catalog.list_namespaces(args.root)
         print(json.dumps(names) if args.json else "\n".join(names) or "no namespaces")
     else:
         if not args.namespace:
             raise UsageError("curate namespace show needs a NAMESPACE")
         if args.json:
-            meta = inventory.get_namespace_metadata(args.namespace, root=args.root)
+            meta = catalog.get_namespace_metadata(args.namespace, root=args.root)
             print(json.dumps(meta, indent=2))
         else:
-            print(inventory.describe_namespace(args.namespace, root=args.root), end="")
+            print(describe_namespace(args.namespace, root=args.root), end="")
     return 0
 
 

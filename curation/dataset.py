@@ -1,4 +1,4 @@
-"""Load datasets and read episodes: the Minari-style reading API.
+"""Read episodes: the Minari-style reading API (``curation.api.load_dataset`` opens one).
 
 A ``Dataset`` is a snapshot of one commit: opening it reads ``metadata.json`` and the shard
 episode tables (never step data) into a numpy index. Step data is read in **blocks**:
@@ -6,7 +6,8 @@ contiguous runs of whole episodes inside one shard (those whose first step falls
 ``block_rows`` window, so at most ``block_rows`` plus one episode), read and decompressed
 once and kept in a byte-bounded LRU. Episodes are sliced out of cached blocks, so iterating,
 sampling and the training iterators (``curation.pipeline``) all read HDF5 in large contiguous
-pieces [review 10].
+pieces [review 10]. The index, blocks and cache live in ``curation.snapshot``; ``Dataset``
+exposes them (``snapshot``, ``positions``, ``read_block``, ``view``) for code that reads rows.
 
 ``dataset[i]`` is positional over the snapshot's sorted episode ids (``episode_indices``);
 ``filter_episodes`` and ``sample``-style helpers return views over the same snapshot.
@@ -14,12 +15,8 @@ pieces [review 10].
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import shutil
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +27,18 @@ import numpy as np
 
 from collector import format as fmt
 from collector.envs import check_registered_spec
-from collector.errors import CorruptDatasetError, HarvestError, HarvestWarning, UsageError
-from collector.spaces import columns, space_from_json, unescape_key, unflatten
+from collector.errors import HarvestWarning, InvalidValueError, UsageError
+from collector.spaces import columns, unescape_key, unflatten
+from curation.expr import compile_expression
+from curation.snapshot import (
+    DEFAULT_BLOCK_ROWS,
+    DEFAULT_CACHE_BYTES,
+    BlockCache,
+    ShardSnapshot,
+    Snapshot,
+    env_spec_from_json,
+    nested_row,
+)
 
 if TYPE_CHECKING:
     from curation.pipeline import Pipeline
@@ -40,13 +47,8 @@ __all__ = [
     "Dataset",
     "DatasetSpec",
     "EpisodeData",
-    "delete_dataset",
-    "list_local_datasets",
-    "load_dataset",
+    "open_dataset",
 ]
-
-DEFAULT_BLOCK_ROWS = 65_536
-DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -110,157 +112,6 @@ class DatasetSpec:
     combined_datasets: tuple[str, ...] = ()
 
 
-class _Snapshot:
-    """One commit of a dataset: metadata, the episode index (numpy, sorted by id), blocks."""
-
-    #: harvest shards (False: another format read in place, e.g. a Minari dataset): only
-    #: native snapshots can be read by worker processes from file paths, or linked by ops.
-    native = True
-
-    def __init__(self, path: Path, dataset_id: str, block_rows: int) -> None:
-        self.path = path
-        self.dataset_id = dataset_id
-        self.meta = fmt.read_metadata(path, dataset_id)
-        self.observation_space = space_from_json(self.meta["observation_space"])
-        self.action_space = space_from_json(self.meta["action_space"])
-        self.files = [path / fmt.DATA_DIR / e["file"] for e in self.meta.get("shards", [])]
-        # readers take the union of the shards' info schemas (DESIGN.md section 4)
-        self.info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
-        for entry in self.meta.get("shards", []):
-            for name, spec in (entry.get("info_schema") or {}).items():
-                dtype = np.dtype(spec["dtype"])
-                if name in self.info_schema:
-                    dtype = np.result_type(self.info_schema[name][0], dtype)
-                self.info_schema[name] = (dtype, tuple(spec["shape"]))
-        cols: dict[str, list[Any]] = {
-            k: [] for k in ("id", "stored", "shard", "length", "obs", "step")
-        }
-        cols.update({k: [] for k in ("seed", "has_seed", "return", "terminated", "truncated")})
-        self._kept: list[np.ndarray | None] = []  # per shard: table rows in the dataset
-        block_parts: list[np.ndarray] = []
-        for s, (entry, file) in enumerate(
-            zip(self.meta.get("shards", []), self.files, strict=True)
-        ):
-            # no digests, and options/metadata only when asked (``texts``): the index is per
-            # episode, so it is what grows with the dataset
-            t = fmt.read_shard_table(file, _INDEX_FIELDS, raw_text=True)
-            pos, ids = fmt.map_shard_ids(entry, t["id"])
-            partial = len(pos) != len(t["id"])  # a linked shard with only some episodes in
-            self._kept.append(pos if partial else None)
-            if partial:
-                t = {k: v[pos] for k, v in t.items()}
-            cols["id"].append(ids)
-            cols["stored"].append(t["id"])
-            cols["shard"].append(np.full(len(ids), s, np.int32))
-            cols["length"].append(t["length"])
-            cols["obs"].append(t["obs_offset"])
-            cols["step"].append(t["step_offset"])
-            for key in ("seed", "has_seed", "return", "terminated", "truncated"):
-                cols[key].append(t[key])
-            # a block holds the episodes whose first step falls in one block_rows window
-            block_parts.append(t["step_offset"] // block_rows)
-        if cols["id"]:
-            arrays = {k: np.concatenate(v) for k, v in cols.items()}
-            local_block = np.concatenate(block_parts)
-        else:
-            arrays = {k: np.zeros(0, np.int64) for k in cols}
-            local_block = np.zeros(0, np.int64)
-        order = np.argsort(arrays["id"], kind="stable")
-        self.ids = arrays["id"][order]
-        if len(np.unique(self.ids)) != len(self.ids):
-            raise CorruptDatasetError(
-                f"dataset {dataset_id!r} lists an episode id twice; run verify"
-            )
-        self.stored_id = arrays["stored"][order]  # the id inside the shard file
-        self.shard = arrays["shard"][order]
-        self.length = arrays["length"][order]
-        self.obs_offset = arrays["obs"][order]
-        self.step_offset = arrays["step"][order]
-        self.seed = arrays["seed"][order].astype(np.uint64)
-        self.has_seed = arrays["has_seed"][order].astype(bool)
-        self.returns = arrays["return"][order].astype(np.float64)
-        self.terminated = arrays["terminated"][order].astype(bool)
-        self.truncated = arrays["truncated"][order].astype(bool)
-        self._order = order
-        self._set_blocks(local_block[order])
-
-    def _set_blocks(self, local_block: np.ndarray) -> None:
-        """Number the blocks: (shard, local block) pairs; row ranges from their episodes."""
-        key = self.shard.astype(np.int64) << 32 | local_block.astype(np.int64)
-        uniq, self.block = np.unique(key, return_inverse=True)
-        n = len(uniq)
-        self.block_shard = (uniq >> 32).astype(np.int32)
-        self.block_obs_start = np.full(n, np.iinfo(np.int64).max, np.int64)
-        self.block_step_start = np.full(n, np.iinfo(np.int64).max, np.int64)
-        self.block_obs_stop = np.zeros(n, np.int64)
-        self.block_step_stop = np.zeros(n, np.int64)
-        np.minimum.at(self.block_obs_start, self.block, self.obs_offset)
-        np.minimum.at(self.block_step_start, self.block, self.step_offset)
-        np.maximum.at(self.block_obs_stop, self.block, self.obs_offset + self.length + 1)
-        np.maximum.at(self.block_step_stop, self.block, self.step_offset + self.length)
-
-    def reopen(self, block_rows: int) -> _Snapshot:
-        """The latest commit of the same dataset."""
-        return _Snapshot(self.path, self.dataset_id, block_rows)
-
-    def read_block(self, block: int, reader: fmt.ShardReader) -> fmt.ShardRows:
-        """Read one block's rows from its shard."""
-        return reader.read_rows(
-            self.files[self.block_shard[block]],
-            slice(int(self.block_obs_start[block]), int(self.block_obs_stop[block])),
-            slice(int(self.block_step_start[block]), int(self.block_step_stop[block])),
-        )
-
-    @functools.cached_property
-    def texts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-episode options and metadata JSON (stored bytes), read on first use."""
-        options, metadata = [], []
-        for file, kept in zip(self.files, self._kept, strict=True):
-            t = fmt.read_shard_table(file, ("options", "metadata"), raw_text=True)
-            options.append(t["options"] if kept is None else t["options"][kept])
-            metadata.append(t["metadata"] if kept is None else t["metadata"][kept])
-        return _text_column(options, self._order), _text_column(metadata, self._order)
-
-    def positions(self, ids: np.ndarray) -> np.ndarray:
-        """Rows of the index holding episode ``ids`` (KeyError for unknown ids)."""
-        ids = np.asarray(ids, np.int64)
-        if len(ids) == 0:
-            return np.zeros(0, np.int64)
-        pos = np.searchsorted(self.ids, ids)
-        bad = (pos >= len(self.ids)) | (self.ids[np.minimum(pos, len(self.ids) - 1)] != ids)
-        if len(self.ids) == 0 or np.any(bad):
-            missing = np.asarray(ids)[bad] if len(self.ids) else np.asarray(ids)
-            raise KeyError(f"episode id(s) {missing[:5].tolist()} not in {self.dataset_id!r}")
-        return pos
-
-
-class _BlockCache:
-    """Decompressed blocks of one process, least recently used evicted past a byte budget."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.reader = fmt.ShardReader()
-        self._blocks: OrderedDict[tuple[str, int], fmt.ShardRows] = OrderedDict()
-        self._bytes = 0
-
-    def get(self, snap: _Snapshot, block: int) -> fmt.ShardRows:
-        key = (str(snap.files[snap.block_shard[block]]), int(snap.block_obs_start[block]))
-        rows = self._blocks.pop(key, None)
-        if rows is None:
-            rows = snap.read_block(block, self.reader)
-            self._bytes += rows.nbytes
-            while self._blocks and self._bytes > self.budget:
-                _, old = self._blocks.popitem(last=False)
-                self._bytes -= old.nbytes
-        self._blocks[key] = rows
-        return rows
-
-    def clear(self) -> None:
-        self._blocks.clear()
-        self._bytes = 0
-        self.reader.close()
-
-
 def nest_infos(values: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict[str, Any]:
     """Turn flat info columns (``"episode/r"``) into nested dicts with ``_key`` masks."""
     out: dict[str, Any] = {}
@@ -279,6 +130,14 @@ class Dataset:
 
     Create with ``load_dataset``. Reading never changes the files; a ``collect`` run writing
     the same dataset does not disturb it (call ``refresh()`` to see newer commits).
+
+    Args:
+        snapshot: the commit to read (``curation.snapshot``).
+        episode_indices: episode ids of a view (None: every episode).
+        cache_bytes: byte budget of the block cache.
+        block_rows: steps per block window (kept for ``refresh``).
+        cache: a block cache to share (views share their parent's).
+        lineage_steps: the operations that made this view, recorded by ``save``.
     """
 
     #: The per-episode fields of ``episodes()``, which filter expressions can use.
@@ -286,16 +145,16 @@ class Dataset:
 
     def __init__(
         self,
-        snapshot: _Snapshot,
+        snapshot: Snapshot,
         episode_indices: np.ndarray | None = None,
         *,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         block_rows: int = DEFAULT_BLOCK_ROWS,
-        _cache: _BlockCache | None = None,
-        _steps: tuple[dict[str, Any], ...] = (),
+        cache: BlockCache | None = None,
+        lineage_steps: tuple[dict[str, Any], ...] = (),
     ) -> None:
         self._snap = snapshot
-        self._steps = _steps  # the operations that made this view, for lineage
+        self._steps = lineage_steps  # the operations that made this view, for lineage
         self._view = episode_indices is not None
         ids = snapshot.ids if episode_indices is None else np.asarray(episode_indices, np.int64)
         self._pos = snapshot.positions(ids) if self._view else np.arange(len(ids))
@@ -303,7 +162,8 @@ class Dataset:
         self._ids.flags.writeable = False
         self._cache_bytes = cache_bytes
         self._block_rows = block_rows
-        self._cache = _cache or _BlockCache(cache_bytes)
+        self._pos.flags.writeable = False
+        self._cache = cache or BlockCache(cache_bytes)
         self._rng = np.random.default_rng()
 
     # -- pickling (torch DataLoader workers, multiprocessing) ----------------------------------
@@ -315,7 +175,51 @@ class Dataset:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._cache = _BlockCache(self._cache_bytes)
+        self._cache = BlockCache(self._cache_bytes)
+
+    # -- the read layer (``curation.snapshot``), for code that needs rows, not episodes -------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The commit this dataset or view reads: episode index, block geometry, metadata.
+
+        Views share their parent's snapshot (no copy of the index).
+        """
+        return self._snap
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Rows of ``snapshot``'s episode index holding this view's episodes, in id order."""
+        return self._pos
+
+    @property
+    def block_cache(self) -> BlockCache:
+        """This process's cache of decompressed blocks (shared with views of this dataset)."""
+        return self._cache
+
+    @property
+    def lineage_steps(self) -> tuple[dict[str, Any], ...]:
+        """The operations (filter, split, ...) that made this view, recorded in ``lineage``."""
+        return self._steps
+
+    def read_block(self, block: int) -> fmt.ShardRows:
+        """The decompressed rows of ``snapshot``'s block ``block``, through the block cache."""
+        return self._cache.get(self._snap, int(block))
+
+    def view(self, ids: np.ndarray, step: dict[str, Any] | None = None) -> Dataset:
+        """A view of episodes ``ids`` of this snapshot, sharing its index and block cache.
+
+        Args:
+            ids: episode ids (any order; the view is sorted by id).
+            step: the operation that selected them, appended to ``lineage_steps``.
+
+        Raises:
+            KeyError: an id not in the snapshot.
+        """
+        steps = self._steps if step is None else (*self._steps, step)
+        return Dataset(self._snap, np.sort(ids), cache_bytes=self._cache_bytes,
+                       block_rows=self._block_rows, cache=self._cache,
+                       lineage_steps=steps)  # fmt: skip
 
     # -- what it is ----------------------------------------------------------------------------
 
@@ -342,7 +246,7 @@ class Dataset:
     @property
     def env_spec(self) -> gym.envs.registration.EnvSpec | None:
         """The environment's ``EnvSpec``, or None when the data has no env."""
-        return _env_spec(self._snap.meta.get("env_spec"))
+        return env_spec_from_json(self._snap.meta.get("env_spec"))
 
     @property
     def episode_indices(self) -> np.ndarray:
@@ -470,8 +374,7 @@ class Dataset:
         s = self._snap
         rows = self._cache.get(s, int(s.block[pos]))
         length = int(s.length[pos])
-        o0 = int(s.obs_offset[pos] - s.block_obs_start[s.block[pos]])
-        t0 = int(s.step_offset[pos] - s.block_step_start[s.block[pos]])
+        o0, t0 = (int(r) for r in s.rows_in_block(pos))
         obs_rows, step_rows = slice(o0, o0 + length + 1), slice(t0, t0 + length)
         obs = {k: v[obs_rows].copy() for k, v in rows.observations.items()}
         act = {k: v[step_rows].copy() for k, v in rows.actions.items()}
@@ -500,13 +403,17 @@ class Dataset:
             infos=infos,
         )
 
-    def _transition(self, pos: int, t: int) -> dict[str, Any]:
-        """Step ``t`` of the episode at index row ``pos`` (for map-style loaders)."""
+    def transition(self, index: int, t: int) -> dict[str, Any]:
+        """Step ``t`` of the episode at position ``index`` (as ``dataset[index]``), alone.
+
+        Reads only that step's rows from the cached block (for map-style loaders). Keys:
+        ``observation``, ``action``, ``reward``, ``next_observation``, ``terminated``,
+        ``truncated``.
+        """
         s = self._snap
-        b = int(s.block[pos])
-        rows = self._cache.get(s, b)
-        o = int(s.obs_offset[pos] - s.block_obs_start[b]) + t
-        k = int(s.step_offset[pos] - s.block_step_start[b]) + t
+        pos = int(self._pos[index])
+        rows = self._cache.get(s, int(s.block[pos]))
+        o, k = (int(r) + t for r in s.rows_in_block(pos))
 
         def one(space: gym.Space, cols: dict[str, np.ndarray], r: int) -> Any:
             return nested_row(
@@ -551,10 +458,10 @@ class Dataset:
         """``n_episodes`` distinct episodes, uniformly at random (see ``set_seed``).
 
         Raises:
-            ValueError: ``n_episodes`` is larger than the dataset or view.
+            InvalidValueError: ``n_episodes`` is larger than the dataset or view.
         """
         if n_episodes > len(self._ids):
-            raise ValueError(
+            raise InvalidValueError(
                 f"cannot sample {n_episodes} episodes without replacement from {len(self._ids)}"
             )
         picked = self._rng.choice(len(self._ids), n_episodes, replace=False)
@@ -573,16 +480,14 @@ class Dataset:
         """
         if isinstance(condition, str):
             mask = self.evaluate(condition)
-            return self._view_of(self._ids[mask], {"name": "filter", "where": condition})
+            return self.view(self._ids[mask], {"name": "filter", "where": condition})
         keep = [pos for pos in self._pos.tolist() if condition(self._episode(pos))]
         name = getattr(condition, "__qualname__", type(condition).__qualname__)
         step = {"name": "filter", "callable": f"{getattr(condition, '__module__', '?')}.{name}"}
-        return self._view_of(self._snap.ids[np.asarray(keep, np.int64)], step)
+        return self.view(self._snap.ids[np.asarray(keep, np.int64)], step)
 
     def evaluate(self, expression: str) -> np.ndarray:
         """The boolean mask of ``expression`` over this view's episodes (no step data read)."""
-        from curation.expr import compile_expression
-
         expr = compile_expression(expression, [*self.EPISODE_FIELDS, "source", "source_id"])
         columns: dict[str, np.ndarray] = {"id": self._ids}
         if expr.fields & set(self.EPISODE_FIELDS):
@@ -606,11 +511,6 @@ class Dataset:
 
         return save_dataset(self, new_dataset_id, root=root, overwrite=overwrite, metadata=metadata)
 
-    def _view_of(self, ids: np.ndarray, step: dict[str, Any] | None = None) -> Dataset:
-        steps = self._steps if step is None else (*self._steps, step)
-        return Dataset(self._snap, np.sort(ids), cache_bytes=self._cache_bytes,
-                       block_rows=self._block_rows, _cache=self._cache, _steps=steps)  # fmt: skip
-
     def refresh(self) -> Dataset:
         """Move to the latest commit (a view keeps its episodes that still exist); returns self."""
         snap = self._snap.reopen(self._block_rows)
@@ -619,8 +519,8 @@ class Dataset:
             ids = np.intersect1d(self._ids, snap.ids)
         self._cache.clear()
         Dataset.__init__(self, snap, ids, cache_bytes=self._cache_bytes,
-                         block_rows=self._block_rows, _cache=self._cache,
-                         _steps=self._steps)  # fmt: skip
+                         block_rows=self._block_rows, cache=self._cache,
+                         lineage_steps=self._steps)  # fmt: skip
         return self
 
     # -- whole-dataset arrays ------------------------------------------------------------------
@@ -646,8 +546,7 @@ class Dataset:
             b = int(s.block[group[0]])
             rows = self._cache.get(s, b)
             lengths = s.length[group]
-            starts_o = s.obs_offset[group] - s.block_obs_start[b]
-            starts_t = s.step_offset[group] - s.block_step_start[b]
+            starts_o, starts_t = s.rows_in_block(group)
             within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
             obs_idx = np.repeat(starts_o, lengths) + within
             step_idx = np.repeat(starts_t, lengths) + within
@@ -715,7 +614,7 @@ class Dataset:
         """
         _check_requirements(self._snap.meta.get("requirements") or [])
         spec_json = self._snap.meta.get("eval_env_spec") if eval_env else None
-        spec = _env_spec(spec_json) or self.env_spec
+        spec = env_spec_from_json(spec_json) or self.env_spec
         if spec is None:
             raise UsageError(f"dataset {self.id!r} has no env_spec to recover an environment from")
         if not trust_remote_code:
@@ -726,11 +625,11 @@ class Dataset:
         """``(returns - ref_min_score) / (ref_max_score - ref_min_score)`` (D4RL's score).
 
         Raises:
-            ValueError: the dataset has no reference scores.
+            InvalidValueError: the dataset has no reference scores.
         """
         lo, hi = self._snap.meta.get("ref_min_score"), self._snap.meta.get("ref_max_score")
         if lo is None or hi is None:
-            raise ValueError(
+            raise InvalidValueError(
                 f"dataset {self.id!r} has no ref_min_score/ref_max_score; pass them to "
                 "create_dataset to enable normalized scores"
             )
@@ -745,41 +644,10 @@ class Dataset:
         return Pipeline(self, num_workers=num_workers, **kwargs)
 
 
-def nested_row(value: Any, t: int) -> Any:
-    """Row ``t`` of a nested value (dict / tuple / ``list[str]`` / ndarray), same nesting."""
-    if isinstance(value, dict):
-        return {k: nested_row(v, t) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return tuple(nested_row(v, t) for v in value)
-    return value[t]
-
-
-_INDEX_FIELDS = tuple(f for f in fmt.TABLE_FIELDS if f not in ("digest", "options", "metadata"))
-
-
-def _text_column(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
-    """Per-episode JSON text as one compact bytes array (``b""`` where there is none)."""
-    if not parts:
-        return np.zeros(0, "S1")
-    joined = np.concatenate([np.asarray(p, dtype=object) for p in parts])
-    width = max(1, max(map(len, joined), default=1))
-    if width > 64:  # a few long values must not widen every row
-        return joined[order]
-    return np.asarray(joined, dtype=f"S{width}")[order]
-
-
 def _loads(text: bytes | str | None) -> Any:
     if isinstance(text, bytes | np.bytes_):
         text = text.decode()
     return json.loads(text) if text else None
-
-
-def _env_spec(data: dict[str, Any] | str | None) -> gym.envs.registration.EnvSpec | None:
-    if data is None:
-        return None
-    # specs of older gymnasiums (imported from Minari) may lack additional_wrappers
-    text = data if isinstance(data, str) else json.dumps({"additional_wrappers": [], **data})
-    return gym.envs.registration.EnvSpec.from_json(text)
 
 
 def _check_requirements(requirements: list[str]) -> None:
@@ -812,119 +680,23 @@ def _check_requirements(requirements: list[str]) -> None:
             )
 
 
-# --------------------------------------------------------------------------------------------
-# module functions
-
-
-def _is_minari_path(dataset_id: str | os.PathLike[str]) -> bool:
-    """A folder path (not a dataset id) holding a Minari dataset's ``data/metadata.json``."""
-    if not isinstance(dataset_id, os.PathLike):
-        try:
-            fmt.parse_dataset_id(dataset_id)
-            return False  # ids win over relative paths that happen to exist
-        except HarvestError:
-            pass
-    try:
-        path = Path(dataset_id).expanduser()
-    except RuntimeError:  # "~name" of no user: not a path either
-        return False
-    return (path / "data" / fmt.METADATA_FILE).is_file() or (
-        path.name == "data" and (path / fmt.METADATA_FILE).is_file()
-    )
-
-
-def load_dataset(
-    dataset_id: str | os.PathLike[str],
-    download: bool = False,
-    *,
+def open_dataset(
+    dataset_id: str,
     root: str | Path | None = None,
-    remote: str | None = None,
+    *,
     cache_mb: float = DEFAULT_CACHE_BYTES / 2**20,
     block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> Dataset:
-    """Open a local dataset at its latest commit, or a Minari dataset folder read-only.
+    """Open a local harvest dataset at its latest commit (no download, no Minari folder).
 
-    A path to a Minari dataset (the folder holding ``data/metadata.json``) opens it in place
-    without importing it (``curation.minari.open_minari``).
-
-    Args:
-        dataset_id: ``[namespace/...]name-vN``, or a Minari dataset folder.
-        download: pull it from the remote first when it is not here (a local copy wins).
-        root: datasets root (default ``$HARVEST_DATASETS`` or ``~/.harvest/datasets``).
-        remote: the remote to download from (default ``$HARVEST_REMOTE``).
-        cache_mb: byte budget of decompressed blocks kept in memory.
-        block_rows: steps per block read from disk (larger: fewer, bigger reads).
+    ``curation.load_dataset`` is the front door; this is the local step it ends in, and what
+    the modules below it (ops, minari, recipes) open their outputs with.
 
     Raises:
         DatasetIdError: a malformed id.
-        DatasetNotFoundError: no such dataset locally (nor, with ``download``, remotely).
+        DatasetNotFoundError: no such dataset under ``root``.
         CorruptDatasetError: unreadable metadata or shard tables.
     """
-    if _is_minari_path(dataset_id):
-        from curation.minari import open_minari
-
-        return open_minari(dataset_id, cache_mb=cache_mb, block_rows=block_rows)
-    path = fmt.dataset_path(str(dataset_id), root)
-    if download and not (path / fmt.METADATA_FILE).exists():
-        from curation.remotes import pull_dataset
-
-        pull_dataset(dataset_id, remote, root=root)
-    snap = _Snapshot(path, dataset_id, int(block_rows))
-    return Dataset(snap, cache_bytes=int(cache_mb * 2**20), block_rows=int(block_rows))
-
-
-def list_local_datasets(root: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """Every dataset under the root, as ``{id: metadata}``, sorted by id."""
-    base = fmt.datasets_root(root)
-    found: dict[str, dict[str, Any]] = {}
-    if not base.is_dir():
-        return found
-    stack = [base]
-    while stack:
-        folder = stack.pop()
-        for child in folder.iterdir():
-            if not child.is_dir() or child.name.startswith("."):
-                continue
-            if (child / fmt.METADATA_FILE).is_file():
-                dataset_id = child.relative_to(base).as_posix()
-                try:
-                    fmt.parse_dataset_id(dataset_id)
-                    found[dataset_id] = fmt.read_metadata(child, dataset_id)
-                except HarvestError as e:  # one bad folder must not hide the others
-                    warnings.warn(f"skipping {child}: {e}", HarvestWarning, stacklevel=2)
-            else:
-                stack.append(child)
-    return dict(sorted(found.items()))
-
-
-def delete_dataset(dataset_id: str, root: str | Path | None = None) -> None:
-    """Delete a local dataset, under its writer lock (a running writer makes this fail).
-
-    A dataset folder or ``data/`` folder that is a symbolic link is refused before anything
-    is removed (issue 16 item 4): deleting through the link would remove files that may not
-    be this dataset's, and removing only the link would free nothing while saying "deleted".
-
-    Raises:
-        DatasetNotFoundError: no such dataset.
-        LockHeldError: a writer is using it.
-        UsageError: another dataset is nested inside its folder, or the folder or its ``data/``
-            is a symbolic link (nothing is deleted).
-    """
     path = fmt.dataset_path(dataset_id, root)
-    with fmt.DatasetLock(dataset_id, root):
-        fmt.read_metadata(path, dataset_id)  # DatasetNotFoundError, with the usual message
-        for link in (path, path / fmt.DATA_DIR):
-            if link.is_symlink():
-                raise UsageError(
-                    f"not deleting {dataset_id!r}: {link} is a symbolic link (to "
-                    f"{os.readlink(link)}); remove the link and the files it points to yourself"
-                )
-        inner = fmt.contained_datasets(dataset_id, root)
-        if inner:  # nested by an older harvest: deleting the folder would delete them too
-            raise UsageError(
-                f"dataset {dataset_id!r} contains dataset {inner[0]!r} at {path}; nothing was "
-                f"deleted: delete {inner[0]!r} first"
-            )
-        # the commit point goes first: a crash mid-delete leaves no half dataset that opens
-        (path / fmt.METADATA_FILE).unlink()
-        shutil.rmtree(path)
+    snap = ShardSnapshot(path, dataset_id, int(block_rows))
+    return Dataset(snap, cache_bytes=int(cache_mb * 2**20), block_rows=int(block_rows))

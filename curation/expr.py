@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from collector.errors import UsageError
+from collector.errors import ExpressionError
 
 __all__ = ["Expression", "ExpressionError", "compile_expression", "evaluate_expression"]
 
@@ -74,10 +74,6 @@ _HINTS = {  # a stray character: what to say, and a hint after its column
 }
 _ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "t": "\t"}
 _BOOLS = {"true": True, "True": True, "false": False, "False": False}
-
-
-class ExpressionError(UsageError, ValueError):
-    """A filter expression that does not parse, names an unknown field or mixes types."""
 
 
 def _error(text: str, detail: str) -> ExpressionError:

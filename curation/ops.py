@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +30,7 @@ from collector.errors import (
     IncompatibleDatasetsError,
     UsageError,
 )
-
-if TYPE_CHECKING:
-    from curation.dataset import Dataset
+from curation.dataset import Dataset, open_dataset
 
 __all__ = [
     "combine_datasets",
@@ -105,10 +103,10 @@ def compare_datasets(datasets: Sequence[Dataset]) -> list[str]:
     if not datasets:
         return []
     first = datasets[0]
-    a_meta = first._snap.meta
+    a_meta = first.snapshot.meta
     out: list[str] = []
     for other in datasets[1:]:
-        b_meta = other._snap.meta
+        b_meta = other.snapshot.meta
         pair = f"{first.id} vs {other.id}"
         for key in ("observation_space", "action_space"):
             for path, x, y in _diff(a_meta[key], b_meta[key], key):
@@ -128,7 +126,7 @@ def compare_datasets(datasets: Sequence[Dataset]) -> list[str]:
                 f"({pair})"
             )
         # the readers' union of the shards' info schemas: (widened dtype, shape) per column
-        a_info, b_info = first._snap.info_schema, other._snap.info_schema
+        a_info, b_info = first.snapshot.info_schema, other.snapshot.info_schema
         for name in sorted(set(a_info) & set(b_info)):
             (x_dtype, x_shape), (y_dtype, y_shape) = a_info[name], b_info[name]
             if x_shape != y_shape:
@@ -180,7 +178,7 @@ def _source_entry(ds: Dataset, first_id: int) -> dict[str, Any]:
         "first_id": first_id,
         "episodes": ds.total_episodes,
         "episode_ids": fmt.id_ranges(ds.episode_indices),
-        "steps": list(ds._steps),
+        "steps": list(ds.lineage_steps),
     }
 
 
@@ -266,17 +264,15 @@ def _write_linked(
     overwrite: bool,
 ) -> Dataset:
     """Write ``parts`` (datasets or views) in order as a new dataset of linked shards."""
-    from curation.dataset import load_dataset
-
     fmt.parse_dataset_id(new_dataset_id)
     path = fmt.dataset_path(new_dataset_id, root)
     for ds in parts:
-        if not ds._snap.native:
+        if not ds.snapshot.native:
             raise UsageError(
                 f"{ds.id!r} is a Minari dataset read in place; import it first "
                 "(curation.from_minari or curate import-minari), then combine or save that"
             )
-        if Path(ds._snap.path).resolve() == path.resolve():
+        if Path(ds.snapshot.path).resolve() == path.resolve():
             raise UsageError(
                 f"{new_dataset_id!r} is also a source of this operation; save to a new id"
             )
@@ -288,7 +284,7 @@ def _write_linked(
         next_id = 0
         for ds in parts:
             sources.append(_source_entry(ds, next_id))
-            snap, pos = ds._snap, ds._pos
+            snap, pos = ds.snapshot, ds.positions
             new = next_id + np.arange(len(pos), dtype=np.int64)
             shards = snap.shard[pos]
             for s in np.unique(shards).tolist():
@@ -303,7 +299,7 @@ def _write_linked(
             next_id += len(pos)
         copies.flush()
         writer.commit()
-    return load_dataset(new_dataset_id, root=root)
+    return open_dataset(new_dataset_id, root)
 
 
 def write_views(
@@ -337,7 +333,7 @@ def write_views(
             f"{new_dataset_id!r}: {len(problems)} difference(s):\n  " + "\n  ".join(problems),
             differences=tuple(problems),
         )
-    metas = list({id(d._snap.meta): d._snap.meta for d in parts}.values())
+    metas = list({id(d.snapshot.meta): d.snapshot.meta for d in parts}.values())
     fields = _combined_fields(metas)
     fields.update({k: v for k, v in (metadata or {}).items() if v is not None})
     first = parts[0]
@@ -345,7 +341,7 @@ def write_views(
         first.observation_space,
         first.action_space,
         _combined_env_spec(metas),
-        record_infos=bool(first._snap.meta.get("record_infos")),
+        record_infos=bool(first.snapshot.meta.get("record_infos")),
         provenance={
             "command": operation["name"],
             "created": time.time(),
@@ -404,9 +400,7 @@ def combine_datasets(
         IncompatibleDatasetsError: the datasets differ; the message lists every difference.
         DatasetExistsError: ``new_dataset_id`` exists and ``overwrite`` is false.
     """
-    from curation.dataset import load_dataset
-
-    loaded = [load_dataset(d, root=root) if isinstance(d, str) else d for d in datasets]
+    loaded = [open_dataset(d, root) if isinstance(d, str) else d for d in datasets]
     if len(loaded) < 2:
         raise UsageError(f"combine needs at least 2 datasets, got {len(loaded)}")
     return write_views(
@@ -479,6 +473,6 @@ def split_dataset(
     out, at = [], 0
     for i, n in enumerate(counts):
         step = {"name": "split", "sizes": list(sizes), "seed": seed, "part": i}
-        out.append(dataset._view_of(order[at : at + n], step))
+        out.append(dataset.view(order[at : at + n], step))
         at += n
     return out

@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from collector import format as fmt
+from collector.errors import InvalidValueError, ReaderError
 from collector.spaces import unflatten
-from curation.dataset import nested_row
+from curation.snapshot import BlockRef, nested_row
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -86,15 +87,6 @@ class Batch(tuple):
         return self
 
 
-@dataclass(frozen=True)
-class _BlockRef:
-    """Where a block's rows are: all a worker needs (small, cheap to send to any process)."""
-
-    file: str
-    obs: tuple[int, int]
-    steps: tuple[int, int]
-
-
 def _worker(tasks: Any, results: Any) -> None:
     """Worker process: read blocks named by ``(seq, ref)`` tasks until a None arrives."""
     reader = fmt.ShardReader()
@@ -133,7 +125,7 @@ class _BlockStream:
         p = self.p
         if p.num_workers == 0:
             for block in self.order:
-                yield block, p.dataset._cache.get(p.dataset._snap, block)
+                yield block, p.dataset.read_block(block)
             return
         ctx = mp.get_context(p.mp_context)
         tasks, results = ctx.Queue(), ctx.Queue()
@@ -186,7 +178,7 @@ class _BlockStream:
         self._checked = now
         dead = [w for w in self.procs if not w.is_alive()]
         if dead:
-            raise RuntimeError(
+            raise ReaderError(
                 f"batch reader process {dead[0].pid} died (exit code {dead[0].exitcode}); "
                 "restart the iterator"
             )
@@ -240,24 +232,17 @@ class Pipeline:
         self, dataset: Dataset, num_workers: int = 4, mp_context: str | None = None
     ) -> None:
         if num_workers < 0:
-            raise ValueError(f"num_workers={num_workers} must be >= 0")
+            raise InvalidValueError(f"num_workers={num_workers} must be >= 0")
         self.dataset = dataset
         # another format read in place (a Minari dataset) is decoded in this process
-        self.num_workers = int(num_workers) if dataset._snap.native else 0
+        snap = dataset.snapshot
+        self.num_workers = int(num_workers) if snap.native else 0
         self.mp_context = mp_context or (
             "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         )
-        snap = dataset._snap
-        self.refs = [
-            _BlockRef(
-                str(snap.files[snap.block_shard[b]]),
-                (int(snap.block_obs_start[b]), int(snap.block_obs_stop[b])),
-                (int(snap.block_step_start[b]), int(snap.block_step_stop[b])),
-            )
-            for b in range(len(snap.block_shard))
-        ]
+        self.refs: list[BlockRef] = [snap.block_ref(b) for b in range(snap.num_blocks)]
         # this view's episode rows grouped by block, found once (not a scan per block)
-        pos = np.sort(dataset._pos)
+        pos = np.sort(dataset.positions)
         by_block = pos[np.argsort(snap.block[pos], kind="stable")]
         blocks = snap.block[by_block]
         self._blocks = np.unique(blocks)  # blocks holding episodes of this view
@@ -343,13 +328,17 @@ class Pipeline:
         DataLoader workers) then share one stream, each block served once per epoch overall.
         """
         if batch_size <= 0 or seq_len <= 0 or preload_buffer_size <= 0:
-            raise ValueError("batch_size, seq_len and preload_buffer_size must be positive")
+            raise InvalidValueError("batch_size, seq_len and preload_buffer_size must be positive")
         if shard is not None:
             index, count = shard
             if not 0 <= index < count:
-                raise ValueError(f"shard={shard} must be (index, count) with 0 <= index < count")
+                raise InvalidValueError(
+                    f"shard={shard} must be (index, count) with 0 <= index < count"
+                )
             if seed is None and count > 1:
-                raise ValueError("shard needs a seed: every shard must draw the same block order")
+                raise InvalidValueError(
+                    "shard needs a seed: every shard must draw the same block order"
+                )
         if len(self._blocks) == 0:
             return
         order_rng, rng = _streams(seed, shard)
@@ -380,14 +369,15 @@ class Pipeline:
         self, block: int, seq_len: int, with_metadata: bool
     ) -> tuple[np.ndarray, ...]:
         """(step row, obs row, steps available, [episode id, step]) of every valid start."""
-        s = self.dataset._snap
+        s = self.dataset.snapshot
         eps = self._episodes_of(block)
         lengths = s.length[eps]
         n_starts = np.maximum(lengths - seq_len + 1, 1)
         ep_of = np.repeat(np.arange(len(eps)), n_starts)
         t = np.arange(n_starts.sum()) - np.repeat(np.cumsum(n_starts) - n_starts, n_starts)
-        step0 = (s.step_offset[eps] - s.block_step_start[block])[ep_of] + t
-        obs0 = (s.obs_offset[eps] - s.block_obs_start[block])[ep_of] + t
+        obs_in_block, step_in_block = s.rows_in_block(eps)
+        step0 = step_in_block[ep_of] + t
+        obs0 = obs_in_block[ep_of] + t
         avail = np.minimum(lengths[ep_of] - t, seq_len)
         if not with_metadata:
             return step0, obs0, avail
@@ -443,7 +433,7 @@ class Pipeline:
         if n == 0:
             return
         # transitions to draw while this block is the oldest: its steps in this view
-        quota = max(1, int(self.dataset._snap.length[self._episodes_of(oldest)].sum()))
+        quota = max(1, int(self.dataset.snapshot.length[self._episodes_of(oldest)].sum()))
         offs = np.arange(seq_len)
         # no start in the window needs padding (always so for seq_len=1): skip the mask work
         full = bool(np.all(w.avail == seq_len))
@@ -508,7 +498,7 @@ class Pipeline:
         (``id``, ``seed``, ``start``, ``terminated``, ``truncated``) is appended.
         """
         if max_sequence_len <= 0:
-            raise ValueError(f"max_sequence_len={max_sequence_len} must be positive")
+            raise InvalidValueError(f"max_sequence_len={max_sequence_len} must be positive")
         order_rng, rng = _streams(seed)
         for block, rows in _BlockStream(self, self._epochs(num_epochs, order_rng), queue_size):
             for pos in rng.permutation(self._episodes_of(block)).tolist():
@@ -517,10 +507,9 @@ class Pipeline:
     def _segments(
         self, pos: int, block: int, rows: fmt.ShardRows, max_len: int, include_metadata: bool
     ) -> Iterator[tuple[Any, ...]]:
-        s = self.dataset._snap
+        s = self.dataset.snapshot
         length = int(s.length[pos])
-        o0 = int(s.obs_offset[pos] - s.block_obs_start[block])
-        t0 = int(s.step_offset[pos] - s.block_step_start[block])
+        o0, t0 = (int(r) for r in s.rows_in_block(pos))
         for a in range(0, length, max_len):
             b = min(a + max_len, length)
             obs = unflatten(

@@ -37,7 +37,8 @@ import yaml
 from collector import format as fmt
 from collector.errors import DatasetExistsError, HarvestError, UsageError
 from collector.yaml_limits import MAX_YAML_BYTES, MAX_YAML_DEPTH
-from curation.dataset import Dataset, load_dataset
+from curation.api import load_dataset
+from curation.dataset import Dataset
 from curation.ops import compare_datasets, split_sizes, write_views
 from curation.remotes import Remote, open_remote
 
@@ -81,7 +82,7 @@ class Selection:
         for k, part in enumerate(self.parts):
             local = order[(order >= sizes[k]) & (order < sizes[k + 1])] - sizes[k]
             if len(local):
-                out.append(part._view_of(part.episode_indices[local], step))
+                out.append(part.view(part.episode_indices[local], step))
         return Selection(out)
 
 

@@ -112,7 +112,7 @@ class TransitionDataset(_TorchDataset):
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
-        lengths = dataset._snap.length[dataset._pos]
+        lengths = dataset.snapshot.length[dataset.positions]
         self._ends = np.cumsum(lengths)
 
     def __len__(self) -> int:
@@ -125,7 +125,7 @@ class TransitionDataset(_TorchDataset):
         index %= n
         i = int(np.searchsorted(self._ends, index, side="right"))
         t = index - (int(self._ends[i - 1]) if i else 0)
-        step = self.dataset._transition(int(self.dataset._pos[i]), t)
+        step = self.dataset.transition(i, t)
         return _Item({_OLD_KEYS[k]: to_tensors(v) for k, v in step.items()})
 
 

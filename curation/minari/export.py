@@ -23,7 +23,7 @@ from gymnasium import spaces
 from collector import format as fmt
 from collector.errors import DatasetExistsError, UsageError
 from collector.spaces import minari_space_json
-from curation.dataset import Dataset, EpisodeData, load_dataset
+from curation.dataset import Dataset, EpisodeData, open_dataset
 from curation.minari import layout
 
 __all__ = ["to_minari"]
@@ -325,7 +325,7 @@ def to_minari(
         raise UsageError(
             f"to_minari(data_format={data_format!r}): Minari's formats are {layout.FORMATS}"
         )
-    ds = load_dataset(dataset, root=root) if isinstance(dataset, str) else dataset
+    ds = open_dataset(dataset, root) if isinstance(dataset, str) else dataset
     if data_format != "hdf5":
         _check_arrow(ds)
     dataset_id = new_dataset_id or ds.id

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from collector import format as fmt
 from collector.errors import UsageError
-from curation.dataset import Dataset, load_dataset
+from curation.dataset import Dataset, open_dataset
 from curation.minari import layout
 from curation.minari.source import MinariSource
 from curation.ops import new_dataset_writer
@@ -73,7 +73,7 @@ def from_minari(
                     infos = infos or batch.infos is not None
                     writer.write_shard(batch, compression)
             writer.commit(record_infos=infos)
-    return load_dataset(dataset_id, root=root)
+    return open_dataset(dataset_id, root)
 
 
 def import_metadata(src: MinariSource) -> dict[str, Any]:

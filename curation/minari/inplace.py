@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 
 from collector import format as fmt
-from curation.dataset import DEFAULT_BLOCK_ROWS, DEFAULT_CACHE_BYTES, Dataset, _Snapshot
+from curation.dataset import Dataset
 from curation.minari import layout
 from curation.minari.importer import import_metadata
 from curation.minari.source import RESERVED, MinariSource
+from curation.snapshot import DEFAULT_BLOCK_ROWS, DEFAULT_CACHE_BYTES, Snapshot
 
 __all__ = ["open_minari"]
 
 
-class MinariSnapshot(_Snapshot):
+class MinariSnapshot(Snapshot):
     """A Minari dataset as a ``Dataset`` snapshot: the same index, blocks read from Minari."""
 
     native = False
@@ -35,49 +36,62 @@ class MinariSnapshot(_Snapshot):
         self._args = (data_dir, dataset_id)
         self._source: MinariSource | None = None
         src = self._open()
-        self.path = data_dir.parent
-        self.dataset_id = src.dataset_id or data_dir.parent.name
-        self.observation_space, self.action_space = src.observation_space, src.action_space
         minari_ids = np.asarray(src.episode_ids, np.int64)
         n = len(minari_ids)
-        length = np.zeros(n, np.int64)
-        self.returns = np.zeros(n, np.float64)
-        self.terminated = np.zeros(n, bool)
-        self.truncated = np.zeros(n, bool)
-        self.seed = np.zeros(n, np.uint64)
-        self.has_seed = np.zeros(n, bool)
+        cols = {
+            "length": np.zeros(n, np.int64),
+            "returns": np.zeros(n, np.float64),
+            "terminated": np.zeros(n, bool),
+            "truncated": np.zeros(n, bool),
+            "seed": np.zeros(n, np.uint64),
+            "has_seed": np.zeros(n, bool),
+        }
         options, extras = [], []
         for i, minari_id in enumerate(minari_ids.tolist()):
-            meta, rewards, self.terminated[i], self.truncated[i] = src.episode_summary(minari_id)
-            length[i], self.returns[i] = len(rewards), rewards.sum()
+            meta, rewards, cols["terminated"][i], cols["truncated"][i] = src.episode_summary(
+                minari_id
+            )
+            cols["length"][i], cols["returns"][i] = len(rewards), rewards.sum()
             seed = meta.get("seed")
             if isinstance(seed, int) and seed >= 0:
-                self.seed[i], self.has_seed[i] = seed, True
+                cols["seed"][i], cols["has_seed"][i] = seed, True
             options.append(_json(meta.get("options")))
             extras.append(_json({k: v for k, v in meta.items() if k not in RESERVED} or None))
-        self.texts = (np.asarray(options, object), np.asarray(extras, object))
-        self.ids = np.arange(n, dtype=np.int64)  # numbered 0..N-1, as an import numbers them
-        self.stored_id = minari_ids
-        self.shard = np.zeros(n, np.int32)
-        self.length = length
-        self.step_offset = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)[:n]
-        self.obs_offset = self.step_offset + self.ids  # T+1 observation rows per episode
-        self._order = np.arange(n)
-        self.files = [data_dir]
+        self._texts = (np.asarray(options, object), np.asarray(extras, object))
+        length = cols["length"]
+        ids = np.arange(n, dtype=np.int64)  # numbered 0..N-1, as an import numbers them
+        step_offset = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)[:n]
+        cols.update(
+            ids=ids,
+            stored_id=minari_ids,
+            shard=np.zeros(n, np.int32),
+            step_offset=step_offset,
+            obs_offset=step_offset + ids,  # T+1 observation rows per episode
+        )
         first = src.read_episode(int(minari_ids[0])) if n else None
         schema = first.info_schema() if first is not None else None
-        self.info_schema = {
-            k: (np.dtype(v["dtype"]), tuple(v["shape"])) for k, v in (schema or {}).items()
-        }
-        self.meta = import_metadata(src)
-        self.meta.update(
-            dataset_id=self.dataset_id,
+        resolved_id = src.dataset_id or data_dir.parent.name
+        meta = import_metadata(src)
+        meta.update(
+            dataset_id=resolved_id,
             record_infos=bool(schema),
             total_episodes=n,
             total_steps=int(length.sum()),
             fingerprint=None,  # a content hash would mean reading everything: import for one
         )
-        self._set_blocks(self.step_offset // block_rows)
+        super().__init__(
+            data_dir.parent,
+            resolved_id,
+            meta,
+            observation_space=src.observation_space,
+            action_space=src.action_space,
+            files=[data_dir],
+            info_schema={
+                k: (np.dtype(v["dtype"]), tuple(v["shape"])) for k, v in (schema or {}).items()
+            },
+            columns=cols,
+            block_rows=block_rows,
+        )
 
     def _open(self) -> MinariSource:
         if self._source is None:
@@ -106,6 +120,10 @@ class MinariSnapshot(_Snapshot):
             infos=batch.infos,
             info_masks=batch.info_masks,
         )
+
+    def read_texts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-episode options and metadata JSON, read with the index at open."""
+        return self._texts
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

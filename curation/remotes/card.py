@@ -23,7 +23,7 @@ import yaml
 from collector import format as fmt
 from collector.errors import MissingExtraError, UsageError
 from collector.redact import redact, redact_url
-from curation.inventory import plain_text, provenance_summary, step_text
+from curation.describe import plain_text, provenance_summary, step_text
 
 __all__ = ["SECRET_KEY_RE", "dataset_card", "size_category"]
 

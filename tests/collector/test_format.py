@@ -1365,7 +1365,7 @@ def test_a_top_level_text_space_round_trips_through_shards_and_repack(role: str)
     """A root Text leaf has two columns (characters and length): HDF5 cannot store the first as
     the ``observations`` dataset and the second inside an ``observations`` group."""
     from collector.data_collector import DataCollector
-    from curation.dataset import load_dataset
+    from curation.api import load_dataset
 
     text = spaces.Text(5, charset="xyz")
 

@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from collector import format as fmt
 from collector.errors import CorruptDatasetError, FormatVersionError, HarvestError
+from curation.api import load_dataset
+from curation.catalog import list_local_datasets
 from curation.cli import main as curate
-from curation.dataset import list_local_datasets, load_dataset
 from curation.remotes import open_remote, pull_dataset
 
 DATASET = "cart/a-v0"

@@ -17,8 +17,8 @@ from helpers import cli_env
 
 from collector import format as fmt
 from collector.collect import collect
+from curation.api import load_dataset
 from curation.cli import main
-from curation.dataset import load_dataset
 
 
 def cartpole(dataset_id: str, episodes: int = 10, **kw: Any) -> str:

@@ -9,8 +9,8 @@ import pytest
 from helpers import collect_cartpole
 
 from collector import format as fmt
+from curation.api import load_dataset
 from curation.cli import main
-from curation.dataset import load_dataset
 
 HYDRA = ["hydra.run.dir=runs/test-curate", "hydra.output_subdir=null"]
 

@@ -38,14 +38,9 @@ from collector.errors import (
     UsageError,
 )
 from collector.spaces import escape_key
-from curation.dataset import (
-    Dataset,
-    DatasetSpec,
-    EpisodeData,
-    delete_dataset,
-    list_local_datasets,
-    load_dataset,
-)
+from curation.api import load_dataset
+from curation.catalog import delete_dataset, list_local_datasets
+from curation.dataset import Dataset, DatasetSpec, EpisodeData
 
 # --------------------------------------------------------------------------------------------
 # a test env with every space kind, nested
@@ -513,7 +508,7 @@ def test_cartpole_many_shards_and_blocks_read_back(block_rows: int | None, cache
     ds = load_dataset(dsid, **kw)
     n_shards = len(ds.metadata["shards"])
     assert n_shards == 4  # a commit every 5 episodes, never repacked
-    n_blocks = len(np.unique(ds._snap.block))  # white box: the multi-block path is exercised
+    n_blocks = len(np.unique(ds.snapshot.block))  # white box: the multi-block path is exercised
     if block_rows == 50:
         assert n_blocks > n_shards
     elif block_rows == 1:
@@ -792,11 +787,36 @@ def test_filter_of_a_filter_and_reads_touch_only_the_view() -> None:
     assert len(empty) == 0 and empty.total_steps == 0 and list(empty) == []
 
 
+def test_public_read_layer_matches_episodes() -> None:
+    """``snapshot``/``positions``/``read_block``/``transition``/``view``: the rows of ``ds[i]``."""
+    ds = load_dataset(collect_cartpole(episodes=10), block_rows=50)
+    view = ds.view(np.array([7, 2, 5]), {"name": "pick"})
+    assert view.episode_indices.tolist() == [2, 5, 7]
+    assert view.lineage_steps == ({"name": "pick"},)
+    snap = view.snapshot
+    assert snap is ds.snapshot and snap.ids[view.positions].tolist() == [2, 5, 7]
+    assert not view.positions.flags.writeable
+    for i, ep in enumerate(view):
+        pos = int(view.positions[i])
+        rows = view.read_block(int(snap.block[pos]))
+        o0, t0 = (int(r) for r in snap.rows_in_block(pos))
+        np.testing.assert_array_equal(rows.rewards[t0 : t0 + len(ep)], ep.rewards)
+        np.testing.assert_array_equal(rows.observations[""][o0 : o0 + len(ep) + 1], ep.observations)
+        ref = snap.block_ref(int(snap.block[pos]))
+        assert ref.file == str(snap.files[snap.block_shard[snap.block[pos]]])
+        for t in (0, len(ep) - 1):
+            step = view.transition(i, t)
+            np.testing.assert_array_equal(step["observation"], ep.observations[t])
+            np.testing.assert_array_equal(step["next_observation"], ep.observations[t + 1])
+            assert step["reward"] == ep.rewards[t]
+            assert step["terminated"] == bool(ep.terminations[t])
+
+
 def test_views_share_the_parent_snapshot_and_cache() -> None:
     ds = load_dataset(collect_cartpole(episodes=10))
     view = ds.filter_episodes(lambda ep: ep.id > 4)
-    assert view._snap is ds._snap  # white box: no copy of the index or of any data
-    assert view._cache is ds._cache
+    assert view.snapshot is ds.snapshot  # white box: no copy of the index or of any data
+    assert view.block_cache is ds.block_cache
     assert view.fingerprint == ds.fingerprint
     assert view.metadata == ds.metadata
     assert view.observation_space is ds.observation_space
@@ -1255,10 +1275,10 @@ def test_a_damaged_metadata_file_is_a_corrupt_dataset_error(datasets_root: Path)
 def test_pickle_round_trip_reads_the_same_episodes() -> None:
     ds = load_dataset(collect_cartpole(episodes=10), block_rows=50)
     expected = checksum(ds)  # blocks cached, h5py handles open: neither may be pickled
-    assert ds._cache._blocks
+    assert len(ds.block_cache)
     clone = pickle.loads(pickle.dumps(ds))
-    assert not clone._cache._blocks  # a fresh, empty cache
-    assert clone._cache is not ds._cache
+    assert not len(clone.block_cache)  # a fresh, empty cache
+    assert clone.block_cache is not ds.block_cache
     assert len(clone) == 10 and clone.total_steps == ds.total_steps
     assert checksum(clone) == expected
     view = ds.filter_episodes(lambda ep: ep.id in (2, 9))
@@ -1286,7 +1306,7 @@ def _checksum_in_child(queue: Any) -> None:
 def test_reading_after_fork() -> None:
     ds = load_dataset(collect_cartpole(episodes=10), block_rows=50)
     expected = checksum(ds)
-    ds._cache._blocks.clear()  # the child must read from the files with inherited handles
+    ds.block_cache.evict_all()  # the child must read from the files with inherited handles
     _FORKED["ds"] = ds
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
@@ -1300,7 +1320,7 @@ def test_reading_after_fork() -> None:
     assert proc.exitcode == 0
     assert got == expected
     assert checksum(ds) == expected  # the parent's handles still work
-    assert os.getpid() == ds._cache.reader._pid
+    assert os.getpid() == ds.block_cache.reader._pid
 
 
 def test_escaped_info_keys_round_trip() -> None:

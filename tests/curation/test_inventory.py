@@ -1,4 +1,6 @@
-"""Tests for ``curation.inventory``: tables, descriptions, report plots and namespaces.
+"""Tests for ``curation.describe``, ``curation.report`` and ``curation.catalog``.
+
+Tables, descriptions, report plots and namespaces.
 
 Datasets are real ones, written by ``collect`` and ``DataCollector`` and curated with
 ``curation.ops``; expected numbers come from ``Dataset.episodes()`` and numpy.
@@ -29,19 +31,16 @@ from collector.errors import (
     MissingExtraError,
     UsageError,
 )
-from curation.dataset import list_local_datasets, load_dataset
-from curation.inventory import (
-    _groups,
+from curation.api import load_dataset
+from curation.catalog import (
     create_namespace,
-    dataset_rows,
-    describe_dataset,
-    describe_namespace,
     get_namespace_metadata,
+    list_local_datasets,
     list_namespaces,
-    plot_report,
-    render_table,
 )
+from curation.describe import dataset_rows, describe_dataset, describe_namespace, render_table
 from curation.ops import combine_datasets, split_dataset
+from curation.report import _groups, plot_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

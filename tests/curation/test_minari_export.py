@@ -13,7 +13,7 @@ from minari_zoo import ZOO, ZooEnv, assert_same
 
 from collector.data_collector import DataCollector
 from collector.errors import DatasetExistsError, UsageError
-from curation.dataset import load_dataset
+from curation.api import load_dataset
 from curation.minari import to_minari
 
 minari = pytest.importorskip("minari")

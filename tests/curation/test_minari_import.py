@@ -21,7 +21,8 @@ from collector.errors import (
     DatasetNotFoundError,
     UsageError,
 )
-from curation.dataset import Dataset, load_dataset
+from curation.api import load_dataset
+from curation.dataset import Dataset
 from curation.minari import MinariSource, from_minari, to_minari
 
 minari = pytest.importorskip("minari")

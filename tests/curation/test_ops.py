@@ -27,7 +27,7 @@ from collector.errors import (
     IncompatibleDatasetsError,
     UsageError,
 )
-from curation.dataset import load_dataset
+from curation.api import load_dataset
 from curation.ops import combine_datasets, compare_datasets, split_dataset, split_sizes
 
 
@@ -374,7 +374,7 @@ def test_filter_by_expression_reads_no_step_data(monkeypatch: pytest.MonkeyPatch
     view = ds.filter_episodes("return >= 20 and length < 500")
     want = cols["id"][(cols["return"] >= 20) & (cols["length"] < 500)]
     assert view.episode_indices.tolist() == want.tolist()
-    assert view._steps == ({"name": "filter", "where": "return >= 20 and length < 500"},)
+    assert view.lineage_steps == ({"name": "filter", "where": "return >= 20 and length < 500"},)
     even = ds.filter_episodes("seed % 2 == 0")  # exact on 64-bit seeds
     assert even.episode_indices.tolist() == cols["id"][cols["seed"] % 2 == 0].tolist()
     assert 0 < even.total_episodes < 30

@@ -27,7 +27,7 @@ from gymnasium import spaces
 
 from collector.collect import collect
 from collector.data_collector import DataCollector
-from collector.errors import CorruptDatasetError
+from collector.errors import CorruptDatasetError, HarvestError, ReaderError, UsageError
 from curation import Dataset, load_dataset
 
 BLOCK_ROWS = 200
@@ -375,7 +375,7 @@ def test_one_epoch_yields_about_total_steps(
     """
     ds = make_dataset()
     p = ds.pipeline(num_workers=num_workers)
-    blocks = len(np.unique(ds._snap.block))
+    blocks = len(np.unique(ds.snapshot.block))
     batches = run_with_timeout(
         lambda: sum(1 for _ in p.batch_iter(batch_size, seq_len, num_epochs=1, seed=13)), 30
     )
@@ -397,7 +397,7 @@ def test_seq_len_1_covers_every_transition_about_uniformly() -> None:
     ):
         ep = np.array([pos_of[int(e)] for e in batch.metadata["episode_id"]])
         np.add.at(counts, starts[ep] + batch.metadata["step"], 1)
-    blocks = len(np.unique(ds._snap.block))
+    blocks = len(np.unique(ds.snapshot.block))
     mean = counts.mean()
     # about once per transition per epoch (plus the per-block rounding of the bound above)
     assert epochs <= mean < epochs * (1 + blocks * batch_size / ds.total_steps)
@@ -435,7 +435,9 @@ def test_batch_iter_on_view_epoch_yields_about_view_total_steps() -> None:
     ds = make_dataset()
     view = ds.filter_episodes(lambda e: e.id % 2 == 0)
     p = view.pipeline(num_workers=0)
-    blocks = len(np.unique(ds._snap.block[np.searchsorted(ds._snap.ids, view.episode_indices)]))
+    blocks = len(
+        np.unique(ds.snapshot.block[np.searchsorted(ds.snapshot.ids, view.episode_indices)])
+    )
     batch_size = 16
     drawn = batch_size * sum(1 for _ in p.batch_iter(batch_size, 1, num_epochs=1, seed=16))
     assert view.total_steps <= drawn < view.total_steps + blocks * batch_size, (
@@ -941,7 +943,11 @@ def test_shards_of_one_seeded_stream_serve_each_block_once_per_epoch() -> None:
         for batch in pipe.batch_iter(8, 1, num_epochs=2, seed=4, preload_buffer_size=1,
                                      include_metadata=True, **kw):  # fmt: skip
             got[
-                int(pipe.dataset._snap.block[pipe.dataset._pos][batch.metadata["episode_id"][0]])
+                int(
+                    pipe.dataset.snapshot.block[pipe.dataset.positions][
+                        batch.metadata["episode_id"][0]
+                    ]
+                )
             ] += 1
         return got
 
@@ -953,3 +959,22 @@ def test_shards_of_one_seeded_stream_serve_each_block_once_per_epoch() -> None:
         next(pipe.batch_iter(8, 1, seed=None, shard=(0, 2)))
     with pytest.raises(ValueError, match=r"0 <= index < count"):
         next(pipe.batch_iter(8, 1, seed=0, shard=(2, 2)))
+
+
+def test_argument_mistakes_are_usage_errors_in_the_family() -> None:
+    """Issue 17: what a user gets wrong is a ``UsageError`` (exit 2), still a ``ValueError``."""
+    ds = make_dataset(episodes=4)
+    p = ds.pipeline(num_workers=0)
+    mistakes: list[Callable[[], Any]] = [
+        lambda: ds.pipeline(num_workers=-1),
+        lambda: next(p.batch_iter(batch_size=0, seq_len=2)),
+        lambda: next(p.batch_iter(batch_size=2, seq_len=2, shard=(0, 2))),
+        lambda: next(p.sarsd_iter(max_sequence_len=0)),
+        lambda: ds.sample_episodes(5),
+        lambda: ds.get_normalized_score(1.0),
+    ]
+    for mistake in mistakes:
+        with pytest.raises(UsageError) as caught:
+            mistake()
+        assert isinstance(caught.value, ValueError) and caught.value.exit_code == 2
+    assert issubclass(ReaderError, HarvestError) and issubclass(ReaderError, RuntimeError)

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from collector import format as fmt
 from collector.errors import DatasetExistsError, DatasetNotFoundError, UsageError
-from curation.dataset import load_dataset
+from curation.api import load_dataset
 from curation.expr import ExpressionError
 from curation.ops import split_dataset
 from curation.recipes import run_recipe

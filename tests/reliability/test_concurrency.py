@@ -13,7 +13,7 @@ import pytest
 from helpers import CLI, collect_cartpole, spawn, wait_for_commit
 
 from collector import format as fmt
-from curation.dataset import load_dataset
+from curation.api import load_dataset
 
 CURATE = "import sys; from curation.cli import main; sys.exit(main())"
 SLOW = ("env=helpers:harvest-test/Slow-v0", "dataset_id=conc/slow-v0")

@@ -26,7 +26,7 @@ from helpers import collect_cartpole
 from collector import format as fmt
 from collector.errors import CorruptDatasetError
 from curation import cli
-from curation.dataset import load_dataset
+from curation.api import load_dataset
 
 EPISODES = 40
 COMPRESSIONS = ("lzf", "gzip", "none")

@@ -45,9 +45,10 @@ from collector.errors import (
     UsageError,
 )
 from collector.spaces import check_supported, space_from_json, space_to_json
-from curation.dataset import delete_dataset, list_local_datasets, load_dataset
+from curation.api import load_dataset
+from curation.catalog import delete_dataset, list_local_datasets
+from curation.describe import describe_dataset
 from curation.expr import ExpressionError, evaluate_expression
-from curation.inventory import describe_dataset
 from curation.recipes import STEP_KINDS, run_recipe
 from curation.remotes import open_remote, pull_dataset
 

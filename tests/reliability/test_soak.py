@@ -19,7 +19,7 @@ from helpers import CLI, PYTHONPATH, spawn
 
 from collector import format as fmt
 from collector.errors import DatasetNotFoundError
-from curation.dataset import load_dataset
+from curation.api import load_dataset
 
 EPISODES = int(os.environ.get("HARVEST_SOAK_EPISODES", "800"))
 DATASET = "soak/slow-v0"

@@ -18,7 +18,7 @@ import pytest
 from helpers import cli_env, collect_cartpole
 
 from collector import format as fmt
-from curation.dataset import load_dataset
+from curation.api import load_dataset
 
 FIRST, TOTAL = 10, 30
 DATASET = "torn/cartpole-v0"

@@ -10,8 +10,8 @@ import pytest
 from helpers import collect_cartpole, record_cartpole
 
 from collector import format as fmt
+from curation.api import load_dataset
 from curation.cli import main
-from curation.dataset import load_dataset
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:

@@ -11,7 +11,8 @@ from helpers import collect_cartpole, record_cartpole
 
 from collector import format as fmt
 from collector.errors import RemoteError, UsageError
-from curation.dataset import delete_dataset, load_dataset
+from curation.api import load_dataset
+from curation.catalog import delete_dataset
 from curation.remotes import (
     delete_remote_dataset,
     list_remote_datasets,

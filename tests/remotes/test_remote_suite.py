@@ -26,7 +26,8 @@ from collector.errors import (
     RemoteError,
     UsageError,
 )
-from curation.dataset import delete_dataset, list_local_datasets, load_dataset
+from curation.api import load_dataset
+from curation.catalog import delete_dataset, list_local_datasets
 from curation.remotes import (
     delete_remote_dataset,
     list_remote_datasets,

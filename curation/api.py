@@ -1,0 +1,71 @@
+"""The front door: ``load_dataset`` opens a local id, a Minari folder, or downloads first.
+
+It sits above ``curation.minari`` and ``curation.remotes`` so that ``curation.dataset`` (the
+reading API they build on) never imports upward.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from collector import format as fmt
+from collector.errors import HarvestError
+from curation.dataset import Dataset, open_dataset
+from curation.minari import open_minari
+from curation.remotes import pull_dataset
+from curation.snapshot import DEFAULT_BLOCK_ROWS, DEFAULT_CACHE_BYTES
+
+__all__ = ["is_minari_path", "load_dataset"]
+
+
+def is_minari_path(dataset_id: str | os.PathLike[str]) -> bool:
+    """A folder path (not a dataset id) holding a Minari dataset's ``data/metadata.json``."""
+    if not isinstance(dataset_id, os.PathLike):
+        try:
+            fmt.parse_dataset_id(dataset_id)
+            return False  # ids win over relative paths that happen to exist
+        except HarvestError:
+            pass
+    try:
+        path = Path(dataset_id).expanduser()
+    except RuntimeError:  # "~name" of no user: not a path either
+        return False
+    return (path / "data" / fmt.METADATA_FILE).is_file() or (
+        path.name == "data" and (path / fmt.METADATA_FILE).is_file()
+    )
+
+
+def load_dataset(
+    dataset_id: str | os.PathLike[str],
+    download: bool = False,
+    *,
+    root: str | Path | None = None,
+    remote: str | None = None,
+    cache_mb: float = DEFAULT_CACHE_BYTES / 2**20,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> Dataset:
+    """Open a local dataset at its latest commit, or a Minari dataset folder read-only.
+
+    A path to a Minari dataset (the folder holding ``data/metadata.json``) opens it in place
+    without importing it (``curation.minari.open_minari``).
+
+    Args:
+        dataset_id: ``[namespace/...]name-vN``, or a Minari dataset folder.
+        download: pull it from the remote first when it is not here (a local copy wins).
+        root: datasets root (default ``$HARVEST_DATASETS`` or ``~/.harvest/datasets``).
+        remote: the remote to download from (default ``$HARVEST_REMOTE``).
+        cache_mb: byte budget of decompressed blocks kept in memory.
+        block_rows: steps per block read from disk (larger: fewer, bigger reads).
+
+    Raises:
+        DatasetIdError: a malformed id.
+        DatasetNotFoundError: no such dataset locally (nor, with ``download``, remotely).
+        CorruptDatasetError: unreadable metadata or shard tables.
+    """
+    if is_minari_path(dataset_id):
+        return open_minari(dataset_id, cache_mb=cache_mb, block_rows=block_rows)
+    dataset_id = str(dataset_id)
+    if download and not (fmt.dataset_path(dataset_id, root) / fmt.METADATA_FILE).exists():
+        pull_dataset(dataset_id, remote, root=root)
+    return open_dataset(dataset_id, root, cache_mb=cache_mb, block_rows=block_rows)

@@ -1,0 +1,381 @@
+"""The read layer under ``Dataset``: one commit's episode index, its blocks, the block cache.
+
+A ``Snapshot`` is one commit of a dataset as numpy columns sorted by episode id (the
+**episode index**: shard, offsets, length, seed, return, flags) plus its **block geometry**:
+a block is the run of whole episodes inside one shard whose first step falls in one
+``block_rows`` window, so it is read and decompressed in one piece. ``ShardSnapshot`` reads
+harvest shards; ``curation.minari.inplace.MinariSnapshot`` reads a Minari dataset in place.
+``BlockCache`` keeps decompressed blocks of one process in a byte-bounded LRU.
+
+``Dataset`` (``curation.dataset``), the training iterators (``curation.pipeline``), the torch
+adapters and the curation operations all read through this module: it is the public API for
+code that needs rows rather than episodes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from collector import format as fmt
+from collector.errors import CorruptDatasetError
+from collector.spaces import space_from_json
+
+__all__ = [
+    "DEFAULT_BLOCK_ROWS",
+    "DEFAULT_CACHE_BYTES",
+    "INDEX_COLUMNS",
+    "BlockCache",
+    "BlockRef",
+    "ShardSnapshot",
+    "Snapshot",
+    "env_spec_from_json",
+    "nested_row",
+]
+
+DEFAULT_BLOCK_ROWS = 65_536
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+
+#: The per-episode columns a ``Snapshot`` is built from (each one value per episode).
+INDEX_COLUMNS = (
+    "ids",  # episode id in the dataset
+    "stored_id",  # the id inside the file it is read from
+    "shard",  # index into ``files``
+    "length",  # steps
+    "obs_offset",  # first observation row in its file
+    "step_offset",  # first step row in its file
+    "seed",  # uint64, meaningful where ``has_seed``
+    "has_seed",
+    "returns",
+    "terminated",
+    "truncated",
+)
+
+_DTYPES = {
+    "ids": np.int64,
+    "stored_id": np.int64,
+    "shard": np.int32,
+    "length": np.int64,
+    "obs_offset": np.int64,
+    "step_offset": np.int64,
+    "seed": np.uint64,
+    "has_seed": bool,
+    "returns": np.float64,
+    "terminated": bool,
+    "truncated": bool,
+}
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """Where a block's rows are: all a worker needs (small, cheap to send to any process)."""
+
+    file: str
+    obs: tuple[int, int]
+    steps: tuple[int, int]
+
+
+class Snapshot:
+    """One commit of a dataset: metadata, the episode index sorted by id, and its blocks.
+
+    Subclasses read their files and call this constructor with the index columns; they
+    implement ``read_block``, ``reopen`` and ``read_texts``.
+
+    Args:
+        path: the dataset folder.
+        dataset_id: the dataset id.
+        meta: the commit's metadata (``metadata.json`` contents).
+        observation_space: the stored observation space.
+        action_space: the stored action space.
+        files: the files ``shard`` indexes.
+        info_schema: recorded info keys as ``{name: (dtype, shape)}``.
+        columns: one array per name of ``INDEX_COLUMNS``, in any episode order.
+        block_rows: steps per block window.
+
+    Raises:
+        CorruptDatasetError: an episode id listed twice.
+    """
+
+    #: harvest shards (False: another format read in place, e.g. a Minari dataset): only
+    #: native snapshots can be read by worker processes from file paths, or linked by ops.
+    native = False
+
+    def __init__(
+        self,
+        path: Path,
+        dataset_id: str,
+        meta: dict[str, Any],
+        *,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        files: list[Path],
+        info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]],
+        columns: Mapping[str, np.ndarray],
+        block_rows: int,
+    ) -> None:
+        self.path = path
+        self.dataset_id = dataset_id
+        self.meta = meta
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.files = files
+        self.info_schema = info_schema
+        order = np.argsort(np.asarray(columns["ids"], np.int64), kind="stable")
+        for name in INDEX_COLUMNS:
+            setattr(self, name, np.asarray(columns[name]).astype(_DTYPES[name])[order])
+        self.ids: np.ndarray
+        if len(np.unique(self.ids)) != len(self.ids):
+            raise CorruptDatasetError(
+                f"dataset {dataset_id!r} lists an episode id twice; run verify"
+            )
+        #: index row -> position in the ``columns`` given (subclasses map their own rows)
+        self.order = order
+        # a block holds the episodes whose first step falls in one block_rows window
+        self._set_blocks(self.step_offset // block_rows)
+
+    # declared for type checkers; set from ``columns`` above
+    stored_id: np.ndarray
+    shard: np.ndarray
+    length: np.ndarray
+    obs_offset: np.ndarray
+    step_offset: np.ndarray
+    seed: np.ndarray
+    has_seed: np.ndarray
+    returns: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+
+    def _set_blocks(self, local_block: np.ndarray) -> None:
+        """Number the blocks: (shard, local block) pairs; row ranges from their episodes."""
+        key = self.shard.astype(np.int64) << 32 | local_block.astype(np.int64)
+        uniq, self.block = np.unique(key, return_inverse=True)
+        n = len(uniq)
+        self.block_shard = (uniq >> 32).astype(np.int32)
+        self.block_obs_start = np.full(n, np.iinfo(np.int64).max, np.int64)
+        self.block_step_start = np.full(n, np.iinfo(np.int64).max, np.int64)
+        self.block_obs_stop = np.zeros(n, np.int64)
+        self.block_step_stop = np.zeros(n, np.int64)
+        np.minimum.at(self.block_obs_start, self.block, self.obs_offset)
+        np.minimum.at(self.block_step_start, self.block, self.step_offset)
+        np.maximum.at(self.block_obs_stop, self.block, self.obs_offset + self.length + 1)
+        np.maximum.at(self.block_step_stop, self.block, self.step_offset + self.length)
+
+    # -- block geometry ---------------------------------------------------------------------
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks of this snapshot."""
+        return len(self.block_shard)
+
+    def block_ref(self, block: int) -> BlockRef:
+        """Where ``block``'s rows are (file and row ranges), for a reader in any process."""
+        return BlockRef(
+            str(self.files[self.block_shard[block]]),
+            (int(self.block_obs_start[block]), int(self.block_obs_stop[block])),
+            (int(self.block_step_start[block]), int(self.block_step_stop[block])),
+        )
+
+    def rows_in_block(self, pos: np.ndarray | int) -> tuple[Any, Any]:
+        """(first observation row, first step row) of index rows ``pos`` inside their block."""
+        block = self.block[pos]
+        return (
+            self.obs_offset[pos] - self.block_obs_start[block],
+            self.step_offset[pos] - self.block_step_start[block],
+        )
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Rows of the index holding episode ``ids`` (KeyError for unknown ids)."""
+        ids = np.asarray(ids, np.int64)
+        if len(ids) == 0:
+            return np.zeros(0, np.int64)
+        pos = np.searchsorted(self.ids, ids)
+        bad = (pos >= len(self.ids)) | (self.ids[np.minimum(pos, len(self.ids) - 1)] != ids)
+        if len(self.ids) == 0 or np.any(bad):
+            missing = np.asarray(ids)[bad] if len(self.ids) else np.asarray(ids)
+            raise KeyError(f"episode id(s) {missing[:5].tolist()} not in {self.dataset_id!r}")
+        return pos
+
+    # -- what subclasses read ----------------------------------------------------------------
+
+    @functools.cached_property
+    def texts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-episode options and metadata JSON (bytes, index order), read on first use."""
+        return self.read_texts()
+
+    def read_texts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-episode options and metadata JSON in index order."""
+        raise NotImplementedError
+
+    def read_block(self, block: int, reader: fmt.ShardReader) -> fmt.ShardRows:
+        """Read one block's rows."""
+        raise NotImplementedError
+
+    def reopen(self, block_rows: int) -> Snapshot:
+        """The latest commit of the same dataset."""
+        raise NotImplementedError
+
+
+_INDEX_FIELDS = tuple(f for f in fmt.TABLE_FIELDS if f not in ("digest", "options", "metadata"))
+_TABLE_COLUMNS = {  # index column <- shard table field
+    "stored_id": "id",
+    "length": "length",
+    "obs_offset": "obs_offset",
+    "step_offset": "step_offset",
+    "seed": "seed",
+    "has_seed": "has_seed",
+    "returns": "return",
+    "terminated": "terminated",
+    "truncated": "truncated",
+}
+
+
+class ShardSnapshot(Snapshot):
+    """A harvest dataset's commit: ``metadata.json`` and the shards' episode tables.
+
+    Only the episode tables are read (no step data, no digests; options and metadata on first
+    use of ``texts``): the index is per episode, so it is what grows with the dataset.
+    """
+
+    native = True
+
+    def __init__(self, path: Path, dataset_id: str, block_rows: int) -> None:
+        meta = fmt.read_metadata(path, dataset_id)
+        shards = meta.get("shards", [])
+        files = [path / fmt.DATA_DIR / e["file"] for e in shards]
+        # readers take the union of the shards' info schemas (DESIGN.md section 4)
+        info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        for entry in shards:
+            for name, spec in (entry.get("info_schema") or {}).items():
+                dtype = np.dtype(spec["dtype"])
+                if name in info_schema:
+                    dtype = np.result_type(info_schema[name][0], dtype)
+                info_schema[name] = (dtype, tuple(spec["shape"]))
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in INDEX_COLUMNS}
+        self._kept: list[np.ndarray | None] = []  # per shard: table rows in the dataset
+        for s, (entry, file) in enumerate(zip(shards, files, strict=True)):
+            t = fmt.read_shard_table(file, _INDEX_FIELDS, raw_text=True)
+            pos, ids = fmt.map_shard_ids(entry, t["id"])
+            partial = len(pos) != len(t["id"])  # a linked shard with only some episodes in
+            self._kept.append(pos if partial else None)
+            if partial:
+                t = {k: v[pos] for k, v in t.items()}
+            cols["ids"].append(ids)
+            cols["shard"].append(np.full(len(ids), s, np.int32))
+            for name, field in _TABLE_COLUMNS.items():
+                cols[name].append(t[field])
+        columns = {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in cols.items()}
+        super().__init__(
+            path,
+            dataset_id,
+            meta,
+            observation_space=space_from_json(meta["observation_space"]),
+            action_space=space_from_json(meta["action_space"]),
+            files=files,
+            info_schema=info_schema,
+            columns=columns,
+            block_rows=block_rows,
+        )
+
+    def reopen(self, block_rows: int) -> ShardSnapshot:
+        """The latest commit of the same dataset."""
+        return ShardSnapshot(self.path, self.dataset_id, block_rows)
+
+    def read_block(self, block: int, reader: fmt.ShardReader) -> fmt.ShardRows:
+        """Read one block's rows from its shard."""
+        ref = self.block_ref(block)
+        return reader.read_rows(Path(ref.file), slice(*ref.obs), slice(*ref.steps))
+
+    def read_texts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-episode options and metadata JSON, from the shard tables."""
+        options, metadata = [], []
+        for file, kept in zip(self.files, self._kept, strict=True):
+            t = fmt.read_shard_table(file, ("options", "metadata"), raw_text=True)
+            options.append(t["options"] if kept is None else t["options"][kept])
+            metadata.append(t["metadata"] if kept is None else t["metadata"][kept])
+        return _text_column(options, self.order), _text_column(metadata, self.order)
+
+
+def _text_column(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
+    """Per-episode JSON text as one compact bytes array (``b""`` where there is none)."""
+    if not parts:
+        return np.zeros(0, "S1")
+    joined = np.concatenate([np.asarray(p, dtype=object) for p in parts])
+    width = max(1, max(map(len, joined), default=1))
+    if width > 64:  # a few long values must not widen every row
+        return joined[order]
+    return np.asarray(joined, dtype=f"S{width}")[order]
+
+
+class BlockCache:
+    """Decompressed blocks of one process, least recently used evicted past a byte budget.
+
+    Args:
+        budget: bytes of decompressed rows kept.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.reader = fmt.ShardReader()
+        self._blocks: OrderedDict[tuple[str, int], fmt.ShardRows] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        """Blocks held."""
+        return len(self._blocks)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the blocks held."""
+        return self._bytes
+
+    def get(self, snap: Snapshot, block: int) -> fmt.ShardRows:
+        """``block`` of ``snap``, read on a miss."""
+        key = (str(snap.files[snap.block_shard[block]]), int(snap.block_obs_start[block]))
+        rows = self._blocks.pop(key, None)
+        if rows is None:
+            rows = snap.read_block(block, self.reader)
+            self._bytes += rows.nbytes
+            while self._blocks and self._bytes > self.budget:
+                _, old = self._blocks.popitem(last=False)
+                self._bytes -= old.nbytes
+        self._blocks[key] = rows
+        return rows
+
+    def evict_all(self) -> None:
+        """Drop every block; the file handles stay open."""
+        self._blocks.clear()
+        self._bytes = 0
+
+    def clear(self) -> None:
+        """Drop every block and close the file handles."""
+        self.evict_all()
+        self.reader.close()
+
+
+def env_spec_from_json(data: dict[str, Any] | str | None) -> gym.envs.registration.EnvSpec | None:
+    """The ``EnvSpec`` stored in metadata (``env_spec``/``eval_env_spec``), or None.
+
+    Only parses: making the env is ``Dataset.recover_environment``'s job, with its checks.
+    """
+    if data is None:
+        return None
+    # specs of older gymnasiums (imported from Minari) may lack additional_wrappers
+    text = data if isinstance(data, str) else json.dumps({"additional_wrappers": [], **data})
+    return gym.envs.registration.EnvSpec.from_json(text)
+
+
+def nested_row(value: Any, t: int) -> Any:
+    """Row ``t`` of a nested value (dict / tuple / ``list[str]`` / ndarray), same nesting."""
+    if isinstance(value, dict):
+        return {k: nested_row(v, t) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(nested_row(v, t) for v in value)
+    return value[t]
