@@ -1,15 +1,19 @@
-"""The in-process runner: one env, one policy, episodes in id order."""
+"""The in-process runner: one env (or a vector env's sub-envs), episodes in id order.
+
+``collect_local`` is the registry's ``local`` entry: it sets up the recorders and the one
+``Committer`` and hands them to ``run_local`` (one env) or to ``collector.runners.vector``.
+"""
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
+from collector.committer import MB, Committer, progress_bar, show_rate
 from collector.errors import CollectionError, StorageError
+from collector.policies import build_policy
+from collector.recorder import EpisodeRecorder
 from collector.rollout import run_episode
 from collector.runners.watch import StepTimeout, StepWatch
 from collector.seeding import env_seed
@@ -17,12 +21,14 @@ from collector.seeding import env_seed
 if TYPE_CHECKING:
     import gymnasium as gym
 
-    from collector.collect import Committer
+    from collector import format as fmt
     from collector.plan import EpisodePlan
     from collector.policies import Policy
-    from collector.recorder import EpisodeRecorder
 
-__all__ = ["run_local"]
+__all__ = ["RESERVE_MB_MAX", "collect_local", "run_local"]
+
+#: At most this much of a commit window is preallocated for a vector_entry_point recorder.
+RESERVE_MB_MAX = 256
 
 
 def run_local(
@@ -42,12 +48,7 @@ def run_local(
     raises, a step takes longer than ``step_timeout`` seconds, or the run is interrupted, the
     finished episodes are committed before the error propagates.
     """
-    bar = tqdm(
-        total=len(episode_ids),
-        unit="ep",
-        disable=None if progress else True,
-        file=sys.stderr,
-    )
+    bar = progress_bar(len(episode_ids), progress)
     steps = 0
     episode_id = None
     started = time.perf_counter()
@@ -63,9 +64,8 @@ def run_local(
             steps += run_episode(env, policy, recorder, episode_id, entropy)
             committer.after_episode()
             bar.update(1)
-            if not bar.disable and bar.n % 64 == 0:
-                rate = steps / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix_str(f"{steps:,} steps, {rate:,.0f} steps/s", refresh=False)
+            if bar.n % 64 == 0:
+                show_rate(bar, steps, started, total=True)
     except StepTimeout:
         step = recorder.episode_steps if recorder.in_episode else None
         _abandon(recorder, committer)
@@ -102,3 +102,78 @@ def _abandon(recorder: EpisodeRecorder, committer: Committer) -> None:
     if recorder.in_episode:
         recorder.discard_episode()
     committer.flush()
+
+
+def collect_local(
+    conf: Mapping[str, Any],
+    writer: fmt.DatasetWriter,
+    env: gym.Env,
+    policy: Policy,
+    todo: EpisodePlan,
+    entropy: int,
+    *,
+    cadence: Mapping[str, Any],
+    compression: str,
+    progress: Callable[[int, int], None] | bool | None = None,
+) -> int:
+    """The ``local`` runner: set up recorders and one ``Committer``, run ``todo`` in-process.
+
+    One env (``run_local``), ``num_envs`` sub-envs of a sync/async vector env
+    (``run_vector``) or the env's own vector implementation (``run_vector_entry_point``);
+    returns the steps recorded.
+    """
+    num_envs = int(conf.get("num_envs", 1))
+    mode = str(conf.get("vectorization_mode", "sync"))
+    record_infos = bool(conf.get("record_infos"))
+    env_args = (conf["env"], conf.get("env_kwargs"), conf.get("max_episode_steps"))
+    step_timeout = (conf.get("runner") or {}).get("step_timeout")
+    spaces = (env.observation_space, env.action_space)
+    if mode == "vector_entry_point":
+        from collector.vector_recorder import VectorRecorder
+
+        recorders: Any = VectorRecorder(*spaces, num_envs, record_infos)
+        if cadence["every_mb"] is not None:  # one commit window, capped: pages come as used
+            recorders.reserve(min(cadence["every_mb"], RESERVE_MB_MAX) * MB)
+    elif num_envs > 1:
+        recorders = [EpisodeRecorder(*spaces, record_infos) for _ in range(num_envs)]
+    else:
+        recorders = EpisodeRecorder(*spaces, record_infos)
+    committer = Committer(writer, recorders, compression=compression, **cadence)
+    try:
+        if mode == "vector_entry_point":
+            from collector.envs import make_vector_env
+            from collector.runners.vector import run_vector_entry_point
+
+            vec = make_vector_env(env_args[0], num_envs, *env_args[1:])
+            try:
+                return run_vector_entry_point(
+                    vec,
+                    policy,
+                    recorders,
+                    committer,
+                    todo,
+                    int(conf["episodes"]),
+                    entropy,
+                    bool(progress),
+                )
+            finally:
+                vec.close()
+        if num_envs > 1:
+            from collector.envs import make_env
+            from collector.runners.vector import run_vector
+
+            policy_cfg = conf.get("policy") or {}
+            return run_vector(
+                lambda: make_env(*env_args),
+                lambda spaces_of_one: build_policy(policy_cfg, spaces_of_one),
+                recorders,
+                committer,
+                todo,
+                entropy,
+                mode,
+                bool(progress),
+                step_timeout,
+            )
+        return run_local(env, policy, recorders, committer, todo, entropy, progress, step_timeout)
+    finally:
+        committer.close()

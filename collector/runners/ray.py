@@ -21,17 +21,17 @@ import logging
 import math
 import os
 import socket
-import sys
 import time
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from collector import format as fmt
-from collector.collect import Cadence
+from collector.committer import Cadence, progress_bar, show_rate
+from collector.envs import make_env
 from collector.errors import CollectionError, HarvestError, MissingExtraError
 from collector.plan import EpisodePlan, IdQueue
+from collector.policies import Policy, build_policy
 from collector.recorder import EpisodeRecorder
 from collector.rollout import rollout_episodes
 
@@ -43,7 +43,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RolloutWorker", "run_ray"]
+__all__ = ["RolloutWorker", "collect_ray", "run_ray"]
 
 MB = 1024 * 1024
 IN_FLIGHT_PER_ACTOR = 2
@@ -61,8 +61,6 @@ class RolloutWorker:
     """
 
     def __init__(self, conf: dict[str, Any], entropy: int, compression: str) -> None:
-        from collector.collect import build_policy
-        from collector.envs import make_env
 
         self.conf = conf
         self.entropy = entropy
@@ -108,7 +106,6 @@ class RolloutWorker:
 
     def _run_vector(self, episode_ids: list[int]) -> tuple[fmt.EpisodeBatch | None, int]:
         """``episode_ids`` on a sync/async vector env of ``num_envs`` sub-envs (same data)."""
-        from collector.collect import build_policy
         from collector.runners.vector import run_vector
 
         env = self.env
@@ -178,7 +175,7 @@ def run_ray(
     restarts = steps = 0
     episode_seconds: float | None = None
     episode_bytes = 0.0  # compressed, from the shards seen so far
-    bar = tqdm(total=len(todo), unit="ep", disable=None if progress else True, file=sys.stderr)
+    bar = progress_bar(len(todo), progress)
     started = time.perf_counter()
     start_limit = max(timeout, START_SECONDS)
 
@@ -283,11 +280,7 @@ def run_ray(
                     per if episode_seconds is None else 0.7 * episode_seconds + 0.3 * per
                 )
                 bar.update(len(ids))
-                if not bar.disable:
-                    rate = steps / max(time.perf_counter() - started, 1e-9)
-                    bar.set_postfix_str(
-                        f"{rate:,.0f} steps/s, {len(actors)} workers", refresh=False
-                    )
+                show_rate(bar, steps, started, f"{len(actors)} workers")
                 window_bytes += len(image)
                 episode_bytes = max(episode_bytes, len(image) / len(ids))
                 if cadence.due(uncommitted, window_bytes):
@@ -342,6 +335,25 @@ def run_ray(
         if started_ray:
             ray.shutdown()
     return steps
+
+
+def collect_ray(
+    conf: dict[str, Any],
+    writer: fmt.DatasetWriter,
+    env: Any,
+    policy: Policy,
+    todo: EpisodePlan,
+    entropy: int,
+    *,
+    cadence: dict[str, Any],
+    compression: str,
+    progress: Any = None,
+) -> int:
+    """The ``ray`` runner in the registry's shape: the actors build their own env and policy."""
+    del env, policy  # built once per actor from the config
+    return run_ray(
+        conf, writer, todo, entropy, compression=compression, progress=bool(progress), **cadence
+    )
 
 
 def _cpus_per_worker(requested: float, workers: int) -> float:
