@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -26,6 +26,9 @@ from tqdm import tqdm
 from collector import format as fmt
 from collector.errors import DiskFullError
 from collector.recorder import EpisodeRecorder
+
+if TYPE_CHECKING:
+    from collector.config import CollectConfig
 
 __all__ = [
     "DISK_FULL",
@@ -181,6 +184,21 @@ class Committer:
                 daemon=True,
             )
             self._watch.start()
+
+    @classmethod
+    def from_config(
+        cls, writer: fmt.DatasetWriter, recorder: Any, config: CollectConfig
+    ) -> Committer:
+        """A committer at ``config.checkpoint``'s cadence and ``config.storage``'s compression."""
+        ckpt = config.checkpoint
+        return cls(
+            writer,
+            recorder,
+            every_episodes=ckpt.every_episodes,
+            every_seconds=ckpt.every_seconds,
+            every_mb=ckpt.every_mb,
+            compression=config.storage.compression,
+        )
 
     def after_episode(self) -> None:
         """Commit (in the background) if the cadence says so."""

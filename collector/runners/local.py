@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from collector.committer import MB, Committer, progress_bar, show_rate
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import gymnasium as gym
 
     from collector import format as fmt
+    from collector.config import CollectConfig
     from collector.plan import EpisodePlan
     from collector.policies import Policy
 
@@ -105,15 +106,13 @@ def _abandon(recorder: EpisodeRecorder, committer: Committer) -> None:
 
 
 def collect_local(
-    conf: Mapping[str, Any],
+    config: CollectConfig,
     writer: fmt.DatasetWriter,
     env: gym.Env,
     policy: Policy,
     todo: EpisodePlan,
     entropy: int,
     *,
-    cadence: Mapping[str, Any],
-    compression: str,
     progress: Callable[[int, int], None] | bool | None = None,
 ) -> int:
     """The ``local`` runner: set up recorders and one ``Committer``, run ``todo`` in-process.
@@ -122,23 +121,23 @@ def collect_local(
     (``run_vector``) or the env's own vector implementation (``run_vector_entry_point``);
     returns the steps recorded.
     """
-    num_envs = int(conf.get("num_envs", 1))
-    mode = str(conf.get("vectorization_mode", "sync"))
-    record_infos = bool(conf.get("record_infos"))
-    env_args = (conf["env"], conf.get("env_kwargs"), conf.get("max_episode_steps"))
-    step_timeout = (conf.get("runner") or {}).get("step_timeout")
+    num_envs, mode = config.num_envs, config.vectorization_mode
+    record_infos = config.record_infos
+    env_args = (config.env, config.env_kwargs, config.max_episode_steps)
+    step_timeout = config.runner.step_timeout
+    every_mb = config.checkpoint.every_mb
     spaces = (env.observation_space, env.action_space)
     if mode == "vector_entry_point":
         from collector.vector_recorder import VectorRecorder
 
         recorders: Any = VectorRecorder(*spaces, num_envs, record_infos)
-        if cadence["every_mb"] is not None:  # one commit window, capped: pages come as used
-            recorders.reserve(min(cadence["every_mb"], RESERVE_MB_MAX) * MB)
+        if every_mb is not None:  # one commit window, capped: pages come as used
+            recorders.reserve(min(every_mb, RESERVE_MB_MAX) * MB)
     elif num_envs > 1:
         recorders = [EpisodeRecorder(*spaces, record_infos) for _ in range(num_envs)]
     else:
         recorders = EpisodeRecorder(*spaces, record_infos)
-    committer = Committer(writer, recorders, compression=compression, **cadence)
+    committer = Committer.from_config(writer, recorders, config)
     try:
         if mode == "vector_entry_point":
             from collector.envs import make_vector_env
@@ -152,7 +151,7 @@ def collect_local(
                     recorders,
                     committer,
                     todo,
-                    int(conf["episodes"]),
+                    config.episodes,
                     entropy,
                     bool(progress),
                 )
@@ -162,10 +161,9 @@ def collect_local(
             from collector.envs import make_env
             from collector.runners.vector import run_vector
 
-            policy_cfg = conf.get("policy") or {}
             return run_vector(
                 lambda: make_env(*env_args),
-                lambda spaces_of_one: build_policy(policy_cfg, spaces_of_one),
+                lambda spaces_of_one: build_policy(config.policy, spaces_of_one),
                 recorders,
                 committer,
                 todo,

@@ -22,12 +22,14 @@ import math
 import os
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from collector import format as fmt
 from collector.committer import Cadence, progress_bar, show_rate
+from collector.config import CollectConfig, RunnerConfig
 from collector.envs import make_env
 from collector.errors import CollectionError, HarvestError, MissingExtraError
 from collector.plan import EpisodePlan, IdQueue
@@ -60,24 +62,27 @@ class RolloutWorker:
     A plain class (tested without Ray); the runner wraps it with ``ray.remote``.
     """
 
-    def __init__(self, conf: dict[str, Any], entropy: int, compression: str) -> None:
-
-        self.conf = conf
+    def __init__(
+        self, config: CollectConfig | Mapping[str, Any], entropy: int, compression: str
+    ) -> None:
+        if not isinstance(config, CollectConfig):  # a plain dict, as tests build one
+            config = CollectConfig.from_dict(config)
+        self.config = conf = config
         self.entropy = entropy
         self.compression = compression
-        self.retries = int((conf.get("runner") or {}).get("episode_retries", 2))
+        self.retries = conf.runner.episode_retries
 
         def new_env() -> Any:
-            return make_env(conf["env"], conf.get("env_kwargs"), conf.get("max_episode_steps"))
+            return make_env(conf.env, conf.env_kwargs, conf.max_episode_steps)
 
         self._new_env = new_env
         self.env = new_env()
-        self.policy = build_policy(conf.get("policy") or {}, self.env)
+        self.policy = build_policy(conf.policy, self.env)
         self.recorder = EpisodeRecorder(
-            self.env.observation_space, self.env.action_space, bool(conf.get("record_infos"))
+            self.env.observation_space, self.env.action_space, conf.record_infos
         )
-        self.num_envs = int(conf.get("num_envs") or 1)
-        self.vector_mode = str(conf.get("vectorization_mode") or "sync")
+        self.num_envs = conf.num_envs
+        self.vector_mode = conf.vectorization_mode
 
     def where(self) -> tuple[int, str]:
         """(pid, Ray node id) of this worker."""
@@ -115,7 +120,7 @@ class RolloutWorker:
         ]
         steps = run_vector(
             self._new_env,
-            lambda spaces: build_policy(self.conf.get("policy") or {}, spaces),
+            lambda spaces: build_policy(self.config.policy, spaces),
             recorders,
             _HoldEpisodes(),
             np.asarray(episode_ids, np.int64),
@@ -137,7 +142,7 @@ class _HoldEpisodes:
 
 
 def run_ray(
-    conf: dict[str, Any],
+    conf: CollectConfig,
     writer: fmt.DatasetWriter,
     todo: EpisodePlan,
     entropy: int,
@@ -149,16 +154,16 @@ def run_ray(
     progress: bool | None = None,
 ) -> int:
     """Collect ``todo`` episode ids on Ray actors into ``writer``; returns steps recorded."""
-    rcfg = dict(conf.get("runner") or {})
+    rcfg = conf.runner
     started_ray = _init_ray(rcfg)
-    workers = int(rcfg.get("workers", 2))
+    workers = rcfg.workers
     if workers < 1:
         raise CollectionError(f"runner.workers={workers} must be at least 1")
-    cpus = _cpus_per_worker(float(rcfg.get("num_cpus_per_worker", 1)), workers)
+    cpus = _cpus_per_worker(float(rcfg.num_cpus_per_worker), workers)
     remote = ray.remote(RolloutWorker).options(num_cpus=cpus, max_restarts=0, max_task_retries=0)
-    max_restarts = int(rcfg.get("max_restarts", 3))
-    timeout = float(rcfg.get("batch_timeout", 300))
-    target = float(rcfg.get("batch_seconds", 0.2))
+    max_restarts = rcfg.max_restarts
+    timeout = float(rcfg.batch_timeout)
+    target = float(rcfg.batch_seconds)
     actors: dict[int, Any] = {}
     # ref of an actor's first call -> (slot, actor): until it answers, the actor's batches
     # have not started, so none of them can count as hung
@@ -338,21 +343,28 @@ def run_ray(
 
 
 def collect_ray(
-    conf: dict[str, Any],
+    config: CollectConfig,
     writer: fmt.DatasetWriter,
     env: Any,
     policy: Policy,
     todo: EpisodePlan,
     entropy: int,
     *,
-    cadence: dict[str, Any],
-    compression: str,
     progress: Any = None,
 ) -> int:
     """The ``ray`` runner in the registry's shape: the actors build their own env and policy."""
     del env, policy  # built once per actor from the config
+    ckpt = config.checkpoint
     return run_ray(
-        conf, writer, todo, entropy, compression=compression, progress=bool(progress), **cadence
+        config,
+        writer,
+        todo,
+        entropy,
+        compression=config.storage.compression,
+        every_episodes=ckpt.every_episodes,
+        every_seconds=ckpt.every_seconds,
+        every_mb=ckpt.every_mb,
+        progress=bool(progress),
     )
 
 
@@ -400,23 +412,23 @@ def _check_reachable(address: str | None) -> None:
         ) from None
 
 
-def _init_ray(rcfg: dict[str, Any]) -> bool:
+def _init_ray(rcfg: RunnerConfig) -> bool:
     """Start (or join) Ray quietly unless it is already up; True when this call started it."""
     if ray.is_initialized():
         return False
-    _check_reachable(rcfg.get("address"))
+    _check_reachable(rcfg.address)
     kwargs: dict[str, Any] = {
-        "address": rcfg.get("address"),
+        "address": rcfg.address,
         "include_dashboard": False,
-        "log_to_driver": bool(rcfg.get("log_to_driver", False)),
+        "log_to_driver": rcfg.log_to_driver,
         "logging_level": logging.ERROR,
-        **dict(rcfg.get("init") or {}),
+        **rcfg.init,
     }
     try:
         ray.init(**kwargs)
     except ConnectionError as e:
         raise CollectionError(
-            f"cannot reach the Ray cluster at runner.address={rcfg.get('address')!r} ({e}); "
+            f"cannot reach the Ray cluster at runner.address={rcfg.address!r} ({e}); "
             "start it with `ray start --head` or fix the address"
         ) from e
     return True
