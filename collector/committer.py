@@ -38,6 +38,7 @@ __all__ = [
     "Committer",
     "disk_full_error",
     "disk_full_is_one_error",
+    "fill_digests",
     "interrupt_says_what_is_committed",
     "progress_bar",
     "show_rate",
@@ -170,6 +171,8 @@ class Committer:
         # per recorder: its first finished episodes already committed by the watch thread
         self._early = [0] * len(self.recorders)
         self._error: BaseException | None = None
+        # shard images installed (``add_image``) since the last commit: episodes, bytes
+        self._image_episodes = self._image_bytes = 0
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
         if (
@@ -187,7 +190,12 @@ class Committer:
 
     @classmethod
     def from_config(
-        cls, writer: fmt.DatasetWriter, recorder: Any, config: CollectConfig
+        cls,
+        writer: fmt.DatasetWriter,
+        recorder: Any,
+        config: CollectConfig,
+        *,
+        background: bool = True,
     ) -> Committer:
         """A committer at ``config.checkpoint``'s cadence and ``config.storage``'s compression."""
         ckpt = config.checkpoint
@@ -198,7 +206,46 @@ class Committer:
             every_seconds=ckpt.every_seconds,
             every_mb=ckpt.every_mb,
             compression=config.storage.compression,
+            background=background,
         )
+
+    def add_image(self, image: bytes, table: dict[str, Any], schema: Any) -> None:
+        """Install a shard another process built (a Ray worker) and commit if the cadence says so.
+
+        ``image`` is ``fmt.build_shard_bytes`` output and ``table`` its episode table with
+        digests (``fill_digests``). Installed and committed in the calling thread: a Ray
+        driver does nothing else meanwhile, and the workers keep recording.
+        """
+        with self._lock:
+            self._raise_error()
+            self._wait()
+            with self._storage_errors():
+                self.writer.write_image(image, table, schema, self.compression)
+            n = len(table["id"])
+            self.episodes += n
+            self._image_episodes += n
+            self._image_bytes += len(image)
+            if self.cadence.due(self._image_episodes, self._image_bytes):
+                self._commit_images()
+
+    def _commit_images(self) -> None:
+        """Commit the installed shard images (the caller holds the lock)."""
+        with self._storage_errors():
+            self.writer.commit()
+        self._image_episodes = self._image_bytes = 0
+        self.cadence.restart()
+        self.commits += 1
+
+    @contextlib.contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """A full disk as one ``DiskFullError`` line; other errors as they are."""
+        try:
+            yield
+        except OSError as e:
+            full = disk_full_error(e, self.writer)
+            if full is None:
+                raise
+            raise full from e
 
     def after_episode(self) -> None:
         """Commit (in the background) if the cadence says so."""
@@ -276,6 +323,8 @@ class Committer:
                 batches = [b for b in map(self._take, range(len(self.recorders))) if b is not None]
                 self.cadence.restart()
                 self._wait()  # one commit at a time, in order; raises a failed one's error
+                if self._image_episodes:  # shard images a Ray worker built
+                    self._commit_images()
                 if not batches:
                     return
                 if wait or self._pool is None:
@@ -297,14 +346,9 @@ class Committer:
         return fmt.select_episodes(batch, np.arange(early, n), batch.table["id"][early:])
 
     def _write(self, batches: list[fmt.EpisodeBatch]) -> None:
-        try:
+        with self._storage_errors():
             self.writer.write_shard(fmt.concat_batches(batches), self.compression)
             self.writer.commit()
-        except OSError as e:
-            full = disk_full_error(e, self.writer)
-            if full is None:
-                raise
-            raise full from e
         self.commits += 1
 
 
@@ -340,6 +384,16 @@ def disk_full_is_one_error(writer: fmt.DatasetWriter) -> Iterator[None]:
         if full is None or full is e:
             raise
         raise full from e
+
+
+def fill_digests(batch: fmt.EpisodeBatch) -> fmt.EpisodeBatch:
+    """Fill ``batch.table["digest"]`` (``fmt.episode_digests``) and return ``batch``.
+
+    The one place outside the format's own writer (``DatasetWriter.write_shard``) that
+    computes an episode's digest: a Ray worker's shard image and a ``DataCollector`` spill.
+    """
+    batch.table["digest"] = fmt.episode_digests(batch)
+    return batch
 
 
 def progress_bar(total: int, progress: Callable[[int, int], None] | bool | None) -> tqdm:

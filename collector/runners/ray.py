@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from collector import format as fmt
-from collector.committer import Cadence, progress_bar, show_rate
+from collector.committer import Committer, fill_digests, progress_bar, show_rate
 from collector.config import CollectConfig, RunnerConfig
 from collector.envs import make_env
 from collector.errors import CollectionError, HarvestError, MissingExtraError
@@ -105,8 +105,7 @@ class RolloutWorker:
                 self.retries,
             )
         assert batch is not None
-        batch.table["digest"] = fmt.episode_digests(batch)
-        image = fmt.build_shard_bytes(batch, self.compression)
+        image = fmt.build_shard_bytes(fill_digests(batch), self.compression)
         return image, batch.table, batch.info_schema(), steps, time.perf_counter() - start
 
     def _run_vector(self, episode_ids: list[int]) -> tuple[fmt.EpisodeBatch | None, int]:
@@ -175,8 +174,15 @@ def run_ray(
     # (the actor is up and its earlier batch is done), None before
     inflight: dict[Any, tuple[int, Any, list[int], float | None]] = {}
     written: set[int] = set(writer.committed_ids().tolist())
-    cadence = Cadence(every_episodes, every_seconds, every_mb)
-    uncommitted = window_bytes = 0
+    committer = Committer(  # the one committer, fed the workers' shard images
+        writer,
+        [],
+        every_episodes=every_episodes,
+        every_seconds=every_seconds,
+        every_mb=every_mb,
+        compression=compression,
+        background=False,
+    )
     restarts = steps = 0
     episode_seconds: float | None = None
     episode_bytes = 0.0  # compressed, from the shards seen so far
@@ -276,9 +282,8 @@ def run_ray(
                     ) from None
                 if written.intersection(ids):
                     continue  # at-least-once delivery: these ids are already written
-                writer.write_image(image, table, schema, compression)
+                committer.add_image(image, table, schema)  # commits when the cadence is due
                 written.update(ids)
-                uncommitted += len(ids)
                 steps += n_steps
                 per = seconds / max(1, len(ids))
                 episode_seconds = (
@@ -286,12 +291,7 @@ def run_ray(
                 )
                 bar.update(len(ids))
                 show_rate(bar, steps, started, f"{len(actors)} workers")
-                window_bytes += len(image)
                 episode_bytes = max(episode_bytes, len(image) / len(ids))
-                if cadence.due(uncommitted, window_bytes):
-                    writer.commit()
-                    cadence.restart()
-                    uncommitted = window_bytes = 0
             now = time.monotonic()
             for slot in [s for s in actors if s not in ready and now - launched[s] > start_limit]:
                 actor = actors.pop(slot)  # Ray found no room for it: the others do its work
@@ -330,8 +330,10 @@ def run_ray(
                         queue.extendleft(reversed(inflight.pop(r)[2]))
     finally:
         bar.close()
-        if uncommitted:
-            writer.commit()  # whatever finished is safe before any error propagates
+        try:
+            committer.flush()  # whatever finished is safe before any error propagates
+        finally:
+            committer.close()
         for actor in actors.values():
             try:
                 ray.kill(actor, no_restart=True)
