@@ -121,23 +121,13 @@ class RolloutWorker:
             self._new_env,
             lambda spaces: build_policy(self.config.policy, spaces),
             recorders,
-            _HoldEpisodes(),
+            None,  # no committer here: the batch goes back to the driver's
             np.asarray(episode_ids, np.int64),
             self.entropy,
             self.vector_mode,
         )
         batches = [b for b in (r.take() for r in recorders) if b is not None]
         return (fmt.concat_batches(batches) if batches else None), steps
-
-
-class _HoldEpisodes:
-    """A committer for ``run_vector`` that commits nothing: the batch goes back to the driver."""
-
-    def after_episode(self) -> None:
-        """Nothing: the worker returns every episode of its batch at once."""
-
-    def flush(self) -> None:
-        """Nothing to write here."""
 
 
 def run_ray(

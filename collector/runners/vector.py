@@ -141,7 +141,7 @@ def run_vector(
     make_env: Callable[[], gym.Env],
     make_policy: Callable[[Any], Policy],
     recorders: list[EpisodeRecorder],
-    committer: Committer,
+    committer: Committer | None,
     episode_ids: Iterable[int],
     entropy: int,
     mode: str,
@@ -151,7 +151,8 @@ def run_vector(
     """Run ``episode_ids`` on ``len(recorders)`` sub-envs; returns steps recorded.
 
     A step of the vector env that takes longer than ``step_timeout`` seconds fails the run
-    (after the finished episodes are committed).
+    (after the finished episodes are committed). ``committer=None``: nothing is committed
+    here; the caller takes the finished episodes from ``recorders`` (a Ray worker).
     """
     n = len(recorders)
     raw_infos = any(rec.record_infos for rec in recorders)
@@ -198,8 +199,11 @@ def run_vector(
     if step_timeout is not None:
         watch = StepWatch(
             step_timeout,
-            lambda: (committer.episodes, [r.episode_steps for r in recorders]),
-            lambda: committer.busy,
+            lambda: (
+                sum(r.num_finished for r in recorders) if committer is None else committer.episodes,
+                [r.episode_steps for r in recorders],
+            ),
+            lambda: committer is not None and committer.busy,
         ).start()
     try:
         seeds, mask = assign(np.ones(n, bool))
@@ -224,7 +228,8 @@ def run_vector(
                 if done[i]:
                     steps += recorders[i].episode_steps
                     recorders[i].end_episode()
-                    committer.after_episode()
+                    if committer is not None:
+                        committer.after_episode()
                     bar.update(1)
             if done.any():
                 seeds, mask = assign(done)
@@ -236,7 +241,8 @@ def run_vector(
         steps_in = {c: r.episode_steps for c, r in zip(current, recorders, strict=True)}
         for rec in recorders:
             rec.discard_episode()
-        committer.flush()
+        if committer is not None:
+            committer.flush()
         if isinstance(e, ValueMismatch) and e.sub_env is not None:
             eid = current[e.sub_env]
             episode = eid if eid is not None else f"(none: sub-env {e.sub_env} is idle)"
@@ -269,7 +275,8 @@ def run_vector(
                 vec.close(terminate=True)
         else:
             vec.close()
-    committer.flush()
+    if committer is not None:
+        committer.flush()
     return steps
 
 
