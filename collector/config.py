@@ -168,6 +168,67 @@ def _positive(value: Any, key: str, *, allow_none: bool = True, integer: bool = 
     return int(value) if integer else value
 
 
+def _get(section: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``section[key]``, or the dataclass default ``default.key`` when it is left out."""
+    return section[key] if key in section else getattr(default, key)
+
+
+def _runner_config(rcfg: Mapping[str, Any], vector_mode: str) -> RunnerConfig:
+    """Check ``runner.*`` (and ``vectorization_mode`` against it) and return it typed."""
+    runner_d = RunnerConfig()
+    runner = _get(rcfg, "name", runner_d)
+    if runner not in RUNNER_NAMES:
+        raise UsageError(f"runner={runner!r} is not a runner; use runner=local or runner=ray")
+    if vector_mode not in VECTOR_MODES:
+        raise UsageError(
+            f"vectorization_mode={vector_mode!r} is not a mode; use one of "
+            + ", ".join(VECTOR_MODES)
+        )
+    if vector_mode == "vector_entry_point" and runner == "ray":
+        raise UsageError(
+            "vectorization_mode=vector_entry_point with runner=ray is not available yet; "
+            "use runner=local"
+        )
+    step_timeout = _positive(_get(rcfg, "step_timeout", runner_d), "runner.step_timeout")
+    if step_timeout is not None and (runner != "local" or vector_mode == "vector_entry_point"):
+        raise UsageError(
+            "runner.step_timeout is for runner=local (sync/async vector envs included); "
+            "runner=ray has runner.batch_timeout"
+            if runner != "local"
+            else "runner.step_timeout is not available with vectorization_mode=vector_entry_point"
+        )
+    ray_keys: dict[str, Any] = {}
+    if runner == "ray":  # checked before anything is written
+        ray_keys = {
+            "workers": _positive(
+                _get(rcfg, "workers", runner_d), "runner.workers", allow_none=False, integer=True
+            ),
+            "num_cpus_per_worker": _positive(
+                _get(rcfg, "num_cpus_per_worker", runner_d),
+                "runner.num_cpus_per_worker",
+                allow_none=False,
+            ),
+            "batch_seconds": _positive(
+                _get(rcfg, "batch_seconds", runner_d), "runner.batch_seconds", allow_none=False
+            ),
+            "batch_timeout": _positive(
+                _get(rcfg, "batch_timeout", runner_d), "runner.batch_timeout", allow_none=False
+            ),
+        }
+        for key in ("max_restarts", "episode_retries"):
+            value = _get(rcfg, key, runner_d)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UsageError(f"runner.{key}={value!r} must be a non-negative integer")
+            ray_keys[key] = value
+        init = rcfg.get("init") or {}
+        if not isinstance(init, Mapping):
+            raise UsageError(f"runner.init={init!r} must be a mapping of ray.init() arguments")
+        ray_keys["init"] = dict(init)
+        ray_keys["address"] = rcfg.get("address")
+        ray_keys["log_to_driver"] = bool(rcfg.get("log_to_driver", False))
+    return RunnerConfig(name=runner, step_timeout=step_timeout, **ray_keys)
+
+
 def _from_dict(conf: dict[str, Any]) -> CollectConfig:
     """``CollectConfig.from_dict`` on a plain dict: today's checks, in today's order."""
     try:  # it is stored in provenance; fail now, not at the first commit
@@ -189,91 +250,38 @@ def _from_dict(conf: dict[str, Any]) -> CollectConfig:
     _refuse_unknown(ckpt, CheckpointConfig, "checkpoint.")
     _refuse_unknown(storage, StorageConfig, "storage.")
     _refuse_unknown(rcfg, RunnerConfig, "runner.")
-    ckpt_d, storage_d, runner_d = CheckpointConfig(), StorageConfig(), RunnerConfig()
+    ckpt_d, storage_d = CheckpointConfig(), StorageConfig()
     defaults = CollectConfig()
-
-    def get(section: Mapping[str, Any], key: str, default: Any) -> Any:
-        return section[key] if key in section else getattr(default, key)
-
     episodes = _positive(
-        get(conf, "episodes", defaults), "episodes", allow_none=False, integer=True
+        _get(conf, "episodes", defaults), "episodes", allow_none=False, integer=True
     )
     if episodes >= 2**63:
         raise UsageError(f"episodes={episodes} is beyond the int64 episode ids")
     max_steps = _positive(
-        get(conf, "max_episode_steps", defaults), "max_episode_steps", integer=True
+        _get(conf, "max_episode_steps", defaults), "max_episode_steps", integer=True
     )
     checkpoint = CheckpointConfig(
         every_episodes=_positive(
-            get(ckpt, "every_episodes", ckpt_d), "checkpoint.every_episodes", integer=True
+            _get(ckpt, "every_episodes", ckpt_d), "checkpoint.every_episodes", integer=True
         ),
-        every_seconds=_positive(get(ckpt, "every_seconds", ckpt_d), "checkpoint.every_seconds"),
-        every_mb=_positive(get(ckpt, "every_mb", ckpt_d), "checkpoint.every_mb"),
+        every_seconds=_positive(_get(ckpt, "every_seconds", ckpt_d), "checkpoint.every_seconds"),
+        every_mb=_positive(_get(ckpt, "every_mb", ckpt_d), "checkpoint.every_mb"),
     )
-    shard_mb = _positive(get(storage, "shard_mb", storage_d), "storage.shard_mb", allow_none=False)
-    compression = str(get(storage, "compression", storage_d))
+    shard_mb = _positive(_get(storage, "shard_mb", storage_d), "storage.shard_mb", allow_none=False)
+    compression = str(_get(storage, "compression", storage_d))
     fmt.parse_compression(compression)
-    runner = get(rcfg, "name", runner_d)
-    if runner not in RUNNER_NAMES:
-        raise UsageError(f"runner={runner!r} is not a runner; use runner=local or runner=ray")
     num_envs = _positive(
-        get(conf, "num_envs", defaults), "num_envs", allow_none=False, integer=True
+        _get(conf, "num_envs", defaults), "num_envs", allow_none=False, integer=True
     )
-    vector_mode = str(get(conf, "vectorization_mode", defaults))
-    if vector_mode not in VECTOR_MODES:
-        raise UsageError(
-            f"vectorization_mode={vector_mode!r} is not a mode; use one of "
-            + ", ".join(VECTOR_MODES)
-        )
-    if vector_mode == "vector_entry_point" and runner == "ray":
-        raise UsageError(
-            "vectorization_mode=vector_entry_point with runner=ray is not available yet; "
-            "use runner=local"
-        )
-    step_timeout = _positive(get(rcfg, "step_timeout", runner_d), "runner.step_timeout")
-    if step_timeout is not None and (runner != "local" or vector_mode == "vector_entry_point"):
-        raise UsageError(
-            "runner.step_timeout is for runner=local (sync/async vector envs included); "
-            "runner=ray has runner.batch_timeout"
-            if runner != "local"
-            else "runner.step_timeout is not available with vectorization_mode=vector_entry_point"
-        )
-    ray_keys: dict[str, Any] = {}
-    if runner == "ray":  # checked before anything is written
-        ray_keys = {
-            "workers": _positive(
-                get(rcfg, "workers", runner_d), "runner.workers", allow_none=False, integer=True
-            ),
-            "num_cpus_per_worker": _positive(
-                get(rcfg, "num_cpus_per_worker", runner_d),
-                "runner.num_cpus_per_worker",
-                allow_none=False,
-            ),
-            "batch_seconds": _positive(
-                get(rcfg, "batch_seconds", runner_d), "runner.batch_seconds", allow_none=False
-            ),
-            "batch_timeout": _positive(
-                get(rcfg, "batch_timeout", runner_d), "runner.batch_timeout", allow_none=False
-            ),
-        }
-        for key in ("max_restarts", "episode_retries"):
-            value = get(rcfg, key, runner_d)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise UsageError(f"runner.{key}={value!r} must be a non-negative integer")
-            ray_keys[key] = value
-        init = rcfg.get("init") or {}
-        if not isinstance(init, Mapping):
-            raise UsageError(f"runner.init={init!r} must be a mapping of ray.init() arguments")
-        ray_keys["init"] = dict(init)
-        ray_keys["address"] = rcfg.get("address")
-        ray_keys["log_to_driver"] = bool(rcfg.get("log_to_driver", False))
-    seed = get(conf, "seed", defaults)
+    vector_mode = str(_get(conf, "vectorization_mode", defaults))
+    runner = _runner_config(rcfg, vector_mode)
+    seed = _get(conf, "seed", defaults)
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise UsageError(f"seed={seed!r} must be a non-negative integer or null")
-    env_id = get(conf, "env", defaults)
+    env_id = _get(conf, "env", defaults)
     if not isinstance(env_id, str) or not env_id:
         raise UsageError("env is not set; pass env=<Gymnasium id>, e.g. env=CartPole-v1")
-    policy = get(conf, "policy", defaults)
+    policy = _get(conf, "policy", defaults)
     dataset_id = conf.get("dataset_id") or None  # None: derived from env and policy
     if dataset_id is not None:
         fmt.parse_dataset_id(dataset_id)
@@ -292,9 +300,9 @@ def _from_dict(conf: dict[str, Any]) -> CollectConfig:
         overwrite=bool(conf.get("overwrite")),
         checkpoint=checkpoint,
         storage=StorageConfig(compression=compression, shard_mb=shard_mb),
-        runner=RunnerConfig(name=runner, step_timeout=step_timeout, **ray_keys),
-        progress=bool(get(conf, "progress", defaults)),
-        metadata=dict(get(conf, "metadata", defaults) or {}),
+        runner=runner,
+        progress=bool(_get(conf, "progress", defaults)),
+        metadata=dict(_get(conf, "metadata", defaults) or {}),
     )
 
 

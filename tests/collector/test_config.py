@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 from typing import Any
@@ -11,7 +12,14 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from collector.collect import collect
-from collector.config import CollectConfig, RunnerConfig, register_schema, schema
+from collector.config import (
+    CheckpointConfig,
+    CollectConfig,
+    RunnerConfig,
+    StorageConfig,
+    register_schema,
+    schema,
+)
 from collector.errors import UsageError
 
 
@@ -69,3 +77,14 @@ def test_the_typed_config_pickles_for_ray_actors() -> None:
     assert pickle.loads(pickle.dumps(config)) == config
     with pytest.raises(AttributeError):
         config.episodes = 3  # type: ignore[misc]
+
+
+def test_the_api_and_the_cli_know_the_same_keys() -> None:
+    """Every key of the YAML (either runner) is a schema field, and every field a YAML key."""
+    sections = {"checkpoint": CheckpointConfig, "storage": StorageConfig, "runner": RunnerConfig}
+    fields = {f.name for f in dataclasses.fields(CollectConfig)}
+    local, ray = composed(), composed("runner=ray")
+    assert set(local) == fields
+    for name, kind in sections.items():
+        yaml_keys = set(local[name]) | set(ray[name])
+        assert yaml_keys == {f.name for f in dataclasses.fields(kind)}, name
