@@ -1,10 +1,12 @@
 """``collect``: turn a config into a dataset, resuming whatever a previous run left undone.
 
 ``collect(cfg)`` is the Python API behind the ``collect`` command (tests call it directly). It
-validates the config, builds env and policy once, opens the dataset under its writer lock,
+checks the config once (``CollectConfig.from_dict``; the config as given is what provenance
+stores), builds env and policy once, opens the dataset under its writer lock,
 checks that a resumed run has the same data-affecting config, plans the missing episode ids,
-runs them on the configured runner with commits at the checkpoint cadence, repacks small
-shards at the end and returns a summary.
+runs them on the configured runner (``collector.runners.get_runner``; each commits through
+``collector.committer``) at the checkpoint cadence, repacks small shards at the end and
+returns a summary.
 """
 
 from __future__ import annotations
@@ -130,7 +132,8 @@ def collect(
     """Collect ``cfg.episodes`` episodes into ``cfg.dataset_id``, resuming a previous run.
 
     Args:
-        cfg: a ``conf/collect.yaml`` config (DictConfig or plain dict).
+        cfg: a ``conf/collect.yaml`` config (DictConfig or plain dict); keys left out take
+            the YAML's defaults, unknown keys are refused.
         overrides: the command-line overrides, stored in provenance.
         policy_name: name used in the default dataset id (default: from ``policy._target_``).
         progress: True for a progress bar, False/None for none.
