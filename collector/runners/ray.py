@@ -22,7 +22,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -150,20 +150,6 @@ def run_ray(
         raise CollectionError(f"runner.workers={workers} must be at least 1")
     cpus = _cpus_per_worker(float(rcfg.num_cpus_per_worker), workers)
     remote = ray.remote(RolloutWorker).options(num_cpus=cpus, max_restarts=0, max_task_retries=0)
-    max_restarts = rcfg.max_restarts
-    timeout = float(rcfg.batch_timeout)
-    target = float(rcfg.batch_seconds)
-    actors: dict[int, Any] = {}
-    # ref of an actor's first call -> (slot, actor): until it answers, the actor's batches
-    # have not started, so none of them can count as hung
-    pings: dict[Any, tuple[int, Any]] = {}
-    ready: set[int] = set()  # slots whose current actor answered
-    launched: dict[int, float] = {}  # slot -> when its current actor was asked for
-    queue = IdQueue(todo)  # lazily: a plan of 10**12 ids costs nothing up front
-    # ref -> (slot, actor, ids, deadline); the deadline is set when the batch starts running
-    # (the actor is up and its earlier batch is done), None before
-    inflight: dict[Any, tuple[int, Any, list[int], float | None]] = {}
-    written: set[int] = set(writer.committed_ids().tolist())
     committer = Committer(  # the one committer, fed the workers' shard images
         writer,
         [],
@@ -173,165 +159,226 @@ def run_ray(
         compression=compression,
         background=False,
     )
-    restarts = steps = 0
-    episode_seconds: float | None = None
-    episode_bytes = 0.0  # compressed, from the shards seen so far
     bar = progress_bar(len(todo), progress)
-    started = time.perf_counter()
-    start_limit = max(timeout, START_SECONDS)
-
-    def launch(slot: int) -> None:
-        actors[slot] = actor = remote.remote(conf, entropy, compression)
-        ready.discard(slot)
-        launched[slot] = time.monotonic()
-        pings[actor.where.remote()] = (slot, actor)
-
-    for k in range(workers):
-        launch(k)
-
-    def replace(slot: int, actor: Any, why: str) -> None:
-        nonlocal restarts
-        if actors.get(slot) is not actor:
-            return  # already replaced (its other batches failing too)
-        restarts += 1
-        if restarts > max_restarts:
-            raise CollectionError(
-                f"Ray workers failed {restarts} times ({why}); committed episodes are safe, "
-                "re-run to resume or raise runner.max_restarts"
-            )
-        log.warning("replacing Ray worker %d: %s", slot, why)
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # already gone
-            pass
-        launch(slot)
-
-    def failed_start(e: RayActorError) -> CollectionError:
-        return CollectionError(
-            f"a Ray worker could not start: {_last_line(str(e))}; check that "
-            "the env and the policy import on every node (runner.init can "
-            "pass a runtime_env)"
-        )
-
-    def batch_size() -> int:
-        """Guided self-scheduling: a share of the work left, never under ``batch_seconds``.
-
-        Big batches early mean few shards to repack and few round trips; batches shrink
-        toward ``batch_seconds`` as the queue drains, so workers finish together. A batch
-        holds at most half a commit window (seconds and bytes) so cadence holds.
-        """
-        if episode_seconds is None or episode_seconds <= 0:
-            return 1  # first batches: measure
-        seconds = max(target, len(queue) * episode_seconds / (2 * len(actors)))
-        if every_seconds is not None:
-            seconds = min(seconds, max(target, every_seconds / 2))
-        size = seconds / episode_seconds
-        if every_mb is not None and episode_bytes:
-            size = min(size, every_mb * MB / 2 / len(actors) / episode_bytes)
-        return int(max(1, size))
-
+    driver = _Driver(
+        lambda: remote.remote(conf, entropy, compression),
+        rcfg,
+        cpus,
+        IdQueue(todo),  # lazily: a plan of 10**12 ids costs nothing up front
+        set(writer.committed_ids().tolist()),
+        committer,
+        bar,
+    )
     try:
-        while queue or inflight:
-            for slot, actor in actors.items():
-                busy = sum(1 for s, *_ in inflight.values() if s == slot)
-                while queue and busy < IN_FLIGHT_PER_ACTOR:
-                    take = min(batch_size(), len(queue), MAX_BATCH_EPISODES)
-                    ids = [queue.popleft() for _ in range(take)]
-                    inflight[actor.run.remote(ids)] = (slot, actor, ids, None)
-                    busy += 1
-            done, _ = ray.wait([*inflight, *pings], num_returns=1, timeout=1.0)
+        for k in range(workers):
+            driver.launch(k)
+        while driver.queue or driver.inflight:
+            driver.submit()
+            done, _ = ray.wait([*driver.inflight, *driver.pings], num_returns=1, timeout=1.0)
             for ref in done:
-                if ref in pings:
-                    slot, actor = pings.pop(ref)
-                    try:
-                        ray.get(ref)
-                    except RayActorError as e:
-                        if getattr(e, "actor_init_failed", False):
-                            raise failed_start(e) from None
-                        replace(slot, actor, f"worker died: {type(e).__name__}")
-                        continue
-                    if actors.get(slot) is actor:
-                        ready.add(slot)
-                    continue
-                slot, actor, ids, _ = inflight.pop(ref)
-                try:
-                    image, table, schema, n_steps, seconds = ray.get(ref)
-                except RayActorError as e:
-                    if getattr(e, "actor_init_failed", False):
-                        # a worker that cannot build env or policy will never work: stop
-                        raise failed_start(e) from None
-                    replace(slot, actor, f"worker died: {type(e).__name__}")
-                    queue.extendleft(reversed(ids))
-                    continue
-                except RayTaskError as e:
-                    cause = e.cause
-                    if isinstance(cause, HarvestError):
-                        raise cause from None  # one line, not Ray's remote traceback
-                    raise CollectionError(
-                        f"a Ray worker failed: {type(cause).__name__}: {cause}"
-                    ) from None
-                if written.intersection(ids):
-                    continue  # at-least-once delivery: these ids are already written
-                committer.add_image(image, table, schema)  # commits when the cadence is due
-                written.update(ids)
-                steps += n_steps
-                per = seconds / max(1, len(ids))
-                episode_seconds = (
-                    per if episode_seconds is None else 0.7 * episode_seconds + 0.3 * per
-                )
-                bar.update(len(ids))
-                show_rate(bar, steps, started, f"{len(actors)} workers")
-                episode_bytes = max(episode_bytes, len(image) / len(ids))
+                driver.receive(ref)
             now = time.monotonic()
-            for slot in [s for s in actors if s not in ready and now - launched[s] > start_limit]:
-                actor = actors.pop(slot)  # Ray found no room for it: the others do its work
-                log.warning(
-                    "Ray worker %d was not scheduled in %g s (no room for %g CPU); "
-                    "going on with %d worker(s)",
-                    slot,
-                    start_limit,
-                    cpus,
-                    len(actors),
-                )
-                for ref in [r for r, v in inflight.items() if v[1] is actor]:
-                    queue.extendleft(reversed(inflight.pop(ref)[2]))
-                try:
-                    ray.kill(actor, no_restart=True)
-                except Exception:
-                    pass
-            if not actors:
-                raise CollectionError(
-                    f"no Ray worker started in {start_limit:g} s: the cluster has no room for "
-                    f"{workers} worker(s) of {cpus:g} CPU; free CPUs there or lower "
-                    "runner.workers or runner.num_cpus_per_worker"
-                )
-            running: set[int] = set()  # an actor runs its batches in order: the first one runs
-            for ref, (slot, actor, ids, deadline) in inflight.items():
-                if slot in running or actors.get(slot) is not actor or slot not in ready:
-                    continue
-                running.add(slot)
-                if deadline is None:
-                    inflight[ref] = (slot, actor, ids, now + timeout)
-            for slot, actor, _ids, deadline in list(inflight.values()):
-                if deadline is not None and now > deadline and actors.get(slot) is actor:
-                    hung = [r for r, v in inflight.items() if v[1] is actor]
-                    replace(slot, actor, f"no result for {timeout:.0f} s (hung)")
-                    for r in hung:
-                        queue.extendleft(reversed(inflight.pop(r)[2]))
+            driver.drop_unscheduled(now)
+            driver.watch_deadlines(now)
     finally:
         bar.close()
         try:
             committer.flush()  # whatever finished is safe before any error propagates
         finally:
             committer.close()
-        for actor in actors.values():
+        for actor in driver.actors.values():
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:
                 pass
         if started_ray:
             ray.shutdown()
-    return steps
+    return driver.steps
+
+
+class _Driver:
+    """The Ray driver's state: actors by slot, batches in flight, the queue of ids to run."""
+
+    def __init__(
+        self,
+        new_actor: Callable[[], Any],
+        rcfg: RunnerConfig,
+        cpus: float,
+        queue: IdQueue,
+        written: set[int],
+        committer: Committer,
+        bar: Any,
+    ) -> None:
+        self.new_actor = new_actor
+        self.rcfg = rcfg
+        self.cpus = cpus
+        self.queue = queue
+        self.written = written  # ids already written: Ray is at-least-once
+        self.committer = committer
+        self.bar = bar
+        self.timeout = float(rcfg.batch_timeout)
+        self.start_limit = max(self.timeout, START_SECONDS)
+        self.actors: dict[int, Any] = {}
+        # ref of an actor's first call -> (slot, actor): until it answers, the actor's batches
+        # have not started, so none of them can count as hung
+        self.pings: dict[Any, tuple[int, Any]] = {}
+        self.ready: set[int] = set()  # slots whose current actor answered
+        self.launched: dict[int, float] = {}  # slot -> when its current actor was asked for
+        # ref -> (slot, actor, ids, deadline); the deadline is set when the batch starts
+        # running (the actor is up and its earlier batch is done), None before
+        self.inflight: dict[Any, tuple[int, Any, list[int], float | None]] = {}
+        self.restarts = self.steps = 0
+        self.episode_seconds: float | None = None
+        self.episode_bytes = 0.0  # compressed, from the shards seen so far
+        self.started = time.perf_counter()
+
+    def launch(self, slot: int) -> None:
+        """Start an actor in ``slot`` and ask it where it runs (its answer: it is up)."""
+        self.actors[slot] = actor = self.new_actor()
+        self.ready.discard(slot)
+        self.launched[slot] = time.monotonic()
+        self.pings[actor.where.remote()] = (slot, actor)
+
+    def replace(self, slot: int, actor: Any, why: str) -> None:
+        """Kill ``actor`` and launch another in its slot, up to ``runner.max_restarts``."""
+        if self.actors.get(slot) is not actor:
+            return  # already replaced (its other batches failing too)
+        self.restarts += 1
+        if self.restarts > self.rcfg.max_restarts:
+            raise CollectionError(
+                f"Ray workers failed {self.restarts} times ({why}); committed episodes are "
+                "safe, re-run to resume or raise runner.max_restarts"
+            )
+        log.warning("replacing Ray worker %d: %s", slot, why)
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already gone
+            pass
+        self.launch(slot)
+
+    def batch_size(self) -> int:
+        """Guided self-scheduling: a share of the work left, never under ``batch_seconds``.
+
+        Big batches early mean few shards to repack and few round trips; batches shrink
+        toward ``batch_seconds`` as the queue drains, so workers finish together. A batch
+        holds at most half a commit window (seconds and bytes) so cadence holds.
+        """
+        per = self.episode_seconds
+        if per is None or per <= 0:
+            return 1  # first batches: measure
+        target = float(self.rcfg.batch_seconds)
+        cadence = self.committer.cadence
+        seconds = max(target, len(self.queue) * per / (2 * len(self.actors)))
+        if cadence.every_seconds is not None:
+            seconds = min(seconds, max(target, cadence.every_seconds / 2))
+        size = seconds / per
+        if cadence.every_bytes is not None and self.episode_bytes:
+            size = min(size, cadence.every_bytes / 2 / len(self.actors) / self.episode_bytes)
+        return int(max(1, size))
+
+    def submit(self) -> None:
+        """Keep ``IN_FLIGHT_PER_ACTOR`` batches queued on every actor while ids are left."""
+        for slot, actor in self.actors.items():
+            busy = sum(1 for s, *_ in self.inflight.values() if s == slot)
+            while self.queue and busy < IN_FLIGHT_PER_ACTOR:
+                take = min(self.batch_size(), len(self.queue), MAX_BATCH_EPISODES)
+                ids = [self.queue.popleft() for _ in range(take)]
+                self.inflight[actor.run.remote(ids)] = (slot, actor, ids, None)
+                busy += 1
+
+    def receive(self, ref: Any) -> None:
+        """Handle a finished call: an actor's first answer, or a batch to commit or requeue."""
+        if ref in self.pings:
+            slot, actor = self.pings.pop(ref)
+            try:
+                ray.get(ref)
+            except RayActorError as e:
+                if getattr(e, "actor_init_failed", False):
+                    raise _failed_start(e) from None
+                self.replace(slot, actor, f"worker died: {type(e).__name__}")
+                return
+            if self.actors.get(slot) is actor:
+                self.ready.add(slot)
+            return
+        slot, actor, ids, _ = self.inflight.pop(ref)
+        try:
+            image, table, schema, n_steps, seconds = ray.get(ref)
+        except RayActorError as e:
+            if getattr(e, "actor_init_failed", False):
+                # a worker that cannot build env or policy will never work: stop
+                raise _failed_start(e) from None
+            self.replace(slot, actor, f"worker died: {type(e).__name__}")
+            self.queue.extendleft(reversed(ids))
+            return
+        except RayTaskError as e:
+            cause = e.cause
+            if isinstance(cause, HarvestError):
+                raise cause from None  # one line, not Ray's remote traceback
+            raise CollectionError(f"a Ray worker failed: {type(cause).__name__}: {cause}") from None
+        if self.written.intersection(ids):
+            return  # at-least-once delivery: these ids are already written
+        self.committer.add_image(image, table, schema)  # commits when the cadence is due
+        self.written.update(ids)
+        self.steps += n_steps
+        per = seconds / max(1, len(ids))
+        old = self.episode_seconds
+        self.episode_seconds = per if old is None else 0.7 * old + 0.3 * per
+        self.bar.update(len(ids))
+        show_rate(self.bar, self.steps, self.started, f"{len(self.actors)} workers")
+        self.episode_bytes = max(self.episode_bytes, len(image) / len(ids))
+
+    def drop_unscheduled(self, now: float) -> None:
+        """Give up actors Ray found no room for within ``start_limit``; the others go on."""
+        for slot in [
+            s
+            for s in self.actors
+            if s not in self.ready and now - self.launched[s] > self.start_limit
+        ]:
+            actor = self.actors.pop(slot)  # Ray found no room for it: the others do its work
+            log.warning(
+                "Ray worker %d was not scheduled in %g s (no room for %g CPU); "
+                "going on with %d worker(s)",
+                slot,
+                self.start_limit,
+                self.cpus,
+                len(self.actors),
+            )
+            for ref in [r for r, v in self.inflight.items() if v[1] is actor]:
+                self.queue.extendleft(reversed(self.inflight.pop(ref)[2]))
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        if not self.actors:
+            raise CollectionError(
+                f"no Ray worker started in {self.start_limit:g} s: the cluster has no room for "
+                f"{self.rcfg.workers} worker(s) of {self.cpus:g} CPU; free CPUs there or lower "
+                "runner.workers or runner.num_cpus_per_worker"
+            )
+
+    def watch_deadlines(self, now: float) -> None:
+        """Start the clock of each actor's running batch; replace an actor whose batch hung."""
+        running: set[int] = set()  # an actor runs its batches in order: the first one runs
+        for ref, (slot, actor, ids, deadline) in self.inflight.items():
+            if slot in running or self.actors.get(slot) is not actor or slot not in self.ready:
+                continue
+            running.add(slot)
+            if deadline is None:
+                self.inflight[ref] = (slot, actor, ids, now + self.timeout)
+        for slot, actor, _ids, deadline in list(self.inflight.values()):
+            if deadline is not None and now > deadline and self.actors.get(slot) is actor:
+                hung = [r for r, v in self.inflight.items() if v[1] is actor]
+                self.replace(slot, actor, f"no result for {self.timeout:.0f} s (hung)")
+                for r in hung:
+                    self.queue.extendleft(reversed(self.inflight.pop(r)[2]))
+
+
+def _failed_start(e: RayActorError) -> CollectionError:
+    return CollectionError(
+        f"a Ray worker could not start: {_last_line(str(e))}; check that "
+        "the env and the policy import on every node (runner.init can "
+        "pass a runtime_env)"
+    )
 
 
 def collect_ray(
