@@ -1,11 +1,12 @@
 """harvest's producing half: record environment rollouts into datasets.
 
 Public API: ``DataCollector`` and ``VectorDataCollector`` (record from your own loop),
-``collect`` (the ``collect`` command's Python API), the policies, and the error family in
-``collector.errors``.
+``collect`` (the ``collect`` command's Python API) and its typed config ``CollectConfig``,
+the policies, and the error family in ``collector.errors``.
 """
 
 from collector.collect import CollectResult, collect
+from collector.config import CollectConfig
 from collector.data_collector import (
     DataCollector,
     DatasetSummary,
@@ -17,6 +18,7 @@ from collector.policies import CartPoleHeuristic, RandomPolicy
 
 __all__ = [
     "CartPoleHeuristic",
+    "CollectConfig",
     "CollectResult",
     "DataCollector",
     "DatasetSummary",

@@ -29,6 +29,7 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from collector import format as fmt
+from collector.committer import fill_digests
 from collector.envs import env_spec_to_json
 from collector.errors import CollectionError, DatasetExistsError, UsageError
 from collector.recorder import EpisodeRecorder
@@ -216,7 +217,7 @@ class _EpisodeSink:
             )
         if batch is None:
             return
-        batch.table["digest"] = fmt.episode_digests(batch)
+        fill_digests(batch)
         try:
             with fmt.storage_errors(self._root / fmt.SPILL_DIR, "create a spill folder in"):
                 path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"

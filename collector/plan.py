@@ -13,7 +13,19 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["EpisodePlan", "IdQueue"]
+__all__ = ["SEGMENT_EPISODES_PER_ENV", "EpisodePlan", "IdQueue", "segment_episodes"]
+
+#: Episodes per reseeded segment, per sub-env, under ``vector_entry_point`` (data-affecting).
+SEGMENT_EPISODES_PER_ENV = 64
+
+
+def segment_episodes(num_envs: int) -> int:
+    """Episode ids per reseeded segment for a ``vector_entry_point`` env of ``num_envs``.
+
+    >>> segment_episodes(4)
+    256
+    """
+    return SEGMENT_EPISODES_PER_ENV * int(num_envs)
 
 
 class EpisodePlan:

@@ -14,11 +14,14 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from gymnasium import spaces
+
+from collector.errors import UsageError
 
 __all__ = [
     "CallablePolicy",
@@ -216,3 +219,44 @@ def locate(path: str) -> Any:
             obj = getattr(obj, attr)
         return obj
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def build_policy(policy_cfg: Mapping[str, Any], env: Any) -> Policy:
+    """Instantiate the ``policy`` config once per process (it may hold a model).
+
+    ``_target_`` may name a class or factory (called with the config's other keys, plus
+    ``action_space``/``observation_space`` when it accepts them) or a plain ``f(obs)`` function
+    (wrapped as it is, with the other keys bound as keyword arguments).
+
+    Raises:
+        UsageError: the target cannot be imported or rejects its arguments.
+    """
+    cfg = dict(policy_cfg)
+    target = cfg.pop("_target_", None)
+    if not target:
+        raise UsageError("policy has no _target_; use policy=random or set policy._target_")
+    try:
+        obj = locate(str(target))
+    except Exception as e:  # the user's module may raise anything while it imports
+        cause = str(e).splitlines()[0] if str(e) else ""
+        raise UsageError(
+            f"policy._target_={target!r} cannot be imported ({type(e).__name__}: {cause}); check "
+            "the module path and that its package is installed (or in the current folder)"
+        ) from e
+    if not callable(obj):
+        raise UsageError(f"policy._target_={target!r} is not a class or function")
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    extra = {"action_space": env.action_space, "observation_space": env.observation_space}
+    if inspect.isclass(obj) or "action_space" in params or "observation_space" in params:
+        kwargs = {**{k: v for k, v in extra.items() if k in params or takes_kwargs}, **cfg}
+        try:
+            return as_policy(obj(**kwargs))
+        except TypeError as e:
+            raise UsageError(f"policy._target_={target!r} rejected its arguments: {e}") from e
+    if cfg:
+        obj = functools.partial(obj, **cfg)
+    return as_policy(obj)

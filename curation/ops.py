@@ -324,7 +324,7 @@ def write_views(
         DatasetExistsError: ``new_dataset_id`` exists and ``overwrite`` is false.
         LockHeldError: another writer holds ``new_dataset_id``.
     """
-    from collector.collect import _versions
+    from collector.provenance import versions
 
     problems = compare_datasets(parts)
     if problems:
@@ -345,7 +345,7 @@ def write_views(
         provenance={
             "command": operation["name"],
             "created": time.time(),
-            "versions": _versions(),
+            "versions": versions(),
             **(provenance or {}),
         },
         **fields,

@@ -1,15 +1,19 @@
-"""The in-process runner: one env, one policy, episodes in id order."""
+"""The in-process runner: one env (or a vector env's sub-envs), episodes in id order.
+
+``collect_local`` is the registry's ``local`` entry: it sets up the recorders and the one
+``Committer`` and hands them to ``run_local`` (one env) or to ``collector.runners.vector``.
+"""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
-
+from collector.committer import MB, Committer, progress_bar, show_rate
 from collector.errors import CollectionError, StorageError
+from collector.policies import build_policy
+from collector.recorder import EpisodeRecorder
 from collector.rollout import run_episode
 from collector.runners.watch import StepTimeout, StepWatch
 from collector.seeding import env_seed
@@ -17,12 +21,15 @@ from collector.seeding import env_seed
 if TYPE_CHECKING:
     import gymnasium as gym
 
-    from collector.collect import Committer
+    from collector import format as fmt
+    from collector.config import CollectConfig
     from collector.plan import EpisodePlan
     from collector.policies import Policy
-    from collector.recorder import EpisodeRecorder
 
-__all__ = ["run_local"]
+__all__ = ["RESERVE_MB_MAX", "collect_local", "run_local"]
+
+#: At most this much of a commit window is preallocated for a vector_entry_point recorder.
+RESERVE_MB_MAX = 256
 
 
 def run_local(
@@ -42,12 +49,7 @@ def run_local(
     raises, a step takes longer than ``step_timeout`` seconds, or the run is interrupted, the
     finished episodes are committed before the error propagates.
     """
-    bar = tqdm(
-        total=len(episode_ids),
-        unit="ep",
-        disable=None if progress else True,
-        file=sys.stderr,
-    )
+    bar = progress_bar(len(episode_ids), progress)
     steps = 0
     episode_id = None
     started = time.perf_counter()
@@ -63,9 +65,8 @@ def run_local(
             steps += run_episode(env, policy, recorder, episode_id, entropy)
             committer.after_episode()
             bar.update(1)
-            if not bar.disable and bar.n % 64 == 0:
-                rate = steps / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix_str(f"{steps:,} steps, {rate:,.0f} steps/s", refresh=False)
+            if bar.n % 64 == 0:
+                show_rate(bar, steps, started, total=True)
     except StepTimeout:
         step = recorder.episode_steps if recorder.in_episode else None
         _abandon(recorder, committer)
@@ -102,3 +103,75 @@ def _abandon(recorder: EpisodeRecorder, committer: Committer) -> None:
     if recorder.in_episode:
         recorder.discard_episode()
     committer.flush()
+
+
+def collect_local(
+    config: CollectConfig,
+    writer: fmt.DatasetWriter,
+    env: gym.Env,
+    policy: Policy,
+    todo: EpisodePlan,
+    entropy: int,
+    *,
+    progress: Callable[[int, int], None] | bool | None = None,
+) -> int:
+    """The ``local`` runner: set up recorders and one ``Committer``, run ``todo`` in-process.
+
+    One env (``run_local``), ``num_envs`` sub-envs of a sync/async vector env
+    (``run_vector``) or the env's own vector implementation (``run_vector_entry_point``);
+    returns the steps recorded.
+    """
+    num_envs, mode = config.num_envs, config.vectorization_mode
+    record_infos = config.record_infos
+    env_args = (config.env, config.env_kwargs, config.max_episode_steps)
+    step_timeout = config.runner.step_timeout
+    every_mb = config.checkpoint.every_mb
+    spaces = (env.observation_space, env.action_space)
+    if mode == "vector_entry_point":
+        from collector.vector_recorder import VectorRecorder
+
+        recorders: Any = VectorRecorder(*spaces, num_envs, record_infos)
+        if every_mb is not None:  # one commit window, capped: pages come as used
+            recorders.reserve(min(every_mb, RESERVE_MB_MAX) * MB)
+    elif num_envs > 1:
+        recorders = [EpisodeRecorder(*spaces, record_infos) for _ in range(num_envs)]
+    else:
+        recorders = EpisodeRecorder(*spaces, record_infos)
+    committer = Committer.from_config(writer, recorders, config)
+    try:
+        if mode == "vector_entry_point":
+            from collector.envs import make_vector_env
+            from collector.runners.vector import run_vector_entry_point
+
+            vec = make_vector_env(env_args[0], num_envs, *env_args[1:])
+            try:
+                return run_vector_entry_point(
+                    vec,
+                    policy,
+                    recorders,
+                    committer,
+                    todo,
+                    config.episodes,
+                    entropy,
+                    bool(progress),
+                )
+            finally:
+                vec.close()
+        if num_envs > 1:
+            from collector.envs import make_env
+            from collector.runners.vector import run_vector
+
+            return run_vector(
+                lambda: make_env(*env_args),
+                lambda spaces_of_one: build_policy(config.policy, spaces_of_one),
+                recorders,
+                committer,
+                todo,
+                entropy,
+                mode,
+                bool(progress),
+                step_timeout,
+            )
+        return run_local(env, policy, recorders, committer, todo, entropy, progress, step_timeout)
+    finally:
+        committer.close()

@@ -21,17 +21,19 @@ import logging
 import math
 import os
 import socket
-import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from collector import format as fmt
-from collector.collect import Cadence
+from collector.committer import Committer, fill_digests, progress_bar, show_rate
+from collector.config import CollectConfig, RunnerConfig
+from collector.envs import make_env
 from collector.errors import CollectionError, HarvestError, MissingExtraError
 from collector.plan import EpisodePlan, IdQueue
+from collector.policies import Policy, build_policy
 from collector.recorder import EpisodeRecorder
 from collector.rollout import rollout_episodes
 
@@ -43,7 +45,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RolloutWorker", "run_ray"]
+__all__ = ["RolloutWorker", "collect_ray", "run_ray"]
 
 MB = 1024 * 1024
 IN_FLIGHT_PER_ACTOR = 2
@@ -60,26 +62,27 @@ class RolloutWorker:
     A plain class (tested without Ray); the runner wraps it with ``ray.remote``.
     """
 
-    def __init__(self, conf: dict[str, Any], entropy: int, compression: str) -> None:
-        from collector.collect import build_policy
-        from collector.envs import make_env
-
-        self.conf = conf
+    def __init__(
+        self, config: CollectConfig | Mapping[str, Any], entropy: int, compression: str
+    ) -> None:
+        if not isinstance(config, CollectConfig):  # a plain dict, as tests build one
+            config = CollectConfig.from_dict(config)
+        self.config = conf = config
         self.entropy = entropy
         self.compression = compression
-        self.retries = int((conf.get("runner") or {}).get("episode_retries", 2))
+        self.retries = conf.runner.episode_retries
 
         def new_env() -> Any:
-            return make_env(conf["env"], conf.get("env_kwargs"), conf.get("max_episode_steps"))
+            return make_env(conf.env, conf.env_kwargs, conf.max_episode_steps)
 
         self._new_env = new_env
         self.env = new_env()
-        self.policy = build_policy(conf.get("policy") or {}, self.env)
+        self.policy = build_policy(conf.policy, self.env)
         self.recorder = EpisodeRecorder(
-            self.env.observation_space, self.env.action_space, bool(conf.get("record_infos"))
+            self.env.observation_space, self.env.action_space, conf.record_infos
         )
-        self.num_envs = int(conf.get("num_envs") or 1)
-        self.vector_mode = str(conf.get("vectorization_mode") or "sync")
+        self.num_envs = conf.num_envs
+        self.vector_mode = conf.vectorization_mode
 
     def where(self) -> tuple[int, str]:
         """(pid, Ray node id) of this worker."""
@@ -102,13 +105,11 @@ class RolloutWorker:
                 self.retries,
             )
         assert batch is not None
-        batch.table["digest"] = fmt.episode_digests(batch)
-        image = fmt.build_shard_bytes(batch, self.compression)
+        image = fmt.build_shard_bytes(fill_digests(batch), self.compression)
         return image, batch.table, batch.info_schema(), steps, time.perf_counter() - start
 
     def _run_vector(self, episode_ids: list[int]) -> tuple[fmt.EpisodeBatch | None, int]:
         """``episode_ids`` on a sync/async vector env of ``num_envs`` sub-envs (same data)."""
-        from collector.collect import build_policy
         from collector.runners.vector import run_vector
 
         env = self.env
@@ -118,9 +119,9 @@ class RolloutWorker:
         ]
         steps = run_vector(
             self._new_env,
-            lambda spaces: build_policy(self.conf.get("policy") or {}, spaces),
+            lambda spaces: build_policy(self.config.policy, spaces),
             recorders,
-            _HoldEpisodes(),
+            None,  # no committer here: the batch goes back to the driver's
             np.asarray(episode_ids, np.int64),
             self.entropy,
             self.vector_mode,
@@ -129,18 +130,8 @@ class RolloutWorker:
         return (fmt.concat_batches(batches) if batches else None), steps
 
 
-class _HoldEpisodes:
-    """A committer for ``run_vector`` that commits nothing: the batch goes back to the driver."""
-
-    def after_episode(self) -> None:
-        """Nothing: the worker returns every episode of its batch at once."""
-
-    def flush(self) -> None:
-        """Nothing to write here."""
-
-
 def run_ray(
-    conf: dict[str, Any],
+    conf: CollectConfig,
     writer: fmt.DatasetWriter,
     todo: EpisodePlan,
     entropy: int,
@@ -152,196 +143,268 @@ def run_ray(
     progress: bool | None = None,
 ) -> int:
     """Collect ``todo`` episode ids on Ray actors into ``writer``; returns steps recorded."""
-    rcfg = dict(conf.get("runner") or {})
+    rcfg = conf.runner
     started_ray = _init_ray(rcfg)
-    workers = int(rcfg.get("workers", 2))
+    workers = rcfg.workers
     if workers < 1:
         raise CollectionError(f"runner.workers={workers} must be at least 1")
-    cpus = _cpus_per_worker(float(rcfg.get("num_cpus_per_worker", 1)), workers)
+    cpus = _cpus_per_worker(float(rcfg.num_cpus_per_worker), workers)
     remote = ray.remote(RolloutWorker).options(num_cpus=cpus, max_restarts=0, max_task_retries=0)
-    max_restarts = int(rcfg.get("max_restarts", 3))
-    timeout = float(rcfg.get("batch_timeout", 300))
-    target = float(rcfg.get("batch_seconds", 0.2))
-    actors: dict[int, Any] = {}
-    # ref of an actor's first call -> (slot, actor): until it answers, the actor's batches
-    # have not started, so none of them can count as hung
-    pings: dict[Any, tuple[int, Any]] = {}
-    ready: set[int] = set()  # slots whose current actor answered
-    launched: dict[int, float] = {}  # slot -> when its current actor was asked for
-    queue = IdQueue(todo)  # lazily: a plan of 10**12 ids costs nothing up front
-    # ref -> (slot, actor, ids, deadline); the deadline is set when the batch starts running
-    # (the actor is up and its earlier batch is done), None before
-    inflight: dict[Any, tuple[int, Any, list[int], float | None]] = {}
-    written: set[int] = set(writer.committed_ids().tolist())
-    cadence = Cadence(every_episodes, every_seconds, every_mb)
-    uncommitted = window_bytes = 0
-    restarts = steps = 0
-    episode_seconds: float | None = None
-    episode_bytes = 0.0  # compressed, from the shards seen so far
-    bar = tqdm(total=len(todo), unit="ep", disable=None if progress else True, file=sys.stderr)
-    started = time.perf_counter()
-    start_limit = max(timeout, START_SECONDS)
-
-    def launch(slot: int) -> None:
-        actors[slot] = actor = remote.remote(conf, entropy, compression)
-        ready.discard(slot)
-        launched[slot] = time.monotonic()
-        pings[actor.where.remote()] = (slot, actor)
-
-    for k in range(workers):
-        launch(k)
-
-    def replace(slot: int, actor: Any, why: str) -> None:
-        nonlocal restarts
-        if actors.get(slot) is not actor:
-            return  # already replaced (its other batches failing too)
-        restarts += 1
-        if restarts > max_restarts:
-            raise CollectionError(
-                f"Ray workers failed {restarts} times ({why}); committed episodes are safe, "
-                "re-run to resume or raise runner.max_restarts"
-            )
-        log.warning("replacing Ray worker %d: %s", slot, why)
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # already gone
-            pass
-        launch(slot)
-
-    def failed_start(e: RayActorError) -> CollectionError:
-        return CollectionError(
-            f"a Ray worker could not start: {_last_line(str(e))}; check that "
-            "the env and the policy import on every node (runner.init can "
-            "pass a runtime_env)"
-        )
-
-    def batch_size() -> int:
-        """Guided self-scheduling: a share of the work left, never under ``batch_seconds``.
-
-        Big batches early mean few shards to repack and few round trips; batches shrink
-        toward ``batch_seconds`` as the queue drains, so workers finish together. A batch
-        holds at most half a commit window (seconds and bytes) so cadence holds.
-        """
-        if episode_seconds is None or episode_seconds <= 0:
-            return 1  # first batches: measure
-        seconds = max(target, len(queue) * episode_seconds / (2 * len(actors)))
-        if every_seconds is not None:
-            seconds = min(seconds, max(target, every_seconds / 2))
-        size = seconds / episode_seconds
-        if every_mb is not None and episode_bytes:
-            size = min(size, every_mb * MB / 2 / len(actors) / episode_bytes)
-        return int(max(1, size))
-
+    committer = Committer(  # the one committer, fed the workers' shard images
+        writer,
+        [],
+        every_episodes=every_episodes,
+        every_seconds=every_seconds,
+        every_mb=every_mb,
+        compression=compression,
+        background=False,
+    )
+    bar = progress_bar(len(todo), progress)
+    driver = _Driver(
+        lambda: remote.remote(conf, entropy, compression),
+        rcfg,
+        cpus,
+        IdQueue(todo),  # lazily: a plan of 10**12 ids costs nothing up front
+        set(writer.committed_ids().tolist()),
+        committer,
+        bar,
+    )
     try:
-        while queue or inflight:
-            for slot, actor in actors.items():
-                busy = sum(1 for s, *_ in inflight.values() if s == slot)
-                while queue and busy < IN_FLIGHT_PER_ACTOR:
-                    take = min(batch_size(), len(queue), MAX_BATCH_EPISODES)
-                    ids = [queue.popleft() for _ in range(take)]
-                    inflight[actor.run.remote(ids)] = (slot, actor, ids, None)
-                    busy += 1
-            done, _ = ray.wait([*inflight, *pings], num_returns=1, timeout=1.0)
+        for k in range(workers):
+            driver.launch(k)
+        while driver.queue or driver.inflight:
+            driver.submit()
+            done, _ = ray.wait([*driver.inflight, *driver.pings], num_returns=1, timeout=1.0)
             for ref in done:
-                if ref in pings:
-                    slot, actor = pings.pop(ref)
-                    try:
-                        ray.get(ref)
-                    except RayActorError as e:
-                        if getattr(e, "actor_init_failed", False):
-                            raise failed_start(e) from None
-                        replace(slot, actor, f"worker died: {type(e).__name__}")
-                        continue
-                    if actors.get(slot) is actor:
-                        ready.add(slot)
-                    continue
-                slot, actor, ids, _ = inflight.pop(ref)
-                try:
-                    image, table, schema, n_steps, seconds = ray.get(ref)
-                except RayActorError as e:
-                    if getattr(e, "actor_init_failed", False):
-                        # a worker that cannot build env or policy will never work: stop
-                        raise failed_start(e) from None
-                    replace(slot, actor, f"worker died: {type(e).__name__}")
-                    queue.extendleft(reversed(ids))
-                    continue
-                except RayTaskError as e:
-                    cause = e.cause
-                    if isinstance(cause, HarvestError):
-                        raise cause from None  # one line, not Ray's remote traceback
-                    raise CollectionError(
-                        f"a Ray worker failed: {type(cause).__name__}: {cause}"
-                    ) from None
-                if written.intersection(ids):
-                    continue  # at-least-once delivery: these ids are already written
-                writer.write_image(image, table, schema, compression)
-                written.update(ids)
-                uncommitted += len(ids)
-                steps += n_steps
-                per = seconds / max(1, len(ids))
-                episode_seconds = (
-                    per if episode_seconds is None else 0.7 * episode_seconds + 0.3 * per
-                )
-                bar.update(len(ids))
-                if not bar.disable:
-                    rate = steps / max(time.perf_counter() - started, 1e-9)
-                    bar.set_postfix_str(
-                        f"{rate:,.0f} steps/s, {len(actors)} workers", refresh=False
-                    )
-                window_bytes += len(image)
-                episode_bytes = max(episode_bytes, len(image) / len(ids))
-                if cadence.due(uncommitted, window_bytes):
-                    writer.commit()
-                    cadence.restart()
-                    uncommitted = window_bytes = 0
+                driver.receive(ref)
             now = time.monotonic()
-            for slot in [s for s in actors if s not in ready and now - launched[s] > start_limit]:
-                actor = actors.pop(slot)  # Ray found no room for it: the others do its work
-                log.warning(
-                    "Ray worker %d was not scheduled in %g s (no room for %g CPU); "
-                    "going on with %d worker(s)",
-                    slot,
-                    start_limit,
-                    cpus,
-                    len(actors),
-                )
-                for ref in [r for r, v in inflight.items() if v[1] is actor]:
-                    queue.extendleft(reversed(inflight.pop(ref)[2]))
-                try:
-                    ray.kill(actor, no_restart=True)
-                except Exception:
-                    pass
-            if not actors:
-                raise CollectionError(
-                    f"no Ray worker started in {start_limit:g} s: the cluster has no room for "
-                    f"{workers} worker(s) of {cpus:g} CPU; free CPUs there or lower "
-                    "runner.workers or runner.num_cpus_per_worker"
-                )
-            running: set[int] = set()  # an actor runs its batches in order: the first one runs
-            for ref, (slot, actor, ids, deadline) in inflight.items():
-                if slot in running or actors.get(slot) is not actor or slot not in ready:
-                    continue
-                running.add(slot)
-                if deadline is None:
-                    inflight[ref] = (slot, actor, ids, now + timeout)
-            for slot, actor, _ids, deadline in list(inflight.values()):
-                if deadline is not None and now > deadline and actors.get(slot) is actor:
-                    hung = [r for r, v in inflight.items() if v[1] is actor]
-                    replace(slot, actor, f"no result for {timeout:.0f} s (hung)")
-                    for r in hung:
-                        queue.extendleft(reversed(inflight.pop(r)[2]))
+            driver.drop_unscheduled(now)
+            driver.watch_deadlines(now)
     finally:
         bar.close()
-        if uncommitted:
-            writer.commit()  # whatever finished is safe before any error propagates
-        for actor in actors.values():
+        try:
+            committer.flush()  # whatever finished is safe before any error propagates
+        finally:
+            committer.close()
+        for actor in driver.actors.values():
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:
                 pass
         if started_ray:
             ray.shutdown()
-    return steps
+    return driver.steps
+
+
+class _Driver:
+    """The Ray driver's state: actors by slot, batches in flight, the queue of ids to run."""
+
+    def __init__(
+        self,
+        new_actor: Callable[[], Any],
+        rcfg: RunnerConfig,
+        cpus: float,
+        queue: IdQueue,
+        written: set[int],
+        committer: Committer,
+        bar: Any,
+    ) -> None:
+        self.new_actor = new_actor
+        self.rcfg = rcfg
+        self.cpus = cpus
+        self.queue = queue
+        self.written = written  # ids already written: Ray is at-least-once
+        self.committer = committer
+        self.bar = bar
+        self.timeout = float(rcfg.batch_timeout)
+        self.start_limit = max(self.timeout, START_SECONDS)
+        self.actors: dict[int, Any] = {}
+        # ref of an actor's first call -> (slot, actor): until it answers, the actor's batches
+        # have not started, so none of them can count as hung
+        self.pings: dict[Any, tuple[int, Any]] = {}
+        self.ready: set[int] = set()  # slots whose current actor answered
+        self.launched: dict[int, float] = {}  # slot -> when its current actor was asked for
+        # ref -> (slot, actor, ids, deadline); the deadline is set when the batch starts
+        # running (the actor is up and its earlier batch is done), None before
+        self.inflight: dict[Any, tuple[int, Any, list[int], float | None]] = {}
+        self.restarts = self.steps = 0
+        self.episode_seconds: float | None = None
+        self.episode_bytes = 0.0  # compressed, from the shards seen so far
+        self.started = time.perf_counter()
+
+    def launch(self, slot: int) -> None:
+        """Start an actor in ``slot`` and ask it where it runs (its answer: it is up)."""
+        self.actors[slot] = actor = self.new_actor()
+        self.ready.discard(slot)
+        self.launched[slot] = time.monotonic()
+        self.pings[actor.where.remote()] = (slot, actor)
+
+    def replace(self, slot: int, actor: Any, why: str) -> None:
+        """Kill ``actor`` and launch another in its slot, up to ``runner.max_restarts``."""
+        if self.actors.get(slot) is not actor:
+            return  # already replaced (its other batches failing too)
+        self.restarts += 1
+        if self.restarts > self.rcfg.max_restarts:
+            raise CollectionError(
+                f"Ray workers failed {self.restarts} times ({why}); committed episodes are "
+                "safe, re-run to resume or raise runner.max_restarts"
+            )
+        log.warning("replacing Ray worker %d: %s", slot, why)
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already gone
+            pass
+        self.launch(slot)
+
+    def batch_size(self) -> int:
+        """Guided self-scheduling: a share of the work left, never under ``batch_seconds``.
+
+        Big batches early mean few shards to repack and few round trips; batches shrink
+        toward ``batch_seconds`` as the queue drains, so workers finish together. A batch
+        holds at most half a commit window (seconds and bytes) so cadence holds.
+        """
+        per = self.episode_seconds
+        if per is None or per <= 0:
+            return 1  # first batches: measure
+        target = float(self.rcfg.batch_seconds)
+        cadence = self.committer.cadence
+        seconds = max(target, len(self.queue) * per / (2 * len(self.actors)))
+        if cadence.every_seconds is not None:
+            seconds = min(seconds, max(target, cadence.every_seconds / 2))
+        size = seconds / per
+        if cadence.every_bytes is not None and self.episode_bytes:
+            size = min(size, cadence.every_bytes / 2 / len(self.actors) / self.episode_bytes)
+        return int(max(1, size))
+
+    def submit(self) -> None:
+        """Keep ``IN_FLIGHT_PER_ACTOR`` batches queued on every actor while ids are left."""
+        for slot, actor in self.actors.items():
+            busy = sum(1 for s, *_ in self.inflight.values() if s == slot)
+            while self.queue and busy < IN_FLIGHT_PER_ACTOR:
+                take = min(self.batch_size(), len(self.queue), MAX_BATCH_EPISODES)
+                ids = [self.queue.popleft() for _ in range(take)]
+                self.inflight[actor.run.remote(ids)] = (slot, actor, ids, None)
+                busy += 1
+
+    def receive(self, ref: Any) -> None:
+        """Handle a finished call: an actor's first answer, or a batch to commit or requeue."""
+        if ref in self.pings:
+            slot, actor = self.pings.pop(ref)
+            try:
+                ray.get(ref)
+            except RayActorError as e:
+                if getattr(e, "actor_init_failed", False):
+                    raise _failed_start(e) from None
+                self.replace(slot, actor, f"worker died: {type(e).__name__}")
+                return
+            if self.actors.get(slot) is actor:
+                self.ready.add(slot)
+            return
+        slot, actor, ids, _ = self.inflight.pop(ref)
+        try:
+            image, table, schema, n_steps, seconds = ray.get(ref)
+        except RayActorError as e:
+            if getattr(e, "actor_init_failed", False):
+                # a worker that cannot build env or policy will never work: stop
+                raise _failed_start(e) from None
+            self.replace(slot, actor, f"worker died: {type(e).__name__}")
+            self.queue.extendleft(reversed(ids))
+            return
+        except RayTaskError as e:
+            cause = e.cause
+            if isinstance(cause, HarvestError):
+                raise cause from None  # one line, not Ray's remote traceback
+            raise CollectionError(f"a Ray worker failed: {type(cause).__name__}: {cause}") from None
+        if self.written.intersection(ids):
+            return  # at-least-once delivery: these ids are already written
+        self.committer.add_image(image, table, schema)  # commits when the cadence is due
+        self.written.update(ids)
+        self.steps += n_steps
+        per = seconds / max(1, len(ids))
+        old = self.episode_seconds
+        self.episode_seconds = per if old is None else 0.7 * old + 0.3 * per
+        self.bar.update(len(ids))
+        show_rate(self.bar, self.steps, self.started, f"{len(self.actors)} workers")
+        self.episode_bytes = max(self.episode_bytes, len(image) / len(ids))
+
+    def drop_unscheduled(self, now: float) -> None:
+        """Give up actors Ray found no room for within ``start_limit``; the others go on."""
+        for slot in [
+            s
+            for s in self.actors
+            if s not in self.ready and now - self.launched[s] > self.start_limit
+        ]:
+            actor = self.actors.pop(slot)  # Ray found no room for it: the others do its work
+            log.warning(
+                "Ray worker %d was not scheduled in %g s (no room for %g CPU); "
+                "going on with %d worker(s)",
+                slot,
+                self.start_limit,
+                self.cpus,
+                len(self.actors),
+            )
+            for ref in [r for r, v in self.inflight.items() if v[1] is actor]:
+                self.queue.extendleft(reversed(self.inflight.pop(ref)[2]))
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        if not self.actors:
+            raise CollectionError(
+                f"no Ray worker started in {self.start_limit:g} s: the cluster has no room for "
+                f"{self.rcfg.workers} worker(s) of {self.cpus:g} CPU; free CPUs there or lower "
+                "runner.workers or runner.num_cpus_per_worker"
+            )
+
+    def watch_deadlines(self, now: float) -> None:
+        """Start the clock of each actor's running batch; replace an actor whose batch hung."""
+        running: set[int] = set()  # an actor runs its batches in order: the first one runs
+        for ref, (slot, actor, ids, deadline) in self.inflight.items():
+            if slot in running or self.actors.get(slot) is not actor or slot not in self.ready:
+                continue
+            running.add(slot)
+            if deadline is None:
+                self.inflight[ref] = (slot, actor, ids, now + self.timeout)
+        for slot, actor, _ids, deadline in list(self.inflight.values()):
+            if deadline is not None and now > deadline and self.actors.get(slot) is actor:
+                hung = [r for r, v in self.inflight.items() if v[1] is actor]
+                self.replace(slot, actor, f"no result for {self.timeout:.0f} s (hung)")
+                for r in hung:
+                    self.queue.extendleft(reversed(self.inflight.pop(r)[2]))
+
+
+def _failed_start(e: RayActorError) -> CollectionError:
+    return CollectionError(
+        f"a Ray worker could not start: {_last_line(str(e))}; check that "
+        "the env and the policy import on every node (runner.init can "
+        "pass a runtime_env)"
+    )
+
+
+def collect_ray(
+    config: CollectConfig,
+    writer: fmt.DatasetWriter,
+    env: Any,
+    policy: Policy,
+    todo: EpisodePlan,
+    entropy: int,
+    *,
+    progress: Any = None,
+) -> int:
+    """The ``ray`` runner in the registry's shape: the actors build their own env and policy."""
+    del env, policy  # built once per actor from the config
+    ckpt = config.checkpoint
+    return run_ray(
+        config,
+        writer,
+        todo,
+        entropy,
+        compression=config.storage.compression,
+        every_episodes=ckpt.every_episodes,
+        every_seconds=ckpt.every_seconds,
+        every_mb=ckpt.every_mb,
+        progress=bool(progress),
+    )
 
 
 def _cpus_per_worker(requested: float, workers: int) -> float:
@@ -388,23 +451,23 @@ def _check_reachable(address: str | None) -> None:
         ) from None
 
 
-def _init_ray(rcfg: dict[str, Any]) -> bool:
+def _init_ray(rcfg: RunnerConfig) -> bool:
     """Start (or join) Ray quietly unless it is already up; True when this call started it."""
     if ray.is_initialized():
         return False
-    _check_reachable(rcfg.get("address"))
+    _check_reachable(rcfg.address)
     kwargs: dict[str, Any] = {
-        "address": rcfg.get("address"),
+        "address": rcfg.address,
         "include_dashboard": False,
-        "log_to_driver": bool(rcfg.get("log_to_driver", False)),
+        "log_to_driver": rcfg.log_to_driver,
         "logging_level": logging.ERROR,
-        **dict(rcfg.get("init") or {}),
+        **rcfg.init,
     }
     try:
         ray.init(**kwargs)
     except ConnectionError as e:
         raise CollectionError(
-            f"cannot reach the Ray cluster at runner.address={rcfg.get('address')!r} ({e}); "
+            f"cannot reach the Ray cluster at runner.address={rcfg.address!r} ({e}); "
             "start it with `ray start --head` or fix the address"
         ) from e
     return True

@@ -22,7 +22,6 @@ run replays the segment and records exactly the episodes an uninterrupted run wo
 from __future__ import annotations
 
 import functools
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -33,10 +32,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array
-from tqdm import tqdm
 
+from collector.committer import progress_bar, show_rate
 from collector.errors import CollectionError, StorageError, UsageError
-from collector.plan import EpisodePlan, IdQueue
+from collector.plan import EpisodePlan, IdQueue, segment_episodes
 from collector.policies import batch_actor
 from collector.recorder import refusal
 from collector.runners.watch import StepTimeout, StepWatch
@@ -44,20 +43,12 @@ from collector.seeding import env_seed, policy_seed
 from collector.spaces import ValueMismatch, batch_item, make_checker, make_leaf_checker
 
 if TYPE_CHECKING:
-    from collector.collect import Committer
+    from collector.committer import Committer
     from collector.policies import Policy
     from collector.recorder import EpisodeRecorder
     from collector.vector_recorder import VectorRecorder
 
 __all__ = ["run_vector", "run_vector_entry_point", "segment_episodes", "split_infos"]
-
-#: Episodes per reseeded segment, per sub-env, under ``vector_entry_point`` (data-affecting).
-SEGMENT_EPISODES_PER_ENV = 64
-
-
-def segment_episodes(num_envs: int) -> int:
-    """Episode ids per reseeded segment for a ``vector_entry_point`` env of ``num_envs``."""
-    return SEGMENT_EPISODES_PER_ENV * int(num_envs)
 
 
 def split_infos(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
@@ -150,7 +141,7 @@ def run_vector(
     make_env: Callable[[], gym.Env],
     make_policy: Callable[[Any], Policy],
     recorders: list[EpisodeRecorder],
-    committer: Committer,
+    committer: Committer | None,
     episode_ids: Iterable[int],
     entropy: int,
     mode: str,
@@ -160,7 +151,8 @@ def run_vector(
     """Run ``episode_ids`` on ``len(recorders)`` sub-envs; returns steps recorded.
 
     A step of the vector env that takes longer than ``step_timeout`` seconds fails the run
-    (after the finished episodes are committed).
+    (after the finished episodes are committed). ``committer=None``: nothing is committed
+    here; the caller takes the finished episodes from ``recorders`` (a Ray worker).
     """
     n = len(recorders)
     raw_infos = any(rec.record_infos for rec in recorders)
@@ -178,7 +170,7 @@ def run_vector(
     current: list[int | None] = [None] * n
     actions_buf = create_empty_array(single_act, n)
     steps = 0
-    bar = tqdm(total=len(queue), unit="ep", disable=None if progress else True, file=sys.stderr)
+    bar = progress_bar(len(queue), progress)
     started = time.perf_counter()
 
     def assign(mask: np.ndarray) -> tuple[list[int | None], np.ndarray]:
@@ -207,8 +199,11 @@ def run_vector(
     if step_timeout is not None:
         watch = StepWatch(
             step_timeout,
-            lambda: (committer.episodes, [r.episode_steps for r in recorders]),
-            lambda: committer.busy,
+            lambda: (
+                sum(r.num_finished for r in recorders) if committer is None else committer.episodes,
+                [r.episode_steps for r in recorders],
+            ),
+            lambda: committer is not None and committer.busy,
         ).start()
     try:
         seeds, mask = assign(np.ones(n, bool))
@@ -233,21 +228,21 @@ def run_vector(
                 if done[i]:
                     steps += recorders[i].episode_steps
                     recorders[i].end_episode()
-                    committer.after_episode()
+                    if committer is not None:
+                        committer.after_episode()
                     bar.update(1)
             if done.any():
                 seeds, mask = assign(done)
                 # a fresh options dict each time: SyncVectorEnv pops "reset_mask" from it
                 obs, infos = vec.reset(seed=seeds, options={"reset_mask": mask})
                 begin(mask, seeds, obs, infos)
-                if not bar.disable:
-                    rate = steps / max(time.perf_counter() - started, 1e-9)
-                    bar.set_postfix_str(f"{rate:,.0f} steps/s, {n} envs", refresh=False)
+                show_rate(bar, steps, started, f"{n} envs")
     except BaseException as e:
         steps_in = {c: r.episode_steps for c, r in zip(current, recorders, strict=True)}
         for rec in recorders:
             rec.discard_episode()
-        committer.flush()
+        if committer is not None:
+            committer.flush()
         if isinstance(e, ValueMismatch) and e.sub_env is not None:
             eid = current[e.sub_env]
             episode = eid if eid is not None else f"(none: sub-env {e.sub_env} is idle)"
@@ -280,7 +275,8 @@ def run_vector(
                 vec.close(terminate=True)
         else:
             vec.close()
-    committer.flush()
+    if committer is not None:
+        committer.flush()
     return steps
 
 
@@ -309,7 +305,7 @@ def run_vector_entry_point(
     act = batch_actor(policy, vec.single_observation_space, vec.single_action_space, n)
     plan = episode_ids
     steps = 0
-    bar = tqdm(total=len(plan), unit="ep", disable=None if progress else True, file=sys.stderr)
+    bar = progress_bar(len(plan), progress)
     started = time.perf_counter()
     try:
         for seg in plan.segments(size):  # lazily: a plan of 10**12 ids costs nothing up front
@@ -361,9 +357,7 @@ def run_vector_entry_point(
                     bar.update(recorder.num_finished - finished)
                     committer.after_episode()
                     finished = recorder.num_finished
-                    if not bar.disable:
-                        rate = steps / max(time.perf_counter() - started, 1e-9)
-                        bar.set_postfix_str(f"{rate:,.0f} steps/s, {n} envs", refresh=False)
+                    show_rate(bar, steps, started, f"{n} envs")
     except BaseException as e:
         running = recorder.open_ids
         recorder.discard()

@@ -78,7 +78,7 @@ def from_minari(
 
 def import_metadata(src: MinariSource) -> dict[str, Any]:
     """The metadata.json fields of a Minari dataset: its own fields, provenance, lineage."""
-    from collector.collect import _versions
+    from collector.provenance import versions
 
     meta, data_dir = src.meta, src.data_dir
     fields: dict[str, Any] = {}
@@ -116,7 +116,7 @@ def import_metadata(src: MinariSource) -> dict[str, Any]:
         provenance={
             "command": "import-minari",
             "created": time.time(),
-            "versions": _versions(),
+            "versions": versions(),
             "minari": minari,
         },
         **fields,

@@ -1,0 +1,415 @@
+"""Commits: the checkpoint cadence, the committer every runner feeds, and their errors.
+
+``Cadence`` says when a commit window closes; ``Committer`` turns the recorders' finished
+episodes into shards and commits at that cadence (in a background thread); ``disk_full_error``
+maps a full disk to one ``DiskFullError`` line; ``interrupt_says_what_is_committed`` turns
+Ctrl-C into ``CollectInterrupted`` counted from the commit on disk. ``progress_bar`` and
+``show_rate`` are the progress display the runners share. Runners import this module, never
+``collector.collect``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from collector import format as fmt
+from collector.errors import DiskFullError
+from collector.recorder import EpisodeRecorder
+
+if TYPE_CHECKING:
+    from collector.config import CollectConfig
+
+__all__ = [
+    "DISK_FULL",
+    "MB",
+    "Cadence",
+    "CollectInterrupted",
+    "Committer",
+    "disk_full_error",
+    "disk_full_is_one_error",
+    "fill_digests",
+    "interrupt_says_what_is_committed",
+    "progress_bar",
+    "show_rate",
+]
+
+MB = 1024 * 1024
+
+
+class CollectInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``collect``; the message says what the dataset's last commit holds.
+
+    A ``KeyboardInterrupt``, so code that stops on one still does. ``new_episodes``: episodes
+    this run committed; ``total_episodes``: episodes of the last commit (None: no commit).
+    """
+
+    def __init__(
+        self, message: str = "", *, new_episodes: int = 0, total_episodes: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.new_episodes = new_episodes
+        self.total_episodes = total_episodes
+
+
+@contextlib.contextmanager
+def interrupt_says_what_is_committed(writer: fmt.DatasetWriter) -> Iterator[dict[str, int]]:
+    """Turn Ctrl-C into ``CollectInterrupted``, counted from the commit on disk.
+
+    The caller sets ``run["before"]``: the episodes committed when its collection started.
+    """
+    run: dict[str, int] = {}
+    try:
+        yield run
+    except KeyboardInterrupt as e:
+        if isinstance(e, CollectInterrupted):
+            raise
+        with contextlib.suppress(Exception):  # else the next writer removes it
+            writer.remove_uncommitted()  # a shard installed by a commit the interrupt stopped
+        try:
+            total: int | None = int(fmt.read_metadata(writer.path)["total_episodes"])
+        except Exception:  # no commit yet, or unreadable: say nothing was committed
+            total = None
+        new = max(0, (total or 0) - run.get("before", total or 0))
+        where = f"dataset {writer.dataset_id!r} at {writer.path}"
+        held = "has no commit" if total is None else f"holds {total} episodes (last commit)"
+        raise CollectInterrupted(
+            f"interrupted: this run committed {new} episodes; {where} {held}; re-run the "
+            "same command to resume",
+            new_episodes=new,
+            total_episodes=total,
+        ) from e
+
+
+class Cadence:
+    """When to commit: the checkpoint cadence, shared by every runner.
+
+    A window commits after ``every_episodes`` episodes, ``every_seconds`` seconds or
+    ``every_mb`` MiB since the last commit, whichever comes first (None: never by that one).
+    """
+
+    def __init__(
+        self, every_episodes: int | None, every_seconds: float | None, every_mb: float | None
+    ) -> None:
+        self.every_episodes = every_episodes
+        self.every_seconds = every_seconds
+        self.every_bytes = None if every_mb is None else every_mb * MB
+        self.restart()
+
+    def restart(self) -> None:
+        """Start a new window (after a commit)."""
+        self.since = time.monotonic()
+
+    def due(self, episodes: int, nbytes: int) -> bool:
+        """True when a window holding ``episodes`` episodes and ``nbytes`` bytes should commit."""
+        return (
+            (self.every_episodes is not None and episodes >= self.every_episodes)
+            or (self.every_bytes is not None and nbytes >= self.every_bytes)
+            or (
+                self.every_seconds is not None
+                and time.monotonic() - self.since >= self.every_seconds
+            )
+        )
+
+
+class Committer:
+    """Writes the recorders' finished episodes as shards at the checkpoint cadence.
+
+    A commit happens after an episode when ``every_episodes`` episodes, ``every_seconds``
+    seconds or ``every_mb`` MiB of data have accumulated since the last one, whichever first.
+    ``recorder`` may be a list (one per sub-env of a vector env): a commit then writes one
+    shard with all of their finished episodes.
+
+    Commits due during the run are written by one background thread while the next window
+    is recorded (h5py releases the GIL while it compresses and writes), at most one at a
+    time: memory holds at most two windows, and a crash loses at most the window being
+    written and the one being recorded. ``background=False`` commits synchronously.
+    ``flush()`` is always synchronous; an error of a background commit is raised by the next
+    ``after_episode`` or ``flush``.
+
+    An episode that runs long (or an env that stops answering) does not hold back the
+    episodes finished before it: with ``every_seconds`` set, a watch thread commits them when
+    the cadence is due and the recording thread has not finished an episode for a while
+    (``EpisodeRecorder.peek``, so the recording thread is never paused).
+    """
+
+    def __init__(
+        self,
+        writer: fmt.DatasetWriter,
+        recorder: Any,
+        *,
+        every_episodes: int | None,
+        every_seconds: float | None,
+        every_mb: float | None,
+        compression: str,
+        background: bool = True,
+    ) -> None:
+        self.writer = writer
+        self.recorders = recorder if isinstance(recorder, list) else [recorder]
+        self.cadence = Cadence(every_episodes, every_seconds, every_mb)
+        self.compression = compression
+        self.commits = 0
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="harvest-commit") if background else None
+        )
+        self._pending: Future[None] | None = None
+        #: episodes finished so far (a step watch reads it as a sign of progress)
+        self.episodes = 0
+        #: True while the recording thread is inside the committer (not stepping the env)
+        self.busy = False
+        self._lock = threading.Lock()
+        # per recorder: its first finished episodes already committed by the watch thread
+        self._early = [0] * len(self.recorders)
+        self._error: BaseException | None = None
+        # shard images installed (``add_image``) since the last commit: episodes, bytes
+        self._image_episodes = self._image_bytes = 0
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
+        if (
+            every_seconds is not None
+            and self._pool is not None
+            and all(isinstance(r, EpisodeRecorder) for r in self.recorders)
+        ):
+            self._watch = threading.Thread(
+                target=self._commit_while_recording,
+                args=(min(1.0, every_seconds / 2),),
+                name="harvest-cadence",
+                daemon=True,
+            )
+            self._watch.start()
+
+    @classmethod
+    def from_config(
+        cls,
+        writer: fmt.DatasetWriter,
+        recorder: Any,
+        config: CollectConfig,
+        *,
+        background: bool = True,
+    ) -> Committer:
+        """A committer at ``config.checkpoint``'s cadence and ``config.storage``'s compression."""
+        ckpt = config.checkpoint
+        return cls(
+            writer,
+            recorder,
+            every_episodes=ckpt.every_episodes,
+            every_seconds=ckpt.every_seconds,
+            every_mb=ckpt.every_mb,
+            compression=config.storage.compression,
+            background=background,
+        )
+
+    def add_image(self, image: bytes, table: dict[str, Any], schema: Any) -> None:
+        """Install a shard another process built (a Ray worker) and commit if the cadence says so.
+
+        ``image`` is ``fmt.build_shard_bytes`` output and ``table`` its episode table with
+        digests (``fill_digests``). Installed and committed in the calling thread: a Ray
+        driver does nothing else meanwhile, and the workers keep recording.
+        """
+        with self._lock:
+            self._raise_error()
+            self._wait()
+            with self._storage_errors():
+                self.writer.write_image(image, table, schema, self.compression)
+            n = len(table["id"])
+            self.episodes += n
+            self._image_episodes += n
+            self._image_bytes += len(image)
+            if self.cadence.due(self._image_episodes, self._image_bytes):
+                self._commit_images()
+
+    def _commit_images(self) -> None:
+        """Commit the installed shard images (the caller holds the lock)."""
+        with self._storage_errors():
+            self.writer.commit()
+        self._image_episodes = self._image_bytes = 0
+        self.cadence.restart()
+        self.commits += 1
+
+    @contextlib.contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """A full disk as one ``DiskFullError`` line; other errors as they are."""
+        try:
+            yield
+        except OSError as e:
+            full = disk_full_error(e, self.writer)
+            if full is None:
+                raise
+            raise full from e
+
+    def after_episode(self) -> None:
+        """Commit (in the background) if the cadence says so."""
+        self.episodes += 1
+        if self._error is not None or self._pending is not None and self._pending.done():
+            with self._lock:
+                self._raise_error()
+                self._wait()
+        recs = self.recorders
+        if self.cadence.due(sum(r.num_finished for r in recs), sum(r.nbytes for r in recs)):
+            self._commit(wait=False)
+
+    def flush(self) -> None:
+        """Write and commit whatever is finished; returns when it is durable."""
+        self._commit(wait=True)
+
+    def close(self) -> None:
+        """Wait for a background commit and stop the threads (idempotent)."""
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join()
+            self._watch = None
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _commit_while_recording(self, tick: float) -> None:
+        """Watch thread: commit finished episodes when an episode holds the cadence back."""
+        seen = -1
+        while not self._stop.wait(tick):
+            if self.episodes != seen:  # the recording thread finishes episodes: it commits
+                seen = self.episodes
+                continue
+            with self._lock:
+                if self._error is not None or self._pool is None:
+                    return
+                if self._pending is not None and not self._pending.done():
+                    continue  # never hold the lock waiting: the recording thread may need it
+                recs = self.recorders
+                finished = sum(r.num_finished for r in recs) - sum(self._early)
+                if finished <= 0 or not self.cadence.due(finished, 0):
+                    continue
+                batches = []
+                for k, rec in enumerate(recs):
+                    batch = rec.peek(self._early[k])
+                    if batch is not None:
+                        batches.append(batch)
+                        self._early[k] += batch.num_episodes
+                self.cadence.restart()
+                try:
+                    self._wait()
+                    self._pending = self._pool.submit(self._write, batches)
+                except BaseException as e:  # the recording thread raises it
+                    self._error = e
+                    return
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _commit(self, wait: bool) -> None:
+        self.busy = True
+        try:
+            with self._lock:
+                self._raise_error()
+                batches = [b for b in map(self._take, range(len(self.recorders))) if b is not None]
+                self.cadence.restart()
+                self._wait()  # one commit at a time, in order; raises a failed one's error
+                if self._image_episodes:  # shard images a Ray worker built
+                    self._commit_images()
+                if not batches:
+                    return
+                if wait or self._pool is None:
+                    self._write(batches)
+                else:
+                    self._pending = self._pool.submit(self._write, batches)
+        finally:
+            self.busy = False
+
+    def _take(self, k: int) -> fmt.EpisodeBatch | None:
+        """Recorder ``k``'s finished episodes, less those the watch thread committed."""
+        batch, early = self.recorders[k].take(), self._early[k]
+        if batch is None or not early:
+            return batch
+        self._early[k] = 0
+        n = batch.num_episodes
+        if early >= n:
+            return None
+        return fmt.select_episodes(batch, np.arange(early, n), batch.table["id"][early:])
+
+    def _write(self, batches: list[fmt.EpisodeBatch]) -> None:
+        with self._storage_errors():
+            self.writer.write_shard(fmt.concat_batches(batches), self.compression)
+            self.writer.commit()
+        self.commits += 1
+
+
+#: errno values of a full disk or an exhausted quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(err: OSError, writer: fmt.DatasetWriter) -> DiskFullError | None:
+    """The one-line ``DiskFullError`` for a write that failed with ENOSPC/EDQUOT, else None."""
+    if isinstance(err, DiskFullError):
+        return err
+    if err.errno not in DISK_FULL:
+        return None
+    try:
+        kept = f"{fmt.read_metadata(writer.path)['total_episodes']} episodes"
+    except Exception:  # the message must not fail; the commit is intact whatever it says
+        kept = "nothing yet"
+    what = "disk full" if err.errno == errno.ENOSPC else "disk quota exceeded"
+    strerror = err.strerror or os.strerror(err.errno)  # a StorageError carries errno only
+    return DiskFullError(
+        f"{what} writing dataset {writer.dataset_id!r} at {writer.path} ({strerror}); the "
+        f"last commit ({kept}) is intact: free space there and re-run the same command to resume"
+    )
+
+
+@contextlib.contextmanager
+def disk_full_is_one_error(writer: fmt.DatasetWriter) -> Iterator[None]:
+    """Raise a full disk met outside a commit window (start, repack) as ``DiskFullError``."""
+    try:
+        yield
+    except OSError as e:
+        full = disk_full_error(e, writer)
+        if full is None or full is e:
+            raise
+        raise full from e
+
+
+def fill_digests(batch: fmt.EpisodeBatch) -> fmt.EpisodeBatch:
+    """Fill ``batch.table["digest"]`` (``fmt.episode_digests``) and return ``batch``.
+
+    The one place outside the format's own writer (``DatasetWriter.write_shard``) that
+    computes an episode's digest: a Ray worker's shard image and a ``DataCollector`` spill.
+    """
+    batch.table["digest"] = fmt.episode_digests(batch)
+    return batch
+
+
+def progress_bar(total: int, progress: Callable[[int, int], None] | bool | None) -> tqdm:
+    """The runners' progress bar over ``total`` episodes (disabled unless ``progress``)."""
+    return tqdm(total=total, unit="ep", disable=None if progress else True, file=sys.stderr)
+
+
+def show_rate(
+    bar: tqdm, steps: int, started: float, extra: str = "", *, total: bool = False
+) -> None:
+    """Show the step rate since ``started`` (``time.perf_counter``) beside ``bar``.
+
+    ``total`` also shows the steps so far; ``extra`` is appended (e.g. ``"4 envs"``).
+    """
+    if bar.disable:
+        return
+    rate = steps / max(time.perf_counter() - started, 1e-9)
+    text = f"{rate:,.0f} steps/s" + (f", {extra}" if extra else "")
+    bar.set_postfix_str(f"{steps:,} steps, {text}" if total else text, refresh=False)
