@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from collector import format as fmt
+from collector import storage
 from collector.envs import (
     env_package_version,
     env_spec_to_json,
@@ -110,7 +110,7 @@ class CollectInterrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _interrupt_says_what_is_committed(writer: fmt.DatasetWriter) -> Iterator[dict[str, int]]:
+def _interrupt_says_what_is_committed(writer: storage.DatasetWriter) -> Iterator[dict[str, int]]:
     """Turn Ctrl-C into ``CollectInterrupted``, counted from the commit on disk.
 
     The caller sets ``run["before"]``: the episodes committed when its collection started.
@@ -124,7 +124,7 @@ def _interrupt_says_what_is_committed(writer: fmt.DatasetWriter) -> Iterator[dic
         with contextlib.suppress(Exception):  # else the next writer removes it
             writer.remove_uncommitted()  # a shard installed by a commit the interrupt stopped
         try:
-            total: int | None = int(fmt.read_metadata(writer.path)["total_episodes"])
+            total: int | None = int(storage.read_metadata(writer.path)["total_episodes"])
         except Exception:  # no commit yet, or unreadable: say nothing was committed
             total = None
         new = max(0, (total or 0) - run.get("before", total or 0))
@@ -277,7 +277,7 @@ class Committer:
 
     def __init__(
         self,
-        writer: fmt.DatasetWriter,
+        writer: storage.DatasetWriter,
         recorder: Any,
         *,
         every_episodes: int | None,
@@ -403,7 +403,7 @@ class Committer:
         finally:
             self.busy = False
 
-    def _take(self, k: int) -> fmt.EpisodeBatch | None:
+    def _take(self, k: int) -> storage.EpisodeBatch | None:
         """Recorder ``k``'s finished episodes, less those the watch thread committed."""
         batch, early = self.recorders[k].take(), self._early[k]
         if batch is None or not early:
@@ -412,11 +412,11 @@ class Committer:
         n = batch.num_episodes
         if early >= n:
             return None
-        return fmt.select_episodes(batch, np.arange(early, n), batch.table["id"][early:])
+        return storage.select_episodes(batch, np.arange(early, n), batch.table["id"][early:])
 
-    def _write(self, batches: list[fmt.EpisodeBatch]) -> None:
+    def _write(self, batches: list[storage.EpisodeBatch]) -> None:
         try:
-            self.writer.write_shard(fmt.concat_batches(batches), self.compression)
+            self.writer.write_shard(storage.concat_batches(batches), self.compression)
             self.writer.commit()
         except OSError as e:
             full = disk_full_error(e, self.writer)
@@ -430,14 +430,14 @@ class Committer:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def disk_full_error(err: OSError, writer: fmt.DatasetWriter) -> DiskFullError | None:
+def disk_full_error(err: OSError, writer: storage.DatasetWriter) -> DiskFullError | None:
     """The one-line ``DiskFullError`` for a write that failed with ENOSPC/EDQUOT, else None."""
     if isinstance(err, DiskFullError):
         return err
     if err.errno not in DISK_FULL:
         return None
     try:
-        kept = f"{fmt.read_metadata(writer.path)['total_episodes']} episodes"
+        kept = f"{storage.read_metadata(writer.path)['total_episodes']} episodes"
     except Exception:  # the message must not fail; the commit is intact whatever it says
         kept = "nothing yet"
     what = "disk full" if err.errno == errno.ENOSPC else "disk quota exceeded"
@@ -511,7 +511,7 @@ def collect(
     """
     conf = _container(cfg)
     try:  # it is stored in provenance; fail now, not at the first commit
-        fmt.dumps_metadata({"config": conf})
+        storage.dumps_metadata({"config": conf})
     except (TypeError, ValueError) as e:
         raise UsageError(
             f"the config cannot be stored in metadata.json ({e}); use finite numbers and plain "
@@ -527,15 +527,15 @@ def collect(
         raise UsageError(f"episodes={episodes} is beyond the int64 episode ids")
     _positive(conf.get("max_episode_steps"), "max_episode_steps", integer=True)
     ckpt = conf.get("checkpoint") or {}
-    storage = conf.get("storage") or {}
+    storage_ = conf.get("storage") or {}
     every_episodes = _positive(
         ckpt.get("every_episodes"), "checkpoint.every_episodes", integer=True
     )
     every_seconds = _positive(ckpt.get("every_seconds"), "checkpoint.every_seconds")
     every_mb = _positive(ckpt.get("every_mb"), "checkpoint.every_mb")
-    shard_mb = _positive(storage.get("shard_mb", 256), "storage.shard_mb", allow_none=False)
-    compression = str(storage.get("compression", DEFAULT_COMPRESSION))
-    fmt.parse_compression(compression)
+    shard_mb = _positive(storage_.get("shard_mb", 256), "storage.shard_mb", allow_none=False)
+    compression = str(storage_.get("compression", DEFAULT_COMPRESSION))
+    storage.parse_compression(compression)
     runner = (conf.get("runner") or {}).get("name", "local")
     if runner not in ("local", "ray"):
         raise UsageError(f"runner={runner!r} is not a runner; use runner=local or runner=ray")
@@ -581,7 +581,7 @@ def collect(
     dataset_id = conf.get("dataset_id") or default_dataset_id(
         env_id, policy_name or _policy_name(policy_cfg)
     )
-    fmt.parse_dataset_id(dataset_id)
+    storage.parse_dataset_id(dataset_id)
     root = conf.get("datasets_root")
 
     env = make_env(env_id, conf.get("env_kwargs"), conf.get("max_episode_steps"))
@@ -594,7 +594,7 @@ def collect(
         spec = env.spec
         wanted = data_config(conf, env_package_version(spec))
         with (
-            fmt.DatasetWriter(dataset_id, root) as writer,
+            storage.DatasetWriter(dataset_id, root) as writer,
             _disk_full_is_one_error(writer),
             _interrupt_says_what_is_committed(writer) as run,
         ):
@@ -636,7 +636,7 @@ def collect(
 
 
 @contextlib.contextmanager
-def _disk_full_is_one_error(writer: fmt.DatasetWriter) -> Iterator[None]:
+def _disk_full_is_one_error(writer: storage.DatasetWriter) -> Iterator[None]:
     """Raise a full disk met outside a commit window (start, repack) as ``DiskFullError``."""
     try:
         yield
@@ -649,7 +649,7 @@ def _disk_full_is_one_error(writer: fmt.DatasetWriter) -> Iterator[None]:
 
 def _run(
     conf: dict[str, Any],
-    writer: fmt.DatasetWriter,
+    writer: storage.DatasetWriter,
     env: Any,
     policy: Policy,
     todo: EpisodePlan,
@@ -730,7 +730,7 @@ def _run(
 
 
 def _open_generation(
-    writer: fmt.DatasetWriter,
+    writer: storage.DatasetWriter,
     conf: dict[str, Any],
     wanted: dict[str, Any],
     overrides: list[str] | None,
@@ -761,7 +761,7 @@ def _open_generation(
     entropy = int(seed) if seed is not None else draw_entropy()
     authors = conf.get("metadata") or {}
     writer.start(
-        fmt.new_metadata(
+        storage.new_metadata(
             env.observation_space,
             env.action_space,
             env_spec_to_json(spec),

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from collector import format as fmt
+from collector import storage
 from collector.envs import check_registered_spec
 from collector.errors import CorruptDatasetError, HarvestError, HarvestWarning, UsageError
 from collector.spaces import columns, space_from_json, unescape_key, unflatten
@@ -120,10 +120,10 @@ class _Snapshot:
     def __init__(self, path: Path, dataset_id: str, block_rows: int) -> None:
         self.path = path
         self.dataset_id = dataset_id
-        self.meta = fmt.read_metadata(path, dataset_id)
+        self.meta = storage.read_metadata(path, dataset_id)
         self.observation_space = space_from_json(self.meta["observation_space"])
         self.action_space = space_from_json(self.meta["action_space"])
-        self.files = [path / fmt.DATA_DIR / e["file"] for e in self.meta.get("shards", [])]
+        self.files = [path / storage.DATA_DIR / e["file"] for e in self.meta.get("shards", [])]
         # readers take the union of the shards' info schemas (DESIGN.md section 4)
         self.info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         for entry in self.meta.get("shards", []):
@@ -143,8 +143,8 @@ class _Snapshot:
         ):
             # no digests, and options/metadata only when asked (``texts``): the index is per
             # episode, so it is what grows with the dataset
-            t = fmt.read_shard_table(file, _INDEX_FIELDS, raw_text=True)
-            pos, ids = fmt.map_shard_ids(entry, t["id"])
+            t = storage.read_shard_table(file, _INDEX_FIELDS, raw_text=True)
+            pos, ids = storage.map_shard_ids(entry, t["id"])
             partial = len(pos) != len(t["id"])  # a linked shard with only some episodes in
             self._kept.append(pos if partial else None)
             if partial:
@@ -203,7 +203,7 @@ class _Snapshot:
         """The latest commit of the same dataset."""
         return _Snapshot(self.path, self.dataset_id, block_rows)
 
-    def read_block(self, block: int, reader: fmt.ShardReader) -> fmt.ShardRows:
+    def read_block(self, block: int, reader: storage.ShardReader) -> storage.ShardRows:
         """Read one block's rows from its shard."""
         return reader.read_rows(
             self.files[self.block_shard[block]],
@@ -216,7 +216,7 @@ class _Snapshot:
         """Per-episode options and metadata JSON (stored bytes), read on first use."""
         options, metadata = [], []
         for file, kept in zip(self.files, self._kept, strict=True):
-            t = fmt.read_shard_table(file, ("options", "metadata"), raw_text=True)
+            t = storage.read_shard_table(file, ("options", "metadata"), raw_text=True)
             options.append(t["options"] if kept is None else t["options"][kept])
             metadata.append(t["metadata"] if kept is None else t["metadata"][kept])
         return _text_column(options, self._order), _text_column(metadata, self._order)
@@ -239,11 +239,11 @@ class _BlockCache:
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.reader = fmt.ShardReader()
-        self._blocks: OrderedDict[tuple[str, int], fmt.ShardRows] = OrderedDict()
+        self.reader = storage.ShardReader()
+        self._blocks: OrderedDict[tuple[str, int], storage.ShardRows] = OrderedDict()
         self._bytes = 0
 
-    def get(self, snap: _Snapshot, block: int) -> fmt.ShardRows:
+    def get(self, snap: _Snapshot, block: int) -> storage.ShardRows:
         key = (str(snap.files[snap.block_shard[block]]), int(snap.block_obs_start[block]))
         rows = self._blocks.pop(key, None)
         if rows is None:
@@ -367,7 +367,7 @@ class Dataset:
     @property
     def spec(self) -> DatasetSpec:
         """A ``DatasetSpec`` of this dataset or view."""
-        ns, name, version = fmt.parse_dataset_id(self.id)
+        ns, name, version = storage.parse_dataset_id(self.id)
         lineage = self._snap.meta.get("lineage") or {}
         return DatasetSpec(
             dataset_id=self.id,
@@ -433,7 +433,7 @@ class Dataset:
         for i, src in enumerate(sources):
             sel = k == i
             if sel.any():
-                original[sel] = fmt.ids_from_ranges(src["episode_ids"])[ids[sel] - firsts[i]]
+                original[sel] = storage.ids_from_ranges(src["episode_ids"])[ids[sel] - firsts[i]]
         return {"source": names[k], "source_id": original}
 
     def get_episode_metadata(
@@ -754,7 +754,7 @@ def nested_row(value: Any, t: int) -> Any:
     return value[t]
 
 
-_INDEX_FIELDS = tuple(f for f in fmt.TABLE_FIELDS if f not in ("digest", "options", "metadata"))
+_INDEX_FIELDS = tuple(f for f in storage.TABLE_FIELDS if f not in ("digest", "options", "metadata"))
 
 
 def _text_column(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
@@ -820,7 +820,7 @@ def _is_minari_path(dataset_id: str | os.PathLike[str]) -> bool:
     """A folder path (not a dataset id) holding a Minari dataset's ``data/metadata.json``."""
     if not isinstance(dataset_id, os.PathLike):
         try:
-            fmt.parse_dataset_id(dataset_id)
+            storage.parse_dataset_id(dataset_id)
             return False  # ids win over relative paths that happen to exist
         except HarvestError:
             pass
@@ -828,8 +828,8 @@ def _is_minari_path(dataset_id: str | os.PathLike[str]) -> bool:
         path = Path(dataset_id).expanduser()
     except RuntimeError:  # "~name" of no user: not a path either
         return False
-    return (path / "data" / fmt.METADATA_FILE).is_file() or (
-        path.name == "data" and (path / fmt.METADATA_FILE).is_file()
+    return (path / "data" / storage.METADATA_FILE).is_file() or (
+        path.name == "data" and (path / storage.METADATA_FILE).is_file()
     )
 
 
@@ -864,8 +864,8 @@ def load_dataset(
         from curation.minari import open_minari
 
         return open_minari(dataset_id, cache_mb=cache_mb, block_rows=block_rows)
-    path = fmt.dataset_path(str(dataset_id), root)
-    if download and not (path / fmt.METADATA_FILE).exists():
+    path = storage.dataset_path(str(dataset_id), root)
+    if download and not (path / storage.METADATA_FILE).exists():
         from curation.remotes import pull_dataset
 
         pull_dataset(dataset_id, remote, root=root)
@@ -875,7 +875,7 @@ def load_dataset(
 
 def list_local_datasets(root: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Every dataset under the root, as ``{id: metadata}``, sorted by id."""
-    base = fmt.datasets_root(root)
+    base = storage.datasets_root(root)
     found: dict[str, dict[str, Any]] = {}
     if not base.is_dir():
         return found
@@ -885,11 +885,11 @@ def list_local_datasets(root: str | Path | None = None) -> dict[str, dict[str, A
         for child in folder.iterdir():
             if not child.is_dir() or child.name.startswith("."):
                 continue
-            if (child / fmt.METADATA_FILE).is_file():
+            if (child / storage.METADATA_FILE).is_file():
                 dataset_id = child.relative_to(base).as_posix()
                 try:
-                    fmt.parse_dataset_id(dataset_id)
-                    found[dataset_id] = fmt.read_metadata(child, dataset_id)
+                    storage.parse_dataset_id(dataset_id)
+                    found[dataset_id] = storage.read_metadata(child, dataset_id)
                 except HarvestError as e:  # one bad folder must not hide the others
                     warnings.warn(f"skipping {child}: {e}", HarvestWarning, stacklevel=2)
             else:
@@ -910,21 +910,21 @@ def delete_dataset(dataset_id: str, root: str | Path | None = None) -> None:
         UsageError: another dataset is nested inside its folder, or the folder or its ``data/``
             is a symbolic link (nothing is deleted).
     """
-    path = fmt.dataset_path(dataset_id, root)
-    with fmt.DatasetLock(dataset_id, root):
-        fmt.read_metadata(path, dataset_id)  # DatasetNotFoundError, with the usual message
-        for link in (path, path / fmt.DATA_DIR):
+    path = storage.dataset_path(dataset_id, root)
+    with storage.DatasetLock(dataset_id, root):
+        storage.read_metadata(path, dataset_id)  # DatasetNotFoundError, with the usual message
+        for link in (path, path / storage.DATA_DIR):
             if link.is_symlink():
                 raise UsageError(
                     f"not deleting {dataset_id!r}: {link} is a symbolic link (to "
                     f"{os.readlink(link)}); remove the link and the files it points to yourself"
                 )
-        inner = fmt.contained_datasets(dataset_id, root)
+        inner = storage.contained_datasets(dataset_id, root)
         if inner:  # nested by an older harvest: deleting the folder would delete them too
             raise UsageError(
                 f"dataset {dataset_id!r} contains dataset {inner[0]!r} at {path}; nothing was "
                 f"deleted: delete {inner[0]!r} first"
             )
         # the commit point goes first: a crash mid-delete leaves no half dataset that opens
-        (path / fmt.METADATA_FILE).unlink()
+        (path / storage.METADATA_FILE).unlink()
         shutil.rmtree(path)

@@ -23,7 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import (
     CorruptDatasetError,
     DatasetExistsError,
@@ -133,10 +133,10 @@ def render_table(
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("Author", overflow="fold")
     for r in rows:
-        size = fmt.human_size(r["size"])
+        size = storage.human_size(r["size"])
         table.add_row(r["name"], f"{r['episodes']:,}", f"{r['steps']:,}", size, r["author"])
     # title and caption as plain lines: rich would wrap them to the table's width
-    caption = f"Number of datasets: {len(rows)}, total size: {fmt.human_size(total)}"
+    caption = f"Number of datasets: {len(rows)}, total size: {storage.human_size(total)}"
     return f"{title}\n{_render(table)}\n{caption}\n"
 
 
@@ -218,11 +218,11 @@ def describe_dataset(ds: Dataset) -> str:
     size = int(meta.get("dataset_bytes", 0))
     head = {
         "path": ds.spec.data_path,
-        "format version": meta.get("format_version", fmt.FORMAT_VERSION),
+        "format version": meta.get("format_version", storage.FORMAT_VERSION),
         "fingerprint": ds.fingerprint,
         "episodes": f"{ds.total_episodes:,}",
         "steps": f"{ds.total_steps:,}",
-        "size": f"{fmt.human_size(size)} ({size:,} bytes)",
+        "size": f"{storage.human_size(size)} ({size:,} bytes)",
         "observations": repr(ds.observation_space),
         "actions": repr(ds.action_space),
     }
@@ -232,7 +232,7 @@ def describe_dataset(ds: Dataset) -> str:
         env["max_episode_steps"] = spec.max_episode_steps
         env["kwargs"] = json.dumps(redact(spec.kwargs), default=repr)
         sections[1] = _block("Environment", env)
-    authored = {k: meta[k] for k in fmt.AUTHOR_FIELDS if meta.get(k) is not None}
+    authored = {k: meta[k] for k in storage.AUTHOR_FIELDS if meta.get(k) is not None}
     if "eval_env_spec" in authored:
         authored["eval_env_spec"] = _env_spec(authored["eval_env_spec"]).id
     if authored:
@@ -329,7 +329,7 @@ def plot_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    fmt.atomic_write(path, buffer.getvalue())
+    storage.atomic_write(path, buffer.getvalue())
     return path
 
 
@@ -346,14 +346,14 @@ def _namespace_files(base: Path) -> list[str]:
     """Namespaces with a metadata file under ``base`` (not looking inside datasets)."""
     found = []
     for folder, dirs, files in os.walk(base):
-        if fmt.METADATA_FILE in files:  # a dataset holds no namespaces
+        if storage.METADATA_FILE in files:  # a dataset holds no namespaces
             dirs.clear()
             continue
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         rel = Path(folder).relative_to(base).as_posix()
-        if fmt.NAMESPACE_METADATA_FILE in files and rel != ".":
+        if storage.NAMESPACE_METADATA_FILE in files and rel != ".":
             try:
-                found.append(fmt.check_namespace(rel))
+                found.append(storage.check_namespace(rel))
             except DatasetIdError as e:  # one bad folder must not hide the others
                 warnings.warn(f"skipping {folder}: {e}", HarvestWarning, stacklevel=3)
     return found
@@ -390,17 +390,17 @@ def create_namespace(
         DatasetExistsError: the namespace has a metadata file and ``exist_ok`` is false.
         UsageError: the namespace would lie inside a dataset, or ``metadata`` is not JSON.
     """
-    fmt.check_namespace(namespace)
-    base = fmt.datasets_root(root)
+    storage.check_namespace(namespace)
+    base = storage.datasets_root(root)
     for prefix in [*_parents(namespace), namespace]:
-        if (base / prefix / fmt.METADATA_FILE).is_file():
+        if (base / prefix / storage.METADATA_FILE).is_file():
             raise UsageError(
                 f"namespace {namespace!r} would be inside dataset {prefix!r}; a dataset cannot "
                 "hold a namespace, pick another name"
             )
     if "datasets" in metadata:
         raise UsageError("'datasets' is listed from the folders, not stored; use another key")
-    file = base / namespace / fmt.NAMESPACE_METADATA_FILE
+    file = base / namespace / storage.NAMESPACE_METADATA_FILE
     old = _read_namespace_file(file)
     if old is not None and not exist_ok:
         raise DatasetExistsError(
@@ -414,18 +414,18 @@ def create_namespace(
     }
     content.update((k, v) for k, v in {**old, **metadata}.items() if k not in content)
     try:
-        data = fmt.dumps_metadata(content).encode()
+        data = storage.dumps_metadata(content).encode()
     except (TypeError, ValueError) as e:
         raise UsageError(f"namespace metadata must be strict JSON: {e}") from e
     file.parent.mkdir(parents=True, exist_ok=True)
-    fmt.atomic_write(file, data)
+    storage.atomic_write(file, data)
     return content
 
 
 def list_namespaces(root: str | os.PathLike[str] | None = None) -> list[str]:
     """Sorted namespaces under the root: folders of dataset ids and of namespace files."""
     names = {p for dataset_id in list_local_datasets(root) for p in _parents(dataset_id)}
-    for ns in _namespace_files(fmt.datasets_root(root)):
+    for ns in _namespace_files(storage.datasets_root(root)):
         names.update([ns, *_parents(ns)])
     return sorted(names)
 
@@ -434,9 +434,9 @@ def _namespace(
     namespace: str, root: str | os.PathLike[str] | None
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The namespace's metadata (plus ``datasets``) and its datasets' ``{id: metadata}``."""
-    fmt.check_namespace(namespace)
-    base = fmt.datasets_root(root)
-    stored = _read_namespace_file(base / namespace / fmt.NAMESPACE_METADATA_FILE)
+    storage.check_namespace(namespace)
+    base = storage.datasets_root(root)
+    stored = _read_namespace_file(base / namespace / storage.NAMESPACE_METADATA_FILE)
     metas = {k: v for k, v in list_local_datasets(root).items() if k.startswith(namespace + "/")}
     if (
         stored is None
@@ -444,7 +444,7 @@ def _namespace(
         and not any(ns.startswith(namespace + "/") for ns in _namespace_files(base))
     ):
         raise DatasetNotFoundError(
-            f"no namespace {namespace!r} under {base} (no {fmt.NAMESPACE_METADATA_FILE}, no "
+            f"no namespace {namespace!r} under {base} (no {storage.NAMESPACE_METADATA_FILE}, no "
             f"datasets); create it with `curate namespace create {namespace}`"
         )
     info = {"namespace": namespace, "description": None, **(stored or {})}

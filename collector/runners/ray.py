@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import Cadence
 from collector.errors import CollectionError, HarvestError, MissingExtraError
 from collector.plan import EpisodePlan, IdQueue
@@ -102,11 +102,11 @@ class RolloutWorker:
                 self.retries,
             )
         assert batch is not None
-        batch.table["digest"] = fmt.episode_digests(batch)
-        image = fmt.build_shard_bytes(batch, self.compression)
+        batch.table["digest"] = storage.episode_digests(batch)
+        image = storage.build_shard_bytes(batch, self.compression)
         return image, batch.table, batch.info_schema(), steps, time.perf_counter() - start
 
-    def _run_vector(self, episode_ids: list[int]) -> tuple[fmt.EpisodeBatch | None, int]:
+    def _run_vector(self, episode_ids: list[int]) -> tuple[storage.EpisodeBatch | None, int]:
         """``episode_ids`` on a sync/async vector env of ``num_envs`` sub-envs (same data)."""
         from collector.collect import build_policy
         from collector.runners.vector import run_vector
@@ -126,7 +126,7 @@ class RolloutWorker:
             self.vector_mode,
         )
         batches = [b for b in (r.take() for r in recorders) if b is not None]
-        return (fmt.concat_batches(batches) if batches else None), steps
+        return (storage.concat_batches(batches) if batches else None), steps
 
 
 class _HoldEpisodes:
@@ -141,7 +141,7 @@ class _HoldEpisodes:
 
 def run_ray(
     conf: dict[str, Any],
-    writer: fmt.DatasetWriter,
+    writer: storage.DatasetWriter,
     todo: EpisodePlan,
     entropy: int,
     *,

@@ -17,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 
 from collector.errors import CorruptDatasetError, HarvestError
-from collector.storage import digests, durable
+from collector.storage import digests, durable, hdf5
 from collector.storage.batch import EpisodeBatch, select_episodes
 from collector.storage.digests import fingerprint
 from collector.storage.durable import (
@@ -29,13 +29,11 @@ from collector.storage.durable import (
 )
 from collector.storage.hdf5 import (
     build_shard_bytes,
-    merge_shards,
     missing_shard_error,
     open_shard,
     read_shard,
     read_shard_table,
     read_table,
-    write_shard_file,
 )
 from collector.storage.ids import (
     DATA_DIR,
@@ -203,7 +201,7 @@ class DatasetWriter:
         batch.table["digest"] = digests.episode_digests(batch)
         tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
         try:
-            write_shard_file(batch, tmp, compression)
+            hdf5.write_shard_file(batch, tmp, compression)
             return self._install(tmp, batch.table, batch.info_schema(), compression, id_offset=0)
         except BaseException:  # e.g. a second Ctrl-C during the fsync (issue 16, item 19)
             _force_unlink(tmp)
@@ -461,7 +459,7 @@ class DatasetWriter:
         tmp = self.data_dir / f".merge-{uuid.uuid4().hex[:8]}.h5.tmp"
         new_name = None
         try:
-            table, schema = merge_shards(
+            table, schema = hdf5.merge_shards(
                 [self.data_dir / e["file"] for e in group], tmp, compression
             )
             self.meta["shards"] = [e for e in self.meta["shards"] if e["file"] not in names]
