@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from collector.errors import CorruptDatasetError, HarvestError
+from collector.errors import CorruptDatasetError, HarvestError, UsageError
 from collector.storage import digests, durable, hdf5
 from collector.storage.batch import EpisodeBatch, select_episodes
 from collector.storage.digests import fingerprint
@@ -117,7 +117,8 @@ class DatasetWriter:
         return self._ids
 
     def _load_index(self) -> None:
-        assert self.meta is not None
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before loading its index")
         ids, digests = [], []
         for entry in self.meta.get("shards", []):
             table = read_shard_table(self.data_dir / entry["file"], ("id", "digest"))
@@ -197,7 +198,7 @@ class DatasetWriter:
         none), then installed.
         """
         if self.meta is None:
-            raise RuntimeError("DatasetWriter.start() must be called before writing shards")
+            raise UsageError("DatasetWriter.start() must be called before writing shards")
         batch.table["digest"] = digests.episode_digests(batch)
         tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
         try:
@@ -215,7 +216,7 @@ class DatasetWriter:
         E.g. by a Ray worker; ``table`` must carry its digests.
         """
         if self.meta is None:
-            raise RuntimeError("DatasetWriter.start() must be called before writing shards")
+            raise UsageError("DatasetWriter.start() must be called before writing shards")
         tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
         try:
             durable.write_new_file(tmp, image)
@@ -233,7 +234,7 @@ class DatasetWriter:
         the manifest, never in the immutable file.
         """
         if self.meta is None:
-            raise RuntimeError("DatasetWriter.start() must be called before adopting shards")
+            raise UsageError("DatasetWriter.start() must be called before adopting shards")
         with open_shard(src) as f:
             table = read_table(f)
             schema = json.loads(f.attrs.get("info_schema", "null"))
@@ -249,7 +250,7 @@ class DatasetWriter:
         link is the same file, and a copy is checked against it.
         """
         if self.meta is None:
-            raise RuntimeError("DatasetWriter.start() must be called before linking shards")
+            raise UsageError("DatasetWriter.start() must be called before linking shards")
         name = self._next_name(entry["sha256"])
         dest = self.data_dir / name
         tmp = self.data_dir / f".link-{uuid.uuid4().hex[:12]}.h5.tmp"
@@ -287,7 +288,8 @@ class DatasetWriter:
         )
 
     def _next_name(self, sha: str) -> str:
-        assert self.meta is not None
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before naming shards")
         seq = int(self.meta["next_shard_seq"])
         self.meta["next_shard_seq"] = seq + 1
         return shard_name(seq, sha)
@@ -322,13 +324,14 @@ class DatasetWriter:
         nbytes: int,
         id_map: list[list[int]] | None = None,
     ) -> dict[str, Any]:
-        assert self.meta is not None
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before adding shards")
         entry: dict[str, Any] = {"file": name, "id_offset": int(id_offset)}
         if id_map is not None:
             entry["id_map"] = id_map
         pos, ids = map_shard_ids(entry, table["id"])
         if len(ids) == 0:
-            raise ValueError(f"shard {name}: its id map selects no episode")
+            raise CorruptDatasetError(f"shard {name}: its id map selects no episode")
         steps = int(table["length"][pos].sum())
         entry.update(
             {
@@ -353,7 +356,7 @@ class DatasetWriter:
     def commit(self, **updates: Any) -> dict[str, Any]:
         """Atomically publish the current shard list (plus ``updates``) as the new commit."""
         if self.meta is None:
-            raise RuntimeError("nothing to commit: call start() first")
+            raise UsageError("nothing to commit: call start() first")
         meta = self.meta
         meta.update(updates)
         if len(np.unique(self._ids)) != len(self._ids):
@@ -415,7 +418,8 @@ class DatasetWriter:
         shards of short windows or Ray batches are merged. The fingerprint does not change:
         digests ignore shard boundaries and compression.
         """
-        assert self.meta is not None
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before repacking")
         shards = self.meta["shards"]
         limit = target_bytes // SMALL_SHARD_FRACTION
         small = [
@@ -452,7 +456,8 @@ class DatasetWriter:
 
     def _merge(self, group: list[dict[str, Any]], compression: str | None) -> int:
         """Replace ``group`` by one streamed shard and commit."""
-        assert self.meta is not None
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before merging shards")
         names = {e["file"] for e in group}
         before = fingerprint(self._ids, self._digests)
         keep_shards, keep_ids, keep_digests = list(self.meta["shards"]), self._ids, self._digests
