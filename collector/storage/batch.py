@@ -24,8 +24,6 @@ __all__ = [
 
 
 STEP_COLUMNS: Final = ("rewards", "terminations", "truncations")
-
-
 TABLE_FIELDS: Final = (
     "id",
     "seed",

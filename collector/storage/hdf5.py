@@ -57,17 +57,9 @@ __all__ = [
 # a checksum. With the 1.0 format ("earliest"), an exhaustive one-bit flip of a shard made
 # reads return wrong data silently at 8 of its first 2,000 bytes (chunk index keys); 1.10: 0.
 LIBVER: Final = ("v110", "v110")
-
-
 CHUNK_BYTES: Final = 512 * 1024
-
-
 CHUNK_ROWS: Final = 16_384
-
-
 MASK_SUFFIX: Final = "@mask"
-
-
 GROUPS: Final = ("observations", "actions")
 
 

@@ -37,33 +37,15 @@ __all__ = [
 
 
 METADATA_FILE: Final = "metadata.json"
-
-
 METADATA_TMP: Final = "metadata.json.tmp"
-
-
 #: Namespace description file, at `<root>/<namespace>/` (Minari's name for it).
 NAMESPACE_METADATA_FILE: Final = "namespace_metadata.json"
-
-
 DATA_DIR: Final = "data"
-
-
 LOCKS_DIR: Final = ".locks"
-
-
 SPILL_DIR: Final = ".tmp"
-
-
 SHARD_RE: Final = re.compile(r"^shard-(\d{6,})-([0-9a-f]{8})\.h5$")
-
-
 _SEGMENT = r"[A-Za-z0-9_-]+"
-
-
 SHARD_FILE_RE: Final = re.compile(r"shard-[A-Za-z0-9_-]+\.h5", re.ASCII)
-
-
 _ID_RE: Final = re.compile(
     rf"(?:(?P<ns>{_SEGMENT}(?:/{_SEGMENT})*)/)?(?P<name>{_SEGMENT})-v(?P<v>[0-9]+)", re.ASCII
 )

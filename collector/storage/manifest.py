@@ -55,29 +55,17 @@ __all__ = [
 #: 2: ``metadata.json`` carries ``manifest_sha256`` (issue 16). Version 1 manifests (no
 #: checksum) are still read, and sealed by their next commit.
 FORMAT_VERSION: Final = 2
-
-
 #: The newest format whose manifests carry no checksum.
 UNSEALED_FORMAT_VERSION: Final = 1
-
-
 #: The manifest's own checksum: sha256 of the canonical JSON of every other field
 #: (``manifest_sha256``). A later format that computes it otherwise must use another key.
 MANIFEST_SHA256: Final = "manifest_sha256"
-
-
 #: ``metadata.json`` is refused unread above this size (over 100,000 shards).
 METADATA_MAX_BYTES: Final = 64 << 20
-
-
 #: Deepest nesting of lists and objects in ``metadata.json``.
 METADATA_MAX_DEPTH: Final = 64
-
-
 #: Largest step (observation plus action, as stored) a manifest may declare, and most leaves.
 MAX_STEP_BYTES: Final = 256 << 20
-
-
 MAX_SPACE_LEAVES: Final = 10_000
 
 
@@ -223,17 +211,9 @@ def _depth(value: Any) -> int:
 
 
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
-
-
 _ID_LIMIT: Final = 1 << 53
-
-
 _SPACE_DTYPE: Final = re.compile(r"[a-z0-9<>|=]{1,10}")
-
-
 _INFO_DTYPE: Final = re.compile(r"[<>|=]?(?:b1|[iu][1248]|f[248]|c(?:8|16)|[SU][0-9]{1,6})")
-
-
 _SCORE_FIELDS: Final = ("ref_min_score", "ref_max_score", "created", "updated")
 
 

@@ -69,8 +69,6 @@ __all__ = [
 
 #: Free space a repack leaves besides twice the shards it merges.
 REPACK_SPARE_BYTES: Final = 1 << 20
-
-
 #: ``repack`` merges shards under ``target / SMALL_SHARD_FRACTION`` bytes.
 SMALL_SHARD_FRACTION: Final = 16
 
