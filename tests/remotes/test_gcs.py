@@ -12,7 +12,7 @@ from remotes.conftest import Backend
 
 
 def test_objects_mirror_the_local_layout_with_their_sha256(gcs_backend: Backend) -> None:
-    from google.cloud import storage_
+    from google.cloud import storage as storage_
 
     record_cartpole("cart/deep/a-v0", 3)
     push_dataset("cart/deep/a-v0", gcs_backend.uri)
