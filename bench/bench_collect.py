@@ -98,8 +98,8 @@ def data_collector_loop(episodes: int, dataset_id: str) -> dict[str, Any]:
     import gymnasium as gym
 
     from collector.data_collector import DataCollector
-    from collector.format import dataset_path
     from collector.policies import RandomPolicy
+    from collector.storage import dataset_path
 
     inner = gym.make(ENV_ID)
     gc.collect()
@@ -207,7 +207,7 @@ def rss_child(episodes: int, dataset_id: str) -> dict[str, Any]:
 
 
 def remove_dataset(dataset_id: str) -> None:
-    from collector.format import dataset_path
+    from collector.storage import dataset_path
 
     shutil.rmtree(dataset_path(dataset_id), ignore_errors=True)
 

@@ -75,7 +75,7 @@ def bench_combine(root: str, episodes: int, repeats: int) -> dict[str, Any]:
     import minari
     from bench_read import write_minari
 
-    from collector import format as fmt
+    from collector import storage
     from curation import combine_datasets, delete_dataset
 
     inputs = []
@@ -86,12 +86,12 @@ def bench_combine(root: str, episodes: int, repeats: int) -> dict[str, Any]:
         mb, minari_mb = info["bytes"] / 1e6, info["minari"]["bytes"] / 1e6
         print(f"  input {k}: {info['episodes']:,} episodes, {info['steps']:,} steps, "
               f"{mb:.1f} MB ours, {minari_mb:.1f} MB Minari")  # fmt: skip
-    in_paths = [fmt.dataset_path(f"bench/in{k}-v0", root) for k in (0, 1)]
+    in_paths = [storage.dataset_path(f"bench/in{k}-v0", root) for k in (0, 1)]
     ours, theirs, cps = [], [], []
     for r in range(repeats):
         ds, wall = timed(combine_datasets, ["bench/in0-v0", "bench/in1-v0"], "bench/both-v0",
                          root=root)  # fmt: skip
-        path = fmt.dataset_path("bench/both-v0", root)
+        path = storage.dataset_path("bench/both-v0", root)
         ours.append({"wall": wall, "bytes": new_bytes(path, in_paths), "steps": ds.total_steps})
         delete_dataset("bench/both-v0", root=root)
 

@@ -29,7 +29,7 @@ episodes are field-equal (observations, actions, rewards, terminations, truncati
 seed against Minari's ``storage.get_episode_metadata``).
 
 ``--profile`` runs one more gzip import under cProfile after the repeats and prints the top
-functions by cumulative time in ``curation/minari`` and ``collector/format.py`` (to stderr).
+functions by cumulative time in ``curation/minari`` and ``collector/storage/`` (to stderr).
 
 Run: ``python bench/bench_minari.py`` (about 1.5 min on 2 cores; needs the ``minari`` extra)
 or ``--steps 50000`` (a few seconds).
@@ -241,7 +241,7 @@ def profile_import(tmp: Path, top: int) -> None:
     shutil.rmtree(root, ignore_errors=True)
     stats = pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative")
     print("\ncProfile of one gzip import, top by cumulative time:", file=sys.stderr)
-    stats.print_stats(r"curation/minari/|collector/format\.py", top)
+    stats.print_stats(r"curation/minari/|collector/storage/", top)
     stats.print_stats(top)
 
 

@@ -242,16 +242,16 @@ def phase_clock(gauge: LoadGauge) -> Iterator[dict[str, float]]:
     """
     import collector.runners.local as local_mod
     import collector.runners.ray as ray_mod
-    from collector import format as fmt
+    from collector import storage
 
     out: dict[str, float] = {}
     ray = ray_mod.ray
     saved = [
         (local_mod, "run_local", local_mod.run_local),
         (ray_mod, "run_ray", ray_mod.run_ray),
-        (fmt.DatasetWriter, "repack", fmt.DatasetWriter.repack),
-        (fmt.DatasetWriter, "write_image", fmt.DatasetWriter.write_image),
-        (fmt.DatasetWriter, "write_shard", fmt.DatasetWriter.write_shard),
+        (storage.DatasetWriter, "repack", storage.DatasetWriter.repack),
+        (storage.DatasetWriter, "write_image", storage.DatasetWriter.write_image),
+        (storage.DatasetWriter, "write_shard", storage.DatasetWriter.write_shard),
         (ray, "kill", ray.kill),
     ]
 
@@ -289,9 +289,9 @@ def phase_clock(gauge: LoadGauge) -> Iterator[dict[str, float]]:
 
     local_mod.run_local = timed("runner", local_mod.run_local)
     ray_mod.run_ray = timed("runner", ray_mod.run_ray)
-    fmt.DatasetWriter.repack = timed("repack", fmt.DatasetWriter.repack)
-    fmt.DatasetWriter.write_image = first(fmt.DatasetWriter.write_image)
-    fmt.DatasetWriter.write_shard = first(fmt.DatasetWriter.write_shard)
+    storage.DatasetWriter.repack = timed("repack", storage.DatasetWriter.repack)
+    storage.DatasetWriter.write_image = first(storage.DatasetWriter.write_image)
+    storage.DatasetWriter.write_shard = first(storage.DatasetWriter.write_shard)
     ray.kill = before_kill(ray.kill)
     try:
         yield out

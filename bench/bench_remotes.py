@@ -81,7 +81,7 @@ def timed(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, float]:
 
 def collect_dataset(root: Path, episodes: int, shards: int) -> dict[str, Any]:
     """CartPole through Gymnasium's numpy vector env, one shard per ``episodes / shards``."""
-    from collector import format as fmt
+    from collector import storage
     from collector.collect import collect
 
     cfg = compose_cfg(
@@ -100,9 +100,9 @@ def collect_dataset(root: Path, episodes: int, shards: int) -> dict[str, Any]:
         ]
     )
     res = collect(cfg)
-    path = fmt.dataset_path(DATASET_ID, root)
-    meta = fmt.read_metadata(path, DATASET_ID)
-    files = fmt.dataset_files(meta, DATASET_ID)
+    path = storage.dataset_path(DATASET_ID, root)
+    meta = storage.read_metadata(path, DATASET_ID)
+    files = storage.dataset_files(meta, DATASET_ID)
     return {
         "episodes": res.total_episodes,
         "steps": res.total_steps,
@@ -195,7 +195,7 @@ def run_backend(
     name: str, src: Path, tmp: Path, srv: dict[str, Any], info: dict[str, Any]
 ) -> dict[str, Any]:
     """Push, re-push, resumed push and pull of the source dataset on a fresh remote."""
-    from collector import format as fmt
+    from collector import storage
     from curation.remotes import pull_dataset, push_dataset
 
     uri, drop = fresh_remote(name, tmp, srv)
@@ -214,7 +214,7 @@ def run_backend(
     dest = tmp / f"pulled-{name}-{uuid.uuid4().hex[:8]}"
     dest.mkdir()
     rep, wall = timed(pull_dataset, DATASET_ID, uri, root=dest, progress=False)
-    check = fmt.verify_dataset(DATASET_ID, dest)
+    check = storage.verify_dataset(DATASET_ID, dest)
     out["pull"] = {
         "wall": wall,
         "files": len(rep.transferred),

@@ -68,7 +68,7 @@ def collect_run(episodes: int, num_envs: int, root: str, tag: str) -> dict[str, 
     from omegaconf import OmegaConf
 
     import collector.runners.vector as vector_mod
-    from collector import format as fmt
+    from collector import storage
     from collector.collect import collect
 
     cfg = compose_cfg(
@@ -97,16 +97,16 @@ def collect_run(episodes: int, num_envs: int, root: str, tag: str) -> dict[str, 
 
         return wrapper
 
-    saved_run, saved_repack = vector_mod.run_vector_entry_point, fmt.DatasetWriter.repack
+    saved_run, saved_repack = vector_mod.run_vector_entry_point, storage.DatasetWriter.repack
     vector_mod.run_vector_entry_point = timed("runner", saved_run)
-    fmt.DatasetWriter.repack = timed("repack", saved_repack)
+    storage.DatasetWriter.repack = timed("repack", saved_repack)
     gc.collect()
     try:
         start = time.perf_counter()
         res = collect(conf)
         wall = time.perf_counter() - start
     finally:
-        vector_mod.run_vector_entry_point, fmt.DatasetWriter.repack = saved_run, saved_repack
+        vector_mod.run_vector_entry_point, storage.DatasetWriter.repack = saved_run, saved_repack
     shutil.rmtree(res.path, ignore_errors=True)
     return {
         "steps": res.total_steps,

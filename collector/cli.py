@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import CollectInterrupted, CollectResult, collect
 from collector.errors import HarvestError, UsageError
 from collector.redact import install_log_redaction, redact_hydra_run, redact_text
@@ -23,7 +23,7 @@ from collector.yaml_limits import install_yaml_limits
 __all__ = ["OPEN_MAPS", "check_overrides", "main"]
 
 #: Maps whose keys are the user's own (``gym.make`` kwargs, policy arguments, ``ray.init``
-#: arguments): new keys need no ``+``. ``metadata`` takes the fields in ``fmt.AUTHOR_FIELDS``.
+#: arguments): new keys need no ``+``. ``metadata`` takes the fields in ``storage.AUTHOR_FIELDS``.
 OPEN_MAPS = ("env_kwargs", "policy", "runner.init")
 
 
@@ -36,12 +36,12 @@ def summary(result: CollectResult) -> str:
             f"{result.dataset_id}: +{result.new_episodes} episodes, +{result.new_steps:,} steps "
             f"in {result.wall_seconds:.1f} s ({result.steps_per_second:,.0f} steps/s)"
         )
-    size = f"{fmt.human_size(result.dataset_bytes)} on disk"
+    size = f"{storage.human_size(result.dataset_bytes)} on disk"
     superseded, folder = _superseded(result)
     if superseded:
         size = (
-            f"{fmt.human_size(result.dataset_bytes)} of data; the folder holds "
-            f"{fmt.human_size(folder)} until the next writer removes {superseded} superseded "
+            f"{storage.human_size(result.dataset_bytes)} of data; the folder holds "
+            f"{storage.human_size(folder)} until the next writer removes {superseded} superseded "
             "shard(s),"
         )
     return (
@@ -58,12 +58,12 @@ def _superseded(result: CollectResult) -> tuple[int, int]:
     next writer removes them (DESIGN.md section 4), so until then ``du`` sees both.
     """
     try:
-        named = {e["file"] for e in fmt.read_metadata(result.path)["shards"]}
+        named = {e["file"] for e in storage.read_metadata(result.path)["shards"]}
         folder, superseded = 0, 0
         for dirpath, _, files in os.walk(result.path):  # symlinks are not followed
             for name in files:
                 folder += os.lstat(os.path.join(dirpath, name)).st_size
-                if os.path.basename(dirpath) == fmt.DATA_DIR and name not in named:
+                if os.path.basename(dirpath) == storage.DATA_DIR and name not in named:
                     superseded += name.endswith(".h5")
     except (OSError, HarvestError, KeyError, TypeError):  # only a summary: never fail on it
         return 0, 0
@@ -108,7 +108,7 @@ def _app(cfg: DictConfig) -> None:
         )
     except (HarvestError, OSError) as e:
         # an OSError here is a full or read-only disk met below the durable I/O layer
-        error = e if isinstance(e, HarvestError) else fmt.storage_error(e, None)
+        error = e if isinstance(e, HarvestError) else storage.storage_error(e, None)
         if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"collect: error: {redact_text(str(error))}", file=sys.stderr)
@@ -137,7 +137,7 @@ def _config_keys(config_dir: str | None) -> tuple[set[str], set[str], set[str]]:
     root.pop("defaults", None)
     root.pop("hydra", None)
     in_yaml = set(_dotted(root))
-    keys = {"runner", *(f"metadata.{k}" for k in fmt.AUTHOR_FIELDS)}
+    keys = {"runner", *(f"metadata.{k}" for k in storage.AUTHOR_FIELDS)}
     for runner in (conf / "runner").iterdir():
         if runner.name.endswith(".yaml"):
             body = OmegaConf.to_container(OmegaConf.create(runner.read_text()))

@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from collector import format as fmt
+from collector import storage
 from collector.committer import (
     MB,
     CollectInterrupted,
@@ -152,7 +152,7 @@ def collect(
     dataset_id = config.dataset_id or default_dataset_id(
         config.env, policy_name or _policy_name(config.policy)
     )
-    fmt.parse_dataset_id(dataset_id)
+    storage.parse_dataset_id(dataset_id)
     compression = config.storage.compression
 
     env = make_env(config.env, config.env_kwargs, config.max_episode_steps)
@@ -165,7 +165,7 @@ def collect(
         spec = env.spec
         wanted = data_config(config, env_package_version(spec))
         with (
-            fmt.DatasetWriter(dataset_id, config.datasets_root) as writer,
+            storage.DatasetWriter(dataset_id, config.datasets_root) as writer,
             disk_full_is_one_error(writer),
             interrupt_says_what_is_committed(writer) as run,
         ):
@@ -203,7 +203,7 @@ def collect(
 
 
 def _open_generation(
-    writer: fmt.DatasetWriter,
+    writer: storage.DatasetWriter,
     conf: dict[str, Any],
     config: CollectConfig,
     wanted: dict[str, Any],
@@ -235,7 +235,7 @@ def _open_generation(
     entropy = int(seed) if seed is not None else draw_entropy()
     authors = config.metadata
     writer.start(
-        fmt.new_metadata(
+        storage.new_metadata(
             env.observation_space,
             env.action_space,
             env_spec_to_json(spec),

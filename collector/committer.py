@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import DiskFullError
 from collector.recorder import EpisodeRecorder
 
@@ -63,7 +63,7 @@ class CollectInterrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def interrupt_says_what_is_committed(writer: fmt.DatasetWriter) -> Iterator[dict[str, int]]:
+def interrupt_says_what_is_committed(writer: storage.DatasetWriter) -> Iterator[dict[str, int]]:
     """Turn Ctrl-C into ``CollectInterrupted``, counted from the commit on disk.
 
     The caller sets ``run["before"]``: the episodes committed when its collection started.
@@ -77,7 +77,7 @@ def interrupt_says_what_is_committed(writer: fmt.DatasetWriter) -> Iterator[dict
         with contextlib.suppress(Exception):  # else the next writer removes it
             writer.remove_uncommitted()  # a shard installed by a commit the interrupt stopped
         try:
-            total: int | None = int(fmt.read_metadata(writer.path)["total_episodes"])
+            total: int | None = int(storage.read_metadata(writer.path)["total_episodes"])
         except Exception:  # no commit yet, or unreadable: say nothing was committed
             total = None
         new = max(0, (total or 0) - run.get("before", total or 0))
@@ -145,7 +145,7 @@ class Committer:
 
     def __init__(
         self,
-        writer: fmt.DatasetWriter,
+        writer: storage.DatasetWriter,
         recorder: Any,
         *,
         every_episodes: int | None,
@@ -191,7 +191,7 @@ class Committer:
     @classmethod
     def from_config(
         cls,
-        writer: fmt.DatasetWriter,
+        writer: storage.DatasetWriter,
         recorder: Any,
         config: CollectConfig,
         *,
@@ -212,7 +212,7 @@ class Committer:
     def add_image(self, image: bytes, table: dict[str, Any], schema: Any) -> None:
         """Install a shard another process built (a Ray worker) and commit if the cadence says so.
 
-        ``image`` is ``fmt.build_shard_bytes`` output and ``table`` its episode table with
+        ``image`` is ``storage.build_shard_bytes`` output and ``table`` its episode table with
         digests (``fill_digests``). Installed and committed in the calling thread: a Ray
         driver does nothing else meanwhile, and the workers keep recording.
         """
@@ -334,7 +334,7 @@ class Committer:
         finally:
             self.busy = False
 
-    def _take(self, k: int) -> fmt.EpisodeBatch | None:
+    def _take(self, k: int) -> storage.EpisodeBatch | None:
         """Recorder ``k``'s finished episodes, less those the watch thread committed."""
         batch, early = self.recorders[k].take(), self._early[k]
         if batch is None or not early:
@@ -343,11 +343,11 @@ class Committer:
         n = batch.num_episodes
         if early >= n:
             return None
-        return fmt.select_episodes(batch, np.arange(early, n), batch.table["id"][early:])
+        return storage.select_episodes(batch, np.arange(early, n), batch.table["id"][early:])
 
-    def _write(self, batches: list[fmt.EpisodeBatch]) -> None:
+    def _write(self, batches: list[storage.EpisodeBatch]) -> None:
         with self._storage_errors():
-            self.writer.write_shard(fmt.concat_batches(batches), self.compression)
+            self.writer.write_shard(storage.concat_batches(batches), self.compression)
             self.writer.commit()
         self.commits += 1
 
@@ -356,14 +356,14 @@ class Committer:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def disk_full_error(err: OSError, writer: fmt.DatasetWriter) -> DiskFullError | None:
+def disk_full_error(err: OSError, writer: storage.DatasetWriter) -> DiskFullError | None:
     """The one-line ``DiskFullError`` for a write that failed with ENOSPC/EDQUOT, else None."""
     if isinstance(err, DiskFullError):
         return err
     if err.errno not in DISK_FULL:
         return None
     try:
-        kept = f"{fmt.read_metadata(writer.path)['total_episodes']} episodes"
+        kept = f"{storage.read_metadata(writer.path)['total_episodes']} episodes"
     except Exception:  # the message must not fail; the commit is intact whatever it says
         kept = "nothing yet"
     what = "disk full" if err.errno == errno.ENOSPC else "disk quota exceeded"
@@ -375,7 +375,7 @@ def disk_full_error(err: OSError, writer: fmt.DatasetWriter) -> DiskFullError | 
 
 
 @contextlib.contextmanager
-def disk_full_is_one_error(writer: fmt.DatasetWriter) -> Iterator[None]:
+def disk_full_is_one_error(writer: storage.DatasetWriter) -> Iterator[None]:
     """Raise a full disk met outside a commit window (start, repack) as ``DiskFullError``."""
     try:
         yield
@@ -386,13 +386,13 @@ def disk_full_is_one_error(writer: fmt.DatasetWriter) -> Iterator[None]:
         raise full from e
 
 
-def fill_digests(batch: fmt.EpisodeBatch) -> fmt.EpisodeBatch:
-    """Fill ``batch.table["digest"]`` (``fmt.episode_digests``) and return ``batch``.
+def fill_digests(batch: storage.EpisodeBatch) -> storage.EpisodeBatch:
+    """Fill ``batch.table["digest"]`` (``storage.episode_digests``) and return ``batch``.
 
     The one place outside the format's own writer (``DatasetWriter.write_shard``) that
     computes an episode's digest: a Ray worker's shard image and a ``DataCollector`` spill.
     """
-    batch.table["digest"] = fmt.episode_digests(batch)
+    batch.table["digest"] = storage.episode_digests(batch)
     return batch
 
 

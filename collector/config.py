@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import UsageError
 
 __all__ = [
@@ -232,7 +232,7 @@ def _runner_config(rcfg: Mapping[str, Any], vector_mode: str) -> RunnerConfig:
 def _from_dict(conf: dict[str, Any]) -> CollectConfig:
     """``CollectConfig.from_dict`` on a plain dict: today's checks, in today's order."""
     try:  # it is stored in provenance; fail now, not at the first commit
-        fmt.dumps_metadata({"config": conf})
+        storage.dumps_metadata({"config": conf})
     except (TypeError, ValueError) as e:
         raise UsageError(
             f"the config cannot be stored in metadata.json ({e}); use finite numbers and plain "
@@ -245,10 +245,10 @@ def _from_dict(conf: dict[str, Any]) -> CollectConfig:
             )
     _refuse_unknown(conf, CollectConfig)
     ckpt = dict(conf.get("checkpoint") or {})
-    storage = dict(conf.get("storage") or {})
+    storage_ = dict(conf.get("storage") or {})
     rcfg = dict(conf.get("runner") or {})
     _refuse_unknown(ckpt, CheckpointConfig, "checkpoint.")
-    _refuse_unknown(storage, StorageConfig, "storage.")
+    _refuse_unknown(storage_, StorageConfig, "storage.")
     _refuse_unknown(rcfg, RunnerConfig, "runner.")
     ckpt_d, storage_d = CheckpointConfig(), StorageConfig()
     defaults = CollectConfig()
@@ -267,9 +267,11 @@ def _from_dict(conf: dict[str, Any]) -> CollectConfig:
         every_seconds=_positive(_get(ckpt, "every_seconds", ckpt_d), "checkpoint.every_seconds"),
         every_mb=_positive(_get(ckpt, "every_mb", ckpt_d), "checkpoint.every_mb"),
     )
-    shard_mb = _positive(_get(storage, "shard_mb", storage_d), "storage.shard_mb", allow_none=False)
-    compression = str(_get(storage, "compression", storage_d))
-    fmt.parse_compression(compression)
+    shard_mb = _positive(
+        _get(storage_, "shard_mb", storage_d), "storage.shard_mb", allow_none=False
+    )
+    compression = str(_get(storage_, "compression", storage_d))
+    storage.parse_compression(compression)
     num_envs = _positive(
         _get(conf, "num_envs", defaults), "num_envs", allow_none=False, integer=True
     )
@@ -284,7 +286,7 @@ def _from_dict(conf: dict[str, Any]) -> CollectConfig:
     policy = _get(conf, "policy", defaults)
     dataset_id = conf.get("dataset_id") or None  # None: derived from env and policy
     if dataset_id is not None:
-        fmt.parse_dataset_id(dataset_id)
+        storage.parse_dataset_id(dataset_id)
     return CollectConfig(
         env=env_id,
         env_kwargs=dict(conf.get("env_kwargs") or {}),

@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from collector import format as fmt
+from collector import storage
 from collector.committer import fill_digests
 from collector.envs import env_spec_to_json
 from collector.errors import CollectionError, DatasetExistsError, UsageError
@@ -106,7 +106,7 @@ def cleanup_spills(root: str | os.PathLike[str] | None = None) -> int:
     holds: a live collector keeps its ``.owner`` file flocked for its whole life, and a
     folder gets its final name only once that lock is held (``_ensure_spill_dir``).
     """
-    base = fmt.datasets_root(root) / fmt.SPILL_DIR
+    base = storage.datasets_root(root) / storage.SPILL_DIR
     removed = 0
     if not base.is_dir():
         return 0
@@ -176,12 +176,12 @@ class _EpisodeSink:
         """Check the stored spaces and compression, then start with empty storage."""
         check_supported(observation_space, "observation")
         check_supported(action_space, "action")
-        fmt.parse_compression(compression)
+        storage.parse_compression(compression)
         self._obs_space, self._act_space = observation_space, action_space
         self.record_infos = record_infos
         self.compression = compression
         self.spill_bytes = spill_bytes
-        self._root = fmt.datasets_root(root)
+        self._root = storage.datasets_root(root)
         cleanup_spills(self._root)
         self._spill_dir: Path | None = None
         self._owner_fd: int | None = None
@@ -192,13 +192,13 @@ class _EpisodeSink:
     def _new_storage(self) -> None:
         self._recorder = self._make_recorder()
         self._spills: list[Path] = []
-        self._unspilled: fmt.EpisodeBatch | None = None
+        self._unspilled: storage.EpisodeBatch | None = None
         self._next_id = 0
 
     def _ensure_spill_dir(self) -> Path:
         if self._spill_dir is None:
             name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-            d = self._root / fmt.SPILL_DIR / name
+            d = self._root / storage.SPILL_DIR / name
             # locked under a name cleanup_spills ignores, then renamed: a folder with a spill
             # name always has a held owner lock while its collector lives
             new = d.with_name(f".{name}.new")
@@ -213,15 +213,17 @@ class _EpisodeSink:
         batch = self._recorder.take()
         if self._unspilled is not None:
             batch = (
-                self._unspilled if batch is None else fmt.concat_batches([self._unspilled, batch])
+                self._unspilled
+                if batch is None
+                else storage.concat_batches([self._unspilled, batch])
             )
         if batch is None:
             return
         fill_digests(batch)
         try:
-            with fmt.storage_errors(self._root / fmt.SPILL_DIR, "create a spill folder in"):
+            with storage.storage_errors(self._root / storage.SPILL_DIR, "create a spill folder in"):
                 path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"
-            fmt.write_shard_file(batch, path, self.compression)
+            storage.write_shard_file(batch, path, self.compression)
         except BaseException:
             # kept in memory: the next spill or create_dataset (after space is freed) writes it
             batch.table.pop("digest")
@@ -259,7 +261,7 @@ class _EpisodeSink:
             StorageError: the disk is full, read-only or not writable; no dataset folder is
                 left and the recorded episodes are kept, so the same call can be repeated.
         """
-        fmt.parse_dataset_id(dataset_id)
+        storage.parse_dataset_id(dataset_id)
         if expert_policy is not None and ref_max_score is not None:
             raise UsageError("pass expert_policy or ref_max_score, not both")
         fields = {
@@ -279,7 +281,7 @@ class _EpisodeSink:
                     eval_env or self._env_spec(), expert_policy, num_episodes_average_score
                 )
             )
-        with fmt.DatasetWriter(dataset_id, self._root) as writer:
+        with storage.DatasetWriter(dataset_id, self._root) as writer:
             if writer.exists:
                 raise DatasetExistsError(
                     f"dataset {dataset_id!r} already exists at {writer.path}; delete it, pick "
@@ -290,7 +292,7 @@ class _EpisodeSink:
             try:
                 spills = self._flush()
                 writer.start(
-                    fmt.new_metadata(
+                    storage.new_metadata(
                         self._obs_space,
                         self._act_space,
                         env_spec_to_json(self._env_spec()),
@@ -310,9 +312,9 @@ class _EpisodeSink:
         dataset_id = dataset if isinstance(dataset, str) else getattr(dataset, "id", None)
         if dataset_id is None:
             dataset_id = dataset.spec.dataset_id
-        with fmt.DatasetWriter(dataset_id, self._root) as writer:
+        with storage.DatasetWriter(dataset_id, self._root) as writer:
             if not writer.exists:
-                fmt.read_metadata(writer.path, dataset_id)  # raises DatasetNotFoundError
+                storage.read_metadata(writer.path, dataset_id)  # raises DatasetNotFoundError
             assert writer.meta is not None
             if bool(writer.meta.get("record_infos")) != self.record_infos:
                 raise UsageError(
@@ -332,7 +334,7 @@ class _EpisodeSink:
             return self._adopt(writer, self._flush(), id_offset=offset)
 
     def _adopt(
-        self, writer: fmt.DatasetWriter, spills: list[Path], id_offset: int
+        self, writer: storage.DatasetWriter, spills: list[Path], id_offset: int
     ) -> DatasetSummary:
         adopted: list[tuple[Path, Path]] = []
         try:

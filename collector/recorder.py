@@ -26,7 +26,6 @@ import numpy as np
 from gymnasium import spaces
 
 from collector.errors import CollectionError, HarvestWarning
-from collector.format import EpisodeBatch, make_table
 from collector.spaces import (
     ValueMismatch,
     columns,
@@ -37,6 +36,7 @@ from collector.spaces import (
     make_leaf_checker,
     make_setter,
 )
+from collector.storage import EpisodeBatch, make_table
 
 __all__ = ["EpisodeRecorder", "refusal"]
 

@@ -3,7 +3,7 @@
 A config may carry credentials (``+policy.api_key=sk-...``) and a URI may hold them
 (``https://user:token@host``). Everything harvest writes or prints that can contain config or
 URIs goes through here first (issue 16 item 10): provenance and the env spec in
-``metadata.json`` (``collector.format.new_metadata``), the Hub card, error lines that echo a
+``metadata.json`` (``collector.storage.new_metadata``), the Hub card, error lines that echo a
 remote, log records (``install_log_redaction``) and Hydra's run files
 (``redact_hydra_files``).
 

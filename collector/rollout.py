@@ -15,9 +15,9 @@ from collector.seeding import env_seed, policy_seed
 if TYPE_CHECKING:
     import gymnasium as gym
 
-    from collector.format import EpisodeBatch
     from collector.policies import Policy
     from collector.recorder import EpisodeRecorder
+    from collector.storage import EpisodeBatch
 
 __all__ = ["rollout_episodes", "run_episode"]
 

@@ -26,7 +26,6 @@ import numpy as np
 from gymnasium import spaces
 
 from collector.errors import CollectionError, HarvestWarning
-from collector.format import EpisodeBatch, make_table, row_ranges
 from collector.recorder import refusal
 from collector.spaces import (
     ValueMismatch,
@@ -38,6 +37,7 @@ from collector.spaces import (
     make_checker,
     make_leaf_checker,
 )
+from collector.storage import EpisodeBatch, make_table, row_ranges
 
 __all__ = ["VectorRecorder", "flatten_batched_infos"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import HarvestError
 from curation.dataset import Dataset, open_dataset
 from curation.minari import open_minari
@@ -23,7 +23,7 @@ def is_minari_path(dataset_id: str | os.PathLike[str]) -> bool:
     """A folder path (not a dataset id) holding a Minari dataset's ``data/metadata.json``."""
     if not isinstance(dataset_id, os.PathLike):
         try:
-            fmt.parse_dataset_id(dataset_id)
+            storage.parse_dataset_id(dataset_id)
             return False  # ids win over relative paths that happen to exist
         except HarvestError:
             pass
@@ -31,8 +31,8 @@ def is_minari_path(dataset_id: str | os.PathLike[str]) -> bool:
         path = Path(dataset_id).expanduser()
     except RuntimeError:  # "~name" of no user: not a path either
         return False
-    return (path / "data" / fmt.METADATA_FILE).is_file() or (
-        path.name == "data" and (path / fmt.METADATA_FILE).is_file()
+    return (path / "data" / storage.METADATA_FILE).is_file() or (
+        path.name == "data" and (path / storage.METADATA_FILE).is_file()
     )
 
 
@@ -66,6 +66,6 @@ def load_dataset(
     if is_minari_path(dataset_id):
         return open_minari(dataset_id, cache_mb=cache_mb, block_rows=block_rows)
     dataset_id = str(dataset_id)
-    if download and not (fmt.dataset_path(dataset_id, root) / fmt.METADATA_FILE).exists():
+    if download and not (storage.dataset_path(dataset_id, root) / storage.METADATA_FILE).exists():
         pull_dataset(dataset_id, remote, root=root)
     return open_dataset(dataset_id, root, cache_mb=cache_mb, block_rows=block_rows)

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import (
     CorruptDatasetError,
     DatasetExistsError,
@@ -41,7 +41,7 @@ NAMESPACE_KEYS = ("namespace", "description", "datasets")
 
 def list_local_datasets(root: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Every dataset under the root, as ``{id: metadata}``, sorted by id."""
-    base = fmt.datasets_root(root)
+    base = storage.datasets_root(root)
     found: dict[str, dict[str, Any]] = {}
     if not base.is_dir():
         return found
@@ -51,11 +51,11 @@ def list_local_datasets(root: str | Path | None = None) -> dict[str, dict[str, A
         for child in folder.iterdir():
             if not child.is_dir() or child.name.startswith("."):
                 continue
-            if (child / fmt.METADATA_FILE).is_file():
+            if (child / storage.METADATA_FILE).is_file():
                 dataset_id = child.relative_to(base).as_posix()
                 try:
-                    fmt.parse_dataset_id(dataset_id)
-                    found[dataset_id] = fmt.read_metadata(child, dataset_id)
+                    storage.parse_dataset_id(dataset_id)
+                    found[dataset_id] = storage.read_metadata(child, dataset_id)
                 except HarvestError as e:  # one bad folder must not hide the others
                     warnings.warn(f"skipping {child}: {e}", HarvestWarning, stacklevel=2)
             else:
@@ -76,23 +76,23 @@ def delete_dataset(dataset_id: str, root: str | Path | None = None) -> None:
         UsageError: another dataset is nested inside its folder, or the folder or its ``data/``
             is a symbolic link (nothing is deleted).
     """
-    path = fmt.dataset_path(dataset_id, root)
-    with fmt.DatasetLock(dataset_id, root):
-        fmt.read_metadata(path, dataset_id)  # DatasetNotFoundError, with the usual message
-        for link in (path, path / fmt.DATA_DIR):
+    path = storage.dataset_path(dataset_id, root)
+    with storage.DatasetLock(dataset_id, root):
+        storage.read_metadata(path, dataset_id)  # DatasetNotFoundError, with the usual message
+        for link in (path, path / storage.DATA_DIR):
             if link.is_symlink():
                 raise UsageError(
                     f"not deleting {dataset_id!r}: {link} is a symbolic link (to "
                     f"{os.readlink(link)}); remove the link and the files it points to yourself"
                 )
-        inner = fmt.contained_datasets(dataset_id, root)
+        inner = storage.contained_datasets(dataset_id, root)
         if inner:  # nested by an older harvest: deleting the folder would delete them too
             raise UsageError(
                 f"dataset {dataset_id!r} contains dataset {inner[0]!r} at {path}; nothing was "
                 f"deleted: delete {inner[0]!r} first"
             )
         # the commit point goes first: a crash mid-delete leaves no half dataset that opens
-        (path / fmt.METADATA_FILE).unlink()
+        (path / storage.METADATA_FILE).unlink()
         shutil.rmtree(path)
 
 
@@ -106,14 +106,14 @@ def _namespace_files(base: Path) -> list[str]:
     """Namespaces with a metadata file under ``base`` (not looking inside datasets)."""
     found = []
     for folder, dirs, files in os.walk(base):
-        if fmt.METADATA_FILE in files:  # a dataset holds no namespaces
+        if storage.METADATA_FILE in files:  # a dataset holds no namespaces
             dirs.clear()
             continue
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         rel = Path(folder).relative_to(base).as_posix()
-        if fmt.NAMESPACE_METADATA_FILE in files and rel != ".":
+        if storage.NAMESPACE_METADATA_FILE in files and rel != ".":
             try:
-                found.append(fmt.check_namespace(rel))
+                found.append(storage.check_namespace(rel))
             except DatasetIdError as e:  # one bad folder must not hide the others
                 warnings.warn(f"skipping {folder}: {e}", HarvestWarning, stacklevel=3)
     return found
@@ -150,17 +150,17 @@ def create_namespace(
         DatasetExistsError: the namespace has a metadata file and ``exist_ok`` is false.
         UsageError: the namespace would lie inside a dataset, or ``metadata`` is not JSON.
     """
-    fmt.check_namespace(namespace)
-    base = fmt.datasets_root(root)
+    storage.check_namespace(namespace)
+    base = storage.datasets_root(root)
     for prefix in [*_parents(namespace), namespace]:
-        if (base / prefix / fmt.METADATA_FILE).is_file():
+        if (base / prefix / storage.METADATA_FILE).is_file():
             raise UsageError(
                 f"namespace {namespace!r} would be inside dataset {prefix!r}; a dataset cannot "
                 "hold a namespace, pick another name"
             )
     if "datasets" in metadata:
         raise UsageError("'datasets' is listed from the folders, not stored; use another key")
-    file = base / namespace / fmt.NAMESPACE_METADATA_FILE
+    file = base / namespace / storage.NAMESPACE_METADATA_FILE
     old = _read_namespace_file(file)
     if old is not None and not exist_ok:
         raise DatasetExistsError(
@@ -174,18 +174,18 @@ def create_namespace(
     }
     content.update((k, v) for k, v in {**old, **metadata}.items() if k not in content)
     try:
-        data = fmt.dumps_metadata(content).encode()
+        data = storage.dumps_metadata(content).encode()
     except (TypeError, ValueError) as e:
         raise UsageError(f"namespace metadata must be strict JSON: {e}") from e
     file.parent.mkdir(parents=True, exist_ok=True)
-    fmt.atomic_write(file, data)
+    storage.atomic_write(file, data)
     return content
 
 
 def list_namespaces(root: str | os.PathLike[str] | None = None) -> list[str]:
     """Sorted namespaces under the root: folders of dataset ids and of namespace files."""
     names = {p for dataset_id in list_local_datasets(root) for p in _parents(dataset_id)}
-    for ns in _namespace_files(fmt.datasets_root(root)):
+    for ns in _namespace_files(storage.datasets_root(root)):
         names.update([ns, *_parents(ns)])
     return sorted(names)
 
@@ -199,9 +199,9 @@ def read_namespace(
         DatasetIdError: an invalid namespace.
         DatasetNotFoundError: nothing under that namespace (no file, no datasets).
     """
-    fmt.check_namespace(namespace)
-    base = fmt.datasets_root(root)
-    stored = _read_namespace_file(base / namespace / fmt.NAMESPACE_METADATA_FILE)
+    storage.check_namespace(namespace)
+    base = storage.datasets_root(root)
+    stored = _read_namespace_file(base / namespace / storage.NAMESPACE_METADATA_FILE)
     metas = {k: v for k, v in list_local_datasets(root).items() if k.startswith(namespace + "/")}
     if (
         stored is None
@@ -209,7 +209,7 @@ def read_namespace(
         and not any(ns.startswith(namespace + "/") for ns in _namespace_files(base))
     ):
         raise DatasetNotFoundError(
-            f"no namespace {namespace!r} under {base} (no {fmt.NAMESPACE_METADATA_FILE}, no "
+            f"no namespace {namespace!r} under {base} (no {storage.NAMESPACE_METADATA_FILE}, no "
             f"datasets); create it with `curate namespace create {namespace}`"
         )
     info = {"namespace": namespace, "description": None, **(stored or {})}

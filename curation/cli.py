@@ -2,7 +2,7 @@
 
 Every subcommand calls one Python function that tests call too (``curation.ops``,
 ``curation.describe``, ``curation.catalog``, ``curation.report``, ``curation.recipes``,
-``collector.format.verify_dataset``); this module only parses, prints and maps
+``collector.storage.verify_dataset``); this module only parses, prints and maps
 ``HarvestError`` to one line and an exit code (2 for usage mistakes, 1 otherwise;
 ``--verbose`` shows the traceback).
 """
@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import HarvestError, HarvestWarning, UsageError
 from collector.redact import install_log_redaction, redact_hydra_run, redact_text
 
@@ -48,7 +48,7 @@ def _recipe_names() -> list[str]:
 
 def _derived_id(dataset_id: str, part: str) -> str:
     """``ns/name-vN`` -> ``ns/name-PART-vN`` (the ids of ``split`` outputs)."""
-    ns, name, version = fmt.parse_dataset_id(dataset_id)
+    ns, name, version = storage.parse_dataset_id(dataset_id)
     return f"{ns + '/' if ns else ''}{name}-{part}-v{version}"
 
 
@@ -101,7 +101,7 @@ def _split(args: argparse.Namespace) -> int:
     ids = [_derived_id(args.id, n) for n in names]  # checked before anything is written
     if not args.overwrite:
         for new_id in ids:
-            if (fmt.dataset_path(new_id, args.root) / fmt.METADATA_FILE).exists():
+            if (storage.dataset_path(new_id, args.root) / storage.METADATA_FILE).exists():
                 raise UsageError(f"dataset {new_id!r} already exists; pass --overwrite")
     seed = draw_seed() if args.seed is None else args.seed  # recorded in the lineage either way
     parts = split_dataset(load_dataset(args.id, root=args.root), sizes, seed=seed)
@@ -117,7 +117,7 @@ def _list(args: argparse.Namespace) -> int:
     from curation.describe import dataset_rows, render_table
 
     if args.where == "local" and not args.remote:
-        root = fmt.datasets_root(args.root)
+        root = storage.datasets_root(args.root)
         rows = dataset_rows(list_local_datasets(root))
         title = f"Local harvest datasets ({root})"
     else:
@@ -150,7 +150,7 @@ def _show(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     failed = 0
     for dataset_id in args.ids:
-        report = fmt.verify_dataset(dataset_id, args.root)
+        report = storage.verify_dataset(dataset_id, args.root)
         if report.ok:
             print(f"{dataset_id}: ok ({report.episodes:,} episodes, {report.steps:,} steps, "
                   f"fingerprint {report.fingerprint and report.fingerprint[:16]})")  # fmt: skip
@@ -448,7 +448,7 @@ def _recipe_app(cfg: Any) -> None:
             remote=cfg.get("remote"),
         )
     except (HarvestError, OSError) as e:
-        error = e if isinstance(e, HarvestError) else fmt.storage_error(e, None)
+        error = e if isinstance(e, HarvestError) else storage.storage_error(e, None)
         if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"curate: error: {redact_text(str(error))}", file=sys.stderr)
@@ -572,11 +572,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
         code = e.exit_code
     except OSError as e:  # a full or read-only disk met below the durable I/O layer
-        storage = fmt.storage_error(e, None)
-        if storage is None or args.verbose:
+        storage_ = storage.storage_error(e, None)
+        if storage_ is None or args.verbose:
             raise
-        print(f"curate: error: {redact_text(str(storage))}", file=sys.stderr)
-        code = storage.exit_code
+        print(f"curate: error: {redact_text(str(storage_))}", file=sys.stderr)
+        code = storage_.exit_code
     except KeyboardInterrupt:
         print("curate: interrupted", file=sys.stderr)
         code = 130

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from collector import format as fmt
+from collector import storage
 from collector.envs import check_registered_spec
 from collector.errors import HarvestWarning, InvalidValueError, UsageError
 from collector.spaces import columns, unescape_key, unflatten
@@ -202,7 +202,7 @@ class Dataset:
         """The operations (filter, split, ...) that made this view, recorded in ``lineage``."""
         return self._steps
 
-    def read_block(self, block: int) -> fmt.ShardRows:
+    def read_block(self, block: int) -> storage.ShardRows:
         """The decompressed rows of ``snapshot``'s block ``block``, through the block cache."""
         return self._cache.get(self._snap, int(block))
 
@@ -271,7 +271,7 @@ class Dataset:
     @property
     def spec(self) -> DatasetSpec:
         """A ``DatasetSpec`` of this dataset or view."""
-        ns, name, version = fmt.parse_dataset_id(self.id)
+        ns, name, version = storage.parse_dataset_id(self.id)
         lineage = self._snap.meta.get("lineage") or {}
         return DatasetSpec(
             dataset_id=self.id,
@@ -337,7 +337,7 @@ class Dataset:
         for i, src in enumerate(sources):
             sel = k == i
             if sel.any():
-                original[sel] = fmt.ids_from_ranges(src["episode_ids"])[ids[sel] - firsts[i]]
+                original[sel] = storage.ids_from_ranges(src["episode_ids"])[ids[sel] - firsts[i]]
         return {"source": names[k], "source_id": original}
 
     def get_episode_metadata(
@@ -697,6 +697,6 @@ def open_dataset(
         DatasetNotFoundError: no such dataset under ``root``.
         CorruptDatasetError: unreadable metadata or shard tables.
     """
-    path = fmt.dataset_path(dataset_id, root)
+    path = storage.dataset_path(dataset_id, root)
     snap = ShardSnapshot(path, dataset_id, int(block_rows))
     return Dataset(snap, cache_bytes=int(cache_mb * 2**20), block_rows=int(block_rows))

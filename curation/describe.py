@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from collector import format as fmt
+from collector import storage
 from collector.redact import redact
 from curation.catalog import NAMESPACE_KEYS, read_namespace
 from curation.snapshot import env_spec_from_json
@@ -114,10 +114,10 @@ def render_table(
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("Author", overflow="fold")
     for r in rows:
-        size = fmt.human_size(r["size"])
+        size = storage.human_size(r["size"])
         table.add_row(r["name"], f"{r['episodes']:,}", f"{r['steps']:,}", size, r["author"])
     # title and caption as plain lines: rich would wrap them to the table's width
-    caption = f"Number of datasets: {len(rows)}, total size: {fmt.human_size(total)}"
+    caption = f"Number of datasets: {len(rows)}, total size: {storage.human_size(total)}"
     return f"{title}\n{_render(table)}\n{caption}\n"
 
 
@@ -199,11 +199,11 @@ def describe_dataset(ds: Dataset) -> str:
     size = int(meta.get("dataset_bytes", 0))
     head = {
         "path": ds.spec.data_path,
-        "format version": meta.get("format_version", fmt.FORMAT_VERSION),
+        "format version": meta.get("format_version", storage.FORMAT_VERSION),
         "fingerprint": ds.fingerprint,
         "episodes": f"{ds.total_episodes:,}",
         "steps": f"{ds.total_steps:,}",
-        "size": f"{fmt.human_size(size)} ({size:,} bytes)",
+        "size": f"{storage.human_size(size)} ({size:,} bytes)",
         "observations": repr(ds.observation_space),
         "actions": repr(ds.action_space),
     }
@@ -213,7 +213,7 @@ def describe_dataset(ds: Dataset) -> str:
         env["max_episode_steps"] = spec.max_episode_steps
         env["kwargs"] = json.dumps(redact(spec.kwargs), default=repr)
         sections[1] = _block("Environment", env)
-    authored = {k: meta[k] for k in fmt.AUTHOR_FIELDS if meta.get(k) is not None}
+    authored = {k: meta[k] for k in storage.AUTHOR_FIELDS if meta.get(k) is not None}
     if "eval_env_spec" in authored:
         authored["eval_env_spec"] = env_spec_from_json(authored["eval_env_spec"]).id
     if authored:

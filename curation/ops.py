@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import (
     CorruptDatasetError,
     DatasetExistsError,
@@ -177,7 +177,7 @@ def _source_entry(ds: Dataset, first_id: int) -> dict[str, Any]:
         "fingerprint": ds.fingerprint,
         "first_id": first_id,
         "episodes": ds.total_episodes,
-        "episode_ids": fmt.id_ranges(ds.episode_indices),
+        "episode_ids": storage.id_ranges(ds.episode_indices),
         "steps": list(ds.lineage_steps),
     }
 
@@ -190,17 +190,17 @@ class _Copies:
     committed.
     """
 
-    def __init__(self, writer: fmt.DatasetWriter) -> None:
+    def __init__(self, writer: storage.DatasetWriter) -> None:
         self.writer = writer
-        self.batches: list[fmt.EpisodeBatch] = []
+        self.batches: list[storage.EpisodeBatch] = []
         self.files: list[Path] = []
         self.compression: str | None = None
 
     def add(self, file: Path, entry: dict[str, Any], stored: np.ndarray, new: np.ndarray) -> None:
-        batch = fmt.read_shard(file)
+        batch = storage.read_shard(file)
         order = np.argsort(batch.table["id"])
         positions = order[np.searchsorted(batch.table["id"], stored, sorter=order)]
-        self.batches.append(fmt.select_episodes(batch, positions, new))
+        self.batches.append(storage.select_episodes(batch, positions, new))
         self.files.append(file)
         comp = entry.get("compression")
         self.compression = None if comp in (None, "none") else comp
@@ -212,7 +212,7 @@ class _Copies:
             return
         want = np.concatenate([b.table["digest"] for b in self.batches])
         owner = np.repeat(np.arange(len(self.files)), [b.num_episodes for b in self.batches])
-        batch = fmt.concat_batches(self.batches)
+        batch = storage.concat_batches(self.batches)
         self.writer.write_shard(batch, self.compression)  # fills batch.table["digest"] anew
         bad = np.flatnonzero(np.any(batch.table["digest"] != want, axis=1))
         if len(bad):
@@ -226,7 +226,7 @@ class _Copies:
 @contextmanager
 def new_dataset_writer(
     dataset_id: str, root: str | Path | None, overwrite: bool
-) -> Iterator[fmt.DatasetWriter]:
+) -> Iterator[storage.DatasetWriter]:
     """The writer of a dataset built whole (curation, imports), to be committed in the block.
 
     Refuses an existing id unless ``overwrite``. If the block raises, a new id leaves no
@@ -237,10 +237,10 @@ def new_dataset_writer(
         DatasetExistsError: ``dataset_id`` exists and ``overwrite`` is false.
         LockHeldError: another writer holds ``dataset_id``.
     """
-    fmt.parse_dataset_id(dataset_id)
-    path = fmt.dataset_path(dataset_id, root)
+    storage.parse_dataset_id(dataset_id)
+    path = storage.dataset_path(dataset_id, root)
     existed = path.exists()
-    with fmt.DatasetWriter(dataset_id, root) as writer:
+    with storage.DatasetWriter(dataset_id, root) as writer:
         if writer.exists and not overwrite:
             raise DatasetExistsError(
                 f"dataset {dataset_id!r} already exists at {path}; pick another id or pass "
@@ -264,8 +264,8 @@ def _write_linked(
     overwrite: bool,
 ) -> Dataset:
     """Write ``parts`` (datasets or views) in order as a new dataset of linked shards."""
-    fmt.parse_dataset_id(new_dataset_id)
-    path = fmt.dataset_path(new_dataset_id, root)
+    storage.parse_dataset_id(new_dataset_id)
+    path = storage.dataset_path(new_dataset_id, root)
     for ds in parts:
         if not ds.snapshot.native:
             raise UsageError(
@@ -292,7 +292,7 @@ def _write_linked(
                 entry = snap.meta["shards"][s]
                 stored = snap.stored_id[pos[sel]]
                 if snap.length[pos[sel]].sum() >= LINK_MIN_FRACTION * entry["step_rows"]:
-                    runs = fmt.id_map_runs(stored, new[sel])
+                    runs = storage.id_map_runs(stored, new[sel])
                     writer.link_shard(snap.files[s], entry, runs)
                 else:
                     copies.add(snap.files[s], entry, stored, new[sel])
@@ -337,7 +337,7 @@ def write_views(
     fields = _combined_fields(metas)
     fields.update({k: v for k, v in (metadata or {}).items() if v is not None})
     first = parts[0]
-    meta = fmt.new_metadata(
+    meta = storage.new_metadata(
         first.observation_space,
         first.action_space,
         _combined_env_spec(metas),

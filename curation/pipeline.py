@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import InvalidValueError, ReaderError
 from collector.spaces import unflatten
 from curation.snapshot import BlockRef, nested_row
@@ -89,7 +89,7 @@ class Batch(tuple):
 
 def _worker(tasks: Any, results: Any) -> None:
     """Worker process: read blocks named by ``(seq, ref)`` tasks until a None arrives."""
-    reader = fmt.ShardReader()
+    reader = storage.ShardReader()
     try:
         while True:
             task = tasks.get()
@@ -121,7 +121,7 @@ class _BlockStream:
         self.procs: list[Any] = []
         self._checked = 0.0
 
-    def __iter__(self) -> Iterator[tuple[int, fmt.ShardRows]]:
+    def __iter__(self) -> Iterator[tuple[int, storage.ShardRows]]:
         p = self.p
         if p.num_workers == 0:
             for block in self.order:
@@ -138,7 +138,7 @@ class _BlockStream:
         for proc in self.procs:
             proc.start()
         pending: dict[int, int] = {}  # seq -> block
-        ready: dict[int, fmt.ShardRows] = {}
+        ready: dict[int, storage.ShardRows] = {}
         next_seq = submitted = 0
         in_flight = self.in_flight
         order = iter(self.order)
@@ -346,7 +346,7 @@ class Pipeline:
         if shard is not None and shard[1] > 1:
             order = itertools.islice(order, shard[0], None, shard[1])
         stream = _BlockStream(self, order)
-        window: deque[tuple[int, fmt.ShardRows, tuple[np.ndarray, ...]]] = deque()
+        window: deque[tuple[int, storage.ShardRows, tuple[np.ndarray, ...]]] = deque()
         for block, rows in stream:
             # valid starts are computed once per block, when it arrives
             window.append((block, rows, self._valid_starts(block, seq_len, include_metadata)))
@@ -383,7 +383,9 @@ class Pipeline:
             return step0, obs0, avail
         return step0, obs0, avail, s.ids[eps][ep_of], t
 
-    def _merge(self, window: deque[tuple[int, fmt.ShardRows, tuple[np.ndarray, ...]]]) -> _Window:
+    def _merge(
+        self, window: deque[tuple[int, storage.ShardRows, tuple[np.ndarray, ...]]]
+    ) -> _Window:
         """Concatenate the window's blocks.
 
         One copy per block change, so that each batch then needs one fancy index per column.
@@ -505,7 +507,7 @@ class Pipeline:
                 yield from self._segments(pos, block, rows, max_sequence_len, include_metadata)
 
     def _segments(
-        self, pos: int, block: int, rows: fmt.ShardRows, max_len: int, include_metadata: bool
+        self, pos: int, block: int, rows: storage.ShardRows, max_len: int, include_metadata: bool
     ) -> Iterator[tuple[Any, ...]]:
         s = self.dataset.snapshot
         length = int(s.length[pos])

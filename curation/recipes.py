@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import DatasetExistsError, HarvestError, UsageError
 from collector.yaml_limits import MAX_YAML_BYTES, MAX_YAML_DEPTH
 from curation.api import load_dataset
@@ -302,7 +302,7 @@ def _outputs(
             raise _fail(name, f"output {out!r}", _unknown("selection", str(out), list(selections)))
         if not isinstance(spec.get("id"), str):
             raise _fail(name, f"output {out!r}", "needs an id, e.g. train: ns/name-train-v0")
-        fmt.parse_dataset_id(spec["id"])
+        storage.parse_dataset_id(spec["id"])
         unknown = set(spec) - {"id", "metadata"}
         if unknown:
             raise _fail(
@@ -389,8 +389,8 @@ def run_recipe(
     result = RecipeResult(name, dry_run, planner.plan)
     for out_name, spec in outputs.items():
         sel = planner.selections[out_name]
-        path = fmt.dataset_path(spec["id"], root)
-        if (path / fmt.METADATA_FILE).exists() and not overwrite:
+        path = storage.dataset_path(spec["id"], root)
+        if (path / storage.METADATA_FILE).exists() and not overwrite:
             raise DatasetExistsError(
                 f"recipe {name}: output {out_name} -> {spec['id']!r} already exists at {path}; "
                 "pass overwrite=true or change its id",

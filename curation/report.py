@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import MissingExtraError, UsageError
 
 if TYPE_CHECKING:
@@ -104,5 +104,5 @@ def plot_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    fmt.atomic_write(path, buffer.getvalue())
+    storage.atomic_write(path, buffer.getvalue())
     return path

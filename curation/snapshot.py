@@ -25,7 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import CorruptDatasetError
 from collector.spaces import space_from_json
 
@@ -214,7 +214,7 @@ class Snapshot:
         """Per-episode options and metadata JSON in index order."""
         raise NotImplementedError
 
-    def read_block(self, block: int, reader: fmt.ShardReader) -> fmt.ShardRows:
+    def read_block(self, block: int, reader: storage.ShardReader) -> storage.ShardRows:
         """Read one block's rows."""
         raise NotImplementedError
 
@@ -223,7 +223,7 @@ class Snapshot:
         raise NotImplementedError
 
 
-_INDEX_FIELDS = tuple(f for f in fmt.TABLE_FIELDS if f not in ("digest", "options", "metadata"))
+_INDEX_FIELDS = tuple(f for f in storage.TABLE_FIELDS if f not in ("digest", "options", "metadata"))
 _TABLE_COLUMNS = {  # index column <- shard table field
     "stored_id": "id",
     "length": "length",
@@ -247,9 +247,9 @@ class ShardSnapshot(Snapshot):
     native = True
 
     def __init__(self, path: Path, dataset_id: str, block_rows: int) -> None:
-        meta = fmt.read_metadata(path, dataset_id)
+        meta = storage.read_metadata(path, dataset_id)
         shards = meta.get("shards", [])
-        files = [path / fmt.DATA_DIR / e["file"] for e in shards]
+        files = [path / storage.DATA_DIR / e["file"] for e in shards]
         # readers take the union of the shards' info schemas (DESIGN.md section 4)
         info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         for entry in shards:
@@ -261,8 +261,8 @@ class ShardSnapshot(Snapshot):
         cols: dict[str, list[np.ndarray]] = {k: [] for k in INDEX_COLUMNS}
         self._kept: list[np.ndarray | None] = []  # per shard: table rows in the dataset
         for s, (entry, file) in enumerate(zip(shards, files, strict=True)):
-            t = fmt.read_shard_table(file, _INDEX_FIELDS, raw_text=True)
-            pos, ids = fmt.map_shard_ids(entry, t["id"])
+            t = storage.read_shard_table(file, _INDEX_FIELDS, raw_text=True)
+            pos, ids = storage.map_shard_ids(entry, t["id"])
             partial = len(pos) != len(t["id"])  # a linked shard with only some episodes in
             self._kept.append(pos if partial else None)
             if partial:
@@ -288,7 +288,7 @@ class ShardSnapshot(Snapshot):
         """The latest commit of the same dataset."""
         return ShardSnapshot(self.path, self.dataset_id, block_rows)
 
-    def read_block(self, block: int, reader: fmt.ShardReader) -> fmt.ShardRows:
+    def read_block(self, block: int, reader: storage.ShardReader) -> storage.ShardRows:
         """Read one block's rows from its shard."""
         ref = self.block_ref(block)
         return reader.read_rows(Path(ref.file), slice(*ref.obs), slice(*ref.steps))
@@ -297,7 +297,7 @@ class ShardSnapshot(Snapshot):
         """Per-episode options and metadata JSON, from the shard tables."""
         options, metadata = [], []
         for file, kept in zip(self.files, self._kept, strict=True):
-            t = fmt.read_shard_table(file, ("options", "metadata"), raw_text=True)
+            t = storage.read_shard_table(file, ("options", "metadata"), raw_text=True)
             options.append(t["options"] if kept is None else t["options"][kept])
             metadata.append(t["metadata"] if kept is None else t["metadata"][kept])
         return _text_column(options, self.order), _text_column(metadata, self.order)
@@ -323,8 +323,8 @@ class BlockCache:
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.reader = fmt.ShardReader()
-        self._blocks: OrderedDict[tuple[str, int], fmt.ShardRows] = OrderedDict()
+        self.reader = storage.ShardReader()
+        self._blocks: OrderedDict[tuple[str, int], storage.ShardRows] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -336,7 +336,7 @@ class BlockCache:
         """Bytes of the blocks held."""
         return self._bytes
 
-    def get(self, snap: Snapshot, block: int) -> fmt.ShardRows:
+    def get(self, snap: Snapshot, block: int) -> storage.ShardRows:
         """``block`` of ``snap``, read on a miss."""
         key = (str(snap.files[snap.block_shard[block]]), int(snap.block_obs_start[block]))
         rows = self._blocks.pop(key, None)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from collector import format as fmt
+from collector import storage
 from collector.spaces import space_from_json, unflatten
 
 
@@ -26,15 +26,15 @@ def read_episodes(
     observations (nested like the space), actions, rewards, terminations, truncations,
     infos (dict name -> (values, mask)) or None.
     """
-    path = fmt.dataset_path(dataset_id, root)
-    meta = fmt.read_metadata(path, dataset_id)
+    path = storage.dataset_path(dataset_id, root)
+    meta = storage.read_metadata(path, dataset_id)
     obs_space = space_from_json(meta["observation_space"])
     act_space = space_from_json(meta["action_space"])
     out = []
     for entry in meta["shards"]:
-        batch = fmt.read_shard(path / fmt.DATA_DIR / entry["file"])
+        batch = storage.read_shard(path / storage.DATA_DIR / entry["file"])
         t = batch.table
-        positions, mapped = fmt.map_shard_ids(entry, t["id"])
+        positions, mapped = storage.map_shard_ids(entry, t["id"])
         for e, new_id in zip(positions.tolist(), mapped.tolist(), strict=True):
             length = int(t["length"][e])
             o0, s0 = int(t["obs_offset"][e]), int(t["step_offset"][e])
@@ -248,7 +248,9 @@ def spawn(code: str, *args: str, root: Path) -> subprocess.Popen[str]:
 def committed_episodes(dataset_id: str, root: Path | None = None) -> int | None:
     """``total_episodes`` of the last commit, or None before the first (or while unreadable)."""
     try:
-        meta = json.loads((fmt.dataset_path(dataset_id, root) / fmt.METADATA_FILE).read_text())
+        meta = json.loads(
+            (storage.dataset_path(dataset_id, root) / storage.METADATA_FILE).read_text()
+        )
         return int(meta["total_episodes"])
     except (OSError, ValueError, KeyError):
         return None

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from collector import format as fmt
+from collector import storage
 
 
 def _serve() -> None:
@@ -163,23 +163,23 @@ class Zygote:
 
 def committed_digests(dataset_id: str, root: Path | None = None) -> dict[int, bytes]:
     """Episode id -> digest of the last commit ({} before the first)."""
-    path = fmt.dataset_path(dataset_id, root)
-    if not (path / fmt.METADATA_FILE).exists():
+    path = storage.dataset_path(dataset_id, root)
+    if not (path / storage.METADATA_FILE).exists():
         return {}
     out: dict[int, bytes] = {}
-    for entry in fmt.read_metadata(path, dataset_id)["shards"]:
-        table = fmt.read_shard_table(path / fmt.DATA_DIR / entry["file"], ("id", "digest"))
-        pos, ids = fmt.map_shard_ids(entry, table["id"])
+    for entry in storage.read_metadata(path, dataset_id)["shards"]:
+        table = storage.read_shard_table(path / storage.DATA_DIR / entry["file"], ("id", "digest"))
+        pos, ids = storage.map_shard_ids(entry, table["id"])
         out.update(zip(ids.tolist(), map(bytes, table["digest"][pos]), strict=True))
     return out
 
 
 def temp_files(dataset_id: str, root: Path | None = None) -> list[str]:
     """Temp files of an unfinished commit: hidden files in ``data/``, ``metadata.json.tmp``."""
-    path = fmt.dataset_path(dataset_id, root)
-    out = [fmt.METADATA_TMP] if (path / fmt.METADATA_TMP).exists() else []
+    path = storage.dataset_path(dataset_id, root)
+    out = [storage.METADATA_TMP] if (path / storage.METADATA_TMP).exists() else []
     try:
-        out += sorted(p for p in os.listdir(path / fmt.DATA_DIR) if p.startswith("."))
+        out += sorted(p for p in os.listdir(path / storage.DATA_DIR) if p.startswith("."))
     except FileNotFoundError:
         pass
     return out
@@ -187,10 +187,10 @@ def temp_files(dataset_id: str, root: Path | None = None) -> list[str]:
 
 def unreferenced_shards(dataset_id: str, root: Path | None = None) -> list[str]:
     """Files in ``data/`` that the last commit does not list (hidden ones included)."""
-    path = fmt.dataset_path(dataset_id, root)
-    if not (path / fmt.DATA_DIR).is_dir():
+    path = storage.dataset_path(dataset_id, root)
+    if not (path / storage.DATA_DIR).is_dir():
         return []
     keep = set()
-    if (path / fmt.METADATA_FILE).exists():
-        keep = {e["file"] for e in fmt.read_metadata(path, dataset_id)["shards"]}
-    return sorted(p for p in os.listdir(path / fmt.DATA_DIR) if p not in keep)
+    if (path / storage.METADATA_FILE).exists():
+        keep = {e["file"] for e in storage.read_metadata(path, dataset_id)["shards"]}
+    return sorted(p for p in os.listdir(path / storage.DATA_DIR) if p not in keep)

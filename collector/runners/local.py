@@ -21,7 +21,7 @@ from collector.seeding import env_seed
 if TYPE_CHECKING:
     import gymnasium as gym
 
-    from collector import format as fmt
+    from collector import storage
     from collector.config import CollectConfig
     from collector.plan import EpisodePlan
     from collector.policies import Policy
@@ -107,7 +107,7 @@ def _abandon(recorder: EpisodeRecorder, committer: Committer) -> None:
 
 def collect_local(
     config: CollectConfig,
-    writer: fmt.DatasetWriter,
+    writer: storage.DatasetWriter,
     env: gym.Env,
     policy: Policy,
     todo: EpisodePlan,

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from collector import format as fmt
+from collector import storage
 from collector.committer import Committer, fill_digests, progress_bar, show_rate
 from collector.config import CollectConfig, RunnerConfig
 from collector.envs import make_env
@@ -105,10 +105,10 @@ class RolloutWorker:
                 self.retries,
             )
         assert batch is not None
-        image = fmt.build_shard_bytes(fill_digests(batch), self.compression)
+        image = storage.build_shard_bytes(fill_digests(batch), self.compression)
         return image, batch.table, batch.info_schema(), steps, time.perf_counter() - start
 
-    def _run_vector(self, episode_ids: list[int]) -> tuple[fmt.EpisodeBatch | None, int]:
+    def _run_vector(self, episode_ids: list[int]) -> tuple[storage.EpisodeBatch | None, int]:
         """``episode_ids`` on a sync/async vector env of ``num_envs`` sub-envs (same data)."""
         from collector.runners.vector import run_vector
 
@@ -127,12 +127,12 @@ class RolloutWorker:
             self.vector_mode,
         )
         batches = [b for b in (r.take() for r in recorders) if b is not None]
-        return (fmt.concat_batches(batches) if batches else None), steps
+        return (storage.concat_batches(batches) if batches else None), steps
 
 
 def run_ray(
     conf: CollectConfig,
-    writer: fmt.DatasetWriter,
+    writer: storage.DatasetWriter,
     todo: EpisodePlan,
     entropy: int,
     *,
@@ -383,7 +383,7 @@ def _failed_start(e: RayActorError) -> CollectionError:
 
 def collect_ray(
     config: CollectConfig,
-    writer: fmt.DatasetWriter,
+    writer: storage.DatasetWriter,
     env: Any,
     policy: Policy,
     todo: EpisodePlan,

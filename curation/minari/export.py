@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import DatasetExistsError, UsageError
 from collector.spaces import minari_space_json
 from curation.dataset import Dataset, EpisodeData, open_dataset
@@ -137,7 +137,7 @@ def _metadata(ds: Dataset, dataset_id: str, data_dir: Path, data_format: str) ->
     meta["dataset_size"] = round(size / 1e6, 1)
     meta["dataset_id"] = dataset_id
     meta["minari_version"] = _STAMP_RAW_IMAGES if images else _STAMPS[data_format]
-    for key in fmt.AUTHOR_FIELDS:  # the fields from_minari brings in, sent back
+    for key in storage.AUTHOR_FIELDS:  # the fields from_minari brings in, sent back
         value = src.get(key)
         if not value and (value is None or key in ("author", "author_email", "eval_env_spec")):
             continue
@@ -158,7 +158,7 @@ def _write_hdf5(ds: Dataset, data_dir: Path) -> None:
     """``main_data.hdf5``: one ``episode_{i}`` group per episode, as Minari's HDF5 storage.
 
     The file is built in memory (h5py's core driver, no backing store) and written with one
-    plain write (``fmt.write_new_file``): HDF5 never writes to disk itself, because a full
+    plain write (``storage.write_new_file``): HDF5 never writes to disk itself, because a full
     disk under an HDF5 write crashes the process (issue 16 item 7) where a plain write is one
     ``StorageError``. Memory holds the whole file meanwhile (Minari's layout is uncompressed).
     """
@@ -180,7 +180,7 @@ def _write_hdf5(ds: Dataset, data_dir: Path) -> None:
             _write_infos(group.create_group("infos"), minari_infos(ep.infos))
         f.flush()
         image = f.id.get_file_image()
-    fmt.write_new_file(data_dir / layout.HDF5_FILE, image, sync=True)
+    storage.write_new_file(data_dir / layout.HDF5_FILE, image, sync=True)
 
 
 def _check_arrow(ds: Dataset) -> None:
@@ -346,14 +346,14 @@ def to_minari(
     staging = base / f".harvest-export-{uuid.uuid4().hex[:12]}"
     data_dir = staging / layout.DATA_DIR
     try:
-        with fmt.storage_errors(staging, "export to"):  # a full or read-only Minari root
+        with storage.storage_errors(staging, "export to"):  # a full or read-only Minari root
             data_dir.mkdir(parents=True)
             if data_format == "hdf5":
                 _write_hdf5(ds, data_dir)
             else:
                 _write_arrow(ds, data_dir, data_format)
             meta = _metadata(ds, dataset_id, data_dir, data_format)
-            fmt.write_new_file(
+            storage.write_new_file(
                 data_dir / layout.METADATA_FILE, json.dumps(meta).encode(), sync=True
             )
             if target.exists():
@@ -362,11 +362,11 @@ def to_minari(
             os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    namespace, _, _ = fmt.parse_dataset_id(dataset_id)
+    namespace, _, _ = storage.parse_dataset_id(dataset_id)
     if namespace:
         parts = namespace.split("/")
         for depth in range(1, len(parts) + 1):
             file = base.joinpath(*parts[:depth]) / layout.NAMESPACE_FILE
             if not file.exists():
-                fmt.write_new_file(file, b"{}")
+                storage.write_new_file(file, b"{}")
     return target

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import UsageError
 from curation.dataset import Dataset, open_dataset
 from curation.minari import layout
@@ -82,7 +82,7 @@ def import_metadata(src: MinariSource) -> dict[str, Any]:
 
     meta, data_dir = src.meta, src.data_dir
     fields: dict[str, Any] = {}
-    for key in fmt.AUTHOR_FIELDS:
+    for key in storage.AUTHOR_FIELDS:
         value = meta.get(key)
         if value is None:
             continue
@@ -108,7 +108,7 @@ def import_metadata(src: MinariSource) -> dict[str, Any]:
         if k in meta
     }
     minari["path"] = str(data_dir.parent.resolve())
-    out = fmt.new_metadata(
+    out = storage.new_metadata(
         src.observation_space,
         src.action_space,
         layout.env_spec_dict(meta.get("env_spec")),
@@ -129,7 +129,7 @@ def import_metadata(src: MinariSource) -> dict[str, Any]:
                 "fingerprint": None,
                 "first_id": 0,
                 "episodes": len(src.episode_ids),
-                "episode_ids": fmt.id_ranges(np.asarray(src.episode_ids, np.int64)),
+                "episode_ids": storage.id_ranges(np.asarray(src.episode_ids, np.int64)),
                 "steps": [],
             }
         ],

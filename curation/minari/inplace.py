@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from collector import format as fmt
+from collector import storage
 from curation.dataset import Dataset
 from curation.minari import layout
 from curation.minari.importer import import_metadata
@@ -102,16 +102,16 @@ class MinariSnapshot(Snapshot):
         """The Minari dataset as it is now on disk."""
         return MinariSnapshot(*self._args, block_rows)
 
-    def read_block(self, block: int, reader: fmt.ShardReader) -> fmt.ShardRows:
+    def read_block(self, block: int, reader: storage.ShardReader) -> storage.ShardRows:
         """Decode one block's episodes from Minari's files."""
         src = self._open()
-        batch = fmt.concat_batches(
+        batch = storage.concat_batches(
             [
                 src.read_episode(int(self.stored_id[p]), int(self.ids[p]))
                 for p in np.flatnonzero(self.block == block).tolist()
             ]
         )
-        return fmt.ShardRows(
+        return storage.ShardRows(
             observations=batch.observations,
             actions=batch.actions,
             rewards=batch.rewards,

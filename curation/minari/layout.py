@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import CorruptDatasetError, DatasetNotFoundError, UsageError
 from collector.spaces import iter_leaves
 
@@ -44,7 +44,7 @@ def resolve_minari_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 def check_minari_id(dataset_id: str) -> None:
     """Refuse an id Minari cannot parse (ours are stricter, except for namespace length)."""
-    namespace, _, _ = fmt.parse_dataset_id(dataset_id)
+    namespace, _, _ = storage.parse_dataset_id(dataset_id)
     if namespace is not None and len(namespace.split("/")[0]) < NAMESPACE_MIN:
         raise UsageError(
             f"{dataset_id!r}: Minari wants namespaces of at least two characters; pass "
@@ -70,7 +70,7 @@ def find_dataset(
     text = str(path_or_id)
     if not os.path.isabs(text) and "\\" not in text:
         try:
-            fmt.parse_dataset_id(text)
+            storage.parse_dataset_id(text)
         except UsageError:
             pass
         else:

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 from gymnasium import spaces
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import CorruptDatasetError, HarvestWarning, UsageError
 from collector.spaces import (
     check_supported,
@@ -147,7 +147,7 @@ class MinariSource:
             term, trunc = term[-1:], trunc[-1:]
         return meta, np.asarray(rew, np.float64), bool(term.any()), bool(trunc.any())
 
-    def read_episode(self, episode_id: int, new_id: int | None = None) -> fmt.EpisodeBatch:
+    def read_episode(self, episode_id: int, new_id: int | None = None) -> storage.EpisodeBatch:
         """One episode as a one-episode batch (its id ``new_id``, default the Minari id)."""
         where = self._where(episode_id)
         if self.data_format == "hdf5":
@@ -165,7 +165,7 @@ class MinariSource:
             )
         seed = meta.get("seed")
         extra = {k: v for k, v in meta.items() if k not in RESERVED}
-        table = fmt.make_table(
+        table = storage.make_table(
             [episode_id if new_id is None else new_id],
             [int(seed) if isinstance(seed, int) and seed >= 0 else None],
             [length],
@@ -181,7 +181,7 @@ class MinariSource:
                 info_cols[name] = value
             else:
                 self._warn(name, f"{len(value)} rows where the episode has {length + 1}")
-        return fmt.EpisodeBatch(
+        return storage.EpisodeBatch(
             observations=self._columns(self.observation_space, obs, length + 1, where),
             actions=self._columns(self.action_space, act, length, where),
             rewards=np.asarray(rew, np.float64),
@@ -197,12 +197,12 @@ class MinariSource:
         target_bytes: int = 64 << 20,
         episode_ids: list[int] | None = None,
         on_episode: Callable[[int], object] | None = None,
-    ) -> Iterator[fmt.EpisodeBatch]:
+    ) -> Iterator[storage.EpisodeBatch]:
         """Episodes in id order, numbered 0..N-1, in batches of about ``target_bytes``.
 
         ``on_episode(1)`` is called as each episode is read (e.g. a progress bar's update).
         """
-        pending: list[fmt.EpisodeBatch] = []
+        pending: list[storage.EpisodeBatch] = []
         size = 0
         chosen = self._ids if episode_ids is None else episode_ids
         for new_id, i in enumerate(chosen):
@@ -212,10 +212,10 @@ class MinariSource:
             pending.append(batch)
             size += batch.nbytes
             if size >= target_bytes:
-                yield fmt.concat_batches(pending)
+                yield storage.concat_batches(pending)
                 pending, size = [], 0
         if pending:
-            yield fmt.concat_batches(pending)
+            yield storage.concat_batches(pending)
 
     def _columns(
         self, space: spaces.Space, value: Any, rows: int, where: str

@@ -10,7 +10,7 @@ must behave the same on a folder, the Hub and a bucket:
   Files the new manifest no longer names are removed after the new ``metadata.json`` is live
   (only the dataset's own: its manifest and shard names directly in ``data/``). A push carries
   exactly the dataset's episodes: a linked shard that also holds others (a split's held-out
-  part) is compacted first (``fmt.exact_shards``), the fingerprint unchanged.
+  part) is compacted first (``storage.exact_shards``), the fingerprint unchanged.
 - **nesting**: a dataset never contains another, on a remote as locally; a push or pull of an
   id inside or around another dataset is refused.
 - **pull**: every file lands in ``<root>/.tmp/`` and is checked against the sha256 in
@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from tqdm import tqdm
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import (
     CorruptDatasetError,
     DatasetExistsError,
@@ -62,7 +62,7 @@ __all__ = [
     "split_uri",
 ]
 
-META = fmt.METADATA_FILE
+META = storage.METADATA_FILE
 #: Files transferred at once (Minari fetches metadata with 10 threads).
 MAX_WORKERS = 8
 
@@ -109,7 +109,7 @@ class TransferReport:
         gone = f", {len(self.removed)} stale removed" if self.removed else ""
         return (
             f"{self.dataset_id} {verb} {where}: {len(self.transferred)} file(s), "
-            f"{fmt.human_size(self.bytes)}{extra}{gone}"
+            f"{storage.human_size(self.bytes)}{extra}{gone}"
         )
 
 
@@ -142,7 +142,7 @@ def run_parallel(jobs: Sequence[Callable[[], None]], workers: int = MAX_WORKERS)
 
 def read_limit() -> int:
     """Most bytes ``_read`` returns: a larger ``metadata.json`` is refused without more."""
-    return fmt.METADATA_MAX_BYTES + 1
+    return storage.METADATA_MAX_BYTES + 1
 
 
 def copy_at_most(src: BinaryIO, dest: BinaryIO, limit: int, chunk: int = 1 << 20) -> int:
@@ -159,7 +159,7 @@ def copy_at_most(src: BinaryIO, dest: BinaryIO, limit: int, chunk: int = 1 << 20
 
 def bump_version(dataset_id: str) -> str:
     """``ns/name-v3`` -> ``ns/name-v4``: the id error messages suggest instead of overwriting."""
-    ns, name, version = fmt.parse_dataset_id(dataset_id)
+    ns, name, version = storage.parse_dataset_id(dataset_id)
     return f"{ns + '/' if ns else ''}{name}-v{version + 1}"
 
 
@@ -178,7 +178,7 @@ def _describe(meta: dict[str, Any]) -> str:
 
 def check_upload(upload: Upload, path: Path, where: str) -> None:
     """Refuse to publish a file whose bytes at ``path`` differ from the manifest's sha256."""
-    got = fmt.sha256_file(path)
+    got = storage.sha256_file(path)
     if got != upload.sha256:
         raise CorruptDatasetError(
             f"{upload.rel} ({where}) does not match its sha256 in metadata.json (got {got[:12]}, "
@@ -245,7 +245,7 @@ class Remote(ABC):
 
     def exists(self, dataset_id: str) -> bool:
         """Whether a complete dataset with this id is on the remote."""
-        fmt.parse_dataset_id(dataset_id)
+        storage.parse_dataset_id(dataset_id)
         return self._read(dataset_id, META) is not None
 
     def metadata(self, dataset_id: str) -> dict[str, Any]:
@@ -255,7 +255,7 @@ class Remote(ABC):
             DatasetNotFoundError: not on the remote.
             CorruptDatasetError: unreadable, or describing another dataset.
         """
-        fmt.parse_dataset_id(dataset_id)
+        storage.parse_dataset_id(dataset_id)
         return self._parse(dataset_id, self._require(dataset_id))
 
     def push(
@@ -278,15 +278,15 @@ class Remote(ABC):
             CorruptDatasetError: a local file does not match its sha256 (nothing is published).
             RemoteError: the remote is unreachable or refuses.
         """
-        path = fmt.dataset_path(dataset_id, root)
-        data = fmt.read_metadata_bytes(path, dataset_id)
-        meta = fmt.loads_metadata(data, str(path / META), dataset_id)
-        staging = fmt.datasets_root(root) / ".tmp" / f"push-{uuid.uuid4().hex[:12]}"
+        path = storage.dataset_path(dataset_id, root)
+        data = storage.read_metadata_bytes(path, dataset_id)
+        meta = storage.loads_metadata(data, str(path / META), dataset_id)
+        staging = storage.datasets_root(root) / ".tmp" / f"push-{uuid.uuid4().hex[:12]}"
         try:
             # exactly the dataset's episodes: linked shards may hold others (issue 16)
-            exact, local = fmt.exact_shards(path, meta, staging)
+            exact, local = storage.exact_shards(path, meta, staging)
             if exact is not meta:
-                meta, data = exact, fmt.seal_metadata(exact).encode()  # sealed anew
+                meta, data = exact, storage.seal_metadata(exact).encode()  # sealed anew
             return self._push(dataset_id, path, data, meta, local, overwrite, progress)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -301,7 +301,7 @@ class Remote(ABC):
         overwrite: bool,
         progress: bool | None,
     ) -> TransferReport:
-        files = fmt.dataset_files(meta, dataset_id)
+        files = storage.dataset_files(meta, dataset_id)
         report = TransferReport("push", dataset_id, self.uri, path=path)
         with self._session(dataset_id):
             remote_data = self._read(dataset_id, META)
@@ -359,16 +359,18 @@ class Remote(ABC):
             UsageError: a local dataset sits inside or around ``dataset_id``'s folder.
             RemoteError: the remote is unreachable or refuses.
         """
-        path = fmt.dataset_path(dataset_id, root)
+        path = storage.dataset_path(dataset_id, root)
         report = TransferReport("pull", dataset_id, self.uri, path=path)
         with self._session(dataset_id):
             data = self._require(dataset_id)
             meta = self._parse(dataset_id, data)
-            files = fmt.dataset_files(meta, f"{self.uri} {dataset_id}")
-            with fmt.DatasetLock(dataset_id, root):
-                fmt.check_not_nested(dataset_id, root)
+            files = storage.dataset_files(meta, f"{self.uri} {dataset_id}")
+            with storage.DatasetLock(dataset_id, root):
+                storage.check_not_nested(dataset_id, root)
                 if path.exists():
-                    local = fmt.read_metadata(path, dataset_id) if (path / META).exists() else None
+                    local = (
+                        storage.read_metadata(path, dataset_id) if (path / META).exists() else None
+                    )
                     if local is not None and _same_content(local, meta):
                         report.up_to_date = True
                         return report
@@ -377,11 +379,13 @@ class Remote(ABC):
                             dataset_id, f"locally at {path}", ("local", local), meta
                         )
                 # one name per id, so the next pull (under the same lock) clears a killed one's
-                staging = fmt.datasets_root(root) / ".tmp" / f"pull-{dataset_id.replace('/', '~')}"
+                staging = (
+                    storage.datasets_root(root) / ".tmp" / f"pull-{dataset_id.replace('/', '~')}"
+                )
                 shutil.rmtree(staging, ignore_errors=True)
                 try:
                     total = sum(size for _, _, size in files)
-                    (staging / fmt.DATA_DIR).mkdir(parents=True)
+                    (staging / storage.DATA_DIR).mkdir(parents=True)
                     with (
                         _progress_bar(total, f"pull {dataset_id}", progress) as bar,
                         self._client_bars(not bar.disable),
@@ -391,8 +395,8 @@ class Remote(ABC):
                             for f in files
                         ]
                         run_parallel(jobs)
-                    fmt.fsync_path(staging / fmt.DATA_DIR)
-                    fmt.atomic_write(staging / META, data)
+                    storage.fsync_path(staging / storage.DATA_DIR)
+                    storage.atomic_write(staging / META, data)
                     _swap_in(staging, path)
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
@@ -406,7 +410,7 @@ class Remote(ABC):
         Raises:
             DatasetNotFoundError: not on the remote.
         """
-        fmt.parse_dataset_id(dataset_id)
+        storage.parse_dataset_id(dataset_id)
         with self._session(dataset_id):
             self._require(dataset_id)
             self._delete(dataset_id)
@@ -424,15 +428,15 @@ class Remote(ABC):
         """
         inner = sorted(rel.rpartition("/")[0] for rel in files if rel.endswith("/" + META))
         if inner:
-            raise fmt.nesting_error(dataset_id, f"{dataset_id}/{inner[0]}", f"on {self.uri}")
-        for prefix in fmt.id_ancestors(dataset_id):
+            raise storage.nesting_error(dataset_id, f"{dataset_id}/{inner[0]}", f"on {self.uri}")
+        for prefix in storage.id_ancestors(dataset_id):
             try:
-                fmt.parse_dataset_id(prefix)
+                storage.parse_dataset_id(prefix)
                 found = self._read(prefix, META) is not None
             except UsageError:  # not an id, or one this remote cannot hold (hf:// namespaces)
                 continue
             if found:
-                raise fmt.nesting_error(dataset_id, prefix, f"on {self.uri}")
+                raise storage.nesting_error(dataset_id, prefix, f"on {self.uri}")
 
     def _require(self, dataset_id: str) -> bytes:
         data = self._read(dataset_id, META)
@@ -446,7 +450,7 @@ class Remote(ABC):
 
     def _parse(self, dataset_id: str, data: bytes) -> dict[str, Any]:
         source = f"{self.uri} {dataset_id}/{META}"
-        meta = fmt.loads_metadata(data, source, dataset_id)
+        meta = storage.loads_metadata(data, source, dataset_id)
         if meta.get("dataset_id", dataset_id) != dataset_id:
             raise CorruptDatasetError(
                 f"{source} describes {meta['dataset_id']!r}, not {dataset_id!r}; the remote copy "
@@ -464,7 +468,7 @@ class Remote(ABC):
         advance: Callable[[int], object],
     ) -> None:
         dest = staging / rel
-        with fmt.storage_errors(dest):  # a full local disk names the file it filled
+        with storage.storage_errors(dest):  # a full local disk names the file it filled
             self._get(dataset_id, rel, dest, size + 1)  # one byte more tells "larger" apart
         if dest.stat().st_size > size:
             raise CorruptDatasetError(
@@ -472,14 +476,14 @@ class Remote(ABC):
                 "metadata.json says; the download stopped there and nothing was written "
                 "locally. Push the dataset again"
             )
-        got = fmt.sha256_file(dest)
+        got = storage.sha256_file(dest)
         if got != sha:
             raise CorruptDatasetError(
                 f"{rel} of {dataset_id} pulled from {self.uri} does not match its sha256 in "
                 f"metadata.json (got {got[:12]}, expected {sha[:12]}): the remote copy is corrupt "
                 "or changed mid-pull; nothing was written locally. Push the dataset again"
             )
-        fmt.fsync_path(dest)
+        storage.fsync_path(dest)
         os.chmod(dest, 0o444)
         advance(size)
 
@@ -502,7 +506,7 @@ class Remote(ABC):
 
     def _owns(self, rel: str) -> bool:
         """Whether a file listed under a dataset's folder is the dataset's own to remove."""
-        return fmt.is_own_file(rel)
+        return storage.is_own_file(rel)
 
     def _hash(self, dataset_id: str, rel: str) -> str | None:
         """The sha256 of a remote file when the backend can compute it cheaply, else None."""
@@ -582,7 +586,7 @@ class ObjectStoreRemote(Remote):
 
 def _swap_in(staging: Path, path: Path) -> None:
     """Rename a complete pulled folder into place, moving any previous copy aside first."""
-    for link in (path, path / fmt.DATA_DIR):  # issue 16 item 4: never remove through a link
+    for link in (path, path / storage.DATA_DIR):  # issue 16 item 4: never remove through a link
         if link.is_symlink():
             raise UsageError(
                 f"not replacing the local dataset at {path}: {link} is a symbolic link (to "
@@ -597,6 +601,6 @@ def _swap_in(staging: Path, path: Path) -> None:
             (path / META).unlink()
         os.rename(path, old)
     os.rename(staging, path)
-    fmt.fsync_path(path.parent)
+    storage.fsync_path(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

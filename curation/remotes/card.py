@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import yaml
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import MissingExtraError, UsageError
 from collector.redact import redact, redact_url
 from curation.describe import plain_text, provenance_summary, step_text
@@ -117,9 +117,9 @@ def _statistics(meta: Mapping[str, Any], path: str) -> str:
     rows = [
         ("Episodes", f"{int(meta.get('total_episodes', 0)):,}"),
         ("Steps", f"{int(meta.get('total_steps', 0)):,}"),
-        ("Size", f"{fmt.human_size(size)} ({size:,} bytes)"),
+        ("Size", f"{storage.human_size(size)} ({size:,} bytes)"),
         ("Fingerprint", f"`{meta.get('fingerprint', '')}`"),
-        ("Format version", meta.get("format_version", fmt.FORMAT_VERSION)),
+        ("Format version", meta.get("format_version", storage.FORMAT_VERSION)),
         ("Environment", f"`{_env_id(spec)}`" if _env_id(spec) else "none"),
         ("Max episode steps", "none" if max_steps is None else max_steps),
         ("Infos recorded", "yes" if meta.get("record_infos") else "no"),
@@ -129,7 +129,7 @@ def _statistics(meta: Mapping[str, Any], path: str) -> str:
 
 
 def _authors(meta: Mapping[str, Any]) -> str | None:
-    fields = {k: meta[k] for k in fmt.AUTHOR_FIELDS if k != "description" and meta.get(k)}
+    fields = {k: meta[k] for k in storage.AUTHOR_FIELDS if k != "description" and meta.get(k)}
     if "eval_env_spec" in fields:
         fields["eval_env_spec"] = _env_id(fields["eval_env_spec"]) or "(unreadable spec)"
     return "\n".join(f"- **{k}**: {plain_text(v)}" for k, v in fields.items()) or None
@@ -198,7 +198,7 @@ def _overview(datasets: Mapping[str, Mapping[str, Any]], where: Mapping[str, str
     rows = []
     for dataset_id, meta in sorted(datasets.items()):
         episodes, steps = int(meta.get("total_episodes", 0)), int(meta.get("total_steps", 0))
-        size = fmt.human_size(int(meta.get("dataset_bytes", 0)))
+        size = storage.human_size(int(meta.get("dataset_bytes", 0)))
         env = _env_id(meta.get("env_spec")) or "none"
         path = where[dataset_id]
         rows.append((f"`{dataset_id}`", f"`{path}`", f"{episodes:,}", f"{steps:,}", size, env))

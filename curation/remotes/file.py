@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import RemoteError, UsageError
 from curation.remotes.base import (
     ObjectStoreRemote,
@@ -60,8 +60,8 @@ class FileRemote(ObjectStoreRemote):
         base = self._root()
         ids = []
         for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != fmt.DATA_DIR]
-            if fmt.METADATA_FILE in filenames:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != storage.DATA_DIR]
+            if storage.METADATA_FILE in filenames:
                 ids.append(Path(dirpath).relative_to(base).as_posix())
         return ids
 
@@ -123,7 +123,7 @@ class FileRemote(ObjectStoreRemote):
         tmp = re.fullmatch(r"\.(.+)\.[0-9a-f]{8}\.tmp", name)
         if tmp is not None:
             rel = f"{folder}/{tmp[1]}" if folder else tmp[1]
-        return rel == fmt.METADATA_TMP or fmt.is_own_file(rel)
+        return rel == storage.METADATA_TMP or storage.is_own_file(rel)
 
     def _read(self, dataset_id: str, rel: str) -> bytes | None:
         try:
@@ -142,13 +142,13 @@ class FileRemote(ObjectStoreRemote):
         return found
 
     def _hash(self, dataset_id: str, rel: str) -> str | None:
-        return fmt.sha256_file(self._source(dataset_id, rel))
+        return storage.sha256_file(self._source(dataset_id, rel))
 
     def _get(self, dataset_id: str, rel: str, dest: Path, limit: int) -> None:
         try:
             with (
                 open(self._source(dataset_id, rel), "rb") as src,
-                fmt.storage_errors(dest),
+                storage.storage_errors(dest),
                 open(dest, "wb") as out,
             ):
                 copy_at_most(src, out, limit)
@@ -159,7 +159,7 @@ class FileRemote(ObjectStoreRemote):
         dest = self._target(dataset_id, upload.rel, create=True)
         assert dest is not None
         with (
-            fmt.storage_errors(dest),  # a full remote folder names it (shutil's errors do not)
+            storage.storage_errors(dest),  # a full remote folder names it (shutil's errors do not)
             self._temporary(dest) as (tmp, fh),
             open(upload.path, "rb") as src,
         ):
@@ -169,17 +169,17 @@ class FileRemote(ObjectStoreRemote):
             os.fsync(fh.fileno())
             os.fchmod(fh.fileno(), 0o444)
             os.rename(tmp, dest)
-        fmt.fsync_path(dest.parent)
+        storage.fsync_path(dest.parent)
 
     def _write(self, dataset_id: str, rel: str, data: bytes) -> None:
         dest = self._target(dataset_id, rel, create=True)
         assert dest is not None
-        with fmt.storage_errors(dest), self._temporary(dest) as (tmp, fh):
+        with storage.storage_errors(dest), self._temporary(dest) as (tmp, fh):
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
             os.replace(tmp, dest)
-        fmt.fsync_path(dest.parent)
+        storage.fsync_path(dest.parent)
 
     def _remove(self, dataset_id: str, rels: list[str]) -> None:
         folder = self._folder(dataset_id)
@@ -189,7 +189,7 @@ class FileRemote(ObjectStoreRemote):
                 with contextlib.suppress(FileNotFoundError):
                     target.unlink()
         if folder.is_dir() and not folder.is_symlink():
-            fmt.fsync_path(folder)
+            storage.fsync_path(folder)
             # prune folders left empty, the dataset's own included (never above it)
             for dirpath, _, _ in sorted(os.walk(folder), key=lambda t: -len(t[0])):
                 with contextlib.suppress(OSError):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import CorruptDatasetError, MissingExtraError, RemoteError, UsageError
 from curation.remotes.base import (
     ObjectStoreRemote,
@@ -119,7 +119,7 @@ class GCSRemote(ObjectStoreRemote):
 
     def _list_ids(self) -> list[str]:
         bucket = self._client_bucket()
-        suffix = "/" + fmt.METADATA_FILE
+        suffix = "/" + storage.METADATA_FILE
         with self._errors("listing datasets"):
             names = [
                 b.name

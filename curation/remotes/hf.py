@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import CorruptDatasetError, MissingExtraError, RemoteError, UsageError
 from curation.remotes.base import META, Remote, RemoteFile, Upload, read_limit, split_uri
 
@@ -77,7 +77,7 @@ class HubRemote(Remote):
 
     def locate(self, dataset_id: str) -> tuple[str, str]:
         """``(repo id, folder in the repo)`` of a dataset id."""
-        fmt.parse_dataset_id(dataset_id)
+        storage.parse_dataset_id(dataset_id)
         key = f"{self.prefix}/{dataset_id}" if self.prefix else dataset_id
         repo, _, path = key.partition("/")
         if not path:

@@ -10,7 +10,7 @@ import pytest
 from helpers import CLI, cli_env
 from hydra import compose, initialize_config_module
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from collector.errors import CollectionError
 
@@ -67,7 +67,7 @@ def test_open_maps_take_new_keys_without_a_plus(datasets_root: Path) -> None:
         "policy._target_=helpers.constant_action", "policy.value=1", root=datasets_root,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    meta = fmt.read_metadata(fmt.dataset_path("cartpole-v1/random-v0", datasets_root))
+    meta = storage.read_metadata(storage.dataset_path("cartpole-v1/random-v0", datasets_root))
     assert meta["env_spec"]["kwargs"]["sutton_barto_reward"] is True
     assert meta["ref_min_score"] == 1.5
     assert meta["provenance"]["config"]["policy"]["value"] == 1
@@ -108,13 +108,13 @@ def test_the_summary_tells_the_data_size_from_the_folder_size(datasets_root: Pat
 
     result = collect(cfg("episodes=60", "checkpoint.every_episodes=10"))
     files = [p for p in result.path.rglob("*") if p.is_file()]
-    data = fmt.read_metadata(result.path)["shards"]
+    data = storage.read_metadata(result.path)["shards"]
     assert len(data) == 1 and len(list((result.path / "data").iterdir())) == 7  # 6 superseded
     folder = sum(p.stat().st_size for p in files)
     text = summary(result)
     assert (
-        f"{fmt.human_size(result.dataset_bytes)} of data; the folder holds "
-        f"{fmt.human_size(folder)} until the next writer removes 6 superseded shard(s)"
+        f"{storage.human_size(result.dataset_bytes)} of data; the folder holds "
+        f"{storage.human_size(folder)} until the next writer removes 6 superseded shard(s)"
     ) in text, text
     again = collect(cfg("episodes=60"))  # a writer opening the dataset removes them
-    assert f"{fmt.human_size(again.dataset_bytes)} on disk at" in summary(again)
+    assert f"{storage.human_size(again.dataset_bytes)} on disk at" in summary(again)

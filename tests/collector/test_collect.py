@@ -16,7 +16,7 @@ import pytest
 from helpers import CLI, REPO, cli_env, read_episodes, wait_for_commit
 from hydra import compose, initialize_config_module
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from collector.errors import (
     ConfigMismatchError,
@@ -52,10 +52,10 @@ def test_collect_writes_a_verified_dataset_with_provenance(datasets_root: Path) 
     result = collect(cfg("episodes=12", "metadata.author=ada"), overrides=["episodes=12"])
     assert result.dataset_id == "cartpole-v1/random-v0"
     assert (result.total_episodes, result.new_episodes) == (12, 12)
-    report = fmt.verify_dataset(result.dataset_id)
+    report = storage.verify_dataset(result.dataset_id)
     assert report.ok, report.problems
     assert report.fingerprint == result.fingerprint
-    meta = fmt.read_metadata(result.path)
+    meta = storage.read_metadata(result.path)
     assert meta["author"] == "ada"
     assert meta["env_spec"]["id"] == "CartPole-v1"
     prov = meta["provenance"]
@@ -74,7 +74,7 @@ def test_heuristic_policy_and_experiment_config() -> None:
     result = collect(cfg("+experiment=cartpole_heuristic", "episodes=3"))
     assert result.dataset_id == "cartpole/heuristic-v0"
     assert [e["return"] for e in read_episodes(result.dataset_id)] == [500.0, 500.0, 500.0]
-    meta = fmt.read_metadata(result.path)
+    meta = storage.read_metadata(result.path)
     assert meta["algorithm_name"] == "CartPoleHeuristic"
 
 
@@ -101,7 +101,7 @@ def test_pendulum_box_actions_in_bounds() -> None:
 def test_same_command_twice_gives_the_same_fingerprint_recomputed_from_disk() -> None:
     a = collect(cfg("episodes=30", "seed=7", "dataset_id=d/a-v0"))
     b = collect(cfg("episodes=30", "seed=7", "dataset_id=d/b-v0"))
-    fa, fb = fmt.verify_dataset("d/a-v0"), fmt.verify_dataset("d/b-v0")
+    fa, fb = storage.verify_dataset("d/a-v0"), storage.verify_dataset("d/b-v0")
     assert fa.ok and fb.ok
     assert fa.fingerprint == fb.fingerprint == a.fingerprint == b.fingerprint
     c = collect(cfg("episodes=30", "seed=8", "dataset_id=d/c-v0"))
@@ -120,10 +120,11 @@ def test_fingerprint_ignores_checkpoint_cadence_and_compression() -> None:
     fifty = collect(cfg("episodes=60", "checkpoint.every_episodes=50", "dataset_id=c/fifty-v0"))
     assert one.fingerprint == fifty.fingerprint
     assert (
-        fmt.verify_dataset("c/one-v0").fingerprint == fmt.verify_dataset("c/fifty-v0").fingerprint
+        storage.verify_dataset("c/one-v0").fingerprint
+        == storage.verify_dataset("c/fifty-v0").fingerprint
     )
     # 60 one-episode commits were repacked into one shard at the end
-    assert len(fmt.read_metadata(one.path)["shards"]) == 1
+    assert len(storage.read_metadata(one.path)["shards"]) == 1
 
 
 def test_negative_control_unseeded_env_changes_the_fingerprint() -> None:
@@ -136,7 +137,7 @@ def test_negative_control_unseeded_env_changes_the_fingerprint() -> None:
 
 def test_seed_unset_persists_entropy_so_a_resume_regenerates_the_same_episodes() -> None:
     first = collect(cfg("seed=null", "episodes=10", "dataset_id=u/x-v0"))
-    entropy = fmt.read_metadata(first.path)["provenance"]["seed_entropy"]
+    entropy = storage.read_metadata(first.path)["provenance"]["seed_entropy"]
     assert isinstance(entropy, int) and entropy > 0
     extended = collect(cfg("seed=null", "episodes=20", "dataset_id=u/x-v0"))
     assert extended.new_episodes == 10
@@ -155,7 +156,7 @@ def test_rerun_is_a_noop_and_extend_collects_only_new_ids() -> None:
     assert (more.new_episodes, more.total_episodes) == (5, 15)
     reference = collect(cfg("episodes=15", "dataset_id=r/ref-v0"))
     assert more.fingerprint == reference.fingerprint
-    assert fmt.verify_dataset(more.dataset_id).ok
+    assert storage.verify_dataset(more.dataset_id).ok
 
 
 def test_data_affecting_change_is_refused_naming_the_keys() -> None:
@@ -165,21 +166,21 @@ def test_data_affecting_change_is_refused_naming_the_keys() -> None:
     ) as e:
         collect(cfg("episodes=5", "seed=3", "record_infos=true"))
     assert e.value.keys == ("record_infos", "seed")
-    assert fmt.read_metadata(first.path)["fingerprint"] == first.fingerprint
+    assert storage.read_metadata(first.path)["fingerprint"] == first.fingerprint
 
 
 def test_overwrite_writes_a_new_generation() -> None:
     first = collect(cfg("episodes=5"))
-    old_files = {e["file"] for e in fmt.read_metadata(first.path)["shards"]}
+    old_files = {e["file"] for e in storage.read_metadata(first.path)["shards"]}
     second = collect(cfg("episodes=5", "seed=3", "overwrite=true"))
     assert second.fingerprint != first.fingerprint and second.total_episodes == 5
-    meta = fmt.read_metadata(second.path)
+    meta = storage.read_metadata(second.path)
     assert meta["provenance"]["data_config"]["seed"] == 3
     assert not old_files & {e["file"] for e in meta["shards"]}
-    fmt.DatasetWriter(second.dataset_id).close()  # the next writer removes the old generation
+    storage.DatasetWriter(second.dataset_id).close()  # the next writer removes the old generation
     on_disk = {p.name for p in (second.path / "data").iterdir()}
     assert not old_files & on_disk
-    assert fmt.verify_dataset(second.dataset_id).ok
+    assert storage.verify_dataset(second.dataset_id).ok
 
 
 def test_a_run_killed_before_its_final_repack_is_repacked_by_the_rerun(
@@ -193,19 +194,19 @@ def test_a_run_killed_before_its_final_repack_is_repacked_by_the_rerun(
         def killed(*args: object, **kwargs: object) -> int:
             raise KeyboardInterrupt  # where a SIGKILL would stop the process
 
-        m.setattr(fmt.DatasetWriter, "repack", killed)
+        m.setattr(storage.DatasetWriter, "repack", killed)
         with pytest.raises(KeyboardInterrupt):
             collect(cfg(*args))
-    path = fmt.dataset_path("cartpole-v1/random-v0")
-    assert len(fmt.read_metadata(path)["shards"]) == 6
+    path = storage.dataset_path("cartpole-v1/random-v0")
+    assert len(storage.read_metadata(path)["shards"]) == 6
     again = collect(cfg(*args))
     assert again.noop and again.total_episodes == 12
-    assert len(fmt.read_metadata(path)["shards"]) == 1
+    assert len(storage.read_metadata(path)["shards"]) == 1
     reference = collect(cfg(*args, "dataset_id=r/ref-v0"))
     assert (
         again.fingerprint
         == reference.fingerprint
-        == fmt.verify_dataset(again.dataset_id).fingerprint
+        == storage.verify_dataset(again.dataset_id).fingerprint
     )
 
 
@@ -215,7 +216,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_dataset(
 ) -> None:
     args = ("env=helpers:harvest-test/Slow-v0", "episodes=40", "checkpoint.every_episodes=3")
     dataset_id = "harvest-test/slow-v0/random-v0"
-    path = fmt.dataset_path(dataset_id)
+    path = storage.dataset_path(dataset_id)
     rng = random.Random(1234)
     kills = 0
     for _ in range(4):
@@ -231,12 +232,12 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_dataset(
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-        meta = fmt.read_metadata(path)  # always a consistent commit
+        meta = storage.read_metadata(path)  # always a consistent commit
         assert meta["total_episodes"] <= 40
     assert kills >= 2, "the run finished before it could be killed; slow the env down"
     done = run_cli(*args, root=datasets_root)
     assert done.returncode == 0, done.stderr
-    report = fmt.verify_dataset(dataset_id)
+    report = storage.verify_dataset(dataset_id)
     assert report.ok, report.problems
     assert report.episodes == 40
     assert [e["id"] for e in read_episodes(dataset_id)] == list(range(40))
@@ -282,11 +283,11 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(
 def test_lock_held_by_another_writer_is_refused_and_the_dataset_is_untouched() -> None:
     first = collect(cfg("episodes=3"))
     with (
-        fmt.DatasetWriter(first.dataset_id),
+        storage.DatasetWriter(first.dataset_id),
         pytest.raises(LockHeldError, match=f"pid {os.getpid()}"),
     ):
         collect(cfg("episodes=6"))
-    assert fmt.read_metadata(first.path)["total_episodes"] == 3
+    assert storage.read_metadata(first.path)["total_episodes"] == 3
 
 
 @pytest.mark.slow
@@ -327,7 +328,9 @@ def test_cli_summary_rerun_noop_and_multirun(datasets_root: Path) -> None:
     assert "already complete, nothing to collect" in again.stdout
     multi = run_cli("-m", "env=CartPole-v1,Pendulum-v1", "episodes=2", root=datasets_root)
     assert multi.returncode == 0, multi.stderr
-    assert fmt.read_metadata(fmt.dataset_path("pendulum-v1/random-v0"))["total_episodes"] == 2
+    assert (
+        storage.read_metadata(storage.dataset_path("pendulum-v1/random-v0"))["total_episodes"] == 2
+    )
 
 
 @pytest.mark.slow

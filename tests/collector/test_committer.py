@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from collector.committer import Committer
 
@@ -29,7 +29,7 @@ def test_worker_images_commit_at_the_cadence_and_match_a_local_run(datasets_root
     reference = collect(config("ref/x-v0", 6))
     collect(config("img/x-v0", 1))  # the generation: provenance and seed entropy
     worker = RolloutWorker(config("img/x-v0", 6), 0, "lzf")
-    with fmt.DatasetWriter("img/x-v0") as writer:
+    with storage.DatasetWriter("img/x-v0") as writer:
         committer = Committer(
             writer, [], every_episodes=2, every_seconds=None, every_mb=None, compression="lzf",
             background=False,
@@ -38,12 +38,12 @@ def test_worker_images_commit_at_the_cadence_and_match_a_local_run(datasets_root
             for ids in ([1], [2], [3, 4], [5]):
                 image, table, schema, _, _ = worker.run(ids)
                 committer.add_image(image, table, schema)
-            committed = fmt.read_metadata(writer.path)["total_episodes"]
+            committed = storage.read_metadata(writer.path)["total_episodes"]
             committer.flush()
         finally:
             committer.close()
     assert committed == 5  # 1 + commits after ids 1-2 and 3-4; id 5 waits for the flush
     assert committer.commits == 3 and committer.episodes == 5
-    meta = fmt.read_metadata(fmt.dataset_path("img/x-v0"))
+    meta = storage.read_metadata(storage.dataset_path("img/x-v0"))
     assert meta["total_episodes"] == 6
     assert meta["fingerprint"] == reference.fingerprint

@@ -25,7 +25,7 @@ from gymnasium import spaces
 from gymnasium.wrappers import RecordEpisodeStatistics
 from helpers import assert_same_episode, read_episodes
 
-from collector import format as fmt
+from collector import storage
 from collector.data_collector import DataCollector, StepDataCallback, cleanup_spills
 from collector.errors import (
     CollectionError,
@@ -138,11 +138,11 @@ def replay(env: gym.Env, episode: dict[str, Any]) -> tuple[np.ndarray, np.ndarra
 
 
 def metadata(dataset_id: str) -> dict[str, Any]:
-    return fmt.read_metadata(fmt.dataset_path(dataset_id), dataset_id)
+    return storage.read_metadata(storage.dataset_path(dataset_id), dataset_id)
 
 
 def spill_dirs(root: Path) -> list[Path]:
-    base = root / fmt.SPILL_DIR
+    base = root / storage.SPILL_DIR
     return sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
 
@@ -187,7 +187,7 @@ def test_cartpole_round_trip(datasets_root: Path) -> None:
         assert not ep["terminations"][:-1].any() and not ep["truncations"][:-1].any()
         assert ep["infos"] is None  # record_infos defaults to False
 
-    report = fmt.verify_dataset("cartpole/basic-v0")
+    report = storage.verify_dataset("cartpole/basic-v0")
     assert report.ok, report.problems
     meta = metadata("cartpole/basic-v0")
     assert meta["author"] == "Ada"
@@ -232,7 +232,7 @@ def test_truncation_without_reset() -> None:
     for ep, obs in zip(episodes, last_obs, strict=True):
         assert ep["length"] == 3 and ep["truncated"] and not ep["terminated"]
         np.testing.assert_array_equal(ep["observations"][-1], obs)
-    assert fmt.verify_dataset("fake/no-reset-v0").ok
+    assert storage.verify_dataset("fake/no-reset-v0").ok
 
 
 def test_reset_twice_drops_the_empty_episode() -> None:
@@ -251,7 +251,7 @@ def test_reset_twice_drops_the_empty_episode() -> None:
     assert [ep["id"] for ep in episodes] == [0, 1, 2]
     assert summary.total_episodes == 3
     assert all(ep["length"] == 4 for ep in episodes)
-    assert fmt.verify_dataset("fake/reset-twice-v0").ok
+    assert storage.verify_dataset("fake/reset-twice-v0").ok
 
 
 def test_reset_mid_episode_marks_last_step_truncated() -> None:
@@ -285,7 +285,7 @@ def test_single_step_episodes() -> None:
         assert ep["actions"].shape == (1,)
         np.testing.assert_array_equal(ep["terminations"], [True])
         np.testing.assert_array_equal(ep["observations"], np.asarray(loop["observations"]))
-    assert fmt.verify_dataset("fake/one-step-v0").ok
+    assert storage.verify_dataset("fake/one-step-v0").ok
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
@@ -353,7 +353,7 @@ def test_record_episode_statistics_infos_get_a_presence_mask() -> None:
         assert r[-1] == pytest.approx(ep["return"])
         assert r[-1] == pytest.approx(loop["infos"][-1]["episode"]["r"])
         assert int(length[-1]) == ep["length"]
-    assert fmt.verify_dataset("cartpole/stats-v0").ok
+    assert storage.verify_dataset("cartpole/stats-v0").ok
 
 
 def test_string_info_is_dropped_with_one_warning() -> None:
@@ -370,7 +370,7 @@ def test_string_info_is_dropped_with_one_warning() -> None:
         values, mask = ep["infos"]["step"]
         np.testing.assert_array_equal(values, np.arange(5))
         assert mask.all()
-    assert fmt.verify_dataset("fake/string-info-v0").ok
+    assert storage.verify_dataset("fake/string-info-v0").ok
 
 
 def test_nested_info_keys_are_escaped() -> None:
@@ -465,7 +465,7 @@ def test_step_data_callback_rewrites_observation(callback: Any, scale: float) ->
         observations, rewards = replay(fresh, ep)
         np.testing.assert_array_equal(ep["observations"], observations[:, :2])
         np.testing.assert_array_equal(ep["rewards"], rewards * scale)
-    assert fmt.verify_dataset("cartpole/first-two-v0").ok
+    assert storage.verify_dataset("cartpole/first-two-v0").ok
 
 
 @pytest.mark.parametrize("callback", [RewardStats, RewardStats()], ids=["cls", "obj"])
@@ -504,7 +504,7 @@ def test_create_existing_id_refuses_and_keeps_both_sides(datasets_root: Path) ->
     collector = DataCollector(FakeEnv(episode_len=3))
     run_episode(collector, seed=1)
     first = collector.create_dataset("fake/exists-v0")
-    manifest = datasets_root / "fake/exists-v0" / fmt.METADATA_FILE
+    manifest = datasets_root / "fake/exists-v0" / storage.METADATA_FILE
     before = manifest.read_bytes()
     files_before = sorted(p.name for p in (datasets_root / "fake/exists-v0/data").iterdir())
 
@@ -519,7 +519,7 @@ def test_create_existing_id_refuses_and_keeps_both_sides(datasets_root: Path) ->
     )
     assert metadata("fake/exists-v0")["fingerprint"] == first.fingerprint
     assert [ep["seed"] for ep in read_episodes("fake/exists-v0")] == [1]
-    assert fmt.verify_dataset("fake/exists-v0").ok
+    assert storage.verify_dataset("fake/exists-v0").ok
     # nothing recorded was lost: the refused episodes can still be committed elsewhere
     collector.create_dataset("fake/exists-other-v0")
     assert [ep["seed"] for ep in read_episodes("fake/exists-other-v0")] == [2, 3]
@@ -543,7 +543,7 @@ def test_add_to_dataset_continues_ids_and_keeps_seeds() -> None:
     meta = metadata("fake/grow-v0")
     assert meta["author"] == "Ada" and meta["description"] == "grows"
     assert meta["total_episodes"] == 8
-    report = fmt.verify_dataset("fake/grow-v0")
+    report = storage.verify_dataset("fake/grow-v0")
     assert report.ok, report.problems
     assert report.fingerprint == summary.fingerprint == meta["fingerprint"]
 
@@ -552,7 +552,7 @@ def test_add_to_dataset_continues_ids_and_keeps_seeds() -> None:
     run_episode(collector, seed=301)
     collector.add_to_dataset("fake/grow-v0")
     assert [ep["id"] for ep in read_episodes("fake/grow-v0")] == list(range(10))
-    assert fmt.verify_dataset("fake/grow-v0").ok
+    assert storage.verify_dataset("fake/grow-v0").ok
 
 
 def test_add_to_dataset_equals_collecting_in_one_go() -> None:
@@ -618,7 +618,9 @@ def test_collector_starts_fresh_after_create_dataset() -> None:
     second = read_episodes("fake/second-v0")
     assert [(ep["id"], ep["seed"]) for ep in second] == [(0, 3)]
     assert len(read_episodes("fake/first-v0")) == 2
-    assert fmt.verify_dataset("fake/first-v0").ok and fmt.verify_dataset("fake/second-v0").ok
+    assert (
+        storage.verify_dataset("fake/first-v0").ok and storage.verify_dataset("fake/second-v0").ok
+    )
 
 
 def test_create_dataset_with_nothing_recorded() -> None:
@@ -626,7 +628,7 @@ def test_create_dataset_with_nothing_recorded() -> None:
     summary = collector.create_dataset("fake/empty-v0")
     assert summary.total_episodes == 0 and summary.total_steps == 0
     assert read_episodes("fake/empty-v0") == []
-    assert fmt.verify_dataset("fake/empty-v0").ok
+    assert storage.verify_dataset("fake/empty-v0").ok
 
 
 def test_bad_dataset_id_is_refused() -> None:
@@ -657,10 +659,10 @@ def test_spills_are_moved_into_the_dataset(datasets_root: Path) -> None:
     assert summary.total_episodes == 5
     shard_files = sorted((datasets_root / "fake/spilled-v0/data").iterdir())
     assert [p.name for p in shard_files] == sorted(e["file"] for e in meta["shards"])
-    assert all(fmt.SHARD_RE.match(p.name) for p in shard_files)
+    assert all(storage.SHARD_RE.match(p.name) for p in shard_files)
     assert all(p.stat().st_mode & 0o222 == 0 for p in shard_files)  # immutable
     assert [ep["seed"] for ep in read_episodes("fake/spilled-v0")] == [0, 1, 2, 3, 4]
-    report = fmt.verify_dataset("fake/spilled-v0")
+    report = storage.verify_dataset("fake/spilled-v0")
     assert report.ok, report.problems
 
 
@@ -718,7 +720,7 @@ def test_cleanup_spares_live_collectors(datasets_root: Path) -> None:
     live = DataCollector(FakeEnv(episode_len=2), spill_bytes=1)
     run_episode(live, seed=0)
     (live_dir,) = spill_dirs(datasets_root)
-    orphan = datasets_root / fmt.SPILL_DIR / "12345-deadbeef0000"  # no owner file: stale
+    orphan = datasets_root / storage.SPILL_DIR / "12345-deadbeef0000"  # no owner file: stale
     orphan.mkdir()
     (orphan / "spill-000000.h5").write_bytes(b"junk")
 
@@ -730,18 +732,18 @@ def test_cleanup_spares_live_collectors(datasets_root: Path) -> None:
     run_episode(live, seed=1)
     live.create_dataset("fake/live-v0")
     assert [ep["seed"] for ep in read_episodes("fake/live-v0")] == [0, 1]
-    assert fmt.verify_dataset("fake/live-v0").ok
+    assert storage.verify_dataset("fake/live-v0").ok
 
 
 def test_a_start_cleans_only_abandoned_spills_of_its_own_kind(
     datasets_root: Path, tmp_path: Path
 ) -> None:
     """Issue 16 item 17: a new collector cleaned all of ``<root>/.tmp``, a live pull's too."""
-    base = datasets_root / fmt.SPILL_DIR
+    base = datasets_root / storage.SPILL_DIR
     # a pull in progress: its staging folder, under the dataset's writer lock
     staging = base / "pull-ns~pulled-v0"
-    (staging / fmt.DATA_DIR).mkdir(parents=True)
-    (staging / fmt.DATA_DIR / "shard-000000-0123abcd.h5").write_bytes(b"half downloaded")
+    (staging / storage.DATA_DIR).mkdir(parents=True)
+    (staging / storage.DATA_DIR / "shard-000000-0123abcd.h5").write_bytes(b"half downloaded")
     # another tool's folder, and a link named like a spill folder (never followed)
     (base / "other-tool").mkdir()
     (base / "other-tool" / "keep.txt").write_text("not ours")
@@ -755,9 +757,9 @@ def test_a_start_cleans_only_abandoned_spills_of_its_own_kind(
     (abandoned / ".owner").touch()
     (abandoned / "spill-000000.h5").write_bytes(b"junk")
 
-    with fmt.DatasetLock("ns/pulled-v0"):
+    with storage.DatasetLock("ns/pulled-v0"):
         DataCollector(FakeEnv())
-        assert (staging / fmt.DATA_DIR / "shard-000000-0123abcd.h5").read_bytes() == (
+        assert (staging / storage.DATA_DIR / "shard-000000-0123abcd.h5").read_bytes() == (
             b"half downloaded"
         )
     assert (base / "other-tool" / "keep.txt").is_file()
@@ -860,7 +862,7 @@ def test_fingerprint_ignores_dataset_id_but_not_options() -> None:
     third = collector.create_dataset("det/opt-c-v0").fingerprint
     assert first == second
     assert third != first  # options are part of the episode digest
-    stored = json.loads((fmt.dataset_path("det/opt-c-v0") / fmt.METADATA_FILE).read_text())
+    stored = json.loads((storage.dataset_path("det/opt-c-v0") / storage.METADATA_FILE).read_text())
     assert stored["fingerprint"] == third
 
 

@@ -1,7 +1,7 @@
 """``episode_digests`` against its reference: the plain per-episode loop it replaced.
 
 The digests define every dataset's fingerprint (compared across layouts and with stored
-datasets), so the buffer-building implementation in ``collector.format`` must hash exactly
+datasets), so the buffer-building implementation in ``collector.storage`` must hash exactly
 the bytes the reference below hashes, for any batch a shard can hold.
 """
 
@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import format as fmt
+from collector import storage
 
 
-def reference_episode_digests(batch: fmt.EpisodeBatch) -> np.ndarray:
-    """The original per-episode implementation of ``fmt.episode_digests``, kept verbatim."""
+def reference_episode_digests(batch: storage.EpisodeBatch) -> np.ndarray:
+    """The original per-episode implementation of ``storage.episode_digests``, kept verbatim."""
     t = batch.table
     out = np.zeros((batch.num_episodes, 32), np.uint8)
     obs_cols = sorted(batch.observations.items())
@@ -64,7 +64,7 @@ def reference_episode_digests(batch: fmt.EpisodeBatch) -> np.ndarray:
                 if present.any():
                     parts.append(f"info|{name}|{values.shape[1:]}".encode())
                     parts.append(np.ascontiguousarray(present).tobytes())
-                    parts.append(fmt._canonical_numbers(values[obs_rows][present]))
+                    parts.append(storage.digests._canonical_numbers(values[obs_rows][present]))
         h = sha256(b"".join(parts))
         out[e] = np.frombuffer(h.digest(), np.uint8)
     return out
@@ -100,12 +100,12 @@ SEEDS = st.one_of(st.none(), st.integers(0, 2**64 - 1), st.sampled_from([0, 2**6
 OPTIONS = st.one_of(
     st.none(),
     st.just(""),  # falsy: hashed as null, like None
-    st.text(max_size=12).map(lambda s: fmt._canonical_json({"k": s})),
+    st.text(max_size=12).map(lambda s: storage.batch._canonical_json({"k": s})),
 )
 
 
 @st.composite
-def batches(draw: st.DrawFn) -> fmt.EpisodeBatch:
+def batches(draw: st.DrawFn) -> storage.EpisodeBatch:
     """Varied batches: column shapes and dtypes, seeds, options, infos, row layouts."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     lengths = draw(st.lists(st.integers(0, 7), max_size=9))
@@ -114,7 +114,7 @@ def batches(draw: st.DrawFn) -> fmt.EpisodeBatch:
     obs_spec, act_spec = draw(column_specs()), draw(column_specs())
     seeds = draw(st.lists(SEEDS, min_size=n, max_size=n))
     options = draw(st.lists(OPTIONS, min_size=n, max_size=n))
-    table = fmt.make_table(
+    table = storage.make_table(
         np.arange(n) * 3, seeds, lengths, np.zeros(n), [True] * n, [False] * n, [None] * n
     )
     table["options"] = options  # already canonical JSON (or "" / None)
@@ -133,7 +133,7 @@ def batches(draw: st.DrawFn) -> fmt.EpisodeBatch:
                     values = np.round(values.astype(np.float64) % 1000).astype(dtype)
             infos[name] = values
             masks[name] = rng.random(steps + n) < draw(st.sampled_from([0.0, 0.5, 1.0]))
-    batch = fmt.EpisodeBatch(
+    batch = storage.EpisodeBatch(
         observations={k: _column(rng, steps + n, *v) for k, v in obs_spec.items()},
         actions={k: _column(rng, steps, *v) for k, v in act_spec.items()},
         rewards=_column(rng, steps, "float64", ()),
@@ -162,30 +162,30 @@ def batches(draw: st.DrawFn) -> fmt.EpisodeBatch:
 
 @settings(max_examples=300, deadline=None, database=None)
 @given(batches(), st.sampled_from([1, 2, 3, 1024]))
-def test_episode_digests_match_the_reference(batch: fmt.EpisodeBatch, block: int) -> None:
-    saved = fmt._DIGEST_BLOCK
-    fmt._DIGEST_BLOCK = block  # episodes per buffer: block boundaries must not matter
+def test_episode_digests_match_the_reference(batch: storage.EpisodeBatch, block: int) -> None:
+    saved = storage.digests._DIGEST_BLOCK
+    storage.digests._DIGEST_BLOCK = block  # episodes per buffer: block boundaries must not matter
     try:
-        got = fmt.episode_digests(batch)
+        got = storage.episode_digests(batch)
     finally:
-        fmt._DIGEST_BLOCK = saved
+        storage.digests._DIGEST_BLOCK = saved
     want = reference_episode_digests(batch)
     assert got.shape == want.shape == (batch.num_episodes, 32)
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, want)
 
 
-def _cartpole_like(n: int, seed: int = 0) -> fmt.EpisodeBatch:
+def _cartpole_like(n: int, seed: int = 0) -> storage.EpisodeBatch:
     rng = np.random.default_rng(seed)
     lengths = rng.integers(8, 60, n)
     steps = int(lengths.sum())
-    return fmt.EpisodeBatch(
+    return storage.EpisodeBatch(
         observations={"": rng.normal(size=(steps + n, 4)).astype(np.float32)},
         actions={"": rng.integers(0, 2, steps)},
         rewards=np.ones(steps),
         terminations=rng.random(steps) < 0.05,
         truncations=np.zeros(steps, bool),
-        table=fmt.make_table(
+        table=storage.make_table(
             np.arange(n),
             [None] * n,
             lengths,
@@ -200,7 +200,7 @@ def _cartpole_like(n: int, seed: int = 0) -> fmt.EpisodeBatch:
 @pytest.mark.parametrize("n", [0, 1, 1023, 1024, 1025, 5000])
 def test_episode_digests_match_the_reference_across_blocks(n: int) -> None:
     batch = _cartpole_like(n, seed=n)
-    np.testing.assert_array_equal(fmt.episode_digests(batch), reference_episode_digests(batch))
+    np.testing.assert_array_equal(storage.episode_digests(batch), reference_episode_digests(batch))
 
 
 def test_episode_digests_known_value() -> None:
@@ -224,18 +224,18 @@ def test_episode_digests_known_value() -> None:
             b"infos:no",
         ]
     )
-    assert fmt.episode_digests(batch)[0].tobytes() == hashlib.sha256(message).digest()
+    assert storage.episode_digests(batch)[0].tobytes() == hashlib.sha256(message).digest()
 
 
 def test_episode_digests_are_writable() -> None:
     # callers (and tests) edit digests in place, e.g. to fake a corrupt table
-    digests: Any = fmt.episode_digests(_cartpole_like(3))
+    digests: Any = storage.episode_digests(_cartpole_like(3))
     digests[1] ^= 1
 
 
 def test_a_signaling_nan_info_is_hashed_without_a_warning() -> None:
     # widening a float32 signaling NaN raises numpy's "invalid value" warning (an error here)
     snan = np.array([0x7FA00000, 0], np.uint32).view(np.float32)
-    got = fmt._canonical_numbers(snan)
+    got = storage.digests._canonical_numbers(snan)
     with np.errstate(invalid="ignore"):
         assert got == b"f" + snan.astype(np.float64).tobytes()

@@ -1,4 +1,4 @@
-"""Tests for ``collector.format``: ids, shards, digests, the commit protocol, locks, verify, repack.
+"""Tests for ``collector.storage``: ids, shards, digests, commit protocol, locks, verify, repack.
 
 DESIGN.md sections 3-4 and design-review findings 7 (commit order), 8 (unique shard names, lock
 outside the dataset tree) and 9 (HDF5 versions, chunking) are the specification.
@@ -28,7 +28,7 @@ from helpers import assert_same_episode, read_episodes, record_cartpole
 from hypothesis import example, given, settings
 from strategies import ID_GRAMMAR, ID_TEXT
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import (
     CorruptDatasetError,
     DatasetIdError,
@@ -53,7 +53,7 @@ def synth(
     ids: list[int],
     contents: list[int] | None = None,
     lengths: list[int] | None = None,
-) -> fmt.EpisodeBatch:
+) -> storage.EpisodeBatch:
     """Episodes whose data (and seed) depend only on ``contents``, not on ``ids``."""
     contents = list(ids) if contents is None else contents
     lengths = [2 + c % 4 for c in contents] if lengths is None else lengths
@@ -68,7 +68,7 @@ def synth(
         term.append(done)
         trunc.append(np.zeros(length, bool))
     n = len(ids)
-    table = fmt.make_table(
+    table = storage.make_table(
         ids,
         contents,
         lengths,
@@ -77,7 +77,7 @@ def synth(
         [False] * n,
         [None] * n,
     )
-    return fmt.EpisodeBatch(
+    return storage.EpisodeBatch(
         observations={"": np.concatenate(obs)},
         actions={"": np.concatenate(act)},
         rewards=np.concatenate(rew),
@@ -93,7 +93,7 @@ def cartpole_batch(
     info_fn: Any = None,
     options: Any = None,
     max_steps: int = 40,
-) -> fmt.EpisodeBatch:
+) -> storage.EpisodeBatch:
     """Real CartPole-v1 episodes (seed = id, random actions seeded by id)."""
     env = gym.make("CartPole-v1")
     rec = EpisodeRecorder(env.observation_space, env.action_space, record_infos=record_infos)
@@ -117,13 +117,13 @@ def cartpole_batch(
 
 
 def base_meta(record_infos: bool = False) -> dict[str, Any]:
-    return fmt.new_metadata(OBS_SPACE, ACT_SPACE, None, record_infos=record_infos)
+    return storage.new_metadata(OBS_SPACE, ACT_SPACE, None, record_infos=record_infos)
 
 
 def cartpole_meta(record_infos: bool = False) -> dict[str, Any]:
     env = gym.make("CartPole-v1")
     try:
-        return fmt.new_metadata(
+        return storage.new_metadata(
             env.observation_space,
             env.action_space,
             json.loads(env.spec.to_json()),
@@ -136,11 +136,11 @@ def cartpole_meta(record_infos: bool = False) -> dict[str, Any]:
 
 def write_dataset(
     dataset_id: str,
-    batches: list[fmt.EpisodeBatch],
+    batches: list[storage.EpisodeBatch],
     compression: str | None = "gzip",
     base: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    with fmt.DatasetWriter(dataset_id) as w:
+    with storage.DatasetWriter(dataset_id) as w:
         w.start(base or base_meta())
         for b in batches:
             w.write_shard(b, compression)
@@ -148,25 +148,25 @@ def write_dataset(
 
 
 def shard_files(dataset_id: str) -> list[Path]:
-    meta = fmt.read_metadata(fmt.dataset_path(dataset_id), dataset_id)
-    return [fmt.dataset_path(dataset_id) / fmt.DATA_DIR / e["file"] for e in meta["shards"]]
+    meta = storage.read_metadata(storage.dataset_path(dataset_id), dataset_id)
+    return [storage.dataset_path(dataset_id) / storage.DATA_DIR / e["file"] for e in meta["shards"]]
 
 
 def data_listing(dataset_id: str) -> set[str]:
-    return {p.name for p in (fmt.dataset_path(dataset_id) / fmt.DATA_DIR).iterdir()}
+    return {p.name for p in (storage.dataset_path(dataset_id) / storage.DATA_DIR).iterdir()}
 
 
-def assert_batches_equal(a: fmt.EpisodeBatch, b: fmt.EpisodeBatch) -> None:
+def assert_batches_equal(a: storage.EpisodeBatch, b: storage.EpisodeBatch) -> None:
     for group in ("observations", "actions"):
         x, y = getattr(a, group), getattr(b, group)
         assert sorted(x) == sorted(y), group
         for k in x:
             np.testing.assert_array_equal(x[k], y[k], err_msg=f"{group}/{k}")
             assert x[k].dtype == y[k].dtype, f"{group}/{k}"
-    for col in fmt.STEP_COLUMNS:
+    for col in storage.STEP_COLUMNS:
         np.testing.assert_array_equal(getattr(a, col), getattr(b, col), err_msg=col)
         assert getattr(a, col).dtype == getattr(b, col).dtype, col
-    for key in fmt.TABLE_FIELDS:
+    for key in storage.TABLE_FIELDS:
         if key in ("options", "metadata"):
             assert list(a.table[key]) == list(b.table[key]), key
         else:
@@ -207,18 +207,18 @@ INVALID_IDS = [
 
 @pytest.mark.parametrize(("dataset_id", "parts"), VALID_IDS)
 def test_valid_ids_parse(dataset_id: str, parts: tuple, datasets_root: Path) -> None:
-    assert fmt.parse_dataset_id(dataset_id) == parts
-    assert fmt.dataset_path(dataset_id) == datasets_root / dataset_id
+    assert storage.parse_dataset_id(dataset_id) == parts
+    assert storage.dataset_path(dataset_id) == datasets_root / dataset_id
 
 
 @pytest.mark.parametrize("dataset_id", INVALID_IDS)
 def test_invalid_ids_are_refused_before_touching_disk(dataset_id: str, datasets_root: Path) -> None:
     for call in (
-        fmt.parse_dataset_id,
-        fmt.dataset_path,
-        fmt.DatasetLock,
-        fmt.DatasetWriter,
-        fmt.verify_dataset,
+        storage.parse_dataset_id,
+        storage.dataset_path,
+        storage.DatasetLock,
+        storage.DatasetWriter,
+        storage.verify_dataset,
     ):
         with pytest.raises(DatasetIdError, match=re.escape("use [namespace/]name-vN")) as info:
             call(dataset_id)
@@ -242,7 +242,7 @@ def test_invalid_ids_are_refused_before_touching_disk(dataset_id: str, datasets_
 )
 def test_invalid_id_messages_say_why(dataset_id: str, why: str) -> None:
     with pytest.raises(DatasetIdError, match=re.escape(f"dataset id {dataset_id!r} {why}")):
-        fmt.parse_dataset_id(dataset_id)
+        storage.parse_dataset_id(dataset_id)
 
 
 @pytest.mark.parametrize("dataset_id", ["x-v0\n", "ns/x-v0\n", "x-v\u0663", "x-v\uff11"])
@@ -250,7 +250,7 @@ def test_id_grammar_is_anchored_and_ascii(dataset_id: str) -> None:
     # `$` also matches before a trailing newline and `\d` matches any Unicode digit; the
     # grammar is name-vN with N in [0-9]+, so these must be refused like any other bad id.
     with pytest.raises(DatasetIdError):
-        fmt.parse_dataset_id(dataset_id)
+        storage.parse_dataset_id(dataset_id)
 
 
 FAKE_ROOT = Path("/nonexistent-harvest-root/datasets")
@@ -263,12 +263,12 @@ FAKE_ROOT = Path("/nonexistent-harvest-root/datasets")
 @example("ns/..-v0")
 def test_any_text_is_refused_or_stays_inside_root(text: str) -> None:
     try:
-        parts = fmt.parse_dataset_id(text)
+        parts = storage.parse_dataset_id(text)
     except DatasetIdError:
         return
-    path = fmt.dataset_path(text, FAKE_ROOT).resolve()
+    path = storage.dataset_path(text, FAKE_ROOT).resolve()
     assert FAKE_ROOT.resolve() in path.parents
-    assert fmt.parse_dataset_id(text) == parts
+    assert storage.parse_dataset_id(text) == parts
     assert not FAKE_ROOT.exists()
 
 
@@ -277,7 +277,7 @@ def test_any_text_is_refused_or_stays_inside_root(text: str) -> None:
 @example("x-v0\n")
 def test_accepted_ids_match_the_grammar_exactly(text: str) -> None:
     try:
-        fmt.parse_dataset_id(text)
+        storage.parse_dataset_id(text)
     except DatasetIdError:
         return
     assert ID_GRAMMAR.fullmatch(text), f"accepted {text!r}, outside [namespace/...]name-vN"
@@ -318,7 +318,7 @@ def test_write_shard_and_commit_follow_the_durable_order(
     monkeypatch: pytest.MonkeyPatch, datasets_root: Path
 ) -> None:
     dsid = "ns/order-v0"
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         w.start(base_meta())
         calls = Syscalls(monkeypatch)
         entry = w.write_shard(synth([0, 1, 2]))
@@ -339,7 +339,7 @@ def test_write_shard_and_commit_follow_the_durable_order(
     ]
     # The shard was complete when fsynced, and the manifest names it.
     assert calls.fsync_sizes[str(tmp)] == shard.stat().st_size == entry["bytes"]
-    assert [e["file"] for e in fmt.read_metadata(ds)["shards"]] == [entry["file"]]
+    assert [e["file"] for e in storage.read_metadata(ds)["shards"]] == [entry["file"]]
 
 
 def test_adopt_shard_fsyncs_before_and_after_the_rename(
@@ -347,11 +347,11 @@ def test_adopt_shard_fsyncs_before_and_after_the_rename(
 ) -> None:
     dsid = "ns/adopt-order-v0"
     batch = synth([0, 1])
-    batch.table["digest"] = fmt.episode_digests(batch)
-    spill = datasets_root / fmt.SPILL_DIR / "spill.h5"
+    batch.table["digest"] = storage.episode_digests(batch)
+    spill = datasets_root / storage.SPILL_DIR / "spill.h5"
     spill.parent.mkdir(parents=True)
-    spill.write_bytes(fmt.build_shard_bytes(batch))
-    with fmt.DatasetWriter(dsid) as w:
+    spill.write_bytes(storage.build_shard_bytes(batch))
+    with storage.DatasetWriter(dsid) as w:
         w.start(base_meta())
         calls = Syscalls(monkeypatch)
         entry = w.adopt_shard(spill)
@@ -376,7 +376,7 @@ def test_adopt_shard_fsyncs_before_and_after_the_rename(
 
 def test_shard_names_are_unique_and_files_read_only() -> None:
     dsid = "ns/names-v0"
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         w.start(base_meta())
         names = [w.write_shard(synth([i]))["file"] for i in range(4)]
         # the same content twice in one generation still gets two names
@@ -395,7 +395,7 @@ def test_shard_names_are_never_reused_after_overwrite() -> None:
     # name. Re-collecting the same data after overwrite is the normal deterministic case.
     dsid = "ns/reuse-v0"
     batches = [synth([0, 1]), synth([2, 3])]
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         w.start(base_meta())
         first = [w.write_shard(b)["file"] for b in batches]
         w.commit()
@@ -413,23 +413,23 @@ def test_read_shard_round_trips_every_column(tmp_path: Path) -> None:
         info_fn=lambda eid, t, info: {"t": t, "odd": np.float32(eid % 2)} if t % 2 else {"t": t},
         options={"difficulty": 2},
     )
-    batch.table["digest"] = fmt.episode_digests(batch)
+    batch.table["digest"] = storage.episode_digests(batch)
     path = tmp_path / "shard.h5"
-    path.write_bytes(fmt.build_shard_bytes(batch, "gzip"))
-    back = fmt.read_shard(path)
+    path.write_bytes(storage.build_shard_bytes(batch, "gzip"))
+    back = storage.read_shard(path)
     assert_batches_equal(batch, back)
     assert back.table["options"] == ['{"difficulty":2}'] * 3
     assert [json.loads(m) for m in back.table["metadata"]] == [
         {"n": int(n)} for n in batch.table["length"]
     ]
     assert back.info_masks["odd"].any() and not back.info_masks["odd"].all()
-    table = fmt.read_shard_table(path)
-    for key in fmt.TABLE_FIELDS:
+    table = storage.read_shard_table(path)
+    for key in storage.TABLE_FIELDS:
         if key in ("options", "metadata"):
             assert table[key] == list(batch.table[key])
         else:
             np.testing.assert_array_equal(table[key], batch.table[key])
-    np.testing.assert_array_equal(fmt.episode_digests(back), batch.table["digest"])
+    np.testing.assert_array_equal(storage.episode_digests(back), batch.table["digest"])
 
 
 def test_read_shard_round_trips_dict_spaces_and_missing_seeds(tmp_path: Path) -> None:
@@ -449,10 +449,10 @@ def test_read_shard_round_trips_dict_spaces_and_missing_seeds(tmp_path: Path) ->
         rec.end_episode(force_truncate=True)
     batch = rec.take()
     assert batch is not None
-    batch.table["digest"] = fmt.episode_digests(batch)
+    batch.table["digest"] = storage.episode_digests(batch)
     path = tmp_path / "shard.h5"
-    path.write_bytes(fmt.build_shard_bytes(batch, "lzf"))
-    back = fmt.read_shard(path)
+    path.write_bytes(storage.build_shard_bytes(batch, "lzf"))
+    back = storage.read_shard(path)
     assert_batches_equal(batch, back)
     assert sorted(back.observations) == ["a%2Fb", "inner/c", "pos"]
     assert back.table["has_seed"].tolist() == [False, True]
@@ -469,7 +469,7 @@ COMPRESSIONS = [
 
 @pytest.mark.parametrize(("spec", "filter_name", "level"), COMPRESSIONS)
 def test_parse_compression(spec: str, filter_name: str | None, level: int | None) -> None:
-    assert fmt.parse_compression(spec) == (filter_name, level)
+    assert storage.parse_compression(spec) == (filter_name, level)
 
 
 def test_compressions_read_back_with_identical_digests_and_fingerprint() -> None:
@@ -479,9 +479,9 @@ def test_compressions_read_back_with_identical_digests_and_fingerprint() -> None
         dsid = f"comp/c{i}-v0"
         meta = write_dataset(dsid, [batch], compression=spec)
         (path,) = shard_files(dsid)
-        back = fmt.read_shard(path)
+        back = storage.read_shard(path)
         assert_batches_equal(batch, back)
-        digests = fmt.episode_digests(back)
+        digests = storage.episode_digests(back)
         if reference is None:
             reference = (meta["fingerprint"], digests)
         assert meta["fingerprint"] == reference[0], spec
@@ -497,14 +497,14 @@ def test_compressions_read_back_with_identical_digests_and_fingerprint() -> None
                 assert ds.id.get_create_plist().get_layout() == h5py.h5d.CHUNKED
                 if level is not None:
                     assert ds.compression_opts == level
-        assert fmt.verify_dataset(dsid).ok
+        assert storage.verify_dataset(dsid).ok
 
 
 @pytest.mark.parametrize("spec", ["zstd", "gzip:10", "gzip:x", "lzf:3", "gzip:-1"])
 def test_bad_compression_is_a_usage_error(spec: str) -> None:
     with pytest.raises(UsageError, match=re.escape(f"storage.compression={spec!r} is not valid")):
-        fmt.parse_compression(spec)
-    with fmt.DatasetWriter("ns/badcomp-v0") as w:
+        storage.parse_compression(spec)
+    with storage.DatasetWriter("ns/badcomp-v0") as w:
         w.start(base_meta())
         with pytest.raises(UsageError, match="use none, lzf, gzip or gzip:0-9"):
             w.write_shard(synth([0]), spec)
@@ -517,12 +517,12 @@ def test_shards_keep_nothing_in_the_global_heap(tmp_path: Path) -> None:
     # in the corruption suite: options, metadata and attributes are fixed-width instead.
     batch = cartpole_batch([0, 1, 2], record_infos=True, options={"difficulty": 2})
     batch.table["metadata"] = ['{"note":"' + "x" * 300 + '"}', None, "{}"]
-    batch.table["digest"] = fmt.episode_digests(batch)
-    data = fmt.build_shard_bytes(batch, "lzf")
+    batch.table["digest"] = storage.episode_digests(batch)
+    data = storage.build_shard_bytes(batch, "lzf")
     assert b"GCOL" not in data
     path = tmp_path / "s.h5"
     path.write_bytes(data)
-    back = fmt.read_shard(path)
+    back = storage.read_shard(path)
     assert back.table["options"] == ['{"difficulty":2}'] * 3
     assert back.table["metadata"] == batch.table["metadata"]
     with h5py.File(path) as f:
@@ -533,36 +533,36 @@ def test_shards_keep_nothing_in_the_global_heap(tmp_path: Path) -> None:
 def test_shards_written_before_the_checksums_still_read(tmp_path: Path) -> None:
     # earlier shards: vlen text columns, a vlen info_schema, no sha256 or layout attributes
     batch = cartpole_batch([0, 1], record_infos=True, options={"difficulty": 2})
-    batch.table["digest"] = fmt.episode_digests(batch)
+    batch.table["digest"] = storage.episode_digests(batch)
     path = tmp_path / "old.h5"
-    path.write_bytes(fmt.build_shard_bytes(batch, "gzip"))
+    path.write_bytes(storage.build_shard_bytes(batch, "gzip"))
     with h5py.File(path, "r+") as f:
-        del f.attrs[fmt.LAYOUT_CHECKSUM]
+        del f.attrs[storage.LAYOUT_CHECKSUM]
         f.attrs["info_schema"] = json.dumps(batch.info_schema())
-        for key in fmt.TABLE_FIELDS:
-            del f[f"episodes/{key}"].attrs[fmt.TABLE_CHECKSUM]
+        for key in storage.TABLE_FIELDS:
+            del f[f"episodes/{key}"].attrs[storage.TABLE_CHECKSUM]
         for key in ("options", "metadata"):
             values = ["" if o is None else o for o in batch.table[key]]
             del f[f"episodes/{key}"]
             f["episodes"].create_dataset(key, data=values, dtype=h5py.string_dtype())
-    assert_batches_equal(batch, fmt.read_shard(path))
-    assert fmt.read_shard_table(path, ("options",)) == {"options": ['{"difficulty":2}'] * 2}
+    assert_batches_equal(batch, storage.read_shard(path))
+    assert storage.read_shard_table(path, ("options",)) == {"options": ['{"difficulty":2}'] * 2}
 
 
 def test_a_rewritten_chunk_index_fails_the_layout_checksum(tmp_path: Path) -> None:
     # HDF5 1.10's checksums catch a flipped bit in its metadata; a shard rewritten through
     # HDF5 itself (a chunk stored again, so its index changes) is caught by layout_sha256.
     batch = cartpole_batch([0, 1])
-    batch.table["digest"] = fmt.episode_digests(batch)
+    batch.table["digest"] = storage.episode_digests(batch)
     path = tmp_path / "s.h5"
-    path.write_bytes(fmt.build_shard_bytes(batch, "lzf"))
+    path.write_bytes(storage.build_shard_bytes(batch, "lzf"))
     with h5py.File(path, "r+") as f:
         dset = f["rewards"]
         mask, raw = dset.id.read_direct_chunk((0,))
         dset.id.write_direct_chunk((0,), raw + bytes(8), filter_mask=mask)  # 8 bytes longer
     with pytest.raises(CorruptDatasetError, match="HDF5 layout does not match its checksum"):
-        fmt.read_shard(path)
-    reader = fmt.ShardReader()
+        storage.read_shard(path)
+    reader = storage.ShardReader()
     with pytest.raises(CorruptDatasetError, match="layout does not match.*run verify"):
         reader.read_rows(path, slice(0, 4), slice(0, 3))
 
@@ -572,17 +572,17 @@ def test_shards_use_the_hdf5_1_10_format_with_checksummed_metadata(tmp_path: Pat
     # >= 1.10 reads them), and HDF5's own metadata checksummed: superblock version 3 and
     # version-2 object headers ("OHDR"), which the 1.0 format ("earliest") has not.
     batch = cartpole_batch([0, 1], record_infos=True)
-    batch.table["digest"] = fmt.episode_digests(batch)
-    assert fmt.LIBVER == ("v110", "v110")
+    batch.table["digest"] = storage.episode_digests(batch)
+    assert storage.LIBVER == ("v110", "v110")
     for spec in ("none", "lzf", "gzip"):
-        data = fmt.build_shard_bytes(batch, spec)
+        data = storage.build_shard_bytes(batch, spec)
         assert data[:8] == HDF5_SIGNATURE
         assert data[8] == 3, f"superblock version {data[8]} with {spec}"
         assert b"OHDR" in data, spec
         path = tmp_path / f"{spec}.h5"
         path.write_bytes(data)
         with h5py.File(path, "r") as f:
-            assert f.attrs["format_version"] == fmt.FORMAT_VERSION
+            assert f.attrs["format_version"] == storage.FORMAT_VERSION
     # the check above does discriminate: an "earliest" file has superblock 0 and no OHDR
     with h5py.File(tmp_path / "old.h5", "w", libver="earliest") as f:
         f.create_dataset("a", data=np.arange(10), chunks=(5,), compression="gzip")
@@ -618,7 +618,7 @@ def test_fingerprint_changes_with_one_reward() -> None:
     changed.rewards[5] += 1e-9
     meta2 = write_dataset("fp/changed-v0", [changed])
     assert meta["fingerprint"] != meta2["fingerprint"]
-    d1, d2 = fmt.episode_digests(batch), fmt.episode_digests(changed)
+    d1, d2 = storage.episode_digests(batch), storage.episode_digests(changed)
     differs = np.any(d1 != d2, axis=1)
     step_episode = np.searchsorted(batch.table["step_offset"], 5, side="right") - 1
     assert differs.tolist() == [i == step_episode for i in range(4)]
@@ -629,8 +629,8 @@ def test_fingerprint_excludes_ids_but_follows_id_order() -> None:
     shifted = write_dataset("fp/b-v0", [synth([100, 205, 300], contents=[7, 8, 9])])
     assert base["fingerprint"] == shifted["fingerprint"]
     np.testing.assert_array_equal(
-        fmt.episode_digests(synth([0], contents=[7])),
-        fmt.episode_digests(synth([55], contents=[7])),
+        storage.episode_digests(synth([0], contents=[7])),
+        storage.episode_digests(synth([55], contents=[7])),
     )
     reordered = write_dataset("fp/c-v0", [synth([1, 0, 2], contents=[7, 8, 9])])
     assert reordered["fingerprint"] != base["fingerprint"]
@@ -641,12 +641,12 @@ def test_fingerprint_excludes_ids_but_follows_id_order() -> None:
 
 def test_empty_dataset_fingerprint_is_stable() -> None:
     empty = hashlib.sha256(b"").hexdigest()
-    assert fmt.fingerprint(np.zeros(0, np.int64), np.zeros((0, 32), np.uint8)) == empty
+    assert storage.fingerprint(np.zeros(0, np.int64), np.zeros((0, 32), np.uint8)) == empty
     a = write_dataset("fp/empty-v0", [])
     b = write_dataset("other/empty-v1", [], base=cartpole_meta())
     assert a["fingerprint"] == b["fingerprint"] == empty
     assert a["total_episodes"] == a["total_steps"] == a["dataset_bytes"] == 0
-    report = fmt.verify_dataset("fp/empty-v0")
+    report = storage.verify_dataset("fp/empty-v0")
     assert report.ok and report.fingerprint == empty
 
 
@@ -690,11 +690,11 @@ def test_fingerprint_sees_every_bit_of_integer_infos() -> None:
 
 def test_second_writer_in_process_is_refused(datasets_root: Path) -> None:
     dsid = "ns/locked-v0"
-    w = fmt.DatasetWriter(dsid)
+    w = storage.DatasetWriter(dsid)
     try:
         w.start(base_meta())
         with pytest.raises(LockHeldError, match=re.escape(f"(pid {os.getpid()})")) as info:
-            fmt.DatasetWriter(dsid)
+            storage.DatasetWriter(dsid)
         assert info.value.pid == os.getpid()
         assert isinstance(info.value, BlockingIOError)
         assert "is being written by another process" in str(info.value)
@@ -705,18 +705,18 @@ def test_second_writer_in_process_is_refused(datasets_root: Path) -> None:
         # deleting the dataset folder cannot let a second writer in (review 8)
         shutil.rmtree(datasets_root / dsid)
         with pytest.raises(LockHeldError):
-            fmt.DatasetWriter(dsid)
+            storage.DatasetWriter(dsid)
         # other datasets are independent
-        fmt.DatasetWriter("ns/other-v0").close()
+        storage.DatasetWriter("ns/other-v0").close()
     finally:
         w.close()
-    again = fmt.DatasetWriter(dsid)
+    again = storage.DatasetWriter(dsid)
     again.close()
 
 
 LOCK_HOLDER = """
 import sys, time
-from collector.format import DatasetWriter
+from collector.storage import DatasetWriter
 w = DatasetWriter(sys.argv[1])
 print("ready", flush=True)
 time.sleep(60)
@@ -735,14 +735,14 @@ def test_lock_held_by_another_process_names_its_pid(datasets_root: Path) -> None
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"
             with pytest.raises(LockHeldError, match=re.escape(f"(pid {proc.pid})")) as info:
-                fmt.DatasetWriter(dsid)
+                storage.DatasetWriter(dsid)
             assert info.value.pid == proc.pid
             assert (datasets_root / "ns" / ".locks" / "proc-v0.lock").is_file()
         finally:
             proc.kill()
             proc.wait(timeout=10)
     # the holder is gone: the lock is free again
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         assert not w.exists
 
 
@@ -751,7 +751,7 @@ def test_one_dataset_through_two_roots_has_one_lock(tmp_path: Path, linked: str)
     """Issue 16 item 18: locks were per root path, so a symlinked root let two writers in."""
     first, second = tmp_path / "first", tmp_path / "second"
     write_dataset_at = "ns/shared-v0"
-    with fmt.DatasetWriter(write_dataset_at, first) as w:
+    with storage.DatasetWriter(write_dataset_at, first) as w:
         w.start(base_meta())
     (second / "ns").mkdir(parents=True)
     if linked == "namespace":
@@ -759,12 +759,12 @@ def test_one_dataset_through_two_roots_has_one_lock(tmp_path: Path, linked: str)
         (second / "ns").symlink_to(first / "ns", target_is_directory=True)
     else:
         (second / "ns" / "shared-v0").symlink_to(first / "ns" / "shared-v0")
-    with fmt.DatasetWriter(write_dataset_at, first):
+    with storage.DatasetWriter(write_dataset_at, first):
         with pytest.raises(LockHeldError, match=re.escape(f"(pid {os.getpid()})")):
-            fmt.DatasetWriter(write_dataset_at, second)
-    with fmt.DatasetWriter(write_dataset_at, second):
+            storage.DatasetWriter(write_dataset_at, second)
+    with storage.DatasetWriter(write_dataset_at, second):
         with pytest.raises(LockHeldError):
-            fmt.DatasetWriter(write_dataset_at, first)
+            storage.DatasetWriter(write_dataset_at, first)
     # the lock stays outside every dataset folder
     assert not [p for p in (first / "ns" / "shared-v0").rglob("*") if "lock" in p.name]
 
@@ -774,7 +774,7 @@ def test_lock_files_are_group_writable_under_a_group_umask(umask: int, mode: int
     """Issue 16 item 18: lock files were created 0644 whatever the umask."""
     old = os.umask(umask)
     try:
-        lock = fmt.DatasetLock("ns/mode-v0").acquire()
+        lock = storage.DatasetLock("ns/mode-v0").acquire()
     finally:
         os.umask(old)
     try:
@@ -817,19 +817,19 @@ def test_a_second_user_can_take_a_lock_file_it_cannot_write(shared_root: Path) -
     """Issue 16 item 18: another user of a shared root could not open a 0644 lock file."""
     old = os.umask(0o022)  # the first user's umask: its lock file is not group-writable
     try:
-        fmt.DatasetLock("ns/shared-v0", shared_root).acquire().release()
+        storage.DatasetLock("ns/shared-v0", shared_root).acquire().release()
     finally:
         os.umask(old)
     lock = shared_root / "ns" / ".locks" / "shared-v0.lock"
     assert stat.S_IMODE(lock.stat().st_mode) == 0o644
-    take = fmt.DatasetLock("ns/shared-v0", shared_root).acquire
+    take = storage.DatasetLock("ns/shared-v0", shared_root).acquire
     assert as_other_user(65534, 4242, take) == 0
     # while the first user holds it, the second is refused with the usual error
-    with fmt.DatasetLock("ns/shared-v0", shared_root):
+    with storage.DatasetLock("ns/shared-v0", shared_root):
 
         def refused() -> None:
             with pytest.raises(LockHeldError, match=re.escape(f"(pid {os.getppid()})")):
-                fmt.DatasetLock("ns/shared-v0", shared_root).acquire()
+                storage.DatasetLock("ns/shared-v0", shared_root).acquire()
 
         assert as_other_user(65534, 4242, refused) == 0
 
@@ -841,40 +841,40 @@ def test_a_second_user_can_take_a_lock_file_it_cannot_write(shared_root: Path) -
 def test_uncommitted_shard_is_invisible_then_removed(datasets_root: Path) -> None:
     dsid = "ns/torn-v0"
     committed = synth([0, 1])
-    w = fmt.DatasetWriter(dsid)
+    w = storage.DatasetWriter(dsid)
     w.start(base_meta())
     kept = w.write_shard(committed)["file"]
     w.commit()
     orphan = w.write_shard(synth([2, 3]))["file"]
     w.close()  # "crash" before commit
-    path = fmt.dataset_path(dsid)
-    meta = fmt.read_metadata(path, dsid)
+    path = storage.dataset_path(dsid)
+    meta = storage.read_metadata(path, dsid)
     assert [e["file"] for e in meta["shards"]] == [kept]
     assert meta["total_episodes"] == 2
     assert data_listing(dsid) == {kept, orphan}
     assert [ep["id"] for ep in read_episodes(dsid)] == [0, 1]
-    with fmt.DatasetWriter(dsid) as w2:
+    with storage.DatasetWriter(dsid) as w2:
         assert data_listing(dsid) == {kept}
         assert sorted(w2.committed_ids().tolist()) == [0, 1]
         assert w2.cleanup() == []
-    assert fmt.verify_dataset(dsid).ok
+    assert storage.verify_dataset(dsid).ok
 
 
 def test_leftover_temp_files_are_removed_on_open() -> None:
     dsid = "ns/leftovers-v0"
     meta = write_dataset(dsid, [synth([0, 1])])
-    path = fmt.dataset_path(dsid)
+    path = storage.dataset_path(dsid)
     (path / "metadata.json.tmp").write_text('{"half": ')
     (path / "data" / ".shard-000009-deadbeef.h5.tmp").write_bytes(b"partial")
-    with fmt.DatasetWriter(dsid):
+    with storage.DatasetWriter(dsid):
         assert not (path / "metadata.json.tmp").exists()
         assert data_listing(dsid) == {meta["shards"][0]["file"]}
-    assert fmt.read_metadata(path)["fingerprint"] == meta["fingerprint"]
+    assert storage.read_metadata(path)["fingerprint"] == meta["fingerprint"]
 
 
 def test_cleanup_reports_what_it_removed() -> None:
     dsid = "ns/cleanup-v0"
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         w.start(base_meta())
         w.write_shard(synth([0]))
         w.commit()
@@ -888,14 +888,14 @@ def test_overwrite_removes_the_old_generation_when_the_next_writer_opens() -> No
     dsid = "ns/gen-v0"
     old = write_dataset(dsid, [synth([0, 1]), synth([2])])
     old_files = {e["file"] for e in old["shards"]}
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         w.start(base_meta())
         new = w.write_shard(synth([0], contents=[50]))["file"]
         w.commit()
     # the old generation is unreferenced but still on disk: open snapshots stay readable
-    assert [e["file"] for e in fmt.read_metadata(fmt.dataset_path(dsid))["shards"]] == [new]
+    assert [e["file"] for e in storage.read_metadata(storage.dataset_path(dsid))["shards"]] == [new]
     assert data_listing(dsid) == old_files | {new}
-    with fmt.DatasetWriter(dsid):
+    with storage.DatasetWriter(dsid):
         assert data_listing(dsid) == {new}
     assert old_files.isdisjoint(data_listing(dsid))
 
@@ -904,7 +904,7 @@ def test_cleanup_removes_only_its_own_names_and_never_a_link(tmp_path: Path) -> 
     """Issue 16 item 4: cleanup removed every unreferenced entry of ``data/``, links included."""
     dsid = "ns/own-v0"
     meta = write_dataset(dsid, [synth([0, 1])])
-    data = fmt.dataset_path(dsid) / fmt.DATA_DIR
+    data = storage.dataset_path(dsid) / storage.DATA_DIR
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "precious.h5").write_bytes(b"someone else's")
@@ -913,7 +913,7 @@ def test_cleanup_removes_only_its_own_names_and_never_a_link(tmp_path: Path) -> 
     (data / "shard-000778-0123abcd.h5").mkdir()  # a folder is no shard either
     (data / ".shard-0123456789ab.h5.tmp").write_bytes(b"ours: a torn write")
     (data / "shard-000779-0123abcd.h5").write_bytes(b"ours: an uncommitted shard")
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         assert w.cleanup() == []
     assert data_listing(dsid) == {
         meta["shards"][0]["file"],
@@ -928,14 +928,14 @@ def test_a_symlinked_data_folder_is_never_cleaned(tmp_path: Path) -> None:
     """Issue 16 item 4: a no-op reopen deleted a file of the folder ``data/`` pointed to."""
     dsid = "ns/linked-v0"
     meta = write_dataset(dsid, [synth([0, 1])])
-    path = fmt.dataset_path(dsid)
+    path = storage.dataset_path(dsid)
     shared = tmp_path / "shared"
-    shutil.move(path / fmt.DATA_DIR, shared)
-    (path / fmt.DATA_DIR).symlink_to(shared, target_is_directory=True)
+    shutil.move(path / storage.DATA_DIR, shared)
+    (path / storage.DATA_DIR).symlink_to(shared, target_is_directory=True)
     others = {"notes.txt", "shard-000001-89abcdef.h5", ".shard-0123456789ab.h5.tmp"}
     for name in others:
         (shared / name).write_bytes(b"another dataset's")
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         assert sorted(w.committed_ids().tolist()) == [0, 1]
         assert w.cleanup() == []
     assert {p.name for p in shared.iterdir()} == others | {meta["shards"][0]["file"]}
@@ -949,10 +949,10 @@ def test_a_no_op_resume_keeps_the_files_of_the_folder_data_links_to(tmp_path: Pa
     from collector.collect import collect
 
     dsid = collect_cartpole("ns/resumed-v0", 4)
-    path = fmt.dataset_path(dsid)
+    path = storage.dataset_path(dsid)
     shared = tmp_path / "big-disk"
-    shutil.move(path / fmt.DATA_DIR, shared)
-    (path / fmt.DATA_DIR).symlink_to(shared, target_is_directory=True)
+    shutil.move(path / storage.DATA_DIR, shared)
+    (path / storage.DATA_DIR).symlink_to(shared, target_is_directory=True)
     (shared / "thesis.pdf").write_bytes(b"someone's")
     result = collect(
         {
@@ -965,7 +965,7 @@ def test_a_no_op_resume_keeps_the_files_of_the_folder_data_links_to(tmp_path: Pa
     )
     assert result.noop
     assert (shared / "thesis.pdf").read_bytes() == b"someone's"
-    assert fmt.verify_dataset(dsid).ok
+    assert storage.verify_dataset(dsid).ok
 
 
 # ------------------------------------------------------------------------------------------
@@ -983,9 +983,9 @@ def test_metadata_is_strict_json_with_infinite_bounds() -> None:
     dsid = "cartpole/random-v0"
     base = cartpole_meta()
     meta = write_dataset(dsid, [cartpole_batch([0, 1])], base=base)
-    text = (fmt.dataset_path(dsid) / "metadata.json").read_text()
+    text = (storage.dataset_path(dsid) / "metadata.json").read_text()
     parsed = strict_loads(text)
-    assert parsed["format_version"] == fmt.FORMAT_VERSION
+    assert parsed["format_version"] == storage.FORMAT_VERSION
     assert parsed["dataset_id"] == dsid
     assert parsed["fingerprint"] == meta["fingerprint"]
     assert parsed["env_spec"]["id"] == "CartPole-v1"
@@ -999,26 +999,26 @@ def test_metadata_is_strict_json_with_infinite_bounds() -> None:
     space = space_from_json(parsed["observation_space"])
     assert np.isinf(space.high).sum() == 2
     with pytest.raises(ValueError):
-        fmt.dumps_metadata({"x": float("nan")})
+        storage.dumps_metadata({"x": float("nan")})
 
 
 def test_read_metadata_accepts_minari_lenient_json(datasets_root: Path) -> None:
     record_cartpole("cart/a-v0", 2)
-    file = fmt.dataset_path("cart/a-v0") / fmt.METADATA_FILE
+    file = storage.dataset_path("cart/a-v0") / storage.METADATA_FILE
     meta = json.loads(file.read_text())
-    del meta[fmt.MANIFEST_SHA256]  # an unsealed version 1 manifest, as earlier mains wrote
+    del meta[storage.MANIFEST_SHA256]  # an unsealed version 1 manifest, as earlier mains wrote
     meta["format_version"] = 1
     text = json.dumps(meta).replace('"total_steps"', '"ref_min_score": NaN, "total_steps"')
     text = text.replace('"Infinity"', "Infinity")
     file.chmod(0o644)
     file.write_text(text)
-    got = fmt.read_metadata(file.parent)
+    got = storage.read_metadata(file.parent)
     assert got["observation_space"]["high"][1] == np.inf
     assert np.isnan(got["ref_min_score"])
     # but not a manifest without the fields readers need (issue 16 item 8)
     file.write_text('{"dataset_id": "minari-v0"}')
     with pytest.raises(CorruptDatasetError, match="has no manifest_sha256"):
-        fmt.read_metadata(file.parent)
+        storage.read_metadata(file.parent)
 
 
 @pytest.mark.parametrize("content", ['{"format_version": 1,', "[1, 2]", "null"])
@@ -1026,7 +1026,7 @@ def test_read_metadata_invalid_json_is_corrupt(tmp_path: Path, content: str) -> 
     file = tmp_path / "metadata.json"
     file.write_text(content)
     with pytest.raises(CorruptDatasetError, match=re.escape(str(file))) as info:
-        fmt.read_metadata(tmp_path)
+        storage.read_metadata(tmp_path)
     assert "\n" not in str(info.value)
     assert "re-collect the dataset" in str(info.value)
 
@@ -1036,30 +1036,30 @@ def test_read_metadata_binary_garbage_is_corrupt(tmp_path: Path) -> None:
     file = tmp_path / "metadata.json"
     file.write_bytes(b"\xff\xfe\x00{garbage\x89HDF")
     with pytest.raises(CorruptDatasetError, match=re.escape(str(file))) as info:
-        fmt.read_metadata(tmp_path)
+        storage.read_metadata(tmp_path)
     assert "\n" not in str(info.value)
 
 
 def test_read_metadata_refuses_newer_format(tmp_path: Path) -> None:
-    newer = fmt.FORMAT_VERSION + 1
+    newer = storage.FORMAT_VERSION + 1
     (tmp_path / "metadata.json").write_text(f'{{"format_version": {newer}}}')
     with pytest.raises(
         FormatVersionError,
         match=re.escape(
             f"dataset 'ns/new-v0' uses format version {newer}, newer than this harvest reads "
-            f"({fmt.FORMAT_VERSION}); upgrade harvest"
+            f"({storage.FORMAT_VERSION}); upgrade harvest"
         ),
     ) as info:
-        fmt.read_metadata(tmp_path, "ns/new-v0")
+        storage.read_metadata(tmp_path, "ns/new-v0")
     assert "\n" not in str(info.value)
 
 
 def test_missing_dataset_is_not_found(datasets_root: Path) -> None:
     dsid = "ns/missing-v0"
     with pytest.raises(FileNotFoundError):
-        fmt.read_metadata(fmt.dataset_path(dsid), dsid)
+        storage.read_metadata(storage.dataset_path(dsid), dsid)
     with pytest.raises(DatasetNotFoundError, match=re.escape(f"no dataset {dsid!r}")) as info:
-        fmt.verify_dataset(dsid)
+        storage.verify_dataset(dsid)
     assert info.value.dataset_id == dsid
     assert "$HARVEST_DATASETS" in str(info.value)
     assert not datasets_root.exists()
@@ -1067,13 +1067,13 @@ def test_missing_dataset_is_not_found(datasets_root: Path) -> None:
 
 def test_new_metadata_rejects_unknown_fields() -> None:
     with pytest.raises(UsageError, match=re.escape("unknown metadata field(s) ['autor']")):
-        fmt.new_metadata(OBS_SPACE, ACT_SPACE, None, record_infos=False, autor="me")
-    meta = fmt.new_metadata(
+        storage.new_metadata(OBS_SPACE, ACT_SPACE, None, record_infos=False, autor="me")
+    meta = storage.new_metadata(
         OBS_SPACE, ACT_SPACE, None, record_infos=True, author="me", requirements={"b", "a"}
     )
     assert meta["author"] == "me" and meta["requirements"] == ["a", "b"]
     assert "author_email" not in meta and meta["record_infos"] is True
-    strict_loads(fmt.dumps_metadata(meta))
+    strict_loads(storage.dumps_metadata(meta))
 
 
 # ------------------------------------------------------------------------------------------
@@ -1086,7 +1086,7 @@ def three_shard_dataset(dsid: str) -> dict[str, Any]:
 
 def test_verify_sound_dataset() -> None:
     meta = three_shard_dataset("ns/sound-v0")
-    report = fmt.verify_dataset("ns/sound-v0")
+    report = storage.verify_dataset("ns/sound-v0")
     assert report.ok, report.problems
     assert report.fingerprint == meta["fingerprint"]
     assert report.episodes == 8
@@ -1120,7 +1120,7 @@ def test_verify_reports_damaged_shards(damage: Any, says: str) -> None:
     three_shard_dataset(dsid)
     target = shard_files(dsid)[1]
     damage(target)
-    report = fmt.verify_dataset(dsid)
+    report = storage.verify_dataset(dsid)
     assert not report.ok
     assert len(report.problems) == 1, report.problems
     assert re.match(f"{re.escape(target.name)}: {says}", report.problems[0]), report.problems
@@ -1132,17 +1132,17 @@ def test_verify_recomputes_digests_even_when_sha256_matches() -> None:
     dsid = "ns/tampered-v0"
     three_shard_dataset(dsid)
     target = shard_files(dsid)[2]
-    batch = fmt.read_shard(target)
+    batch = storage.read_shard(target)
     batch.rewards[0] += 1.0  # the stored digest is left stale
-    image = fmt.build_shard_bytes(batch, "gzip")
+    image = storage.build_shard_bytes(batch, "gzip")
     target.chmod(0o644)
     target.write_bytes(image)
-    path = fmt.dataset_path(dsid)
-    meta = fmt.read_metadata(path)
+    path = storage.dataset_path(dsid)
+    meta = storage.read_metadata(path)
     meta["shards"][2].update(sha256=hashlib.sha256(image).hexdigest(), bytes=len(image))
     meta["dataset_bytes"] = sum(e["bytes"] for e in meta["shards"])
-    (path / "metadata.json").write_text(fmt.seal_metadata(meta))  # sealed again, too
-    report = fmt.verify_dataset(dsid)
+    (path / "metadata.json").write_text(storage.seal_metadata(meta))  # sealed again, too
+    report = storage.verify_dataset(dsid)
     assert not report.ok
     assert report.problems == [
         f"{target.name}: 1 episode digest(s) do not match their data (first id 6)"
@@ -1159,10 +1159,10 @@ def test_repack_merges_small_shards_without_changing_data() -> None:
     meta = write_dataset(dsid, batches, compression="lzf")
     before = read_episodes(dsid)
     old_files = {e["file"] for e in meta["shards"]}
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         assert w.repack(target_bytes=1 << 30, compression="gzip") == 5
         assert w.repack(target_bytes=1 << 30) == 0  # nothing left to merge
-    after_meta = fmt.read_metadata(fmt.dataset_path(dsid))
+    after_meta = storage.read_metadata(storage.dataset_path(dsid))
     assert len(after_meta["shards"]) == 1
     assert after_meta["shards"][0]["id_ranges"] == [[0, 15]]
     assert after_meta["fingerprint"] == meta["fingerprint"]
@@ -1170,7 +1170,7 @@ def test_repack_merges_small_shards_without_changing_data() -> None:
     assert after_meta["total_steps"] == meta["total_steps"]
     # merged shards stay until the next writer opens the dataset, for open snapshots
     assert old_files <= data_listing(dsid)
-    with fmt.DatasetWriter(dsid):
+    with storage.DatasetWriter(dsid):
         pass
     assert data_listing(dsid) == {after_meta["shards"][0]["file"]}
     assert old_files.isdisjoint(data_listing(dsid))
@@ -1179,7 +1179,7 @@ def test_repack_merges_small_shards_without_changing_data() -> None:
     for a, b in zip(before, after, strict=True):
         assert_same_episode(a, b)
         assert a["seed"] == b["seed"] and a["return"] == b["return"]
-    report = fmt.verify_dataset(dsid)
+    report = storage.verify_dataset(dsid)
     assert report.ok, report.problems
 
 
@@ -1187,9 +1187,9 @@ def test_repack_leaves_shards_that_are_not_small() -> None:
     dsid = "ns/repack-big-enough-v0"
     meta = write_dataset(dsid, [synth([i]) for i in range(3)], compression="none")
     size = min(e["bytes"] for e in meta["shards"])
-    with fmt.DatasetWriter(dsid) as w:  # each shard is exactly at the "small" limit
-        assert w.repack(target_bytes=fmt.SMALL_SHARD_FRACTION * size) == 0
-    assert fmt.read_metadata(fmt.dataset_path(dsid))["shards"] == meta["shards"]
+    with storage.DatasetWriter(dsid) as w:  # each shard is exactly at the "small" limit
+        assert w.repack(target_bytes=storage.SMALL_SHARD_FRACTION * size) == 0
+    assert storage.read_metadata(storage.dataset_path(dsid))["shards"] == meta["shards"]
 
 
 def test_repack_respects_target_size() -> None:
@@ -1197,17 +1197,17 @@ def test_repack_respects_target_size() -> None:
     meta = write_dataset(dsid, [synth([i]) for i in range(20)], compression="none")
     size = max(e["bytes"] for e in meta["shards"])
     # small = under target / SMALL_SHARD_FRACTION, so every shard here is small
-    target = fmt.SMALL_SHARD_FRACTION * size + size // 2
-    with fmt.DatasetWriter(dsid) as w:
+    target = storage.SMALL_SHARD_FRACTION * size + size // 2
+    with storage.DatasetWriter(dsid) as w:
         merged = w.repack(target_bytes=target, compression="none")
-    after = fmt.read_metadata(fmt.dataset_path(dsid))
+    after = storage.read_metadata(storage.dataset_path(dsid))
     assert merged == 20
     assert [e["episodes"] for e in after["shards"]] == [16, 4]
     assert after["fingerprint"] == meta["fingerprint"]
-    assert fmt.verify_dataset(dsid).ok
+    assert storage.verify_dataset(dsid).ok
 
 
-def recorded_info_batches() -> list[fmt.EpisodeBatch]:
+def recorded_info_batches() -> list[storage.EpisodeBatch]:
     return [
         cartpole_batch([0, 1], record_infos=True, info_fn=info_fn_a),
         cartpole_batch([2, 3], record_infos=True, info_fn=info_fn_b),
@@ -1220,7 +1220,7 @@ def test_concat_batches_unions_info_keys_with_correct_masks() -> None:
     assert a.infos is not None and sorted(a.infos) == ["a"]
     assert b.infos is not None and sorted(b.infos) == ["b"]
     assert c.infos == {}
-    cat = fmt.concat_batches([a, b, c])
+    cat = storage.concat_batches([a, b, c])
     assert cat.infos is not None and sorted(cat.infos) == ["a", "b"]
     rows_a, rows_b = len(a.infos["a"]), len(b.infos["b"])
     rows_c = int(c.table["length"].sum()) + c.num_episodes
@@ -1234,7 +1234,7 @@ def test_concat_batches_unions_info_keys_with_correct_masks() -> None:
     assert not cat.infos["a"][rows_a:].any() and not cat.infos["b"][:rows_a].any()
     assert cat.infos["b"].dtype == np.int64
     np.testing.assert_array_equal(cat.table["id"], [0, 1, 2, 3, 4])
-    obs_offset, step_offset = fmt._offsets(cat.table["length"])
+    obs_offset, step_offset = storage.batch._offsets(cat.table["length"])
     np.testing.assert_array_equal(cat.table["obs_offset"], obs_offset)
     np.testing.assert_array_equal(cat.table["step_offset"], step_offset)
     assert list(cat.table["metadata"]) == [
@@ -1247,9 +1247,9 @@ def test_concat_batches_unions_info_keys_with_correct_masks() -> None:
 def test_repack_with_changing_info_keys_keeps_fingerprint_and_masks() -> None:
     dsid = "ns/repack-infos-v0"
     meta = write_dataset(dsid, recorded_info_batches(), base=cartpole_meta(record_infos=True))
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         assert w.repack(target_bytes=1 << 30) == 3
-    after = fmt.read_metadata(fmt.dataset_path(dsid))
+    after = storage.read_metadata(storage.dataset_path(dsid))
     assert len(after["shards"]) == 1
     assert after["fingerprint"] == meta["fingerprint"]
     episodes = read_episodes(dsid)
@@ -1259,7 +1259,7 @@ def test_repack_with_changing_info_keys_keeps_fingerprint_and_masks() -> None:
         has_b = ep["id"] in (2, 3)
         assert infos["a"][1].all() == has_a and infos["a"][1].any() == has_a
         assert infos["b"][1].all() == has_b and infos["b"][1].any() == has_b
-    assert fmt.verify_dataset(dsid).ok
+    assert storage.verify_dataset(dsid).ok
 
 
 def test_repack_never_commits_a_changed_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1267,20 +1267,20 @@ def test_repack_never_commits_a_changed_fingerprint(monkeypatch: pytest.MonkeyPa
     # metadata.json on disk has to keep the old shard list and fingerprint.
     dsid = "ns/repack-guard-v0"
     meta = write_dataset(dsid, [synth([0, 1]), synth([2, 3])])
-    real = fmt.episode_digests
+    real = storage.episode_digests
 
-    def skewed(batch: fmt.EpisodeBatch) -> np.ndarray:
+    def skewed(batch: storage.EpisodeBatch) -> np.ndarray:
         out = real(batch)
         out[:, 0] ^= 1
         return out
 
-    with fmt.DatasetWriter(dsid) as w, monkeypatch.context() as m:
-        m.setattr(fmt, "episode_digests", skewed)
+    with storage.DatasetWriter(dsid) as w, monkeypatch.context() as m:
+        m.setattr(storage.digests, "episode_digests", skewed)
         with pytest.raises(
             CorruptDatasetError, match="does not match its own digests; run verify before repacking"
         ):
             w.repack(target_bytes=1 << 30)
-    on_disk = fmt.read_metadata(fmt.dataset_path(dsid))
+    on_disk = storage.read_metadata(storage.dataset_path(dsid))
     assert on_disk["fingerprint"] == meta["fingerprint"]
     assert [e["file"] for e in on_disk["shards"]] == [e["file"] for e in meta["shards"]]
 
@@ -1289,18 +1289,18 @@ def test_repack_never_commits_a_changed_fingerprint(monkeypatch: pytest.MonkeyPa
 # 10. adopt_shard
 
 
-def spill(datasets_root: Path, batch: fmt.EpisodeBatch, name: str) -> Path:
-    batch.table["digest"] = fmt.episode_digests(batch)
-    path = datasets_root / fmt.SPILL_DIR / name
+def spill(datasets_root: Path, batch: storage.EpisodeBatch, name: str) -> Path:
+    batch.table["digest"] = storage.episode_digests(batch)
+    path = datasets_root / storage.SPILL_DIR / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(fmt.build_shard_bytes(batch, "gzip"))
+    path.write_bytes(storage.build_shard_bytes(batch, "gzip"))
     return path
 
 
 def test_adopt_shard_with_id_offset(datasets_root: Path) -> None:
     dsid = "ns/adopt-v0"
     src = spill(datasets_root, synth([0, 1, 2], contents=[5, 6, 7]), "w0.h5")
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         w.start(base_meta())
         entry = w.adopt_shard(src, id_offset=10, compression="gzip")
         assert w.committed_ids().tolist() == [10, 11, 12]
@@ -1309,22 +1309,22 @@ def test_adopt_shard_with_id_offset(datasets_root: Path) -> None:
         assert SHARD_NAME.fullmatch(entry["file"])
         meta = w.commit()
     assert not src.exists()
-    dest = fmt.dataset_path(dsid) / "data" / entry["file"]
+    dest = storage.dataset_path(dsid) / "data" / entry["file"]
     assert stat.S_IMODE(dest.stat().st_mode) == 0o444
     # the immutable file keeps its own ids; the manifest carries the offset
-    assert fmt.read_shard_table(dest)["id"].tolist() == [0, 1, 2]
+    assert storage.read_shard_table(dest)["id"].tolist() == [0, 1, 2]
     assert [e["id"] for e in read_episodes(dsid)] == [10, 11, 12]
-    report = fmt.verify_dataset(dsid)
+    report = storage.verify_dataset(dsid)
     assert report.ok, report.problems
     written = write_dataset("ns/direct-v0", [synth([10, 11, 12], contents=[5, 6, 7])])
     assert meta["fingerprint"] == written["fingerprint"]
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         assert w.committed_ids().tolist() == [10, 11, 12]
 
 
 def test_duplicate_ids_refuse_to_commit(datasets_root: Path) -> None:
     dsid = "ns/dupes-v0"
-    with fmt.DatasetWriter(dsid) as w:
+    with storage.DatasetWriter(dsid) as w:
         w.start(base_meta())
         w.write_shard(synth([0, 1, 2]))
         before = w.commit()
@@ -1339,10 +1339,10 @@ def test_duplicate_ids_refuse_to_commit(datasets_root: Path) -> None:
         w.adopt_shard(spill(datasets_root, synth([7, 8]), "shifted.h5"), id_offset=-6)
         with pytest.raises(CorruptDatasetError, match="duplicate episode ids"):
             w.commit()
-    on_disk = fmt.read_metadata(fmt.dataset_path(dsid))
+    on_disk = storage.read_metadata(storage.dataset_path(dsid))
     assert on_disk["fingerprint"] == before["fingerprint"]
     assert on_disk["total_episodes"] == 3
-    assert fmt.verify_dataset(dsid).ok
+    assert storage.verify_dataset(dsid).ok
 
 
 def test_a_dataset_cannot_be_created_inside_or_around_another() -> None:
@@ -1350,14 +1350,14 @@ def test_a_dataset_cannot_be_created_inside_or_around_another() -> None:
     # refused when the writer opens: its lock would otherwise be made inside 'outer-v0'
     with (
         pytest.raises(UsageError, match=re.escape("would sit inside dataset 'outer-v0'")),
-        fmt.DatasetWriter("outer-v0/inner-v1") as w,
+        storage.DatasetWriter("outer-v0/inner-v1") as w,
     ):
         w.start(base_meta())
-    assert not fmt.dataset_path("outer-v0/inner-v1").parent.joinpath(".locks").exists()
+    assert not storage.dataset_path("outer-v0/inner-v1").parent.joinpath(".locks").exists()
     write_dataset("ns/a/inner-v0", [synth([0])])
-    with fmt.DatasetWriter("ns/a-v0") as w:
+    with storage.DatasetWriter("ns/a-v0") as w:
         w.start(base_meta())  # a sibling folder is fine
-    assert fmt.read_metadata(fmt.dataset_path("outer-v0"))["total_episodes"] == 1
+    assert storage.read_metadata(storage.dataset_path("outer-v0"))["total_episodes"] == 1
 
 
 @pytest.mark.parametrize("role", ["observation", "action"])
@@ -1397,9 +1397,9 @@ def test_a_top_level_text_space_round_trips_through_shards_and_repack(role: str)
     for ep, row in zip(ds.iterate_episodes(), seen, strict=True):
         assert list(ep.observations) == row[0::2]
         assert list(ep.actions) == row[1::2]
-    with fmt.DatasetWriter("txt/root-v0") as w:  # repack merges shards column by column
+    with storage.DatasetWriter("txt/root-v0") as w:  # repack merges shards column by column
         assert w.repack(target_bytes=1 << 30) >= 2
-    assert fmt.verify_dataset("txt/root-v0").ok
+    assert storage.verify_dataset("txt/root-v0").ok
     assert [list(e.observations) for e in load_dataset("txt/root-v0").iterate_episodes()] == [
         r[0::2] for r in seen
     ]
@@ -1409,8 +1409,8 @@ def test_a_top_level_text_space_round_trips_through_shards_and_repack(role: str)
 def test_uncompressed_columns_are_chunked_without_a_mostly_empty_last_chunk(rows: int) -> None:
     # uncompressed chunks (chunked for fletcher32) store their unused rows as they are: a
     # 21,138-row column in chunks of 16,384 rows cost 1.71x its raw bytes at 20k steps
-    kw = fmt._dataset_kwargs(rows, (4,), np.dtype(np.float32), None, None)
+    kw = storage.hdf5._dataset_kwargs(rows, (4,), np.dtype(np.float32), None, None)
     chunk = kw["chunks"][0]
     chunks = -(-rows // chunk)
-    assert chunk <= fmt.CHUNK_ROWS and chunk * chunks - rows < chunks
+    assert chunk <= storage.CHUNK_ROWS and chunk * chunks - rows < chunks
     assert kw["fletcher32"] and "compression" not in kw

@@ -21,7 +21,7 @@ from helpers import collect_cartpole, record_cartpole
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import CorruptDatasetError, FormatVersionError, HarvestError
 from curation.api import load_dataset
 from curation.catalog import list_local_datasets
@@ -44,12 +44,12 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def install(pristine: Path, root: Path, dataset_id: str = DATASET) -> Path:
     dest = root / dataset_id
     shutil.copytree(pristine / DATASET, dest)
-    (dest / fmt.METADATA_FILE).chmod(0o644)
+    (dest / storage.METADATA_FILE).chmod(0o644)
     return dest
 
 
 def put_manifest(folder: Path, data: bytes) -> None:
-    file = folder / fmt.METADATA_FILE
+    file = folder / storage.METADATA_FILE
     file.unlink(missing_ok=True)
     file.write_bytes(data)
 
@@ -65,9 +65,9 @@ def one_line(err: BaseException) -> str:
 
 
 def test_a_new_manifest_is_sealed(pristine: Path) -> None:
-    meta = json.loads((pristine / DATASET / fmt.METADATA_FILE).read_bytes())
-    assert meta["format_version"] == fmt.FORMAT_VERSION
-    assert len(meta[fmt.MANIFEST_SHA256]) == 64
+    meta = json.loads((pristine / DATASET / storage.METADATA_FILE).read_bytes())
+    assert meta["format_version"] == storage.FORMAT_VERSION
+    assert len(meta[storage.MANIFEST_SHA256]) == 64
 
 
 SAMPLE = 4  # one in SAMPLE refused flips also goes through load_dataset, verify and the writer
@@ -85,7 +85,7 @@ def test_every_bit_flip_of_a_manifest_is_refused_or_changes_nothing(
     """
     start = time.perf_counter()
     folder = install(pristine, datasets_root)
-    file = folder / fmt.METADATA_FILE
+    file = folder / storage.METADATA_FILE
     original = file.read_bytes()
     want = json.loads(original)
     counts: Counter[str] = Counter()
@@ -95,10 +95,10 @@ def test_every_bit_flip_of_a_manifest_is_refused_or_changes_nothing(
             data[i] ^= 1 << bit
             counts["flips"] += 1
             try:
-                got = fmt.loads_metadata(bytes(data), str(file), DATASET)
+                got = storage.loads_metadata(bytes(data), str(file), DATASET)
             except CorruptDatasetError as e:
                 counts["refused"] += 1
-                assert fmt.METADATA_FILE in one_line(e)
+                assert storage.METADATA_FILE in one_line(e)
                 if "not valid JSON" in str(e) or "not UTF-8" in str(e):
                     continue
                 counts["refused, valid JSON"] += 1
@@ -109,18 +109,18 @@ def test_every_bit_flip_of_a_manifest_is_refused_or_changes_nothing(
                 with pytest.raises(CorruptDatasetError, match="metadata.json") as info:
                     load_dataset(DATASET)
                 one_line(info.value)
-                report = fmt.verify_dataset(DATASET)
+                report = storage.verify_dataset(DATASET)
                 assert not report.ok and "metadata.json" in report.problems[0]
                 with pytest.raises(CorruptDatasetError):
-                    fmt.DatasetWriter(DATASET).close()
+                    storage.DatasetWriter(DATASET).close()
                 continue
             assert got == want, (i, bit)
             counts["identical"] += 1
             put_manifest(folder, bytes(data))
             assert load_dataset(DATASET).total_episodes == 3
-            assert fmt.verify_dataset(DATASET).ok
+            assert storage.verify_dataset(DATASET).ok
     put_manifest(folder, original)
-    assert fmt.verify_dataset(DATASET).ok
+    assert storage.verify_dataset(DATASET).ok
     assert counts["flips"] == 8 * len(original)
     assert counts["refused"] + counts["identical"] == counts["flips"]
     assert counts["identical"] < counts["flips"] // 100
@@ -130,7 +130,7 @@ def test_every_bit_flip_of_a_manifest_is_refused_or_changes_nothing(
 
 def test_collect_refuses_to_resume_over_a_flipped_manifest(datasets_root: Path) -> None:
     collect_cartpole("cart/c-v0", 2)
-    file = fmt.dataset_path("cart/c-v0") / fmt.METADATA_FILE
+    file = storage.dataset_path("cart/c-v0") / storage.METADATA_FILE
     data = file.read_bytes()
     at = data.index(b'"max_episode_steps": 500') + len(b'"max_episode_steps": 50')
     put_manifest(file.parent, data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])  # 500 -> 501
@@ -141,8 +141,8 @@ def test_collect_refuses_to_resume_over_a_flipped_manifest(datasets_root: Path) 
 
 def legacy(pristine: Path) -> bytes:
     """The pristine manifest as the previous main wrote it: format 1, no checksum."""
-    meta = json.loads((pristine / DATASET / fmt.METADATA_FILE).read_bytes())
-    del meta[fmt.MANIFEST_SHA256]
+    meta = json.loads((pristine / DATASET / storage.METADATA_FILE).read_bytes())
+    del meta[storage.MANIFEST_SHA256]
     meta["format_version"] = 1
     return (json.dumps(meta, indent=1) + "\n").encode()
 
@@ -153,12 +153,12 @@ def test_a_manifest_of_the_previous_format_opens_extends_and_gets_sealed(
     folder = install(pristine, datasets_root)
     put_manifest(folder, legacy(pristine))
     assert load_dataset(DATASET).total_episodes == 3
-    assert fmt.verify_dataset(DATASET).ok
-    with fmt.DatasetWriter(DATASET) as w:
+    assert storage.verify_dataset(DATASET).ok
+    with storage.DatasetWriter(DATASET) as w:
         w.commit(description="extended")
-    meta = json.loads((folder / fmt.METADATA_FILE).read_bytes())
-    assert meta["format_version"] == fmt.FORMAT_VERSION
-    assert meta[fmt.MANIFEST_SHA256] and meta["description"] == "extended"
+    meta = json.loads((folder / storage.METADATA_FILE).read_bytes())
+    assert meta["format_version"] == storage.FORMAT_VERSION
+    assert meta[storage.MANIFEST_SHA256] and meta["description"] == "extended"
     assert load_dataset(DATASET).total_episodes == 3
 
 
@@ -166,8 +166,8 @@ def test_a_current_manifest_without_its_checksum_is_refused(
     pristine: Path, datasets_root: Path
 ) -> None:
     folder = install(pristine, datasets_root)
-    meta = json.loads((folder / fmt.METADATA_FILE).read_bytes())
-    del meta[fmt.MANIFEST_SHA256]
+    meta = json.loads((folder / storage.METADATA_FILE).read_bytes())
+    del meta[storage.MANIFEST_SHA256]
     put_manifest(folder, json.dumps(meta).encode())
     with pytest.raises(CorruptDatasetError, match="no manifest_sha256") as info:
         load_dataset(DATASET)
@@ -176,13 +176,13 @@ def test_a_current_manifest_without_its_checksum_is_refused(
 
 def test_an_edited_manifest_names_the_file_and_the_fix(pristine: Path, datasets_root: Path) -> None:
     folder = install(pristine, datasets_root)
-    meta = json.loads((folder / fmt.METADATA_FILE).read_bytes())
+    meta = json.loads((folder / storage.METADATA_FILE).read_bytes())
     meta["observation_space"]["high"][0] = 9.0
     put_manifest(folder, json.dumps(meta).encode())
     with pytest.raises(CorruptDatasetError) as info:
         load_dataset(DATASET)
     text = one_line(info.value)
-    assert str(folder / fmt.METADATA_FILE) in text and "restore" in text
+    assert str(folder / storage.METADATA_FILE) in text and "restore" in text
     assert curate(["verify", DATASET]) == 1
 
 
@@ -196,7 +196,7 @@ def change(edit: Callable[[dict[str, Any]], Any]) -> Callable[[bytes], bytes]:
     def apply(data: bytes) -> bytes:
         meta = json.loads(data)
         edit(meta)
-        return fmt.seal_metadata(meta).encode()
+        return storage.seal_metadata(meta).encode()
 
     return apply
 
@@ -348,25 +348,25 @@ def test_a_hostile_manifest_is_one_error_line_everywhere(
     put_manifest(
         good,
         change(lambda m: m.update(dataset_id="good/b-v0"))(
-            good.joinpath(fmt.METADATA_FILE).read_bytes()
+            good.joinpath(storage.METADATA_FILE).read_bytes()
         ),
     )
     folder = install(pristine, datasets_root)
-    put_manifest(folder, HOSTILE[case]((folder / fmt.METADATA_FILE).read_bytes()))
+    put_manifest(folder, HOSTILE[case]((folder / storage.METADATA_FILE).read_bytes()))
 
     with pytest.raises(HarvestError) as info:
         load_dataset(DATASET)
     assert isinstance(info.value, CorruptDatasetError | FormatVersionError)
     one_line(info.value)
     try:
-        report = fmt.verify_dataset(DATASET)
+        report = storage.verify_dataset(DATASET)
     except FormatVersionError as e:
         one_line(e)
     else:
         assert not report.ok
         assert all("\n" not in p for p in report.problems)
     with pytest.raises(HarvestError):
-        fmt.DatasetWriter(DATASET)
+        storage.DatasetWriter(DATASET)
 
     # listings skip it with one warning and still show the good one
     with pytest.warns(Warning) as caught:
@@ -401,10 +401,10 @@ def test_a_metadata_json_over_the_size_cap_is_refused_unread(
     pristine: Path, datasets_root: Path
 ) -> None:
     folder = install(pristine, datasets_root)
-    file = folder / fmt.METADATA_FILE
+    file = folder / storage.METADATA_FILE
     file.unlink()
     with open(file, "wb") as f:  # sparse: costs no disk
-        f.truncate(fmt.METADATA_MAX_BYTES + 1)
+        f.truncate(storage.METADATA_MAX_BYTES + 1)
     with pytest.raises(CorruptDatasetError, match="larger than") as info:
         load_dataset(DATASET)
     one_line(info.value)
@@ -417,7 +417,7 @@ def test_a_space_over_the_step_limit_is_refused_before_collecting() -> None:
 
     huge = gym.spaces.MultiBinary([2**15, 2**14])  # 537 MB a step; gymnasium allocates none
     with pytest.raises(UsageError, match="a step, more than"):
-        fmt.new_metadata(huge, gym.spaces.Discrete(2), None, record_infos=False)
+        storage.new_metadata(huge, gym.spaces.Discrete(2), None, record_infos=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -443,7 +443,7 @@ def test_any_sealed_edit_of_a_manifest_reads_or_is_one_error_line(
 ) -> None:
     root = tmp_path_factory.mktemp("edited")
     folder = install(pristine, root)
-    meta = json.loads((folder / fmt.METADATA_FILE).read_bytes())
+    meta = json.loads((folder / storage.METADATA_FILE).read_bytes())
     paths = json_paths(meta)
     for _ in range(data.draw(st.integers(1, 3))):
         *parents, last = data.draw(st.sampled_from(paths))
@@ -456,14 +456,14 @@ def test_any_sealed_edit_of_a_manifest_reads_or_is_one_error_line(
             else:
                 node[last] = data.draw(st.sampled_from(ODD_VALUES))
     try:
-        put_manifest(folder, fmt.seal_metadata(meta).encode())
+        put_manifest(folder, storage.seal_metadata(meta).encode())
     except ValueError:  # infinity: the writer refuses it, so build what an attacker would
-        put_manifest(folder, json.dumps({**meta, fmt.MANIFEST_SHA256: ""}).encode())
+        put_manifest(folder, json.dumps({**meta, storage.MANIFEST_SHA256: ""}).encode())
     try:
         ds = load_dataset(DATASET, root=root)
         for _ in ds.iterate_episodes():
             pass
         assert ds.env_spec is None or ds.env_spec.id
-        fmt.verify_dataset(DATASET, root)
+        storage.verify_dataset(DATASET, root)
     except HarvestError as e:
         one_line(e)

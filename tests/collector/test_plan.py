@@ -16,7 +16,7 @@ import pytest
 from helpers import read_episodes
 from misbehaving_envs import ENV_ID
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from collector.errors import CollectionError, UsageError
 from collector.plan import EpisodePlan, IdQueue
@@ -102,4 +102,4 @@ def test_an_absurd_count_is_refused_before_anything_is_written(
 ) -> None:
     with pytest.raises(UsageError, match="episodes="):
         run("plan/absurd-v0", episodes=episodes)
-    assert not fmt.dataset_path("plan/absurd-v0").exists()
+    assert not storage.dataset_path("plan/absurd-v0").exists()

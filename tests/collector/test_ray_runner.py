@@ -39,7 +39,7 @@ from ray_support import (
     wait_for_free_cpus,
 )
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import CollectResult, collect
 from collector.errors import CollectionError
 from collector.runners import ray as ray_runner
@@ -56,12 +56,12 @@ def committed_ids(dataset_id: str) -> list[int]:
 
 def assert_complete(dataset_id: str, episodes: int, fingerprint: str) -> None:
     """Exactly ids 0..episodes-1, verified from disk, with the expected fingerprint."""
-    report = fmt.verify_dataset(dataset_id)
+    report = storage.verify_dataset(dataset_id)
     assert report.ok, report.problems
     assert report.episodes == episodes
     assert committed_ids(dataset_id) == list(range(episodes))
     assert report.fingerprint == fingerprint
-    data = fmt.dataset_path(dataset_id) / fmt.DATA_DIR
+    data = storage.dataset_path(dataset_id) / storage.DATA_DIR
     assert not [p.name for p in data.iterdir() if p.name.startswith(".")]
 
 
@@ -162,12 +162,12 @@ def test_resume_and_extend_on_ray_match_local(ray_address: str, local_fingerprin
     grown = collect(conf(100, "ray/grow-v0", on_ray()))
     assert (grown.new_episodes, grown.total_episodes) == (50, 100)  # only the new ids
     assert_complete("ray/grow-v0", 100, local_fingerprint(100))
-    shards = fmt.read_metadata(fmt.dataset_path("ray/grow-v0"))["shards"]
+    shards = storage.read_metadata(storage.dataset_path("ray/grow-v0"))["shards"]
 
     again = collect(conf(100, "ray/grow-v0", on_ray()))
     assert again.noop and again.new_steps == 0
     assert again.fingerprint == grown.fingerprint
-    assert fmt.read_metadata(fmt.dataset_path("ray/grow-v0"))["shards"] == shards
+    assert storage.read_metadata(storage.dataset_path("ray/grow-v0"))["shards"] == shards
 
     # the runner is execution-only: a dataset started on Ray extends locally
     collect(conf(50, "mixed/a-v0", on_ray()))
@@ -228,7 +228,7 @@ def test_an_env_that_always_raises_fails_naming_episode_and_seed(ray_address: st
         )
     message = str(info.value)
     assert f"episode {k} (seed {seed})" in message
-    report = fmt.verify_dataset("ray/fails-v0")
+    report = storage.verify_dataset("ray/fails-v0")
     assert report.ok, report.problems
     ids = committed_ids("ray/fails-v0")
     assert 1 <= len(ids) < n  # what finished before the failure was committed
@@ -391,7 +391,7 @@ def test_killing_the_driver_then_rerunning_gives_the_uninterrupted_dataset(
     assert proc.poll() is None and committed < n, "the driver finished before it was killed"
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    meta = fmt.read_metadata(fmt.dataset_path(dataset_id))  # a consistent commit
+    meta = storage.read_metadata(storage.dataset_path(dataset_id))  # a consistent commit
     assert 0 < meta["total_episodes"] < n
 
     wait_for_free_cpus()  # the dead driver's actors are reaped with its job
@@ -476,16 +476,16 @@ def test_rollout_worker_without_ray_returns_a_shard_image(tmp_path: Path) -> Non
         np.testing.assert_array_equal(f["episodes/digest"][()], table["digest"])
     shard = tmp_path / "shard.h5"
     shard.write_bytes(image)
-    batch = fmt.read_shard(shard)
-    np.testing.assert_array_equal(fmt.episode_digests(batch), table["digest"])
+    batch = storage.read_shard(shard)
+    np.testing.assert_array_equal(storage.episode_digests(batch), table["digest"])
     assert steps == batch.num_steps == int(table["length"].sum())
 
     # the same episodes as the local runner, and the worker keeps going batch after batch
     local = collect(conf(4, "local/worker-v0", LOCAL))
     digests = np.concatenate(
         [
-            fmt.read_shard_table(local.path / fmt.DATA_DIR / e["file"])["digest"]
-            for e in fmt.read_metadata(local.path)["shards"]
+            storage.read_shard_table(local.path / storage.DATA_DIR / e["file"])["digest"]
+            for e in storage.read_metadata(local.path)["shards"]
         ]
     )
     image3, table3, *_ = worker.run([3])

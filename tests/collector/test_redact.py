@@ -175,17 +175,19 @@ def test_curate_show_of_a_foreign_dataset_prints_no_secret(
 ) -> None:
     from helpers import collect_cartpole
 
-    from collector import format as fmt
+    from collector import storage
     from curation.cli import main
 
     collect_cartpole("foreign/cart-v0", episodes=1)
-    with fmt.DatasetWriter("foreign/cart-v0") as writer:  # as a manifest from elsewhere holds it
+    with storage.DatasetWriter(
+        "foreign/cart-v0"
+    ) as writer:  # as a manifest from elsewhere holds it
         assert writer.meta is not None
         prov = writer.meta["provenance"]
         prov["overrides"] = [f"+policy.api_key={SECRET}", f"src=https://u:{URL_SECRET}@h/x"]
         spec = dict(writer.meta["env_spec"], kwargs={"api_token": SECRET})
         writer.commit(provenance=prov, env_spec=spec)
-    assert SECRET in fmt.dataset_path("foreign/cart-v0").joinpath("metadata.json").read_text()
+    assert SECRET in storage.dataset_path("foreign/cart-v0").joinpath("metadata.json").read_text()
     assert main(["show", "foreign/cart-v0"]) == 0
     out, err = capsys.readouterr()
     assert "+policy.api_key=***" in out

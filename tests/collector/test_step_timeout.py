@@ -15,7 +15,7 @@ import pytest
 from hang_envs import HANG_ID
 from helpers import CLI, read_episodes, spawn, wait_for_commit
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from collector.errors import CollectionError, UsageError
 
@@ -107,9 +107,9 @@ def test_a_commit_made_during_a_long_episode_is_not_written_twice() -> None:
     cfg["checkpoint"]["every_seconds"] = 0.5
     result = collect(cfg)
     assert result.fingerprint == reference.fingerprint
-    report = fmt.verify_dataset(DATASET)
+    report = storage.verify_dataset(DATASET)
     assert report.ok, report.problems
-    shards = fmt.read_metadata(fmt.dataset_path(DATASET))["shards"]
+    shards = storage.read_metadata(storage.dataset_path(DATASET))["shards"]
     assert [s["episodes"] for s in shards][:1] == [1], shards  # episode 0 alone, mid episode 1
     assert [ep["id"] for ep in read_episodes(DATASET)] == [0, 1, 2]
 

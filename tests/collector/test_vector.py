@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import read_episodes
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from collector.errors import UsageError
 from collector.runners.vector import split_infos
@@ -32,7 +32,7 @@ def test_fingerprint_matches_the_single_env_run(num_envs: int, mode: str) -> Non
     single = run("v/one-v0")
     vector = run("v/many-v0", num_envs=num_envs, vectorization_mode=mode)
     assert vector == single
-    report = fmt.verify_dataset("v/many-v0")
+    report = storage.verify_dataset("v/many-v0")
     assert report.ok and report.fingerprint == single and report.episodes == 60
 
 

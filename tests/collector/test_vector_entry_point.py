@@ -11,7 +11,7 @@ import pytest
 import vec_envs  # noqa: F401  (registers harvest-test/RandomLength-v0)
 from helpers import read_episodes
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from collector.errors import CollectionError, ConfigMismatchError, UsageError
 from collector.recorder import EpisodeRecorder
@@ -26,10 +26,10 @@ RANDOM_LENGTH = "vec_envs:harvest-test/RandomLength-v0"
 # VectorRecorder against one EpisodeRecorder per episode
 
 
-def digests_by_id(batches: list[fmt.EpisodeBatch]) -> dict[int, bytes]:
+def digests_by_id(batches: list[storage.EpisodeBatch]) -> dict[int, bytes]:
     out: dict[int, bytes] = {}
     for b in batches:
-        for i, d in zip(b.table["id"].tolist(), fmt.episode_digests(b), strict=True):
+        for i, d in zip(b.table["id"].tolist(), storage.episode_digests(b), strict=True):
             out[i] = d.tobytes()
     return out
 
@@ -40,7 +40,7 @@ class Reference:
     def __init__(self, vec: Any, record_infos: bool) -> None:
         self.vec, self.record_infos = vec, record_infos
         self.open: dict[int, EpisodeRecorder] = {}
-        self.batches: list[fmt.EpisodeBatch] = []
+        self.batches: list[storage.EpisodeBatch] = []
 
     def obs(self, obs: Any, i: int) -> Any:
         return batch_item(self.vec.single_observation_space, obs, i)
@@ -96,7 +96,7 @@ def test_next_step_autoreset_matches_per_episode_recording(record_infos: bool) -
     batches = [b for b in got if b is not None]
     assert together > 0 and any(b.table["length"].min() == 1 for b in batches)
     assert digests_by_id(batches) == digests_by_id(ref.batches)
-    table = fmt.concat_batches(batches).table
+    table = storage.concat_batches(batches).table
     assert table["has_seed"].sum() == n  # the first episodes had explicit seeds
     assert sorted(table["seed"][table["has_seed"]].tolist()) == list(range(10, 10 + n))
     if record_infos:
@@ -206,9 +206,9 @@ def test_same_seed_and_num_envs_same_fingerprint_and_seeds_are_null() -> None:
     assert [e["id"] for e in episodes] == list(range(300))
     assert all(e["seed"] is None for e in episodes)
     assert {e["length"] for e in episodes} == {1, 2, 3, 4}
-    report = fmt.verify_dataset("ve/a-v0")
+    report = storage.verify_dataset("ve/a-v0")
     assert report.ok and report.fingerprint == a.fingerprint
-    meta = fmt.read_metadata(fmt.dataset_path("ve/a-v0"))
+    meta = storage.read_metadata(storage.dataset_path("ve/a-v0"))
     stored = meta["provenance"]["data_config"]
     assert stored["vectorization_mode"] == "vector_entry_point" and stored["num_envs"] == 4
     assert stored["segment_episodes"] == segment_episodes(4)
@@ -228,7 +228,7 @@ def test_extend_and_resume_give_the_uninterrupted_run() -> None:
             run("ve/crash-v0", episodes=segment_episodes(4) + 44, policy=FAILING)
     finally:
         del os.environ["HARVEST_TEST_FAIL_AFTER"]
-    kept = fmt.read_metadata(fmt.dataset_path("ve/crash-v0"))["total_episodes"]
+    kept = storage.read_metadata(storage.dataset_path("ve/crash-v0"))["total_episodes"]
     assert 0 < kept < segment_episodes(4) + 44
     resumed = run("ve/crash-v0", episodes=segment_episodes(4) + 44, policy=FAILING)
     assert resumed.new_episodes == segment_episodes(4) + 44 - kept
@@ -295,7 +295,7 @@ def test_envs_without_a_vector_entry_point_and_ray_are_refused() -> None:
         run("ve/bad-v0", env="Pendulum-v1")
     with pytest.raises(UsageError, match="vector_entry_point with runner=ray"):
         run("ve/bad-v0", runner={"name": "ray"})
-    assert not fmt.dataset_path("ve/bad-v0").exists()
+    assert not storage.dataset_path("ve/bad-v0").exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,10 +347,10 @@ def test_vector_data_collector_records_whole_episodes(mode: str) -> None:
         assert seeds == []  # one shared RNG: no per-episode seeds
     else:
         assert sorted(seeds) == [7, 8, 9]
-    meta = fmt.read_metadata(fmt.dataset_path(summary.dataset_id))
+    meta = storage.read_metadata(storage.dataset_path(summary.dataset_id))
     assert meta["env_spec"]["id"] == "harvest-test/RandomLength-v0"
     assert "num_envs" not in meta["env_spec"]["kwargs"]
-    assert fmt.verify_dataset(summary.dataset_id).ok
+    assert storage.verify_dataset(summary.dataset_id).ok
     # the last (open) episodes were truncated by create_dataset, as DataCollector does
     assert any(e["truncated"] and not e["terminated"] for e in episodes)
 

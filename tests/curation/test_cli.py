@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from helpers import cli_env
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from curation.api import load_dataset
 from curation.cli import main
@@ -66,7 +66,7 @@ def test_combine_filter_split_show_verify(capsys: pytest.CaptureFixture) -> None
     want = load_dataset("cart/ab-v0").filter_episodes("return >= 20")
     assert code == 0
     assert out.startswith(f"cart/ab-v0 where return >= 20: {want.total_episodes} episodes")
-    assert not fmt.dataset_path("cart/good-v0").exists()
+    assert not storage.dataset_path("cart/good-v0").exists()
     code, out, _ = run(capsys, "filter", "cart/ab-v0", "--where", "return >= 20", "--into",
                        "cart/good-v0")  # fmt: skip
     assert code == 0 and load_dataset("cart/good-v0").total_episodes == want.total_episodes
@@ -93,7 +93,7 @@ def test_combine_filter_split_show_verify(capsys: pytest.CaptureFixture) -> None
 
 def test_verify_exits_1_and_names_the_damaged_shard(capsys: pytest.CaptureFixture) -> None:
     a = cartpole("cart/a-v0", 5)
-    shard = next((fmt.dataset_path(a) / fmt.DATA_DIR).iterdir())
+    shard = next((storage.dataset_path(a) / storage.DATA_DIR).iterdir())
     shard.chmod(0o644)
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -159,7 +159,7 @@ def test_delete_asks_on_a_terminal_and_refuses_without_one(
     monkeypatch.setattr(sys, "stdin", Stdin(False))  # e.g. CI: no one to ask
     code, _, err = run(capsys, "delete", a)
     assert code == 2 and "pass --yes" in err
-    assert (fmt.dataset_path(a) / fmt.METADATA_FILE).exists()
+    assert (storage.dataset_path(a) / storage.METADATA_FILE).exists()
     monkeypatch.setattr(sys, "stdin", Stdin(True))
     monkeypatch.setattr("builtins.input", lambda prompt: "n")
     code, out, _ = run(capsys, "delete", a)
@@ -167,12 +167,12 @@ def test_delete_asks_on_a_terminal_and_refuses_without_one(
     monkeypatch.setattr("builtins.input", lambda prompt: "y")
     code, out, _ = run(capsys, "delete", a)
     assert code == 0 and f"deleted {a}" in out
-    assert not fmt.dataset_path(a).exists()
+    assert not storage.dataset_path(a).exists()
     code, _, err = run(capsys, "delete", b, "cart/none-v0", "--yes")
     assert code == 1 and "cart/none-v0" in err
-    assert (fmt.dataset_path(b) / fmt.METADATA_FILE).exists()  # all exist, or nothing goes
+    assert (storage.dataset_path(b) / storage.METADATA_FILE).exists()  # all exist, or nothing goes
     code, _, _ = run(capsys, "delete", b, "--yes")
-    assert code == 0 and not fmt.dataset_path(b).exists()
+    assert code == 0 and not storage.dataset_path(b).exists()
 
 
 def test_report_and_namespaces(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_recipe_forms_through_hydra(capsys: pytest.CaptureFixture) -> None:
     assert code == 0
     assert out.splitlines()[0] == "recipe cartpole_mix:"
     assert out.rstrip().endswith("dry run: nothing written")
-    assert not fmt.dataset_path("cartpole/mix-s0-train-v0").exists()
+    assert not storage.dataset_path("cartpole/mix-s0-train-v0").exists()
     code, out2, _ = run(capsys, "recipe", "cartpole_mix", *hydra_dir)
     assert code == 0 and out2.rstrip().endswith("wrote 3 dataset(s)")
     assert out2.splitlines()[:-1] == out.splitlines()[:-1]  # the dry run planned it exactly

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import collect_cartpole
 
-from collector import format as fmt
+from collector import storage
 from curation.api import load_dataset
 from curation.cli import main
 
@@ -85,7 +85,7 @@ def test_filter_dry_run_with_into_says_what_it_would_save(
         f"{sum(len(load_dataset('cart/a-v0')[i]) for i in (0, 1)):,} steps "
         "(dry run: would save cart/b-v0)"
     )
-    assert "pass --into" not in out and not fmt.dataset_path("cart/b-v0").exists()
+    assert "pass --into" not in out and not storage.dataset_path("cart/b-v0").exists()
     code, out, _ = run(capsys, "filter", "cart/a-v0", "--where", "id < 2")
     assert code == 0 and out.rstrip().endswith("(not saved: pass --into NEW_ID)")
 
@@ -102,7 +102,7 @@ def test_filter_into_an_empty_selection_is_refused_like_a_recipe_output(
         "curate: error: cart/a-v0 where return < 0: no episodes match; nothing saved "
         "(loosen the expression)\n"
     )
-    assert not fmt.dataset_path("cart/none-v0").exists()
+    assert not storage.dataset_path("cart/none-v0").exists()
 
 
 def test_namespace_create_exist_ok_says_updated_when_it_existed(

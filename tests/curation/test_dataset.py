@@ -26,7 +26,7 @@ import pytest
 from gymnasium import spaces
 from helpers import read_episodes, record_cartpole
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from collector.data_collector import DataCollector
 from collector.errors import (
@@ -209,7 +209,7 @@ def syn_length(episode_id: int) -> int:
     return 1 + episode_id % 4
 
 
-def synthetic_batch(ids: list[int]) -> fmt.EpisodeBatch:
+def synthetic_batch(ids: list[int]) -> storage.EpisodeBatch:
     """Episode ``i``: obs ``[i, t]``, action ``t % 2``, reward ``1000 i + t``, terminated."""
     obs, act, rew, term = [], [], [], []
     for i in ids:
@@ -218,7 +218,7 @@ def synthetic_batch(ids: list[int]) -> fmt.EpisodeBatch:
         act.append(np.arange(n, dtype=np.int64) % 2)
         rew.append(1000.0 * i + np.arange(n))
         term.append(np.arange(n) == n - 1)
-    table = fmt.make_table(
+    table = storage.make_table(
         ids,
         ids,
         [syn_length(i) for i in ids],
@@ -227,7 +227,7 @@ def synthetic_batch(ids: list[int]) -> fmt.EpisodeBatch:
         [False] * len(ids),
         [None] * len(ids),
     )
-    return fmt.EpisodeBatch(
+    return storage.EpisodeBatch(
         observations={"": np.concatenate(obs)},
         actions={"": np.concatenate(act)},
         rewards=np.concatenate(rew),
@@ -238,8 +238,8 @@ def synthetic_batch(ids: list[int]) -> fmt.EpisodeBatch:
 
 
 def write_synthetic(dataset_id: str, shards: list[list[int]]) -> None:
-    with fmt.DatasetWriter(dataset_id) as w:
-        w.start(fmt.new_metadata(SYN_OBS, SYN_ACT, None, record_infos=False))
+    with storage.DatasetWriter(dataset_id) as w:
+        w.start(storage.new_metadata(SYN_OBS, SYN_ACT, None, record_infos=False))
         for ids in shards:
             w.write_shard(synthetic_batch(ids))
         w.commit()
@@ -954,7 +954,7 @@ WRITER_SCRIPT = textwrap.dedent(
     import sys, time
     import numpy as np
     from gymnasium import spaces
-    from collector import format as fmt
+    from collector import storage
 
     dataset_id, rounds = sys.argv[1], int(sys.argv[2])
 
@@ -966,15 +966,16 @@ WRITER_SCRIPT = textwrap.dedent(
             act.append(np.arange(n, dtype=np.int64) % 2)
             rew.append(1000.0 * i + np.arange(n))
             term.append(np.arange(n) == n - 1)
-        table = fmt.make_table(ids, ids, [1 + i % 4 for i in ids], [float(r.sum()) for r in rew],
-                               [True] * len(ids), [False] * len(ids), [None] * len(ids))
-        return fmt.EpisodeBatch(
+        table = storage.make_table(ids, ids, [1 + i % 4 for i in ids],
+                                   [float(r.sum()) for r in rew],
+                                   [True] * len(ids), [False] * len(ids), [None] * len(ids))
+        return storage.EpisodeBatch(
             observations={"": np.concatenate(obs)}, actions={"": np.concatenate(act)},
             rewards=np.concatenate(rew), terminations=np.concatenate(term),
             truncations=np.zeros(sum(map(len, rew)), bool), table=table)
 
-    with fmt.DatasetWriter(dataset_id) as w:
-        w.start(fmt.new_metadata(spaces.Box(-np.inf, np.inf, (2,), np.float32),
+    with storage.DatasetWriter(dataset_id) as w:
+        w.start(storage.new_metadata(spaces.Box(-np.inf, np.inf, (2,), np.float32),
                                  spaces.Discrete(2), None, record_infos=False))
         print("started", flush=True)
         for k in range(rounds):
@@ -1127,8 +1128,8 @@ EMPTY_READS: dict[str, tuple[Any, Any]] = {
 @pytest.mark.parametrize("read", list(EMPTY_READS))
 def test_dataset_with_no_episodes(read: str) -> None:
     """A commit with no shards (``collect`` commits one before its first episode) reads empty."""
-    with fmt.DatasetWriter("syn/empty-v0") as w:
-        w.start(fmt.new_metadata(SYN_OBS, SYN_ACT, None, record_infos=False))
+    with storage.DatasetWriter("syn/empty-v0") as w:
+        w.start(storage.new_metadata(SYN_OBS, SYN_ACT, None, record_infos=False))
     fn, expected = EMPTY_READS[read]
     assert fn(load_dataset("syn/empty-v0")) == expected
 
@@ -1145,8 +1146,10 @@ def test_list_local_datasets_finds_nested_namespaces(datasets_root: Path) -> Non
     # hidden folders are not datasets, even when they look like one
     fake = datasets_root / ".tmp" / "fake-v0"
     fake.mkdir(parents=True)
-    (fake / fmt.METADATA_FILE).write_text((datasets_root / "top-v0" / "metadata.json").read_text())
-    assert (datasets_root / fmt.LOCKS_DIR).is_dir()
+    (fake / storage.METADATA_FILE).write_text(
+        (datasets_root / "top-v0" / "metadata.json").read_text()
+    )
+    assert (datasets_root / storage.LOCKS_DIR).is_dir()
     found = list_local_datasets()
     assert list(found) == ["a/b-v1", "a/b/c-v2", "cart/dc-v0", "top-v0"]
     assert found["a/b/c-v2"]["dataset_id"] == "a/b/c-v2"
@@ -1159,10 +1162,10 @@ def test_list_local_datasets_skips_a_bad_folder_with_a_warning(datasets_root: Pa
     write_synthetic("ok-v0", [[0]])
     bad = datasets_root / "not an id"
     bad.mkdir()
-    (bad / fmt.METADATA_FILE).write_text("{}")
+    (bad / storage.METADATA_FILE).write_text("{}")
     broken = datasets_root / "ns" / "broken-v0"
     broken.mkdir(parents=True)
-    (broken / fmt.METADATA_FILE).write_text("{not json")
+    (broken / storage.METADATA_FILE).write_text("{not json")
     with pytest.warns(HarvestWarning, match="skipping") as record:
         found = list_local_datasets()
     assert list(found) == ["ok-v0"]
@@ -1192,12 +1195,12 @@ def test_delete_of_a_symlinked_dataset_refuses_before_touching_anything(
     write_synthetic("ns/linked-v0", [[0, 1]])
     path = datasets_root / "ns" / "linked-v0"
     moved = tmp_path / "elsewhere"
-    link = path if linked == "dataset" else path / fmt.DATA_DIR
+    link = path if linked == "dataset" else path / storage.DATA_DIR
     os.rename(link, moved)
     link.symlink_to(moved, target_is_directory=True)
 
     def listing() -> list[str]:  # the lock files are not the dataset's
-        return sorted(str(p) for p in tmp_path.rglob("*") if fmt.LOCKS_DIR not in p.parts)
+        return sorted(str(p) for p in tmp_path.rglob("*") if storage.LOCKS_DIR not in p.parts)
 
     before = listing()
     with pytest.raises(UsageError, match="is a symbolic link") as info:
@@ -1210,7 +1213,7 @@ def test_delete_of_a_symlinked_dataset_refuses_before_touching_anything(
 def test_delete_while_a_writer_holds_the_lock_deletes_nothing(datasets_root: Path) -> None:
     write_synthetic("ns/busy-v0", [[0, 1], [2]])
     before = sorted(p.name for p in (datasets_root / "ns" / "busy-v0").rglob("*"))
-    with fmt.DatasetWriter("ns/busy-v0"):
+    with storage.DatasetWriter("ns/busy-v0"):
         with pytest.raises(LockHeldError, match="'ns/busy-v0' is being written by another process"):
             delete_dataset("ns/busy-v0")
     assert sorted(p.name for p in (datasets_root / "ns" / "busy-v0").rglob("*")) == before
@@ -1250,7 +1253,7 @@ def test_a_missing_shard_is_a_corrupt_dataset_error(datasets_root: Path) -> None
     write_synthetic("ns/holes-v0", [[0, 1], [2, 3]])
     ds = load_dataset("ns/holes-v0")
     ds[0]  # shard 0 is read and cached; shard 1 is not
-    shard = datasets_root / "ns" / "holes-v0" / fmt.DATA_DIR / ds.metadata["shards"][1]["file"]
+    shard = datasets_root / "ns" / "holes-v0" / storage.DATA_DIR / ds.metadata["shards"][1]["file"]
     shard.unlink()
     check_synthetic(ds[1])  # cached block
     with pytest.raises(CorruptDatasetError, match=r"is missing: .*call refresh\(\).*run verify"):
@@ -1263,7 +1266,7 @@ def test_a_missing_shard_is_a_corrupt_dataset_error(datasets_root: Path) -> None
 
 def test_a_damaged_metadata_file_is_a_corrupt_dataset_error(datasets_root: Path) -> None:
     write_synthetic("ns/damaged-v0", [[0]])
-    (datasets_root / "ns" / "damaged-v0" / fmt.METADATA_FILE).write_text("[1, 2]")
+    (datasets_root / "ns" / "damaged-v0" / storage.METADATA_FILE).write_text("[1, 2]")
     with pytest.raises(CorruptDatasetError, match="does not hold a JSON object"):
         load_dataset("ns/damaged-v0")
 
@@ -1355,10 +1358,10 @@ def test_no_writer_puts_a_dataset_inside_or_around_another(datasets_root: Path) 
         with pytest.raises(UsageError, match=re.escape(f"{new_id!r} {what}")):
             record_cartpole(new_id, episodes=1)
         with pytest.raises(UsageError, match=re.escape(f"{new_id!r} {what}")):
-            fmt.check_not_nested(new_id)
+            storage.check_not_nested(new_id)
     assert tree_names(datasets_root) == before
-    fmt.check_not_nested("ns/out-v0")  # its own folder is fine
-    fmt.check_not_nested("ns/deep-v0")  # so is a sibling whose name extends a folder's
+    storage.check_not_nested("ns/out-v0")  # its own folder is fine
+    storage.check_not_nested("ns/deep-v0")  # so is a sibling whose name extends a folder's
     save_dataset(source, "ns/out-v01")
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from helpers import collect_cartpole, record_cartpole
 
-from collector import format as fmt
+from collector import storage
 from collector.data_collector import DataCollector
 from collector.errors import (
     CorruptDatasetError,
@@ -136,8 +136,11 @@ def test_describe_collected_dataset() -> None:
     assert "\x1b" not in text
     assert text.endswith("\n") and not text.endswith("\n\n")
     assert text.splitlines()[0] == "Dataset cart/a-v0"
-    assert fields(line_with(text, "path")) == ["path", str(fmt.dataset_path("cart/a-v0"))]
-    assert fields(line_with(text, "format version")) == ["format version", str(fmt.FORMAT_VERSION)]
+    assert fields(line_with(text, "path")) == ["path", str(storage.dataset_path("cart/a-v0"))]
+    assert fields(line_with(text, "format version")) == [
+        "format version",
+        str(storage.FORMAT_VERSION),
+    ]
     assert fields(line_with(text, "fingerprint")) == ["fingerprint", ds.fingerprint]
     head = section(text, "Dataset cart/a-v0")
     assert fields(line_with(head, "episodes")) == ["episodes", "6"]
@@ -331,7 +334,7 @@ def test_plot_report_without_matplotlib(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def namespace_file(root: Path, namespace: str) -> Path:
-    return root / namespace / fmt.NAMESPACE_METADATA_FILE
+    return root / namespace / storage.NAMESPACE_METADATA_FILE
 
 
 def test_create_namespace_writes_strict_json(datasets_root: Path) -> None:
@@ -426,7 +429,7 @@ def test_list_namespaces_skips_invalid_folders(datasets_root: Path) -> None:
     create_namespace("cart")
     bad = datasets_root / "bad name"
     bad.mkdir()
-    (bad / fmt.NAMESPACE_METADATA_FILE).write_text("{}")
+    (bad / storage.NAMESPACE_METADATA_FILE).write_text("{}")
     with pytest.warns(HarvestWarning, match=re.escape(f"skipping {bad}: namespace 'bad name'")):
         assert list_namespaces() == ["cart"]
 

@@ -19,7 +19,7 @@ import pytest
 from gymnasium import spaces
 from helpers import assert_same_episode, collect_cartpole, read_episodes
 
-from collector import format as fmt
+from collector import storage
 from collector.data_collector import DataCollector
 from collector.errors import (
     CorruptDatasetError,
@@ -69,7 +69,7 @@ def inode(path: Path) -> int:
 
 
 def shard_inodes(dataset_id: str) -> set[int]:
-    data = fmt.dataset_path(dataset_id) / fmt.DATA_DIR
+    data = storage.dataset_path(dataset_id) / storage.DATA_DIR
     return {inode(p) for p in data.iterdir()}
 
 
@@ -90,7 +90,7 @@ def test_combine_keeps_every_episode_under_new_ids_and_links_the_shards() -> Non
             assert g[key] == w[key], key
     # the same files, not copies
     assert shard_inodes("cart/ab-v0") == shard_inodes(a) | shard_inodes(b)
-    report = fmt.verify_dataset("cart/ab-v0")
+    report = storage.verify_dataset("cart/ab-v0")
     assert report.ok, report.problems
     assert report.fingerprint == combined.fingerprint
 
@@ -124,7 +124,7 @@ def test_lineage_names_sources_fingerprints_ids_and_steps() -> None:
     }
     assert second["dataset_id"] == b and second["fingerprint"] == db.fingerprint
     assert second["first_id"] == 6 and second["episodes"] == 3
-    assert fmt.ids_from_ranges(second["episode_ids"]).tolist() == [0, 2, 4]
+    assert storage.ids_from_ranges(second["episode_ids"]).tolist() == [0, 2, 4]
     assert second["steps"][0]["name"] == "filter"
     assert combined.spec.combined_datasets == (a, b)
     assert combined.metadata["provenance"]["command"] == "combine"
@@ -142,7 +142,7 @@ def test_combine_of_combined_datasets_composes_the_id_maps() -> None:
     for g, w in zip(got, want, strict=True):
         assert_same_episode(g, w)
         assert g["seed"] == w["seed"]
-    assert fmt.verify_dataset("cart/twice-v0").ok
+    assert storage.verify_dataset("cart/twice-v0").ok
 
 
 def test_combine_rule_for_max_episode_steps_and_author_fields() -> None:
@@ -181,7 +181,7 @@ def test_combine_explains_each_kind_of_mismatch(other: dict[str, Any], expected:
     assert message.startswith("cannot combine shape/a-v0, shape/b-v0 into 'shape/ab-v0': ")
     assert any(expected in d for d in info.value.differences), info.value.differences
     assert all(d.endswith("(shape/a-v0 vs shape/b-v0)") for d in info.value.differences)
-    assert not fmt.dataset_path("shape/ab-v0").exists()  # nothing written
+    assert not storage.dataset_path("shape/ab-v0").exists()  # nothing written
 
 
 def test_combine_explains_info_and_env_spec_mismatches() -> None:
@@ -203,10 +203,10 @@ def test_combine_explains_info_and_env_spec_mismatches() -> None:
 def test_combine_refuses_existing_ids_sources_and_single_inputs() -> None:
     a, b = cartpole("cart/a-v0", 3), cartpole("cart/b-v0", 3, seed=1)
     combine_datasets([a, b], "cart/ab-v0")
-    before = (fmt.dataset_path("cart/ab-v0") / fmt.METADATA_FILE).read_bytes()
+    before = (storage.dataset_path("cart/ab-v0") / storage.METADATA_FILE).read_bytes()
     with pytest.raises(DatasetExistsError, match=re.escape("pass overwrite=True")):
         combine_datasets([b, a], "cart/ab-v0")
-    assert (fmt.dataset_path("cart/ab-v0") / fmt.METADATA_FILE).read_bytes() == before
+    assert (storage.dataset_path("cart/ab-v0") / storage.METADATA_FILE).read_bytes() == before
     swapped = combine_datasets([b, a], "cart/ab-v0", overwrite=True)
     assert swapped.episode_sources()["source"][0] == b
     with pytest.raises(UsageError, match=re.escape("is also a source")):
@@ -219,28 +219,28 @@ def test_combine_refuses_existing_ids_sources_and_single_inputs() -> None:
 def test_a_failed_combine_leaves_no_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = cartpole("cart/a-v0", 6), cartpole("cart/b-v0", 6, seed=1)
     calls = {"n": 0}
-    real = fmt.DatasetWriter.link_shard
+    real = storage.DatasetWriter.link_shard
 
-    def flaky(self: fmt.DatasetWriter, *args: Any, **kw: Any) -> Any:
+    def flaky(self: storage.DatasetWriter, *args: Any, **kw: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError(28, "No space left on device")
         return real(self, *args, **kw)
 
-    monkeypatch.setattr(fmt.DatasetWriter, "link_shard", flaky)
+    monkeypatch.setattr(storage.DatasetWriter, "link_shard", flaky)
     with pytest.raises(OSError, match="No space left"):
         combine_datasets([a, b], "cart/ab-v0")
-    assert not fmt.dataset_path("cart/ab-v0").exists()
+    assert not storage.dataset_path("cart/ab-v0").exists()
     # an overwrite that fails keeps the previous commit
-    monkeypatch.setattr(fmt.DatasetWriter, "link_shard", real)
+    monkeypatch.setattr(storage.DatasetWriter, "link_shard", real)
     first = combine_datasets([a, b], "cart/ab-v0")
-    monkeypatch.setattr(fmt.DatasetWriter, "link_shard", flaky)
+    monkeypatch.setattr(storage.DatasetWriter, "link_shard", flaky)
     calls["n"] = 0
     with pytest.raises(OSError):
         combine_datasets([b, a], "cart/ab-v0", overwrite=True)
     again = load_dataset("cart/ab-v0")
     assert again.fingerprint == first.fingerprint
-    assert fmt.verify_dataset("cart/ab-v0").ok
+    assert storage.verify_dataset("cart/ab-v0").ok
 
 
 def test_combine_copies_when_hard_links_fail(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,16 +252,16 @@ def test_combine_copies_when_hard_links_fail(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(os, "link", no_link)
     combined = combine_datasets([a, b], "cart/ab-v0")
     assert not shard_inodes("cart/ab-v0") & (shard_inodes(a) | shard_inodes(b))
-    assert fmt.verify_dataset("cart/ab-v0").ok
+    assert storage.verify_dataset("cart/ab-v0").ok
     assert combined.total_episodes == 8
-    files = list((fmt.dataset_path("cart/ab-v0") / fmt.DATA_DIR).iterdir())
+    files = list((storage.dataset_path("cart/ab-v0") / storage.DATA_DIR).iterdir())
     assert all(p.stat().st_mode & 0o777 == 0o444 for p in files)
 
 
 def test_curated_datasets_are_not_repacked_or_resumed_by_collect() -> None:
     a, b = cartpole("cart/a-v0", 4), cartpole("cart/b-v0", 4, seed=1)
     combine_datasets([a, b], "cart/ab-v0")
-    with fmt.DatasetWriter("cart/ab-v0") as w:
+    with storage.DatasetWriter("cart/ab-v0") as w:
         assert w.repack(1 << 30) == 0  # id-mapped shards stay as they are
         assert len(w.committed_ids()) == 8
     with pytest.raises(UsageError, match=re.escape("was not written by collect")):
@@ -316,25 +316,25 @@ def test_saved_views_renumber_and_record_lineage() -> None:
     assert lineage["operation"] == {"name": "save"}
     (source,) = lineage["sources"]
     assert source["dataset_id"] == "cart/a-v0" and source["fingerprint"] == src.fingerprint
-    assert fmt.ids_from_ranges(source["episode_ids"]).tolist() == val.episode_indices.tolist()
+    assert storage.ids_from_ranges(source["episode_ids"]).tolist() == val.episode_indices.tolist()
     assert source["steps"] == [{"name": "split", "sizes": [0.75, 0.25], "seed": 1, "part": 1}]
     assert saved.metadata["description"] == "validation"
     assert saved.env_spec == src.env_spec
-    assert fmt.verify_dataset("cart/val-v0").ok
+    assert storage.verify_dataset("cart/val-v0").ok
     assert saved.episode_sources()["source_id"].tolist() == val.episode_indices.tolist()
     # val keeps under half of each source shard: its episodes were copied into a new shard
     assert not shard_inodes("cart/val-v0") & shard_inodes("cart/a-v0")
-    meta = json.loads((fmt.dataset_path("cart/val-v0") / fmt.METADATA_FILE).read_text())
+    meta = json.loads((storage.dataset_path("cart/val-v0") / storage.METADATA_FILE).read_text())
     assert len(meta["shards"]) == 1 and "id_map" not in meta["shards"][0]
     # train keeps most of each: linked, renumbered by the manifest only
     big = train.save("cart/train-v0")
-    meta = json.loads((fmt.dataset_path("cart/train-v0") / fmt.METADATA_FILE).read_text())
+    meta = json.loads((storage.dataset_path("cart/train-v0") / storage.METADATA_FILE).read_text())
     linked = [e for e in meta["shards"] if "id_map" in e]
     assert linked and shard_inodes("cart/train-v0") & shard_inodes("cart/a-v0")
     assert sum(e["episodes"] for e in meta["shards"]) == big.total_episodes == 15
     for g, i in zip(read_episodes("cart/train-v0"), train.episode_indices.tolist(), strict=True):
         assert_same_episode(g, read_episodes("cart/a-v0")[i])
-    assert fmt.verify_dataset("cart/train-v0").ok
+    assert storage.verify_dataset("cart/train-v0").ok
 
 
 def test_save_of_a_whole_dataset_has_its_fingerprint() -> None:
@@ -351,12 +351,12 @@ def test_saving_a_stale_view_says_refresh_like_reads(part: str) -> None:
     train, val = split_dataset(src, [0.75, 0.25], seed=1)
     view = train if part == "linked" else val
     cartpole("cart/a-v0", 20, seed=5, overwrite=True)  # a new generation replaces the shards
-    with fmt.DatasetWriter("cart/a-v0"):
+    with storage.DatasetWriter("cart/a-v0"):
         pass  # the next writer removes the old generation's files
     with pytest.raises(CorruptDatasetError, match=re.escape("refresh()")) as info:
         view.save("cart/stale-v0")
     assert "\n" not in str(info.value)
-    assert not fmt.dataset_path("cart/stale-v0").exists()
+    assert not storage.dataset_path("cart/stale-v0").exists()
     with pytest.raises(CorruptDatasetError, match=re.escape("refresh()")):
         view[0].observations  # noqa: B018 - reads say the same
     assert len(view.refresh()) > 0  # and the advice works
@@ -369,8 +369,10 @@ def test_saving_a_stale_view_says_refresh_like_reads(part: str) -> None:
 def test_filter_by_expression_reads_no_step_data(monkeypatch: pytest.MonkeyPatch) -> None:
     ds = load_dataset(cartpole("cart/a-v0", 30))
     cols = ds.episodes()
-    monkeypatch.setattr(fmt.ShardReader, "read_rows", lambda *a, **k: pytest.fail("step data read"))
-    monkeypatch.setattr(fmt, "read_shard", lambda *a, **k: pytest.fail("step data read"))
+    monkeypatch.setattr(
+        storage.ShardReader, "read_rows", lambda *a, **k: pytest.fail("step data read")
+    )
+    monkeypatch.setattr(storage, "read_shard", lambda *a, **k: pytest.fail("step data read"))
     view = ds.filter_episodes("return >= 20 and length < 500")
     want = cols["id"][(cols["return"] >= 20) & (cols["length"] < 500)]
     assert view.episode_indices.tolist() == want.tolist()
@@ -386,9 +388,9 @@ def test_filter_by_source_and_unseeded_episodes() -> None:
     combined = combine_datasets([a, a], "cart/aa-v0")
     assert combined.filter_episodes(f"source == '{a}' and source_id < 2").total_episodes == 4
     # an episode with no seed: comparisons on `seed` are false for it, as for NaN
-    table = fmt.make_table([0, 1], [None, 2**64 - 2], [1, 1], [0.0, 0.0], [True] * 2,
+    table = storage.make_table([0, 1], [None, 2**64 - 2], [1, 1], [0.0, 0.0], [True] * 2,
                            [False] * 2, [None] * 2)  # fmt: skip
-    batch = fmt.EpisodeBatch(
+    batch = storage.EpisodeBatch(
         observations={"": np.zeros((4, 3), np.float32)},
         actions={"": np.zeros(2, np.int64)},
         rewards=np.zeros(2),
@@ -396,8 +398,8 @@ def test_filter_by_source_and_unseeded_episodes() -> None:
         truncations=np.zeros(2, bool),
         table=table,
     )
-    with fmt.DatasetWriter("shape/mixed-v0") as w:
-        w.start(fmt.new_metadata(ShapedEnv().observation_space, spaces.Discrete(2), None,
+    with storage.DatasetWriter("shape/mixed-v0") as w:
+        w.start(storage.new_metadata(ShapedEnv().observation_space, spaces.Discrete(2), None,
                                  record_infos=False))  # fmt: skip
         w.write_shard(batch)
         w.commit()
@@ -412,9 +414,9 @@ def test_filter_by_source_and_unseeded_episodes() -> None:
 def test_copying_from_a_damaged_source_fails_and_leaves_no_dataset(datasets_root: Path) -> None:
     # a shard whose table digests do not match its data (adopt_shard trusts the file's table)
     n = 10
-    table = fmt.make_table(list(range(n)), list(range(n)), [1] * n, [1.0] * n, [True] * n,
+    table = storage.make_table(list(range(n)), list(range(n)), [1] * n, [1.0] * n, [True] * n,
                            [False] * n, [None] * n)  # fmt: skip
-    batch = fmt.EpisodeBatch(
+    batch = storage.EpisodeBatch(
         observations={"": np.arange(2 * n * 3, dtype=np.float32).reshape(2 * n, 3)},
         actions={"": np.zeros(n, np.int64)},
         rewards=np.ones(n),
@@ -422,13 +424,13 @@ def test_copying_from_a_damaged_source_fails_and_leaves_no_dataset(datasets_root
         truncations=np.zeros(n, bool),
         table=table,
     )
-    batch.table["digest"] = fmt.episode_digests(batch)
+    batch.table["digest"] = storage.episode_digests(batch)
     batch.table["digest"][7] ^= 1  # episode 7's digest no longer matches its data
     spill = datasets_root / "damaged.h5"
     spill.parent.mkdir(parents=True, exist_ok=True)
-    fmt.write_shard_file(batch, spill, None)
-    with fmt.DatasetWriter("shape/damaged-v0") as w:
-        w.start(fmt.new_metadata(ShapedEnv().observation_space, spaces.Discrete(2), None,
+    storage.write_shard_file(batch, spill, None)
+    with storage.DatasetWriter("shape/damaged-v0") as w:
+        w.start(storage.new_metadata(ShapedEnv().observation_space, spaces.Discrete(2), None,
                                  record_infos=False))  # fmt: skip
         w.adopt_shard(spill)
         w.commit()
@@ -436,6 +438,6 @@ def test_copying_from_a_damaged_source_fails_and_leaves_no_dataset(datasets_root
     small = ds.filter_episodes("id >= 6 and id < 9")  # under half of the shard: copied
     with pytest.raises(CorruptDatasetError, match=re.escape("does not match its own digests")):
         small.save("shape/small-v0")
-    assert not fmt.dataset_path("shape/small-v0").exists()
+    assert not storage.dataset_path("shape/small-v0").exists()
     ok = ds.filter_episodes("id < 3").save("shape/ok-v0")  # undamaged episodes copy fine
-    assert fmt.verify_dataset("shape/ok-v0").ok and ok.total_episodes == 3
+    assert storage.verify_dataset("shape/ok-v0").ok and ok.total_episodes == 3

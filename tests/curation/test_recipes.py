@@ -12,7 +12,7 @@ from helpers import collect_cartpole
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import DatasetExistsError, DatasetNotFoundError, UsageError
 from curation.api import load_dataset
 from curation.expr import ExpressionError
@@ -49,7 +49,7 @@ def mix_recipe(**changes: Any) -> dict[str, Any]:
 
 def outputs_exist() -> list[bool]:
     return [
-        (fmt.dataset_path(i) / fmt.METADATA_FILE).exists()
+        (storage.dataset_path(i) / storage.METADATA_FILE).exists()
         for i in ("cartpole/mix-train-v0", "cartpole/mix-val-v0")
     ]
 
@@ -76,7 +76,7 @@ def test_dry_run_plans_the_counts_the_real_run_writes(sources: tuple[str, str]) 
     ] == f"combine random + heuristic -> mix: {random.total_episodes + 6} episodes, " + (
         f"{random.total_steps + heuristic.total_steps:,} steps"
     )
-    assert fmt.verify_dataset("cartpole/mix-train-v0").ok
+    assert storage.verify_dataset("cartpole/mix-train-v0").ok
     assert min(train.episodes()["return"]) >= 15
     assert dry.render().endswith("dry run: nothing written")
     assert real.render().endswith("wrote 2 dataset(s)")
@@ -210,7 +210,7 @@ def test_push_publishes_the_chosen_outputs(sources: tuple[str, str], tmp_path: P
     assert list(list_remote_datasets(f"file://{remote}")) == ["cartpole/mix-train-v0"]
     assert len(result.pushed) == 1
     assert result.pushed[0].startswith(f"cartpole/mix-train-v0 pushed to file://{remote}: ")
-    pushed = fmt.read_metadata(remote / "cartpole" / "mix-train-v0")
+    pushed = storage.read_metadata(remote / "cartpole" / "mix-train-v0")
     assert pushed["fingerprint"] == load_dataset("cartpole/mix-train-v0").fingerprint
 
 

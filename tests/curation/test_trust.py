@@ -16,7 +16,7 @@ import gymnasium as gym
 import pytest
 from helpers import collect_cartpole
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import UsageError
 from curation import load_dataset, pull_dataset, push_dataset
 
@@ -25,7 +25,7 @@ OPT_IN = "pass trust_remote_code=True"
 
 def set_env_spec(dataset_id: str, change: Any) -> None:
     """Rewrite a dataset's stored env spec through the writer (a commit like any other)."""
-    with fmt.DatasetWriter(dataset_id) as writer:
+    with storage.DatasetWriter(dataset_id) as writer:
         assert writer.meta is not None
         spec = dict(writer.meta["env_spec"])
         change(spec)

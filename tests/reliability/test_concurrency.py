@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import CLI, collect_cartpole, spawn, wait_for_commit
 
-from collector import format as fmt
+from collector import storage
 from curation.api import load_dataset
 
 CURATE = "import sys; from curation.cli import main; sys.exit(main())"
@@ -37,7 +37,7 @@ def test_a_second_collect_on_the_same_id_is_refused_with_the_holders_pid(
     finally:
         first.kill()
         first.communicate()
-    report = fmt.verify_dataset("conc/slow-v0")  # the first run's commits are intact
+    report = storage.verify_dataset("conc/slow-v0")  # the first run's commits are intact
     assert report.ok and report.episodes > 0, report.problems
 
 
@@ -102,7 +102,7 @@ def test_two_curate_writes_to_the_same_new_id_one_wins_the_other_says_why(
         (err,) = [err for code, err in results if code == 1]
         (line,) = err.strip().splitlines()
         assert "is being written by another process (pid" in line or "already exists" in line
-        report = fmt.verify_dataset(target)
+        report = storage.verify_dataset(target)
         assert report.ok, report.problems
         winner = commands[[code for code, _ in results].index(0)][0]
         assert report.episodes == (60 if winner == "combine" else long_ones)

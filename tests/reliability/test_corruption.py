@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from helpers import collect_cartpole
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import CorruptDatasetError
 from curation import cli
 from curation.api import load_dataset
@@ -51,7 +51,7 @@ def install(pristine: Path, datasets_root: Path, comp: str) -> tuple[str, Path]:
     """Copy the pristine dataset into this test's root; returns (id, its only shard)."""
     dataset_id = f"rel/{comp}-v0"
     shutil.copytree(pristine / dataset_id, datasets_root / dataset_id)
-    (shard,) = (datasets_root / dataset_id / fmt.DATA_DIR).glob("shard-*.h5")
+    (shard,) = (datasets_root / dataset_id / storage.DATA_DIR).glob("shard-*.h5")
     shard.chmod(0o644)
     return dataset_id, shard
 
@@ -129,7 +129,7 @@ def test_a_flipped_bit_is_reported_by_verify_and_never_read_silently(
         bad = bytearray(data)
         bad[offset] ^= 1 << rng.randrange(8)
         shard.write_bytes(bad)
-        report = fmt.verify_dataset(dataset_id)
+        report = storage.verify_dataset(dataset_id)
         assert not report.ok, f"verify missed a flip at {offset} ({where})"
         assert report.problems[0].startswith(shard.name), report.problems
         try:
@@ -145,7 +145,7 @@ def test_a_flipped_bit_is_reported_by_verify_and_never_read_silently(
         assert where == "random" or where.startswith("episodes/"), f"{where}: not detected"
         outcomes["harmless"] += 1
     shard.write_bytes(data)
-    assert fmt.verify_dataset(dataset_id).ok
+    assert storage.verify_dataset(dataset_id).ok
     chunks = sum(" chunk " in where for where in targets.values())
     assert outcomes["raised"] >= chunks >= 15
     print(
@@ -164,7 +164,7 @@ def test_a_truncated_shard_is_named_by_verify_and_fails_reads(
     for keep in (size - 1, size // 2, 100, 0):
         with shard.open("r+b") as f:
             f.truncate(keep)
-        (problem,) = fmt.verify_dataset(dataset_id).problems
+        (problem,) = storage.verify_dataset(dataset_id).problems
         assert problem == (
             f"{shard.name}: {keep:,} bytes, metadata.json says {size:,} (truncated)"
         ), problem
@@ -177,7 +177,7 @@ def test_a_deleted_shard_is_named_by_verify_and_fails_reads(
 ) -> None:
     dataset_id, shard = install(pristine, datasets_root, "lzf")
     shard.unlink()
-    assert fmt.verify_dataset(dataset_id).problems == [f"{shard.name}: missing"]
+    assert storage.verify_dataset(dataset_id).problems == [f"{shard.name}: missing"]
     with pytest.raises(CorruptDatasetError, match=rf"{shard.name} is missing.*run verify"):
         read_all(dataset_id)
 
@@ -186,11 +186,11 @@ def test_metadata_edited_into_invalid_json_is_reported_and_collect_keeps_the_sha
     pristine: Path, datasets_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dataset_id, shard = install(pristine, datasets_root, "lzf")
-    meta_file = datasets_root / dataset_id / fmt.METADATA_FILE
+    meta_file = datasets_root / dataset_id / storage.METADATA_FILE
     text = meta_file.read_text()
     meta_file.write_text(text.replace('"total_steps":', '"total_steps"', 1))  # a hand edit
     expected = "is not valid JSON (Expecting ':' delimiter at line"
-    (problem,) = fmt.verify_dataset(dataset_id).problems
+    (problem,) = storage.verify_dataset(dataset_id).problems
     assert expected in problem and "restore it from a copy" in problem
     with pytest.raises(CorruptDatasetError, match=re.escape(expected)):
         read_all(dataset_id)
@@ -203,7 +203,7 @@ def test_metadata_edited_into_invalid_json_is_reported_and_collect_keeps_the_sha
         collect_cartpole(dataset_id, EPISODES + 5, record_infos=True)
     assert shard.read_bytes() == before and meta_file.read_text() != text
     meta_file.write_text(text)
-    assert fmt.verify_dataset(dataset_id).ok
+    assert storage.verify_dataset(dataset_id).ok
 
 
 def test_an_episode_table_edited_in_place_fails_its_checksum(
@@ -213,7 +213,7 @@ def test_an_episode_table_edited_in_place_fails_its_checksum(
     dataset_id, shard = install(pristine, datasets_root, "gzip")
     with h5py.File(shard, "r+") as f:
         f["episodes/length"][0] += 1
-    (problem,) = fmt.verify_dataset(dataset_id).problems
+    (problem,) = storage.verify_dataset(dataset_id).problems
     assert problem == f"{shard.name}: sha256 mismatch (file changed or corrupt)"
     with pytest.raises(CorruptDatasetError, match="column 'length' does not match its checksum"):
         read_all(dataset_id)

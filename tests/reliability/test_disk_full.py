@@ -2,7 +2,7 @@
 
 ``collect`` runs with small commit windows into a filesystem that fills up mid-run: a real
 1 MiB tmpfs when this machine lets the test mount one (root in a VM), and always an injected
-``ENOSPC`` at the one function every dataset byte goes through (``fmt.write_new_file``). The
+``ENOSPC`` at the one function every dataset byte goes through (``storage.write_new_file``). The
 run must stop with one ``DiskFullError`` line that says the disk is full and how to resume,
 leave ``metadata.json`` readable, ``verify`` clean and no temp file behind; the same command
 re-run after space is freed completes with exactly the episodes asked for and the
@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from helpers import read_episodes
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from collector.errors import DiskFullError, HarvestError, StorageError
 
@@ -70,10 +70,10 @@ def assert_stopped_cleanly(err: HarvestError, root: Path) -> int:
     assert "\n" not in text
     assert "disk full" in text and "re-run the same command to resume" in text, text
     assert DATASET_ID in text
-    meta = fmt.read_metadata(fmt.dataset_path(DATASET_ID, root), DATASET_ID)
+    meta = storage.read_metadata(storage.dataset_path(DATASET_ID, root), DATASET_ID)
     assert 0 < meta["total_episodes"] < EPISODES
     assert f"({meta['total_episodes']} episodes)" in text
-    assert fmt.verify_dataset(DATASET_ID, root).ok
+    assert storage.verify_dataset(DATASET_ID, root).ok
     assert leftovers(root) == []
     return int(meta["total_episodes"])
 
@@ -83,7 +83,7 @@ def assert_resumes(root: Path, fingerprint: str) -> None:
     assert result.total_episodes == EPISODES
     assert result.new_episodes > 0
     assert result.fingerprint == fingerprint
-    assert fmt.verify_dataset(DATASET_ID, root).ok
+    assert storage.verify_dataset(DATASET_ID, root).ok
     assert leftovers(root) == []
 
 
@@ -130,7 +130,7 @@ def test_a_full_tmpfs_stops_cleanly_and_resumes_after_space_is_freed(
 
 
 class FillAfter:
-    """``open`` for ``collector.format``: from the ``n``-th file it creates, a write puts half
+    """``open`` for ``collector.storage``: from the ``n``-th file it creates, a write puts half
     its bytes on disk and raises ENOSPC, as a filling disk does (reads are left alone)."""
 
     def __init__(self, n: int) -> None:
@@ -171,7 +171,7 @@ def test_an_injected_enospc_stops_cleanly_and_the_rerun_resumes(
 ) -> None:
     root = tmp_path / "datasets"
     fill = FillAfter(nth)
-    monkeypatch.setattr(fmt, "open", fill, raising=False)
+    monkeypatch.setattr(storage.durable, "open", fill, raising=False)
     with pytest.raises(DiskFullError) as info:
         collect(config(root))
     assert fill.created >= nth
@@ -182,7 +182,7 @@ def test_an_injected_enospc_stops_cleanly_and_the_rerun_resumes(
 
 def test_a_full_quota_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "datasets"
-    real = fmt.write_new_file
+    real = storage.write_new_file
     calls = {"n": 0}
 
     def quota(path: Path, data: bytes, *, sync: bool = False) -> None:
@@ -191,11 +191,11 @@ def test_a_full_quota_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), str(path))
         real(path, data, sync=sync)
 
-    monkeypatch.setattr(fmt, "write_new_file", quota)
+    monkeypatch.setattr(storage.durable, "write_new_file", quota)
     with pytest.raises(DiskFullError, match="disk quota exceeded") as info:
         collect(config(root))
     assert "re-run the same command to resume" in str(info.value)
-    assert fmt.verify_dataset(DATASET_ID, root).ok
+    assert storage.verify_dataset(DATASET_ID, root).ok
 
 
 def test_other_os_errors_are_not_called_a_full_disk(
@@ -204,7 +204,7 @@ def test_other_os_errors_are_not_called_a_full_disk(
     def denied(path: Path, data: bytes, *, sync: bool = False) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(fmt, "write_new_file", denied)
+    monkeypatch.setattr(storage.durable, "write_new_file", denied)
     with pytest.raises(StorageError, match="permission denied") as info:
         collect(config(tmp_path / "datasets"))
     assert not isinstance(info.value, DiskFullError)
@@ -264,7 +264,7 @@ def files_under(path: Path) -> list[str]:
     return sorted(
         str(p.relative_to(path))
         for p in path.rglob("*")
-        if p.is_file() and fmt.LOCKS_DIR not in p.parts and p.name != "filler.bin"
+        if p.is_file() and storage.LOCKS_DIR not in p.parts and p.name != "filler.bin"
     )
 
 
@@ -317,7 +317,7 @@ def test_pull_into_a_full_disk_is_one_line_and_leaves_nothing(
     assert code == 1
     assert_one_line(err, "the disk is full", full_disk.where)
     assert files_under(root) == []
-    assert not fmt.dataset_path(dsid, root).exists()
+    assert not storage.dataset_path(dsid, root).exists()
 
 
 def test_push_to_a_full_file_remote_is_one_line_and_publishes_nothing(
@@ -333,7 +333,7 @@ def test_push_to_a_full_file_remote_is_one_line_and_publishes_nothing(
     assert code == 1
     assert_one_line(err, "the disk is full", remote)
     assert [
-        f for f in files_under(remote) if f.endswith(".tmp") or f.endswith(fmt.METADATA_FILE)
+        f for f in files_under(remote) if f.endswith(".tmp") or f.endswith(storage.METADATA_FILE)
     ] == []
 
 
@@ -358,7 +358,7 @@ def test_filter_into_on_a_full_disk_is_one_line_and_leaves_no_dataset(
     assert code == 1
     assert_one_line(err, "the disk is full", root)
     assert files_under(root) == before
-    assert not fmt.dataset_path("full/some-v0", root).exists()
+    assert not storage.dataset_path("full/some-v0", root).exists()
 
 
 def test_create_dataset_on_a_full_disk_keeps_the_episodes_for_a_retry(full_disk: FullDisk) -> None:
@@ -378,12 +378,12 @@ def test_create_dataset_on_a_full_disk_keeps_the_episodes_for_a_retry(full_disk:
     with pytest.raises(StorageError, match="the disk is full") as info:
         collector.create_dataset("full/made-v0")
     assert "\n" not in str(info.value) and str(root) in str(info.value)
-    assert not fmt.dataset_path("full/made-v0", root).exists()
+    assert not storage.dataset_path("full/made-v0", root).exists()
     assert [f for f in files_under(root) if f.endswith(".tmp")] == []
     full_disk.free()  # space is freed: the same call now commits every episode
     summary = collector.create_dataset("full/made-v0")
     assert summary.total_episodes == 40
-    assert fmt.verify_dataset("full/made-v0", root).ok
+    assert storage.verify_dataset("full/made-v0", root).ok
     collector.close()
 
 
@@ -561,15 +561,15 @@ def test_create_dataset_failing_at_each_write_keeps_every_episode(
             *_, terminated, truncated, _ = collector.step(seed % 2)
             done = terminated or truncated
     fill = FillAfter(nth)
-    monkeypatch.setattr(fmt, "open", fill, raising=False)
+    monkeypatch.setattr(storage.durable, "open", fill, raising=False)
     with pytest.raises(StorageError, match="the disk is full"):
         collector.create_dataset("full/made-v0")
     assert fill.created == nth
-    assert not fmt.dataset_path("full/made-v0").exists()
+    assert not storage.dataset_path("full/made-v0").exists()
     assert [f for f in files_under(datasets_root) if f.endswith(".tmp")] == []
     fill.on = False  # space is freed
     summary = collector.create_dataset("full/made-v0")
     assert summary.total_episodes == 30
     assert [ep["seed"] for ep in read_episodes("full/made-v0")] == list(range(30))
-    assert fmt.verify_dataset("full/made-v0").ok
+    assert storage.verify_dataset("full/made-v0").ok
     collector.close()

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from strategies import ID_TEXT, NESTED_SPACES, assert_same_space
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import collect
 from collector.errors import (
     ConfigMismatchError,
@@ -90,7 +90,7 @@ def id_entry_points(root: Path) -> dict[str, Callable[[str], Any]]:
         "load_dataset": lambda i: load_dataset(i, root=root),
         "load_dataset(download)": lambda i: load_dataset(i, True, root=root, remote=uri),
         "delete_dataset": lambda i: delete_dataset(i, root=root),
-        "verify_dataset": lambda i: fmt.verify_dataset(i, root),
+        "verify_dataset": lambda i: storage.verify_dataset(i, root),
         "pull": lambda i: pull_dataset(i, uri, root=root),
         "remote.exists": lambda i: open_remote(uri).exists(i),
         "remote.push": lambda i: open_remote(uri).push(i, root=root),
@@ -116,7 +116,7 @@ def test_any_id_is_refused_before_touching_disk_or_stays_inside_the_root(text: s
         calls = id_entry_points(root)
         before = disk(base)
         try:
-            fmt.parse_dataset_id(text)
+            storage.parse_dataset_id(text)
         except DatasetIdError:
             for name, call in calls.items():
                 with pytest.raises(DatasetIdError) as info:
@@ -475,10 +475,10 @@ def hostile_remote(pristine: Path, tmp_path: Path) -> tuple[Path, str, Path]:
 
 
 def edit_manifest(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    meta = json.loads((folder / fmt.METADATA_FILE).read_text())
+    meta = json.loads((folder / storage.METADATA_FILE).read_text())
     change(meta)
-    (folder / fmt.METADATA_FILE).chmod(0o644)
-    (folder / fmt.METADATA_FILE).write_text(fmt.seal_metadata(meta))  # as an attacker would
+    (folder / storage.METADATA_FILE).chmod(0o644)
+    (folder / storage.METADATA_FILE).write_text(storage.seal_metadata(meta))  # as an attacker would
 
 
 def snapshot(where: Path) -> list[tuple[str, bytes | None]]:
@@ -531,7 +531,7 @@ def test_remote_folders_that_are_not_ids_are_skipped_by_list(
     base, uri, _ = hostile_remote
     for junk in ("no-version", "a b-v0", "ns/..hidden-v0", "x-v0/y z"):
         (base / junk).mkdir(parents=True, exist_ok=True)
-        (base / junk / fmt.METADATA_FILE).write_text("{}")
+        (base / junk / storage.METADATA_FILE).write_text("{}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         listed = open_remote(uri).list()
@@ -544,7 +544,7 @@ def test_a_symlink_or_special_file_in_a_remote_dataset_is_refused(
     target: str, hostile_remote: tuple[Path, str, Path], datasets_root: Path
 ) -> None:
     base, uri, outside = hostile_remote
-    data = base / "src/cart-v0" / fmt.DATA_DIR
+    data = base / "src/cart-v0" / storage.DATA_DIR
     shard = sorted(data.glob("shard-*.h5"))[0]
     shard.chmod(0o644)
     shard.unlink()
@@ -570,12 +570,12 @@ def test_a_symlinked_metadata_json_is_refused(
     hostile_remote: tuple[Path, str, Path],
 ) -> None:
     base, uri, outside = hostile_remote
-    meta = base / "src/cart-v0" / fmt.METADATA_FILE
-    (outside / fmt.METADATA_FILE).write_bytes(meta.read_bytes())
+    meta = base / "src/cart-v0" / storage.METADATA_FILE
+    (outside / storage.METADATA_FILE).write_bytes(meta.read_bytes())
     meta.chmod(0o644)
     meta.unlink()
     meta.symlink_to("/dev/zero")
-    with pytest.raises(RemoteError, match=fmt.METADATA_FILE) as info:
+    with pytest.raises(RemoteError, match=storage.METADATA_FILE) as info:
         pull_dataset("src/cart-v0", uri)
     one_line(info.value)
 

@@ -21,7 +21,7 @@ from helpers import CLI, committed_episodes, read_episodes, spawn
 from kill_support import temp_files
 from misbehaving_envs import ENV_ID, FRAMES_ID, InterruptingPolicy
 
-from collector import format as fmt
+from collector import storage
 from collector.collect import CollectInterrupted, collect
 from collector.recorder import EpisodeRecorder
 
@@ -74,8 +74,8 @@ def test_an_interrupted_shard_write_removes_its_temp_file(
         assert path.name.startswith(".shard-") and path.exists()
         raise KeyboardInterrupt
 
-    with fmt.DatasetWriter("int/tmp-v0") as writer:
-        monkeypatch.setattr(fmt, "sha256_file", second_ctrl_c)
+    with storage.DatasetWriter("int/tmp-v0") as writer:
+        monkeypatch.setattr(storage.durable, "sha256_file", second_ctrl_c)
         with pytest.raises(KeyboardInterrupt):
             writer.write_shard(batch, "lzf")
         assert temp_files("int/tmp-v0") == []
@@ -85,7 +85,7 @@ def test_an_interrupted_commit_removes_the_shard_it_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # the second Ctrl-C lands after the window's shard is installed, before its commit
-    real = fmt.atomic_write
+    real = storage.atomic_write
     calls = []
 
     def interrupted_commit(path: Path, data: bytes) -> None:
@@ -94,18 +94,18 @@ def test_an_interrupted_commit_removes_the_shard_it_installed(
             raise KeyboardInterrupt
         real(path, data)
 
-    monkeypatch.setattr(fmt, "atomic_write", interrupted_commit)
+    monkeypatch.setattr(storage.durable, "atomic_write", interrupted_commit)
     caught = interrupted_run("int/installed-v0", after=20, every=100)  # in episode 2
     assert (caught.new_episodes, caught.total_episodes) == (0, 0)
-    assert fmt.read_metadata(fmt.dataset_path("int/installed-v0"))["shards"] == []
-    assert list((fmt.dataset_path("int/installed-v0") / fmt.DATA_DIR).iterdir()) == []
+    assert storage.read_metadata(storage.dataset_path("int/installed-v0"))["shards"] == []
+    assert list((storage.dataset_path("int/installed-v0") / storage.DATA_DIR).iterdir()) == []
 
 
 def test_the_next_writer_removes_a_temp_shard_a_crash_left() -> None:
     interrupted_run("int/left-v0", after=12)
-    left = fmt.dataset_path("int/left-v0") / fmt.DATA_DIR / ".shard-0123456789ab.h5.tmp"
+    left = storage.dataset_path("int/left-v0") / storage.DATA_DIR / ".shard-0123456789ab.h5.tmp"
     left.write_bytes(b"half a shard")
-    with fmt.DatasetWriter("int/left-v0"):
+    with storage.DatasetWriter("int/left-v0"):
         pass
     assert not left.exists()
     assert [ep["id"] for ep in read_episodes("int/left-v0")] == [0]
@@ -147,10 +147,10 @@ def test_a_double_ctrl_c_says_what_is_committed_and_leaves_nothing(datasets_root
     total = committed_episodes(dataset_id, datasets_root)
     assert err.strip().splitlines() == [
         f"collect: interrupted: this run committed {total} episodes; dataset {dataset_id!r} at "
-        f"{fmt.dataset_path(dataset_id, datasets_root)} holds {total} episodes (last commit); "
+        f"{storage.dataset_path(dataset_id, datasets_root)} holds {total} episodes (last commit); "
         "re-run the same command to resume"
     ], err
     assert temp_files(dataset_id, datasets_root) == []
-    path = fmt.dataset_path(dataset_id, datasets_root)
-    listed = {e["file"] for e in fmt.read_metadata(path)["shards"]}
-    assert {p.name for p in (path / fmt.DATA_DIR).iterdir()} == listed
+    path = storage.dataset_path(dataset_id, datasets_root)
+    listed = {e["file"] for e in storage.read_metadata(path)["shards"]}
+    assert {p.name for p in (path / storage.DATA_DIR).iterdir()} == listed

@@ -38,7 +38,7 @@ from ray_support import (
     wait_until_gone,
 )
 
-from collector import format as fmt
+from collector import storage
 
 pytestmark = pytest.mark.slow
 
@@ -73,9 +73,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[in
     """
     root = tmp_path_factory.mktemp("uninterrupted")
     code = (
-        "import json, sys, helpers; from collector import format as fmt; "
+        "import json, sys, helpers; from collector import storage; "
         "from collector.collect import collect; r = collect(json.loads(sys.argv[1])); "
-        "print(json.dumps([r.fingerprint, len(fmt.read_metadata(r.path)['shards'])]))"
+        "print(json.dumps([r.fingerprint, len(storage.read_metadata(r.path)['shards'])]))"
     )
     procs = {
         n: subprocess.Popen(
@@ -122,7 +122,7 @@ def check_commit(dataset_id: str, episodes: int, ever: dict[int, bytes]) -> dict
     if committed_episodes(dataset_id) is None:
         assert not ever, "a commit disappeared"
         return {}
-    report = fmt.verify_dataset(dataset_id)
+    report = storage.verify_dataset(dataset_id)
     assert report.ok, report.problems
     now = committed_digests(dataset_id)
     assert report.episodes == len(now) <= episodes
@@ -135,14 +135,14 @@ def check_commit(dataset_id: str, episodes: int, ever: dict[int, bytes]) -> dict
 
 def check_final(dataset_id: str, episodes: int, ref: Reference, ever: dict[int, bytes]) -> None:
     """Ids 0..episodes-1, verified, no temp file, fingerprint and shards as ``ref``'s."""
-    report = fmt.verify_dataset(dataset_id)
+    report = storage.verify_dataset(dataset_id)
     assert report.ok, report.problems
     assert report.episodes == episodes
     final = check_commit(dataset_id, episodes, ever)
     assert sorted(final) == list(range(episodes))
     assert report.fingerprint == ref.fingerprint
     assert not temp_files(dataset_id), temp_files(dataset_id)
-    shards = len(fmt.read_metadata(fmt.dataset_path(dataset_id))["shards"])
+    shards = len(storage.read_metadata(storage.dataset_path(dataset_id))["shards"])
     assert shards == ref.shards, f"{shards} shards, an uninterrupted run has {ref.shards}"
 
 
@@ -224,7 +224,7 @@ def test_kill_9_storm_on_the_local_runner_then_resume(
             else:
                 moments["between commits"] += 1
             if len(now) > len(before):  # this run opened the dataset: it removed old temp files
-                stale = temp_before & set(temp_files(dataset_id)) - {fmt.METADATA_TMP}
+                stale = temp_before & set(temp_files(dataset_id)) - {storage.METADATA_TMP}
                 assert not stale, f"temp files survived a resume: {stale}"
 
     temp_left = temp_files(dataset_id)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import CLI, PYTHONPATH, spawn
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import DatasetNotFoundError
 from curation.api import load_dataset
 
@@ -77,7 +77,7 @@ def test_collect_with_4_ray_workers_while_batch_iter_reads_every_commit(
         if writer.poll() is None:
             writer.kill()
             writer.communicate()
-    report = fmt.verify_dataset(DATASET)
+    report = storage.verify_dataset(DATASET)
     assert report.ok and report.episodes == EPISODES, report.problems
     assert rounds >= 10, f"only {rounds} reader rounds overlapped the writer"
     # flat: after a warm-up, the last third of the run holds no more than the first third,

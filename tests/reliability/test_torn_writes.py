@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import cli_env, collect_cartpole
 
-from collector import format as fmt
+from collector import storage
 from curation.api import load_dataset
 
 FIRST, TOTAL = 10, 30
@@ -28,41 +28,41 @@ CHECKPOINT = {"every_episodes": 5}
 #: Child-side crash points: each patches one step of the commit protocol to die half-way.
 CRASHES = {
     "shard-half-written": """
-real = fmt.write_shard_file
+real = storage.write_shard_file
 def crash(batch, path, compression="gzip"):
     real(batch, path, compression)
     with open(path, "r+b") as fh:
         fh.truncate(path.stat().st_size // 2)
     os._exit(137)
-fmt.write_shard_file = crash
+storage.hdf5.write_shard_file = crash
 """,
     "shard-installed-not-committed": """
-real = fmt.atomic_write
+real = storage.atomic_write
 def crash(path, data):
-    if path.name == fmt.METADATA_FILE:
+    if path.name == storage.METADATA_FILE:
         named = {e["file"] for e in json.loads(path.read_text())["shards"]}
-        if any(p.name not in named for p in (path.parent / fmt.DATA_DIR).iterdir()):
+        if any(p.name not in named for p in (path.parent / storage.DATA_DIR).iterdir()):
             os._exit(137)
     real(path, data)
-fmt.atomic_write = crash
+storage.durable.atomic_write = crash
 """,
     "metadata-tmp-half-written": """
-real = fmt.atomic_write
+real = storage.atomic_write
 def crash(path, data):
-    if path.name == fmt.METADATA_FILE and json.loads(path.read_text())["total_episodes"] > 10:
+    if path.name == storage.METADATA_FILE and json.loads(path.read_text())["total_episodes"] > 10:
         path.with_name(path.name + ".tmp").write_bytes(data[: len(data) // 2])
         os._exit(137)
     real(path, data)
-fmt.atomic_write = crash
+storage.durable.atomic_write = crash
 """,
     "repack-half-written": """
-real = fmt.merge_shards
+real = storage.merge_shards
 def crash(sources, dest, compression="gzip"):
     real(sources, dest, compression)
     with open(dest, "r+b") as fh:
         fh.truncate(dest.stat().st_size // 3)
     os._exit(137)
-fmt.merge_shards = crash
+storage.hdf5.merge_shards = crash
 """,
 }
 
@@ -72,7 +72,7 @@ def run_child(root: Path, crash: str) -> int:
     code = "\n".join(
         [
             "import json, os",
-            "from collector import format as fmt",
+            "from collector import storage",
             "from helpers import collect_cartpole",
             f"CHECKPOINT = {CHECKPOINT!r}",
             CRASHES[crash],
@@ -91,7 +91,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> str:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HARVEST_DATASETS", str(tmp_path_factory.mktemp("reference")))
         collect_cartpole(DATASET, TOTAL, checkpoint=CHECKPOINT)
-        return fmt.read_metadata(fmt.dataset_path(DATASET))["fingerprint"]
+        return storage.read_metadata(storage.dataset_path(DATASET))["fingerprint"]
 
 
 @pytest.mark.slow
@@ -100,19 +100,19 @@ def test_a_crash_inside_a_commit_leaves_the_previous_commit_and_the_next_run_cle
     datasets_root: Path, uninterrupted: str, crash: str
 ) -> None:
     collect_cartpole(DATASET, FIRST, checkpoint=CHECKPOINT)
-    path = fmt.dataset_path(DATASET)
-    data = path / fmt.DATA_DIR
+    path = storage.dataset_path(DATASET)
+    data = path / storage.DATA_DIR
     run_child(datasets_root, crash)
 
-    meta = fmt.read_metadata(path)  # a whole commit, never a torn one
+    meta = storage.read_metadata(path)  # a whole commit, never a torn one
     named = {e["file"] for e in meta["shards"]}
     leftovers = sorted(p.name for p in data.iterdir() if p.name not in named)
-    leftovers += [fmt.METADATA_TMP] if (path / fmt.METADATA_TMP).exists() else []
+    leftovers += [storage.METADATA_TMP] if (path / storage.METADATA_TMP).exists() else []
     assert leftovers, f"{crash}: the crash left nothing behind; it did not hit its moment"
     if crash == "metadata-tmp-half-written":
         with pytest.raises(json.JSONDecodeError):
-            json.loads((path / fmt.METADATA_TMP).read_text())
-    report = fmt.verify_dataset(DATASET)
+            json.loads((path / storage.METADATA_TMP).read_text())
+    report = storage.verify_dataset(DATASET)
     assert report.ok, report.problems
     # a repack runs after the last window is committed; every other crash is mid-run
     upper = TOTAL if crash.startswith("repack") else TOTAL - 1
@@ -121,16 +121,16 @@ def test_a_crash_inside_a_commit_leaves_the_previous_commit_and_the_next_run_cle
     assert len(ds) == report.episodes and ds.total_steps == report.steps
 
     collect_cartpole(DATASET, TOTAL, checkpoint=CHECKPOINT)  # the same command again: resume
-    meta = fmt.read_metadata(path)
+    meta = storage.read_metadata(path)
     # what the crash left is gone: no temp files, and a file the final commit does not name
     # is a whole shard this run's own repack replaced (kept until the next writer opens the
     # dataset, for readers of older snapshots; names repeat, as the data does)
     assert not [p.name for p in data.iterdir() if p.name.startswith(".")]
-    assert not (path / fmt.METADATA_TMP).exists()
+    assert not (path / storage.METADATA_TMP).exists()
     for p in data.iterdir():
         if p.name not in {e["file"] for e in meta["shards"]}:
-            batch = fmt.read_shard(p)
-            assert (fmt.episode_digests(batch) == batch.table["digest"]).all(), p.name
-    report = fmt.verify_dataset(DATASET)
+            batch = storage.read_shard(p)
+            assert (storage.episode_digests(batch) == batch.table["digest"]).all(), p.name
+    report = storage.verify_dataset(DATASET)
     assert report.ok and report.episodes == TOTAL, report.problems
     assert meta["fingerprint"] == report.fingerprint == uninterrupted

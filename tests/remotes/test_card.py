@@ -10,7 +10,7 @@ import pytest
 import yaml
 from helpers import collect_cartpole, record_cartpole
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import UsageError
 from curation.ops import combine_datasets
 from curation.remotes.card import dataset_card, size_category
@@ -19,7 +19,7 @@ hub = pytest.importorskip("huggingface_hub")
 
 
 def metadata(dataset_id: str) -> dict[str, Any]:
-    return fmt.read_metadata(fmt.dataset_path(dataset_id), dataset_id)
+    return storage.read_metadata(storage.dataset_path(dataset_id), dataset_id)
 
 
 def collected(dataset_id: str, episodes: int = 4) -> str:
@@ -115,7 +115,7 @@ def test_body_describes_a_combined_dataset(metas: dict[str, dict[str, Any]]) -> 
     assert f"| Episodes | {meta['total_episodes']:,} |" in body
     assert f"| Steps | {meta['total_steps']:,} |" in body
     assert f"`{meta['fingerprint']}`" in body
-    assert f"| Size | {fmt.human_size(meta['dataset_bytes'])} " in body
+    assert f"| Size | {storage.human_size(meta['dataset_bytes'])} " in body
     assert "| Environment | `CartPole-v1` |" in body
     assert "| Max episode steps | 500 |" in body
     assert "| Path in repo | `ab-v0` |" in body

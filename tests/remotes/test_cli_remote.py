@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import collect_cartpole, record_cartpole
 
-from collector import format as fmt
+from collector import storage
 from curation.api import load_dataset
 from curation.cli import main
 
@@ -51,7 +51,9 @@ def test_push_list_pull_delete(capsys: pytest.CaptureFixture, shared: str, tmp_p
 
     code, out, _ = run(capsys, "delete", "cart/a-v0", "--remote", shared, "--yes")
     assert code == 0 and f"deleted cart/a-v0 from {shared}" in out
-    assert (fmt.dataset_path("cart/a-v0") / fmt.METADATA_FILE).exists()  # the local copy stays
+    assert (
+        storage.dataset_path("cart/a-v0") / storage.METADATA_FILE
+    ).exists()  # the local copy stays
     code, out, _ = run(capsys, "list", "remote", "--json")
     assert [r["name"] for r in json.loads(out)] == ["cart/b-v0"]
 
@@ -107,7 +109,7 @@ def test_pull_overwrite_of_a_symlinked_local_dataset_touches_nothing(
     record_cartpole("cart/a-v0", 3)
     assert run(capsys, "push", "cart/a-v0")[0] == 0
     collect_cartpole("cart/a-v0", 2, seed=9, datasets_root=str(tmp_path / "other"))
-    path = fmt.dataset_path("cart/a-v0")
+    path = storage.dataset_path("cart/a-v0")
     moved = tmp_path / "other" / "cart" / "a-v0"
     shutil.rmtree(path)
     path.symlink_to(moved, target_is_directory=True)

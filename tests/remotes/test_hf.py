@@ -9,7 +9,7 @@ import pytest
 import yaml
 from helpers import collect_cartpole, record_cartpole
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import RemoteError, UsageError
 from curation.api import load_dataset
 from curation.catalog import delete_dataset
@@ -46,12 +46,12 @@ def test_ids_map_to_repos_as_in_minari(hub_server: HubServer, org: str) -> None:
     assert len(hub_server.commits(f"{org}/cart")) == commits_after_first + 1  # one per push
 
     files = hub_server.files(f"{org}/cart")
-    meta = fmt.read_metadata(fmt.dataset_path("cart/sub/a-v0"))
-    for rel, _, _ in fmt.dataset_files(meta, ""):
+    meta = storage.read_metadata(storage.dataset_path("cart/sub/a-v0"))
+    for rel, _, _ in storage.dataset_files(meta, ""):
         assert f"sub/a-v0/{rel}" in files
     assert (
         files["sub/a-v0/metadata.json"]
-        == (fmt.dataset_path("cart/sub/a-v0") / fmt.METADATA_FILE).read_bytes()
+        == (storage.dataset_path("cart/sub/a-v0") / storage.METADATA_FILE).read_bytes()
     )
     assert list(list_remote_datasets(f"hf://{org}")) == ["cart/b-v0", "cart/sub/a-v0"]
 
@@ -81,7 +81,7 @@ def test_a_prefix_names_the_repo_and_ids_need_no_namespace(
     assert list(list_remote_datasets(f"hf://{org}/rl")) == ["solo-v0"]
     assert list(list_remote_datasets(f"hf://{org}/other")) == []
     pull_dataset("solo-v0", f"hf://{org}/rl", root=elsewhere)
-    assert fmt.verify_dataset("solo-v0", elsewhere).ok
+    assert storage.verify_dataset("solo-v0", elsewhere).ok
 
 
 def test_token_comes_from_the_environment_and_goes_nowhere_else(
@@ -99,7 +99,7 @@ def test_token_comes_from_the_environment_and_goes_nowhere_else(
         assert secret.encode() not in data
     out, err = capfd.readouterr()
     assert secret not in out + err
-    assert secret not in (fmt.dataset_path("cart/a-v0") / fmt.METADATA_FILE).read_text()
+    assert secret not in (storage.dataset_path("cart/a-v0") / storage.METADATA_FILE).read_text()
 
 
 def test_a_push_racing_another_commit_fails_cleanly(
@@ -136,7 +136,7 @@ def test_a_pull_reads_one_revision_while_the_dataset_is_replaced(
 ) -> None:
     record_cartpole("cart/a-v0", 3)
     push_dataset("cart/a-v0", f"hf://{org}")
-    first = fmt.read_metadata(fmt.dataset_path("cart/a-v0"))["fingerprint"]
+    first = storage.read_metadata(storage.dataset_path("cart/a-v0"))["fingerprint"]
     delete_dataset("cart/a-v0")
     record_cartpole("cart/a-v0", 5)  # other content, pushed while the pull runs
     real_get = HubRemote._get
@@ -154,18 +154,18 @@ def test_a_pull_reads_one_revision_while_the_dataset_is_replaced(
         pull_dataset("cart/a-v0", f"hf://{org}", root=elsewhere)
     assert replaced and replaced[0].removed  # the old shard is gone from main
     assert load_dataset("cart/a-v0", root=elsewhere).fingerprint == first
-    assert fmt.verify_dataset("cart/a-v0", elsewhere).ok
+    assert storage.verify_dataset("cart/a-v0", elsewhere).ok
 
 
 def test_a_refusing_hub_is_one_line_naming_the_fix(hub_server: HubServer, org: str) -> None:
     record_cartpole("cart/a-v0", 2)
-    before = (fmt.dataset_path("cart/a-v0") / fmt.METADATA_FILE).read_bytes()
+    before = (storage.dataset_path("cart/a-v0") / storage.METADATA_FILE).read_bytes()
     hub_server.fail("POST", r"/commit/", 403, times=1)
     with pytest.raises(RemoteError, match="permission denied.*HF_TOKEN") as e:
         push_dataset("cart/a-v0", f"hf://{org}")
     assert "\n" not in str(e.value)
     assert not open_remote(f"hf://{org}").exists("cart/a-v0")
-    assert (fmt.dataset_path("cart/a-v0") / fmt.METADATA_FILE).read_bytes() == before
+    assert (storage.dataset_path("cart/a-v0") / storage.METADATA_FILE).read_bytes() == before
     assert push_dataset("cart/a-v0", f"hf://{org}").transferred  # allowed again: it goes
 
 

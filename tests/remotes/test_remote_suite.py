@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import collect_cartpole
 
-from collector import format as fmt
+from collector import storage
 from collector.errors import (
     CorruptDatasetError,
     DatasetExistsError,
@@ -45,8 +45,8 @@ def cartpole(dataset_id: str, episodes: int = 12, seed: int = 0) -> str:
 
 
 def shard_files(dataset_id: str, root: Path | None = None) -> list[str]:
-    meta = fmt.read_metadata(fmt.dataset_path(dataset_id, root), dataset_id)
-    return [rel for rel, _, _ in fmt.dataset_files(meta, dataset_id)]
+    meta = storage.read_metadata(storage.dataset_path(dataset_id, root), dataset_id)
+    return [rel for rel, _, _ in storage.dataset_files(meta, dataset_id)]
 
 
 def assert_same_dataset(a_id: str, b_root: Path) -> None:
@@ -58,7 +58,7 @@ def assert_same_dataset(a_id: str, b_root: Path) -> None:
         np.testing.assert_array_equal(ea.observations, eb.observations)
         np.testing.assert_array_equal(ea.actions, eb.actions)
         np.testing.assert_array_equal(ea.rewards, eb.rewards)
-    assert fmt.verify_dataset(a_id, b_root).ok
+    assert storage.verify_dataset(a_id, b_root).ok
 
 
 def tree(root: Path) -> list[tuple[str, bytes]]:
@@ -83,7 +83,7 @@ def test_push_list_pull_round_trip(backend: Backend, elsewhere: Path) -> None:
 
     listed = list_remote_datasets(backend.uri)
     assert list(listed) == ["cart/rand-v0"]
-    local = fmt.read_metadata(fmt.dataset_path("cart/rand-v0"))
+    local = storage.read_metadata(storage.dataset_path("cart/rand-v0"))
     assert listed["cart/rand-v0"]["fingerprint"] == local["fingerprint"]
     assert open_remote(backend.uri).exists("cart/rand-v0")
     assert not open_remote(backend.uri).exists("cart/other-v0")
@@ -143,7 +143,7 @@ def test_different_content_needs_overwrite_and_stale_files_go(
 
     delete_dataset("cart/rand-v0")
     cartpole("cart/rand-v0", seed=1)  # other content under the same id
-    meta = fmt.read_metadata(fmt.dataset_path("cart/rand-v0"))
+    meta = storage.read_metadata(storage.dataset_path("cart/rand-v0"))
 
     with pytest.raises(DatasetExistsError, match="--overwrite") as e:
         push_dataset("cart/rand-v0", backend.uri)
@@ -155,7 +155,7 @@ def test_different_content_needs_overwrite_and_stale_files_go(
     assert set(report.removed) == old_files - new_files
     remote = open_remote(backend.uri)
     assert remote.metadata("cart/rand-v0")["fingerprint"] == meta["fingerprint"]
-    assert set(remote._stat("cart/rand-v0")) == new_files | {fmt.METADATA_FILE}
+    assert set(remote._stat("cart/rand-v0")) == new_files | {storage.METADATA_FILE}
     pull_dataset("cart/rand-v0", backend.uri, root=elsewhere)
     assert_same_dataset("cart/rand-v0", elsewhere)
 
@@ -167,10 +167,10 @@ def test_pull_over_a_different_local_copy_needs_overwrite(
     push_dataset("cart/rand-v0", backend.uri)
     other_root = elsewhere
     collect_cartpole("cart/rand-v0", 3, seed=9, datasets_root=str(other_root))
-    before = (other_root / "cart" / "rand-v0" / fmt.METADATA_FILE).read_bytes()
+    before = (other_root / "cart" / "rand-v0" / storage.METADATA_FILE).read_bytes()
     with pytest.raises(DatasetExistsError, match="locally"):
         pull_dataset("cart/rand-v0", backend.uri, root=other_root)
-    assert (other_root / "cart" / "rand-v0" / fmt.METADATA_FILE).read_bytes() == before
+    assert (other_root / "cart" / "rand-v0" / storage.METADATA_FILE).read_bytes() == before
     pull_dataset("cart/rand-v0", backend.uri, root=other_root, overwrite=True)
     assert_same_dataset("cart/rand-v0", other_root)
     assert no_leftovers(other_root) == []
@@ -199,7 +199,7 @@ def test_load_dataset_download(backend: Backend, monkeypatch: pytest.MonkeyPatch
     fresh = Path(os.environ["HARVEST_DATASETS"]).parent / "fresh"
     ds = load_dataset("cart/rand-v0", download=True, root=fresh)
     assert ds.fingerprint == expected
-    assert (fresh / "cart" / "rand-v0" / fmt.METADATA_FILE).exists()
+    assert (fresh / "cart" / "rand-v0" / storage.METADATA_FILE).exists()
 
 
 def test_unreachable_remote_is_one_clear_error(
@@ -221,10 +221,10 @@ def test_unreachable_remote_is_one_clear_error(
 
 def test_hostile_manifest_cannot_write_outside_the_root(backend: Backend, elsewhere: Path) -> None:
     cartpole("cart/rand-v0", episodes=4)
-    path = fmt.dataset_path("cart/rand-v0")
-    meta: dict[str, Any] = json.loads((path / fmt.METADATA_FILE).read_text())
+    path = storage.dataset_path("cart/rand-v0")
+    meta: dict[str, Any] = json.loads((path / storage.METADATA_FILE).read_text())
     meta["shards"][0]["file"] = "../../../escape.h5"
-    fmt.atomic_write(path / fmt.METADATA_FILE, fmt.seal_metadata(meta).encode())
+    storage.atomic_write(path / storage.METADATA_FILE, storage.seal_metadata(meta).encode())
     with pytest.raises(CorruptDatasetError, match="not a plain shard"):
         push_dataset("cart/rand-v0", backend.uri)
 
@@ -275,8 +275,8 @@ def test_a_shard_larger_than_declared_is_refused_at_its_declared_size(
 ) -> None:
     cartpole("cart/rand-v0", episodes=4)
     push_dataset("cart/rand-v0", backend.uri)
-    meta = fmt.read_metadata(fmt.dataset_path("cart/rand-v0"))
-    rel, _, declared = fmt.dataset_files(meta, "cart/rand-v0")[0]
+    meta = storage.read_metadata(storage.dataset_path("cart/rand-v0"))
+    rel, _, declared = storage.dataset_files(meta, "cart/rand-v0")[0]
     backend.replace("cart/rand-v0", rel, b"\0" * OVERSIZED)
     seen = spy_reads(monkeypatch, backend.uri)
     with pytest.raises(CorruptDatasetError, match="larger than") as e:
@@ -293,9 +293,10 @@ def test_a_manifest_over_the_cap_is_refused_unread(
     cartpole("cart/rand-v0", episodes=4)
     push_dataset("cart/rand-v0", backend.uri)
     cap = 1 << 20  # the real cap (64 MiB) is over the 20 MiB this test uploads
-    monkeypatch.setattr(fmt, "METADATA_MAX_BYTES", cap)
-    text = (fmt.dataset_path("cart/rand-v0") / fmt.METADATA_FILE).read_bytes()
-    backend.replace("cart/rand-v0", fmt.METADATA_FILE, text + b" " * OVERSIZED)
+    monkeypatch.setattr(storage.manifest, "METADATA_MAX_BYTES", cap)
+    monkeypatch.setattr(storage, "METADATA_MAX_BYTES", cap)
+    text = (storage.dataset_path("cart/rand-v0") / storage.METADATA_FILE).read_bytes()
+    backend.replace("cart/rand-v0", storage.METADATA_FILE, text + b" " * OVERSIZED)
     seen = spy_reads(monkeypatch, backend.uri)
     with pytest.raises(CorruptDatasetError, match="larger than") as e:
         pull_dataset("cart/rand-v0", backend.uri, root=elsewhere)
@@ -309,7 +310,7 @@ def test_an_empty_object_is_not_a_dataset(backend: Backend, elsewhere: Path) -> 
     push_dataset("cart/rand-v0", backend.uri)
     cartpole("cart/other-v0", episodes=4)
     push_dataset("cart/other-v0", backend.uri)
-    backend.replace("cart/rand-v0", fmt.METADATA_FILE, b"{}")
+    backend.replace("cart/rand-v0", storage.METADATA_FILE, b"{}")
     with pytest.raises(CorruptDatasetError) as e:
         pull_dataset("cart/rand-v0", backend.uri, root=elsewhere)
     assert "\n" not in str(e.value)
@@ -391,7 +392,7 @@ def test_pull_refuses_a_dataset_inside_a_local_one(backend: Backend, elsewhere: 
     assert tree(elsewhere) == before
     assert no_leftovers(elsewhere) == []
     collect_cartpole("cart/w-v0", 6, seed=3, datasets_root=str(elsewhere))
-    assert fmt.verify_dataset("cart/w-v0", elsewhere).ok
+    assert storage.verify_dataset("cart/w-v0", elsewhere).ok
 
 
 def test_pull_overwrite_never_deletes_a_local_dataset_nested_under_it(
@@ -409,7 +410,7 @@ def test_pull_overwrite_never_deletes_a_local_dataset_nested_under_it(
     ):
         pull_dataset("cart/x-v0", backend.uri, root=elsewhere, overwrite=True)
     assert tree(elsewhere) == before
-    assert fmt.verify_dataset("cart/x-v0/y-v0", elsewhere).ok
+    assert storage.verify_dataset("cart/x-v0/y-v0", elsewhere).ok
 
 
 # -- a remote folder is hostile on push too (issue 16, item 9) ------------------------------
@@ -452,18 +453,20 @@ def episode_keys(files: list[Path]) -> set[tuple[int, bytes]]:
     """(seed, content digest) of every episode stored in ``files``, mapped or not."""
     keys = set()
     for file in files:
-        table = fmt.read_shard_table(file, ("seed", "digest"))
+        table = storage.read_shard_table(file, ("seed", "digest"))
         keys |= {(int(s), bytes(d)) for s, d in zip(table["seed"], table["digest"], strict=True)}
     return keys
 
 
 def dataset_keys(dataset_id: str, root: Path | None = None) -> set[tuple[int, bytes]]:
     """(seed, content digest) of the episodes a dataset's manifest includes."""
-    path = fmt.dataset_path(dataset_id, root)
+    path = storage.dataset_path(dataset_id, root)
     keys = set()
-    for entry in fmt.read_metadata(path, dataset_id)["shards"]:
-        table = fmt.read_shard_table(path / fmt.DATA_DIR / entry["file"], ("id", "seed", "digest"))
-        pos, _ = fmt.map_shard_ids(entry, table["id"])
+    for entry in storage.read_metadata(path, dataset_id)["shards"]:
+        table = storage.read_shard_table(
+            path / storage.DATA_DIR / entry["file"], ("id", "seed", "digest")
+        )
+        pos, _ = storage.map_shard_ids(entry, table["id"])
         keys |= {(int(table["seed"][p]), bytes(table["digest"][p])) for p in pos}
     return keys
 
@@ -476,9 +479,11 @@ def test_a_pushed_split_carries_none_of_the_held_out_episodes(
     collect_cartpole("cart/src-v0", 400, shard_every=100, max_episode_steps=5)
     train, held_out = split_dataset(load_dataset("cart/src-v0"), [0.6, 0.4], seed=0)
     saved = save_dataset(train, "cart/train-v0")
-    meta = fmt.read_metadata(fmt.dataset_path("cart/train-v0"))
+    meta = storage.read_metadata(storage.dataset_path("cart/train-v0"))
     assert any("id_map" in e for e in meta["shards"])  # linked shards: held-out rows inside
-    local_files = [fmt.dataset_path("cart/train-v0") / rel for rel in shard_files("cart/train-v0")]
+    local_files = [
+        storage.dataset_path("cart/train-v0") / rel for rel in shard_files("cart/train-v0")
+    ]
     want = dataset_keys("cart/train-v0")
     assert len(want) == len(train) == 240 and episode_keys(local_files) > want
 
@@ -488,7 +493,7 @@ def test_a_pushed_split_carries_none_of_the_held_out_episodes(
     scanned.mkdir()
     uploaded = []
     for rel, listed in remote._stat("cart/train-v0").items():
-        if rel != fmt.METADATA_FILE:
+        if rel != storage.METADATA_FILE:
             uploaded.append(scanned / rel.replace("/", "~"))
             remote._get("cart/train-v0", rel, uploaded[-1], listed.size)
     assert episode_keys(uploaded) == want
@@ -500,7 +505,7 @@ def test_a_pushed_split_carries_none_of_the_held_out_episodes(
     pulled = tmp_path / "pulled"
     pull_dataset("cart/train-v0", backend.uri, root=pulled)
     assert_same_dataset("cart/train-v0", pulled)
-    assert no_leftovers(fmt.datasets_root()) == []
+    assert no_leftovers(storage.datasets_root()) == []
 
 
 def test_delete_removes_a_killed_push_s_temporary_files_too(file_backend: Backend) -> None:
@@ -508,7 +513,7 @@ def test_delete_removes_a_killed_push_s_temporary_files_too(file_backend: Backen
     push_dataset("cart/rand-v0", file_backend.uri)
     folder = Path(file_backend.uri.removeprefix("file://")) / "cart" / "rand-v0"
     (folder / "data" / ".shard-000009-0123abcd.h5.89abcdef.tmp").write_bytes(b"half")
-    (folder / fmt.METADATA_TMP).write_bytes(b"{")
+    (folder / storage.METADATA_TMP).write_bytes(b"{")
     (folder / "notes.txt").write_bytes(b"not the dataset's")
     delete_remote_dataset("cart/rand-v0", file_backend.uri)
     assert sorted(p.name for p in folder.rglob("*")) == ["notes.txt"]
@@ -522,10 +527,10 @@ def test_push_never_writes_through_a_planted_file_link(
     (folder / "data").mkdir(parents=True)
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"someone's file")
-    (folder / fmt.METADATA_TMP).symlink_to(victim)  # the name atomic_write would use
+    (folder / storage.METADATA_TMP).symlink_to(victim)  # the name atomic_write would use
     for rel in shard_files("cart/rand-v0"):
         (folder / rel).symlink_to(victim)
     push_dataset("cart/rand-v0", file_backend.uri, overwrite=True)
     assert victim.read_bytes() == b"someone's file"
-    assert not (folder / fmt.METADATA_FILE).is_symlink()
+    assert not (folder / storage.METADATA_FILE).is_symlink()
     assert open_remote(file_backend.uri).metadata("cart/rand-v0")["total_episodes"] == 4

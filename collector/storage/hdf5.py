@@ -1,0 +1,564 @@
+"""The HDF5 codec: shard files (encode, decode, merge, checksums) and ``ShardReader``.
+
+The one module that knows HDF5 keys. Shards use the HDF5 1.10 file format (``LIBVER``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import h5py
+import numpy as np
+
+from collector.errors import CorruptDatasetError, UsageError
+from collector.storage import digests, durable
+from collector.storage.batch import (
+    STEP_COLUMNS,
+    TABLE_FIELDS,
+    EpisodeBatch,
+    ShardRows,
+    concat_tables,
+)
+from collector.storage.manifest import FORMAT_VERSION
+
+__all__ = [
+    "CHUNK_BYTES",
+    "CHUNK_ROWS",
+    "GROUPS",
+    "LAYOUT_CHECKSUM",
+    "LIBVER",
+    "MASK_SUFFIX",
+    "ROOT_LEAF",
+    "ShardReader",
+    "TABLE_CHECKSUM",
+    "build_shard_bytes",
+    "merge_shards",
+    "missing_shard_error",
+    "open_shard",
+    "parse_compression",
+    "read_shard",
+    "read_shard_table",
+    "read_table",
+    "write_shard_file",
+]
+
+
+# The HDF5 1.10 file format (2016), pinned at both ends: readable by every HDF5 >= 1.10 that
+# Minari and TorchRL users have (h5py >= 2.7), never HDF5 2.0's newer structures [review 9e],
+# and every piece of HDF5's own metadata (superblock, object headers, chunk indexes) carries
+# a checksum. With the 1.0 format ("earliest"), an exhaustive one-bit flip of a shard made
+# reads return wrong data silently at 8 of its first 2,000 bytes (chunk index keys); 1.10: 0.
+LIBVER: Final = ("v110", "v110")
+CHUNK_BYTES: Final = 512 * 1024
+CHUNK_ROWS: Final = 16_384
+MASK_SUFFIX: Final = "@mask"
+GROUPS: Final = ("observations", "actions")
+
+
+def parse_compression(spec: str | None) -> tuple[str | None, int | None]:
+    """Parse ``none | lzf | gzip[:level]`` into h5py's (compression, compression_opts).
+
+    >>> parse_compression("gzip:6"), parse_compression("none")
+    (('gzip', 6), (None, None))
+    """
+    text = "none" if spec is None else str(spec).strip().lower()
+    name, _, level = text.partition(":")
+    if name in ("none", "lzf") and not level:
+        return (None if name == "none" else "lzf"), None
+    if name == "gzip" and not _:
+        return "gzip", 4
+    if name == "gzip" and re.fullmatch(r"[0-9]", level, re.ASCII):
+        return "gzip", int(level)
+    raise UsageError(f"storage.compression={spec!r} is not valid; use none, lzf, gzip or gzip:0-9")
+
+
+def _dataset_kwargs(
+    rows: int,
+    row_shape: tuple[int, ...],
+    dtype: np.dtype,
+    compression: str | None,
+    level: int | None,
+) -> dict[str, Any]:
+    """Chunking, compression and a fletcher32 checksum for one step-aligned column.
+
+    Every chunk carries HDF5's fletcher32 checksum (uncompressed columns are chunked for
+    it), so a read of a damaged chunk fails inside HDF5 instead of returning wrong numbers.
+    """
+    if rows == 0:
+        return {}
+    row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+    # the same rows per chunk for every narrow column, a divisor of the readers' block size,
+    # so a block read decompresses each chunk once (wide rows: by bytes)
+    chunk_rows = int(max(1, min(rows, CHUNK_ROWS, CHUNK_BYTES // row_bytes)))
+    if compression is None:  # a last chunk's unused rows would be stored as they are
+        chunk_rows = -(-rows // -(-rows // chunk_rows))  # equal chunks, none mostly empty
+    kw: dict[str, Any] = {"chunks": (chunk_rows, *row_shape), "fletcher32": True}
+    if compression is not None:
+        kw["compression"] = compression
+    if level is not None:
+        kw["compression_opts"] = level
+        kw["shuffle"] = np.dtype(dtype).itemsize > 1
+    return kw
+
+
+def _column_kwargs(arr: np.ndarray, compression: str | None, level: int | None) -> dict[str, Any]:
+    return _dataset_kwargs(len(arr), arr.shape[1:], arr.dtype, compression, level)
+
+
+#: The HDF5 name of a group's root leaf when that leaf has two columns (a top-level Text
+#: space: characters and ``@len``), since ``observations`` cannot be a dataset and a group.
+ROOT_LEAF: Final = "@"
+
+
+def _h5name(group: str, name: str, names: Iterable[str]) -> str:
+    """Where column ``name`` of ``group`` (whose columns are ``names``) lives in a shard."""
+    if name:
+        return f"{group}/{name}"
+    return f"{group}/{ROOT_LEAF}" if len(list(names)) > 1 else group
+
+
+def _column_name(h5_name: str) -> str:
+    """The column name of a dataset found inside a group (the inverse of ``_h5name``)."""
+    return "" if h5_name == ROOT_LEAF else h5_name
+
+
+def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> None:
+    comp, level = parse_compression(compression)
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["info_schema"] = _schema_attr(batch.info_schema())
+    for group in GROUPS:
+        cols = getattr(batch, group)
+        for name, arr in cols.items():
+            f.create_dataset(
+                _h5name(group, name, cols), data=arr, **_column_kwargs(arr, comp, level)
+            )
+    for name in STEP_COLUMNS:
+        arr = getattr(batch, name)
+        f.create_dataset(name, data=arr, **_column_kwargs(arr, comp, level))
+    if batch.infos is not None:
+        g = f.create_group("infos")
+        for name, arr in batch.infos.items():
+            g.create_dataset(name, data=arr, **_column_kwargs(arr, comp, level))
+            mask = batch.info_masks[name]
+            g.create_dataset(name + MASK_SUFFIX, data=mask, **_column_kwargs(mask, comp, level))
+    _write_table(f, batch.table)
+    f.flush()  # every chunk allocated (none left dirty in the chunk cache) before hashing
+    f.attrs[LAYOUT_CHECKSUM] = np.bytes_(_layout_checksum(f))
+
+
+def write_shard_file(batch: EpisodeBatch, path: Path, compression: str | None = "gzip") -> None:
+    """Write ``batch`` as a shard file at ``path`` (digests must be in ``batch.table``).
+
+    The shard is encoded in memory (``build_shard_bytes``) and written with one plain write
+    (``durable.write_new_file``): HDF5 never writes to disk itself, so a full disk is a clean
+    ``OSError`` that leaves no file (HDF5 2.0 crashes the process when it closes a file whose
+    write failed). Memory holds the compressed image besides ``batch`` meanwhile.
+    """
+    durable.write_new_file(path, build_shard_bytes(batch, compression))
+
+
+def build_shard_bytes(batch: EpisodeBatch, compression: str | None = "gzip") -> bytes:
+    """Encode ``batch`` as an HDF5 file image in memory, e.g. for a remote worker to ship."""
+    block = int(min(max(batch.nbytes, 1 << 16), 1 << 24))  # fewer reallocs of a large image
+    with h5py.File(
+        f"shard-{uuid.uuid4().hex}",
+        "w",
+        driver="core",
+        backing_store=False,
+        block_size=block,
+        libver=LIBVER,
+    ) as f:
+        _fill_shard(f, batch, compression)
+        f.flush()
+        return f.id.get_file_image()
+
+
+def _write_table(f: h5py.File, table: dict[str, Any]) -> None:
+    """Write the episode table, each column with a sha256 attribute.
+
+    Nothing goes to HDF5's global heap (no variable-length strings, in columns or attributes):
+    a damaged global heap can send HDF5 into an endless loop instead of an error. JSON text
+    columns are fixed-width UTF-8, deflated so that one long value costs little.
+    """
+    tab = f.create_group("episodes")
+    for key in TABLE_FIELDS:
+        value = table[key]
+        kw: dict[str, Any] = {}
+        if key in ("options", "metadata"):
+            encoded = [b"" if o is None else o.encode() for o in value]
+            value = np.array(encoded, dtype=f"S{max(1, max(map(len, encoded), default=1))}")
+            kw = _dataset_kwargs(len(value), (), value.dtype, "gzip", 4)
+        column = tab.create_dataset(key, data=value, **kw)
+        column.attrs[TABLE_CHECKSUM] = np.bytes_(_table_checksum(value))
+
+
+#: Attribute of each episode-table column: sha256 of its values. The table steers every read
+#: (offsets, lengths), and a checksum of the values also catches a damaged datatype.
+TABLE_CHECKSUM: Final = "sha256"
+
+
+def _table_checksum(values: np.ndarray) -> str:
+    """sha256 of a table column: its dtype, shape and bytes."""
+    h = hashlib.sha256(f"{values.dtype.str}|{values.shape}|".encode())
+    if values.dtype.kind == "O":  # variable-length strings (shards written before this)
+        for item in values.tolist():
+            data = item.encode() if isinstance(item, str) else bytes(item)
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+    else:
+        h.update(np.ascontiguousarray(values).data)
+    return h.hexdigest()
+
+
+#: Root attribute of a shard: sha256 of where HDF5 keeps every column (see _layout_checksum).
+LAYOUT_CHECKSUM: Final = "layout_sha256"
+
+
+def _layout_checksum(f: h5py.File) -> str:
+    """sha256 of every dataset's type, shape, filters and chunk index (address, size, mask).
+
+    fletcher32 covers a chunk's bytes, not HDF5's index of them, which has no checksum in the
+    early file format we write: a flipped bit in a chunk's filter mask skips decompression,
+    and one in its key moves it, both without an error. This catches those on open.
+    """
+    h = hashlib.sha256()
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset):
+            return
+        h.update(f"{name}|{obj.dtype.str}|{obj.shape}|{obj.chunks}|".encode())
+        h.update(f"{obj.compression}|{obj.compression_opts}|{obj.fletcher32}|".encode())
+        if obj.chunks is None:
+            h.update(f"{obj.id.get_offset()}|{obj.id.get_storage_size()}|".encode())
+            return
+        obj.id.chunk_iter(
+            lambda c: h.update(
+                f"{c.chunk_offset}{c.filter_mask},{c.byte_offset},{c.size}|".encode()
+            )
+        )
+
+    f.visititems(visit)
+    return h.hexdigest()
+
+
+def _check_layout(f: h5py.File) -> None:
+    """Raise ``CorruptDatasetError`` when a shard's layout is not the one it was written with."""
+    stored = f.attrs.get(LAYOUT_CHECKSUM)  # absent in shards written before it
+    if stored is not None and _layout_checksum(f) != _text(stored):
+        raise CorruptDatasetError(
+            f"shard {f.filename}: HDF5 layout does not match its checksum; the file is damaged "
+            "(run verify)"
+        )
+
+
+def _schema_attr(schema: Any) -> np.bytes_:
+    """The info schema as a fixed-width attribute (a ``str`` would be stored in the global heap)."""
+    return np.bytes_(json.dumps(schema).encode())
+
+
+def merge_shards(
+    sources: Sequence[Path], dest: Path, compression: str | None = "gzip"
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Stream ``sources`` into one new shard file at ``dest``, one source in memory at a time.
+
+    Each source's digests are recomputed from its data and checked against its table before
+    it is copied, so a merge never launders a damaged shard. Info columns are unioned (a key
+    missing from a source is zero-filled with mask False). Returns (episode table, info schema).
+
+    Raises:
+        CorruptDatasetError: a source does not match its own digests.
+    """
+    comp, level = parse_compression(compression)
+    schemas: list[dict[str, Any] | None] = []
+    n_obs = n_steps = 0
+    for path in sources:
+        with open_shard(path) as f:
+            schemas.append(json.loads(f.attrs.get("info_schema", "null")))
+            length = f["episodes/length"][()]
+        n_steps += int(length.sum())
+        n_obs += int(length.sum()) + len(length)
+    union: dict[str, Any] | None = None
+    if any(sc is not None for sc in schemas):
+        union = {}
+        for sc in schemas:
+            for name, spec in (sc or {}).items():
+                old = union.get(name)
+                dtype = (
+                    np.dtype(spec["dtype"])
+                    if old is None
+                    else np.result_type(np.dtype(old["dtype"]), np.dtype(spec["dtype"]))
+                )
+                union[name] = {"dtype": np.dtype(dtype).str, "shape": spec["shape"]}
+    tables = []
+    with h5py.File(dest, "w", libver=LIBVER) as out:
+        out.attrs["format_version"] = FORMAT_VERSION
+        out.attrs["info_schema"] = _schema_attr(union)
+        o = s = 0
+        for i, path in enumerate(sources):
+            batch = read_shard(path)
+            if np.any(digests.episode_digests(batch) != batch.table["digest"]):
+                raise CorruptDatasetError(
+                    f"shard {path.name} does not match its own digests; run verify before repacking"
+                )
+            cols: list[tuple[str, np.ndarray, int, int]] = []
+            for group in GROUPS:
+                group_cols = getattr(batch, group)
+                for name, arr in group_cols.items():
+                    rows = n_obs if group == "observations" else n_steps
+                    at = o if group == "observations" else s
+                    cols.append((_h5name(group, name, group_cols), arr, rows, at))
+            for name in STEP_COLUMNS:
+                cols.append((name, getattr(batch, name), n_steps, s))
+            for name, spec in (union or {}).items():
+                dtype = np.dtype(spec["dtype"])
+                if batch.infos is not None and name in batch.infos:
+                    values = batch.infos[name].astype(dtype, copy=False)
+                    cols.append((f"infos/{name}", values, n_obs, o))
+                    cols.append((f"infos/{name}{MASK_SUFFIX}", batch.info_masks[name], n_obs, o))
+                elif i == 0:
+                    shape = tuple(spec["shape"])
+                    out.create_dataset(
+                        f"infos/{name}",
+                        shape=(n_obs, *shape),
+                        dtype=dtype,
+                        fillvalue=0,
+                        **_dataset_kwargs(n_obs, shape, dtype, comp, level),
+                    )
+                    out.create_dataset(
+                        f"infos/{name}{MASK_SUFFIX}",
+                        shape=(n_obs,),
+                        dtype=bool,
+                        fillvalue=False,
+                        **_dataset_kwargs(n_obs, (), np.dtype(bool), comp, level),
+                    )
+            if union is not None:
+                out.require_group("infos")
+            for key, arr, rows, at in cols:
+                if key not in out:
+                    kw = _dataset_kwargs(rows, arr.shape[1:], arr.dtype, comp, level)
+                    # an explicit fill value: HDF5 leaves late-allocated contiguous space
+                    # uninitialized otherwise, and info columns have rows no source writes
+                    out.create_dataset(
+                        key, shape=(rows, *arr.shape[1:]), dtype=arr.dtype, fillvalue=0, **kw
+                    )
+                out[key][at : at + len(arr)] = arr
+            tables.append(batch.table)
+            o += int(batch.table["length"].sum()) + batch.num_episodes
+            s += batch.num_steps
+            del batch, cols
+        table = concat_tables(tables)
+        _write_table(out, table)
+        out.flush()  # every chunk allocated (none left dirty in the chunk cache) before hashing
+        out.attrs[LAYOUT_CHECKSUM] = np.bytes_(_layout_checksum(out))
+    return table, union
+
+
+def missing_shard_error(path: str | os.PathLike[str]) -> CorruptDatasetError:
+    """The error for a committed shard that is gone: a stale snapshot, or damage."""
+    return CorruptDatasetError(
+        f"shard {path} is missing; the dataset was changed underneath this reader "
+        "(refresh() it) or damaged (run verify)"
+    )
+
+
+def open_shard(path: Path) -> h5py.File:
+    """Open a shard read-only; a missing file is a ``CorruptDatasetError`` naming it."""
+    try:
+        return h5py.File(path, "r", locking=False)
+    except FileNotFoundError as e:
+        raise missing_shard_error(path) from e
+    except OSError as e:
+        raise CorruptDatasetError(
+            f"shard {path} is not a readable HDF5 file ({e}); run verify"
+        ) from e
+
+
+@contextlib.contextmanager
+def _damaged(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn what h5py raises on reading a damaged shard into one ``CorruptDatasetError``."""
+    try:
+        yield
+    except CorruptDatasetError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise CorruptDatasetError(
+            f"shard {path} is damaged ({type(e).__name__}: {e}); run verify"
+        ) from e
+
+
+def read_table(
+    f: h5py.File, fields: Sequence[str] = TABLE_FIELDS, raw_text: bool = False
+) -> dict[str, Any]:
+    """Read (and check against its checksums) the episode table of an open shard."""
+    out: dict[str, Any] = {}
+    with _damaged(f.filename):
+        tab = f["episodes"]
+        for key in fields:
+            column = tab[key]
+            values = column[()]
+            stored = column.attrs.get(TABLE_CHECKSUM)  # absent in shards written before it
+            if stored is not None and _table_checksum(values) != _text(stored):
+                raise CorruptDatasetError(
+                    f"shard {f.filename}: episode table column {key!r} does not match its "
+                    "checksum; the file is damaged (run verify)"
+                )
+            if key in ("options", "metadata") and not raw_text:
+                values = [o.decode() or None for o in values]
+            out[key] = values
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_shard_table(
+    path: str | os.PathLike[str], fields: Sequence[str] = TABLE_FIELDS, raw_text: bool = False
+) -> dict[str, Any]:
+    """Read a shard's episode table only (no step data).
+
+    ``fields`` picks columns; ``raw_text`` leaves ``options``/``metadata`` as the stored
+    UTF-8 bytes (``b""`` for none), for readers that decode them only when asked.
+    """
+    with open_shard(Path(path)) as f:
+        return read_table(f, fields, raw_text)
+
+
+def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:
+    """Read a whole shard back into an ``EpisodeBatch``."""
+    with open_shard(Path(path)) as f:
+        table = read_table(f)
+
+        def group(name: str) -> dict[str, np.ndarray]:
+            node = f[name]
+            if isinstance(node, h5py.Dataset):
+                return {"": node[()]}
+            return {_column_name(n): node[n][()] for n in _dataset_names(node)}
+
+        with _damaged(path):
+            _check_layout(f)
+            infos = masks = None
+            if "infos" in f:
+                both = group("infos")
+                masks = {
+                    n[: -len(MASK_SUFFIX)]: v for n, v in both.items() if n.endswith(MASK_SUFFIX)
+                }
+                infos = {n: v for n, v in both.items() if not n.endswith(MASK_SUFFIX)}
+            batch = EpisodeBatch(
+                observations=group("observations"),
+                actions=group("actions"),
+                rewards=f["rewards"][()],
+                terminations=f["terminations"][()],
+                truncations=f["truncations"][()],
+                table=table,
+                infos=infos,
+                info_masks=masks or {},
+            )
+        return batch
+
+
+class ShardReader:
+    """A per-process, bounded LRU of open shard files [review 9].
+
+    Shards are immutable, so they are opened with ``locking=False``; handles are keyed by pid
+    and reopened after a fork (e.g. inside a torch ``DataLoader`` worker); each handle has a
+    small chunk cache because callers read whole blocks and cache those themselves.
+    """
+
+    def __init__(self, max_open: int = 64, chunk_cache_bytes: int = 1 << 20) -> None:
+        self.max_open = max_open
+        self.chunk_cache_bytes = chunk_cache_bytes
+        self._pid = os.getpid()
+        self._open: dict[str, tuple[h5py.File, list[tuple[str, str, Any]]]] = {}
+
+    def _handle(self, path: Path) -> tuple[h5py.File, list[tuple[str, str, Any]]]:
+        if os.getpid() != self._pid:  # forked: the parent's handles are not ours to use
+            self._open = {}
+            self._pid = os.getpid()
+        key = str(path)
+        hit = self._open.pop(key, None)
+        if hit is None:
+            try:
+                f = h5py.File(path, "r", locking=False, rdcc_nbytes=self.chunk_cache_bytes)
+            except FileNotFoundError as e:
+                raise CorruptDatasetError(
+                    f"shard {path} is missing: the dataset changed after this snapshot was "
+                    "opened (call refresh()) or it is damaged (run verify)"
+                ) from e
+            except OSError as e:
+                raise CorruptDatasetError(f"shard {path} is unreadable ({e}); run verify") from e
+            # dataset objects are kept with the file: each keeps its chunk cache between the
+            # consecutive block reads, so a chunk shared by two blocks is decompressed once
+            try:
+                with _damaged(path):
+                    _check_layout(f)
+                    hit = (f, [(g, n, f[p]) for g, n, p in _list_columns(f)])
+            except CorruptDatasetError:
+                f.close()
+                raise
+            while len(self._open) >= self.max_open:
+                old = self._open.pop(next(iter(self._open)))
+                old[0].close()
+        self._open[key] = hit  # most recently used last
+        return hit
+
+    def read_rows(self, path: Path, obs_rows: slice, step_rows: slice) -> ShardRows:
+        """Read one contiguous block of rows from every column of a shard."""
+        f, cols = self._handle(path)
+        out: dict[str, dict[str, np.ndarray]] = {"observations": {}, "actions": {}, "infos": {}}
+        masks: dict[str, np.ndarray] = {}
+        steps: list[np.ndarray] = []
+        with _damaged(path):
+            for group, name, dset in cols:
+                if group == "steps":
+                    steps.append(dset[step_rows])
+                    continue
+                data = dset[step_rows if group == "actions" else obs_rows]
+                if group == "infos" and name.endswith(MASK_SUFFIX):
+                    masks[name[: -len(MASK_SUFFIX)]] = data
+                else:
+                    out[group][name] = data
+        return ShardRows(
+            observations=out["observations"],
+            actions=out["actions"],
+            rewards=steps[0],
+            terminations=steps[1],
+            truncations=steps[2],
+            infos=out["infos"] if "infos" in f else None,
+            info_masks=masks,
+        )
+
+    def close(self) -> None:
+        """Close every handle this process opened."""
+        if os.getpid() == self._pid:
+            for f, _ in self._open.values():
+                f.close()
+        self._open = {}
+
+
+def _dataset_names(node: h5py.Group) -> list[str]:
+    names: list[str] = []
+    node.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def _list_columns(f: h5py.File) -> list[tuple[str, str, str]]:
+    """(group, column name, HDF5 path) of every step, observation, action and info column."""
+    out: list[tuple[str, str, str]] = [("steps", name, name) for name in STEP_COLUMNS]
+    for group in (*GROUPS, "infos"):
+        if group not in f:
+            continue
+        node = f[group]
+        if isinstance(node, h5py.Dataset):
+            out.append((group, "", group))
+            continue
+        out.extend((group, _column_name(n), f"{group}/{n}") for n in _dataset_names(node))
+    return out

@@ -1,0 +1,588 @@
+"""``DatasetWriter``: write shards, commit, repack and clean up a dataset (DESIGN.md section 4)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from collector.errors import CorruptDatasetError, HarvestError, UsageError
+from collector.storage import digests, durable, hdf5
+from collector.storage.batch import EpisodeBatch, select_episodes
+from collector.storage.digests import fingerprint
+from collector.storage.durable import (
+    DatasetLock,
+    free_bytes,
+    fsync_path,
+    place_file,
+    storage_errors,
+)
+from collector.storage.hdf5 import (
+    build_shard_bytes,
+    missing_shard_error,
+    open_shard,
+    read_shard,
+    read_shard_table,
+    read_table,
+)
+from collector.storage.ids import (
+    DATA_DIR,
+    METADATA_FILE,
+    METADATA_TMP,
+    SHARD_RE,
+    check_not_nested,
+    dataset_path,
+    datasets_root,
+    shard_name,
+)
+from collector.storage.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_SHA256,
+    dataset_files,
+    id_ranges,
+    loads_metadata,
+    map_shard_ids,
+    read_metadata,
+    seal_metadata,
+)
+from collector.storage.text import human_size
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DatasetWriter",
+    "REPACK_SPARE_BYTES",
+    "SMALL_SHARD_FRACTION",
+    "exact_shards",
+]
+
+
+#: Free space a repack leaves besides twice the shards it merges.
+REPACK_SPARE_BYTES: Final = 1 << 20
+#: ``repack`` merges shards under ``target / SMALL_SHARD_FRACTION`` bytes.
+SMALL_SHARD_FRACTION: Final = 16
+
+
+class DatasetWriter:
+    """The single committer of one dataset: writes shards durably and commits the manifest.
+
+    Opening takes the writer lock, reads the last commit (if any), removes files no commit
+    references (temp files, shards of a crashed window or a replaced generation) and loads a
+    numpy index of committed episode ids and digests.
+    """
+
+    def __init__(self, dataset_id: str, root: str | os.PathLike[str] | None = None) -> None:
+        self.dataset_id = dataset_id
+        self.root = datasets_root(root)
+        self.path = dataset_path(dataset_id, self.root)
+        self.data_dir = self.path / DATA_DIR
+        self._lock = DatasetLock(dataset_id, self.root).acquire()
+        try:
+            self.meta: dict[str, Any] | None = (
+                read_metadata(self.path, dataset_id)
+                if (self.path / METADATA_FILE).exists()
+                else None
+            )
+            self._ids = np.zeros(0, np.int64)
+            self._digests = np.zeros((0, 32), np.uint8)
+            self._installed: set[str] = set()  # shards installed since the last commit
+            if self.meta is not None:
+                self._load_index()
+            self.cleanup()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        """True when the dataset has a commit."""
+        return self.meta is not None
+
+    def committed_ids(self) -> np.ndarray:
+        """Episode ids of the last commit (numpy, unsorted)."""
+        return self._ids
+
+    def _load_index(self) -> None:
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before loading its index")
+        ids, digests = [], []
+        for entry in self.meta.get("shards", []):
+            table = read_shard_table(self.data_dir / entry["file"], ("id", "digest"))
+            pos, mapped = map_shard_ids(entry, table["id"])
+            ids.append(mapped)
+            digests.append(table["digest"][pos])
+        if ids:
+            self._ids = np.concatenate(ids)
+            self._digests = np.concatenate(digests)
+
+    def cleanup(self) -> list[str]:
+        """Delete this writer's own leftovers: files no commit references.
+
+        Only what it can prove is its own (issue 16 item 4): regular files (``lstat``: never a
+        link, never a folder) named as this module names shards and their temp files, that
+        the manifest does not reference, plus a regular ``metadata.json.tmp``. A ``data/``
+        that is a symlink is not cleaned at all: the folder it points to may be shared (two
+        datasets' ``data/`` linked to one place name shards alike), so a name proves nothing
+        there; its leftovers only cost space, and a warning says so.
+        """
+        keep = {e["file"] for e in (self.meta or {}).get("shards", [])}
+        removed: list[str] = []
+        if self.data_dir.is_symlink():
+            log.warning(
+                "not cleaning %s: it is a symbolic link, so its files may not be this dataset's",
+                self.data_dir,
+            )
+        elif self.data_dir.is_dir():
+            for p in self.data_dir.iterdir():
+                if p.name not in keep and _is_own_file(p):
+                    _force_unlink(p)
+                    removed.append(p.name)
+        tmp = self.path / METADATA_TMP
+        if _is_regular(tmp):
+            tmp.unlink()
+            removed.append(METADATA_TMP)
+        if removed:
+            log.info("removed %d uncommitted file(s) from %s", len(removed), self.path)
+        return removed
+
+    # -- generations -----------------------------------------------------------------------
+
+    def start(self, base: dict[str, Any], *, commit: bool = True) -> None:
+        """Begin a new, empty generation with ``base`` metadata (new dataset or overwrite).
+
+        ``commit=False`` leaves the previous commit in place until the first ``commit()``:
+        curation builds a whole generation and publishes it at once. An overwrite only swaps
+        the manifest: the old generation's shards stay on disk until the next writer opens
+        the dataset (``cleanup``), so snapshots opened on the old generation stay readable
+        meanwhile [review 8].
+        """
+        check_not_nested(self.dataset_id, self.root)
+        now = time.time()
+        self.meta = {
+            "format_version": FORMAT_VERSION,
+            "dataset_id": self.dataset_id,
+            **base,
+            "generation": uuid.uuid4().hex,
+            "created": now,
+            # keep counting across generations: a shard name is never reused [review 8]
+            "next_shard_seq": int((self.meta or {}).get("next_shard_seq", 0)),
+            "shards": [],
+        }
+        self._ids = np.zeros(0, np.int64)
+        self._digests = np.zeros((0, 32), np.uint8)
+        with storage_errors(self.data_dir, "create"):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        if commit:
+            self.commit()
+
+    # -- shards ----------------------------------------------------------------------------
+
+    def write_shard(self, batch: EpisodeBatch, compression: str | None = "gzip") -> dict[str, Any]:
+        """Durably write ``batch`` as a new shard; it is part of the dataset after ``commit``.
+
+        The file is written under a hidden temp name (``write_shard_file``: a full disk leaves
+        none), then installed.
+        """
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before writing shards")
+        batch.table["digest"] = digests.episode_digests(batch)
+        tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
+        try:
+            hdf5.write_shard_file(batch, tmp, compression)
+            return self._install(tmp, batch.table, batch.info_schema(), compression, id_offset=0)
+        except BaseException:  # e.g. a second Ctrl-C during the fsync (issue 16, item 19)
+            _force_unlink(tmp)
+            raise
+
+    def write_image(
+        self, image: bytes, table: dict[str, Any], schema: Any, compression: str | None
+    ) -> dict[str, Any]:
+        """Durably install a shard built elsewhere as bytes (``build_shard_bytes``).
+
+        E.g. by a Ray worker; ``table`` must carry its digests.
+        """
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before writing shards")
+        tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
+        try:
+            durable.write_new_file(tmp, image)
+            return self._install(tmp, table, schema, compression, id_offset=0)
+        except BaseException:  # e.g. a second Ctrl-C during the fsync (issue 16, item 19)
+            _force_unlink(tmp)
+            raise
+
+    def adopt_shard(
+        self, src: Path, id_offset: int = 0, compression: str | None = None
+    ) -> dict[str, Any]:
+        """Move an already-written shard file (e.g. a DataCollector spill) into ``data/``.
+
+        ``src`` must be on the same filesystem; its episode ids are shifted by ``id_offset`` in
+        the manifest, never in the immutable file.
+        """
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before adopting shards")
+        with open_shard(src) as f:
+            table = read_table(f)
+            schema = json.loads(f.attrs.get("info_schema", "null"))
+        return self._install(src, table, schema, compression, id_offset)
+
+    def link_shard(
+        self, src: Path, entry: dict[str, Any], id_map: list[list[int]]
+    ) -> dict[str, Any]:
+        """Add another dataset's committed shard ``src`` (manifest ``entry``) under ``id_map``.
+
+        The file is hard-linked (else copied without re-encoding, see ``place_file``); only
+        the manifest renumbers its episodes. The shard's sha256 is the source manifest's: a
+        link is the same file, and a copy is checked against it.
+        """
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before linking shards")
+        name = self._next_name(entry["sha256"])
+        dest = self.data_dir / name
+        tmp = self.data_dir / f".link-{uuid.uuid4().hex[:12]}.h5.tmp"
+        try:
+            try:
+                how = place_file(src, tmp)
+            except FileNotFoundError as e:
+                if src.exists():
+                    raise
+                # a stale snapshot's shard: superseded, and removed by a later writer
+                raise missing_shard_error(src) from e
+            if how == "copy":
+                fsync_path(tmp)
+                os.chmod(tmp, 0o444)
+                if durable.sha256_file(tmp) != entry["sha256"]:
+                    raise CorruptDatasetError(
+                        f"shard {src} does not match its sha256 in the source's metadata.json; "
+                        "run verify on the source"
+                    )
+            os.rename(tmp, dest)
+        except BaseException:
+            _force_unlink(tmp)
+            raise
+        fsync_path(self.data_dir)
+        table = read_shard_table(dest, ("id", "length", "digest"))
+        return self._register(
+            name,
+            table,
+            entry.get("info_schema"),
+            entry.get("compression"),
+            0,
+            entry["sha256"],
+            dest.stat().st_size,
+            id_map=id_map,
+        )
+
+    def _next_name(self, sha: str) -> str:
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before naming shards")
+        seq = int(self.meta["next_shard_seq"])
+        self.meta["next_shard_seq"] = seq + 1
+        return shard_name(seq, sha)
+
+    def _install(
+        self,
+        src: Path,
+        table: dict[str, Any],
+        schema: Any,
+        compression: str | None,
+        id_offset: int,
+    ) -> dict[str, Any]:
+        """Install ``src`` in ``data/``: fsync, make read-only, rename, fsync the folder."""
+        with storage_errors(self.data_dir, "install a shard in"):
+            fsync_path(src)
+            os.chmod(src, 0o444)
+            sha = durable.sha256_file(src)
+            name = self._next_name(sha)
+            dest = self.data_dir / name
+            os.rename(src, dest)
+            fsync_path(self.data_dir)
+        return self._register(name, table, schema, compression, id_offset, sha, dest.stat().st_size)
+
+    def _register(
+        self,
+        name: str,
+        table: dict[str, Any],
+        schema: Any,
+        compression: str | None,
+        id_offset: int,
+        sha: str,
+        nbytes: int,
+        id_map: list[list[int]] | None = None,
+    ) -> dict[str, Any]:
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before adding shards")
+        entry: dict[str, Any] = {"file": name, "id_offset": int(id_offset)}
+        if id_map is not None:
+            entry["id_map"] = id_map
+        pos, ids = map_shard_ids(entry, table["id"])
+        if len(ids) == 0:
+            raise CorruptDatasetError(f"shard {name}: its id map selects no episode")
+        steps = int(table["length"][pos].sum())
+        entry.update(
+            {
+                "episodes": int(len(ids)),
+                "id_ranges": id_ranges(np.sort(ids)),  # the set of ids; shard order may differ
+                "obs_rows": steps + len(ids),
+                "step_rows": steps,
+                "bytes": int(nbytes),
+                "sha256": sha,
+                "compression": compression or "none",
+                "info_schema": schema,
+            }
+        )
+        self.meta["shards"].append(entry)
+        self._installed.add(name)
+        self._ids = np.concatenate([self._ids, ids])
+        self._digests = np.concatenate([self._digests, table["digest"][pos]])
+        return entry
+
+    # -- commit ----------------------------------------------------------------------------
+
+    def commit(self, **updates: Any) -> dict[str, Any]:
+        """Atomically publish the current shard list (plus ``updates``) as the new commit."""
+        if self.meta is None:
+            raise UsageError("nothing to commit: call start() first")
+        meta = self.meta
+        meta.update(updates)
+        if len(np.unique(self._ids)) != len(self._ids):
+            raise CorruptDatasetError(
+                f"refusing to commit {self.dataset_id!r}: duplicate episode ids in the shard list"
+            )
+        meta["total_episodes"] = int(len(self._ids))
+        meta["total_steps"] = int(sum(e["step_rows"] for e in meta["shards"]))
+        meta["dataset_bytes"] = int(sum(e["bytes"] for e in meta["shards"]))
+        meta["fingerprint"] = fingerprint(self._ids, self._digests)
+        meta["updated"] = time.time()
+        meta["format_version"] = FORMAT_VERSION  # a version 1 dataset is sealed from now on
+        meta.pop(MANIFEST_SHA256, None)
+        data = seal_metadata(meta).encode()
+        # never publish a manifest that readers refuse (a bug here must not cost the dataset)
+        loads_metadata(data, f"the new {METADATA_FILE} of {self.dataset_id}", self.dataset_id)
+        with storage_errors(self.path, "create"):
+            self.path.mkdir(parents=True, exist_ok=True)
+        durable.atomic_write(self.path / METADATA_FILE, data)
+        self._installed.clear()
+        return meta
+
+    def remove_uncommitted(self) -> list[str]:
+        """Delete the shards this writer installed that the commit on disk does not list.
+
+        For a run stopped between installing a shard and committing it (a second Ctrl-C,
+        issue 16 item 19): nothing is left for the next writer to clean. Files some commit
+        listed are never touched (a reader's snapshot may still use a merged-away shard). The
+        writer's view returns to the commit on disk. Returns the names removed.
+        """
+        if not self._installed:
+            return []
+        try:
+            disk = read_metadata(self.path, self.dataset_id)
+        except (OSError, HarvestError):  # no commit on disk to compare with: keep them
+            return []
+        listed = {e["file"] for e in disk.get("shards", [])}
+        removed = sorted(self._installed - listed)
+        for name in removed:
+            _force_unlink(self.data_dir / name)
+        self._installed.clear()
+        if removed:
+            self.meta = disk
+            self._ids = np.zeros(0, np.int64)
+            self._digests = np.zeros((0, 32), np.uint8)
+            self._load_index()
+            fsync_path(self.data_dir)
+        return removed
+
+    # -- repack ----------------------------------------------------------------------------
+
+    def repack(self, target_bytes: int, compression: str | None = "gzip") -> int:
+        """Merge runs of small shards into shards of about ``target_bytes``; returns shards merged.
+
+        A shard is small when under ``1/SMALL_SHARD_FRACTION`` of the target (16 MB at the
+        default 256 MB). Above that, what a shard costs on its own (opening its episode
+        table, one manifest entry) is a few percent of reading its data, and re-encoding it
+        would cost more than it saves: a full commit window stays as it is, the many small
+        shards of short windows or Ray batches are merged. The fingerprint does not change:
+        digests ignore shard boundaries and compression.
+        """
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before repacking")
+        shards = self.meta["shards"]
+        limit = target_bytes // SMALL_SHARD_FRACTION
+        small = [
+            e
+            for e in shards
+            if e["bytes"] < limit and e.get("id_offset", 0) == 0 and "id_map" not in e
+        ]
+        if len(small) < 2:
+            return 0
+        groups: list[list[dict[str, Any]]] = [[]]
+        size = 0
+        for e in sorted(small, key=lambda e: e["id_ranges"][0][0] if e["id_ranges"] else -1):
+            if groups[-1] and size + e["bytes"] > target_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(e)
+            size += e["bytes"]
+        groups = [g for g in groups if len(g) > 1]
+        merged = 0
+        for group in groups:
+            # merge_shards streams through HDF5, which crashes on a full disk: merge only with
+            # room to spare (small shards are complete data; the next run repacks them)
+            need = 2 * sum(e["bytes"] for e in group) + REPACK_SPARE_BYTES
+            if free_bytes(self.data_dir) < need:
+                log.warning(
+                    "not repacking %d small shards of %s: under %s free",
+                    len(group),
+                    self.dataset_id,
+                    human_size(need),
+                )
+                continue
+            merged += self._merge(group, compression)
+        return merged
+
+    def _merge(self, group: list[dict[str, Any]], compression: str | None) -> int:
+        """Replace ``group`` by one streamed shard and commit."""
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before merging shards")
+        names = {e["file"] for e in group}
+        before = fingerprint(self._ids, self._digests)
+        keep_shards, keep_ids, keep_digests = list(self.meta["shards"]), self._ids, self._digests
+        tmp = self.data_dir / f".merge-{uuid.uuid4().hex[:8]}.h5.tmp"
+        new_name = None
+        try:
+            table, schema = hdf5.merge_shards(
+                [self.data_dir / e["file"] for e in group], tmp, compression
+            )
+            self.meta["shards"] = [e for e in self.meta["shards"] if e["file"] not in names]
+            self._ids, self._digests = _drop_ids(self._ids, self._digests, table["id"])
+            new_name = self._install(tmp, table, schema, compression, 0)["file"]
+            if fingerprint(self._ids, self._digests) != before:
+                raise CorruptDatasetError(
+                    "repack would change the fingerprint; nothing was committed (a bug in "
+                    "harvest: please report it)"
+                )
+        except BaseException:
+            self.meta["shards"] = keep_shards
+            self._ids, self._digests = keep_ids, keep_digests
+            _force_unlink(tmp)
+            if new_name is not None:
+                _force_unlink(self.data_dir / new_name)
+            raise
+        self.commit()
+        # the merged shards stay until the next writer opens the dataset (cleanup), so a
+        # reader's snapshot taken before this commit stays readable
+        return len(group)
+
+    def close(self) -> None:
+        """Release the writer lock."""
+        self._lock.release()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _drop_ids(
+    ids: np.ndarray, digests: np.ndarray, drop: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    keep = ~np.isin(ids, drop)
+    return ids[keep], digests[keep]
+
+
+#: Names this module gives files in ``data/``: shards and the temp files of ``write_shard``,
+#: ``write_image``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``).
+_OWN_TMP_RE: Final = re.compile(r"^\.(?:shard|link|merge)-[A-Za-z0-9_-]+\.h5\.tmp$", re.ASCII)
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_own_file(path: Path) -> bool:
+    """A regular file (not followed if a link) with a shard's or a writer temp file's name."""
+    named = SHARD_RE.match(path.name) or _OWN_TMP_RE.match(path.name)
+    return named is not None and _is_regular(path)
+
+
+def _force_unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def exact_shards(
+    path: Path, meta: dict[str, Any], staging: Path
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """A manifest and files for exporting a dataset whose shards hold only its episodes.
+
+    A saved view links whole shards of its source (copy-free), so a shard may also hold
+    episodes the manifest leaves out, e.g. a split's held-out part [issue 16]. An export must
+    carry exactly the dataset's episodes: each such shard is rewritten into ``staging`` with
+    just the episodes the manifest maps, under their dataset ids, in id order. Ids and
+    digests are unchanged, so the fingerprint is too; the same dataset always gives the same
+    bytes, so a repeated push finds them in place.
+
+    Returns:
+        ``(manifest, {relative path: local file})``; the manifest is ``meta`` itself when no
+        shard holds foreign episodes.
+
+    Raises:
+        CorruptDatasetError: a shard to rewrite does not match its sha256 or its digests.
+    """
+    files: dict[str, Path] = {}
+    entries: list[dict[str, Any]] = []
+    label = str(meta.get("dataset_id", path))
+    for (rel, sha, _), entry in zip(dataset_files(meta, label), meta["shards"], strict=True):
+        src = path / rel
+        entries.append(entry)
+        files[rel] = src
+        if entry.get("id_map") is None:  # an id offset keeps every episode of the file
+            continue
+        stored = read_shard_table(src, ("id",))["id"]
+        pos, ids = map_shard_ids(entry, stored)
+        if len(pos) == len(stored):
+            continue
+        if durable.sha256_file(src) != sha:
+            raise CorruptDatasetError(
+                f"{src} does not match its sha256 in metadata.json; run `curate verify` on {label}"
+            )
+        order = np.argsort(ids, kind="stable")
+        batch = read_shard(src)
+        part = select_episodes(batch, pos[order], ids[order])
+        want = part.table["digest"].copy()
+        part.table["digest"] = digests.episode_digests(part)
+        if not np.array_equal(part.table["digest"], want):
+            raise CorruptDatasetError(
+                f"{src} does not match its own digests; run `curate verify` on {label}"
+            )
+        compression = entry.get("compression")
+        data = build_shard_bytes(part, None if compression in (None, "none") else compression)
+        new_sha = hashlib.sha256(data).hexdigest()
+        seq = SHARD_RE.match(entry["file"])
+        name = shard_name(int(seq[1]) if seq else len(entries) - 1, new_sha)
+        staging.mkdir(parents=True, exist_ok=True)
+        durable.write_new_file(staging / name, data, sync=True)
+        new = {k: v for k, v in entry.items() if k != "id_map"}
+        new.update(file=name, id_offset=0, sha256=new_sha, bytes=len(data))
+        entries[-1] = new
+        del files[rel]
+        files[f"{DATA_DIR}/{name}"] = staging / name
+    if all(a is b for a, b in zip(entries, meta["shards"], strict=True)):
+        return meta, files
+    return {**meta, "shards": entries, "dataset_bytes": sum(e["bytes"] for e in entries)}, files
