@@ -16,6 +16,7 @@ import numpy as np
 
 from collector.errors import UsageError
 from curation import write
+from curation.api import load_dataset
 from curation.dataset import Dataset, open_dataset
 from curation.write import compare_datasets, new_dataset_writer
 
@@ -99,8 +100,10 @@ def combine_datasets(
     Raises:
         IncompatibleDatasetsError: the datasets differ; the message lists every difference.
         DatasetExistsError: ``new_dataset_id`` exists and ``overwrite`` is false.
+        UsageError: fewer than 2 datasets, or a Minari dataset read in place (import it first).
     """
-    loaded = [open_dataset(d, root) if isinstance(d, str) else d for d in datasets]
+    # the front door, so that a Minari folder opens in place and is refused as such below
+    loaded = [load_dataset(d, root=root) if isinstance(d, str) else d for d in datasets]
     if len(loaded) < 2:
         raise UsageError(f"combine needs at least 2 datasets, got {len(loaded)}")
     return write_views(
