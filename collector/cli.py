@@ -64,7 +64,7 @@ def _superseded(result: CollectResult) -> tuple[int, int]:
             for name in files:
                 folder += os.lstat(os.path.join(dirpath, name)).st_size
                 if os.path.basename(dirpath) == storage.DATA_DIR and name not in named:
-                    superseded += name.endswith(".h5")
+                    superseded += storage.SHARD_RE.match(name) is not None
     except (OSError, HarvestError, KeyError, TypeError):  # only a summary: never fail on it
         return 0, 0
     return superseded, folder

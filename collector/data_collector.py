@@ -222,7 +222,7 @@ class _EpisodeSink:
         fill_digests(batch)
         try:
             with storage.storage_errors(self._root / storage.SPILL_DIR, "create a spill folder in"):
-                path = self._ensure_spill_dir() / f"spill-{len(self._spills):06d}.h5"
+                path = self._ensure_spill_dir() / storage.spill_name(len(self._spills))
             storage.write_shard_file(batch, path, self.compression)
         except BaseException:
             # kept in memory: the next spill or create_dataset (after space is freed) writes it

@@ -12,7 +12,7 @@ from pathlib import Path
 from collector import storage
 from collector.errors import HarvestError
 from curation.dataset import Dataset, open_dataset
-from curation.minari import open_minari
+from curation.minari import layout, open_minari
 from curation.remotes import pull_dataset
 from curation.snapshot import DEFAULT_BLOCK_ROWS, DEFAULT_CACHE_BYTES
 
@@ -31,8 +31,8 @@ def is_minari_path(dataset_id: str | os.PathLike[str]) -> bool:
         path = Path(dataset_id).expanduser()
     except RuntimeError:  # "~name" of no user: not a path either
         return False
-    return (path / "data" / storage.METADATA_FILE).is_file() or (
-        path.name == "data" and (path / storage.METADATA_FILE).is_file()
+    return (path / layout.DATA_DIR / layout.METADATA_FILE).is_file() or (
+        path.name == layout.DATA_DIR and (path / layout.METADATA_FILE).is_file()
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from curation.snapshot import (
     env_spec_from_json,
     nested_row,
 )
+from curation.write import write_views
 
 if TYPE_CHECKING:
     from curation.pipeline import Pipeline
@@ -504,12 +505,18 @@ class Dataset:
         *,
         root: str | Path | None = None,
         overwrite: bool = False,
-        metadata: dict[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Dataset:
         """Write this dataset or view as a new dataset with ``lineage`` (see ``save_dataset``)."""
-        from curation.ops import save_dataset
-
-        return save_dataset(self, new_dataset_id, root=root, overwrite=overwrite, metadata=metadata)
+        write_views(
+            [self],
+            new_dataset_id,
+            operation={"name": "save"},
+            root=root,
+            overwrite=overwrite,
+            metadata=metadata,
+        )
+        return open_dataset(new_dataset_id, root)
 
     def refresh(self) -> Dataset:
         """Move to the latest commit (a view keeps its episodes that still exist); returns self."""

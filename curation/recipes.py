@@ -39,8 +39,9 @@ from collector.errors import DatasetExistsError, HarvestError, UsageError
 from collector.yaml_limits import MAX_YAML_BYTES, MAX_YAML_DEPTH
 from curation.api import load_dataset
 from curation.dataset import Dataset
-from curation.ops import compare_datasets, split_sizes, write_views
+from curation.ops import split_sizes
 from curation.remotes import Remote, open_remote
+from curation.write import compare_datasets, write_views
 
 __all__ = ["STEP_KINDS", "RecipeResult", "Selection", "check_recipe_syntax", "run_recipe"]
 

@@ -77,6 +77,7 @@ from collector.storage.ids import (
     SHARD_FILE_RE,
     SHARD_RE,
     SPILL_DIR,
+    TMP_DIR,
     check_namespace,
     check_not_nested,
     contained_datasets,
@@ -87,6 +88,7 @@ from collector.storage.ids import (
     nesting_error,
     parse_dataset_id,
     shard_name,
+    spill_name,
 )
 from collector.storage.manifest import (
     AUTHOR_FIELDS,
@@ -159,6 +161,7 @@ __all__ = [
     "ShardRows",
     "TABLE_CHECKSUM",
     "TABLE_FIELDS",
+    "TMP_DIR",
     "UNSEALED_FORMAT_VERSION",
     "VerifyReport",
     "atomic_write",
@@ -207,6 +210,7 @@ __all__ = [
     "select_episodes",
     "sha256_file",
     "shard_name",
+    "spill_name",
     "storage_error",
     "storage_errors",
     "verify_dataset",

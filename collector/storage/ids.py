@@ -23,6 +23,7 @@ __all__ = [
     "SHARD_FILE_RE",
     "SHARD_RE",
     "SPILL_DIR",
+    "TMP_DIR",
     "check_namespace",
     "check_not_nested",
     "contained_datasets",
@@ -33,6 +34,7 @@ __all__ = [
     "nesting_error",
     "parse_dataset_id",
     "shard_name",
+    "spill_name",
 ]
 
 
@@ -42,7 +44,11 @@ METADATA_TMP: Final = "metadata.json.tmp"
 NAMESPACE_METADATA_FILE: Final = "namespace_metadata.json"
 DATA_DIR: Final = "data"
 LOCKS_DIR: Final = ".locks"
-SPILL_DIR: Final = ".tmp"
+#: ``<root>/.tmp/``: scratch space of the datasets root (the collector's spill folders, a
+#: push's and a pull's staging folders), never a dataset.
+TMP_DIR: Final = ".tmp"
+#: Where the collector spills (the same folder: ``TMP_DIR``).
+SPILL_DIR: Final = TMP_DIR
 SHARD_RE: Final = re.compile(r"^shard-(\d{6,})-([0-9a-f]{8})\.h5$")
 _SEGMENT = r"[A-Za-z0-9_-]+"
 SHARD_FILE_RE: Final = re.compile(r"shard-[A-Za-z0-9_-]+\.h5", re.ASCII)
@@ -188,3 +194,8 @@ def is_own_file(rel: str) -> bool:
 def shard_name(seq: int, sha256: str) -> str:
     """Unique, never-reused shard file name [review 8]."""
     return f"shard-{seq:06d}-{sha256[:8]}.h5"
+
+
+def spill_name(seq: int) -> str:
+    """The ``seq``-th spill file's name in a collector's spill folder (under ``SPILL_DIR``)."""
+    return f"spill-{seq:06d}.h5"

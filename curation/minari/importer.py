@@ -14,7 +14,7 @@ from collector.errors import UsageError
 from curation.dataset import Dataset, open_dataset
 from curation.minari import layout
 from curation.minari.source import MinariSource
-from curation.ops import new_dataset_writer
+from curation.write import new_dataset_writer
 
 __all__ = ["from_minari"]
 

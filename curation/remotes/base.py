@@ -281,7 +281,7 @@ class Remote(ABC):
         path = storage.dataset_path(dataset_id, root)
         data = storage.read_metadata_bytes(path, dataset_id)
         meta = storage.loads_metadata(data, str(path / META), dataset_id)
-        staging = storage.datasets_root(root) / ".tmp" / f"push-{uuid.uuid4().hex[:12]}"
+        staging = storage.datasets_root(root) / storage.TMP_DIR / f"push-{uuid.uuid4().hex[:12]}"
         try:
             # exactly the dataset's episodes: linked shards may hold others (issue 16)
             exact, local = storage.exact_shards(path, meta, staging)
@@ -380,7 +380,9 @@ class Remote(ABC):
                         )
                 # one name per id, so the next pull (under the same lock) clears a killed one's
                 staging = (
-                    storage.datasets_root(root) / ".tmp" / f"pull-{dataset_id.replace('/', '~')}"
+                    storage.datasets_root(root)
+                    / storage.TMP_DIR
+                    / f"pull-{dataset_id.replace('/', '~')}"
                 )
                 shutil.rmtree(staging, ignore_errors=True)
                 try:

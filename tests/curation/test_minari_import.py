@@ -379,6 +379,17 @@ def test_load_dataset_reads_a_minari_folder_in_place(tmp_path: Path, data_format
     assert sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*")) == before
 
 
+def test_combine_given_a_minari_folder_path_says_import_it_first(tmp_path: Path) -> None:
+    from curation.ops import combine_datasets
+
+    minari_record("zoo/box-v0", ZOO["box"], episodes=2)
+    folder = tmp_path / "minari" / "zoo" / "box-v0"
+    imported = from_minari("zoo/box-v0")
+    with pytest.raises(UsageError, match="import it first"):
+        combine_datasets([str(folder), imported], "zoo/both-v0")
+    assert not (tmp_path / "datasets" / "zoo" / "both-v0").exists()
+
+
 def test_progress_advances_per_episode_not_per_shard(tmp_path: Path) -> None:
     minari_record("zoo/box-v0", ZOO["box"], episodes=3)
     calls: list[int] = []
