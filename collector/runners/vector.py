@@ -356,78 +356,109 @@ def run_vector_entry_point(
             f"{vec.metadata.get('autoreset_mode')}; vector_entry_point collection needs "
             "NEXT_STEP (Gymnasium's default); use vectorization_mode=sync or async"
         )
-    n = vec.num_envs
-    size = segment_episodes(n)
-    act = batch_actor(policy, vec.single_observation_space, vec.single_action_space, n)
+    size = segment_episodes(vec.num_envs)
     plan = episode_ids
-    steps = 0
     bar = progress_bar(len(plan), progress)
-    started = time.perf_counter()
+    run = _SegmentRun(vec, policy, recorder, committer, entropy, bar)
     try:
-        for seg in plan.segments(size):  # lazily: a plan of 10**12 ids costs nothing up front
-            lo, hi = seg * size, min(seg * size + size, episodes)
-            wanted = plan.wanted(lo, hi)
-            last = lo + int(np.flatnonzero(wanted)[-1])
-            next_id = lo
-            # the segment's ids in start order, -1 for those not to record (e.g. committed)
-            seg_ids = np.where(wanted, np.arange(lo, hi, dtype=np.int64), -1)
+        with commit_finished_on_error(committer, recorder.discard, run.reword):
+            for seg in plan.segments(size):  # lazily: a plan of 10**12 ids costs nothing up front
+                lo, hi = seg * size, min(seg * size + size, episodes)
+                run.segment(lo, plan.wanted(lo, hi))
+    finally:
+        bar.close()
+    committer.flush()
+    return run.steps
 
-            def new_ids(k: int, lo: int = lo, seg_ids: np.ndarray = seg_ids) -> np.ndarray:
-                """The next ``k`` ids in start order; -1 for ids not to record."""
-                nonlocal next_id
-                ids = seg_ids[next_id - lo : next_id - lo + k]
-                next_id += k
-                if len(ids) < k:  # past the segment's end: these episodes are not recorded
-                    ids = np.concatenate([ids, np.full(k - len(ids), -1, np.int64)])
-                return ids
 
-            obs, infos = vec.reset(seed=env_seed(entropy, lo))
-            policy.reset(policy_seed(entropy, lo))
-            recorder.begin(np.arange(n), new_ids(n), obs, infos)
-            restart = np.zeros(n, bool)  # NEXT_STEP: these sub-envs reset on this step
-            finished = recorder.num_finished
-            while next_id <= last or recorder.recording.any():
-                actions = act(obs)
-                recording = recorder.recording
-                obs, rewards, terms, truncs, infos = vec.step(actions)
-                if restart.any():  # NEXT_STEP: these sub-envs return a reset observation
-                    stepped = ~restart
-                    starting = np.flatnonzero(restart)
-                    steps += np.count_nonzero(recording & stepped)
-                    recorder.record(
-                        obs,
-                        infos,
-                        actions,
-                        rewards,
-                        terms,
-                        truncs,
-                        stepped=stepped,
-                        begin=starting,
-                        episode_ids=new_ids(len(starting)),
-                    )
-                else:
-                    steps += np.count_nonzero(recording)
-                    recorder.record(obs, infos, actions, rewards, terms, truncs)
-                restart = np.logical_or(terms, truncs)
-                if recorder.num_finished != finished:
-                    bar.update(recorder.num_finished - finished)
-                    committer.after_episode()
-                    finished = recorder.num_finished
-                    show_rate(bar, steps, started, f"{n} envs")
-    except BaseException as e:
-        running = recorder.open_ids
-        recorder.discard()
-        committer.flush()
+class _SegmentRun:
+    """One ``run_vector_entry_point`` call: its segments' step loop and its failure."""
+
+    def __init__(
+        self,
+        vec: Any,
+        policy: Policy,
+        recorder: VectorRecorder,
+        committer: Committer,
+        entropy: int,
+        bar: Any,
+    ) -> None:
+        self.vec = vec
+        self.n = n = vec.num_envs
+        self.policy = policy
+        self.act = batch_actor(policy, vec.single_observation_space, vec.single_action_space, n)
+        self.recorder = recorder
+        self.committer = committer
+        self.entropy = entropy
+        self.bar = bar
+        self.steps = 0
+        self.started = time.perf_counter()
+
+    def segment(self, lo: int, wanted: np.ndarray) -> None:
+        """Run the segment of ids ``lo, lo + 1, ...`` until every episode it started ends.
+
+        ``wanted[k]``: id ``lo + k`` is recorded (else run, as the stream needs, unrecorded).
+        """
+        vec, n, act, recorder, committer = self.vec, self.n, self.act, self.recorder, self.committer
+        bar, started, steps = self.bar, self.started, self.steps
+        last = lo + int(np.flatnonzero(wanted)[-1])
+        next_id = lo
+        # the segment's ids in start order, -1 for those not to record (e.g. committed)
+        seg_ids = np.where(wanted, np.arange(lo, lo + len(wanted), dtype=np.int64), -1)
+
+        def new_ids(k: int) -> np.ndarray:
+            """The next ``k`` ids in start order; -1 for ids not to record."""
+            nonlocal next_id
+            ids = seg_ids[next_id - lo : next_id - lo + k]
+            next_id += k
+            if len(ids) < k:  # past the segment's end: these episodes are not recorded
+                ids = np.concatenate([ids, np.full(k - len(ids), -1, np.int64)])
+            return ids
+
+        obs, infos = vec.reset(seed=env_seed(self.entropy, lo))
+        self.policy.reset(policy_seed(self.entropy, lo))
+        recorder.begin(np.arange(n), new_ids(n), obs, infos)
+        restart = np.zeros(n, bool)  # NEXT_STEP: these sub-envs reset on this step
+        finished = recorder.num_finished
+        while next_id <= last or recorder.recording.any():
+            actions = act(obs)
+            recording = recorder.recording
+            obs, rewards, terms, truncs, infos = vec.step(actions)
+            if restart.any():  # NEXT_STEP: these sub-envs return a reset observation
+                stepped = ~restart
+                starting = np.flatnonzero(restart)
+                steps += np.count_nonzero(recording & stepped)
+                recorder.record(
+                    obs,
+                    infos,
+                    actions,
+                    rewards,
+                    terms,
+                    truncs,
+                    stepped=stepped,
+                    begin=starting,
+                    episode_ids=new_ids(len(starting)),
+                )
+            else:
+                steps += np.count_nonzero(recording)
+                recorder.record(obs, infos, actions, rewards, terms, truncs)
+            restart = np.logical_or(terms, truncs)
+            if recorder.num_finished != finished:
+                bar.update(recorder.num_finished - finished)
+                committer.after_episode()
+                finished = recorder.num_finished
+                show_rate(bar, steps, started, f"{n} envs")
+        self.steps = steps
+
+    def reword(self, e: BaseException) -> None:
+        """Raise ``e`` as the one line naming the open episodes (or return to keep it)."""
         if isinstance(e, (KeyboardInterrupt, CollectionError, StorageError)) or not isinstance(
             e, Exception
         ):
-            raise
+            return
+        running = self.recorder.open_ids
         raise CollectionError(
             f"vector env failed while running episodes {running[running >= 0].tolist()}: "
             f"{type(e).__name__}: {e}; finished episodes are committed, re-run the same "
             "command to resume"
         ) from e
-    finally:
-        bar.close()
-    committer.flush()
-    return steps
