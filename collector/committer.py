@@ -3,7 +3,9 @@
 ``Cadence`` says when a commit window closes; ``Committer`` turns the recorders' finished
 episodes into shards and commits at that cadence (in a background thread); ``disk_full_error``
 maps a full disk to one ``DiskFullError`` line; ``interrupt_says_what_is_committed`` turns
-Ctrl-C into ``CollectInterrupted`` counted from the commit on disk. ``progress_bar`` and
+Ctrl-C into ``CollectInterrupted`` counted from the commit on disk;
+``commit_finished_on_error`` is how every runner fails (unfinished episodes dropped, finished
+ones committed, the error worded by the runner). ``progress_bar`` and
 ``show_rate`` are the progress display the runners share. Runners import this module, never
 ``collector.collect``.
 """
@@ -36,6 +38,7 @@ __all__ = [
     "Cadence",
     "CollectInterrupted",
     "Committer",
+    "commit_finished_on_error",
     "disk_full_error",
     "disk_full_is_one_error",
     "fill_digests",
@@ -350,6 +353,38 @@ class Committer:
             self.writer.write_shard(storage.concat_batches(batches), self.compression)
             self.writer.commit()
         self.commits += 1
+
+
+@contextlib.contextmanager
+def commit_finished_on_error(
+    committer: Committer | None,
+    discard: Callable[[], None] | None = None,
+    reword: Callable[[BaseException], None] | None = None,
+) -> Iterator[None]:
+    """On an error in the block: drop the unfinished episodes, commit the finished ones, raise.
+
+    The one failure path of every runner. ``reword(error)`` runs first, while the unfinished
+    episodes are still open (so it can name them and their steps), and raises the error to
+    report instead (the runner's one-line ``CollectionError``), or returns to re-raise
+    ``error`` as it is. Then ``discard()`` drops the unfinished episodes and the committer
+    commits the finished ones (``committer=None``: a Ray worker's run, whose caller takes them).
+    """
+    try:
+        yield
+    except BaseException as error:
+        report: BaseException = error
+        try:
+            if reword is not None:
+                reword(error)
+        except BaseException as reworded:  # the runner's words for it, chained as it chose
+            report = reworded
+        if discard is not None:
+            discard()
+        if committer is not None:
+            committer.flush()
+        if report is error:
+            raise
+        raise report  # noqa: B904 - reword chained it (from error, or from None)
 
 
 #: errno values of a full disk or an exhausted quota.

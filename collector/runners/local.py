@@ -10,7 +10,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from collector.committer import MB, Committer, progress_bar, show_rate
+from collector.committer import (
+    MB,
+    Committer,
+    commit_finished_on_error,
+    progress_bar,
+    show_rate,
+)
 from collector.errors import CollectionError, StorageError
 from collector.policies import build_policy
 from collector.recorder import EpisodeRecorder
@@ -60,49 +66,41 @@ def run_local(
             lambda: (committer.episodes, recorder.episode_steps, recorder.in_episode),
             lambda: committer.busy,
         ).start()
-    try:
-        for episode_id in episode_ids:  # an EpisodePlan: ids come lazily
-            steps += run_episode(env, policy, recorder, episode_id, entropy)
-            committer.after_episode()
-            bar.update(1)
-            if bar.n % 64 == 0:
-                show_rate(bar, steps, started, total=True)
-    except StepTimeout:
-        step = recorder.episode_steps if recorder.in_episode else None
-        _abandon(recorder, committer)
-        where = "its reset" if step is None else f"step {step}"
-        raise CollectionError(
-            f"episode {episode_id} (seed {env_seed(entropy, episode_id)}) hung: {where} did "
-            f"not return within runner.step_timeout={step_timeout:g} s; the episodes finished "
-            "before it are committed: fix the env (or raise runner.step_timeout) and re-run "
-            "the same command to resume"
-        ) from None
-    except KeyboardInterrupt:
-        _abandon(recorder, committer)
-        raise
-    except (CollectionError, StorageError):  # a storage error is the disk's, not an episode's
-        _abandon(recorder, committer)
-        raise
-    except Exception as e:
-        _abandon(recorder, committer)
+
+    def reword(e: BaseException) -> None:
+        """Name the episode that failed (or hung) and its seed; storage errors stay as they are."""
+        if isinstance(e, StepTimeout):
+            step = recorder.episode_steps if recorder.in_episode else None
+            where = "its reset" if step is None else f"step {step}"
+            raise CollectionError(
+                f"episode {episode_id} (seed {env_seed(entropy, episode_id)}) hung: {where} did "
+                f"not return within runner.step_timeout={step_timeout:g} s; the episodes "
+                "finished before it are committed: fix the env (or raise runner.step_timeout) "
+                "and re-run the same command to resume"
+            ) from None
+        # a storage error is the disk's, not an episode's
+        if isinstance(e, (CollectionError, StorageError)) or not isinstance(e, Exception):
+            return
         raise CollectionError(
             f"episode {episode_id} (seed {env_seed(entropy, episode_id)}) failed: "
             f"{type(e).__name__}: {e}; finished "
             "episodes are committed, re-run the same command to resume"
         ) from e
+
+    try:
+        with commit_finished_on_error(committer, recorder.discard_episode, reword):
+            for episode_id in episode_ids:  # an EpisodePlan: ids come lazily
+                steps += run_episode(env, policy, recorder, episode_id, entropy)
+                committer.after_episode()
+                bar.update(1)
+                if bar.n % 64 == 0:
+                    show_rate(bar, steps, started, total=True)
     finally:
         if watch is not None:
             watch.stop()
         bar.close()
     committer.flush()
     return steps
-
-
-def _abandon(recorder: EpisodeRecorder, committer: Committer) -> None:
-    """Drop the unfinished episode and commit the finished ones."""
-    if recorder.in_episode:
-        recorder.discard_episode()
-    committer.flush()
 
 
 def collect_local(

@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from collector import storage
-from collector.committer import Committer, fill_digests, progress_bar, show_rate
+from collector.committer import (
+    Committer,
+    commit_finished_on_error,
+    fill_digests,
+    progress_bar,
+    show_rate,
+)
 from collector.config import CollectConfig, RunnerConfig
 from collector.envs import make_env
 from collector.errors import CollectionError, HarvestError, MissingExtraError
@@ -170,22 +176,22 @@ def run_ray(
         bar,
     )
     try:
-        for k in range(workers):
-            driver.launch(k)
-        while driver.queue or driver.inflight:
-            driver.submit()
-            done, _ = ray.wait([*driver.inflight, *driver.pings], num_returns=1, timeout=1.0)
-            for ref in done:
-                driver.receive(ref)
-            now = time.monotonic()
-            driver.drop_unscheduled(now)
-            driver.watch_deadlines(now)
+        # whatever finished is safe before any error propagates
+        with commit_finished_on_error(committer):
+            for k in range(workers):
+                driver.launch(k)
+            while driver.queue or driver.inflight:
+                driver.submit()
+                done, _ = ray.wait([*driver.inflight, *driver.pings], num_returns=1, timeout=1.0)
+                for ref in done:
+                    driver.receive(ref)
+                now = time.monotonic()
+                driver.drop_unscheduled(now)
+                driver.watch_deadlines(now)
+        committer.flush()
     finally:
         bar.close()
-        try:
-            committer.flush()  # whatever finished is safe before any error propagates
-        finally:
-            committer.close()
+        committer.close()
         for actor in driver.actors.values():
             try:
                 ray.kill(actor, no_restart=True)

@@ -33,7 +33,7 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array
 
-from collector.committer import progress_bar, show_rate
+from collector.committer import commit_finished_on_error, progress_bar, show_rate
 from collector.errors import CollectionError, StorageError, UsageError
 from collector.plan import EpisodePlan, IdQueue, segment_episodes
 from collector.policies import batch_actor
@@ -154,50 +154,78 @@ def run_vector(
     (after the finished episodes are committed). ``committer=None``: nothing is committed
     here; the caller takes the finished episodes from ``recorders`` (a Ray worker).
     """
-    n = len(recorders)
     raw_infos = any(rec.record_infos for rec in recorders)
+    vec = _vector_env(make_env, len(recorders), mode, raw_infos)
+    run = _VectorRun(vec, make_policy, recorders, committer, episode_ids, entropy)
+    bar = progress_bar(len(run.queue), progress)
+    watch = None if step_timeout is None else run.watch(step_timeout)
+    reword = functools.partial(run.reword, step_timeout=step_timeout)
+    try:
+        with commit_finished_on_error(committer, run.discard, reword):
+            steps = run.loop(bar)
+    finally:
+        if watch is not None:
+            watch.stop()
+        bar.close()
+        _close(vec, hung=watch is not None and watch.fired)
+    if committer is not None:
+        committer.flush()
+    return steps
+
+
+def _vector_env(make_env: Callable[[], gym.Env], n: int, mode: str, raw_infos: bool) -> Any:
+    """A sync or async vector env of ``n`` sub-envs, each wrapped in ``ExactValues``."""
     makers = [functools.partial(_exact_env, make_env, i, raw_infos) for i in range(n)]
     if mode == "sync":
-        vec: Any = SyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
-    elif mode == "async":
-        vec = AsyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
+        return SyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
+    if mode == "async":
+        return AsyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
+    raise UsageError(f"vectorization_mode={mode!r}: use sync or async here")
+
+
+def _close(vec: Any, hung: bool) -> None:
+    """Close ``vec``; ``hung`` (a step timed out): without waiting for its sub-envs."""
+    if hung:
+        # a hung sub-env of an async vector env would make close() wait for it forever
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "close while waiting for a pending call"
+            vec.close(terminate=True)
     else:
-        raise UsageError(f"vectorization_mode={mode!r}: use sync or async here")
-    single_obs, single_act = vec.single_observation_space, vec.single_action_space
-    spaces_of_one = SimpleNamespace(observation_space=single_obs, action_space=single_act)
-    policies = [make_policy(spaces_of_one) for _ in range(n)]  # one per sub-env: own streams
-    queue = IdQueue(episode_ids)
-    current: list[int | None] = [None] * n
-    actions_buf = create_empty_array(single_act, n)
-    steps = 0
-    bar = progress_bar(len(queue), progress)
-    started = time.perf_counter()
+        vec.close()
 
-    def assign(mask: np.ndarray) -> tuple[list[int | None], np.ndarray]:
-        """Give each masked sub-env its next episode (or none); return the reset seeds."""
-        seeds: list[int | None] = [None] * n
-        for i in np.flatnonzero(mask).tolist():
-            if queue:
-                eid = queue.popleft()
-                current[i] = eid
-                seeds[i] = env_seed(entropy, eid)
-                policies[i].reset(policy_seed(entropy, eid))
-            else:
-                current[i] = None
-                seeds[i] = 0  # an idle sub-env: reset so it can be stepped; data discarded
-        return seeds, mask
 
-    def begin(
-        mask: np.ndarray, seeds: list[int | None], obs: Any, infos: Mapping[str, Any]
+class _VectorRun:
+    """One ``run_vector`` call: which episode each sub-env runs, the step loop, its failure.
+
+    ``current[i]`` is the episode sub-env ``i`` runs (None: idle, the queue is empty).
+    """
+
+    def __init__(
+        self,
+        vec: Any,
+        make_policy: Callable[[Any], Policy],
+        recorders: list[EpisodeRecorder],
+        committer: Committer | None,
+        episode_ids: Iterable[int],
+        entropy: int,
     ) -> None:
-        for i in range(n):
-            if mask[i] and current[i] is not None:
-                o = batch_item(single_obs, obs, i)
-                recorders[i].begin_episode(current[i], seeds[i], None, o, sub_env_info(infos, i))
+        self.vec = vec
+        self.n = n = len(recorders)
+        self.single_obs, self.single_act = vec.single_observation_space, vec.single_action_space
+        spaces_of_one = SimpleNamespace(
+            observation_space=self.single_obs, action_space=self.single_act
+        )
+        self.policies = [make_policy(spaces_of_one) for _ in range(n)]  # own streams each
+        self.recorders = recorders
+        self.committer = committer
+        self.queue = IdQueue(episode_ids)
+        self.entropy = entropy
+        self.current: list[int | None] = [None] * n
 
-    watch = None
-    if step_timeout is not None:
-        watch = StepWatch(
+    def watch(self, step_timeout: float) -> StepWatch:
+        """A started ``StepWatch`` that fails a step taking over ``step_timeout`` seconds."""
+        recorders, committer = self.recorders, self.committer
+        return StepWatch(
             step_timeout,
             lambda: (
                 sum(r.num_finished for r in recorders) if committer is None else committer.episodes,
@@ -205,10 +233,47 @@ def run_vector(
             ),
             lambda: committer is not None and committer.busy,
         ).start()
-    try:
-        seeds, mask = assign(np.ones(n, bool))
+
+    def assign(self, mask: np.ndarray) -> list[int | None]:
+        """Give each masked sub-env its next episode (or none); return the reset seeds."""
+        queue, current, entropy = self.queue, self.current, self.entropy
+        seeds: list[int | None] = [None] * self.n
+        for i in np.flatnonzero(mask).tolist():
+            if queue:
+                eid = queue.popleft()
+                current[i] = eid
+                seeds[i] = env_seed(entropy, eid)
+                self.policies[i].reset(policy_seed(entropy, eid))
+            else:
+                current[i] = None
+                seeds[i] = 0  # an idle sub-env: reset so it can be stepped; data discarded
+        return seeds
+
+    def begin(
+        self, mask: np.ndarray, seeds: list[int | None], obs: Any, infos: Mapping[str, Any]
+    ) -> None:
+        """Open the episodes the masked sub-envs were just reset into."""
+        current = self.current
+        for i in range(self.n):
+            if mask[i] and current[i] is not None:
+                o = batch_item(self.single_obs, obs, i)
+                self.recorders[i].begin_episode(
+                    current[i], seeds[i], None, o, sub_env_info(infos, i)
+                )
+
+    def loop(self, bar: Any) -> int:
+        """Step every sub-env until the queue is empty and all are idle; returns steps."""
+        # the per-step path reads locals only (the vector benchmark measures it)
+        vec, n, current = self.vec, self.n, self.current
+        policies, recorders, committer = self.policies, self.recorders, self.committer
+        single_obs, single_act = self.single_obs, self.single_act
+        actions_buf = create_empty_array(single_act, n)
+        steps = 0
+        started = time.perf_counter()
+        mask = np.ones(n, bool)
+        seeds = self.assign(mask)
         obs, infos = vec.reset(seed=seeds)
-        begin(mask, seeds, obs, infos)
+        self.begin(mask, seeds, obs, infos)
         while any(c is not None for c in current):
             per_env_obs = [batch_item(single_obs, obs, i) for i in range(n)]
             actions = [
@@ -232,23 +297,28 @@ def run_vector(
                         committer.after_episode()
                     bar.update(1)
             if done.any():
-                seeds, mask = assign(done)
+                seeds = self.assign(done)
                 # a fresh options dict each time: SyncVectorEnv pops "reset_mask" from it
-                obs, infos = vec.reset(seed=seeds, options={"reset_mask": mask})
-                begin(mask, seeds, obs, infos)
+                obs, infos = vec.reset(seed=seeds, options={"reset_mask": done})
+                self.begin(done, seeds, obs, infos)
                 show_rate(bar, steps, started, f"{n} envs")
-    except BaseException as e:
-        steps_in = {c: r.episode_steps for c, r in zip(current, recorders, strict=True)}
-        for rec in recorders:
+        return steps
+
+    def discard(self) -> None:
+        """Drop every sub-env's unfinished episode."""
+        for rec in self.recorders:
             rec.discard_episode()
-        if committer is not None:
-            committer.flush()
+
+    def reword(self, e: BaseException, step_timeout: float | None) -> None:
+        """Raise ``e`` as the one line naming the running episodes (or return to keep it)."""
+        current = self.current
         if isinstance(e, ValueMismatch) and e.sub_env is not None:
             eid = current[e.sub_env]
             episode = eid if eid is not None else f"(none: sub-env {e.sub_env} is idle)"
             raise CollectionError(refusal(episode, e.step, e)) from None
         running = [c for c in current if c is not None]
         if isinstance(e, StepTimeout):
+            steps_in = {c: r.episode_steps for c, r in zip(current, self.recorders, strict=True)}
             where = ", ".join(f"episode {c} step {steps_in[c]}" for c in running)
             raise CollectionError(
                 f"a step of the vector env ({where}) did not return within "
@@ -259,25 +329,11 @@ def run_vector(
         if isinstance(e, (KeyboardInterrupt, CollectionError, StorageError)) or not isinstance(
             e, Exception
         ):
-            raise
+            return
         raise CollectionError(
             f"vector env failed while running episodes {running}: {type(e).__name__}: {e}; "
             "finished episodes are committed, re-run the same command to resume"
         ) from e
-    finally:
-        if watch is not None:
-            watch.stop()
-        bar.close()
-        if watch is not None and watch.fired:
-            # a hung sub-env of an async vector env would make close() wait for it forever
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "close while waiting for a pending call"
-                vec.close(terminate=True)
-        else:
-            vec.close()
-    if committer is not None:
-        committer.flush()
-    return steps
 
 
 def run_vector_entry_point(
@@ -300,78 +356,109 @@ def run_vector_entry_point(
             f"{vec.metadata.get('autoreset_mode')}; vector_entry_point collection needs "
             "NEXT_STEP (Gymnasium's default); use vectorization_mode=sync or async"
         )
-    n = vec.num_envs
-    size = segment_episodes(n)
-    act = batch_actor(policy, vec.single_observation_space, vec.single_action_space, n)
+    size = segment_episodes(vec.num_envs)
     plan = episode_ids
-    steps = 0
     bar = progress_bar(len(plan), progress)
-    started = time.perf_counter()
+    run = _SegmentRun(vec, policy, recorder, committer, entropy, bar)
     try:
-        for seg in plan.segments(size):  # lazily: a plan of 10**12 ids costs nothing up front
-            lo, hi = seg * size, min(seg * size + size, episodes)
-            wanted = plan.wanted(lo, hi)
-            last = lo + int(np.flatnonzero(wanted)[-1])
-            next_id = lo
-            # the segment's ids in start order, -1 for those not to record (e.g. committed)
-            seg_ids = np.where(wanted, np.arange(lo, hi, dtype=np.int64), -1)
+        with commit_finished_on_error(committer, recorder.discard, run.reword):
+            for seg in plan.segments(size):  # lazily: a plan of 10**12 ids costs nothing up front
+                lo, hi = seg * size, min(seg * size + size, episodes)
+                run.segment(lo, plan.wanted(lo, hi))
+    finally:
+        bar.close()
+    committer.flush()
+    return run.steps
 
-            def new_ids(k: int, lo: int = lo, seg_ids: np.ndarray = seg_ids) -> np.ndarray:
-                """The next ``k`` ids in start order; -1 for ids not to record."""
-                nonlocal next_id
-                ids = seg_ids[next_id - lo : next_id - lo + k]
-                next_id += k
-                if len(ids) < k:  # past the segment's end: these episodes are not recorded
-                    ids = np.concatenate([ids, np.full(k - len(ids), -1, np.int64)])
-                return ids
 
-            obs, infos = vec.reset(seed=env_seed(entropy, lo))
-            policy.reset(policy_seed(entropy, lo))
-            recorder.begin(np.arange(n), new_ids(n), obs, infos)
-            restart = np.zeros(n, bool)  # NEXT_STEP: these sub-envs reset on this step
-            finished = recorder.num_finished
-            while next_id <= last or recorder.recording.any():
-                actions = act(obs)
-                recording = recorder.recording
-                obs, rewards, terms, truncs, infos = vec.step(actions)
-                if restart.any():  # NEXT_STEP: these sub-envs return a reset observation
-                    stepped = ~restart
-                    starting = np.flatnonzero(restart)
-                    steps += np.count_nonzero(recording & stepped)
-                    recorder.record(
-                        obs,
-                        infos,
-                        actions,
-                        rewards,
-                        terms,
-                        truncs,
-                        stepped=stepped,
-                        begin=starting,
-                        episode_ids=new_ids(len(starting)),
-                    )
-                else:
-                    steps += np.count_nonzero(recording)
-                    recorder.record(obs, infos, actions, rewards, terms, truncs)
-                restart = np.logical_or(terms, truncs)
-                if recorder.num_finished != finished:
-                    bar.update(recorder.num_finished - finished)
-                    committer.after_episode()
-                    finished = recorder.num_finished
-                    show_rate(bar, steps, started, f"{n} envs")
-    except BaseException as e:
-        running = recorder.open_ids
-        recorder.discard()
-        committer.flush()
+class _SegmentRun:
+    """One ``run_vector_entry_point`` call: its segments' step loop and its failure."""
+
+    def __init__(
+        self,
+        vec: Any,
+        policy: Policy,
+        recorder: VectorRecorder,
+        committer: Committer,
+        entropy: int,
+        bar: Any,
+    ) -> None:
+        self.vec = vec
+        self.n = n = vec.num_envs
+        self.policy = policy
+        self.act = batch_actor(policy, vec.single_observation_space, vec.single_action_space, n)
+        self.recorder = recorder
+        self.committer = committer
+        self.entropy = entropy
+        self.bar = bar
+        self.steps = 0
+        self.started = time.perf_counter()
+
+    def segment(self, lo: int, wanted: np.ndarray) -> None:
+        """Run the segment of ids ``lo, lo + 1, ...`` until every episode it started ends.
+
+        ``wanted[k]``: id ``lo + k`` is recorded (else run, as the stream needs, unrecorded).
+        """
+        vec, n, act, recorder, committer = self.vec, self.n, self.act, self.recorder, self.committer
+        bar, started, steps = self.bar, self.started, self.steps
+        last = lo + int(np.flatnonzero(wanted)[-1])
+        next_id = lo
+        # the segment's ids in start order, -1 for those not to record (e.g. committed)
+        seg_ids = np.where(wanted, np.arange(lo, lo + len(wanted), dtype=np.int64), -1)
+
+        def new_ids(k: int) -> np.ndarray:
+            """The next ``k`` ids in start order; -1 for ids not to record."""
+            nonlocal next_id
+            ids = seg_ids[next_id - lo : next_id - lo + k]
+            next_id += k
+            if len(ids) < k:  # past the segment's end: these episodes are not recorded
+                ids = np.concatenate([ids, np.full(k - len(ids), -1, np.int64)])
+            return ids
+
+        obs, infos = vec.reset(seed=env_seed(self.entropy, lo))
+        self.policy.reset(policy_seed(self.entropy, lo))
+        recorder.begin(np.arange(n), new_ids(n), obs, infos)
+        restart = np.zeros(n, bool)  # NEXT_STEP: these sub-envs reset on this step
+        finished = recorder.num_finished
+        while next_id <= last or recorder.recording.any():
+            actions = act(obs)
+            recording = recorder.recording
+            obs, rewards, terms, truncs, infos = vec.step(actions)
+            if restart.any():  # NEXT_STEP: these sub-envs return a reset observation
+                stepped = ~restart
+                starting = np.flatnonzero(restart)
+                steps += np.count_nonzero(recording & stepped)
+                recorder.record(
+                    obs,
+                    infos,
+                    actions,
+                    rewards,
+                    terms,
+                    truncs,
+                    stepped=stepped,
+                    begin=starting,
+                    episode_ids=new_ids(len(starting)),
+                )
+            else:
+                steps += np.count_nonzero(recording)
+                recorder.record(obs, infos, actions, rewards, terms, truncs)
+            restart = np.logical_or(terms, truncs)
+            if recorder.num_finished != finished:
+                bar.update(recorder.num_finished - finished)
+                committer.after_episode()
+                finished = recorder.num_finished
+                show_rate(bar, steps, started, f"{n} envs")
+        self.steps = steps
+
+    def reword(self, e: BaseException) -> None:
+        """Raise ``e`` as the one line naming the open episodes (or return to keep it)."""
         if isinstance(e, (KeyboardInterrupt, CollectionError, StorageError)) or not isinstance(
             e, Exception
         ):
-            raise
+            return
+        running = self.recorder.open_ids
         raise CollectionError(
             f"vector env failed while running episodes {running[running >= 0].tolist()}: "
             f"{type(e).__name__}: {e}; finished episodes are committed, re-run the same "
             "command to resume"
         ) from e
-    finally:
-        bar.close()
-    committer.flush()
-    return steps

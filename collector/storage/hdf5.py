@@ -277,26 +277,8 @@ def merge_shards(
         CorruptDatasetError: a source does not match its own digests.
     """
     comp, level = parse_compression(compression)
-    schemas: list[dict[str, Any] | None] = []
-    n_obs = n_steps = 0
-    for path in sources:
-        with open_shard(path) as f:
-            schemas.append(json.loads(f.attrs.get("info_schema", "null")))
-            length = f["episodes/length"][()]
-        n_steps += int(length.sum())
-        n_obs += int(length.sum()) + len(length)
-    union: dict[str, Any] | None = None
-    if any(sc is not None for sc in schemas):
-        union = {}
-        for sc in schemas:
-            for name, spec in (sc or {}).items():
-                old = union.get(name)
-                dtype = (
-                    np.dtype(spec["dtype"])
-                    if old is None
-                    else np.result_type(np.dtype(old["dtype"]), np.dtype(spec["dtype"]))
-                )
-                union[name] = {"dtype": np.dtype(dtype).str, "shape": spec["shape"]}
+    schemas, n_obs, n_steps = _merge_sizes(sources)
+    union = _union_schema(schemas)
     tables = []
     with h5py.File(dest, "w", libver=LIBVER) as out:
         out.attrs["format_version"] = FORMAT_VERSION
@@ -308,37 +290,9 @@ def merge_shards(
                 raise CorruptDatasetError(
                     f"shard {path.name} does not match its own digests; run verify before repacking"
                 )
-            cols: list[tuple[str, np.ndarray, int, int]] = []
-            for group in GROUPS:
-                group_cols = getattr(batch, group)
-                for name, arr in group_cols.items():
-                    rows = n_obs if group == "observations" else n_steps
-                    at = o if group == "observations" else s
-                    cols.append((_h5name(group, name, group_cols), arr, rows, at))
-            for name in STEP_COLUMNS:
-                cols.append((name, getattr(batch, name), n_steps, s))
-            for name, spec in (union or {}).items():
-                dtype = np.dtype(spec["dtype"])
-                if batch.infos is not None and name in batch.infos:
-                    values = batch.infos[name].astype(dtype, copy=False)
-                    cols.append((f"infos/{name}", values, n_obs, o))
-                    cols.append((f"infos/{name}{MASK_SUFFIX}", batch.info_masks[name], n_obs, o))
-                elif i == 0:
-                    shape = tuple(spec["shape"])
-                    out.create_dataset(
-                        f"infos/{name}",
-                        shape=(n_obs, *shape),
-                        dtype=dtype,
-                        fillvalue=0,
-                        **_dataset_kwargs(n_obs, shape, dtype, comp, level),
-                    )
-                    out.create_dataset(
-                        f"infos/{name}{MASK_SUFFIX}",
-                        shape=(n_obs,),
-                        dtype=bool,
-                        fillvalue=False,
-                        **_dataset_kwargs(n_obs, (), np.dtype(bool), comp, level),
-                    )
+            cols = _merge_columns(batch, union, n_obs, n_steps, o, s)
+            if i == 0:
+                _create_missing_infos(out, batch, union, n_obs, comp, level)
             if union is not None:
                 out.require_group("infos")
             for key, arr, rows, at in cols:
@@ -359,6 +313,95 @@ def merge_shards(
         out.flush()  # every chunk allocated (none left dirty in the chunk cache) before hashing
         out.attrs[LAYOUT_CHECKSUM] = np.bytes_(_layout_checksum(out))
     return table, union
+
+
+def _merge_sizes(sources: Sequence[Path]) -> tuple[list[dict[str, Any] | None], int, int]:
+    """The info schema of each of ``sources`` and their total (observation, step) rows."""
+    schemas: list[dict[str, Any] | None] = []
+    n_obs = n_steps = 0
+    for path in sources:
+        with open_shard(path) as f:
+            schemas.append(json.loads(f.attrs.get("info_schema", "null")))
+            length = f["episodes/length"][()]
+        n_steps += int(length.sum())
+        n_obs += int(length.sum()) + len(length)
+    return schemas, n_obs, n_steps
+
+
+def _union_schema(schemas: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One info schema holding every key of ``schemas`` (dtypes promoted); None if none has."""
+    if not any(sc is not None for sc in schemas):
+        return None
+    union: dict[str, Any] = {}
+    for sc in schemas:
+        for name, spec in (sc or {}).items():
+            old = union.get(name)
+            dtype = (
+                np.dtype(spec["dtype"])
+                if old is None
+                else np.result_type(np.dtype(old["dtype"]), np.dtype(spec["dtype"]))
+            )
+            union[name] = {"dtype": np.dtype(dtype).str, "shape": spec["shape"]}
+    return union
+
+
+def _merge_columns(
+    batch: EpisodeBatch,
+    union: dict[str, Any] | None,
+    n_obs: int,
+    n_steps: int,
+    o: int,
+    s: int,
+) -> list[tuple[str, np.ndarray, int, int]]:
+    """``batch``'s columns as (HDF5 key, values, rows of the merged column, first row).
+
+    ``o`` and ``s`` are the observation and step rows written before ``batch``.
+    """
+    cols: list[tuple[str, np.ndarray, int, int]] = []
+    for group in GROUPS:
+        group_cols = getattr(batch, group)
+        for name, arr in group_cols.items():
+            rows = n_obs if group == "observations" else n_steps
+            at = o if group == "observations" else s
+            cols.append((_h5name(group, name, group_cols), arr, rows, at))
+    for name in STEP_COLUMNS:
+        cols.append((name, getattr(batch, name), n_steps, s))
+    for name, spec in (union or {}).items():
+        if batch.infos is not None and name in batch.infos:
+            values = batch.infos[name].astype(np.dtype(spec["dtype"]), copy=False)
+            cols.append((f"infos/{name}", values, n_obs, o))
+            cols.append((f"infos/{name}{MASK_SUFFIX}", batch.info_masks[name], n_obs, o))
+    return cols
+
+
+def _create_missing_infos(
+    out: h5py.File,
+    batch: EpisodeBatch,
+    union: dict[str, Any] | None,
+    n_obs: int,
+    comp: str | None,
+    level: int | None,
+) -> None:
+    """Create, zero-filled with mask False, the info columns of ``union`` ``batch`` lacks."""
+    for name, spec in (union or {}).items():
+        if batch.infos is not None and name in batch.infos:
+            continue
+        dtype = np.dtype(spec["dtype"])
+        shape = tuple(spec["shape"])
+        out.create_dataset(
+            f"infos/{name}",
+            shape=(n_obs, *shape),
+            dtype=dtype,
+            fillvalue=0,
+            **_dataset_kwargs(n_obs, shape, dtype, comp, level),
+        )
+        out.create_dataset(
+            f"infos/{name}{MASK_SUFFIX}",
+            shape=(n_obs,),
+            dtype=bool,
+            fillvalue=False,
+            **_dataset_kwargs(n_obs, (), np.dtype(bool), comp, level),
+        )
 
 
 def missing_shard_error(path: str | os.PathLike[str]) -> CorruptDatasetError:

@@ -331,18 +331,7 @@ def to_minari(
     dataset_id = new_dataset_id or ds.id
     layout.check_minari_id(dataset_id)
     base = layout.resolve_minari_root(minari_root)
-    target = base / dataset_id
-    if target.is_symlink():  # replacing it would remove files that may not be this export's
-        raise UsageError(
-            f"Minari dataset {dataset_id!r} at {target} is a symbolic link (to "
-            f"{os.readlink(target)}); remove the link or export under another id"
-        )
-    if target.exists() and not overwrite:
-        raise DatasetExistsError(
-            f"Minari dataset {dataset_id!r} already exists at {target}; pass overwrite=True "
-            "(--overwrite) or new_dataset_id=",
-            dataset_id=dataset_id,
-        )
+    target = _export_target(base, dataset_id, overwrite)
     staging = base / f".harvest-export-{uuid.uuid4().hex[:12]}"
     data_dir = staging / layout.DATA_DIR
     try:
@@ -362,6 +351,34 @@ def to_minari(
             os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _write_namespace_files(base, dataset_id)
+    return target
+
+
+def _export_target(base: Path, dataset_id: str, overwrite: bool) -> Path:
+    """The Minari folder ``dataset_id`` exports to under ``base``, refused if unsafe to replace.
+
+    Raises:
+        UsageError: the target is a symbolic link.
+        DatasetExistsError: the target exists and ``overwrite`` is false.
+    """
+    target = base / dataset_id
+    if target.is_symlink():  # replacing it would remove files that may not be this export's
+        raise UsageError(
+            f"Minari dataset {dataset_id!r} at {target} is a symbolic link (to "
+            f"{os.readlink(target)}); remove the link or export under another id"
+        )
+    if target.exists() and not overwrite:
+        raise DatasetExistsError(
+            f"Minari dataset {dataset_id!r} already exists at {target}; pass overwrite=True "
+            "(--overwrite) or new_dataset_id=",
+            dataset_id=dataset_id,
+        )
+    return target
+
+
+def _write_namespace_files(base: Path, dataset_id: str) -> None:
+    """Give each namespace level of ``dataset_id`` the file Minari lists namespaces by."""
     namespace, _, _ = storage.parse_dataset_id(dataset_id)
     if namespace:
         parts = namespace.split("/")
@@ -369,4 +386,3 @@ def to_minari(
             file = base.joinpath(*parts[:depth]) / layout.NAMESPACE_FILE
             if not file.exists():
                 storage.write_new_file(file, b"{}")
-    return target

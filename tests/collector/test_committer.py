@@ -47,3 +47,28 @@ def test_worker_images_commit_at_the_cadence_and_match_a_local_run(datasets_root
     meta = storage.read_metadata(storage.dataset_path("img/x-v0"))
     assert meta["total_episodes"] == 6
     assert meta["fingerprint"] == reference.fingerprint
+
+
+def test_a_runner_failure_drops_unfinished_episodes_after_reword_and_keeps_its_chaining() -> None:
+    from collector.committer import commit_finished_on_error
+    from collector.errors import CollectionError
+
+    calls: list[str] = []
+
+    def reword(e: BaseException) -> None:
+        calls.append(f"reword {e}")  # before the unfinished episodes are dropped
+        if isinstance(e, ValueError):
+            raise CollectionError("worded") from None
+
+    def discard() -> None:
+        calls.append("discard")
+
+    with pytest.raises(CollectionError, match="^worded$") as worded:
+        with commit_finished_on_error(None, discard, reword):
+            raise ValueError("boom")
+    assert worded.value.__cause__ is None and worded.value.__suppress_context__
+    with pytest.raises(KeyError) as kept:
+        with commit_finished_on_error(None, discard, reword):
+            raise KeyError("as is")
+    assert calls == ["reword boom", "discard", "reword 'as is'", "discard"]
+    assert kept.value.args == ("as is",)
