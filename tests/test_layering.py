@@ -6,8 +6,8 @@
 * no module imports another module's underscore names, or touches an underscore attribute
   that it does not define itself (``ds._snap`` in ``ops`` reaches into ``Dataset``).
 
-Today's exceptions are listed below. The lists only shrink: an entry that no longer occurs
-fails the test too, so that it is deleted with the code that needed it.
+The exception lists below are empty since issue 17. They may only shrink: an entry that no
+longer occurs fails the test too, so that it is deleted with the code that needed it.
 """
 
 from __future__ import annotations
