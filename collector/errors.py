@@ -10,8 +10,9 @@ one line and exit with ``exit_code`` (2 for usage mistakes, 1 for runtime failur
     │   ├── ConfigMismatchError                  resume with different data-affecting keys
     │   ├── IncompatibleDatasetsError            combine of datasets whose spaces or specs differ
     │   ├── ExpressionError(ValueError)          a filter expression that does not parse or fit
-    │   └── InvalidValueError(ValueError)        an argument out of range, or a value the
-    │                                            dataset lacks (e.g. reference scores)
+    │   ├── InvalidValueError(ValueError)        an argument out of range, or a value the
+    │   │                                        dataset lacks (e.g. reference scores)
+    │   └── EpisodeNotFoundError(KeyError)       an episode id the dataset does not hold
     ├── DatasetNotFoundError(FileNotFoundError)
     ├── DatasetExistsError(FileExistsError)
     ├── LockHeldError(BlockingIOError)           another writer holds the dataset lock
@@ -38,6 +39,7 @@ __all__ = [
     "DatasetIdError",
     "DatasetNotFoundError",
     "DiskFullError",
+    "EpisodeNotFoundError",
     "ExpressionError",
     "FormatVersionError",
     "HarvestError",
@@ -107,6 +109,16 @@ class InvalidValueError(UsageError, ValueError):
     E.g. ``num_workers=-1``, ``sample_episodes`` of more episodes than there are, or
     normalized scores of a dataset without ``ref_min_score``/``ref_max_score``.
     """
+
+
+class EpisodeNotFoundError(UsageError, KeyError):
+    """An episode id the dataset (its snapshot) does not hold.
+
+    A ``KeyError``, as a mapping lookup would raise, that prints its message unquoted.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class DatasetNotFoundError(HarvestError, FileNotFoundError):

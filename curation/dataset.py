@@ -215,7 +215,7 @@ class Dataset:
             step: the operation that selected them, appended to ``lineage_steps``.
 
         Raises:
-            KeyError: an id not in the snapshot.
+            EpisodeNotFoundError: an id not in the snapshot (a ``KeyError``).
         """
         steps = self._steps if step is None else (*self._steps, step)
         return Dataset(self._snap, np.sort(ids), cache_bytes=self._cache_bytes,

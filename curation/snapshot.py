@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from collector import storage
-from collector.errors import CorruptDatasetError
+from collector.errors import CorruptDatasetError, EpisodeNotFoundError
 from collector.spaces import space_from_json
 
 __all__ = [
@@ -192,7 +192,7 @@ class Snapshot:
         )
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
-        """Rows of the index holding episode ``ids`` (KeyError for unknown ids)."""
+        """Rows of the index holding episode ``ids`` (``EpisodeNotFoundError`` for unknown ids)."""
         ids = np.asarray(ids, np.int64)
         if len(ids) == 0:
             return np.zeros(0, np.int64)
@@ -200,7 +200,10 @@ class Snapshot:
         bad = (pos >= len(self.ids)) | (self.ids[np.minimum(pos, len(self.ids) - 1)] != ids)
         if len(self.ids) == 0 or np.any(bad):
             missing = np.asarray(ids)[bad] if len(self.ids) else np.asarray(ids)
-            raise KeyError(f"episode id(s) {missing[:5].tolist()} not in {self.dataset_id!r}")
+            raise EpisodeNotFoundError(
+                f"episode id(s) {missing[:5].tolist()} not in {self.dataset_id!r}; "
+                "ds.episode_indices lists the ids it holds"
+            )
         return pos
 
     # -- what subclasses read ----------------------------------------------------------------

@@ -1383,3 +1383,17 @@ def test_delete_leaves_a_dataset_nested_inside_whole(datasets_root: Path) -> Non
     delete_dataset("ns/out-v0/in-v0")
     delete_dataset("ns/out-v0")
     assert list_local_datasets() == {}
+
+
+def test_unknown_episode_ids_are_one_line_in_the_family() -> None:
+    """Issue 17 item 6: still a KeyError for Minari-style callers, but a HarvestError whose
+    message prints as one plain line (a bare KeyError prints its message quoted)."""
+    from collector.errors import EpisodeNotFoundError, HarvestError
+
+    ds = load_dataset(collect_cartpole(episodes=5))
+    with pytest.raises(EpisodeNotFoundError) as info:
+        list(ds.iterate_episodes([1, 99]))
+    assert isinstance(info.value, HarvestError) and isinstance(info.value, KeyError)
+    assert str(info.value) == (
+        "episode id(s) [99] not in 'cart/random-v0'; ds.episode_indices lists the ids it holds"
+    )
