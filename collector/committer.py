@@ -41,7 +41,6 @@ __all__ = [
     "commit_finished_on_error",
     "disk_full_error",
     "disk_full_is_one_error",
-    "fill_digests",
     "interrupt_says_what_is_committed",
     "progress_bar",
     "show_rate",
@@ -216,7 +215,7 @@ class Committer:
         """Install a shard another process built (a Ray worker) and commit if the cadence says so.
 
         ``image`` is ``storage.build_shard_bytes`` output and ``table`` its episode table with
-        digests (``fill_digests``). Installed and committed in the calling thread: a Ray
+        digests (``storage.fill_digests``). Installed and committed in the calling thread: a Ray
         driver does nothing else meanwhile, and the workers keep recording.
         """
         with self._lock:
@@ -419,16 +418,6 @@ def disk_full_is_one_error(writer: storage.DatasetWriter) -> Iterator[None]:
         if full is None or full is e:
             raise
         raise full from e
-
-
-def fill_digests(batch: storage.EpisodeBatch) -> storage.EpisodeBatch:
-    """Fill ``batch.table["digest"]`` (``storage.episode_digests``) and return ``batch``.
-
-    The one place outside the format's own writer (``DatasetWriter.write_shard``) that
-    computes an episode's digest: a Ray worker's shard image and a ``DataCollector`` spill.
-    """
-    batch.table["digest"] = storage.episode_digests(batch)
-    return batch
 
 
 def progress_bar(total: int, progress: Callable[[int, int], None] | bool | None) -> tqdm:

@@ -29,7 +29,6 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from collector import storage
-from collector.committer import fill_digests
 from collector.envs import env_spec_to_json
 from collector.errors import CollectionError, DatasetExistsError, UsageError
 from collector.recorder import EpisodeRecorder
@@ -219,7 +218,7 @@ class _EpisodeSink:
             )
         if batch is None:
             return
-        fill_digests(batch)
+        storage.fill_digests(batch)
         try:
             with storage.storage_errors(self._root / storage.SPILL_DIR, "create a spill folder in"):
                 path = self._ensure_spill_dir() / storage.spill_name(len(self._spills))

@@ -31,7 +31,6 @@ from collector import storage
 from collector.committer import (
     Committer,
     commit_finished_on_error,
-    fill_digests,
     progress_bar,
     show_rate,
 )
@@ -111,7 +110,7 @@ class RolloutWorker:
                 self.retries,
             )
         assert batch is not None
-        image = storage.build_shard_bytes(fill_digests(batch), self.compression)
+        image = storage.build_shard_bytes(storage.fill_digests(batch), self.compression)
         return image, batch.table, batch.info_schema(), steps, time.perf_counter() - start
 
     def _run_vector(self, episode_ids: list[int]) -> tuple[storage.EpisodeBatch | None, int]:

@@ -10,7 +10,7 @@ This module is the face: it re-exports the public names of the modules below, bo
     ids        ids, roots, paths, file names: ``parse_dataset_id``, ``dataset_path``, ``shard_name``
     durable    the commit protocol's file operations and ``DatasetLock``
     batch      ``EpisodeBatch`` (columnar episodes in memory), ``ShardRows``, ``concat_batches``
-    digests    ``episode_digests``, ``fingerprint``
+    digests    ``episode_digests``, ``fill_digests``, ``fingerprint``
     manifest   ``read_metadata``, ``loads_metadata``, ``check_metadata``, ``seal_metadata``, id maps
     hdf5       ``build_shard_bytes``, ``read_shard``, ``read_shard_table``, ``merge_shards``,
                ``ShardReader``
@@ -34,6 +34,7 @@ from collector.storage.batch import (
 )
 from collector.storage.digests import (
     episode_digests,
+    fill_digests,
     fingerprint,
 )
 from collector.storage.durable import (
@@ -178,6 +179,7 @@ __all__ = [
     "dumps_metadata",
     "episode_digests",
     "exact_shards",
+    "fill_digests",
     "fingerprint",
     "free_bytes",
     "fsync_path",

@@ -15,6 +15,7 @@ from collector.storage.batch import EpisodeBatch, row_ranges
 
 __all__ = [
     "episode_digests",
+    "fill_digests",
     "fingerprint",
 ]
 
@@ -190,6 +191,16 @@ def _canonical_numbers(values: np.ndarray) -> bytes:
     elif values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
         return b"u" + np.ascontiguousarray(values, np.uint64).tobytes()
     return b"i" + np.ascontiguousarray(values, np.int64).tobytes()
+
+
+def fill_digests(batch: EpisodeBatch) -> EpisodeBatch:
+    """Fill ``batch.table["digest"]`` from the batch's data and return ``batch``.
+
+    The one place an episode's digest is filled: the writer's shards, a Ray worker's shard
+    image and a ``DataCollector`` spill all come through here.
+    """
+    batch.table["digest"] = episode_digests(batch)
+    return batch
 
 
 def fingerprint(ids: np.ndarray, digests: np.ndarray) -> str:

@@ -197,7 +197,7 @@ class DatasetWriter:
         """
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before writing shards")
-        batch.table["digest"] = digests.episode_digests(batch)
+        digests.fill_digests(batch)
         tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
         try:
             hdf5.write_shard_file(batch, tmp, compression)
@@ -566,7 +566,7 @@ def exact_shards(
         batch = read_shard(src)
         part = select_episodes(batch, pos[order], ids[order])
         want = part.table["digest"].copy()
-        part.table["digest"] = digests.episode_digests(part)
+        digests.fill_digests(part)
         if not np.array_equal(part.table["digest"], want):
             raise CorruptDatasetError(
                 f"{src} does not match its own digests; run `curate verify` on {label}"
