@@ -108,11 +108,10 @@ def _app(cfg: DictConfig) -> None:
         )
     except (HarvestError, OSError) as e:
         # an OSError here is a full or read-only disk met below the durable I/O layer
-        error = e if isinstance(e, HarvestError) else storage.storage_error(e, None)
+        error = storage.user_error(e)
         if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"collect: error: {redact_text(str(error))}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        _exit_with(error)
     except KeyboardInterrupt as e:
         if isinstance(e, CollectInterrupted):  # counted from the commit on disk
             print(f"collect: {e}", file=sys.stderr)
@@ -209,19 +208,20 @@ def check_overrides(argv: list[str]) -> list[str]:
     return [f"++{a}" if a in plain else a for a in argv]
 
 
-def _refuse_config(err: HarvestError) -> NoReturn:
+def _exit_with(err: HarvestError) -> NoReturn:
+    """Print ``err`` as the one ``collect: error:`` line (secrets masked) and exit with its code."""
     print(f"collect: error: {redact_text(str(err))}", file=sys.stderr)
     sys.exit(err.exit_code)  # SystemExit passes through Hydra's error report
 
 
 def main() -> None:
     """Console entry point."""
-    install_yaml_limits(_refuse_config)  # no config may expand into a huge one (issue 16)
+    install_yaml_limits(_exit_with)  # no config may expand into a huge one (issue 16)
     install_log_redaction()  # no secret in a log line, Hydra's included (issue 16 item 10)
     try:
         sys.argv[1:] = check_overrides(sys.argv[1:])
     except UsageError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        _refuse_config(e)
+        _exit_with(e)
     _app()

@@ -448,11 +448,10 @@ def _recipe_app(cfg: Any) -> None:
             remote=cfg.get("remote"),
         )
     except (HarvestError, OSError) as e:
-        error = e if isinstance(e, HarvestError) else storage.storage_error(e, None)
+        error = storage.user_error(e)
         if error is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"curate: error: {redact_text(str(error))}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        _exit_with(error)
     print(result.render())
 
 
@@ -498,9 +497,14 @@ def _check_recipe_files(argv: Sequence[str]) -> None:
                     break
 
 
-def _refuse_config(err: HarvestError) -> NoReturn:
+def _print_error(err: HarvestError) -> int:
+    """Print ``err`` as the one ``curate: error:`` line (secrets masked); its exit code."""
     print(f"curate: error: {redact_text(str(err))}", file=sys.stderr)
-    sys.exit(err.exit_code)  # SystemExit passes through Hydra's error report
+    return err.exit_code
+
+
+def _exit_with(err: HarvestError) -> NoReturn:
+    sys.exit(_print_error(err))  # SystemExit passes through Hydra's error report
 
 
 def _run_hydra(argv: Sequence[str]) -> int:
@@ -508,15 +512,14 @@ def _run_hydra(argv: Sequence[str]) -> int:
 
     from collector.yaml_limits import install_yaml_limits
 
-    install_yaml_limits(_refuse_config)  # a recipe may not expand into a huge config
+    install_yaml_limits(_exit_with)  # a recipe may not expand into a huge config
 
     try:
         _check_recipe_files(argv)
     except UsageError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
-        return e.exit_code
+        return _print_error(e)
 
     app = hydra.main(version_base="1.3", config_path="pkg://conf", config_name="curate")(
         _recipe_app
@@ -566,17 +569,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             _warn_in_one_line()
             code = args.run(args)
-    except HarvestError as e:
-        if args.verbose:
+    except (HarvestError, OSError) as e:  # OSError: a full or read-only disk, met below
+        error = storage.user_error(e)  # the durable I/O layer
+        if error is None or args.verbose:
             raise
-        print(f"curate: error: {redact_text(str(e))}", file=sys.stderr)
-        code = e.exit_code
-    except OSError as e:  # a full or read-only disk met below the durable I/O layer
-        storage_ = storage.storage_error(e, None)
-        if storage_ is None or args.verbose:
-            raise
-        print(f"curate: error: {redact_text(str(storage_))}", file=sys.stderr)
-        code = storage_.exit_code
+        code = _print_error(error)
     except KeyboardInterrupt:
         print("curate: interrupted", file=sys.stderr)
         code = 130

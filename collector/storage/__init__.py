@@ -47,6 +47,7 @@ from collector.storage.durable import (
     sha256_file,
     storage_error,
     storage_errors,
+    user_error,
     write_new_file,
 )
 from collector.storage.hdf5 import (
@@ -215,6 +216,7 @@ __all__ = [
     "spill_name",
     "storage_error",
     "storage_errors",
+    "user_error",
     "verify_dataset",
     "write_new_file",
     "write_shard_file",

@@ -37,6 +37,7 @@ __all__ = [
     "sha256_file",
     "storage_error",
     "storage_errors",
+    "user_error",
     "write_new_file",
 ]
 
@@ -85,6 +86,18 @@ def storage_error(
         path=None if where is None else os.fspath(where),
         errno=err.errno,
     )
+
+
+def user_error(err: BaseException) -> HarvestError | None:
+    """The error a command line reports for ``err`` in one line, or None to let it raise.
+
+    A ``HarvestError`` is its own report; an ``OSError`` of a full, read-only or denied local
+    write met below the durable I/O functions becomes its ``StorageError``; anything else
+    is a bug and keeps its traceback.
+    """
+    if isinstance(err, HarvestError):
+        return err
+    return storage_error(err, None) if isinstance(err, OSError) else None
 
 
 @contextlib.contextmanager
