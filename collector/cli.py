@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from collector import storage
 from collector.collect import CollectInterrupted, CollectResult, collect
+from collector.config import unknown_key_error
 from collector.errors import HarvestError, UsageError
 from collector.redact import install_log_redaction, redact_hydra_run, redact_text
 from collector.yaml_limits import install_yaml_limits
@@ -202,9 +202,7 @@ def check_overrides(argv: list[str]) -> list[str]:
                 plain.add(text)
             continue
         if key not in keys:
-            close = difflib.get_close_matches(key, sorted(keys), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UsageError(f"unknown config key {key!r}{hint} (collect --help lists the keys)")
+            raise unknown_key_error(key, keys)
     return [f"++{a}" if a in plain else a for a in argv]
 
 

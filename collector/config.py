@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "register_schema",
     "schema",
     "to_container",
+    "unknown_key_error",
 ]
 
 #: Keys whose change alters the data; a resumed run must match them (DESIGN.md section 6).
@@ -144,15 +145,23 @@ def _keys(kind: type) -> list[str]:
     return [f.name for f in dataclasses.fields(kind)]
 
 
+def unknown_key_error(name: str, known: Iterable[str]) -> UsageError:
+    """The one line refusing config key ``name``, with the closest of ``known`` suggested.
+
+    >>> str(unknown_key_error("epsiodes", ["episodes", "seed"]))
+    "unknown config key 'epsiodes'; did you mean 'episodes'? (collect --help lists the keys)"
+    """
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return UsageError(f"unknown config key {name!r}{hint} (collect --help lists the keys)")
+
+
 def _refuse_unknown(section: Mapping[str, Any], kind: type, prefix: str = "") -> None:
     known = _keys(kind)
     for key in section:
         if key in known or (not prefix and key == "hydra"):
             continue
-        name = f"{prefix}{key}"
-        close = difflib.get_close_matches(name, [prefix + k for k in known], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UsageError(f"unknown config key {name!r}{hint} (collect --help lists the keys)")
+        raise unknown_key_error(f"{prefix}{key}", [prefix + k for k in known])
 
 
 def _positive(value: Any, key: str, *, allow_none: bool = True, integer: bool = False) -> Any:
