@@ -1,0 +1,73 @@
+"""Which shards to merge after an append: tiered compaction (issue 18 item 1).
+
+``DataCollector.add_to_dataset`` writes one small shard per call. Merging every shard into
+one at each call would re-write the whole dataset each time (O(N) per call); never merging
+leaves one shard per call, and a full read then opens a thousand files. Tiered compaction
+(Lucene's log-merge policy, LSM trees' size-tiered compaction) sits between: shards are
+grouped into tiers by size, each tier ``MERGE_FACTOR`` times the one below, and when a tier
+holds ``MERGE_FACTOR`` shards they become one shard of the next tier. A byte is re-written
+once per tier it climbs, so N appends re-write O(N log N) bytes in all, and the shard count
+stays O(log N): at most ``MERGE_FACTOR - 1`` per tier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+__all__ = [
+    "APPEND_SHARD_BYTES",
+    "MERGE_FACTOR",
+    "TIER_FLOOR_BYTES",
+    "first_id",
+    "next_merge",
+    "shard_tier",
+]
+
+#: The shard size appends compact toward: ``storage.shard_mb``'s default (256 MB).
+APPEND_SHARD_BYTES: Final = 256 << 20
+#: Shards of one tier merged at once; also the size ratio between tiers.
+MERGE_FACTOR: Final = 4
+#: Shards under ``TIER_FLOOR_BYTES * MERGE_FACTOR`` bytes are all tier 0: tiny appends (a few
+#: kB of CartPole each) are gathered into one shard of at least this size before tiers start,
+#: so the shard count does not grow with how small each call is.
+TIER_FLOOR_BYTES: Final = 1 << 16
+
+
+def shard_tier(nbytes: int, floor: int = TIER_FLOOR_BYTES, factor: int = MERGE_FACTOR) -> int:
+    """The tier of a shard of ``nbytes``: 0 under ``floor * factor``, +1 per ``factor``."""
+    tier, bound = 0, floor * factor
+    while nbytes >= bound:
+        tier, bound = tier + 1, bound * factor
+    return tier
+
+
+def next_merge(
+    shards: Sequence[dict[str, Any]],
+    small_bytes: int,
+    *,
+    linked: bool = False,
+    factor: int = MERGE_FACTOR,
+    floor: int = TIER_FLOOR_BYTES,
+) -> list[dict[str, Any]]:
+    """The manifest entries to merge next into one shard, in id order; empty when none.
+
+    Only shards under ``small_bytes`` take part (above it a shard's own cost is a few percent
+    of reading it). Shards linked from another dataset (``id_map``) are left shared unless
+    ``linked``. The lowest tier holding ``factor`` shards is merged whole: a dataset from
+    before this policy, with one tiny shard per call, is gathered in one go.
+    """
+    tiers: dict[int, list[dict[str, Any]]] = {}
+    for e in shards:
+        if e["bytes"] < small_bytes and (linked or "id_map" not in e):
+            tiers.setdefault(shard_tier(int(e["bytes"]), floor, factor), []).append(e)
+    for t in sorted(tiers):
+        if len(tiers[t]) >= factor:
+            return sorted(tiers[t], key=first_id)
+    return []
+
+
+def first_id(entry: dict[str, Any]) -> int:
+    """The smallest episode id of a manifest entry (-1 when it lists none)."""
+    ranges = entry.get("id_ranges") or [[-1]]
+    return int(ranges[0][0])
