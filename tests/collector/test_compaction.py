@@ -9,6 +9,8 @@ writer's return values and manifests, never timed.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +259,30 @@ def test_a_dataset_of_the_previous_main_is_merged_and_extended(datasets_root: Pa
     assert len(after["shards"]) < 4 and summary.total_episodes == 26
     assert after["fingerprint"] == summary.fingerprint == one_run("cart/one-v0", 26)
     assert storage.verify_dataset(DATASET).ok
+
+
+def test_appends_on_a_full_disk_commit_and_leave_the_merge_for_later(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    collector = DataCollector(gym.make("CartPole-v1"))
+    record(collector, 0, 2)
+    collector.create_dataset(DATASET)
+    for call in (1, 2):
+        record(collector, 2 * call, 2)
+        collector.add_to_dataset(DATASET)
+    real = os.statvfs
+
+    def nearly_full(path: Any) -> Any:
+        st = real(path)
+        return os.statvfs_result((*st[:4], 1, *st[5:]))  # f_bavail: one block left
+
+    monkeypatch.setattr(os, "statvfs", nearly_full)
+    record(collector, 6, 2)
+    with caplog.at_level(logging.WARNING, "collector.storage.writer"):
+        summary = collector.add_to_dataset(DATASET)  # the append itself needs no spare room
+    assert summary.total_episodes == 8 and len(shards(DATASET)) == 4
+    assert "not repacking 4 small shards" in caplog.text
+    monkeypatch.setattr(os, "statvfs", real)
+    record(collector, 8, 2)
+    collector.add_to_dataset(DATASET)
+    assert len(shards(DATASET)) == 1 and storage.verify_dataset(DATASET).ok
