@@ -7,7 +7,17 @@ leaves one shard per call, and a full read then opens a thousand files. Tiered c
 grouped into tiers by size, each tier ``MERGE_FACTOR`` times the one below, and when a tier
 holds ``MERGE_FACTOR`` shards they become one shard of the next tier. A byte is re-written
 once per tier it climbs, so N appends re-write O(N log N) bytes in all, and the shard count
-stays O(log N): at most ``MERGE_FACTOR - 1`` per tier.
+stays O(log N): at most ``MERGE_FACTOR - 1`` per tier. Only small shards (under
+``target / SMALL_SHARD_FRACTION``) take part, so one call merges at most a few times
+``MERGE_FACTOR`` small shards' worth, whatever the dataset's size, and a dataset of big
+shards is never re-written.
+
+The merge runs in line, after the append is committed, not in a background thread: most of
+a small merge's time is per-file Python and h5py object work that holds the GIL (h5py lets
+it go only inside H5Dread/H5Dwrite, and serializes HDF5 calls behind its own lock), so a
+merging thread would mostly take turns with the caller's env stepping rather than overlap
+it; it would also hold the writer lock past the call (another writer would be refused), and
+its errors would surface on some later call.
 """
 
 from __future__ import annotations
