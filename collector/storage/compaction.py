@@ -5,9 +5,11 @@ one at each call would re-write the whole dataset each time (O(N) per call); nev
 leaves one shard per call, and a full read then opens a thousand files. Tiered compaction
 (Lucene's log-merge policy, LSM trees' size-tiered compaction) sits between: shards are
 grouped into tiers by size, each tier ``MERGE_FACTOR`` times the one below, and when a tier
-holds ``MERGE_FACTOR`` shards they become one shard of the next tier. A byte is re-written
-once per tier it climbs, so N appends re-write O(N log N) bytes in all, and the shard count
-stays O(log N): at most ``MERGE_FACTOR - 1`` per tier. Only small shards (under
+holds ``MERGE_FACTOR`` shards they are merged into one. Above tier 0 a byte is re-written
+once per tier it climbs; tier 0 gathers tiny appends, re-writing at most
+``TIER_FLOOR_BYTES * MERGE_FACTOR`` every ``MERGE_FACTOR - 1`` calls (a constant per call).
+So N appends re-write O(N log N) bytes in all, and the shard count stays O(log N): at most
+``MERGE_FACTOR - 1`` per tier. Only small shards (under
 ``target / SMALL_SHARD_FRACTION``) take part, so one call merges at most a few times
 ``MERGE_FACTOR`` small shards' worth, whatever the dataset's size, and a dataset of big
 shards is never re-written.
@@ -39,8 +41,9 @@ APPEND_SHARD_BYTES: Final = 256 << 20
 #: Shards of one tier merged at once; also the size ratio between tiers.
 MERGE_FACTOR: Final = 4
 #: Shards under ``TIER_FLOOR_BYTES * MERGE_FACTOR`` bytes are all tier 0: tiny appends (a few
-#: kB of CartPole each) are gathered into one shard of at least this size before tiers start,
-#: so the shard count does not grow with how small each call is.
+#: kB of CartPole each) are gathered there into one shard of up to that size, so the shard
+#: count does not grow with how small each call is (a shard's fixed cost on open and first
+#: read is that of reading ~100 kB of CartPole).
 TIER_FLOOR_BYTES: Final = 1 << 16
 
 
