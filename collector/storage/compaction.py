@@ -42,8 +42,8 @@ APPEND_SHARD_BYTES: Final = 256 << 20
 MERGE_FACTOR: Final = 4
 #: Shards under ``TIER_FLOOR_BYTES * MERGE_FACTOR`` bytes are all tier 0: tiny appends (a few
 #: kB of CartPole each) are gathered there into one shard of up to that size, so the shard
-#: count does not grow with how small each call is (a shard's fixed cost on open and first
-#: read is that of reading ~100 kB of CartPole).
+#: count does not grow with how small each call is (each shard has a fixed cost on open and
+#: on its first read, whatever its size).
 TIER_FLOOR_BYTES: Final = 1 << 16
 
 
