@@ -330,7 +330,11 @@ class _EpisodeSink:
                     )
             ids = writer.committed_ids()
             offset = int(ids.max()) + 1 if len(ids) else 0
-            return self._adopt(writer, self._flush(), id_offset=offset)
+            summary = self._adopt(writer, self._flush(), id_offset=offset)
+            # the episodes are committed; now merge small shards by tiers, so that frequent
+            # appends cost amortized O(what they add) and read like one run (issue 18 item 1)
+            writer.compact(storage.APPEND_SHARD_BYTES, self.compression)
+            return summary
 
     def _adopt(
         self, writer: storage.DatasetWriter, spills: list[Path], id_offset: int

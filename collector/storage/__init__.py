@@ -14,7 +14,8 @@ This module is the face: it re-exports the public names of the modules below, bo
     manifest   ``read_metadata``, ``loads_metadata``, ``check_metadata``, ``seal_metadata``, id maps
     hdf5       ``build_shard_bytes``, ``read_shard``, ``read_shard_table``, ``merge_shards``,
                ``ShardReader``
-    writer     ``DatasetWriter`` (write shard, commit, repack, cleanup), ``exact_shards``
+    compaction which shards appends merge (tiers): ``next_merge``, ``APPEND_SHARD_BYTES``
+    writer     ``DatasetWriter`` (write shard, commit, repack, compact, cleanup), ``exact_shards``
     verify     ``verify_dataset``
 """
 
@@ -31,6 +32,13 @@ from collector.storage.batch import (
     make_table,
     row_ranges,
     select_episodes,
+)
+from collector.storage.compaction import (
+    APPEND_SHARD_BYTES,
+    MERGE_FACTOR,
+    TIER_FLOOR_BYTES,
+    next_merge,
+    shard_tier,
 )
 from collector.storage.digests import (
     episode_digests,
@@ -130,6 +138,7 @@ from collector.storage.writer import (
 )
 
 __all__ = [
+    "APPEND_SHARD_BYTES",
     "AUTHOR_FIELDS",
     "CHUNK_BYTES",
     "CHUNK_ROWS",
@@ -144,6 +153,7 @@ __all__ = [
     "LOCKS_DIR",
     "MANIFEST_SHA256",
     "MASK_SUFFIX",
+    "MERGE_FACTOR",
     "MAX_SPACE_LEAVES",
     "MAX_STEP_BYTES",
     "METADATA_FILE",
@@ -163,6 +173,7 @@ __all__ = [
     "ShardRows",
     "TABLE_CHECKSUM",
     "TABLE_FIELDS",
+    "TIER_FLOOR_BYTES",
     "TMP_DIR",
     "UNSEALED_FORMAT_VERSION",
     "VerifyReport",
@@ -199,6 +210,7 @@ __all__ = [
     "missing_shard_error",
     "nesting_error",
     "new_metadata",
+    "next_merge",
     "open_shard",
     "parse_compression",
     "parse_dataset_id",
@@ -213,6 +225,7 @@ __all__ = [
     "select_episodes",
     "sha256_file",
     "shard_name",
+    "shard_tier",
     "spill_name",
     "storage_error",
     "storage_errors",

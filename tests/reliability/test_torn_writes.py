@@ -57,8 +57,8 @@ storage.durable.atomic_write = crash
 """,
     "repack-half-written": """
 real = storage.merge_shards
-def crash(sources, dest, compression="gzip"):
-    real(sources, dest, compression)
+def crash(sources, dest, compression="gzip", entries=None):
+    real(sources, dest, compression, entries)
     with open(dest, "r+b") as fh:
         fh.truncate(dest.stat().st_size // 3)
     os._exit(137)
