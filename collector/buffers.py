@@ -320,7 +320,7 @@ class _BufferSink(EpisodeSink):
         where = f"{_WHO}: buffer {index}"
         steps = len(ep["rewards"]) if hasattr(ep["rewards"], "__len__") else None
         if not steps:
-            raise UsageError(f"{where} has no steps (its rewards are empty); drop it")
+            raise UsageError(f"{where} has no steps (rewards is empty or not a list); drop it")
         obs, act, infos = ep["observations"], ep["actions"], ep["infos"]
         _check_rows(self._obs_space, obs, steps + 1, f"{where} observations")
         _check_rows(self._act_space, act, steps, f"{where} actions")
