@@ -547,7 +547,10 @@ def _eval_env_spec(eval_env: Any) -> dict[str, Any] | None:
     if eval_env is None:
         return None
     if isinstance(eval_env, str):
-        return env_spec_to_json(gym.spec(eval_env))
+        try:
+            return env_spec_to_json(gym.spec(eval_env))
+        except gym.error.Error as e:  # a user's typo: one line, not Gymnasium's traceback
+            raise UsageError(f"eval_env={eval_env!r} is not a registered Gymnasium env: {e}") from e
     if isinstance(eval_env, gym.envs.registration.EnvSpec):
         return env_spec_to_json(eval_env)
     return env_spec_to_json(eval_env.spec)

@@ -278,3 +278,13 @@ def test_not_a_list_of_buffers_and_taken_or_bad_ids() -> None:
     create_dataset_from_buffers("taken/one-v0", [cartpole_buffer()], env="CartPole-v1")
     with pytest.raises(DatasetExistsError, match="already exists"):
         create_dataset_from_buffers("taken/one-v0", [cartpole_buffer()], env="CartPole-v1")
+
+
+def test_an_unknown_eval_env_is_refused_in_one_line_before_anything_is_written() -> None:
+    env = DataCollector(gym.make("CartPole-v1"))
+    env.reset(seed=0)
+    env.step(0)
+    with pytest.raises(UsageError, match=r"^eval_env='CartPole-v9' is not a registered"):
+        env.create_dataset("bad/eval-v0", eval_env="CartPole-v9")
+    refused(UsageError, "^eval_env='CartPole-v9'", [cartpole_buffer()], eval_env="CartPole-v9")
+    assert env.create_dataset("bad/eval-v0").total_steps == 1  # the episode was kept
