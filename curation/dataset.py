@@ -26,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from collector import storage
+from collector.data_collector import DatasetSummary
 from collector.envs import check_registered_spec
 from collector.errors import HarvestWarning, InvalidValueError, UsageError
 from collector.spaces import columns, unescape_key, unflatten
@@ -228,6 +229,21 @@ class Dataset:
     def id(self) -> str:
         """The dataset id."""
         return self._snap.dataset_id
+
+    #: ``DatasetSummary``'s name for ``id`` (``create_dataset`` returned a summary before).
+    dataset_id = id
+
+    @property
+    def path(self) -> Path:
+        """The dataset's folder."""
+        return self._snap.path
+
+    @property
+    def summary(self) -> DatasetSummary:
+        """The commit's id, folder, totals and fingerprint (of the whole dataset, not a view)."""
+        meta = self._snap.meta
+        return DatasetSummary(self.id, self._snap.path, int(meta["total_episodes"]),
+                              int(meta["total_steps"]), meta["fingerprint"])  # fmt: skip
 
     @property
     def metadata(self) -> dict[str, Any]:
