@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from collector import storage
+from collector.encoder import Encoder
 from collector.errors import DiskFullError
 from collector.recorder import EpisodeRecorder
 
@@ -155,12 +156,15 @@ class Committer:
         every_mb: float | None,
         compression: str,
         background: bool = True,
+        encoder: str = "inline",
     ) -> None:
         self.writer = writer
         self.recorders = recorder if isinstance(recorder, list) else [recorder]
         self.cadence = Cadence(every_episodes, every_seconds, every_mb)
         self.compression = compression
         self.commits = 0
+        #: digests and compression of each window, in a child process when worth it
+        self.encoder = Encoder(encoder)
         self._pool = (
             ThreadPoolExecutor(1, thread_name_prefix="harvest-commit") if background else None
         )
@@ -209,6 +213,7 @@ class Committer:
             every_mb=ckpt.every_mb,
             compression=config.storage.compression,
             background=background,
+            encoder=config.storage.encoder,
         )
 
     def add_image(self, image: bytes, table: dict[str, Any], schema: Any) -> None:
@@ -276,6 +281,7 @@ class Committer:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
+            self.encoder.close()
 
     def _raise_error(self) -> None:
         error, self._error = self._error, None
@@ -348,8 +354,11 @@ class Committer:
         return storage.select_episodes(batch, np.arange(early, n), batch.table["id"][early:])
 
     def _write(self, batches: list[storage.EpisodeBatch]) -> None:
+        image, table, schema = self.encoder.encode(
+            storage.concat_batches(batches), self.compression
+        )
         with self._storage_errors():
-            self.writer.write_shard(storage.concat_batches(batches), self.compression)
+            self.writer.write_image(image, table, schema, self.compression)
             self.writer.commit()
         self.commits += 1
 
