@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from collector import storage
 from collector.collect import CollectInterrupted, CollectResult, collect
@@ -18,6 +18,7 @@ from collector.config import (
     RUNNER_CONFIGS,
     check_runner_keys,
     check_value,
+    check_wrappers,
     known_keys,
     unknown_key_error,
 )
@@ -76,7 +77,7 @@ def _superseded(result: CollectResult) -> tuple[int, int]:
 
 
 def _import_from_cwd(cfg: DictConfig) -> None:
-    """Let ``env=MODULE:ID`` and ``policy._target_`` name a module in the current folder.
+    """Let ``env=MODULE:ID`` and the ``_target_`` of the policy or a wrapper name a local module.
 
     ``python -m``, ``python script.py`` and Hydra apps run that way see the current folder;
     the installed ``collect`` script does not. It is added (last, so nothing installed is
@@ -91,6 +92,11 @@ def _import_from_cwd(cfg: DictConfig) -> None:
     target = policy.get("_target_") if isinstance(policy, DictConfig) else None
     if isinstance(target, str):
         names.add(target)
+    wrappers = cfg.get("wrappers")
+    for entry in wrappers if isinstance(wrappers, ListConfig) else ():
+        target = entry.get("_target_") if isinstance(entry, DictConfig) else None
+        if isinstance(target, str):
+            names.add(target)
     tops = {name.split(".")[0] for name in names} - {""}
     if any((cwd / f"{top}.py").is_file() or (cwd / top).is_dir() for top in tops):
         sys.path.append(str(cwd))
@@ -212,6 +218,8 @@ def _check_typed(key: str, value: Any, runner: str) -> None:
     """Refuse a value of the wrong type, or a key of the runner not selected, in one line."""
     if key.startswith("runner."):
         check_runner_keys([key.split(".")[1]], runner)
+    if key == "wrappers":  # before the schema's "Cannot assign str to Dict[str, Any]"
+        check_wrappers(value)
     check_value(key, value, runner)
 
 
