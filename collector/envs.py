@@ -208,7 +208,7 @@ def _missing_dependency(env_id: str, e: gym.error.DependencyNotInstalled) -> Har
     for prefix, extra in _ENTRY_POINT_EXTRAS.items():
         if entry is not None and entry.startswith(prefix):
             return MissingExtraError(
-                f"env={env_id!r} needs {extra}: pip install 'harvest[{extra}]' ({_first_line(e)})"
+                f"env={env_id!r} needs {extra}: pip install 'harvest[{extra}]'"
             )
     return MissingExtraError(f"env={env_id!r}: {_first_line(e)}")
 

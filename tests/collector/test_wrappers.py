@@ -292,10 +292,23 @@ def test_the_pong84_experiment_gives_84x84_frames_that_recover_rebuilds(
     assert json.loads(check.stdout.splitlines()[-1]) == [space, space, True]
 
 
-def test_without_ale_py_pong_is_one_line_naming_the_extra(datasets_root: Path) -> None:
-    hide = "import sys; sys.modules['ale_py'] = None; "
+@pytest.mark.parametrize(
+    ("module", "env", "line"),
+    [
+        ("ale_py", "ALE/Pong-v5", "env='ALE/Pong-v5' needs ale-py: pip install 'harvest[atari]'"),
+        (
+            "mujoco",
+            "HalfCheetah-v5",
+            "env='HalfCheetah-v5' needs mujoco: pip install 'harvest[mujoco]'",
+        ),
+    ],
+)
+def test_without_the_package_the_env_is_one_line_naming_the_extra(
+    module: str, env: str, line: str, datasets_root: Path
+) -> None:
+    hide = f"import sys; sys.modules[{module!r}] = None; "
     proc = subprocess.run(
-        [sys.executable, "-c", hide + CLI, "env=ALE/Pong-v5", "episodes=1"],
+        [sys.executable, "-c", hide + CLI, f"env={env}", "episodes=1"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -304,9 +317,7 @@ def test_without_ale_py_pong_is_one_line_naming_the_extra(datasets_root: Path) -
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.splitlines() == [
-        "collect: error: env='ALE/Pong-v5' needs ale-py: pip install 'harvest[atari]'"
-    ]
+    assert proc.stderr.splitlines() == [f"collect: error: {line}"]
     assert written(datasets_root) == []
 
 
