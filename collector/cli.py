@@ -164,7 +164,8 @@ def check_overrides(argv: list[str]) -> list[str]:
     Hydra refuses ``epsiodes=10`` in six lines and suggests ``+epsiodes=10``, which then adds
     a key nothing reads (issue 16 item 21). Keys under ``OPEN_MAPS`` are the user's own, so
     ``env_kwargs.map_name=8x8`` becomes ``++env_kwargs.map_name=8x8`` (add or replace), as do
-    the author fields the YAML leaves out (``metadata.ref_min_score``).
+    the author fields the YAML leaves out (``metadata.ref_min_score``) and a listed wrapper's
+    arguments (``wrappers.0.noop_max=0``).
 
     Args:
         argv: the command-line arguments after the program name.
@@ -203,6 +204,7 @@ def check_overrides(argv: list[str]) -> list[str]:
         if override.type is OverrideType.DEL:
             continue
         is_open = any(key == m or key.startswith(m + ".") for m in OPEN_MAPS)
+        is_open = is_open or key.startswith("wrappers.")  # wrappers.0.frame_skip=2
         if is_open or key in keys:
             addable = is_open or key.startswith("metadata.")
             if addable and override.type is OverrideType.CHANGE and key not in in_yaml:

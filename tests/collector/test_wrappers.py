@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers import CLI, cli_env, read_episodes
+from hydra import compose, initialize_config_module
 from ray_support import conf, module_ray, on_ray
 
 from collector import storage
+from collector.cli import check_overrides
 from collector.collect import collect
 from collector.errors import ConfigMismatchError, UsageError
 from collector.seeding import env_seed
@@ -178,6 +180,18 @@ def test_a_bad_wrapper_on_the_command_line_is_one_line(datasets_root: Path) -> N
         "_target_, e.g. wrappers=[{_target_:gymnasium.wrappers.AtariPreprocessing,frame_skip:4}]"
     ]
     assert written(datasets_root) == []
+
+
+def test_a_listed_wrappers_arguments_take_new_keys_without_a_plus() -> None:
+    argv = ["+experiment=pong84", "wrappers.0.noop_max=0", "wrappers.0.frame_skip=2"]
+    assert check_overrides(argv) == [
+        "+experiment=pong84",
+        "++wrappers.0.noop_max=0",
+        "++wrappers.0.frame_skip=2",
+    ]
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose("collect", overrides=check_overrides(argv))
+    assert cfg.wrappers == [{**PONG84[0], "frame_skip": 2, "noop_max": 0}]
 
 
 # -- what recover_environment runs ------------------------------------------------------------
