@@ -335,7 +335,8 @@ def test_without_the_package_the_env_is_one_line_naming_the_extra(
     assert written(datasets_root) == []
 
 
-def test_halfcheetah_collects_and_recovers() -> None:
+def test_halfcheetah_collects_and_recovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes its MUJOCO_LOG.TXT warnings here
     result = collect(
         {
             "env": "HalfCheetah-v5",
