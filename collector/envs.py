@@ -349,20 +349,30 @@ def env_spec_to_json(spec: EnvSpec | None) -> dict[str, Any] | None:
         return json.loads(spec.to_json())
     except (TypeError, ValueError, gym.error.Error):
         pass
-    safe = {}
-    for key, value in spec.kwargs.items():
-        try:
-            json.dumps(value, allow_nan=False)
-            safe[key] = value
-        except (TypeError, ValueError):
-            safe[key] = repr(value)
+    wrappers = tuple(
+        w if w.kwargs is None else dataclasses.replace(w, kwargs=_json_safe(w.kwargs))
+        for w in spec.additional_wrappers
+    )
     warnings.warn(
         f"env spec {spec.id!r} has kwargs that are not JSON; they are stored as repr() strings, "
         "so recover_environment may need them passed again",
         HarvestWarning,
         stacklevel=2,
     )
-    return json.loads(dataclasses.replace(spec, kwargs=safe, additional_wrappers=()).to_json())
+    safe = dataclasses.replace(spec, kwargs=_json_safe(spec.kwargs), additional_wrappers=wrappers)
+    return json.loads(safe.to_json())
+
+
+def _json_safe(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with each value that is not JSON replaced by its repr() string."""
+    safe = {}
+    for key, value in kwargs.items():
+        try:
+            json.dumps(value, allow_nan=False)
+            safe[key] = value
+        except (TypeError, ValueError):
+            safe[key] = repr(value)
+    return safe
 
 
 def env_package_version(spec: EnvSpec | None) -> str | None:

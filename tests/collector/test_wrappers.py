@@ -375,3 +375,19 @@ def test_ray_workers_register_ale_and_apply_the_wrappers(ray_address: str) -> No
     on = collect(cfg("pong84/ray-v0", on_ray(workers=1)))
     assert on.fingerprint == local.fingerprint
     assert re.fullmatch(r"[0-9a-f]+", on.fingerprint)
+
+
+def test_a_spec_with_kwargs_that_are_not_json_keeps_its_wrappers() -> None:
+    from gymnasium.envs.registration import EnvSpec, WrapperSpec
+
+    from collector.envs import env_spec_to_json
+    from collector.errors import HarvestWarning
+
+    clip = WrapperSpec("ClipReward", "gymnasium.wrappers.transform_reward:ClipReward", {"a": 0})
+    spec = EnvSpec("X-v0", "x:X", kwargs={"f": object}, additional_wrappers=(clip,))
+    with pytest.warns(HarvestWarning, match="not JSON"):
+        out = env_spec_to_json(spec)
+    assert out is not None and out["kwargs"] == {"f": repr(object)}
+    assert out["additional_wrappers"] == [
+        {"name": "ClipReward", "entry_point": clip.entry_point, "kwargs": {"a": 0}}
+    ]
