@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from collector import storage
 from collector.collect import CollectInterrupted, CollectResult, collect
@@ -18,6 +18,7 @@ from collector.config import (
     RUNNER_CONFIGS,
     check_runner_keys,
     check_value,
+    check_wrappers,
     known_keys,
     unknown_key_error,
 )
@@ -76,7 +77,7 @@ def _superseded(result: CollectResult) -> tuple[int, int]:
 
 
 def _import_from_cwd(cfg: DictConfig) -> None:
-    """Let ``env=MODULE:ID`` and ``policy._target_`` name a module in the current folder.
+    """Let ``env=MODULE:ID`` and the ``_target_`` of the policy or a wrapper name a local module.
 
     ``python -m``, ``python script.py`` and Hydra apps run that way see the current folder;
     the installed ``collect`` script does not. It is added (last, so nothing installed is
@@ -91,6 +92,11 @@ def _import_from_cwd(cfg: DictConfig) -> None:
     target = policy.get("_target_") if isinstance(policy, DictConfig) else None
     if isinstance(target, str):
         names.add(target)
+    wrappers = cfg.get("wrappers")
+    for entry in wrappers if isinstance(wrappers, ListConfig) else ():
+        target = entry.get("_target_") if isinstance(entry, DictConfig) else None
+        if isinstance(target, str):
+            names.add(target)
     tops = {name.split(".")[0] for name in names} - {""}
     if any((cwd / f"{top}.py").is_file() or (cwd / top).is_dir() for top in tops):
         sys.path.append(str(cwd))
@@ -158,7 +164,8 @@ def check_overrides(argv: list[str]) -> list[str]:
     Hydra refuses ``epsiodes=10`` in six lines and suggests ``+epsiodes=10``, which then adds
     a key nothing reads (issue 16 item 21). Keys under ``OPEN_MAPS`` are the user's own, so
     ``env_kwargs.map_name=8x8`` becomes ``++env_kwargs.map_name=8x8`` (add or replace), as do
-    the author fields the YAML leaves out (``metadata.ref_min_score``).
+    the author fields the YAML leaves out (``metadata.ref_min_score``) and a listed wrapper's
+    arguments (``wrappers.0.noop_max=0``).
 
     Args:
         argv: the command-line arguments after the program name.
@@ -197,6 +204,7 @@ def check_overrides(argv: list[str]) -> list[str]:
         if override.type is OverrideType.DEL:
             continue
         is_open = any(key == m or key.startswith(m + ".") for m in OPEN_MAPS)
+        is_open = is_open or key.startswith("wrappers.")  # wrappers.0.frame_skip=2
         if is_open or key in keys:
             addable = is_open or key.startswith("metadata.")
             if addable and override.type is OverrideType.CHANGE and key not in in_yaml:
@@ -212,6 +220,8 @@ def _check_typed(key: str, value: Any, runner: str) -> None:
     """Refuse a value of the wrong type, or a key of the runner not selected, in one line."""
     if key.startswith("runner."):
         check_runner_keys([key.split(".")[1]], runner)
+    if key == "wrappers":  # before the schema's "Cannot assign str to Dict[str, Any]"
+        check_wrappers(value)
     check_value(key, value, runner)
 
 

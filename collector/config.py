@@ -37,6 +37,7 @@ __all__ = [
     "VECTOR_MODES",
     "check_runner_keys",
     "check_value",
+    "check_wrappers",
     "known_keys",
     "CheckpointConfig",
     "CollectConfig",
@@ -51,7 +52,15 @@ __all__ = [
 ]
 
 #: Keys whose change alters the data; a resumed run must match them (DESIGN.md section 6).
-DATA_KEYS = ("env", "env_kwargs", "max_episode_steps", "policy", "seed", "record_infos")
+DATA_KEYS = (
+    "env",
+    "env_kwargs",
+    "wrappers",
+    "max_episode_steps",
+    "policy",
+    "seed",
+    "record_infos",
+)
 VECTOR_MODES = ("sync", "async", "vector_entry_point")
 #: The author fields ``conf/collect.yaml`` lists (null: left out of metadata.json).
 METADATA_KEYS = (
@@ -125,6 +134,9 @@ class CollectConfig:
 
     env: str = "CartPole-v1"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: ``[{_target_: gymnasium.wrappers.AtariPreprocessing, frame_skip: 4}, ...]``: wrapper
+    #: classes and their keyword arguments, applied in order after ``gym.make``
+    wrappers: list[dict[str, Any]] = field(default_factory=list)
     max_episode_steps: int | None = None
     episodes: int = 100
     seed: int | None = 0
@@ -233,6 +245,39 @@ def check_runner_keys(rcfg: Iterable[str], runner: str) -> None:
             )
 
 
+_WRAPPER_EXAMPLE = "wrappers=[{_target_:gymnasium.wrappers.AtariPreprocessing,frame_skip:4}]"
+
+
+def check_wrappers(wrappers: Any) -> list[dict[str, Any]]:
+    """Check the ``wrappers`` list's shape (not its imports) and return it as plain dicts.
+
+    Each entry is a mapping with a dotted ``_target_`` (a wrapper class, or a function
+    ``f(env, **kwargs)`` returning the wrapped env) and its keyword arguments; null is ``[]``.
+
+    Raises:
+        UsageError: not a list, an entry that is not a mapping, or one without ``_target_``.
+    """
+    if wrappers is None:
+        return []
+    if isinstance(wrappers, str | bytes | Mapping) or not isinstance(wrappers, Iterable):
+        raise UsageError(f"wrappers must be a list of _target_ mappings, e.g. {_WRAPPER_EXAMPLE}")
+    out = []
+    for i, entry in enumerate(wrappers):
+        if not isinstance(entry, Mapping):
+            raise UsageError(
+                f"wrappers[{i}]={entry!r} must be a mapping with a _target_, e.g. "
+                + _WRAPPER_EXAMPLE
+            )
+        target = entry.get("_target_")
+        if not isinstance(target, str) or not target.strip():
+            raise UsageError(
+                f"wrappers[{i}] has no _target_ (a wrapper class such as "
+                f"gymnasium.wrappers.AtariPreprocessing); got {dict(entry)!r}"
+            )
+        out.append(dict(entry))
+    return out
+
+
 def _ray_config(rcfg: Mapping[str, Any]) -> RayRunnerConfig:
     """Check ``runner=ray``'s keys (before anything is written) and return them typed."""
     d = RayRunnerConfig()
@@ -297,6 +342,7 @@ def _from_dict(conf: dict[str, Any]) -> CollectConfig:
             f"the config cannot be stored in metadata.json ({e}); use finite numbers and plain "
             "values"
         ) from e
+    wrappers = check_wrappers(conf.get("wrappers"))
     for key in ("checkpoint", "storage", "runner", "policy", "env_kwargs", "metadata"):
         if not isinstance(conf.get(key) or {}, Mapping):
             raise UsageError(
@@ -340,6 +386,11 @@ def _from_dict(conf: dict[str, Any]) -> CollectConfig:
     )
     vector_mode = str(_get(conf, "vectorization_mode", defaults))
     runner = _runner_config(rcfg, vector_mode)
+    if wrappers and vector_mode == "vector_entry_point":
+        raise UsageError(
+            "wrappers are not available with vectorization_mode=vector_entry_point (the env's "
+            "own vector implementation); use vectorization_mode=sync or async"
+        )
     seed = _get(conf, "seed", defaults)
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise UsageError(f"seed={seed!r} must be a non-negative integer or null")
@@ -353,6 +404,7 @@ def _from_dict(conf: dict[str, Any]) -> CollectConfig:
     return CollectConfig(
         env=env_id,
         env_kwargs=dict(conf.get("env_kwargs") or {}),
+        wrappers=wrappers,
         max_episode_steps=max_steps,
         episodes=episodes,
         seed=seed,

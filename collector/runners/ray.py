@@ -79,7 +79,7 @@ class RolloutWorker:
         self.retries = ray_conf.episode_retries
 
         def new_env() -> Any:
-            return make_env(conf.env, conf.env_kwargs, conf.max_episode_steps)
+            return make_env(conf.env, conf.env_kwargs, conf.max_episode_steps, conf.wrappers)
 
         self._new_env = new_env
         self.env = new_env()
