@@ -187,7 +187,11 @@ def collect(
                     "%s already has episodes 0..%d; nothing to do", dataset_id, config.episodes - 1
                 )
             # also with nothing to collect: a run killed in its repack left the small shards
-            writer.repack(int(config.storage.shard_mb * MB), compression)
+            if writer.repack(int(config.storage.shard_mb * MB), compression):
+                # the merged shards go now, not at the next run: a finished run leaves its
+                # dataset, not twice it. A reader of an older commit keeps the shards it has
+                # open; one it has not opened yet says to refresh() (issue 19 item 4)
+                writer.cleanup()
             wall = time.perf_counter() - start
             meta = writer.meta
             assert meta is not None

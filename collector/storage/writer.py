@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import stat
@@ -49,6 +50,7 @@ from collector.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST_SHA256,
     dataset_files,
+    decoded_bytes,
     id_ranges,
     loads_metadata,
     map_shard_ids,
@@ -422,11 +424,8 @@ class DatasetWriter:
         """
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before repacking")
-        limit = target_bytes // SMALL_SHARD_FRACTION
-        small = [
-            e for e in self.meta["shards"] if e["bytes"] < limit and (linked or "id_map" not in e)
-        ]
         merged = 0
+        small = self._small(target_bytes, linked)
         for group in _by_size(sorted(small, key=compaction.first_id), target_bytes):
             merged += self._merge_if_room(group, compression)
         return merged
@@ -440,9 +439,8 @@ class DatasetWriter:
         """
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before compacting")
-        small = target_bytes // SMALL_SHARD_FRACTION
         made: list[dict[str, Any]] = []
-        while group := compaction.next_merge(self.meta["shards"], small):
+        while group := compaction.next_merge(self._small(target_bytes), math.inf):
             done = 0
             for part in _by_size(group, target_bytes):
                 if self._merge_if_room(part, compression):
@@ -451,6 +449,21 @@ class DatasetWriter:
             if not done:
                 break
         return made
+
+    def _small(self, target_bytes: int, linked: bool = False) -> list[dict[str, Any]]:
+        """Shards under ``target_bytes / SMALL_SHARD_FRACTION`` decoded (``decoded_bytes``).
+
+        Judged decoded, not on disk: a window of frames that zstd made 100x smaller is still
+        a large shard to read and would be costly to re-encode (issue 19 item 4). Shards
+        linked from another dataset (``id_map``) stay shared unless ``linked``.
+        """
+        assert self.meta is not None
+        limit = target_bytes // SMALL_SHARD_FRACTION
+        return [
+            e
+            for e in self.meta["shards"]
+            if decoded_bytes(self.meta, e) < limit and (linked or "id_map" not in e)
+        ]
 
     def _merge_if_room(self, group: list[dict[str, Any]], compression: str | None) -> int:
         """``_merge`` ``group`` if the disk has room for it; else 0, with a warning."""
