@@ -72,11 +72,11 @@ def episode_digests(batch: EpisodeBatch) -> np.ndarray:
 
 
 #: Episodes laid out and hashed at a time by ``episode_digests`` at most, and the bytes of
-#: their step data at most (one longer episode goes alone): bound the message buffer and
-#: its row indexes whatever the episode count and length; the buffer (~3.5 MiB for 4,096
-#: CartPole-sized episodes) is then still in cache when it is hashed.
+#: their step data at most (one longer episode goes alone): bound the message buffer (1 MiB)
+#: and its row indexes (~2 MiB) whatever the episode count and length; the buffer is then
+#: still in cache when it is hashed.
 _DIGEST_BLOCK = 4096
-_DIGEST_BYTES = 4 << 20
+_DIGEST_BYTES = 1 << 20
 
 
 def _row_bytes(arr: np.ndarray) -> np.ndarray:
