@@ -52,7 +52,7 @@ MB = 1024 * 1024
 #: Recorded bytes held in memory at most before the committer writes them as a shard, even
 #: when no commit is due (the shard is committed with the next commit): memory stays bounded
 #: whatever ``every_mb`` and ``every_seconds`` allow, and is the same from 1k to 100k episodes.
-BUFFER_MB = 4
+BUFFER_MB = 2
 
 
 class CollectInterrupted(KeyboardInterrupt):
@@ -163,7 +163,7 @@ class Committer:
         every_mb: float | None,
         compression: str,
         background: bool = True,
-        buffer_mb: float = BUFFER_MB,
+        buffer_mb: float | None = None,
     ) -> None:
         self.writer = writer
         self.recorders = recorder if isinstance(recorder, list) else [recorder]
@@ -185,7 +185,7 @@ class Committer:
         # shard images installed (``add_image``) since the last commit: episodes, bytes
         self._image_episodes = self._image_bytes = 0
         # episodes and bytes written as shards (``buffer_mb``) since the last commit
-        self.buffer_bytes = buffer_mb * MB
+        self.buffer_bytes = (BUFFER_MB if buffer_mb is None else buffer_mb) * MB
         self._held_episodes = self._held_bytes = 0
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
