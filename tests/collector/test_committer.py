@@ -159,3 +159,48 @@ def test_collect_memory_stays_flat_when_the_window_grows(datasets_root: Path) ->
     # 4 and 60 MiB of observations, all in one commit window (no cadence but the end)
     small, large = peak_mib(10), peak_mib(150)
     assert large - small < 25, (small, large)  # before: the whole window in memory, 2-3 times
+
+
+_KILLED_IN_A_WINDOW = """
+import os, signal
+import collector.committer
+from collector import storage
+from collector.collect import collect
+
+collector.committer.BUFFER_MB = 0.004  # a shard every ~5 CartPole episodes
+written = []
+real = storage.DatasetWriter.write_shard
+
+def write_shard(self, *args, **kwargs):
+    out = real(self, *args, **kwargs)
+    written.append(out)
+    if len(written) == 3:  # three shards installed, none committed: kill -9
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+storage.DatasetWriter.write_shard = write_shard
+collect({"env": "CartPole-v1", "episodes": 60, "seed": 0, "dataset_id": "kill/x-v0",
+         "progress": False,
+         "checkpoint": {"every_seconds": None, "every_mb": None, "every_episodes": None}})
+"""
+
+
+def test_a_run_killed_with_buffer_shards_uncommitted_resumes_to_the_same_data(
+    datasets_root: Path,
+) -> None:
+    from kill_support import unreferenced_shards
+
+    run = subprocess.run(
+        [sys.executable, "-c", _KILLED_IN_A_WINDOW],
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        capture_output=True,
+        timeout=120,
+    )
+    assert run.returncode == -9, run.stderr
+    assert len(unreferenced_shards("kill/x-v0")) == 3  # installed, never committed
+    assert storage.read_metadata(storage.dataset_path("kill/x-v0"))["total_episodes"] == 0
+    resumed = collect(config("kill/x-v0", 60))
+    reference = collect(config("kill/ref-v0", 60))
+    assert resumed.total_episodes == 60 and resumed.fingerprint == reference.fingerprint
+    assert unreferenced_shards("kill/x-v0") == []
+    assert storage.verify_dataset("kill/x-v0").ok
