@@ -310,7 +310,7 @@ def _ray_config(rcfg: Mapping[str, Any]) -> RayRunnerConfig:
 def _runner_config(rcfg: Mapping[str, Any], vector_mode: str) -> RunnerConfig:
     """Check ``runner.*`` (and ``vectorization_mode`` against it) and return it typed."""
     runner = rcfg.get("name", "local")
-    if runner not in RUNNER_CONFIGS:
+    if not isinstance(runner, str) or runner not in RUNNER_CONFIGS:
         raise UsageError(f"runner={runner!r} is not a runner; use runner=local or runner=ray")
     check_runner_keys(rcfg, runner)
     if vector_mode not in VECTOR_MODES:

@@ -72,7 +72,7 @@ __all__ = [
 #: Free space a repack leaves besides twice the shards it merges.
 REPACK_SPARE_BYTES: Final = 1 << 20
 #: ``repack`` merges shards under ``target / SMALL_SHARD_FRACTION`` bytes.
-SMALL_SHARD_FRACTION: Final = 16
+SMALL_SHARD_FRACTION: Final = 64
 
 
 class DatasetWriter:
@@ -413,7 +413,7 @@ class DatasetWriter:
     ) -> int:
         """Merge runs of small shards into shards of about ``target_bytes``; returns shards merged.
 
-        A shard is small when under ``1/SMALL_SHARD_FRACTION`` of the target (16 MB at the
+        A shard is small when under ``1/SMALL_SHARD_FRACTION`` of the target decoded (4 MiB at the
         default 256 MB). Above that, what a shard costs on its own (opening its episode
         table, one manifest entry) is a few percent of reading its data, and re-encoding it
         would cost more than it saves: a full commit window stays as it is, the many small

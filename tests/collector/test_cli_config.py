@@ -125,13 +125,14 @@ def test_the_summary_tells_the_data_size_from_the_folder_size(datasets_root: Pat
             "dataset_id=kept/shards-v0")
     )  # fmt: skip
     with storage.DatasetWriter("kept/shards-v0") as writer:
-        assert writer.repack(256 << 20) == 6  # a repack outside a run leaves them for readers
+        n = len(writer.meta["shards"])
+        assert n > 1 and writer.repack(256 << 20) == n  # outside a run: left for readers
         meta = writer.meta
     merged = dataclasses.replace(kept, dataset_bytes=meta["dataset_bytes"])
     text = summary(merged)
     assert (
         f"{storage.human_size(merged.dataset_bytes)} of data; the folder holds "
-        f"{storage.human_size(folder(kept.path))} until the next writer removes 6 superseded "
+        f"{storage.human_size(folder(kept.path))} until the next writer removes {n} superseded "
         "shard(s)"
     ) in text, text
     again = collect(cfg("episodes=60", "dataset_id=kept/shards-v0", "storage.shard_mb=0.001"))

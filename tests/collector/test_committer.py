@@ -167,20 +167,19 @@ import collector.committer
 from collector import storage
 from collector.collect import collect
 
-collector.committer.BUFFER_MB = 0.004  # a shard every ~5 CartPole episodes
 written = []
-real = storage.DatasetWriter.write_shard
+real = storage.DatasetWriter.write_image  # how the committer installs a window
 
-def write_shard(self, *args, **kwargs):
+def write_image(self, *args, **kwargs):
     out = real(self, *args, **kwargs)
     written.append(out)
     if len(written) == 3:  # three shards installed, none committed: kill -9
         os.kill(os.getpid(), signal.SIGKILL)
     return out
 
-storage.DatasetWriter.write_shard = write_shard
+storage.DatasetWriter.write_image = write_image
 collect({"env": "CartPole-v1", "episodes": 60, "seed": 0, "dataset_id": "kill/x-v0",
-         "progress": False,
+         "progress": False, "storage": {"shard_mb": 0.256},  # a shard every ~5 episodes
          "checkpoint": {"every_seconds": None, "every_mb": None, "every_episodes": None}})
 """
 

@@ -138,3 +138,9 @@ def test_the_api_and_the_cli_know_the_same_keys() -> None:
     for runner, kind in RUNNER_CONFIGS.items():
         keys = set(composed(f"runner={runner}")["runner"])
         assert keys == {f.name for f in dataclasses.fields(kind)}, runner
+
+
+@pytest.mark.parametrize("name", [[], {}, 3, None])
+def test_a_runner_name_that_is_not_a_string_is_one_line(name: Any) -> None:
+    with pytest.raises(UsageError, match="is not a runner; use runner=local or runner=ray"):
+        CollectConfig.from_dict({"runner": {"name": name}})

@@ -1196,8 +1196,12 @@ def test_repack_respects_target_size() -> None:
     dsid = "ns/repack-size-v0"
     meta = write_dataset(dsid, [synth([i]) for i in range(20)], compression="none")
     size = max(e["bytes"] for e in meta["shards"])
-    # small = under target / SMALL_SHARD_FRACTION, so every shard here is small
-    target = storage.SMALL_SHARD_FRACTION * size + size // 2
+    target = 16 * size + size // 2  # groups of 16 shards' bytes on disk
+    # small = under target / SMALL_SHARD_FRACTION decoded, so every shard here is small
+    assert all(
+        storage.decoded_bytes(meta, e) < target // storage.SMALL_SHARD_FRACTION
+        for e in meta["shards"]
+    )
     with storage.DatasetWriter(dsid) as w:
         merged = w.repack(target_bytes=target, compression="none")
     after = storage.read_metadata(storage.dataset_path(dsid))
