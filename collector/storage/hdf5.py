@@ -229,7 +229,7 @@ def _layout_checksum(f: h5py.File) -> str:
         if not isinstance(obj, h5py.Dataset):
             return
         h.update(f"{name}|{obj.dtype.str}|{obj.shape}|{obj.chunks}|".encode())
-        h.update(f"{obj.compression}|{obj.compression_opts}|{obj.fletcher32}|".encode())
+        h.update(f"{_codec_key(obj)}|{obj.fletcher32}|".encode())
         if obj.chunks is None:
             h.update(f"{obj.id.get_offset()}|{obj.id.get_storage_size()}|".encode())
             return
@@ -265,6 +265,33 @@ def _check_filters(f: h5py.File) -> None:
                 )
 
     f.visititems(visit)
+
+
+#: HDF5's own filters and h5py's lzf: h5py names each the same in every version.
+_BUILTIN_FILTERS: Final = frozenset(
+    {
+        h5py.h5z.FILTER_DEFLATE,
+        h5py.h5z.FILTER_SHUFFLE,
+        h5py.h5z.FILTER_FLETCHER32,
+        h5py.h5z.FILTER_SZIP,
+        h5py.h5z.FILTER_SCALEOFFSET,
+        h5py.h5z.FILTER_LZF,
+    }
+)
+
+
+def _codec_key(obj: h5py.Dataset) -> str:
+    """A column's compression for ``_layout_checksum``, the same in every h5py version.
+
+    Built-in filters keep the text shards were always hashed with (h5py's name and
+    options); a plugin filter (zstd), which h5py calls ``'unknown'`` since 3.x and ``None``
+    before, is hashed as its filter id and options instead.
+    """
+    plist = obj.id.get_create_plist()
+    pipeline = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+    if all(code in _BUILTIN_FILTERS for code, *_ in pipeline):
+        return f"{obj.compression}|{obj.compression_opts}"
+    return ",".join(f"{code}:{tuple(values)}" for code, _, values, _ in pipeline) + "|plugin"
 
 
 def _check_layout(f: h5py.File) -> None:

@@ -4,6 +4,7 @@ in one line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -308,3 +309,55 @@ def test_a_real_pong_run_is_stored_bit_exactly_and_small_by_default() -> None:
     assert episode.observations.tobytes() == np.stack(frames).tobytes()
     shard_bytes = sum(e["bytes"] for e in ds.metadata["shards"])
     assert shard_bytes / len(frames) < 600  # lzf: ~1,850 B/frame; zstd:3 ~100 over long runs
+
+
+def test_a_zstd_shard_opens_whatever_h5py_calls_a_plugin_filter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """h5py 3.16 calls zstd's compression 'unknown', older h5py None: the layout checksum
+    written by one must hold when read by the other."""
+    batch = mixed_batch([0], [3])
+    meta = write("codec/h5py-v0", [batch], "auto")
+    (path,) = shard_paths("codec/h5py-v0", meta)
+    name = h5py.Dataset.compression.fget
+
+    def older(self: h5py.Dataset) -> str | None:
+        found = name(self)
+        return None if found == "unknown" else found
+
+    monkeypatch.setattr(h5py.Dataset, "compression", property(older))
+    assert_bytes_equal(batch, storage.read_shard(path))
+    assert storage.verify_dataset("codec/h5py-v0").ok
+
+
+def _layout_checksum_before_zstd(f: h5py.File) -> str:
+    """``hdf5._layout_checksum`` as harvest computed it before zstd (copied verbatim)."""
+    h = hashlib.sha256()
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset):
+            return
+        h.update(f"{name}|{obj.dtype.str}|{obj.shape}|{obj.chunks}|".encode())
+        h.update(f"{obj.compression}|{obj.compression_opts}|{obj.fletcher32}|".encode())
+        if obj.chunks is None:
+            h.update(f"{obj.id.get_offset()}|{obj.id.get_storage_size()}|".encode())
+            return
+        obj.id.chunk_iter(
+            lambda c: h.update(
+                f"{c.chunk_offset}{c.filter_mask},{c.byte_offset},{c.size}|".encode()
+            )
+        )
+
+    f.visititems(visit)
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("codec", ["none", "lzf", "gzip", "gzip:9"])
+def test_lzf_gzip_and_none_shards_keep_the_layout_checksum_older_readers_compute(
+    codec: str,
+) -> None:
+    """Shards of the old codecs stay byte-compatible with readers from before zstd."""
+    meta = write(f"codec/old-{codec.replace(':', '')}-v0", [mixed_batch([0, 1], [4, 2])], codec)
+    (path,) = shard_paths(f"codec/old-{codec.replace(':', '')}-v0", meta)
+    with h5py.File(path, "r") as f:
+        assert f.attrs[storage.LAYOUT_CHECKSUM].decode() == _layout_checksum_before_zstd(f)
