@@ -361,3 +361,21 @@ def test_lzf_gzip_and_none_shards_keep_the_layout_checksum_older_readers_compute
     (path,) = shard_paths(f"codec/old-{codec.replace(':', '')}-v0", meta)
     with h5py.File(path, "r") as f:
         assert f.attrs[storage.LAYOUT_CHECKSUM].decode() == _layout_checksum_before_zstd(f)
+
+
+@pytest.mark.parametrize("spec", ["zstd:99", "brotli"])
+def test_collect_and_data_collector_refuse_a_bad_spec_in_one_line(spec: str) -> None:
+    from collector.config import CollectConfig
+    from collector.data_collector import DataCollector
+
+    line = f"storage.compression={spec!r} is not valid; use auto,"
+    with pytest.raises(UsageError, match=re.escape(line)):
+        CollectConfig.from_dict({"env": "CartPole-v1", "storage": {"compression": spec}})
+    with pytest.raises(UsageError, match=re.escape(line)):
+        DataCollector(gym.make("CartPole-v1"), compression=spec)
+
+
+def test_collect_defaults_to_auto() -> None:
+    from collector.config import CollectConfig
+
+    assert CollectConfig.from_dict({"env": "CartPole-v1"}).storage.compression == "auto"
