@@ -419,7 +419,7 @@ class DataCollector(EpisodeSink, gym.Wrapper):
         record_infos: record ``info`` dicts (T+1 rows per episode, reset info first).
         observation_space: the stored observation space (default: the env's).
         action_space: the stored action space (default: the env's).
-        compression: ``none | lzf | gzip[:level]`` for the shards (gzip for published data).
+        compression: ``auto | none | lzf | gzip[:level] | zstd[:level]`` for the shards.
         spill_bytes: finished episodes are spilled to temp shards beyond this many bytes.
         root: datasets root (default ``$HARVEST_DATASETS``).
     """
@@ -434,7 +434,7 @@ class DataCollector(EpisodeSink, gym.Wrapper):
         action_space: gym.Space | None = None,
         data_format: str | None = None,
         *,
-        compression: str = "lzf",
+        compression: str = "auto",
         spill_bytes: int = DEFAULT_SPILL_BYTES,
         root: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -604,7 +604,7 @@ class VectorDataCollector(EpisodeSink, gym.vector.VectorWrapper):
     Args:
         env: the vector env to wrap.
         record_infos: record infos (T+1 rows per episode, reset info first).
-        compression: ``none | lzf | gzip[:level]`` for the shards.
+        compression: ``auto | none | lzf | gzip[:level] | zstd[:level]`` for the shards.
         spill_bytes: finished episodes are spilled to temp shards beyond this many bytes.
         root: datasets root (default ``$HARVEST_DATASETS``).
     """
@@ -614,7 +614,7 @@ class VectorDataCollector(EpisodeSink, gym.vector.VectorWrapper):
         env: gym.vector.VectorEnv,
         record_infos: bool = False,
         *,
-        compression: str = "lzf",
+        compression: str = "auto",
         spill_bytes: int = DEFAULT_SPILL_BYTES,
         root: str | os.PathLike[str] | None = None,
     ) -> None:

@@ -9,16 +9,16 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import h5py
+import hdf5plugin
 import numpy as np
 
-from collector.errors import CorruptDatasetError, UsageError
+from collector.errors import CorruptDatasetError
 from collector.storage import digests, durable
 from collector.storage.batch import (
     STEP_COLUMNS,
@@ -28,6 +28,7 @@ from collector.storage.batch import (
     concat_tables,
     select_episodes,
 )
+from collector.storage.codecs import is_image_leaf, leaf_codec, parse_compression
 from collector.storage.manifest import FORMAT_VERSION, map_shard_ids
 
 __all__ = [
@@ -59,26 +60,12 @@ __all__ = [
 # reads return wrong data silently at 8 of its first 2,000 bytes (chunk index keys); 1.10: 0.
 LIBVER: Final = ("v110", "v110")
 CHUNK_BYTES: Final = 512 * 1024
+#: Chunk size of image-like columns: zstd:3 stores Pong in 1 MiB chunks (10 frames) at 93
+#: B/frame, in 512 KiB chunks at 107; a chunk still fits ``ShardReader``'s 1 MiB chunk cache.
+IMAGE_CHUNK_BYTES: Final = 1024 * 1024
 CHUNK_ROWS: Final = 16_384
 MASK_SUFFIX: Final = "@mask"
 GROUPS: Final = ("observations", "actions")
-
-
-def parse_compression(spec: str | None) -> tuple[str | None, int | None]:
-    """Parse ``none | lzf | gzip[:level]`` into h5py's (compression, compression_opts).
-
-    >>> parse_compression("gzip:6"), parse_compression("none")
-    (('gzip', 6), (None, None))
-    """
-    text = "none" if spec is None else str(spec).strip().lower()
-    name, _, level = text.partition(":")
-    if name in ("none", "lzf") and not level:
-        return (None if name == "none" else "lzf"), None
-    if name == "gzip" and not _:
-        return "gzip", 4
-    if name == "gzip" and re.fullmatch(r"[0-9]", level, re.ASCII):
-        return "gzip", int(level)
-    raise UsageError(f"storage.compression={spec!r} is not valid; use none, lzf, gzip or gzip:0-9")
 
 
 def _dataset_kwargs(
@@ -90,23 +77,30 @@ def _dataset_kwargs(
 ) -> dict[str, Any]:
     """Chunking, compression and a fletcher32 checksum for one step-aligned column.
 
+    ``compression`` and ``level`` are a parsed ``storage.compression`` (``auto`` is resolved
+    here, per column, by ``codecs.leaf_codec``); image-like columns get 1 MiB chunks.
     Every chunk carries HDF5's fletcher32 checksum (uncompressed columns are chunked for
     it), so a read of a damaged chunk fails inside HDF5 instead of returning wrong numbers.
     """
     if rows == 0:
         return {}
+    codec, level, shuffle = leaf_codec(compression, level, row_shape, dtype)
     row_bytes = max(1, int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+    budget = IMAGE_CHUNK_BYTES if is_image_leaf(row_shape, dtype) else CHUNK_BYTES
     # the same rows per chunk for every narrow column, a divisor of the readers' block size,
     # so a block read decompresses each chunk once (wide rows: by bytes)
-    chunk_rows = int(max(1, min(rows, CHUNK_ROWS, CHUNK_BYTES // row_bytes)))
-    if compression is None:  # a last chunk's unused rows would be stored as they are
+    chunk_rows = int(max(1, min(rows, CHUNK_ROWS, budget // row_bytes)))
+    if codec is None:  # a last chunk's unused rows would be stored as they are
         chunk_rows = -(-rows // -(-rows // chunk_rows))  # equal chunks, none mostly empty
     kw: dict[str, Any] = {"chunks": (chunk_rows, *row_shape), "fletcher32": True}
-    if compression is not None:
-        kw["compression"] = compression
-    if level is not None:
-        kw["compression_opts"] = level
-        kw["shuffle"] = np.dtype(dtype).itemsize > 1
+    if codec == "zstd":
+        kw.update(hdf5plugin.Zstd(clevel=level))
+    elif codec is not None:
+        kw["compression"] = codec
+        if level is not None:
+            kw["compression_opts"] = level
+    if shuffle:
+        kw["shuffle"] = True
     return kw
 
 
@@ -236,7 +230,7 @@ def _layout_checksum(f: h5py.File) -> str:
         if not isinstance(obj, h5py.Dataset):
             return
         h.update(f"{name}|{obj.dtype.str}|{obj.shape}|{obj.chunks}|".encode())
-        h.update(f"{obj.compression}|{obj.compression_opts}|{obj.fletcher32}|".encode())
+        h.update(f"{_codec_key(obj)}|{obj.fletcher32}|".encode())
         if obj.chunks is None:
             h.update(f"{obj.id.get_offset()}|{obj.id.get_storage_size()}|".encode())
             return
@@ -250,8 +244,60 @@ def _layout_checksum(f: h5py.File) -> str:
     return h.hexdigest()
 
 
+def _check_filters(f: h5py.File) -> None:
+    """Raise ``CorruptDatasetError`` when a column needs an HDF5 filter this install lacks.
+
+    harvest writes only filters it can read (built-in, or registered by ``hdf5plugin`` on
+    import); any other names a file not written by harvest, or a damaged one.
+    """
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset):
+            return
+        plist = obj.id.get_create_plist()
+        for i in range(plist.get_nfilters()):
+            code, _, _, label = plist.get_filter(i)
+            if not h5py.h5z.filter_avail(code):
+                shown = bytes(label)[:40].decode("ascii", "replace")
+                raise CorruptDatasetError(
+                    f"shard {f.filename}: column {name!r} needs HDF5 filter {code} ({shown!r}), "
+                    "which harvest cannot decode; the file was not written by harvest or is "
+                    "damaged (run verify)"
+                )
+
+    f.visititems(visit)
+
+
+#: HDF5's own filters and h5py's lzf: h5py names each the same in every version.
+_BUILTIN_FILTERS: Final = frozenset(
+    {
+        h5py.h5z.FILTER_DEFLATE,
+        h5py.h5z.FILTER_SHUFFLE,
+        h5py.h5z.FILTER_FLETCHER32,
+        h5py.h5z.FILTER_SZIP,
+        h5py.h5z.FILTER_SCALEOFFSET,
+        h5py.h5z.FILTER_LZF,
+    }
+)
+
+
+def _codec_key(obj: h5py.Dataset) -> str:
+    """A column's compression for ``_layout_checksum``, the same in every h5py version.
+
+    Built-in filters keep the text shards were always hashed with (h5py's name and
+    options); a plugin filter (zstd), which h5py calls ``'unknown'`` since 3.x and ``None``
+    before, is hashed as its filter id and options instead.
+    """
+    plist = obj.id.get_create_plist()
+    pipeline = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+    if all(code in _BUILTIN_FILTERS for code, *_ in pipeline):
+        return f"{obj.compression}|{obj.compression_opts}"
+    return ",".join(f"{code}:{tuple(values)}" for code, _, values, _ in pipeline) + "|plugin"
+
+
 def _check_layout(f: h5py.File) -> None:
     """Raise ``CorruptDatasetError`` when a shard's layout is not the one it was written with."""
+    _check_filters(f)
     stored = f.attrs.get(LAYOUT_CHECKSUM)  # absent in shards written before it
     if stored is not None and _layout_checksum(f) != _text(stored):
         raise CorruptDatasetError(

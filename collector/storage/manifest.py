@@ -25,6 +25,7 @@ from collector.errors import (
 )
 from collector.redact import redact
 from collector.storage.batch import json_default
+from collector.storage.codecs import parse_compression
 from collector.storage.ids import DATA_DIR, METADATA_FILE, SHARD_FILE_RE
 from collector.storage.text import human_size
 
@@ -221,6 +222,17 @@ _SCORE_FIELDS: Final = ("ref_min_score", "ref_max_score", "created", "updated")
 
 def _is_int(value: Any, lo: int = 0, hi: int = _ID_LIMIT) -> bool:
     return type(value) is int and lo <= value <= hi
+
+
+def _is_compression(value: Any) -> bool:
+    """Whether a shard entry's ``compression`` is one ``storage.compression`` accepts."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_compression(value)
+    except UsageError:
+        return False
+    return True
 
 
 def check_metadata(meta: Mapping[str, Any], source: str) -> None:
@@ -450,8 +462,8 @@ def _check_shards(meta: Mapping[str, Any], bad: Callable[[str], Exception]) -> N
         if sum(b - a for a, b in own) != entry["episodes"]:
             raise bad(f"shard {name}: id_ranges do not hold its {entry['episodes']} episodes")
         ranges.extend((a, b, name) for a, b in own)
-        if not isinstance(entry.get("compression", ""), str):
-            raise bad(f"shard {name}: compression must be text")
+        if not _is_compression(entry.get("compression", "none")):
+            raise bad(f"shard {name}: compression must be a storage.compression value")
         _check_info_schema(entry.get("info_schema"), name, bad)
     ranges.sort()
     for (_, stop, first), (start, _, second) in zip(ranges, ranges[1:], strict=False):

@@ -265,7 +265,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_dataset(
             "policy._target_='nope.Missing' cannot be imported",
         ),
         ("env=harvest-test/SequenceObs-v0", UnsupportedSpaceError, "observation space Sequence"),
-        ("storage.compression=zstd", UsageError, "storage.compression='zstd' is not valid"),
+        ("storage.compression=zstd:99", UsageError, "storage.compression='zstd:99' is not valid"),
         ("checkpoint.every_seconds=-1", UsageError, "checkpoint.every_seconds=-1"),
         ("seed=-1", UsageError, "seed=-1 must be a non-negative integer"),
     ],

@@ -500,13 +500,18 @@ def test_compressions_read_back_with_identical_digests_and_fingerprint() -> None
         assert storage.verify_dataset(dsid).ok
 
 
-@pytest.mark.parametrize("spec", ["zstd", "gzip:10", "gzip:x", "lzf:3", "gzip:-1"])
+@pytest.mark.parametrize(
+    "spec",
+    ["zstd:99", "zstd:x", "zstd:0", "brotli", "auto:3", "gzip:10", "gzip:x", "lzf:3", "gzip:-1"],
+)
 def test_bad_compression_is_a_usage_error(spec: str) -> None:
     with pytest.raises(UsageError, match=re.escape(f"storage.compression={spec!r} is not valid")):
         storage.parse_compression(spec)
     with storage.DatasetWriter("ns/badcomp-v0") as w:
         w.start(base_meta())
-        with pytest.raises(UsageError, match="use none, lzf, gzip or gzip:0-9"):
+        with pytest.raises(
+            UsageError, match="use auto, none, lzf, gzip, gzip:0-9, zstd or zstd:1-22$"
+        ):
             w.write_shard(synth([0]), spec)
         assert data_listing("ns/badcomp-v0") == set()
         assert w.meta is not None and w.meta["shards"] == []

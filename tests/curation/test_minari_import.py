@@ -15,6 +15,7 @@ import pytest
 from gymnasium import spaces
 from minari_zoo import SEEDS, ZOO, assert_same, minari_record
 
+from collector import storage
 from collector.errors import (
     CorruptDatasetError,
     DatasetExistsError,
@@ -94,6 +95,19 @@ def test_raw_images_with_jpeg_encoding_off(data_format: str) -> None:
     act = image if data_format == "hdf5" else None  # see the zoo test
     minari_record("zoo/raw-v0", image, act, data_format=data_format, jpeg_encoding=False)
     assert_equal_to_minari(from_minari("zoo/raw-v0"), minari.load_dataset("zoo/raw-v0"))
+
+
+def test_an_import_with_auto_compression_stores_frames_as_zstd_bit_exactly() -> None:
+    image = ZOO["image"]
+    minari_record("zoo/auto-v0", image, image, jpeg_encoding=False)
+    ds = from_minari("zoo/auto-v0", "zoo/auto-h-v0", compression="auto")
+    assert_equal_to_minari(ds, minari.load_dataset("zoo/auto-v0"))
+    (entry,) = ds.metadata["shards"]
+    assert entry["compression"] == "auto"
+    shard = storage.dataset_path("zoo/auto-h-v0") / storage.DATA_DIR / entry["file"]
+    with storage.open_shard(shard) as f:
+        plist = f["observations"].id.get_create_plist()
+        assert plist.get_filter(0)[0] == 32015  # zstd, for (32, 32, 3) uint8 frames
 
 
 def _patch_metadata(data_dir: Path, **changes: Any) -> None:

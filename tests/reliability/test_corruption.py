@@ -29,7 +29,7 @@ from curation import cli
 from curation.api import load_dataset
 
 EPISODES = 40
-COMPRESSIONS = ("lzf", "gzip", "none")
+COMPRESSIONS = ("lzf", "gzip", "none", "auto")
 #: per compression, on top of the targeted ones; HARVEST_FLIPS=2000 for a longer run
 RANDOM_FLIPS = int(os.environ.get("HARVEST_FLIPS", "150"))
 
