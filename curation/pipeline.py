@@ -455,14 +455,15 @@ class Pipeline:
                     {k: v[o0 + a + 1 : o0 + b + 1].copy() for k, v in rows.observations.items()},
                 )
             else:  # fmt: skip
-                oidx = np.maximum(np.arange(o0 + a, o0 + b)[:, None] - back, o0)
+                rows_at = np.arange(o0 + a, o0 + b)[:, None] - back
+                oidx, nidx = np.maximum(rows_at, o0), np.maximum(rows_at + 1, o0)
                 dims = (b - a, frame_stack)
                 obs = _unflatten_batch(
                     obs_space, {k: v[oidx] for k, v in rows.observations.items()}, dims
                 )
                 nxt = _unflatten_batch(
                     obs_space,
-                    {k: v[np.maximum(oidx + 1, o0)] for k, v in rows.observations.items()},
+                    {k: v[nidx] for k, v in rows.observations.items()},
                     dims,
                 )
             act = unflatten(
