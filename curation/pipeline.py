@@ -3,12 +3,15 @@
 How batches are drawn (the shuffle distribution), for ``batch_iter``:
 
 1. An epoch visits every **block** of the dataset once (a block is a contiguous run of whole
-   episodes of one shard: the episodes starting in one ``block_rows`` window, so at most
-   ``block_rows`` plus one episode; see ``curation.dataset``), in an order
-   drawn from ``seed``. Worker **processes** read and decompress blocks ahead of the consumer
-   (h5py does not read in parallel in threads [review 9a]); at most ``2 * num_workers`` blocks
-   are in flight.
-2. The consumer keeps a window of ``preload_buffer_size`` blocks. While a block is the oldest
+   episodes of one shard, at most ``max_memory / 8`` (at most 32 MiB) of decompressed rows
+   unless one episode is larger; see ``curation.snapshot``), in an order drawn from ``seed``.
+   Worker **processes** read and decompress blocks ahead of the consumer (h5py does not read
+   in parallel in threads [review 9a]) and hand them over in shared memory
+   (``curation.readahead``); at most ``2 * num_workers`` blocks and a quarter of
+   ``max_memory`` are in flight.
+2. The consumer keeps a window of ``preload_buffer_size`` blocks (fewer when they would hold
+   more than half of ``max_memory``); they are never concatenated: each batch is gathered
+   block by block, its rows grouped by block. While a block is the oldest
    in the window, batches are drawn uniformly *with replacement* from every valid sequence
    start in the window, until as many transitions as that block holds have been drawn; then it
    is evicted and the next block enters. So an epoch yields about ``total_steps`` transitions,
@@ -18,15 +21,19 @@ How batches are drawn (the shuffle distribution), for ``batch_iter``:
    when the episode is long enough, otherwise at 0 with the tail padded (``batch.mask`` False,
    values zero). With ``seq_len=1`` every transition of the window is equally likely.
 
-Memory is bounded by blocks, not trajectories: about ``(2 * preload_buffer_size +
-2 * num_workers)`` blocks at the peak, whatever the dataset size (MineRL's buffers held whole
-trajectories and ran out of memory: its issues #356, #561).
+Memory is bounded by the dataset's ``max_memory`` (``load_dataset``, default 512 MiB), not by
+trajectories nor by the frame size: half for the window, a quarter for read-ahead, the rest
+for the block being read (MineRL's buffers held whole trajectories and ran out of memory: its
+issues #356, #561). The batches themselves come on top. An episode larger than the budget is
+read alone, with a warning. ``frame_stack=k`` gives each step its last ``k`` observations,
+gathered from the stored rows (frames are never stored twice).
 
 Each batch is a 5-tuple ``(obs, act, rew, next_obs, done)`` shaped ``[batch, seq_len, ...]``
 (MineRL's order) where ``done`` is **termination only**: a time-limit truncation is not a
 terminal state, so TD targets should bootstrap through it. ``batch.truncated``,
 ``batch.terminated``, ``batch.mask`` and (``include_metadata=True``) ``batch.metadata`` carry
-the rest. The same ``seed`` gives the same batches, whatever ``num_workers``.
+the rest. The same ``seed`` gives the same batches, whatever ``num_workers`` (and whatever
+``max_memory`` from 256 MiB on, where the blocks stay the same).
 """
 
 from __future__ import annotations
@@ -420,6 +427,7 @@ class Pipeline:
             )
         order_rng, rng = _streams(seed)
         stream = iter(self._stream(self._epochs(num_epochs, order_rng), queue_size))
+        held: Held | None = None
         try:
             for held in stream:
                 assert held.rows is not None
@@ -429,6 +437,8 @@ class Pipeline:
                     )
                 held.release()
         finally:
+            if held is not None:
+                held.release()
             stream.close()  # type: ignore[attr-defined]
 
     def _segments(
