@@ -279,10 +279,11 @@ class Pipeline:
         if len(big):
             warn_large_block(snap, int(big[0]), self.dataset.max_memory)
         read: Any = self.dataset.read_block
-        if self.num_workers == 0 and self._nbytes > self.dataset.block_cache.budget:
+        cache = self.dataset.block_cache
+        fits = self._nbytes <= cache.budget
+        if not fits and self.num_workers == 0:
             # larger than the cache: each block is read once an epoch, caching cannot help
-            reader = storage.ShardReader()
-            read = functools.partial(_read_uncached, snap, reader)
+            read = functools.partial(_read_uncached, snap, storage.ShardReader())
         return BlockStream(
             order,
             refs=self.refs,
@@ -292,6 +293,13 @@ class Pipeline:
             mp_context=self.mp_context,
             max_in_flight=max_in_flight or 2 * self.num_workers,
             max_bytes=self.dataset.max_memory // 4,
+            # a view that fits in the cache is read by the workers once, then served from it
+            cache=(
+                functools.partial(cache.peek, snap),
+                functools.partial(cache.put, snap),
+            )
+            if fits
+            else None,
         )
 
     def _episodes_of(self, block: int) -> np.ndarray:

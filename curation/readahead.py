@@ -72,6 +72,23 @@ def _close(seg: shared_memory.SharedMemory) -> None:
         _LINGERING.append(seg)
 
 
+def _copy_rows(rows: storage.ShardRows) -> storage.ShardRows:
+    """``rows`` with every array copied (out of shared memory)."""
+
+    def own(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in cols.items()}
+
+    return storage.ShardRows(
+        observations=own(rows.observations),
+        actions=own(rows.actions),
+        rewards=rows.rewards.copy(),
+        terminations=rows.terminations.copy(),
+        truncations=rows.truncations.copy(),
+        infos=None if rows.infos is None else own(rows.infos),
+        info_masks=own(rows.info_masks),
+    )
+
+
 def _columns_of(rows: storage.ShardRows) -> list[tuple[str, str, np.ndarray]]:
     """Every array of ``rows`` as ``(field, key, array)``."""
     out = [("observations", k, v) for k, v in rows.observations.items()]
@@ -188,6 +205,8 @@ class BlockStream:
         mp_context: multiprocessing start method.
         max_in_flight: blocks requested ahead at most.
         max_bytes: bytes requested ahead at most (at least one block is).
+        cache: a block cache (``peek``/``put`` by block number) that blocks are served from
+            when held, and that blocks read by workers are copied into (``num_workers>0``).
     """
 
     def __init__(
@@ -201,7 +220,9 @@ class BlockStream:
         mp_context: str,
         max_in_flight: int,
         max_bytes: int,
+        cache: tuple[Callable[[int], Any], Callable[[int, Any], None]] | None = None,
     ) -> None:
+        self.cache = cache
         self.order = iter(order)
         self.refs = refs
         self.nbytes = nbytes
@@ -236,7 +257,8 @@ class BlockStream:
         pending: dict[int, int] = {}  # seq -> block, requested and not yet handed over
         ready: dict[int, Held] = {}
         next_seq = submitted = 0
-        ahead = 0  # bytes requested and not yet handed over
+        ahead = 0  # bytes requested from workers and not yet handed over
+        cost: dict[int, int] = {}  # seq -> its bytes in ``ahead``
         exhausted = False
         try:
             while True:
@@ -248,8 +270,13 @@ class BlockStream:
                         exhausted = True
                         break
                     pending[submitted] = block
-                    ahead += int(self.nbytes[block])
-                    tasks.put((submitted, self.refs[block], self.prefix + str(submitted)))
+                    held = self._cached(block)
+                    if held is not None:
+                        ready[submitted] = held
+                    else:
+                        cost[submitted] = int(self.nbytes[block])
+                        ahead += cost[submitted]
+                        tasks.put((submitted, self.refs[block], self.prefix + str(submitted)))
                     submitted += 1
                 if next_seq == submitted and exhausted:
                     return
@@ -263,12 +290,12 @@ class BlockStream:
                         continue
                     if error is not None:
                         raise error
-                    rows, seg = from_shared(message)
-                    ready[seq] = Held(pending[seq], rows, seg)
-                block = pending.pop(next_seq)
-                ahead -= int(self.nbytes[block])
+                    ready[seq] = self._received(pending[seq], message)
+                pending.pop(next_seq)
+                ahead -= cost.pop(next_seq, 0)
                 held = ready.pop(next_seq)
                 next_seq += 1
+                self._check_workers()  # also when blocks come from the cache
                 yield held
         finally:
             for held in ready.values():
@@ -276,6 +303,21 @@ class BlockStream:
             self._close(tasks, results)
             for seq in pending:  # a worker may have made it before it stopped or died
                 unlink_quietly(self.prefix + str(seq))
+
+    def _cached(self, block: int) -> Held | None:
+        rows = None if self.cache is None else self.cache[0](block)
+        return None if rows is None else Held(block, rows, None)
+
+    def _received(self, block: int, message: tuple[Any, ...]) -> Held:
+        """The block a worker sent; copied out of shared memory into the cache if there is one."""
+        rows, seg = from_shared(message)
+        if self.cache is None:
+            return Held(block, rows, seg)
+        own = _copy_rows(rows)
+        del rows
+        _close(seg)
+        self.cache[1](block, own)
+        return Held(block, own, None)
 
     def _check_workers(self) -> None:
         now = time.monotonic()

@@ -409,16 +409,30 @@ class BlockCache:
 
     def get(self, snap: Snapshot, block: int) -> storage.ShardRows:
         """``block`` of ``snap``, read on a miss (room is made before reading, not after)."""
-        ref = snap.block_ref(block)
-        key = (ref.file, *ref.obs)
-        rows = self._blocks.pop(key, None)
+        rows = self.peek(snap, block)
         if rows is None:
             self._evict(self.budget - int(snap.block_nbytes[block]))
             rows = snap.read_block(block, self.reader)
-            self._bytes += rows.nbytes
-            self._evict(self.budget - rows.nbytes)
-        self._blocks[key] = rows
+            self.put(snap, block, rows)
         return rows
+
+    def peek(self, snap: Snapshot, block: int) -> storage.ShardRows | None:
+        """``block`` of ``snap`` if it is held (then it is the most recently used), or None."""
+        key = _cache_key(snap, block)
+        rows = self._blocks.pop(key, None)
+        if rows is not None:
+            self._blocks[key] = rows
+        return rows
+
+    def put(self, snap: Snapshot, block: int, rows: storage.ShardRows) -> None:
+        """Hold ``rows`` (read elsewhere, e.g. by a worker process) as ``block`` of ``snap``."""
+        key = _cache_key(snap, block)
+        old = self._blocks.pop(key, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+        self._bytes += rows.nbytes
+        self._evict(self.budget - rows.nbytes)
+        self._blocks[key] = rows
 
     def _evict(self, keep: int) -> None:
         """Drop least recently used blocks until at most ``keep`` bytes are held."""
@@ -435,6 +449,12 @@ class BlockCache:
         """Drop every block and close the file handles."""
         self.evict_all()
         self.reader.close()
+
+
+def _cache_key(snap: Snapshot, block: int) -> tuple[str, int, int]:
+    """A block's cache key: its file and observation rows (geometry-proof)."""
+    ref = snap.block_ref(block)
+    return (ref.file, *ref.obs)
 
 
 def warn_large_block(snap: Snapshot, block: int, budget: int) -> None:
