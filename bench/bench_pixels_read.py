@@ -5,7 +5,8 @@ Two datasets of real ``ALE/Pong-v5`` frames from a random policy (needs ``ale-py
 (``AtariPreprocessing``: 84x84 uint8, about 20,000 frames). Each measure runs in a fresh
 process: ``batch_iter(32, seq_len=4)`` at default settings, its peak RSS (``VmHWM``), the
 time to the first batch and transitions/s over ``--batches`` batches, against numpy drawing
-the same batches (obs, next obs, action, reward, done) from in-memory arrays.
+the same batches (obs, next obs, action, reward, done) from in-memory arrays (in a process
+of its own).
 
     python bench/bench_pixels_read.py make --root /tmp/pxbench
     python bench/bench_pixels_read.py run --root /tmp/pxbench --data gray84 --workers 0
@@ -32,9 +33,25 @@ def hwm():
     return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
 
 ds_id, workers, n_batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-numpy_too = sys.argv[4] == "1"
+numpy_only = sys.argv[4] == "1"
 ds = load_dataset(ds_id)
 out = {"steps": int(ds.total_steps), "rss_open": hwm()}
+if numpy_only:  # the same draws from in-memory arrays, in a process of its own
+    eps = list(ds.iterate_episodes())
+    obs = np.concatenate([e.observations for e in eps])
+    act = np.concatenate([np.append(e.actions, 0) for e in eps])
+    rew = np.concatenate([np.append(e.rewards, 0) for e in eps])
+    done = np.concatenate([np.append(e.terminations, False) for e in eps])
+    firsts = np.cumsum([0] + [len(e) + 1 for e in eps[:-1]])
+    starts = np.concatenate([o + np.arange(len(e) - 3) for o, e in zip(firsts, eps)])
+    rng = np.random.default_rng(0)
+    offs = np.arange(4)
+    t2 = time.perf_counter()
+    for _ in range(n_batches):
+        idx = starts[rng.integers(len(starts), size=32)][:, None] + offs
+        batch = (obs[idx], act[idx], rew[idx], obs[idx + 1], done[idx])
+    print(json.dumps({"numpy_per_s": n_batches * 32 * 4 / (time.perf_counter() - t2)}))
+    sys.exit(0)
 t0 = time.perf_counter()
 it = ds.pipeline(num_workers=workers).batch_iter(32, 4, seed=0)
 next(it)
@@ -46,21 +63,6 @@ out["per_s"] = n_batches * 32 * 4 / (time.perf_counter() - t1)
 it.close()
 out["rss_peak"] = hwm()
 out["children_peak"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-if numpy_too:  # the same draws from in-memory arrays
-    eps = list(ds.iterate_episodes())
-    obs = np.concatenate([e.observations for e in eps])
-    act = np.concatenate([np.append(e.actions, 0) for e in eps])
-    rew = np.concatenate([np.append(e.rewards, 0) for e in eps])
-    done = np.concatenate([np.append(e.terminations, False) for e in eps])
-    starts = np.concatenate([o + np.arange(len(e) - 3) for o, e in
-                             zip(np.cumsum([0] + [len(e) + 1 for e in eps[:-1]]), eps)])
-    rng = np.random.default_rng(0)
-    offs = np.arange(4)
-    t2 = time.perf_counter()
-    for _ in range(n_batches):
-        idx = starts[rng.integers(len(starts), size=32)][:, None] + offs
-        batch = (obs[idx], act[idx], rew[idx], obs[idx + 1], done[idx])
-    out["numpy_per_s"] = n_batches * 32 * 4 / (time.perf_counter() - t2)
 print(json.dumps(out))
 """
 
@@ -98,9 +100,9 @@ def make(root: Path) -> None:
         print(f"{ds_id}: {steps} steps, {k} episodes")
 
 
-def run(root: Path, data: str, workers: int, batches: int, code: Path, numpy_too: bool) -> dict:
+def run(root: Path, data: str, workers: int, batches: int, code: Path, numpy_only: bool) -> dict:
     ds_id = {"raw": "bench/pong-raw-v0", "gray84": "bench/pong-gray84-v0"}[data]
-    args = [ds_id, str(workers), str(batches), "1" if numpy_too else "0"]
+    args = [ds_id, str(workers), str(batches), "1" if numpy_only else "0"]
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(MEASURE), *args],
         capture_output=True,
@@ -127,7 +129,9 @@ def main() -> None:
     if a.what == "make":
         make(a.root)
         return
-    r = run(a.root, a.data, a.workers, a.batches, a.code, a.numpy)
+    r = run(a.root, a.data, a.workers, a.batches, a.code, False)
+    if a.numpy:
+        r.update(run(a.root, a.data, a.workers, a.batches, a.code, True))
     mib = 2**20
     line = (
         f"{a.data} W={a.workers}: {r['per_s']:,.0f} transitions/s, first batch "
