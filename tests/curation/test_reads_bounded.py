@@ -313,3 +313,20 @@ def test_frame_stack_one_is_the_plain_batch() -> None:
     c = next(pipe.batch_iter(8, 2, seed=3, frame_stack=2))
     assert np.array_equal(a[0], b[0])
     assert np.array_equal(c[0][:, :, -1], a[0]) and np.array_equal(c[3][:, :, -1], a[3])
+
+
+def test_frame_stack_is_gymnasiums_frame_stack_observation_with_reset_padding() -> None:
+    """The stacks match ``FrameStackObservation(padding_type="reset")`` replaying the episode."""
+    ds = load_dataset(pixel_dataset("px/gym-v0", 3, 5, shape=(3, 2, 1)))
+    k = 3
+    for ep in ds.iterate_episodes():
+        env = gym.wrappers.FrameStackObservation(PixelEnv((3, 2, 1), 5), k, padding_type="reset")
+        want = [env.reset(seed=ep.seed)[0]]
+        for a in ep.actions:
+            want.append(env.step(int(a))[0])
+        pipe = ds.view(np.array([ep.id])).pipeline(num_workers=0)
+        got = [seg for seg in pipe.sarsd_iter(num_epochs=1, max_sequence_len=100, frame_stack=k)]
+        assert len(got) == 1
+        obs, _, _, nxt, _ = got[0]
+        assert np.array_equal(obs, np.stack(want[:-1]))
+        assert np.array_equal(nxt, np.stack(want[1:]))
