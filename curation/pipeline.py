@@ -346,16 +346,12 @@ class Pipeline:
         n = len(slot_of)
         if n == 0:
             return
-        step0, obs0, avail_all, first = joined[:4]
+        avail_all = joined[2]
         # transitions to draw while this block is the oldest: its steps in this view
         oldest = window[0].held.block
         quota = max(1, int(self.dataset.snapshot.length[self._episodes_of(oldest)].sum()))
-        offs = np.arange(seq_len)
-        back = np.arange(frame_stack - 1, -1, -1)
         # no start in the window needs padding (always so for seq_len=1): skip the mask work
         full = bool(np.all(avail_all == seq_len))
-        all_valid = np.ones((batch_size, seq_len), bool)
-        all_valid.flags.writeable = False
         rows = [w.held.rows for w in window]
         obs_cols = {k: [r.observations[k] for r in rows] for k in rows[0].observations}
         act_cols = {k: [r.actions[k] for r in rows] for k in rows[0].actions}
@@ -364,21 +360,7 @@ class Pipeline:
             order = np.argsort(slot_of[pick], kind="stable")
             pick = pick[order]
             groups = _groups(slot_of[pick], len(window))
-            if full:
-                sidx = step0[pick][:, None] + offs
-                oidx = obs0[pick][:, None] + offs
-                mask = all_valid
-            else:
-                avail = avail_all[pick][:, None]
-                mask = offs < avail
-                clipped = np.minimum(offs, avail - 1)
-                sidx = step0[pick][:, None] + clipped
-                oidx = obs0[pick][:, None] + clipped
-            nidx = oidx + 1
-            if frame_stack > 1:
-                lo = first[pick][:, None, None]
-                oidx = np.maximum(oidx[..., None] - back, lo)
-                nidx = np.maximum(nidx[..., None] - back, lo)
+            sidx, oidx, nidx, mask = _rows(joined[:4], pick, seq_len, frame_stack, full)
             obs = {k: _gather(v, groups, oidx) for k, v in obs_cols.items()}
             nxt = {k: _gather(v, groups, nidx) for k, v in obs_cols.items()}
             act = {k: _gather(v, groups, sidx) for k, v in act_cols.items()}
@@ -500,6 +482,36 @@ class Pipeline:
                     "truncated": rows.truncations[t0 + a : t0 + b].copy(),
                 })  # fmt: skip
             yield item
+
+
+def _rows(
+    starts: list[np.ndarray], pick: np.ndarray, seq_len: int, frame_stack: int, full: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step rows, obs rows, next-obs rows and mask of the sequences starting at ``pick``.
+
+    ``starts`` are (step row, obs row, steps available, episode's first obs row) of each
+    valid start. Padded steps repeat the last valid row (the caller zeroes them); with
+    ``frame_stack=k`` obs rows get a last axis of ``k`` rows, clipped at the episode's start.
+    """
+    step0, obs0, avail_all, first = starts
+    offs = np.arange(seq_len)
+    if full:
+        mask = np.ones((len(pick), seq_len), bool)
+        sidx = step0[pick][:, None] + offs
+        oidx = obs0[pick][:, None] + offs
+    else:
+        avail = avail_all[pick][:, None]
+        mask = offs < avail
+        clipped = np.minimum(offs, avail - 1)
+        sidx = step0[pick][:, None] + clipped
+        oidx = obs0[pick][:, None] + clipped
+    nidx = oidx + 1
+    if frame_stack > 1:
+        back = np.arange(frame_stack - 1, -1, -1)
+        lo = first[pick][:, None, None]
+        oidx = np.maximum(oidx[..., None] - back, lo)
+        nidx = np.maximum(nidx[..., None] - back, lo)
+    return sidx, oidx, nidx, mask
 
 
 def _read_uncached(snap: Snapshot, reader: storage.ShardReader, block: int) -> storage.ShardRows:
