@@ -174,6 +174,15 @@ class Snapshot:
     truncated: np.ndarray
 
     def _set_blocks(self, local_block: np.ndarray) -> None:
+        """Number the blocks: (shard, local block) pairs, cut at ``max_block_bytes`` if set."""
+        self._number_blocks(local_block)
+        cap = self.__dict__.get("max_block_bytes")
+        if cap is not None:
+            local = self._cut_blocks(cap)
+            if local is not None:
+                self._number_blocks(local)
+
+    def _number_blocks(self, local_block: np.ndarray) -> None:
         """Number the blocks: (shard, local block) pairs; row ranges from their episodes."""
         key = self.shard.astype(np.int64) << 32 | local_block.astype(np.int64)
         uniq, self.block = np.unique(key, return_inverse=True)
@@ -194,10 +203,19 @@ class Snapshot:
 
         Episodes are kept in file order and a block is closed before the episode that would
         take it past ``block_bytes``; an episode larger than that is a block alone. A no-op
-        when every block fits (e.g. CartPole-sized rows in ``block_rows`` windows).
+        when every block fits (e.g. CartPole-sized rows in ``block_rows`` windows). Kept as
+        ``max_block_bytes``: blocks numbered later (an index built on first use) are cut too.
         """
+        self.max_block_bytes = int(block_bytes)
+        if "block" in self.__dict__:  # numbered already
+            local = self._cut_blocks(self.max_block_bytes)
+            if local is not None:
+                self._number_blocks(local)
+
+    def _cut_blocks(self, block_bytes: int) -> np.ndarray | None:
+        """Local block numbers cutting blocks at ``block_bytes`` (None: every block fits)."""
         if self.num_blocks == 0 or self.block_nbytes.max() <= block_bytes:
-            return
+            return None
         order = np.lexsort((self.step_offset, self.block))
         sizes = self.episode_nbytes[order].tolist()
         old = self.block[order].tolist()
@@ -210,7 +228,7 @@ class Snapshot:
             local[i] = n
         new = np.empty_like(local)
         new[order] = local
-        self._set_blocks(new)
+        return new
 
     @functools.cached_property
     def row_nbytes(self) -> tuple[int, int]:
