@@ -330,3 +330,15 @@ def test_frame_stack_is_gymnasiums_frame_stack_observation_with_reset_padding() 
         obs, _, _, nxt, _ = got[0]
         assert np.array_equal(obs, np.stack(want[:-1]))
         assert np.array_equal(nxt, np.stack(want[1:]))
+
+
+def test_torch_batch_iterable_stacks_frames_within_the_budget() -> None:
+    torch = pytest.importorskip("torch")
+    from curation.torch import BatchIterable
+
+    ds = load_dataset(pixel_dataset("px/torch-v0", 6, 20, shape=(8, 8, 3)), max_memory=MiB)
+    ref = next(ds.pipeline(num_workers=0).batch_iter(4, 2, seed=0, num_epochs=1, frame_stack=3))
+    item = next(iter(BatchIterable(ds, 4, seq_len=2, seed=0, frame_stack=3)))
+    assert item["observations"].shape == (4, 2, 3, 8, 8, 3)
+    assert torch.equal(item["observations"], torch.from_numpy(ref[0]))
+    assert ds.block_cache.nbytes <= ds.block_cache.budget
