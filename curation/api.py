@@ -14,7 +14,7 @@ from collector.errors import HarvestError
 from curation.dataset import Dataset, open_dataset
 from curation.minari import layout, open_minari
 from curation.remotes import pull_dataset
-from curation.snapshot import DEFAULT_BLOCK_ROWS, DEFAULT_CACHE_BYTES
+from curation.snapshot import DEFAULT_BLOCK_ROWS, DEFAULT_MAX_MEMORY
 
 __all__ = ["is_minari_path", "load_dataset"]
 
@@ -42,8 +42,9 @@ def load_dataset(
     *,
     root: str | Path | None = None,
     remote: str | None = None,
-    cache_mb: float = DEFAULT_CACHE_BYTES / 2**20,
+    cache_mb: float | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Dataset:
     """Open a local dataset at its latest commit, or a Minari dataset folder read-only.
 
@@ -55,8 +56,13 @@ def load_dataset(
         download: pull it from the remote first when it is not here (a local copy wins).
         root: datasets root (default ``$HARVEST_DATASETS`` or ``~/.harvest/datasets``).
         remote: the remote to download from (default ``$HARVEST_REMOTE``).
-        cache_mb: byte budget of decompressed blocks kept in memory.
-        block_rows: steps per block read from disk (larger: fewer, bigger reads).
+        cache_mb: MiB of decompressed blocks kept in memory (default: half of ``max_memory``).
+        block_rows: at most the episodes starting in this many steps make one block.
+        max_memory: the memory budget of every reader of the dataset, in bytes (default
+            512 MiB): blocks hold at most ``max_memory / 8`` (at most 32 MiB) decompressed
+            bytes, and ``batch_iter``, ``sarsd_iter``, ``iterate_episodes``,
+            ``sample_episodes`` and the torch adapters stay within it whatever the frame
+            size. An episode larger than the budget is read alone, with a warning.
 
     Raises:
         DatasetIdError: a malformed id.
@@ -64,8 +70,12 @@ def load_dataset(
         CorruptDatasetError: unreadable metadata or shard tables.
     """
     if is_minari_path(dataset_id):
-        return open_minari(dataset_id, cache_mb=cache_mb, block_rows=block_rows)
+        return open_minari(
+            dataset_id, cache_mb=cache_mb, block_rows=block_rows, max_memory=max_memory
+        )
     dataset_id = str(dataset_id)
     if download and not (storage.dataset_path(dataset_id, root) / storage.METADATA_FILE).exists():
         pull_dataset(dataset_id, remote, root=root)
-    return open_dataset(dataset_id, root, cache_mb=cache_mb, block_rows=block_rows)
+    return open_dataset(
+        dataset_id, root, cache_mb=cache_mb, block_rows=block_rows, max_memory=max_memory
+    )

@@ -2,12 +2,13 @@
 
 A ``Dataset`` is a snapshot of one commit: opening it reads ``metadata.json`` and the shard
 episode tables (never step data) into a numpy index. Step data is read in **blocks**:
-contiguous runs of whole episodes inside one shard (those whose first step falls in one
-``block_rows`` window, so at most ``block_rows`` plus one episode), read and decompressed
-once and kept in a byte-bounded LRU. Episodes are sliced out of cached blocks, so iterating,
-sampling and the training iterators (``curation.pipeline``) all read HDF5 in large contiguous
-pieces [review 10]. The index, blocks and cache live in ``curation.snapshot``; ``Dataset``
-exposes them (``snapshot``, ``positions``, ``read_block``, ``view``) for code that reads rows.
+contiguous runs of whole episodes inside one shard (starting in one ``block_rows`` window
+and holding at most ``max_memory / 8``, at most 32 MiB, of decompressed rows unless one
+episode is larger), read and decompressed once and kept in a byte-bounded LRU. Episodes are
+sliced out of cached blocks, so iterating, sampling and the training iterators
+(``curation.pipeline``) all read HDF5 in large contiguous pieces [review 10]. The index,
+blocks and cache live in ``curation.snapshot``; ``Dataset`` exposes them (``snapshot``,
+``positions``, ``read_block``, ``view``) for code that reads rows.
 
 ``dataset[i]`` is positional over the snapshot's sorted episode ids (``episode_indices``);
 ``filter_episodes`` and ``sample``-style helpers return views over the same snapshot.
@@ -33,12 +34,14 @@ from collector.spaces import columns, unescape_key, unflatten
 from curation.expr import compile_expression
 from curation.snapshot import (
     DEFAULT_BLOCK_ROWS,
-    DEFAULT_CACHE_BYTES,
+    DEFAULT_MAX_MEMORY,
     BlockCache,
     ShardSnapshot,
     Snapshot,
+    block_bytes_for,
     env_spec_from_json,
     nested_row,
+    warn_large_block,
 )
 from curation.write import write_views
 
@@ -136,8 +139,11 @@ class Dataset:
     Args:
         snapshot: the commit to read (``curation.snapshot``).
         episode_indices: episode ids of a view (None: every episode).
-        cache_bytes: byte budget of the block cache.
+        cache_bytes: byte budget of the block cache (default: half of ``max_memory``).
         block_rows: steps per block window (kept for ``refresh``).
+        max_memory: the memory budget of every reader of this dataset: blocks hold at most
+            ``max_memory / 8`` (at most 32 MiB) decompressed bytes, the block cache half of
+            it, and ``batch_iter``/``sarsd_iter`` derive their window and read-ahead from it.
         cache: a block cache to share (views share their parent's).
         lineage_steps: the operations that made this view, recorded by ``save``.
     """
@@ -150,11 +156,18 @@ class Dataset:
         snapshot: Snapshot,
         episode_indices: np.ndarray | None = None,
         *,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache_bytes: int | None = None,
         block_rows: int = DEFAULT_BLOCK_ROWS,
         cache: BlockCache | None = None,
         lineage_steps: tuple[dict[str, Any], ...] = (),
+        max_memory: int = DEFAULT_MAX_MEMORY,
     ) -> None:
+        if max_memory <= 0:
+            raise InvalidValueError(f"max_memory={max_memory} must be a positive byte count")
+        if cache_bytes is None:
+            cache_bytes = int(max_memory) // 2
+        snapshot.split_blocks(block_bytes_for(max_memory))  # a no-op once split
+        self._max_memory = int(max_memory)
         self._snap = snapshot
         self._steps = lineage_steps  # the operations that made this view, for lineage
         self._view = episode_indices is not None
@@ -190,6 +203,11 @@ class Dataset:
         return self._snap
 
     @property
+    def max_memory(self) -> int:
+        """The memory budget of this dataset's readers, in bytes (``load_dataset``)."""
+        return self._max_memory
+
+    @property
     def positions(self) -> np.ndarray:
         """Rows of ``snapshot``'s episode index holding this view's episodes, in id order."""
         return self._pos
@@ -221,7 +239,7 @@ class Dataset:
         steps = self._steps if step is None else (*self._steps, step)
         return Dataset(self._snap, np.sort(ids), cache_bytes=self._cache_bytes,
                        block_rows=self._block_rows, cache=self._cache,
-                       lineage_steps=steps)  # fmt: skip
+                       lineage_steps=steps, max_memory=self._max_memory)  # fmt: skip
 
     # -- what it is ----------------------------------------------------------------------------
 
@@ -389,6 +407,8 @@ class Dataset:
 
     def _episode(self, pos: int) -> EpisodeData:
         s = self._snap
+        if s.block_nbytes[s.block[pos]] > self._max_memory:
+            warn_large_block(s, int(s.block[pos]), self._max_memory)
         rows = self._cache.get(s, int(s.block[pos]))
         length = int(s.length[pos])
         o0, t0 = (int(r) for r in s.rows_in_block(pos))
@@ -543,7 +563,7 @@ class Dataset:
         self._cache.clear()
         Dataset.__init__(self, snap, ids, cache_bytes=self._cache_bytes,
                          block_rows=self._block_rows, cache=self._cache,
-                         lineage_steps=self._steps)  # fmt: skip
+                         lineage_steps=self._steps, max_memory=self._max_memory)  # fmt: skip
         return self
 
     # -- whole-dataset arrays ------------------------------------------------------------------
@@ -711,8 +731,9 @@ def open_dataset(
     dataset_id: str,
     root: str | Path | None = None,
     *,
-    cache_mb: float = DEFAULT_CACHE_BYTES / 2**20,
+    cache_mb: float | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Dataset:
     """Open a local harvest dataset at its latest commit (no download, no Minari folder).
 
@@ -726,4 +747,5 @@ def open_dataset(
     """
     path = storage.dataset_path(dataset_id, root)
     snap = ShardSnapshot(path, dataset_id, int(block_rows))
-    return Dataset(snap, cache_bytes=int(cache_mb * 2**20), block_rows=int(block_rows))
+    cache = None if cache_mb is None else int(cache_mb * 2**20)
+    return Dataset(snap, cache_bytes=cache, block_rows=int(block_rows), max_memory=max_memory)

@@ -3,12 +3,15 @@
 How batches are drawn (the shuffle distribution), for ``batch_iter``:
 
 1. An epoch visits every **block** of the dataset once (a block is a contiguous run of whole
-   episodes of one shard: the episodes starting in one ``block_rows`` window, so at most
-   ``block_rows`` plus one episode; see ``curation.dataset``), in an order
-   drawn from ``seed``. Worker **processes** read and decompress blocks ahead of the consumer
-   (h5py does not read in parallel in threads [review 9a]); at most ``2 * num_workers`` blocks
-   are in flight.
-2. The consumer keeps a window of ``preload_buffer_size`` blocks. While a block is the oldest
+   episodes of one shard, at most ``max_memory / 8`` (at most 32 MiB) of decompressed rows
+   unless one episode is larger; see ``curation.snapshot``), in an order drawn from ``seed``.
+   Worker **processes** read and decompress blocks ahead of the consumer (h5py does not read
+   in parallel in threads [review 9a]) and hand them over in shared memory
+   (``curation.readahead``); at most ``2 * num_workers`` blocks and a quarter of
+   ``max_memory`` are in flight.
+2. The consumer keeps a window of ``preload_buffer_size`` blocks (fewer when they would hold
+   more than half of ``max_memory``); they are never concatenated: each batch is gathered
+   block by block, its rows grouped by block. While a block is the oldest
    in the window, batches are drawn uniformly *with replacement* from every valid sequence
    start in the window, until as many transitions as that block holds have been drawn; then it
    is evicted and the next block enters. So an epoch yields about ``total_steps`` transitions,
@@ -18,40 +21,44 @@ How batches are drawn (the shuffle distribution), for ``batch_iter``:
    when the episode is long enough, otherwise at 0 with the tail padded (``batch.mask`` False,
    values zero). With ``seq_len=1`` every transition of the window is equally likely.
 
-Memory is bounded by blocks, not trajectories: about ``(2 * preload_buffer_size +
-2 * num_workers)`` blocks at the peak, whatever the dataset size (MineRL's buffers held whole
-trajectories and ran out of memory: its issues #356, #561).
+Memory is bounded by the dataset's ``max_memory`` (``load_dataset``, default 512 MiB), not by
+trajectories nor by the frame size: half for the window, a quarter for read-ahead, the rest
+for the block being read (MineRL's buffers held whole trajectories and ran out of memory: its
+issues #356, #561). The batches themselves come on top. An episode larger than the budget is
+read alone, with a warning. ``frame_stack=k`` gives each step its last ``k`` observations,
+gathered from the stored rows (frames are never stored twice).
 
 Each batch is a 5-tuple ``(obs, act, rew, next_obs, done)`` shaped ``[batch, seq_len, ...]``
 (MineRL's order) where ``done`` is **termination only**: a time-limit truncation is not a
 terminal state, so TD targets should bootstrap through it. ``batch.truncated``,
 ``batch.terminated``, ``batch.mask`` and (``include_metadata=True``) ``batch.metadata`` carry
-the rest. The same ``seed`` gives the same batches, whatever ``num_workers``.
+the rest. The same ``seed`` gives the same batches, whatever ``num_workers`` (and whatever
+``max_memory`` from 256 MiB on, where the blocks stay the same).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import multiprocessing as mp
-import queue
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from collector import storage
-from collector.errors import InvalidValueError, ReaderError
+from collector.errors import InvalidValueError
 from collector.spaces import unflatten
-from curation.snapshot import BlockRef, nested_row
+from curation.readahead import BlockStream, Held
+from curation.snapshot import BlockRef, nested_row, warn_large_block
 
 if TYPE_CHECKING:
     import gymnasium as gym
 
     from curation.dataset import Dataset, DatasetSpec
+    from curation.snapshot import Snapshot
 
 __all__ = ["Batch", "Pipeline"]
 
@@ -87,136 +94,13 @@ class Batch(tuple):
         return self
 
 
-def _worker(tasks: Any, results: Any) -> None:
-    """Worker process: read blocks named by ``(seq, ref)`` tasks until a None arrives."""
-    reader = storage.ShardReader()
-    try:
-        while True:
-            task = tasks.get()
-            if task is None:
-                return
-            seq, ref = task
-            try:
-                rows = reader.read_rows(Path(ref.file), slice(*ref.obs), slice(*ref.steps))
-                results.put((seq, rows, None))
-            except Exception as e:  # shipped to the consumer, which raises it
-                results.put((seq, None, e))
-    except (KeyboardInterrupt, EOFError, OSError):
-        return
-    finally:
-        # exit without waiting to flush a block the consumer will never read (early stop)
-        results.cancel_join_thread()
-        reader.close()
-
-
-class _BlockStream:
-    """Yield ``(block, rows)`` for ``order`` in that order, read ahead by worker processes."""
-
-    def __init__(
-        self, pipeline: Pipeline, order: Iterator[int], in_flight: int | None = None
-    ) -> None:
-        self.p = pipeline
-        self.order = order
-        self.in_flight = max(1, in_flight or 2 * pipeline.num_workers)
-        self.procs: list[Any] = []
-        self._checked = 0.0
-
-    def __iter__(self) -> Iterator[tuple[int, storage.ShardRows]]:
-        p = self.p
-        if p.num_workers == 0:
-            for block in self.order:
-                yield block, p.dataset.read_block(block)
-            return
-        ctx = mp.get_context(p.mp_context)
-        tasks, results = ctx.Queue(), ctx.Queue()
-        self.procs = [
-            ctx.Process(
-                target=_worker, args=(tasks, results), daemon=True, name=f"harvest-reader-{i}"
-            )
-            for i in range(p.num_workers)
-        ]
-        for proc in self.procs:
-            proc.start()
-        pending: dict[int, int] = {}  # seq -> block
-        ready: dict[int, storage.ShardRows] = {}
-        next_seq = submitted = 0
-        in_flight = self.in_flight
-        order = iter(self.order)
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and submitted - next_seq < in_flight:
-                    block = next(order, None)
-                    if block is None:
-                        exhausted = True
-                        break
-                    pending[submitted] = block
-                    tasks.put((submitted, p.refs[block]))
-                    submitted += 1
-                if next_seq == submitted and exhausted:
-                    return
-                while next_seq not in ready:
-                    # checked on every wait, not only on a timeout: the other workers may keep
-                    # the queue busy while one of them is dead
-                    self._check_workers()
-                    try:
-                        seq, rows, error = results.get(timeout=1.0)
-                    except queue.Empty:
-                        continue
-                    if error is not None:
-                        raise error
-                    ready[seq] = rows
-                yield pending.pop(next_seq), ready.pop(next_seq)
-                next_seq += 1
-        finally:
-            self.close(tasks, results)
-
-    def _check_workers(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < 0.25:  # cheap enough per wait, but no need for more
-            return
-        self._checked = now
-        dead = [w for w in self.procs if not w.is_alive()]
-        if dead:
-            raise ReaderError(
-                f"batch reader process {dead[0].pid} died (exit code {dead[0].exitcode}); "
-                "restart the iterator"
-            )
-
-    def close(self, tasks: Any, results: Any) -> None:
-        """Stop and reap every worker; never blocks on a full queue."""
-        for _ in self.procs:
-            try:
-                tasks.put_nowait(None)
-            except (queue.Full, ValueError, OSError):
-                pass
-        # never read ``results`` here: a worker that exited without flushing (see _worker) can
-        # leave half a message in the pipe, and a read would then block for ever
-        for proc in self.procs:
-            proc.join(timeout=1.0)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5.0)
-        for q in (tasks, results):
-            q.cancel_join_thread()
-            q.close()
-        self.procs = []
-
-
 @dataclass
-class _Window:
-    """The consumer's merged window: columns of K blocks plus every valid sequence start."""
+class _Slot:
+    """A block in the consumer's window: its rows (never concatenated) and valid starts."""
 
-    obs: dict[str, np.ndarray]
-    act: dict[str, np.ndarray]
-    rew: np.ndarray
-    term: np.ndarray
-    trunc: np.ndarray
-    start_step: np.ndarray  # step row of each valid start
-    start_obs: np.ndarray  # its observation row
-    avail: np.ndarray  # steps available from it (<= seq_len)
-    episode: np.ndarray | None  # episode id of each start (include_metadata only)
-    t: np.ndarray | None  # step index within its episode (include_metadata only)
+    held: Held
+    starts: tuple[np.ndarray, ...]  # step row, obs row, steps available, first obs row, ...
+    nbytes: int
 
 
 class Pipeline:
@@ -250,6 +134,9 @@ class Pipeline:
         self._eps_stop = np.searchsorted(blocks, self._blocks, side="right")
         self._by_block = by_block
         self._block_slot = {int(b): i for i, b in enumerate(self._blocks.tolist())}
+        # the memory budget: half for the window of blocks, a quarter for read-ahead
+        self._window_bytes = dataset.max_memory // 2
+        self._nbytes = int(snap.block_nbytes[self._blocks].sum())
 
     # -- MineRL's descriptive API ------------------------------------------------------------
 
@@ -319,16 +206,25 @@ class Pipeline:
         seed: int | None = None,
         include_metadata: bool = False,
         shard: tuple[int, int] | None = None,
+        frame_stack: int = 1,
     ) -> Iterator[Batch]:
         """Random batches of sequences shaped ``[batch_size, seq_len, ...]`` (module docstring).
 
-        ``num_epochs=-1`` never ends; ``preload_buffer_size`` is the number of blocks mixed.
+        ``num_epochs=-1`` never ends; ``preload_buffer_size`` is the number of blocks mixed
+        (fewer when they would take more than half of the dataset's ``max_memory``).
         ``shard=(index, count)`` keeps every ``count``-th block of the seeded block order from
         ``index`` on, with its own draws: ``count`` consumers with the same ``seed`` (e.g. torch
         DataLoader workers) then share one stream, each block served once per epoch overall.
+        ``frame_stack=k`` gives each step its last ``k`` observations (``obs`` and
+        ``next_obs`` shaped ``[batch_size, seq_len, k, ...]``, oldest first), the episode's
+        first observation repeated before its start (Gymnasium's ``FrameStackObservation``
+        with ``padding_type="reset"``); frames are gathered from the stored rows, never
+        stored twice.
         """
-        if batch_size <= 0 or seq_len <= 0 or preload_buffer_size <= 0:
-            raise InvalidValueError("batch_size, seq_len and preload_buffer_size must be positive")
+        if batch_size <= 0 or seq_len <= 0 or preload_buffer_size <= 0 or frame_stack <= 0:
+            raise InvalidValueError(
+                "batch_size, seq_len, preload_buffer_size and frame_stack must be positive"
+            )
         if shard is not None:
             index, count = shard
             if not 0 <= index < count:
@@ -345,20 +241,66 @@ class Pipeline:
         order = self._epochs(num_epochs, order_rng)
         if shard is not None and shard[1] > 1:
             order = itertools.islice(order, shard[0], None, shard[1])
-        stream = _BlockStream(self, order)
-        window: deque[tuple[int, storage.ShardRows, tuple[np.ndarray, ...]]] = deque()
-        for block, rows in stream:
-            # valid starts are computed once per block, when it arrives
-            window.append((block, rows, self._valid_starts(block, seq_len, include_metadata)))
-            if len(window) < preload_buffer_size:
-                continue
-            merged = self._merge(window)
-            yield from self._draw(merged, window[0][0], batch_size, seq_len, rng, include_metadata)
-            window.popleft()
-        while window:  # drain at the end of the last epoch
-            merged = self._merge(window)
-            yield from self._draw(merged, window[0][0], batch_size, seq_len, rng, include_metadata)
-            window.popleft()
+        draw = functools.partial(
+            self._draw,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            frame_stack=frame_stack,
+            rng=rng,
+            include_metadata=include_metadata,
+        )
+        stream = iter(self._stream(order))
+        window: deque[_Slot] = deque()
+        held_bytes = 0
+        try:
+            for held in stream:
+                # valid starts are computed once per block, when it arrives
+                starts = self._valid_starts(held.block, seq_len, include_metadata)
+                size = int(self.dataset.snapshot.block_nbytes[held.block])
+                window.append(_Slot(held, starts, size))
+                held_bytes += size
+                if len(window) < preload_buffer_size and held_bytes < self._window_bytes:
+                    continue
+                yield from draw(window)
+                held_bytes -= window[0].nbytes
+                window.popleft().held.release()
+            while window:  # drain at the end of the last epoch
+                yield from draw(window)
+                window.popleft().held.release()
+        finally:
+            while window:
+                window.popleft().held.release()
+            stream.close()  # type: ignore[attr-defined]
+
+    def _stream(self, order: Iterator[int], max_in_flight: int | None = None) -> BlockStream:
+        """The blocks of ``order``, read ahead within the memory budget (``BlockStream``)."""
+        snap = self.dataset.snapshot
+        big = self._blocks[snap.block_nbytes[self._blocks] > self.dataset.max_memory]
+        if len(big):
+            warn_large_block(snap, int(big[0]), self.dataset.max_memory)
+        read: Any = self.dataset.read_block
+        cache = self.dataset.block_cache
+        fits = self._nbytes <= cache.budget
+        if not fits and self.num_workers == 0:
+            # larger than the cache: each block is read once an epoch, caching cannot help
+            read = functools.partial(_read_uncached, snap, storage.ShardReader())
+        return BlockStream(
+            order,
+            refs=self.refs,
+            nbytes=snap.block_nbytes,
+            read=read,
+            num_workers=self.num_workers,
+            mp_context=self.mp_context,
+            max_in_flight=max_in_flight or 2 * self.num_workers,
+            max_bytes=self.dataset.max_memory // 4,
+            # a view that fits in the cache is read by the workers once, then served from it
+            cache=(
+                functools.partial(cache.peek, snap),
+                functools.partial(cache.put, snap),
+            )
+            if fits
+            else None,
+        )
 
     def _episodes_of(self, block: int) -> np.ndarray:
         """Index rows of this view's episodes in ``block``, in id order."""
@@ -368,7 +310,7 @@ class Pipeline:
     def _valid_starts(
         self, block: int, seq_len: int, with_metadata: bool
     ) -> tuple[np.ndarray, ...]:
-        """(step row, obs row, steps available, [episode id, step]) of every valid start."""
+        """(step row, obs row, steps available, episode's first obs row, [episode id, step])."""
         s = self.dataset.snapshot
         eps = self._episodes_of(block)
         lengths = s.length[eps]
@@ -379,100 +321,66 @@ class Pipeline:
         step0 = step_in_block[ep_of] + t
         obs0 = obs_in_block[ep_of] + t
         avail = np.minimum(lengths[ep_of] - t, seq_len)
+        first = obs_in_block[ep_of]
         if not with_metadata:
-            return step0, obs0, avail
-        return step0, obs0, avail, s.ids[eps][ep_of], t
-
-    def _merge(
-        self, window: deque[tuple[int, storage.ShardRows, tuple[np.ndarray, ...]]]
-    ) -> _Window:
-        """Concatenate the window's blocks.
-
-        One copy per block change, so that each batch then needs one fancy index per column.
-        """
-        obs_shift = step_shift = 0
-        starts: list[list[np.ndarray]] = [[] for _ in window[0][2]]
-        for _, rows, valid in window:
-            shifts = (step_shift, obs_shift, 0, 0, 0)
-            for acc, arr, shift in zip(starts, valid, shifts, strict=False):
-                acc.append(arr + shift if shift else arr)
-            step_shift += len(rows.rewards)
-            obs_shift += len(next(iter(rows.observations.values())))
-        rows_list = [rows for _, rows, _ in window]
-
-        def cat(get: Any) -> Any:
-            first = get(rows_list[0])
-            if len(rows_list) == 1:
-                return first
-            if isinstance(first, dict):
-                return {k: np.concatenate([get(r)[k] for r in rows_list]) for k in first}
-            return np.concatenate([get(r) for r in rows_list])
-
-        joined = [np.concatenate(a) if len(a) > 1 else a[0] for a in starts]
-        return _Window(
-            obs=cat(lambda r: r.observations),
-            act=cat(lambda r: r.actions),
-            rew=cat(lambda r: r.rewards),
-            term=cat(lambda r: r.terminations),
-            trunc=cat(lambda r: r.truncations),
-            start_step=joined[0],
-            start_obs=joined[1],
-            avail=joined[2],
-            episode=joined[3] if len(joined) > 3 else None,
-            t=joined[4] if len(joined) > 4 else None,
-        )
+            return step0, obs0, avail, first
+        return step0, obs0, avail, first, s.ids[eps][ep_of], t
 
     def _draw(
         self,
-        w: _Window,
-        oldest: int,
+        window: deque[_Slot],
+        *,
         batch_size: int,
         seq_len: int,
+        frame_stack: int,
         rng: np.random.Generator,
         include_metadata: bool,
     ) -> Iterator[Batch]:
-        n = len(w.start_step)
+        """Batches drawn from every valid start of the window while its oldest block is in.
+
+        The window's blocks are never concatenated: each batch is gathered block by block,
+        its rows grouped by block (in draw order within a block).
+        """
+        joined = [np.concatenate(parts) for parts in zip(*(w.starts for w in window), strict=True)]
+        slot_of = np.repeat(np.arange(len(window)), [len(w.starts[0]) for w in window])
+        n = len(slot_of)
         if n == 0:
             return
+        avail_all = joined[2]
         # transitions to draw while this block is the oldest: its steps in this view
+        oldest = window[0].held.block
         quota = max(1, int(self.dataset.snapshot.length[self._episodes_of(oldest)].sum()))
-        offs = np.arange(seq_len)
         # no start in the window needs padding (always so for seq_len=1): skip the mask work
-        full = bool(np.all(w.avail == seq_len))
-        all_valid = np.ones((batch_size, seq_len), bool)
-        all_valid.flags.writeable = False
-        obs_space, act_space = self.observation_space, self.action_space
+        full = bool(np.all(avail_all == seq_len))
+        rows = [w.held.rows for w in window]
+        obs_cols = {k: [r.observations[k] for r in rows] for k in rows[0].observations}
+        act_cols = {k: [r.actions[k] for r in rows] for k in rows[0].actions}
         for _ in range(-(-quota // (batch_size * seq_len))):
             pick = rng.integers(n, size=batch_size)
-            if full:
-                sidx = w.start_step[pick][:, None] + offs
-                oidx = w.start_obs[pick][:, None] + offs
-                mask = all_valid
-            else:
-                avail = w.avail[pick][:, None]
-                mask = offs < avail
-                clipped = np.minimum(offs, avail - 1)
-                sidx = w.start_step[pick][:, None] + clipped
-                oidx = w.start_obs[pick][:, None] + clipped
-            nidx = oidx + 1
-            obs = {k: v[oidx] for k, v in w.obs.items()}
-            nxt = {k: v[nidx] for k, v in w.obs.items()}
-            act = {k: v[sidx] for k, v in w.act.items()}
-            rew, term, trunc = w.rew[sidx], w.term[sidx], w.trunc[sidx]
+            order = np.argsort(slot_of[pick], kind="stable")
+            pick = pick[order]
+            groups = _groups(slot_of[pick], len(window))
+            sidx, oidx, nidx, mask = _rows(joined[:4], pick, seq_len, frame_stack, full)
+            obs = {k: _gather(v, groups, oidx) for k, v in obs_cols.items()}
+            nxt = {k: _gather(v, groups, nidx) for k, v in obs_cols.items()}
+            act = {k: _gather(v, groups, sidx) for k, v in act_cols.items()}
+            rew = _gather([r.rewards for r in rows], groups, sidx)
+            term = _gather([r.terminations for r in rows], groups, sidx)
+            trunc = _gather([r.truncations for r in rows], groups, sidx)
             if not full:
                 pad = ~mask
                 for arr in (*obs.values(), *nxt.values(), *act.values(), rew, term, trunc):
                     arr[pad] = 0
             meta = None
             if include_metadata:
-                assert w.episode is not None and w.t is not None
-                meta = {"episode_id": w.episode[pick], "step": w.t[pick]}
+                meta = {"episode_id": joined[4][pick], "step": joined[5][pick]}
+            dims = (batch_size, seq_len) if frame_stack == 1 else (batch_size, seq_len, frame_stack)
             yield Batch(
                 (
-                    _unflatten_batch(obs_space, obs),
-                    _unflatten_batch(act_space, act),
+                    _unflatten_batch(self.observation_space, obs, dims),
+                    _unflatten_batch(self.action_space, act),
                     rew,
-                    _unflatten_batch(obs_space, nxt),
+                    _unflatten_batch(self.observation_space, nxt, dims),
                     term,
                 ),
                 terminated=term,
@@ -490,43 +398,81 @@ class Pipeline:
         queue_size: int | None = None,
         seed: int | None = None,
         include_metadata: bool = False,
+        frame_stack: int = 1,
     ) -> Iterator[tuple[Any, ...]]:
         """Yield each episode as consecutive ``(obs, act, rew, next_obs, done)`` segments.
 
         Each segment holds up to ``max_sequence_len`` steps in order (shapes ``[len, ...]``).
         Episodes come block by block in a seeded random block order, and in a seeded random
         order inside each block; ``queue_size`` caps blocks read ahead (default
-        ``2 * num_workers``). ``done`` is termination only; with ``include_metadata`` a dict
-        (``id``, ``seed``, ``start``, ``terminated``, ``truncated``) is appended.
+        ``2 * num_workers``; read-ahead also stays within a quarter of ``max_memory``).
+        ``done`` is termination only; with ``include_metadata`` a dict (``id``, ``seed``,
+        ``start``, ``terminated``, ``truncated``) is appended. ``frame_stack=k`` shapes
+        ``obs`` and ``next_obs`` ``[len, k, ...]`` as in ``batch_iter``. Segments are copies.
         """
-        if max_sequence_len <= 0:
-            raise InvalidValueError(f"max_sequence_len={max_sequence_len} must be positive")
+        if max_sequence_len <= 0 or frame_stack <= 0:
+            raise InvalidValueError(
+                f"max_sequence_len={max_sequence_len} and frame_stack={frame_stack} "
+                "must be positive"
+            )
         order_rng, rng = _streams(seed)
-        for block, rows in _BlockStream(self, self._epochs(num_epochs, order_rng), queue_size):
-            for pos in rng.permutation(self._episodes_of(block)).tolist():
-                yield from self._segments(pos, block, rows, max_sequence_len, include_metadata)
+        stream = iter(self._stream(self._epochs(num_epochs, order_rng), queue_size))
+        held: Held | None = None
+        try:
+            for held in stream:
+                assert held.rows is not None
+                for pos in rng.permutation(self._episodes_of(held.block)).tolist():
+                    yield from self._segments(
+                        pos, held.rows, max_sequence_len, include_metadata, frame_stack
+                    )
+                held.release()
+        finally:
+            if held is not None:
+                held.release()
+            stream.close()  # type: ignore[attr-defined]
 
     def _segments(
-        self, pos: int, block: int, rows: storage.ShardRows, max_len: int, include_metadata: bool
+        self,
+        pos: int,
+        rows: storage.ShardRows,
+        max_len: int,
+        include_metadata: bool,
+        frame_stack: int,
     ) -> Iterator[tuple[Any, ...]]:
         s = self.dataset.snapshot
         length = int(s.length[pos])
         o0, t0 = (int(r) for r in s.rows_in_block(pos))
+        back = np.arange(frame_stack - 1, -1, -1)
+        obs_space = self.observation_space
         for a in range(0, length, max_len):
             b = min(a + max_len, length)
-            obs = unflatten(
-                self.observation_space,
-                {k: v[o0 + a : o0 + b] for k, v in rows.observations.items()},
-            )
-            nxt = unflatten(
-                self.observation_space,
-                {k: v[o0 + a + 1 : o0 + b + 1] for k, v in rows.observations.items()},
-            )
+            if frame_stack == 1:
+                obs = unflatten(
+                    obs_space, {k: v[o0 + a : o0 + b].copy() for k, v in rows.observations.items()}
+                )
+                nxt = unflatten(
+                    obs_space,
+                    {k: v[o0 + a + 1 : o0 + b + 1].copy() for k, v in rows.observations.items()},
+                )
+            else:  # fmt: skip
+                rows_at = np.arange(o0 + a, o0 + b)[:, None] - back
+                oidx, nidx = np.maximum(rows_at, o0), np.maximum(rows_at + 1, o0)
+                dims = (b - a, frame_stack)
+                obs = _unflatten_batch(
+                    obs_space, {k: v[oidx] for k, v in rows.observations.items()}, dims
+                )
+                nxt = _unflatten_batch(
+                    obs_space,
+                    {k: v[nidx] for k, v in rows.observations.items()},
+                    dims,
+                )
             act = unflatten(
-                self.action_space, {k: v[t0 + a : t0 + b] for k, v in rows.actions.items()}
+                self.action_space,
+                {k: v[t0 + a : t0 + b].copy() for k, v in rows.actions.items()},
             )
-            done = rows.terminations[t0 + a : t0 + b]
-            item: tuple[Any, ...] = (obs, act, rows.rewards[t0 + a : t0 + b], nxt, done)
+            done = rows.terminations[t0 + a : t0 + b].copy()
+            rew = rows.rewards[t0 + a : t0 + b].copy()
+            item: tuple[Any, ...] = (obs, act, rew, nxt, done)
             if include_metadata:
                 item = (*item, {
                     "id": int(s.ids[pos]),
@@ -536,6 +482,63 @@ class Pipeline:
                     "truncated": rows.truncations[t0 + a : t0 + b].copy(),
                 })  # fmt: skip
             yield item
+
+
+def _rows(
+    starts: list[np.ndarray], pick: np.ndarray, seq_len: int, frame_stack: int, full: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step rows, obs rows, next-obs rows and mask of the sequences starting at ``pick``.
+
+    ``starts`` are (step row, obs row, steps available, episode's first obs row) of each
+    valid start. Padded steps repeat the last valid row (the caller zeroes them); with
+    ``frame_stack=k`` obs rows get a last axis of ``k`` rows, clipped at the episode's start.
+    """
+    step0, obs0, avail_all, first = starts
+    offs = np.arange(seq_len)
+    if full:
+        mask = np.ones((len(pick), seq_len), bool)
+        sidx = step0[pick][:, None] + offs
+        oidx = obs0[pick][:, None] + offs
+    else:
+        avail = avail_all[pick][:, None]
+        mask = offs < avail
+        clipped = np.minimum(offs, avail - 1)
+        sidx = step0[pick][:, None] + clipped
+        oidx = obs0[pick][:, None] + clipped
+    nidx = oidx + 1
+    if frame_stack > 1:
+        back = np.arange(frame_stack - 1, -1, -1)
+        lo = first[pick][:, None, None]
+        oidx = np.maximum(oidx[..., None] - back, lo)
+        nidx = np.maximum(nidx[..., None] - back, lo)
+    return sidx, oidx, nidx, mask
+
+
+def _read_uncached(snap: Snapshot, reader: storage.ShardReader, block: int) -> storage.ShardRows:
+    """Read ``block`` with ``reader``, outside the block cache."""
+    return snap.read_block(block, reader)
+
+
+def _groups(slots: np.ndarray, count: int) -> list[tuple[int, int, int]]:
+    """``(slot, first, stop)`` of each run of equal values of the sorted ``slots``."""
+    bounds = np.searchsorted(slots, np.arange(count + 1))
+    return [
+        (j, int(bounds[j]), int(bounds[j + 1])) for j in range(count) if bounds[j + 1] > bounds[j]
+    ]
+
+
+def _gather(
+    cols: list[np.ndarray], groups: list[tuple[int, int, int]], idx: np.ndarray
+) -> np.ndarray:
+    """Rows ``idx`` (first axis grouped by block as ``groups`` says) of per-block ``cols``."""
+    if len(groups) == 1:
+        return cols[groups[0][0]][idx]
+    col0 = cols[groups[0][0]]
+    dtype = np.result_type(*(cols[j] for j, _, _ in groups))
+    out = np.empty(idx.shape + col0.shape[1:], dtype)
+    for j, a, b in groups:
+        np.take(cols[j], idx[a:b], axis=0, out=out[a:b], mode="clip")
+    return out
 
 
 def _streams(
@@ -553,21 +556,27 @@ def _streams(
     return np.random.default_rng(order), np.random.default_rng(draws)
 
 
-def _unflatten_batch(space: Any, cols: dict[str, np.ndarray]) -> Any:
-    """``unflatten`` for ``[batch, seq, ...]`` columns (Text becomes nested lists of str)."""
+def _unflatten_batch(
+    space: Any, cols: dict[str, np.ndarray], dims: tuple[int, ...] | None = None
+) -> Any:
+    """``unflatten`` for ``[*dims, ...]`` columns (default ``[batch, seq]``; Text: lists)."""
     if len(cols) == 1 and "" in cols:
         return cols[""]
     first = next(iter(cols.values()))
-    b, L = first.shape[:2]
-    flat = {k: v.reshape(b * L, *v.shape[2:]) for k, v in cols.items()}
-    return _reshape(unflatten(space, flat), b, L)
+    dims = dims or tuple(first.shape[:2])
+    n = int(np.prod(dims))
+    flat = {k: v.reshape(n, *v.shape[len(dims) :]) for k, v in cols.items()}
+    return _reshape(unflatten(space, flat), dims)
 
 
-def _reshape(value: Any, b: int, L: int) -> Any:
+def _reshape(value: Any, dims: tuple[int, ...]) -> Any:
     if isinstance(value, dict):
-        return {k: _reshape(v, b, L) for k, v in value.items()}
+        return {k: _reshape(v, dims) for k, v in value.items()}
     if isinstance(value, tuple):
-        return tuple(_reshape(v, b, L) for v in value)
+        return tuple(_reshape(v, dims) for v in value)
     if isinstance(value, list):
-        return [value[i * L : (i + 1) * L] for i in range(b)]
-    return value.reshape(b, L, *value.shape[1:])
+        if len(dims) == 1:
+            return value
+        n = int(np.prod(dims[1:]))
+        return [_reshape(value[i * n : (i + 1) * n], dims[1:]) for i in range(dims[0])]
+    return value.reshape(*dims, *value.shape[1:])

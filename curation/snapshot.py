@@ -2,8 +2,10 @@
 
 A ``Snapshot`` is one commit of a dataset as numpy columns sorted by episode id (the
 **episode index**: shard, offsets, length, seed, return, flags) plus its **block geometry**:
-a block is the run of whole episodes inside one shard whose first step falls in one
-``block_rows`` window, so it is read and decompressed in one piece. ``ShardSnapshot`` reads
+a block is a run of whole episodes inside one shard, read and decompressed in one piece. Its
+episodes start in one ``block_rows`` window, and ``split_blocks`` cuts blocks further so that
+each holds at most ``block_bytes_for(max_memory)`` decompressed bytes (an episode larger
+than that is a block alone). ``ShardSnapshot`` reads
 harvest shards; ``curation.minari.inplace.MinariSnapshot`` reads a Minari dataset in place.
 ``BlockCache`` keeps decompressed blocks of one process in a byte-bounded LRU.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,23 +29,40 @@ import gymnasium as gym
 import numpy as np
 
 from collector import storage
-from collector.errors import CorruptDatasetError, EpisodeNotFoundError
-from collector.spaces import space_from_json
+from collector.errors import CorruptDatasetError, EpisodeNotFoundError, HarvestWarning
+from collector.spaces import columns, space_from_json
 
 __all__ = [
     "DEFAULT_BLOCK_ROWS",
     "DEFAULT_CACHE_BYTES",
+    "DEFAULT_MAX_MEMORY",
     "INDEX_COLUMNS",
+    "MAX_BLOCK_BYTES",
     "BlockCache",
     "BlockRef",
     "ShardSnapshot",
     "Snapshot",
+    "block_bytes_for",
     "env_spec_from_json",
     "nested_row",
+    "warn_large_block",
 ]
 
 DEFAULT_BLOCK_ROWS = 65_536
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+#: The default memory budget of a dataset's readers (``load_dataset(max_memory=...)``).
+DEFAULT_MAX_MEMORY = 512 * 1024 * 1024
+#: Blocks hold at most this many decompressed bytes, whatever the budget.
+MAX_BLOCK_BYTES = 32 * 1024 * 1024
+
+
+def block_bytes_for(max_memory: int) -> int:
+    """Decompressed bytes a block may hold under ``max_memory``: an eighth, 1 to 32 MiB.
+
+    Budgets of 256 MiB and more give the same blocks, hence the same batches for a seed.
+    """
+    return int(min(MAX_BLOCK_BYTES, max(2**20, int(max_memory) // 8)))
+
 
 #: The per-episode columns a ``Snapshot`` is built from (each one value per episode).
 INDEX_COLUMNS = (
@@ -154,6 +174,15 @@ class Snapshot:
     truncated: np.ndarray
 
     def _set_blocks(self, local_block: np.ndarray) -> None:
+        """Number the blocks: (shard, local block) pairs, cut at ``max_block_bytes`` if set."""
+        self._number_blocks(local_block)
+        cap = self.__dict__.get("max_block_bytes")
+        if cap is not None:
+            local = self._cut_blocks(cap)
+            if local is not None:
+                self._number_blocks(local)
+
+    def _number_blocks(self, local_block: np.ndarray) -> None:
         """Number the blocks: (shard, local block) pairs; row ranges from their episodes."""
         key = self.shard.astype(np.int64) << 32 | local_block.astype(np.int64)
         uniq, self.block = np.unique(key, return_inverse=True)
@@ -167,6 +196,63 @@ class Snapshot:
         np.minimum.at(self.block_step_start, self.block, self.step_offset)
         np.maximum.at(self.block_obs_stop, self.block, self.obs_offset + self.length + 1)
         np.maximum.at(self.block_step_stop, self.block, self.step_offset + self.length)
+        self.__dict__.pop("block_nbytes", None)
+
+    def split_blocks(self, block_bytes: int) -> None:
+        """Cut blocks of more than ``block_bytes`` decompressed bytes between whole episodes.
+
+        Episodes are kept in file order and a block is closed before the episode that would
+        take it past ``block_bytes``; an episode larger than that is a block alone. A no-op
+        when every block fits (e.g. CartPole-sized rows in ``block_rows`` windows). Kept as
+        ``max_block_bytes``: blocks numbered later (an index built on first use) are cut too.
+        """
+        self.max_block_bytes = int(block_bytes)
+        if "block" in self.__dict__:  # numbered already
+            local = self._cut_blocks(self.max_block_bytes)
+            if local is not None:
+                self._number_blocks(local)
+
+    def _cut_blocks(self, block_bytes: int) -> np.ndarray | None:
+        """Local block numbers cutting blocks at ``block_bytes`` (None: every block fits)."""
+        if self.num_blocks == 0 or self.block_nbytes.max() <= block_bytes:
+            return None
+        order = np.lexsort((self.step_offset, self.block))
+        sizes = self.episode_nbytes[order].tolist()
+        old = self.block[order].tolist()
+        local = np.empty(len(order), np.int64)
+        n, held, prev = -1, 0, -1
+        for i, (size, blk) in enumerate(zip(sizes, old, strict=True)):
+            if blk != prev or (held and held + size > block_bytes):
+                n, held, prev = n + 1, 0, blk
+            held += size
+            local[i] = n
+        new = np.empty_like(local)
+        new[order] = local
+        return new
+
+    @functools.cached_property
+    def row_nbytes(self) -> tuple[int, int]:
+        """Decompressed bytes of one observation row and of one step row (all columns)."""
+
+        def width(space: gym.Space) -> int:
+            return sum(c.dtype.itemsize * int(np.prod(c.shape)) for c in columns(space))
+
+        infos = sum(d.itemsize * int(np.prod(shape)) + 1 for d, shape in self.info_schema.values())
+        # rewards (float64), terminations and truncations (bool)
+        return width(self.observation_space) + infos, width(self.action_space) + 10
+
+    @functools.cached_property
+    def episode_nbytes(self) -> np.ndarray:
+        """Decompressed bytes of each episode (index order): ``T + 1`` obs rows, ``T`` steps."""
+        obs, step = self.row_nbytes
+        return (self.length + 1) * obs + self.length * step
+
+    @functools.cached_property
+    def block_nbytes(self) -> np.ndarray:
+        """Decompressed bytes of each block (its episodes' ``episode_nbytes``)."""
+        return np.bincount(
+            self.block, weights=self.episode_nbytes, minlength=self.num_blocks
+        ).astype(np.int64)
 
     # -- block geometry ---------------------------------------------------------------------
 
@@ -340,17 +426,37 @@ class BlockCache:
         return self._bytes
 
     def get(self, snap: Snapshot, block: int) -> storage.ShardRows:
-        """``block`` of ``snap``, read on a miss."""
-        key = (str(snap.files[snap.block_shard[block]]), int(snap.block_obs_start[block]))
-        rows = self._blocks.pop(key, None)
+        """``block`` of ``snap``, read on a miss (room is made before reading, not after)."""
+        rows = self.peek(snap, block)
         if rows is None:
+            self._evict(self.budget - int(snap.block_nbytes[block]))
             rows = snap.read_block(block, self.reader)
-            self._bytes += rows.nbytes
-            while self._blocks and self._bytes > self.budget:
-                _, old = self._blocks.popitem(last=False)
-                self._bytes -= old.nbytes
-        self._blocks[key] = rows
+            self.put(snap, block, rows)
         return rows
+
+    def peek(self, snap: Snapshot, block: int) -> storage.ShardRows | None:
+        """``block`` of ``snap`` if it is held (then it is the most recently used), or None."""
+        key = _cache_key(snap, block)
+        rows = self._blocks.pop(key, None)
+        if rows is not None:
+            self._blocks[key] = rows
+        return rows
+
+    def put(self, snap: Snapshot, block: int, rows: storage.ShardRows) -> None:
+        """Hold ``rows`` (read elsewhere, e.g. by a worker process) as ``block`` of ``snap``."""
+        key = _cache_key(snap, block)
+        old = self._blocks.pop(key, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+        self._bytes += rows.nbytes
+        self._evict(self.budget - rows.nbytes)
+        self._blocks[key] = rows
+
+    def _evict(self, keep: int) -> None:
+        """Drop least recently used blocks until at most ``keep`` bytes are held."""
+        while self._blocks and self._bytes > keep:
+            _, old = self._blocks.popitem(last=False)
+            self._bytes -= old.nbytes
 
     def evict_all(self) -> None:
         """Drop every block; the file handles stay open."""
@@ -361,6 +467,24 @@ class BlockCache:
         """Drop every block and close the file handles."""
         self.evict_all()
         self.reader.close()
+
+
+def _cache_key(snap: Snapshot, block: int) -> tuple[str, int, int]:
+    """A block's cache key: its file and observation rows (geometry-proof)."""
+    ref = snap.block_ref(block)
+    return (ref.file, *ref.obs)
+
+
+def warn_large_block(snap: Snapshot, block: int, budget: int) -> None:
+    """One line: ``block`` alone is larger than the memory ``budget`` (it is read anyway)."""
+    eps = np.flatnonzero(snap.block == block)
+    warnings.warn(
+        f"episode(s) {snap.ids[eps[:3]].tolist()} of {snap.dataset_id!r} take "
+        f"{snap.block_nbytes[block] / 2**20:.0f} MiB decompressed, more than the memory "
+        f"budget of {budget / 2**20:.0f} MiB: read alone; raise max_memory to avoid this",
+        HarvestWarning,
+        stacklevel=3,
+    )
 
 
 def env_spec_from_json(data: dict[str, Any] | str | None) -> gym.envs.registration.EnvSpec | None:

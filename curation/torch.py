@@ -4,8 +4,9 @@
 - ``TransitionDataset``: map-style, one transition per item, for ``DataLoader(shuffle=True)``.
 - ``BatchIterable``: iterable, ready batches from ``batch_iter`` (use ``batch_size=None``).
 
-All of them re-open HDF5 handles per process, so ``DataLoader(num_workers>0)`` works.
-Text leaves stay ``str`` (tensors cannot hold them).
+All of them re-open HDF5 handles per process, so ``DataLoader(num_workers>0)`` works, and
+read within the dataset's ``max_memory`` (``load_dataset``), per process, whatever the frame
+size. Text leaves stay ``str`` (tensors cannot hold them).
 
 Keys are the plural names of ``EpisodeData`` and ``to_transitions``: ``observations``,
 ``actions``, ``rewards``, ``next_observations``, ``terminations``, ``truncations``. The
@@ -135,7 +136,8 @@ class BatchIterable(_TorchIterable):
     The DataLoader's workers share one stream: each takes every k-th block of the seeded block
     order (``batch_iter(shard=...)``) with its own draws and an in-process reader, so the union
     of their batches is one stream's epoch, whatever ``num_workers`` (not k copies of it).
-    ``include_metadata`` adds ``episode_id`` and ``step`` (``[batch, seq_len]`` tensors).
+    ``include_metadata`` adds ``episode_id`` and ``step`` (``[batch, seq_len]`` tensors);
+    ``frame_stack=k`` gives each step its last ``k`` observations (``batch_iter``).
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class BatchIterable(_TorchIterable):
         seed: int = 0,
         preload_buffer_size: int = 2,
         include_metadata: bool = False,
+        frame_stack: int = 1,
     ) -> None:
         self.dataset = dataset
         self.kwargs = {
@@ -155,6 +158,7 @@ class BatchIterable(_TorchIterable):
             "num_epochs": num_epochs,
             "preload_buffer_size": preload_buffer_size,
             "include_metadata": include_metadata,
+            "frame_stack": frame_stack,
         }
         self.seed = seed
 

@@ -22,7 +22,7 @@ from curation.dataset import Dataset
 from curation.minari import layout
 from curation.minari.importer import import_metadata
 from curation.minari.source import RESERVED, MinariSource
-from curation.snapshot import DEFAULT_BLOCK_ROWS, DEFAULT_CACHE_BYTES, Snapshot
+from curation.snapshot import DEFAULT_BLOCK_ROWS, DEFAULT_MAX_MEMORY, Snapshot
 
 __all__ = ["open_minari"]
 
@@ -139,8 +139,9 @@ def open_minari(
     path_or_id: str | os.PathLike[str],
     minari_root: str | os.PathLike[str] | None = None,
     *,
-    cache_mb: float = DEFAULT_CACHE_BYTES / 2**20,
+    cache_mb: float | None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Dataset:
     """Open a Minari dataset (folder, or id under ``minari_root``) read-only, without importing.
 
@@ -153,4 +154,5 @@ def open_minari(
     """
     data_dir, known_id = layout.find_dataset(path_or_id, minari_root)
     snap = MinariSnapshot(data_dir, known_id, int(block_rows))
-    return Dataset(snap, cache_bytes=int(cache_mb * 2**20), block_rows=int(block_rows))
+    cache = None if cache_mb is None else int(cache_mb * 2**20)
+    return Dataset(snap, cache_bytes=cache, block_rows=int(block_rows), max_memory=max_memory)
