@@ -188,10 +188,9 @@ def collect(
                 )
             # also with nothing to collect: a run killed in its repack left the small shards
             if writer.repack(int(config.storage.shard_mb * MB), compression):
-                # the merged shards go now, not at the next run: a finished run leaves its
-                # dataset, not twice it. A reader of an older commit keeps the shards it has
-                # open; one it has not opened yet says to refresh() (issue 19 item 4)
-                writer.cleanup()
+                # the merged shards go now, not at the next run, unless a reader has the
+                # dataset open: a finished run leaves its dataset, not twice it (issue 19)
+                writer.remove_superseded()
             wall = time.perf_counter() - start
             meta = writer.meta
             assert meta is not None

@@ -53,8 +53,9 @@ MB = 1024 * 1024
 #: Recorded bytes held in memory at most before the committer writes them as a shard, even
 #: when no commit is due (the shard is committed with the next commit): memory stays bounded
 #: whatever ``every_mb`` and ``every_seconds`` allow, and is the same from 1k to 100k episodes.
-#: ``from_config`` uses ``storage.shard_mb / SMALL_SHARD_FRACTION``, the size under which a
-#: shard counts as small (4 MiB by default), so these shards are never re-encoded by a repack.
+#: ``from_config`` uses at least ``storage.shard_mb / SMALL_SHARD_FRACTION``, the size under
+#: which a shard counts as small (4 MiB by default): these shards are never re-encoded by a
+#: repack.
 BUFFER_MB = 4
 
 
@@ -227,7 +228,7 @@ class Committer:
             every_mb=ckpt.every_mb,
             compression=config.storage.compression,
             background=background,
-            buffer_mb=config.storage.shard_mb / storage.SMALL_SHARD_FRACTION,
+            buffer_mb=max(BUFFER_MB, config.storage.shard_mb / storage.SMALL_SHARD_FRACTION),
             encoder=config.storage.encoder,
         )
 

@@ -336,6 +336,9 @@ class ShardSnapshot(Snapshot):
     native = True
 
     def __init__(self, path: Path, dataset_id: str, block_rows: int) -> None:
+        # before the manifest: a writer then keeps the shards this commit lists while the
+        # snapshot lives (storage.ReaderLease)
+        self.lease = storage.ReaderLease.acquire(path)
         meta = storage.read_metadata(path, dataset_id)
         shards = meta.get("shards", [])
         files = [path / storage.DATA_DIR / e["file"] for e in shards]

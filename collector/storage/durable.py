@@ -12,6 +12,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -29,9 +30,11 @@ from collector.storage.ids import (
 
 __all__ = [
     "DatasetLock",
+    "ReaderLease",
     "STORAGE_ERRNOS",
     "atomic_write",
     "free_bytes",
+    "no_readers",
     "fsync_path",
     "place_file",
     "sha256_file",
@@ -163,6 +166,87 @@ def atomic_write(path: Path, data: bytes) -> None:
                 tmp.unlink()
             raise
         fsync_path(path.parent)
+
+
+def _readers_file(dataset_path: Path) -> Path:
+    """``<real parent>/.locks/<real name>.readers``: beside the writer lock."""
+    real = Path(os.path.realpath(dataset_path))
+    return real.parent / LOCKS_DIR / f"{real.name}.readers"
+
+
+class ReaderLease:
+    """A shared lock a reader holds while it may open the shards of the commit it read.
+
+    Taken before the reader reads ``metadata.json`` and held for the life of its snapshot
+    (``release``, or when the object is collected). A writer removes the shards a repack
+    merged away only when ``no_readers`` can take the lock exclusively; while a reader holds
+    a lease they stay, for the next writer to remove (DESIGN.md section 4). A reader that
+    cannot create the lock file (a read-only root) reads without a lease: it may then be
+    told to ``refresh()``, never given wrong data.
+    """
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+        self._finalizer = weakref.finalize(self, _close_fd, fd) if fd is not None else None
+
+    @classmethod
+    def acquire(cls, dataset_path: Path) -> ReaderLease:
+        """Take a shared lease on the dataset at ``dataset_path`` (waits out a removal)."""
+        path = _readers_file(dataset_path)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o664)
+        except OSError:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                return cls(None)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            os.close(fd)
+            return cls(None)
+        return cls(fd)
+
+    @property
+    def held(self) -> bool:
+        """True while the lease holds its lock."""
+        return self._finalizer is not None and self._finalizer.alive
+
+    def release(self) -> None:
+        """Give the lease up (idempotent)."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+def _close_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def no_readers(dataset_path: Path) -> Iterator[bool]:
+    """Yield True, holding readers off, when no ``ReaderLease`` of the dataset is held.
+
+    Yields False when a reader holds one (or the lock file cannot be made): then leave what
+    a reader's snapshot may still open.
+    """
+    path = _readers_file(dataset_path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o664)
+    except OSError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class DatasetLock:

@@ -159,6 +159,19 @@ class DatasetWriter:
             log.info("removed %d uncommitted file(s) from %s", len(removed), self.path)
         return removed
 
+    def remove_superseded(self) -> list[str]:
+        """Remove the shards the last commit no longer lists, unless a reader may open them.
+
+        A finished run calls it after its repack, so the folder holds the dataset, not twice
+        it (issue 19 item 4). While a reader holds a ``ReaderLease`` (a snapshot of an older
+        commit may still open those shards) they stay for the next writer's ``cleanup``.
+        """
+        with durable.no_readers(self.path) as alone:
+            if alone:
+                return self.cleanup()
+        log.info("kept superseded shards of %s: a reader has it open", self.dataset_id)
+        return []
+
     # -- generations -----------------------------------------------------------------------
 
     def start(self, base: dict[str, Any], *, commit: bool = True) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -9,7 +10,6 @@ import helpers  # noqa: F401  (registers harvest-test/BlankFrames-v0)
 
 from collector import storage
 from collector.collect import collect
-from collector.errors import CorruptDatasetError
 from curation import load_dataset
 
 
@@ -37,18 +37,20 @@ def test_a_finished_run_leaves_only_its_dataset_on_disk(datasets_root: Path) -> 
     assert folder_bytes(result.path) <= 1.1 * result.dataset_bytes + 64 * 1024
 
 
-def test_an_older_reader_keeps_reading_or_is_told_to_refresh(datasets_root: Path) -> None:
+def test_an_open_reader_keeps_its_shards_until_it_is_gone(datasets_root: Path) -> None:
+    """A reader's lease keeps what its commit lists; the next writer removes them after it."""
     collect(cartpole("small/reader-v0", 20))
     old = load_dataset("small/reader-v0")
-    first = next(iter(old.iterate_episodes([0])))  # this shard's handle is open now
-    collect(cartpole("small/reader-v0", 40))  # repacks and removes what it merged
-    try:
-        again = next(iter(old.iterate_episodes([0])))
-        assert (again.observations == first.observations).all()
-        for episode in old.iterate_episodes():
-            assert episode.id < 20
-    except CorruptDatasetError as e:
-        assert "refresh()" in str(e)
+    expected = [(ep.id, ep.rewards.sum()) for ep in old]
+    result = collect(cartpole("small/reader-v0", 40))  # repacks; `old` holds a lease
+    listed = {e["file"] for e in storage.read_metadata(result.path)["shards"]}
+    data = result.path / storage.DATA_DIR
+    assert {p.name for p in data.iterdir() if storage.SHARD_RE.match(p.name)} - listed
+    assert [(ep.id, ep.rewards.sum()) for ep in old] == expected  # its commit, whole
+    del old
+    gc.collect()
+    collect(cartpole("small/reader-v0", 40))  # nothing to collect; the writer cleans up
+    assert {p.name for p in data.iterdir() if storage.SHARD_RE.match(p.name)} == listed
     assert len(load_dataset("small/reader-v0")) == 40
 
 
