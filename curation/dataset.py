@@ -157,15 +157,33 @@ class Dataset:
         self._snap = snapshot
         self._steps = lineage_steps  # the operations that made this view, for lineage
         self._view = episode_indices is not None
-        ids = snapshot.ids if episode_indices is None else np.asarray(episode_indices, np.int64)
-        self._pos = snapshot.positions(ids) if self._view else np.arange(len(ids))
-        self._ids = snapshot.ids[self._pos]
-        self._ids.flags.writeable = False
+        # (positions, ids); a whole dataset's are made on first use, so that opening reads
+        # no episode index (issue 18); a view's ids are checked now
+        self._index: tuple[np.ndarray, np.ndarray] | None = None
+        if episode_indices is not None:
+            self._set_positions(snapshot.positions(np.asarray(episode_indices, np.int64)))
         self._cache_bytes = cache_bytes
         self._block_rows = block_rows
-        self._pos.flags.writeable = False
         self._cache = cache or BlockCache(cache_bytes)
         self._rng = np.random.default_rng()
+
+    def _set_positions(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = self._snap.ids[pos]
+        pos.flags.writeable = ids.flags.writeable = False
+        self._index = (pos, ids)
+        return self._index
+
+    @property
+    def _pos(self) -> np.ndarray:
+        """Rows of the snapshot's index holding this dataset's episodes, in id order."""
+        index = self._index or self._set_positions(np.arange(len(self._snap.ids)))
+        return index[0]
+
+    @property
+    def _ids(self) -> np.ndarray:
+        """This dataset's episode ids, sorted."""
+        index = self._index or self._set_positions(np.arange(len(self._snap.ids)))
+        return index[1]
 
     # -- pickling (torch DataLoader workers, multiprocessing) ----------------------------------
 
@@ -257,11 +275,13 @@ class Dataset:
     @property
     def total_episodes(self) -> int:
         """Episodes in this dataset or view."""
-        return len(self._ids)
+        return len(self._ids) if self._view else self._snap.num_episodes
 
     @property
     def total_steps(self) -> int:
         """Steps in this dataset or view."""
+        if not self._view:
+            return self._snap.num_steps
         return int(self._snap.length[self._pos].sum())
 
     @property
@@ -431,7 +451,7 @@ class Dataset:
         }
 
     def __getitem__(self, index: int) -> EpisodeData:
-        n = len(self._ids)
+        n = self.total_episodes
         i = int(index)
         if not -n <= i < n:
             raise IndexError(f"episode position {index} out of range for {n} episodes")

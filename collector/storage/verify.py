@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from collector.errors import CorruptDatasetError
-from collector.storage import digests, durable
+from collector.storage import digests, durable, index
 from collector.storage.digests import fingerprint
 from collector.storage.hdf5 import read_shard
-from collector.storage.ids import dataset_path
+from collector.storage.ids import DATA_DIR, dataset_path, index_name
 from collector.storage.manifest import dataset_files, id_ranges, map_shard_ids, read_metadata
 
 __all__ = [
@@ -81,6 +83,9 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
                 f"{name}: {len(bad)} episode digest(s) do not match their data "
                 f"(first id {int(ids[bad[0]])})"
             )
+        problem = _index_problem(path / DATA_DIR, entry, batch.table)
+        if problem:
+            report.problems.append(problem)
         all_ids.append(ids)
         all_digests.append(found[pos])
         report.steps += int(batch.table["length"][pos].sum())
@@ -98,3 +103,21 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
     if len(np.unique(ids)) != len(ids):
         report.problems.append("duplicate episode ids across shards")
     return report
+
+
+def _index_problem(data_dir: Path, entry: dict[str, Any], table: dict[str, Any]) -> str | None:
+    """What is wrong with a shard's index file (None: sound, or a shard without one).
+
+    It must be the exact bytes the shard's own episode table gives (``build_index_bytes``).
+    """
+    expected = entry.get("index")
+    if expected is None:
+        return None
+    name = index_name(entry["file"])
+    try:
+        index.read_index_file(data_dir / name, expected)
+    except CorruptDatasetError as e:
+        return f"{name}: {str(e).split(';')[0].replace(f'index file {data_dir / name} ', '')}"
+    if (data_dir / name).read_bytes() != index.build_index_bytes(table):
+        return f"{name}: differs from the episode table of {entry['file']}"
+    return None

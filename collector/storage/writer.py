@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import stat
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Final
 import numpy as np
 
 from collector.errors import CorruptDatasetError, HarvestError, UsageError
-from collector.storage import digests, durable, hdf5
+from collector.storage import digests, durable, hdf5, index
 from collector.storage.batch import EpisodeBatch, select_episodes
 from collector.storage.digests import fingerprint
 from collector.storage.durable import (
@@ -32,17 +33,18 @@ from collector.storage.hdf5 import (
     missing_shard_error,
     open_shard,
     read_shard,
-    read_shard_table,
     read_table,
 )
 from collector.storage.ids import (
     DATA_DIR,
+    INDEX_FILE_RE,
     METADATA_FILE,
     METADATA_TMP,
     SHARD_RE,
     check_not_nested,
     dataset_path,
     datasets_root,
+    index_name,
     shard_name,
 )
 from collector.storage.manifest import (
@@ -50,6 +52,7 @@ from collector.storage.manifest import (
     MANIFEST_SHA256,
     dataset_files,
     id_ranges,
+    index_files,
     loads_metadata,
     map_shard_ids,
     read_metadata,
@@ -115,17 +118,33 @@ class DatasetWriter:
         return self._ids
 
     def _load_index(self) -> None:
+        """Committed ids and digests: what this process last committed, else index files.
+
+        A writer that commits leaves its index in ``_COMMITTED`` under the manifest's
+        checksum, so the next writer of the same commit (``add_to_dataset`` opens one per
+        call) reads no file at all; otherwise each shard's index file is read (its HDF5
+        table for shards written before index files existed). Issue 18.
+        """
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before loading its index")
+        hit = _COMMITTED.get(self._cache_key(self.meta))
+        if hit is not None:
+            self._ids, self._digests = hit
+            return
         ids, digests = [], []
         for entry in self.meta.get("shards", []):
-            table = read_shard_table(self.data_dir / entry["file"], ("id", "digest"))
+            table = index.read_shard_index(self.path, entry, ("id", "digest"))
             pos, mapped = map_shard_ids(entry, table["id"])
             ids.append(mapped)
             digests.append(table["digest"][pos])
         if ids:
             self._ids = np.concatenate(ids)
             self._digests = np.concatenate(digests)
+
+    def _cache_key(self, meta: dict[str, Any]) -> tuple[str, str] | None:
+        """``_COMMITTED``'s key of commit ``meta``: the folder and the manifest's checksum."""
+        seal = meta.get(MANIFEST_SHA256)
+        return None if seal is None else (os.path.realpath(self.path), str(seal))
 
     def cleanup(self) -> list[str]:
         """Delete this writer's own leftovers: files no commit references.
@@ -137,7 +156,10 @@ class DatasetWriter:
         datasets' ``data/`` linked to one place name shards alike), so a name proves nothing
         there; its leftovers only cost space, and a warning says so.
         """
-        keep = {e["file"] for e in (self.meta or {}).get("shards", [])}
+        shards = (self.meta or {}).get("shards", [])
+        keep = {e["file"] for e in shards} | {
+            index_name(e["file"]) for e in shards if e.get("index")
+        }
         removed: list[str] = []
         if self.data_dir.is_symlink():
             log.warning(
@@ -269,11 +291,12 @@ class DatasetWriter:
                         "run verify on the source"
                     )
             os.rename(tmp, dest)
+            table = index.read_shard_index(src.parent.parent, entry)
+            placed = self._place_index(name, table)
         except BaseException:
             _force_unlink(tmp)
             raise
         fsync_path(self.data_dir)
-        table = read_shard_table(dest, ("id", "length", "digest"))
         return self._register(
             name,
             table,
@@ -283,6 +306,7 @@ class DatasetWriter:
             entry["sha256"],
             dest.stat().st_size,
             id_map=id_map,
+            index_field=placed,
         )
 
     def _next_name(self, sha: str) -> str:
@@ -308,8 +332,35 @@ class DatasetWriter:
             name = self._next_name(sha)
             dest = self.data_dir / name
             os.rename(src, dest)
+            placed = self._place_index(name, table)
             fsync_path(self.data_dir)
-        return self._register(name, table, schema, compression, id_offset, sha, dest.stat().st_size)
+        return self._register(
+            name,
+            table,
+            schema,
+            compression,
+            id_offset,
+            sha,
+            dest.stat().st_size,
+            index_field=placed,
+        )
+
+    def _place_index(self, name: str, table: dict[str, Any]) -> dict[str, Any]:
+        """Write shard ``name``'s index file (fsynced; the caller fsyncs ``data/``).
+
+        Written before the manifest that names it, like the shard; costs what the shard adds.
+        """
+        self._installed.add(name)  # a failure from here on leaves it to remove_uncommitted
+        data = index.build_index_bytes(table)
+        tmp = self.data_dir / f".index-{uuid.uuid4().hex[:12]}.idx.tmp"
+        try:
+            durable.write_new_file(tmp, data, sync=True)
+            os.chmod(tmp, 0o444)
+            os.rename(tmp, self.data_dir / index_name(name))
+        except BaseException:
+            _force_unlink(tmp)
+            raise
+        return index.index_entry(name, data, len(table["id"]))
 
     def _register(
         self,
@@ -321,6 +372,7 @@ class DatasetWriter:
         sha: str,
         nbytes: int,
         id_map: list[list[int]] | None = None,
+        index_field: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before adding shards")
@@ -343,6 +395,8 @@ class DatasetWriter:
                 "info_schema": schema,
             }
         )
+        if index_field is not None:
+            entry["index"] = index_field
         self.meta["shards"].append(entry)
         self._installed.add(name)
         self._ids = np.concatenate([self._ids, ids])
@@ -370,11 +424,14 @@ class DatasetWriter:
         meta.pop(MANIFEST_SHA256, None)
         data = seal_metadata(meta).encode()
         # never publish a manifest that readers refuse (a bug here must not cost the dataset)
-        loads_metadata(data, f"the new {METADATA_FILE} of {self.dataset_id}", self.dataset_id)
+        sealed = loads_metadata(
+            data, f"the new {METADATA_FILE} of {self.dataset_id}", self.dataset_id
+        )
         with storage_errors(self.path, "create"):
             self.path.mkdir(parents=True, exist_ok=True)
         durable.atomic_write(self.path / METADATA_FILE, data)
         self._installed.clear()
+        _COMMITTED.put(self._cache_key(sealed), self._ids, self._digests)
         return meta
 
     def remove_uncommitted(self) -> list[str]:
@@ -395,6 +452,7 @@ class DatasetWriter:
         removed = sorted(self._installed - listed)
         for name in removed:
             _force_unlink(self.data_dir / name)
+            _force_unlink(self.data_dir / index_name(name))
         self._installed.clear()
         if removed:
             self.meta = disk
@@ -479,6 +537,7 @@ class DatasetWriter:
             _force_unlink(tmp)
             if new_name is not None:
                 _force_unlink(self.data_dir / new_name)
+                _force_unlink(self.data_dir / index_name(new_name))
             raise
         self.commit()
         # the merged shards stay until the next writer opens the dataset (cleanup), so a
@@ -496,6 +555,49 @@ class DatasetWriter:
         self.close()
 
 
+class _CommittedIndexes:
+    """The (ids, digests) of the last few commits this process made, by manifest checksum.
+
+    Bounded: at most ``MAX_ENTRIES`` commits and ``MAX_BYTES`` of arrays (a larger index is
+    not kept). Only a commit made here is kept, and its arrays are read-only, so a hit is
+    exactly what reading the index files would give.
+    """
+
+    MAX_ENTRIES: Final = 4
+    MAX_BYTES: Final = 256 << 20
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str] | None) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            hit = self._items.pop(key, None) if key is not None else None
+            if hit is not None:
+                self._items[key] = hit  # most recently used last
+            return hit
+
+    def put(self, key: tuple[str, str] | None, ids: np.ndarray, digests: np.ndarray) -> None:
+        if key is None or ids.nbytes + digests.nbytes > self.MAX_BYTES:
+            return
+        ids, digests = ids.copy(), digests.copy()
+        ids.flags.writeable = digests.flags.writeable = False
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = (ids, digests)
+            while len(self._items) > self.MAX_ENTRIES or (
+                sum(a.nbytes + b.nbytes for a, b in self._items.values()) > self.MAX_BYTES
+            ):
+                self._items.pop(next(iter(self._items)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_COMMITTED: Final = _CommittedIndexes()
+
+
 def _drop_ids(
     ids: np.ndarray, digests: np.ndarray, drop: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -504,8 +606,11 @@ def _drop_ids(
 
 
 #: Names this module gives files in ``data/``: shards and the temp files of ``write_shard``,
-#: ``write_image``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``).
-_OWN_TMP_RE: Final = re.compile(r"^\.(?:shard|link|merge)-[A-Za-z0-9_-]+\.h5\.tmp$", re.ASCII)
+#: ``write_image``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``),
+#: and of index files (``.index-…``).
+_OWN_TMP_RE: Final = re.compile(
+    r"^\.(?:(?:shard|link|merge)-[A-Za-z0-9_-]+\.h5|index-[A-Za-z0-9_-]+\.idx)\.tmp$", re.ASCII
+)
 
 
 def _is_regular(path: Path) -> bool:
@@ -516,8 +621,12 @@ def _is_regular(path: Path) -> bool:
 
 
 def _is_own_file(path: Path) -> bool:
-    """A regular file (not followed if a link) with a shard's or a writer temp file's name."""
-    named = SHARD_RE.match(path.name) or _OWN_TMP_RE.match(path.name)
+    """A regular file (not followed if a link) named as a shard, its index or a temp file."""
+    named = (
+        SHARD_RE.match(path.name)
+        or _OWN_TMP_RE.match(path.name)
+        or INDEX_FILE_RE.fullmatch(path.name)
+    )
     return named is not None and _is_regular(path)
 
 
@@ -548,13 +657,15 @@ def exact_shards(
     files: dict[str, Path] = {}
     entries: list[dict[str, Any]] = []
     label = str(meta.get("dataset_id", path))
+    for rel, _, _ in index_files(meta, label):
+        files[rel] = path / rel
     for (rel, sha, _), entry in zip(dataset_files(meta, label), meta["shards"], strict=True):
         src = path / rel
         entries.append(entry)
         files[rel] = src
         if entry.get("id_map") is None:  # an id offset keeps every episode of the file
             continue
-        stored = read_shard_table(src, ("id",))["id"]
+        stored = index.read_shard_index(path, entry, ("id",))["id"]
         pos, ids = map_shard_ids(entry, stored)
         if len(pos) == len(stored):
             continue
@@ -578,11 +689,16 @@ def exact_shards(
         name = shard_name(int(seq[1]) if seq else len(entries) - 1, new_sha)
         staging.mkdir(parents=True, exist_ok=True)
         durable.write_new_file(staging / name, data, sync=True)
-        new = {k: v for k, v in entry.items() if k != "id_map"}
+        new = {k: v for k, v in entry.items() if k not in ("id_map", "index")}
         new.update(file=name, id_offset=0, sha256=new_sha, bytes=len(data))
+        index_data = index.build_index_bytes(part.table)
+        durable.write_new_file(staging / index_name(name), index_data, sync=True)
+        new["index"] = index.index_entry(name, index_data, part.num_episodes)
         entries[-1] = new
         del files[rel]
+        files.pop(f"{DATA_DIR}/{index_name(entry['file'])}", None)
         files[f"{DATA_DIR}/{name}"] = staging / name
+        files[f"{DATA_DIR}/{index_name(name)}"] = staging / index_name(name)
     if all(a is b for a, b in zip(entries, meta["shards"], strict=True)):
         return meta, files
     return {**meta, "shards": entries, "dataset_bytes": sum(e["bytes"] for e in entries)}, files
