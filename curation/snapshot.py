@@ -306,7 +306,7 @@ class ShardSnapshot(Snapshot):
     """
 
     native = True
-    LAZY_ATTRIBUTES = (*Snapshot.LAZY_ATTRIBUTES, "kept")
+    LAZY_ATTRIBUTES = (*Snapshot.LAZY_ATTRIBUTES, "kept", "index_state")
 
     def __init__(self, path: Path, dataset_id: str, block_rows: int) -> None:
         meta = storage.read_metadata(path, dataset_id)
@@ -350,9 +350,26 @@ class ShardSnapshot(Snapshot):
         state = INDEX_CACHE.get(key)
         if state is None:
             super().build_index()
-            state = {k: self.__dict__[k] for k in self.LAZY_ATTRIBUTES}
+            state = {k: self.__dict__[k] for k in self.LAZY_ATTRIBUTES if k != "index_state"}
             INDEX_CACHE.put(key, state)
         self.__dict__.update(state)
+        #: what ``INDEX_CACHE`` keeps of this commit (``texts`` too, once read)
+        self.index_state = state
+
+    def read_texts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-episode options and metadata JSON, from the shards' index files (or tables).
+
+        Read once per commit and process: they are kept with the commit's index.
+        """
+        state = self.index_state  # (the index is built first)
+        if "texts" not in state:
+            options, metadata = [], []
+            for entry, kept in zip(self.meta.get("shards", []), self.kept, strict=True):
+                t = storage.read_shard_index(self.path, entry, ("options", "metadata"))
+                options.append(t["options"] if kept is None else t["options"][kept])
+                metadata.append(t["metadata"] if kept is None else t["metadata"][kept])
+            state["texts"] = _text_column(options, self.order), _text_column(metadata, self.order)
+        return state["texts"]
 
     def load_columns(self) -> dict[str, np.ndarray]:
         """The index columns, one shard index (or table) at a time."""
@@ -380,15 +397,6 @@ class ShardSnapshot(Snapshot):
         """Read one block's rows from its shard."""
         ref = self.block_ref(block)
         return reader.read_rows(Path(ref.file), slice(*ref.obs), slice(*ref.steps))
-
-    def read_texts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-episode options and metadata JSON, from the shard tables."""
-        options, metadata = [], []
-        for entry, kept in zip(self.meta.get("shards", []), self.kept, strict=True):
-            t = storage.read_shard_index(self.path, entry, ("options", "metadata"))
-            options.append(t["options"] if kept is None else t["options"][kept])
-            metadata.append(t["metadata"] if kept is None else t["metadata"][kept])
-        return _text_column(options, self.order), _text_column(metadata, self.order)
 
 
 def _text_column(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:

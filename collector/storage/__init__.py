@@ -138,6 +138,7 @@ from collector.storage.writer import (
     SMALL_SHARD_FRACTION,
     DatasetWriter,
     exact_shards,
+    forget_committed_indexes,
 )
 
 __all__ = [
@@ -196,6 +197,7 @@ __all__ = [
     "exact_shards",
     "fill_digests",
     "fingerprint",
+    "forget_committed_indexes",
     "free_bytes",
     "fsync_path",
     "human_size",

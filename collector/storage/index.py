@@ -101,11 +101,14 @@ def index_entry(shard_file: str, data: bytes, rows: int) -> dict[str, Any]:
     }
 
 
-def read_index_file(path: Path, expected: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def read_index_file(
+    path: Path, expected: Mapping[str, Any], fields: Sequence[str] = TABLE_FIELDS
+) -> dict[str, np.ndarray]:
     """Read and check an index file against its manifest ``index`` field ``expected``.
 
     Size, sha256, header and layout are checked before any value is used; the columns are
-    views of the file's bytes (``options``/``metadata`` are bytes arrays, ``b""`` for none).
+    views of the file's bytes (``options``/``metadata`` are bytes arrays, ``b""`` for none,
+    split out only when in ``fields``).
 
     Raises:
         CorruptDatasetError: missing, of another size or sha256, or not a valid index file.
@@ -149,11 +152,13 @@ def read_index_file(path: Path, expected: Mapping[str, Any]) -> dict[str, np.nda
         raise CorruptDatasetError(f"index file {path} has bad text offsets; {fix}")
     if np.any(out["length"] < 0):
         raise CorruptDatasetError(f"index file {path} has a negative episode length; {fix}")
-    blob = data[at:]
-    starts = np.concatenate([[0], ends[:-1]]) if n else ends
-    texts = [blob[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-    out["options"] = _bytes_column(texts[:n])
-    out["metadata"] = _bytes_column(texts[n:])
+    for k, field in enumerate(("options", "metadata")):
+        if field in fields:
+            bounds = ends[k * n : (k + 1) * n].tolist()
+            first = int(ends[k * n - 1]) if k and n else 0
+            starts = [first, *bounds[:-1]][: len(bounds)]
+            texts = [data[at + a : at + b] for a, b in zip(starts, bounds, strict=True)]
+            out[field] = _bytes_column(texts)
     return out
 
 
@@ -182,8 +187,8 @@ def read_shard_index(
     if index is None:
         return read_shard_table(data_dir / entry["file"], fields, raw_text=True)
     file = data_dir / index_name(entry["file"])
-    table = read_index_file(file, index)
-    pos, ids = map_shard_ids(dict(entry), table["id"])
+    table = read_index_file(file, index, fields)
+    pos, ids = map_shard_ids(dict(entry), table["id"])  # the check needs ids and lengths
     if (
         len(ids) != entry["episodes"]
         or int(table["length"][pos].sum()) != entry["step_rows"]

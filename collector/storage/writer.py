@@ -67,6 +67,7 @@ __all__ = [
     "REPACK_SPARE_BYTES",
     "SMALL_SHARD_FRACTION",
     "exact_shards",
+    "forget_committed_indexes",
 ]
 
 
@@ -596,6 +597,11 @@ class _CommittedIndexes:
 
 
 _COMMITTED: Final = _CommittedIndexes()
+
+
+def forget_committed_indexes() -> None:
+    """Forget the committed indexes this process keeps: the next writer reads index files."""
+    _COMMITTED.clear()
 
 
 def _drop_ids(
