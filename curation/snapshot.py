@@ -15,6 +15,7 @@ code that needs rows rather than episodes.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import threading
@@ -309,18 +310,7 @@ class ShardSnapshot(Snapshot):
     LAZY_ATTRIBUTES = (*Snapshot.LAZY_ATTRIBUTES, "kept", "index_state")
 
     def __init__(self, path: Path, dataset_id: str, block_rows: int) -> None:
-        meta = storage.read_metadata(path, dataset_id)
-        shards = meta.get("shards", [])
-        data = path / storage.DATA_DIR
-        files = [data / e["file"] for e in shards]
-        # readers take the union of the shards' info schemas (DESIGN.md section 4)
-        info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
-        for entry in shards:
-            for name, spec in (entry.get("info_schema") or {}).items():
-                dtype = np.dtype(spec["dtype"])
-                if name in info_schema:
-                    dtype = np.result_type(info_schema[name][0], dtype)
-                info_schema[name] = (dtype, tuple(spec["shape"]))
+        meta, files, info_schema = _read_manifest(path, dataset_id)
         super().__init__(
             path,
             dataset_id,
@@ -397,6 +387,45 @@ class ShardSnapshot(Snapshot):
         """Read one block's rows from its shard."""
         ref = self.block_ref(block)
         return reader.read_rows(Path(ref.file), slice(*ref.obs), slice(*ref.steps))
+
+
+#: Manifests read by this process, checked and parsed, by (folder, sha256 of the file's
+#: bytes): a second open of the same commit reads and hashes the file, and parses nothing.
+_MANIFESTS: OrderedDict[tuple[str, str], tuple[dict[str, Any], list[Path], dict[str, Any]]] = (
+    OrderedDict()
+)
+_MANIFESTS_MAX = 8
+_MANIFESTS_LOCK = threading.Lock()
+
+
+def _read_manifest(
+    path: Path, dataset_id: str
+) -> tuple[dict[str, Any], list[Path], dict[str, tuple[np.dtype, tuple[int, ...]]]]:
+    """A commit's metadata, shard files and info schema (the union of the shards')."""
+    data = storage.read_metadata_bytes(path, dataset_id)
+    key = (os.path.realpath(path), hashlib.sha256(data).hexdigest())
+    with _MANIFESTS_LOCK:
+        hit = _MANIFESTS.get(key)
+        if hit is not None:
+            _MANIFESTS.move_to_end(key)
+            return hit
+    meta = storage.loads_metadata(data, str(path / storage.METADATA_FILE), dataset_id)
+    shards = meta.get("shards", [])
+    folder = path / storage.DATA_DIR
+    files = [folder / e["file"] for e in shards]
+    # readers take the union of the shards' info schemas (DESIGN.md section 4)
+    info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+    for entry in shards:
+        for name, spec in (entry.get("info_schema") or {}).items():
+            dtype = np.dtype(spec["dtype"])
+            if name in info_schema:
+                dtype = np.result_type(info_schema[name][0], dtype)
+            info_schema[name] = (dtype, tuple(spec["shape"]))
+    with _MANIFESTS_LOCK:
+        _MANIFESTS[key] = (meta, files, info_schema)
+        while len(_MANIFESTS) > _MANIFESTS_MAX:
+            _MANIFESTS.popitem(last=False)
+    return meta, files, info_schema
 
 
 def _text_column(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
