@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,9 +116,15 @@ def _index_problem(data_dir: Path, entry: dict[str, Any], table: dict[str, Any])
         return None
     name = index_name(entry["file"])
     try:
-        index.read_index_file(data_dir / name, expected)
-    except CorruptDatasetError as e:
-        return f"{name}: {str(e).split(';')[0].replace(f'index file {data_dir / name} ', '')}"
-    if (data_dir / name).read_bytes() != index.build_index_bytes(table):
+        size = (data_dir / name).stat().st_size
+    except FileNotFoundError:
+        return f"{name}: missing"
+    if size != expected["bytes"]:
+        how = "truncated" if size < expected["bytes"] else "grown"
+        return f"{name}: {size:,} bytes, metadata.json says {expected['bytes']:,} ({how})"
+    data = (data_dir / name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        return f"{name}: sha256 mismatch (file changed or corrupt)"
+    if data != index.build_index_bytes(table):
         return f"{name}: differs from the episode table of {entry['file']}"
     return None
