@@ -275,6 +275,7 @@ class DatasetWriter:
         name = self._next_name(entry["sha256"])
         dest = self.data_dir / name
         tmp = self.data_dir / f".link-{uuid.uuid4().hex[:12]}.h5.tmp"
+        placed = None
         try:
             try:
                 how = place_file(src, tmp)
@@ -291,11 +292,13 @@ class DatasetWriter:
                         f"shard {src} does not match its sha256 in the source's metadata.json; "
                         "run verify on the source"
                     )
-            os.rename(tmp, dest)
             table = index.read_shard_index(src.parent.parent, entry)
             placed = self._place_index(name, table)
+            os.rename(tmp, dest)
         except BaseException:
             _force_unlink(tmp)
+            if placed is not None:
+                _force_unlink(self.data_dir / index_name(name))
             raise
         fsync_path(self.data_dir)
         return self._register(
@@ -332,8 +335,13 @@ class DatasetWriter:
             sha = durable.sha256_file(src)
             name = self._next_name(sha)
             dest = self.data_dir / name
-            os.rename(src, dest)
+            # the index first: if it cannot be written, ``src`` (e.g. a spill) stays where it is
             placed = self._place_index(name, table)
+            try:
+                os.rename(src, dest)
+            except BaseException:
+                _force_unlink(self.data_dir / index_name(name))
+                raise
             fsync_path(self.data_dir)
         return self._register(
             name,

@@ -333,14 +333,15 @@ def test_write_shard_and_commit_follow_the_durable_order(
     # the shard is written under a hidden temp name in data/ (its final name needs its sha256)
     tmp = Path(calls.events[0][1])
     assert tmp.parent == data and re.fullmatch(r"\.shard-[0-9a-f]+\.h5\.tmp", tmp.name)
-    # its index file (issue 18) likewise, before the one fsync of data/ that covers both
-    idx_tmp = Path(calls.events[2][1])
+    # its index file (issue 18) likewise, before the shard (a failure leaves the source in
+    # place) and the one fsync of data/ that covers both
+    idx_tmp = Path(calls.events[1][1])
     assert re.fullmatch(r"\.index-[0-9a-f]+\.idx\.tmp", idx_tmp.name)
     assert calls.events == [
         ("fsync", str(tmp)),
-        ("rename", str(tmp), str(shard)),
         ("fsync", str(idx_tmp)),
         ("rename", str(idx_tmp), str(data / entry["index"]["file"])),
+        ("rename", str(tmp), str(shard)),
         ("fsync", str(data)),
         ("fsync", str(ds / "metadata.json.tmp")),
         ("replace", str(ds / "metadata.json.tmp"), str(ds / "metadata.json")),
@@ -367,12 +368,12 @@ def test_adopt_shard_fsyncs_before_and_after_the_rename(
         w.commit()
     ds = (datasets_root / dsid).resolve()
     src = str(spill.resolve())
-    idx_tmp = calls.events[2][1]
+    idx_tmp = calls.events[1][1]
     assert calls.events[:5] == [
         ("fsync", src),
-        ("rename", src, str(ds / "data" / entry["file"])),
         ("fsync", idx_tmp),
         ("rename", idx_tmp, str(ds / "data" / entry["index"]["file"])),
+        ("rename", src, str(ds / "data" / entry["file"])),
         ("fsync", str(ds / "data")),
     ]
     assert calls.events[5:] == [
