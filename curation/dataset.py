@@ -1,7 +1,8 @@
 """Read episodes: the Minari-style reading API (``curation.api.load_dataset`` opens one).
 
-A ``Dataset`` is a snapshot of one commit: opening it reads ``metadata.json`` and the shard
-episode tables (never step data) into a numpy index. Step data is read in **blocks**:
+A ``Dataset`` is a snapshot of one commit: opening it reads ``metadata.json`` only (``len``,
+totals, spaces, metadata); the numpy episode index is read from the shards' index files on
+first use, once per commit and process (issue 18). Step data is read in **blocks**:
 contiguous runs of whole episodes inside one shard (those whose first step falls in one
 ``block_rows`` window, so at most ``block_rows`` plus one episode), read and decompressed
 once and kept in a byte-bounded LRU. Episodes are sliced out of cached blocks, so iterating,
