@@ -79,6 +79,10 @@ _DTYPES = {
 }
 
 
+#: Serializes building episode indexes (``Snapshot.__getattr__``).
+_BUILD_LOCK = threading.RLock()
+
+
 @dataclass(frozen=True)
 class BlockRef:
     """Where a block's rows are: all a worker needs (small, cheap to send to any process)."""
@@ -154,14 +158,18 @@ class Snapshot:
     )
 
     def __getattr__(self, name: str) -> Any:
-        # only called for attributes not set yet: the index, until it is built
-        if name in type(self).LAZY_ATTRIBUTES and "_building" not in self.__dict__:
-            self._building = True
-            try:
-                self.build_index()
-            finally:
-                del self._building
-            return object.__getattribute__(self, name)
+        # only called for attributes not set yet: the index, until it is built (once, whatever
+        # the threads asking; a build that asks for what it builds gets an AttributeError)
+        if name in type(self).LAZY_ATTRIBUTES:
+            with _BUILD_LOCK:
+                if name not in self.__dict__ and not self.__dict__.get("_building"):
+                    self._building = True
+                    try:
+                        self.build_index()
+                    finally:
+                        del self._building
+                if name in self.__dict__:
+                    return self.__dict__[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def build_index(self) -> None:

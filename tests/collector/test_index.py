@@ -331,3 +331,13 @@ def test_a_malformed_index_field_is_refused_with_the_manifest(
     rewrite_manifest("ns/field-v0", lambda meta: meta["shards"][0].update(index=field))
     with pytest.raises(CorruptDatasetError, match="index must name shard-.*idx"):
         storage.read_metadata(storage.dataset_path("ns/field-v0"))
+
+
+def test_threads_opening_the_index_at_once_all_get_it(datasets_root: Path, reads: Reads) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    write("ns/threads-v0", [[0, 1], [2], [3, 4, 5]])
+    ds = load_dataset("ns/threads-v0")
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: ds.snapshot.ids.tolist(), range(16)))
+    assert got == [[0, 1, 2, 3, 4, 5]] * 16 and reads.indexes == 3
