@@ -192,5 +192,6 @@ def unreferenced_shards(dataset_id: str, root: Path | None = None) -> list[str]:
         return []
     keep = set()
     if (path / storage.METADATA_FILE).exists():
-        keep = {e["file"] for e in storage.read_metadata(path, dataset_id)["shards"]}
+        shards = storage.read_metadata(path, dataset_id)["shards"]
+        keep = {e["file"] for e in shards} | {e["index"]["file"] for e in shards if "index" in e}
     return sorted(p for p in os.listdir(path / storage.DATA_DIR) if p not in keep)
