@@ -158,33 +158,25 @@ class Dataset:
         self._snap = snapshot
         self._steps = lineage_steps  # the operations that made this view, for lineage
         self._view = episode_indices is not None
-        # (positions, ids); a whole dataset's are made on first use, so that opening reads
-        # no episode index (issue 18); a view's ids are checked now
+        # (positions in the snapshot's index, ids): a whole dataset's on first use, so that
+        # opening reads no episode index (issue 18); a view's ids are checked now
         self._index: tuple[np.ndarray, np.ndarray] | None = None
         if episode_indices is not None:
-            self._set_positions(snapshot.positions(np.asarray(episode_indices, np.int64)))
+            self._set_index(snapshot.positions(np.asarray(episode_indices, np.int64)))
         self._cache_bytes = cache_bytes
         self._block_rows = block_rows
         self._cache = cache or BlockCache(cache_bytes)
         self._rng = np.random.default_rng()
 
-    def _set_positions(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _set_index(self, pos: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.arange(len(self._snap.ids)) if pos is None else pos
         ids = self._snap.ids[pos]
         pos.flags.writeable = ids.flags.writeable = False
         self._index = (pos, ids)
         return self._index
 
-    @property
-    def _pos(self) -> np.ndarray:
-        """Rows of the snapshot's index holding this dataset's episodes, in id order."""
-        index = self._index or self._set_positions(np.arange(len(self._snap.ids)))
-        return index[0]
-
-    @property
-    def _ids(self) -> np.ndarray:
-        """This dataset's episode ids, sorted."""
-        index = self._index or self._set_positions(np.arange(len(self._snap.ids)))
-        return index[1]
+    _pos = property(lambda self: (self._index or self._set_index())[0], doc="index rows")
+    _ids = property(lambda self: (self._index or self._set_index())[1], doc="sorted ids")
 
     # -- pickling (torch DataLoader workers, multiprocessing) ----------------------------------
 

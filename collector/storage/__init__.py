@@ -14,7 +14,8 @@ This module is the face: it re-exports the public names of the modules below, bo
     manifest   ``read_metadata``, ``loads_metadata``, ``check_metadata``, ``seal_metadata``, id maps
     hdf5       ``build_shard_bytes``, ``read_shard``, ``read_shard_table``, ``merge_shards``,
                ``ShardReader``
-    index      shard index files: ``read_shard_index`` (a shard's episode table without HDF5)
+    index      shard index files: ``read_shard_index`` (a shard's episode table without HDF5),
+               ``COMMITTED_INDEXES``
     writer     ``DatasetWriter`` (write shard, commit, repack, cleanup), ``exact_shards``
     verify     ``verify_dataset``
 """
@@ -98,6 +99,7 @@ from collector.storage.ids import (
 from collector.storage.index import (
     INDEX_MAX_BYTES,
     build_index_bytes,
+    forget_committed_indexes,
     index_entry,
     read_index_file,
     read_shard_index,
@@ -138,7 +140,6 @@ from collector.storage.writer import (
     SMALL_SHARD_FRACTION,
     DatasetWriter,
     exact_shards,
-    forget_committed_indexes,
 )
 
 __all__ = [

@@ -9,6 +9,9 @@ shard. Opening a dataset or a writer then costs one small plain-file read per sh
 of an HDF5 open and a table read (issue 18). Shards committed without one (datasets written
 before it) are read from their HDF5 table, as before (``read_shard_index`` decides).
 
+``COMMITTED_INDEXES`` keeps the ids and digests of the last commits this process made, so
+the next writer of the same commit (``add_to_dataset`` opens one per call) reads nothing.
+
 Layout (no pickle, nothing parsed but fixed-size integers)::
 
     b"harvidx1" | rows <u8 | text bytes <u8
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -35,10 +39,13 @@ from collector.storage.manifest import id_ranges, map_shard_ids
 from collector.storage.text import human_size
 
 __all__ = [
+    "COMMITTED_INDEXES",
+    "CommittedIndexes",
     "INDEX_MAX_BYTES",
     "build_index_bytes",
     "index_entry",
     "read_index_file",
+    "forget_committed_indexes",
     "read_shard_index",
 ]
 
@@ -199,3 +206,57 @@ def read_shard_index(
             f"{entry['file']}; run `curate verify`, or restore the dataset from a copy"
         )
     return {k: table[k] for k in fields}
+
+
+class CommittedIndexes:
+    """The (ids, digests) of the last few commits this process made, by manifest checksum.
+
+    Bounded: at most ``MAX_ENTRIES`` commits and ``MAX_BYTES`` of arrays (a larger index is
+    not kept). Only a commit made here is kept, and its arrays are read-only, so a hit is
+    exactly what reading the index files would give.
+    """
+
+    MAX_ENTRIES: Final = 4
+    MAX_BYTES: Final = 256 << 20
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str] | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The (ids, digests) kept under ``key``, or None."""
+        with self._lock:
+            hit = self._items.pop(key, None) if key is not None else None
+            if hit is not None:
+                self._items[key] = hit  # most recently used last
+            return hit
+
+    def put(self, key: tuple[str, str] | None, ids: np.ndarray, digests: np.ndarray) -> None:
+        """Keep ``ids`` and ``digests`` under ``key`` (None: nothing), made read-only.
+
+        Not copied: the writer never changes its arrays in place, it replaces them.
+        """
+        if key is None or ids.nbytes + digests.nbytes > self.MAX_BYTES:
+            return
+        ids.flags.writeable = digests.flags.writeable = False
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = (ids, digests)
+            while len(self._items) > self.MAX_ENTRIES or (
+                sum(a.nbytes + b.nbytes for a, b in self._items.values()) > self.MAX_BYTES
+            ):
+                self._items.pop(next(iter(self._items)))
+
+    def clear(self) -> None:
+        """Forget every index."""
+        with self._lock:
+            self._items.clear()
+
+
+#: This process's ``CommittedIndexes`` (``DatasetWriter`` puts and gets).
+COMMITTED_INDEXES: Final = CommittedIndexes()
+
+
+def forget_committed_indexes() -> None:
+    """Forget the committed indexes this process keeps: the next writer reads index files."""
+    COMMITTED_INDEXES.clear()

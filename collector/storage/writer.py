@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import stat
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -67,7 +66,6 @@ __all__ = [
     "REPACK_SPARE_BYTES",
     "SMALL_SHARD_FRACTION",
     "exact_shards",
-    "forget_committed_indexes",
 ]
 
 
@@ -121,14 +119,14 @@ class DatasetWriter:
     def _load_index(self) -> None:
         """Committed ids and digests: what this process last committed, else index files.
 
-        A writer that commits leaves its index in ``_COMMITTED`` under the manifest's
+        A writer that commits leaves its index in ``COMMITTED_INDEXES`` under the manifest's
         checksum, so the next writer of the same commit (``add_to_dataset`` opens one per
         call) reads no file at all; otherwise each shard's index file is read (its HDF5
         table for shards written before index files existed). Issue 18.
         """
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before loading its index")
-        hit = _COMMITTED.get(self._cache_key(self.meta))
+        hit = index.COMMITTED_INDEXES.get(self._cache_key(self.meta))
         if hit is not None:
             self._ids, self._digests = hit
             return
@@ -143,7 +141,7 @@ class DatasetWriter:
             self._digests = np.concatenate(digests)
 
     def _cache_key(self, meta: dict[str, Any]) -> tuple[str, str] | None:
-        """``_COMMITTED``'s key of commit ``meta``: the folder and the manifest's checksum."""
+        """``COMMITTED_INDEXES``' key of commit ``meta``: the folder and the manifest's seal."""
         seal = meta.get(MANIFEST_SHA256)
         return None if seal is None else (os.path.realpath(self.path), str(seal))
 
@@ -440,7 +438,7 @@ class DatasetWriter:
             self.path.mkdir(parents=True, exist_ok=True)
         durable.atomic_write(self.path / METADATA_FILE, data)
         self._installed.clear()
-        _COMMITTED.put(self._cache_key(sealed), self._ids, self._digests)
+        index.COMMITTED_INDEXES.put(self._cache_key(sealed), self._ids, self._digests)
         return meta
 
     def remove_uncommitted(self) -> list[str]:
@@ -562,54 +560,6 @@ class DatasetWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _CommittedIndexes:
-    """The (ids, digests) of the last few commits this process made, by manifest checksum.
-
-    Bounded: at most ``MAX_ENTRIES`` commits and ``MAX_BYTES`` of arrays (a larger index is
-    not kept). Only a commit made here is kept, and its arrays are read-only, so a hit is
-    exactly what reading the index files would give.
-    """
-
-    MAX_ENTRIES: Final = 4
-    MAX_BYTES: Final = 256 << 20
-
-    def __init__(self) -> None:
-        self._items: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str] | None) -> tuple[np.ndarray, np.ndarray] | None:
-        with self._lock:
-            hit = self._items.pop(key, None) if key is not None else None
-            if hit is not None:
-                self._items[key] = hit  # most recently used last
-            return hit
-
-    def put(self, key: tuple[str, str] | None, ids: np.ndarray, digests: np.ndarray) -> None:
-        if key is None or ids.nbytes + digests.nbytes > self.MAX_BYTES:
-            return
-        ids, digests = ids.copy(), digests.copy()
-        ids.flags.writeable = digests.flags.writeable = False
-        with self._lock:
-            self._items.pop(key, None)
-            self._items[key] = (ids, digests)
-            while len(self._items) > self.MAX_ENTRIES or (
-                sum(a.nbytes + b.nbytes for a, b in self._items.values()) > self.MAX_BYTES
-            ):
-                self._items.pop(next(iter(self._items)))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-_COMMITTED: Final = _CommittedIndexes()
-
-
-def forget_committed_indexes() -> None:
-    """Forget the committed indexes this process keeps: the next writer reads index files."""
-    _COMMITTED.clear()
 
 
 def _drop_ids(
