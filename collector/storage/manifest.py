@@ -85,7 +85,14 @@ def seal_metadata(meta: Mapping[str, Any]) -> str:
     >>> json.loads(text)[MANIFEST_SHA256] == manifest_sha256(json.loads(text))
     True
     """
-    body = json.loads(dumps_metadata({k: v for k, v in meta.items() if k != MANIFEST_SHA256}))
+    # parsed as a reader will see it; without indent, json's C encoder does this part
+    body = json.loads(
+        json.dumps(
+            {k: v for k, v in meta.items() if k != MANIFEST_SHA256},
+            allow_nan=False,
+            default=json_default,
+        )
+    )
     body[MANIFEST_SHA256] = manifest_sha256(body)
     return dumps_metadata(body)
 
