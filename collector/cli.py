@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from collector import storage
 from collector.collect import CollectInterrupted, CollectResult, collect
-from collector.config import unknown_key_error
+from collector.config import (
+    RUNNER_CONFIGS,
+    check_runner_keys,
+    check_value,
+    check_wrappers,
+    known_keys,
+    unknown_key_error,
+)
 from collector.errors import HarvestError, UsageError
 from collector.redact import install_log_redaction, redact_hydra_run, redact_text
 from collector.yaml_limits import install_yaml_limits
@@ -71,7 +77,7 @@ def _superseded(result: CollectResult) -> tuple[int, int]:
 
 
 def _import_from_cwd(cfg: DictConfig) -> None:
-    """Let ``env=MODULE:ID`` and ``policy._target_`` name a module in the current folder.
+    """Let ``env=MODULE:ID`` and the ``_target_`` of the policy or a wrapper name a local module.
 
     ``python -m``, ``python script.py`` and Hydra apps run that way see the current folder;
     the installed ``collect`` script does not. It is added (last, so nothing installed is
@@ -86,6 +92,11 @@ def _import_from_cwd(cfg: DictConfig) -> None:
     target = policy.get("_target_") if isinstance(policy, DictConfig) else None
     if isinstance(target, str):
         names.add(target)
+    wrappers = cfg.get("wrappers")
+    for entry in wrappers if isinstance(wrappers, ListConfig) else ():
+        target = entry.get("_target_") if isinstance(entry, DictConfig) else None
+        if isinstance(target, str):
+            names.add(target)
     tops = {name.split(".")[0] for name in names} - {""}
     if any((cwd / f"{top}.py").is_file() or (cwd / top).is_dir() for top in tops):
         sys.path.append(str(cwd))
@@ -121,35 +132,30 @@ def _app(cfg: DictConfig) -> None:
     print(summary(result))
 
 
-def _dotted(node: Any, prefix: str = "") -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield prefix + str(key)
-            yield from _dotted(value, f"{prefix}{key}.")
-
-
-def _config_keys(config_dir: str | None) -> tuple[set[str], set[str], set[str]]:
-    """The dotted keys of ``collect.yaml``, the other keys collect reads, and the groups."""
-    conf = resources.files("conf")
-    root = OmegaConf.to_container(OmegaConf.create((conf / "collect.yaml").read_text()))
-    assert isinstance(root, dict)
-    root.pop("defaults", None)
-    root.pop("hydra", None)
-    in_yaml = set(_dotted(root))
-    keys = {"runner", *(f"metadata.{k}" for k in storage.AUTHOR_FIELDS)}
-    for runner in (conf / "runner").iterdir():
-        if runner.name.endswith(".yaml"):
-            body = OmegaConf.to_container(OmegaConf.create(runner.read_text()))
-            keys |= set(_dotted(body, "runner."))
-    folders: list[Any] = [conf, *([Path(config_dir)] if config_dir else [])]
-    groups = {
+def _groups(config_dir: str | None) -> set[str]:
+    """The config groups (folders of ``conf`` and of ``--config-dir``), recipes excepted."""
+    folders: list[Any] = [resources.files("conf"), *([Path(config_dir)] if config_dir else [])]
+    return {
         p.name
         for folder in folders
         if folder.is_dir()
         for p in folder.iterdir()
         if p.is_dir() and p.name not in ("recipe", "__pycache__")  # recipes belong to curate
     }
-    return in_yaml, keys | in_yaml, groups
+
+
+def _runner_choice(overrides: list[Any]) -> str | None:
+    """The runner the overrides select (``local`` by default); None when it is not known here."""
+    from hydra.core.override_parser.types import OverrideType
+
+    choice: Any = "local"
+    for override in overrides:
+        group = override.key_or_group.split("/")[0]
+        if group == "experiment" or (group == "runner" and override.is_sweep_override()):
+            return None  # an experiment may pick the runner; a sweep picks several
+        if group == "runner" and override.type is not OverrideType.DEL:
+            choice = override.value()
+    return choice if choice in RUNNER_CONFIGS else None
 
 
 def check_overrides(argv: list[str]) -> list[str]:
@@ -158,7 +164,8 @@ def check_overrides(argv: list[str]) -> list[str]:
     Hydra refuses ``epsiodes=10`` in six lines and suggests ``+epsiodes=10``, which then adds
     a key nothing reads (issue 16 item 21). Keys under ``OPEN_MAPS`` are the user's own, so
     ``env_kwargs.map_name=8x8`` becomes ``++env_kwargs.map_name=8x8`` (add or replace), as do
-    the author fields the YAML leaves out (``metadata.ref_min_score``).
+    the author fields the YAML leaves out (``metadata.ref_min_score``) and a listed wrapper's
+    arguments (``wrappers.0.noop_max=0``).
 
     Args:
         argv: the command-line arguments after the program name.
@@ -186,7 +193,9 @@ def check_overrides(argv: list[str]) -> list[str]:
         return argv
     if args.config_name not in (None, "collect") or args.config_path:
         return argv  # another primary config: its keys are not ours to know
-    in_yaml, keys, groups = _config_keys(args.config_dir)
+    in_yaml, keys = known_keys()
+    groups = _groups(args.config_dir)
+    runner = _runner_choice(overrides)
     plain: set[str] = set()
     for text, override in zip(args.overrides, overrides, strict=True):
         key = override.key_or_group
@@ -195,15 +204,25 @@ def check_overrides(argv: list[str]) -> list[str]:
         if override.type is OverrideType.DEL:
             continue
         is_open = any(key == m or key.startswith(m + ".") for m in OPEN_MAPS)
+        is_open = is_open or key.startswith("wrappers.")  # wrappers.0.frame_skip=2
         if is_open or key in keys:
-            # a runner's keys stay Hydra's to check: runner.workers=4 without runner=ray is wrong
             addable = is_open or key.startswith("metadata.")
             if addable and override.type is OverrideType.CHANGE and key not in in_yaml:
                 plain.add(text)
+            if not addable and runner is not None and not override.is_sweep_override():
+                _check_typed(key, override.value(), runner)
             continue
-        if key not in keys:
-            raise unknown_key_error(key, keys)
+        raise unknown_key_error(key, keys)
     return [f"++{a}" if a in plain else a for a in argv]
+
+
+def _check_typed(key: str, value: Any, runner: str) -> None:
+    """Refuse a value of the wrong type, or a key of the runner not selected, in one line."""
+    if key.startswith("runner."):
+        check_runner_keys([key.split(".")[1]], runner)
+    if key == "wrappers":  # before the schema's "Cannot assign str to Dict[str, Any]"
+        check_wrappers(value)
+    check_value(key, value, runner)
 
 
 def _exit_with(err: HarvestError) -> NoReturn:

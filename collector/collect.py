@@ -33,6 +33,7 @@ from collector.envs import (
     env_package_version,
     env_spec_to_json,
     make_env,
+    recorded_spec,
     require_vector_entry_point,
 )
 from collector.errors import ConfigMismatchError
@@ -107,6 +108,9 @@ def data_config(cfg: CollectConfig | Mapping[str, Any], env_package: str | None)
     # the defaults of conf/collect.yaml, so a Python dict config that leaves them out resumes
     # a CLI run (and the other way round)
     out["env_kwargs"] = dict(out["env_kwargs"] or {})
+    out["wrappers"] = [dict(w) for w in out["wrappers"] or []]
+    if not out["wrappers"]:  # as datasets collected before the key existed stored it
+        del out["wrappers"]
     out["record_infos"] = bool(out["record_infos"])
     out["env_package"] = env_package
     if cfg.get("vectorization_mode") == "vector_entry_point":
@@ -155,14 +159,14 @@ def collect(
     storage.parse_dataset_id(dataset_id)
     compression = config.storage.compression
 
-    env = make_env(config.env, config.env_kwargs, config.max_episode_steps)
+    env = make_env(config.env, config.env_kwargs, config.max_episode_steps, config.wrappers)
     try:
         if config.vectorization_mode == "vector_entry_point":
             require_vector_entry_point(config.env)
         check_supported(env.observation_space, "observation")
         check_supported(env.action_space, "action")
         policy = build_policy(config.policy, env)
-        spec = env.spec
+        spec = recorded_spec(env, config.wrappers)
         wanted = data_config(config, env_package_version(spec))
         with (
             storage.DatasetWriter(dataset_id, config.datasets_root) as writer,
@@ -183,7 +187,11 @@ def collect(
                     "%s already has episodes 0..%d; nothing to do", dataset_id, config.episodes - 1
                 )
             # also with nothing to collect: a run killed in its repack left the small shards
-            writer.repack(int(config.storage.shard_mb * MB), compression)
+            if writer.repack(int(config.storage.shard_mb * MB), compression):
+                # the merged shards go now, not at the next run: a finished run leaves its
+                # dataset, not twice it. A reader of an older commit keeps the shards it has
+                # open; one it has not opened yet says to refresh() (issue 19 item 4)
+                writer.cleanup()
             wall = time.perf_counter() - start
             meta = writer.meta
             assert meta is not None

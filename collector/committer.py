@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from collector import storage
+from collector.encoder import Encoder
 from collector.errors import DiskFullError
 from collector.recorder import EpisodeRecorder
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from collector.config import CollectConfig
 
 __all__ = [
+    "BUFFER_MB",
     "DISK_FULL",
     "MB",
     "Cadence",
@@ -47,6 +49,11 @@ __all__ = [
 ]
 
 MB = 1024 * 1024
+
+#: Recorded bytes held in memory at most before the committer writes them as a shard, even
+#: when no commit is due (the shard is committed with the next commit): memory stays bounded
+#: whatever ``every_mb`` and ``every_seconds`` allow, and is the same from 1k to 100k episodes.
+BUFFER_MB = 2
 
 
 class CollectInterrupted(KeyboardInterrupt):
@@ -134,8 +141,10 @@ class Committer:
 
     Commits due during the run are written by one background thread while the next window
     is recorded (h5py releases the GIL while it compresses and writes), at most one at a
-    time: memory holds at most two windows, and a crash loses at most the window being
-    written and the one being recorded. ``background=False`` commits synchronously.
+    time, and a crash loses at most the window being written and the one being recorded.
+    ``background=False`` commits synchronously. A window holding more than ``buffer_mb``
+    MiB is written as shards of that size as it goes, committed with the window: memory
+    holds at most two of those, whatever the cadence.
     ``flush()`` is always synchronous; an error of a background commit is raised by the next
     ``after_episode`` or ``flush``.
 
@@ -155,12 +164,16 @@ class Committer:
         every_mb: float | None,
         compression: str,
         background: bool = True,
+        buffer_mb: float | None = None,
+        encoder: str = "inline",
     ) -> None:
         self.writer = writer
         self.recorders = recorder if isinstance(recorder, list) else [recorder]
         self.cadence = Cadence(every_episodes, every_seconds, every_mb)
         self.compression = compression
         self.commits = 0
+        #: digests and compression of each window, in a child process when worth it
+        self.encoder = Encoder(encoder)
         self._pool = (
             ThreadPoolExecutor(1, thread_name_prefix="harvest-commit") if background else None
         )
@@ -175,6 +188,9 @@ class Committer:
         self._error: BaseException | None = None
         # shard images installed (``add_image``) since the last commit: episodes, bytes
         self._image_episodes = self._image_bytes = 0
+        # episodes and bytes written as shards (``buffer_mb``) since the last commit
+        self.buffer_bytes = (BUFFER_MB if buffer_mb is None else buffer_mb) * MB
+        self._held_episodes = self._held_bytes = 0
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
         if (
@@ -209,6 +225,7 @@ class Committer:
             every_mb=ckpt.every_mb,
             compression=config.storage.compression,
             background=background,
+            encoder=config.storage.encoder,
         )
 
     def add_image(self, image: bytes, table: dict[str, Any], schema: Any) -> None:
@@ -235,6 +252,7 @@ class Committer:
         with self._storage_errors():
             self.writer.commit()
         self._image_episodes = self._image_bytes = 0
+        self._held_episodes = self._held_bytes = 0  # committed with them
         self.cadence.restart()
         self.commits += 1
 
@@ -257,8 +275,11 @@ class Committer:
                 self._raise_error()
                 self._wait()
         recs = self.recorders
-        if self.cadence.due(sum(r.num_finished for r in recs), sum(r.nbytes for r in recs)):
+        episodes, nbytes = sum(r.num_finished for r in recs), sum(r.nbytes for r in recs)
+        if self.cadence.due(self._held_episodes + episodes, self._held_bytes + nbytes):
             self._commit(wait=False)
+        elif nbytes >= self.buffer_bytes:
+            self._commit(wait=False, publish=False)
 
     def flush(self) -> None:
         """Write and commit whatever is finished; returns when it is durable."""
@@ -276,6 +297,7 @@ class Committer:
             if self._pool is not None:
                 self._pool.shutdown()
                 self._pool = None
+            self.encoder.close()
 
     def _raise_error(self) -> None:
         error, self._error = self._error, None
@@ -296,7 +318,7 @@ class Committer:
                     continue  # never hold the lock waiting: the recording thread may need it
                 recs = self.recorders
                 finished = sum(r.num_finished for r in recs) - sum(self._early)
-                if finished <= 0 or not self.cadence.due(finished, 0):
+                if finished <= 0 or not self.cadence.due(finished + self._held_episodes, 0):
                     continue
                 batches = []
                 for k, rec in enumerate(recs):
@@ -305,6 +327,7 @@ class Committer:
                         batches.append(batch)
                         self._early[k] += batch.num_episodes
                 self.cadence.restart()
+                self._held_episodes = self._held_bytes = 0
                 try:
                     self._wait()
                     self._pending = self._pool.submit(self._write, batches)
@@ -317,22 +340,29 @@ class Committer:
         if pending is not None:
             pending.result()
 
-    def _commit(self, wait: bool) -> None:
+    def _commit(self, wait: bool, publish: bool = True) -> None:
+        """Write the finished episodes as a shard; ``publish``: and commit (all held ones too)."""
         self.busy = True
         try:
             with self._lock:
                 self._raise_error()
                 batches = [b for b in map(self._take, range(len(self.recorders))) if b is not None]
-                self.cadence.restart()
+                held = self._held_episodes > 0
+                if publish:
+                    self.cadence.restart()
+                    self._held_episodes = self._held_bytes = 0
+                else:
+                    self._held_episodes += sum(b.num_episodes for b in batches)
+                    self._held_bytes += sum(b.nbytes for b in batches)
                 self._wait()  # one commit at a time, in order; raises a failed one's error
-                if self._image_episodes:  # shard images a Ray worker built
+                if publish and self._image_episodes:  # shard images a Ray worker built
                     self._commit_images()
-                if not batches:
+                if not batches and not (publish and held):
                     return
                 if wait or self._pool is None:
-                    self._write(batches)
+                    self._write(batches, publish)
                 else:
-                    self._pending = self._pool.submit(self._write, batches)
+                    self._pending = self._pool.submit(self._write, batches, publish)
         finally:
             self.busy = False
 
@@ -347,11 +377,18 @@ class Committer:
             return None
         return storage.select_episodes(batch, np.arange(early, n), batch.table["id"][early:])
 
-    def _write(self, batches: list[storage.EpisodeBatch]) -> None:
+    def _write(self, batches: list[storage.EpisodeBatch], publish: bool = True) -> None:
+        if batches:
+            image, table, schema = self.encoder.encode(
+                storage.concat_batches(batches), self.compression
+            )
         with self._storage_errors():
-            self.writer.write_shard(storage.concat_batches(batches), self.compression)
-            self.writer.commit()
-        self.commits += 1
+            if batches:
+                self.writer.write_image(image, table, schema, self.compression)
+            if publish:
+                self.writer.commit()
+        if publish:
+            self.commits += 1
 
 
 @contextlib.contextmanager

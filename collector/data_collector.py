@@ -31,11 +31,18 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from collector import storage
 from collector.envs import env_spec_to_json
 from collector.errors import CollectionError, DatasetExistsError, UsageError
+from collector.handover import open_committed
 from collector.recorder import EpisodeRecorder
 from collector.spaces import check_supported, space_to_json
 from collector.vector_recorder import VectorRecorder
 
-__all__ = ["DataCollector", "DatasetSummary", "StepDataCallback", "VectorDataCollector"]
+__all__ = [
+    "DataCollector",
+    "DatasetSummary",
+    "EpisodeSink",
+    "StepDataCallback",
+    "VectorDataCollector",
+]
 
 DEFAULT_SPILL_BYTES = 32 * 1024 * 1024
 _OWNER = ".owner"
@@ -74,6 +81,11 @@ class DatasetSummary:
     total_episodes: int
     total_steps: int
     fingerprint: str
+
+    @property
+    def summary(self) -> DatasetSummary:
+        """Itself: ``create_dataset(...).summary`` works whether it returned this or a dataset."""
+        return self
 
 
 def _instance(cb: Any) -> Any:
@@ -140,12 +152,16 @@ def cleanup_spills(root: str | os.PathLike[str] | None = None) -> int:
     return removed
 
 
-class _EpisodeSink:
-    """What both collectors share: spilling finished episodes and committing them as datasets.
+class EpisodeSink:
+    """What every collector shares: spilling finished episodes and committing them as datasets.
 
-    Subclasses call ``_open_sink(...)`` from their constructor and provide ``_make_recorder``,
-    ``_end_open`` (end the open episodes, marking them truncated) and ``_env_spec``.
+    Subclasses (the two collectors, ``collector.buffers``) call ``_open_sink(...)`` from their
+    constructor and provide ``_make_recorder``, ``_end_open`` (end the open episodes, marking
+    them truncated) and ``_env_spec``.
     """
+
+    #: ``provenance.created_by`` of the datasets it creates (default: the class name).
+    created_by: str | None = None
 
     _obs_space: gym.Space
     _act_space: gym.Space
@@ -252,8 +268,13 @@ class _EpisodeSink:
         num_episodes_average_score: int = 100,
         description: str | None = None,
         requirements: list[str] | None = None,
-    ) -> DatasetSummary:
+    ) -> Any:
         """Commit everything recorded so far as a new dataset, then start afresh.
+
+        Returns:
+            The opened dataset, as Minari returns a ``MinariDataset``: a ``curation.Dataset``
+            (its ``summary`` is the ``DatasetSummary``), or the ``DatasetSummary`` itself in a
+            process that never imported ``curation`` (``collector.handover``).
 
         Raises:
             DatasetExistsError: the id is taken (use ``add_to_dataset`` to extend it).
@@ -296,18 +317,23 @@ class _EpisodeSink:
                         self._act_space,
                         env_spec_to_json(self._env_spec()),
                         record_infos=self.record_infos,
-                        provenance={"created_by": type(self).__name__},
+                        provenance={"created_by": self.created_by or type(self).__name__},
                         **fields,
                     )
                 )
-                return self._adopt(writer, spills, id_offset=0)
+                summary = self._adopt(writer, spills, id_offset=0)
             except BaseException:
                 if not existed:  # no half-made dataset (e.g. a full disk at the commit)
                     shutil.rmtree(writer.path, ignore_errors=True)
                 raise
+        return open_committed(summary, self._root)  # opened once the lock is released
 
     def add_to_dataset(self, dataset: Any) -> DatasetSummary:
-        """Append everything recorded so far to an existing dataset (an id or a dataset object)."""
+        """Append everything recorded so far to an existing dataset (an id or a dataset object).
+
+        Returns what was committed, not an opened dataset (Minari returns None): a checkpoint
+        loop calling it every few episodes pays for no read.
+        """
         dataset_id = dataset if isinstance(dataset, str) else getattr(dataset, "id", None)
         if dataset_id is None:
             dataset_id = dataset.spec.dataset_id
@@ -330,7 +356,11 @@ class _EpisodeSink:
                     )
             ids = writer.committed_ids()
             offset = int(ids.max()) + 1 if len(ids) else 0
-            return self._adopt(writer, self._flush(), id_offset=offset)
+            summary = self._adopt(writer, self._flush(), id_offset=offset)
+            # the episodes are committed; now merge small shards by tiers, so that frequent
+            # appends cost amortized O(what they add) and read like one run (issue 18 item 1)
+            writer.compact(storage.APPEND_SHARD_BYTES, self.compression)
+            return summary
 
     def _adopt(
         self, writer: storage.DatasetWriter, spills: list[Path], id_offset: int
@@ -376,7 +406,7 @@ class _EpisodeSink:
             self._close_spill_dir()
 
 
-class DataCollector(_EpisodeSink, gym.Wrapper):
+class DataCollector(EpisodeSink, gym.Wrapper):
     """Record an environment's episodes while your own loop drives it.
 
     Args:
@@ -521,7 +551,10 @@ def _eval_env_spec(eval_env: Any) -> dict[str, Any] | None:
     if eval_env is None:
         return None
     if isinstance(eval_env, str):
-        return env_spec_to_json(gym.spec(eval_env))
+        try:
+            return env_spec_to_json(gym.spec(eval_env))
+        except gym.error.Error as e:  # a user's typo: one line, not Gymnasium's traceback
+            raise UsageError(f"eval_env={eval_env!r} is not a registered Gymnasium env: {e}") from e
     if isinstance(eval_env, gym.envs.registration.EnvSpec):
         return env_spec_to_json(eval_env)
     return env_spec_to_json(eval_env.spec)
@@ -558,7 +591,7 @@ def _reference_scores(
     }
 
 
-class VectorDataCollector(_EpisodeSink, gym.vector.VectorWrapper):
+class VectorDataCollector(EpisodeSink, gym.vector.VectorWrapper):
     """Record a vector env's episodes while your own loop drives it.
 
     Minari has no vector support (its issue #174). Each sub-env's episodes are cut at their

@@ -7,37 +7,55 @@ import difflib
 import importlib.metadata
 import json
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec
 
-from collector.errors import HarvestWarning, UsageError
+from collector.errors import HarvestError, HarvestWarning, MissingExtraError, UsageError
+from collector.policies import locate
 
 __all__ = [
+    "apply_wrappers",
     "check_registered_spec",
     "entry_point_name",
     "env_package_version",
     "env_spec_to_json",
+    "is_gymnasium_wrapper",
     "make_env",
     "make_vector_env",
+    "recorded_spec",
+    "register_namespace",
     "require_vector_entry_point",
 ]
 
 
 def make_env(
-    env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    max_episode_steps: int | None = None,
+    wrappers: Sequence[Mapping[str, Any]] = (),
 ) -> gym.Env:
-    """``gym.make`` with a one-line error for unknown ids (with close matches).
+    """``gym.make``, then ``wrappers`` in order, with one-line errors.
+
+    An id in a namespace Gymnasium does not ship (``ALE/Pong-v5``) first imports the package
+    that registers it (``register_namespace``), in this process: Ray workers and sub-env
+    processes call this too.
 
     Raises:
-        UsageError: the id is not registered, or the env rejects ``env_kwargs``.
+        MissingExtraError: the namespace's (or the env's) package is not installed.
+        UsageError: the id is not registered, the env rejects ``env_kwargs``, or a wrapper
+            cannot be imported or fails to wrap the env.
     """
+    register_namespace(env_id)
     kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)
     try:
-        return gym.make(env_id, **kwargs)
+        env = gym.make(env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        raise _missing_dependency(env_id, e) from e
     except gym.error.Error as e:
         if env_id not in gym.registry and ":" not in env_id:
             raise UsageError(
@@ -55,28 +73,147 @@ def make_env(
         ) from e
     except TypeError as e:
         raise UsageError(f"env={env_id!r} rejected env_kwargs={kwargs}: {e}") from e
+    return apply_wrappers(env, wrappers, env_id)
 
 
-#: Env namespaces Gymnasium does not ship: (pip package, module that registers them).
+def apply_wrappers(env: gym.Env, wrappers: Sequence[Mapping[str, Any]], env_id: str) -> gym.Env:
+    """Wrap ``env`` in each ``{_target_: CLASS, **kwargs}`` of ``wrappers``, in order.
+
+    ``_target_`` is a dotted path imported as a policy's is (a module in the current folder
+    too), to a wrapper class or a function ``f(env, **kwargs)`` returning the wrapped env.
+    ``env`` is closed when a wrapper fails.
+
+    Raises:
+        UsageError: a ``_target_`` that cannot be imported (naming the module's error), is
+            not callable, fails to wrap the env (naming the wrapper), or returns no env.
+    """
+    for i, entry in enumerate(wrappers):
+        kwargs = dict(entry)
+        target = str(kwargs.pop("_target_", ""))
+        try:
+            wrapper = _locate_wrapper(i, target)
+            try:
+                wrapped = wrapper(env, **kwargs)
+            except Exception as e:  # the wrapper's own check of the env, or bad arguments
+                raise UsageError(
+                    f"wrappers[{i}] {target} failed to wrap env {env_id!r} "
+                    f"({type(e).__name__}: {_first_line(e)})"
+                ) from e
+            if not isinstance(wrapped, gym.Env):
+                raise UsageError(
+                    f"wrappers[{i}]._target_={target!r} is not a Gymnasium wrapper (it returned "
+                    f"{type(wrapped).__name__}, not an env)"
+                )
+        except UsageError:
+            env.close()
+            raise
+        env = wrapped
+    return env
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else ""
+
+
+def _locate_wrapper(i: int, target: str) -> Any:
+    """The class (or function) a wrapper's ``_target_`` names, imported as a policy's is."""
+    try:
+        obj = locate(target)
+    except Exception as e:  # the user's module may raise anything while it imports
+        raise UsageError(
+            f"wrappers[{i}]._target_={target!r} cannot be imported ({type(e).__name__}: "
+            f"{_first_line(e)}); check the module path and that its package is installed (or "
+            "in the current folder)"
+        ) from e
+    if not callable(obj):
+        raise UsageError(f"wrappers[{i}]._target_={target!r} is not a Gymnasium wrapper")
+    return obj
+
+
+def recorded_spec(env: gym.Env, wrappers: Sequence[Mapping[str, Any]]) -> EnvSpec | None:
+    """``env.spec`` with each config wrapper's arguments in its ``WrapperSpec``.
+
+    Gymnasium records a wrapper's arguments only when it subclasses ``RecordConstructorArgs``
+    (its own wrappers do); for another, ``gym.make(spec)`` could not rebuild it, so the
+    arguments the config gave it are filled in.
+    """
+    spec = env.spec
+    n = len(wrappers)
+    if spec is None or not n or len(spec.additional_wrappers) < n:
+        return spec
+    head, tail = spec.additional_wrappers[:-n], spec.additional_wrappers[-n:]
+    filled = tuple(
+        w
+        if w.kwargs is not None
+        else dataclasses.replace(w, kwargs={k: v for k, v in e.items() if k != "_target_"})
+        for w, e in zip(tail, wrappers, strict=True)
+    )
+    return dataclasses.replace(spec, additional_wrappers=head + filled)
+
+
+#: Env namespaces Gymnasium does not ship: (pip package, module that registers them, and the
+#: harvest extra that installs it, if any).
 _NAMESPACE_PACKAGES = {
-    "ALE": ("ale-py", "ale_py"),
-    "MiniGrid": ("minigrid", "minigrid"),
-    "BabyAI": ("minigrid", "minigrid"),
-    "MiniHack": ("minihack", "minihack"),
-    "MetaWorld": ("metaworld", "metaworld"),
-    "highway": ("highway-env", "highway_env"),
-    "D4RL": ("minari", "minari"),
+    "ALE": ("ale-py", "ale_py", "atari"),
+    "MiniGrid": ("minigrid", "minigrid", None),
+    "BabyAI": ("minigrid", "minigrid", None),
+    "MiniHack": ("minihack", "minihack", None),
+    "MetaWorld": ("metaworld", "metaworld", None),
+    "highway": ("highway-env", "highway_env", None),
 }
 
 
+def register_namespace(env_id: str) -> None:
+    """Import the package that registers ``env_id``'s namespace, if it is not registered yet.
+
+    ``ALE/Pong-v5`` imports ``ale_py`` (as ``env=ale_py:ALE/Pong-v5`` would). Only the fixed
+    table of namespaces here is imported, never a module a dataset names, so
+    ``recover_environment`` calls this on stored ids too. A ``module:`` id, or an id already
+    registered, is left to ``gym.make``.
+
+    Raises:
+        MissingExtraError: the package is not installed (one line naming the pip extra).
+        UsageError: the package is installed but fails to import.
+    """
+    namespace = env_id.split("/")[0] if "/" in env_id and ":" not in env_id else None
+    if namespace not in _NAMESPACE_PACKAGES or env_id in gym.registry:
+        return
+    package, module_name, extra = _NAMESPACE_PACKAGES[namespace]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:  # installed, but one of its own imports is missing
+            raise UsageError(
+                f"env={env_id!r}: importing {module_name!r} failed (ModuleNotFoundError: "
+                f"{_first_line(e)}); reinstall {package}"
+            ) from e
+        how = f"pip install 'harvest[{extra}]'" if extra else f"pip install {package}"
+        raise MissingExtraError(f"env={env_id!r} needs {package}: {how}") from e
+    except Exception as e:  # a broken install may raise anything while it imports
+        raise UsageError(
+            f"env={env_id!r}: importing {module_name!r} failed ({type(e).__name__}: "
+            f"{_first_line(e)}); reinstall {package}"
+        ) from e
+    gym.register_envs(module)
+
+
+#: Gymnasium envs whose dependencies a harvest extra installs: entry point prefix -> extra.
+_ENTRY_POINT_EXTRAS = {"gymnasium.envs.mujoco": "mujoco", "ale_py": "atari"}
+
+
+def _missing_dependency(env_id: str, e: gym.error.DependencyNotInstalled) -> HarvestError:
+    """A ``MissingExtraError`` naming the harvest extra (MuJoCo), else the env's own words."""
+    spec = gym.registry.get(env_id)
+    entry = entry_point_name(spec.entry_point) if spec is not None else None
+    for prefix, extra in _ENTRY_POINT_EXTRAS.items():
+        if entry is not None and entry.startswith(prefix):
+            return MissingExtraError(
+                f"env={env_id!r} needs {extra}: pip install 'harvest[{extra}]'"
+            )
+    return MissingExtraError(f"env={env_id!r}: {_first_line(e)}")
+
+
 def _unknown_hint(env_id: str) -> str:
-    namespace = env_id.split("/")[0] if "/" in env_id else None
-    if namespace in _NAMESPACE_PACKAGES:
-        package, module = _NAMESPACE_PACKAGES[namespace]
-        return (
-            f"; {namespace}/ envs come from {package}: pip install {package}, then use "
-            f"env={module}:{env_id} (importing {module} registers them)"
-        )
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
     return f"; did you mean {', '.join(close)}?" if close else "; see gymnasium.pprint_registry()"
 
@@ -132,8 +269,9 @@ def check_registered_spec(spec: EnvSpec, source: str) -> None:
     A stored spec names code (its ``entry_point``, ``vector_entry_point`` and wrapper entry
     points) that ``gym.make`` imports and calls: from a dataset that is code the user did not
     name (issue 16 item 2). Only a spec whose id is registered in this process with the same
-    entry points, and no wrappers, passes. The registry is read directly: ``gym.spec`` would
-    import the module of a ``"module:"`` id.
+    entry points, and whose wrappers are all classes of ``gymnasium.wrappers``
+    (``is_gymnasium_wrapper`` states the rule), passes. The registry is read directly:
+    ``gym.spec`` would import the module of a ``"module:"`` id.
 
     Raises:
         UsageError: one line naming the entry point and the opt-in.
@@ -155,13 +293,45 @@ def check_registered_spec(spec: EnvSpec, source: str) -> None:
                 f"registered with {field} {known!r}; refusing to run code the dataset names; "
                 f"{how}"
             )
-    if spec.additional_wrappers:  # even Gymnasium's own: RecordVideo writes where it is told
-        wrapper = spec.additional_wrappers[0]
-        raise UsageError(
-            f"{source}: env {spec.id!r} asks for wrapper entry_point "
-            f"{entry_point_name(wrapper.entry_point)!r} ({wrapper.name}); refusing to run code "
-            f"the dataset names; {how}"
-        )
+    for wrapper in spec.additional_wrappers:
+        if not is_gymnasium_wrapper(wrapper.entry_point):
+            raise UsageError(
+                f"{source}: env {spec.id!r} asks for wrapper entry_point "
+                f"{entry_point_name(wrapper.entry_point)!r} ({wrapper.name}); refusing to run "
+                f"code the dataset names (only wrapper classes of gymnasium.wrappers are made "
+                f"without the opt-in); {how}"
+            )
+
+
+#: Classes of ``gymnasium.wrappers`` that reach beyond the env: RecordVideo writes files where
+#: its arguments say, HumanRendering opens a window. A stored spec needs the opt-in for them.
+_WRAPPERS_WITH_SIDE_EFFECTS = frozenset({"RecordVideo", "HumanRendering"})
+
+
+def is_gymnasium_wrapper(entry_point: Any) -> bool:
+    """True when a stored wrapper ``entry_point`` names a wrapper class of ``gymnasium.wrappers``.
+
+    The rule for wrappers a dataset's spec may ask for without ``trust_remote_code``: the text
+    is ``"MODULE:NAME"``; ``NAME`` is a public name of the ``gymnasium.wrappers`` package (its
+    ``__all__``, resolved as an attribute of that package and nowhere else) that is a
+    ``gymnasium.Wrapper`` subclass defined in ``MODULE``, and is not one with effects beyond
+    the env (``RecordVideo``, ``HumanRendering``). ``MODULE`` is compared, never imported
+    here: ``gym.make`` then imports only the module that class already came from. Arguments
+    stored with the wrapper are JSON values, so they cannot smuggle in code either.
+    """
+    if not isinstance(entry_point, str) or entry_point.count(":") != 1:
+        return False
+    module, name = entry_point.split(":")
+    if module != "gymnasium.wrappers" and not module.startswith("gymnasium.wrappers."):
+        return False
+    package = gym.wrappers
+    if name not in getattr(package, "__all__", ()) or name in _WRAPPERS_WITH_SIDE_EFFECTS:
+        return False
+    try:
+        obj = getattr(package, name)  # the package's lazy names import its own submodules
+    except Exception:  # an optional dependency (jax, torch) missing
+        return False
+    return isinstance(obj, type) and issubclass(obj, gym.Wrapper) and obj.__module__ == module
 
 
 def env_spec_to_json(spec: EnvSpec | None) -> dict[str, Any] | None:
@@ -179,20 +349,30 @@ def env_spec_to_json(spec: EnvSpec | None) -> dict[str, Any] | None:
         return json.loads(spec.to_json())
     except (TypeError, ValueError, gym.error.Error):
         pass
-    safe = {}
-    for key, value in spec.kwargs.items():
-        try:
-            json.dumps(value, allow_nan=False)
-            safe[key] = value
-        except (TypeError, ValueError):
-            safe[key] = repr(value)
+    wrappers = tuple(
+        w if w.kwargs is None else dataclasses.replace(w, kwargs=_json_safe(w.kwargs))
+        for w in spec.additional_wrappers
+    )
     warnings.warn(
         f"env spec {spec.id!r} has kwargs that are not JSON; they are stored as repr() strings, "
         "so recover_environment may need them passed again",
         HarvestWarning,
         stacklevel=2,
     )
-    return json.loads(dataclasses.replace(spec, kwargs=safe, additional_wrappers=()).to_json())
+    safe = dataclasses.replace(spec, kwargs=_json_safe(spec.kwargs), additional_wrappers=wrappers)
+    return json.loads(safe.to_json())
+
+
+def _json_safe(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with each value that is not JSON replaced by its repr() string."""
+    safe = {}
+    for key, value in kwargs.items():
+        try:
+            json.dumps(value, allow_nan=False)
+            safe[key] = value
+        except (TypeError, ValueError):
+            safe[key] = repr(value)
+    return safe
 
 
 def env_package_version(spec: EnvSpec | None) -> str | None:

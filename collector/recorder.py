@@ -112,6 +112,11 @@ class _Infos:
         self.cols: dict[str, np.ndarray] = {}
         self.masks: dict[str, np.ndarray] = {}
         self.dropped: set[str] = set()
+        #: bytes of one row of every column and mask (kept as columns appear and widen)
+        self.row_bytes = 0
+
+    def _count_row_bytes(self) -> None:
+        self.row_bytes = sum(c[:1].nbytes for c in self.cols.values()) + len(self.masks)
 
     def grow(self, rows: int) -> None:
         _regrow(self.cols, 0, None, rows)
@@ -145,6 +150,7 @@ class _Infos:
                 if dtype != col.dtype:  # the earlier rows must survive the wider dtype
                     wider = exact_value(col, dtype, col.shape, f"info {name!r} (earlier rows)")
                     col = self.cols[name] = wider.astype(dtype, copy=False)
+                    self._count_row_bytes()
                 arr = exact_value(arr, col.dtype, arr.shape, f"info {name!r}")
             if arr.shape != col.shape[1:]:  # numpy would broadcast a scalar silently
                 raise CollectionError(
@@ -168,6 +174,7 @@ class _Infos:
             return None
         self.cols[name] = np.zeros((self.rows, *arr.shape), arr.dtype)
         self.masks[name] = np.zeros(self.rows, bool)
+        self._count_row_bytes()
         return self.cols[name]
 
 
@@ -257,8 +264,9 @@ class EpisodeRecorder:
 
     @property
     def nbytes(self) -> int:
-        """Approximate bytes of recorded data held (finished and open episodes)."""
-        return self._o * self._obs_row_bytes + self._t * self._step_row_bytes
+        """Approximate bytes of recorded data held (finished and open episodes), infos too."""
+        info_row_bytes = 0 if self._infos is None else self._infos.row_bytes
+        return self._o * (self._obs_row_bytes + info_row_bytes) + self._t * self._step_row_bytes
 
     # -- recording ---------------------------------------------------------------------------
 

@@ -225,8 +225,10 @@ class VectorRecorder:
 
     @property
     def nbytes(self) -> int:
-        """Approximate bytes of recorded data held."""
-        return self._r * self._row_bytes
+        """Approximate bytes of recorded data held, infos too."""
+        infos = self._infos
+        info_row_bytes = 0 if infos is None else sum(a[:1].nbytes for a in infos.arrays.values())
+        return self._r * (self._row_bytes + info_row_bytes)
 
     # -- recording ---------------------------------------------------------------------------
 

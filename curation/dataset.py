@@ -27,7 +27,8 @@ import gymnasium as gym
 import numpy as np
 
 from collector import storage
-from collector.envs import check_registered_spec
+from collector.data_collector import DatasetSummary
+from collector.envs import check_registered_spec, register_namespace
 from collector.errors import HarvestWarning, InvalidValueError, UsageError
 from collector.spaces import columns, unescape_key, unflatten
 from curation.expr import compile_expression
@@ -239,6 +240,21 @@ class Dataset:
     def id(self) -> str:
         """The dataset id."""
         return self._snap.dataset_id
+
+    #: ``DatasetSummary``'s name for ``id`` (``create_dataset`` returned a summary before).
+    dataset_id = id
+
+    @property
+    def path(self) -> Path:
+        """The dataset's folder."""
+        return self._snap.path
+
+    @property
+    def summary(self) -> DatasetSummary:
+        """The commit's id, folder, totals and fingerprint (of the whole dataset, not a view)."""
+        meta = self._snap.meta
+        return DatasetSummary(self.id, self._snap.path, int(meta["total_episodes"]),
+                              int(meta["total_steps"]), meta["fingerprint"])  # fmt: skip
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -618,7 +634,9 @@ class Dataset:
 
         The stored spec names code to import and call, and a dataset may come from anyone:
         unless ``trust_remote_code=True``, only an env registered in this process with the same
-        entry points (and no extra wrappers) is made (``collector.envs.check_registered_spec``).
+        entry points, and wrappers that are classes of ``gymnasium.wrappers``, is made
+        (``collector.envs.check_registered_spec``). An id of a known namespace (``ALE/``)
+        first imports the package that registers it (``collector.envs.register_namespace``).
 
         Warns (``HarvestWarning``) when the recorded ``requirements`` are missing or installed
         at other versions.
@@ -631,12 +649,14 @@ class Dataset:
         Raises:
             UsageError: the dataset has no env spec, or its spec names code Gymnasium's
                 registry does not (without ``trust_remote_code``).
+            MissingExtraError: the env's package (e.g. ale-py) is not installed.
         """
         _check_requirements(self._snap.meta.get("requirements") or [])
         spec_json = self._snap.meta.get("eval_env_spec") if eval_env else None
         spec = env_spec_from_json(spec_json) or self.env_spec
         if spec is None:
             raise UsageError(f"dataset {self.id!r} has no env_spec to recover an environment from")
+        register_namespace(spec.id)  # a fixed table of packages, never one the dataset names
         if not trust_remote_code:
             check_registered_spec(spec, f"dataset {self.id!r}")
         return gym.make(spec, **kwargs)

@@ -154,12 +154,29 @@ class SlowEnv(gym.Env):
         return obs, float(action), False, self._t >= 50, {}
 
 
+class BlankFramesEnv(gym.Env):
+    """64x64x3 uint8 frames that are all zero: large decoded, tiny compressed. 50 steps."""
+
+    observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        super().reset(seed=seed)
+        self._t = 0
+        return np.zeros((64, 64, 3), np.uint8), {}
+
+    def step(self, action: Any):  # type: ignore[override]
+        self._t += 1
+        return np.zeros((64, 64, 3), np.uint8), 1.0, False, self._t >= 50, {}
+
+
 def register_test_envs() -> None:
     """Register the test envs (idempotent)."""
     for name, cls in (
         ("harvest-test/Unseeded-v0", "UnseededEnv"),
         ("harvest-test/SequenceObs-v0", "SequenceObsEnv"),
         ("harvest-test/Slow-v0", "SlowEnv"),
+        ("harvest-test/BlankFrames-v0", "BlankFramesEnv"),
     ):
         if name not in gym.registry:
             gym.register(name, entry_point=f"helpers:{cls}")

@@ -4,7 +4,8 @@ Shell blocks (``sh``, and ``$`` lines of ``console`` blocks) run through the rea
 and ``curate`` entry points; ``python`` blocks run in one namespace, in order, between them. A
 console block's shown output must be what the command prints. Skipped, and why: ``make``
 (builds the venv), placeholders (``my_pkg``), ``runner=ray`` (a million steps; the Ray tests
-cover it) and the Minari block (needs D4RL's data).
+cover it), the Minari block (needs D4RL's data) and the Atari and MuJoCo lines (whole episodes
+of pixels; ``tests/collector/test_wrappers.py`` runs them small).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ ENTRY = {
     name: f"import sys; from {pkg}.cli import main; sys.argv[0] = {name!r}; main()"
     for name, pkg in (("collect", "collector"), ("curate", "curation"))
 }
-SKIP = ("my_pkg", "runner=ray", "D4RL/", "ale_py:")  # ale-py is not a dependency (yet)
+#: ALE and MuJoCo runs are long here; tests/collector/test_wrappers.py runs them small
+SKIP = ("my_pkg", "runner=ray", "D4RL/", "ALE/", "pong84", "HalfCheetah")
 
 
 def blocks(text: str) -> list[tuple[str, str]]:

@@ -121,7 +121,7 @@ def collect_local(
     """
     num_envs, mode = config.num_envs, config.vectorization_mode
     record_infos = config.record_infos
-    env_args = (config.env, config.env_kwargs, config.max_episode_steps)
+    env_args = (config.env, config.env_kwargs, config.max_episode_steps, config.wrappers)
     step_timeout = config.runner.step_timeout
     every_mb = config.checkpoint.every_mb
     spaces = (env.observation_space, env.action_space)
@@ -141,7 +141,7 @@ def collect_local(
             from collector.envs import make_vector_env
             from collector.runners.vector import run_vector_entry_point
 
-            vec = make_vector_env(env_args[0], num_envs, *env_args[1:])
+            vec = make_vector_env(env_args[0], num_envs, *env_args[1:3])
             try:
                 return run_vector_entry_point(
                     vec,

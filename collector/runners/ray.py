@@ -34,9 +34,9 @@ from collector.committer import (
     progress_bar,
     show_rate,
 )
-from collector.config import CollectConfig, RunnerConfig
+from collector.config import CollectConfig, RayRunnerConfig
 from collector.envs import make_env
-from collector.errors import CollectionError, HarvestError, MissingExtraError
+from collector.errors import CollectionError, HarvestError, MissingExtraError, UsageError
 from collector.plan import EpisodePlan, IdQueue
 from collector.policies import Policy, build_policy
 from collector.recorder import EpisodeRecorder
@@ -75,10 +75,11 @@ class RolloutWorker:
         self.config = conf = config
         self.entropy = entropy
         self.compression = compression
-        self.retries = conf.runner.episode_retries
+        ray_conf = conf.runner if isinstance(conf.runner, RayRunnerConfig) else RayRunnerConfig()
+        self.retries = ray_conf.episode_retries
 
         def new_env() -> Any:
-            return make_env(conf.env, conf.env_kwargs, conf.max_episode_steps)
+            return make_env(conf.env, conf.env_kwargs, conf.max_episode_steps, conf.wrappers)
 
         self._new_env = new_env
         self.env = new_env()
@@ -149,6 +150,8 @@ def run_ray(
 ) -> int:
     """Collect ``todo`` episode ids on Ray actors into ``writer``; returns steps recorded."""
     rcfg = conf.runner
+    if not isinstance(rcfg, RayRunnerConfig):
+        raise UsageError(f"the ray runner was given runner={rcfg.name}; use runner=ray")
     started_ray = _init_ray(rcfg)
     workers = rcfg.workers
     if workers < 1:
@@ -207,7 +210,7 @@ class _Driver:
     def __init__(
         self,
         new_actor: Callable[[], Any],
-        rcfg: RunnerConfig,
+        rcfg: RayRunnerConfig,
         cpus: float,
         queue: IdQueue,
         written: set[int],
@@ -456,7 +459,7 @@ def _check_reachable(address: str | None) -> None:
         ) from None
 
 
-def _init_ray(rcfg: RunnerConfig) -> bool:
+def _init_ray(rcfg: RayRunnerConfig) -> bool:
     """Start (or join) Ray quietly unless it is already up; True when this call started it."""
     if ray.is_initialized():
         return False

@@ -16,7 +16,8 @@ This module is the face: it re-exports the public names of the modules below, bo
                ``ShardReader``
     index      shard index files: ``read_shard_index`` (a shard's episode table without HDF5),
                ``COMMITTED_INDEXES``
-    writer     ``DatasetWriter`` (write shard, commit, repack, cleanup), ``exact_shards``
+    compaction which shards appends merge (tiers): ``next_merge``, ``APPEND_SHARD_BYTES``
+    writer     ``DatasetWriter`` (write shard, commit, repack, compact, cleanup), ``exact_shards``
     verify     ``verify_dataset``
 """
 
@@ -33,6 +34,13 @@ from collector.storage.batch import (
     make_table,
     row_ranges,
     select_episodes,
+)
+from collector.storage.compaction import (
+    APPEND_SHARD_BYTES,
+    MERGE_FACTOR,
+    TIER_FLOOR_BYTES,
+    next_merge,
+    shard_tier,
 )
 from collector.storage.digests import (
     episode_digests,
@@ -115,6 +123,7 @@ from collector.storage.manifest import (
     UNSEALED_FORMAT_VERSION,
     check_metadata,
     dataset_files,
+    decoded_bytes,
     dumps_metadata,
     id_map_runs,
     id_ranges,
@@ -143,6 +152,7 @@ from collector.storage.writer import (
 )
 
 __all__ = [
+    "APPEND_SHARD_BYTES",
     "AUTHOR_FIELDS",
     "CHUNK_BYTES",
     "CHUNK_ROWS",
@@ -159,6 +169,7 @@ __all__ = [
     "LOCKS_DIR",
     "MANIFEST_SHA256",
     "MASK_SUFFIX",
+    "MERGE_FACTOR",
     "MAX_SPACE_LEAVES",
     "MAX_STEP_BYTES",
     "METADATA_FILE",
@@ -178,6 +189,7 @@ __all__ = [
     "ShardRows",
     "TABLE_CHECKSUM",
     "TABLE_FIELDS",
+    "TIER_FLOOR_BYTES",
     "TMP_DIR",
     "UNSEALED_FORMAT_VERSION",
     "VerifyReport",
@@ -191,6 +203,7 @@ __all__ = [
     "concat_tables",
     "contained_datasets",
     "dataset_files",
+    "decoded_bytes",
     "dataset_path",
     "datasets_root",
     "dumps_metadata",
@@ -219,6 +232,7 @@ __all__ = [
     "missing_shard_error",
     "nesting_error",
     "new_metadata",
+    "next_merge",
     "open_shard",
     "parse_compression",
     "parse_dataset_id",
@@ -235,6 +249,7 @@ __all__ = [
     "select_episodes",
     "sha256_file",
     "shard_name",
+    "shard_tier",
     "spill_name",
     "storage_error",
     "storage_errors",

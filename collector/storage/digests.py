@@ -6,7 +6,8 @@ The bytes hashed here are the format: changing them changes every existing finge
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,11 @@ def episode_digests(batch: EpisodeBatch) -> np.ndarray:
     observation column (sorted by name) ``name|dtype|shape`` and its ``T + 1`` rows' bytes,
     the same per action column (sorted) and for rewards, terminations and truncations with
     ``T`` rows, then ``infos:yes|no`` and the info parts (``_info_tails``). The messages of a
-    block of episodes are laid out back to back in one buffer by a few numpy scatters per
-    column, then hashed with one ``sha256`` call each: a Python loop over episodes and
-    columns costs several times the hashing itself.
+    block of episodes, less their info parts, are laid out back to back in one buffer by a
+    few numpy scatters per column, then hashed with one ``sha256`` each: a Python loop over
+    episodes and columns costs several times the hashing itself. Each episode's info parts
+    are built and hashed on after it, one episode at a time, so infos add no more than one
+    episode's worth to the working set.
     """
     columns = [
         (group, f"{name}|{arr.dtype.str}|{arr.shape[1:]}".encode(), _row_bytes(arr))
@@ -54,15 +57,26 @@ def episode_digests(batch: EpisodeBatch) -> np.ndarray:
     ]
     n = batch.num_episodes
     out = np.zeros((n, 32), np.uint8)
-    for lo in range(0, n, _DIGEST_BLOCK):
-        hi = min(lo + _DIGEST_BLOCK, n)
+    length = np.asarray(batch.table["length"], np.int64)
+    obs_width = sum(data.shape[1] for group, _, data in columns if group == "obs")
+    step_width = sum(data.shape[1] for group, _, data in columns if group == "step")
+    body_end = np.cumsum((length + 1) * obs_width + length * step_width)
+    lo = 0
+    while lo < n:
+        budget = (int(body_end[lo - 1]) if lo else 0) + _DIGEST_BYTES
+        hi = int(np.searchsorted(body_end, budget, side="right"))
+        hi = min(max(hi, lo + 1), lo + _DIGEST_BLOCK, n)
         out[lo:hi] = _digest_block(batch, columns, lo, hi)
+        lo = hi
     return out
 
 
-#: Episodes laid out and hashed at a time by ``episode_digests``: bounds the message buffer
-#: (~3.5 MiB for CartPole-sized episodes), which then is still in cache when it is hashed.
+#: Episodes laid out and hashed at a time by ``episode_digests`` at most, and the bytes of
+#: their step data at most (one longer episode goes alone): bound the message buffer (1 MiB)
+#: and its row indexes (~2 MiB) whatever the episode count and length; the buffer is then
+#: still in cache when it is hashed.
 _DIGEST_BLOCK = 4096
+_DIGEST_BYTES = 1 << 20
 
 
 def _row_bytes(arr: np.ndarray) -> np.ndarray:
@@ -87,18 +101,19 @@ def _episode_heads(table: Mapping[str, Any], lo: int, hi: int) -> list[bytes]:
     ]
 
 
-def _info_tails(batch: EpisodeBatch, lo: int, hi: int) -> list[bytes]:
+def _info_tails(batch: EpisodeBatch, lo: int, hi: int) -> Iterator[bytes]:
     """The last part of the digest message of episodes ``lo:hi``: the infos flag and parts.
 
     Per info column (sorted) present in the episode: ``info|name|shape``, the episode's
-    presence mask and its present values as ``_canonical_numbers``.
+    presence mask and its present values as ``_canonical_numbers``. Yielded one episode at
+    a time: only one episode's info parts are held.
     """
     flag = b"infos:" + (b"yes" if batch.infos is not None else b"no")
     if not batch.infos:
-        return [flag] * (hi - lo)
+        yield from itertools.repeat(flag, hi - lo)
+        return
     t = batch.table
     info_cols = [(n, v, batch.info_masks[n]) for n, v in sorted(batch.infos.items())]
-    tails = []
     offsets, lengths = t["obs_offset"][lo:hi].tolist(), t["length"][lo:hi].tolist()
     for o0, length in zip(offsets, lengths, strict=True):
         parts = [flag]
@@ -109,8 +124,7 @@ def _info_tails(batch: EpisodeBatch, lo: int, hi: int) -> list[bytes]:
                 parts.append(f"info|{name}|{values.shape[1:]}".encode())
                 parts.append(np.ascontiguousarray(present).tobytes())
                 parts.append(_canonical_numbers(values[obs_rows][present]))
-        tails.append(b"".join(parts))
-    return tails
+        yield b"".join(parts)
 
 
 def _digest_block(
@@ -127,19 +141,17 @@ def _digest_block(
         "obs": np.asarray(t["obs_offset"][lo:hi], np.int64),
         "step": np.asarray(t["step_offset"][lo:hi], np.int64),
     }
-    heads, tails = _episode_heads(t, lo, hi), _info_tails(batch, lo, hi)
-    # bytes of each piece of each message: head, (header, rows) per column, tail
-    sizes = np.empty((n, 2 + 2 * len(columns)), np.int64)
+    heads = _episode_heads(t, lo, hi)
+    # bytes of each piece of each message but its tail: head, (header, rows) per column
+    sizes = np.empty((n, 1 + 2 * len(columns)), np.int64)
     sizes[:, 0] = np.fromiter(map(len, heads), np.int64, n)
     for k, (group, header, data) in enumerate(columns):
         sizes[:, 1 + 2 * k] = len(header)
         sizes[:, 2 + 2 * k] = rows[group] * data.shape[1]
-    sizes[:, -1] = np.fromiter(map(len, tails), np.int64, n)
     ends = np.cumsum(sizes.reshape(-1)).reshape(sizes.shape)
     starts = ends - sizes
     buf = np.empty(int(ends[-1, -1]) if n else 0, np.uint8)
     buf[row_ranges(starts[:, 0], sizes[:, 0])] = np.frombuffer(b"".join(heads), np.uint8)
-    buf[row_ranges(starts[:, -1], sizes[:, -1])] = np.frombuffer(b"".join(tails), np.uint8)
     # where each episode's rows sit in the batch, and their position within the episode
     src, within = {}, {}
     for group in ("obs", "step"):
@@ -155,9 +167,17 @@ def _digest_block(
         dest = np.repeat(starts[:, 2 + 2 * k], rows[group]) + within[group] * width
         _put_records(buf, dest, data[src[group]])
     view, sha256 = memoryview(buf), hashlib.sha256
-    bounds = zip(starts[:, 0].tolist(), ends[:, -1].tolist(), strict=True)
-    digests = b"".join([sha256(view[a:b]).digest() for a, b in bounds])
+    bounds = zip(
+        starts[:, 0].tolist(), ends[:, -1].tolist(), _info_tails(batch, lo, hi), strict=True
+    )
+    digests = b"".join([_sha256_of(sha256(view[a:b]), tail) for a, b, tail in bounds])
     return np.frombuffer(digests, np.uint8).reshape(n, 32)
+
+
+def _sha256_of(head: Any, tail: bytes) -> bytes:
+    """The digest of ``head`` (a ``sha256`` of a message's first part) once ``tail`` follows."""
+    head.update(tail)
+    return head.digest()
 
 
 def _put_records(buf: np.ndarray, at: np.ndarray, records: np.ndarray) -> None:

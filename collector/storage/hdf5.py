@@ -26,8 +26,9 @@ from collector.storage.batch import (
     EpisodeBatch,
     ShardRows,
     concat_tables,
+    select_episodes,
 )
-from collector.storage.manifest import FORMAT_VERSION
+from collector.storage.manifest import FORMAT_VERSION, map_shard_ids
 
 __all__ = [
     "CHUNK_BYTES",
@@ -265,21 +266,28 @@ def _schema_attr(schema: Any) -> np.bytes_:
 
 
 def merge_shards(
-    sources: Sequence[Path], dest: Path, compression: str | None = "gzip"
+    sources: Sequence[Path],
+    dest: Path,
+    compression: str | None = "gzip",
+    entries: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Stream ``sources`` into one new shard file at ``dest``, one source in memory at a time.
 
     Each source's digests are recomputed from its data and checked against its table before
     it is copied, so a merge never launders a damaged shard. Info columns are unioned (a key
-    missing from a source is zero-filled with mask False). Returns (episode table, info schema).
+    missing from a source is zero-filled with mask False). With ``entries`` (the sources'
+    manifest entries) each source keeps only the episodes its ``id_offset``/``id_map`` puts in
+    the dataset, stored under their dataset ids in id order, so the merged shard needs no
+    mapping (offset 0). Returns (episode table, info schema).
 
     Raises:
         CorruptDatasetError: a source does not match its own digests.
     """
     comp, level = parse_compression(compression)
-    schemas, n_obs, n_steps = _merge_sizes(sources)
+    schemas, n_obs, n_steps = _merge_sizes(sources, entries)
     union = _union_schema(schemas)
     tables = []
+    columns: dict[str, h5py.Dataset] = {}
     with h5py.File(dest, "w", libver=LIBVER) as out:
         out.attrs["format_version"] = FORMAT_VERSION
         out.attrs["info_schema"] = _schema_attr(union)
@@ -290,20 +298,24 @@ def merge_shards(
                 raise CorruptDatasetError(
                     f"shard {path.name} does not match its own digests; run verify before repacking"
                 )
+            if entries is not None:
+                batch = _dataset_episodes(batch, entries[i])
             cols = _merge_columns(batch, union, n_obs, n_steps, o, s)
             if i == 0:
                 _create_missing_infos(out, batch, union, n_obs, comp, level)
             if union is not None:
                 out.require_group("infos")
             for key, arr, rows, at in cols:
-                if key not in out:
-                    kw = _dataset_kwargs(rows, arr.shape[1:], arr.dtype, comp, level)
-                    # an explicit fill value: HDF5 leaves late-allocated contiguous space
-                    # uninitialized otherwise, and info columns have rows no source writes
-                    out.create_dataset(
-                        key, shape=(rows, *arr.shape[1:]), dtype=arr.dtype, fillvalue=0, **kw
-                    )
-                out[key][at : at + len(arr)] = arr
+                if key not in columns:  # a handle per column: a lookup costs as much as a write
+                    if key not in out:
+                        kw = _dataset_kwargs(rows, arr.shape[1:], arr.dtype, comp, level)
+                        # an explicit fill value: HDF5 leaves late-allocated contiguous space
+                        # uninitialized otherwise, and info columns have rows no source writes
+                        out.create_dataset(
+                            key, shape=(rows, *arr.shape[1:]), dtype=arr.dtype, fillvalue=0, **kw
+                        )
+                    columns[key] = out[key]
+                columns[key][at : at + len(arr)] = arr
             tables.append(batch.table)
             o += int(batch.table["length"].sum()) + batch.num_episodes
             s += batch.num_steps
@@ -315,14 +327,30 @@ def merge_shards(
     return table, union
 
 
-def _merge_sizes(sources: Sequence[Path]) -> tuple[list[dict[str, Any] | None], int, int]:
-    """The info schema of each of ``sources`` and their total (observation, step) rows."""
+def _dataset_episodes(batch: EpisodeBatch, entry: dict[str, Any]) -> EpisodeBatch:
+    """The episodes of a shard's ``batch`` its manifest ``entry`` maps, by dataset id."""
+    pos, ids = map_shard_ids(entry, batch.table["id"])
+    order = np.argsort(ids, kind="stable")
+    if len(pos) == batch.num_episodes and np.array_equal(ids[order], batch.table["id"]):
+        return batch  # already stored as the dataset's ids, in order
+    return select_episodes(batch, pos[order], ids[order])
+
+
+def _merge_sizes(
+    sources: Sequence[Path], entries: Sequence[dict[str, Any]] | None
+) -> tuple[list[dict[str, Any] | None], int, int]:
+    """The info schema of each of ``sources`` and their total (observation, step) rows.
+
+    With ``entries``, only the rows of the episodes each entry maps count.
+    """
     schemas: list[dict[str, Any] | None] = []
     n_obs = n_steps = 0
-    for path in sources:
+    for i, path in enumerate(sources):
         with open_shard(path) as f:
             schemas.append(json.loads(f.attrs.get("info_schema", "null")))
             length = f["episodes/length"][()]
+            if entries is not None:
+                length = length[map_shard_ids(entries[i], f["episodes/id"][()])[0]]
         n_steps += int(length.sum())
         n_obs += int(length.sum()) + len(length)
     return schemas, n_obs, n_steps

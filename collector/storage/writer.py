@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import stat
@@ -17,7 +18,7 @@ from typing import Any, Final
 import numpy as np
 
 from collector.errors import CorruptDatasetError, HarvestError, UsageError
-from collector.storage import digests, durable, hdf5, index
+from collector.storage import compaction, digests, durable, hdf5, index
 from collector.storage.batch import EpisodeBatch, select_episodes
 from collector.storage.digests import fingerprint
 from collector.storage.durable import (
@@ -50,6 +51,7 @@ from collector.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST_SHA256,
     dataset_files,
+    decoded_bytes,
     id_ranges,
     index_files,
     loads_metadata,
@@ -471,54 +473,80 @@ class DatasetWriter:
 
     # -- repack ----------------------------------------------------------------------------
 
-    def repack(self, target_bytes: int, compression: str | None = "gzip") -> int:
+    def repack(
+        self, target_bytes: int, compression: str | None = "gzip", *, linked: bool = False
+    ) -> int:
         """Merge runs of small shards into shards of about ``target_bytes``; returns shards merged.
 
         A shard is small when under ``1/SMALL_SHARD_FRACTION`` of the target (16 MB at the
         default 256 MB). Above that, what a shard costs on its own (opening its episode
         table, one manifest entry) is a few percent of reading its data, and re-encoding it
         would cost more than it saves: a full commit window stays as it is, the many small
-        shards of short windows or Ray batches are merged. The fingerprint does not change:
-        digests ignore shard boundaries and compression.
+        shards of short windows or Ray batches are merged. Shards appended with an id
+        offset are merged too (the merged shard stores dataset ids); shards linked from
+        another dataset (an ``id_map``) stay shared unless ``linked``. The fingerprint does
+        not change: digests ignore shard boundaries and compression.
         """
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before repacking")
-        shards = self.meta["shards"]
-        limit = target_bytes // SMALL_SHARD_FRACTION
-        small = [
-            e
-            for e in shards
-            if e["bytes"] < limit and e.get("id_offset", 0) == 0 and "id_map" not in e
-        ]
-        if len(small) < 2:
-            return 0
-        groups: list[list[dict[str, Any]]] = [[]]
-        size = 0
-        for e in sorted(small, key=lambda e: e["id_ranges"][0][0] if e["id_ranges"] else -1):
-            if groups[-1] and size + e["bytes"] > target_bytes:
-                groups.append([])
-                size = 0
-            groups[-1].append(e)
-            size += e["bytes"]
-        groups = [g for g in groups if len(g) > 1]
         merged = 0
-        for group in groups:
-            # merge_shards streams through HDF5, which crashes on a full disk: merge only with
-            # room to spare (small shards are complete data; the next run repacks them)
-            need = 2 * sum(e["bytes"] for e in group) + REPACK_SPARE_BYTES
-            if free_bytes(self.data_dir) < need:
-                log.warning(
-                    "not repacking %d small shards of %s: under %s free",
-                    len(group),
-                    self.dataset_id,
-                    human_size(need),
-                )
-                continue
-            merged += self._merge(group, compression)
+        small = self._small(target_bytes, linked)
+        for group in _by_size(sorted(small, key=compaction.first_id), target_bytes):
+            merged += self._merge_if_room(group, compression)
         return merged
 
+    def compact(self, target_bytes: int, compression: str | None = "gzip") -> list[dict[str, Any]]:
+        """Merge small shards by tiers after an append (``compaction``); returns the new entries.
+
+        Each merge commits. Called after every ``add_to_dataset``: N calls re-write O(N log N)
+        bytes in all and leave O(log N) small shards, where ``repack`` at every call would
+        re-write the whole dataset each time.
+        """
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before compacting")
+        made: list[dict[str, Any]] = []
+        while group := compaction.next_merge(self._small(target_bytes), math.inf):
+            done = 0
+            for part in _by_size(group, target_bytes):
+                if self._merge_if_room(part, compression):
+                    done += 1
+                    made.append(self.meta["shards"][-1])
+            if not done:
+                break
+        return made
+
+    def _small(self, target_bytes: int, linked: bool = False) -> list[dict[str, Any]]:
+        """Shards under ``target_bytes / SMALL_SHARD_FRACTION`` decoded (``decoded_bytes``).
+
+        Judged decoded, not on disk: a window of frames that zstd made 100x smaller is still
+        a large shard to read and would be costly to re-encode (issue 19 item 4). Shards
+        linked from another dataset (``id_map``) stay shared unless ``linked``.
+        """
+        assert self.meta is not None
+        limit = target_bytes // SMALL_SHARD_FRACTION
+        return [
+            e
+            for e in self.meta["shards"]
+            if decoded_bytes(self.meta, e) < limit and (linked or "id_map" not in e)
+        ]
+
+    def _merge_if_room(self, group: list[dict[str, Any]], compression: str | None) -> int:
+        """``_merge`` ``group`` if the disk has room for it; else 0, with a warning."""
+        # merge_shards streams through HDF5, which crashes on a full disk: merge only with
+        # room to spare (small shards are complete data; the next run repacks them)
+        need = 2 * sum(e["bytes"] for e in group) + REPACK_SPARE_BYTES
+        if free_bytes(self.data_dir) < need:
+            log.warning(
+                "not repacking %d small shards of %s: under %s free",
+                len(group),
+                self.dataset_id,
+                human_size(need),
+            )
+            return 0
+        return self._merge(group, compression)
+
     def _merge(self, group: list[dict[str, Any]], compression: str | None) -> int:
-        """Replace ``group`` by one streamed shard and commit."""
+        """Replace ``group`` by one streamed shard (stored under dataset ids) and commit."""
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before merging shards")
         names = {e["file"] for e in group}
@@ -528,7 +556,7 @@ class DatasetWriter:
         new_name = None
         try:
             table, schema = hdf5.merge_shards(
-                [self.data_dir / e["file"] for e in group], tmp, compression
+                [self.data_dir / e["file"] for e in group], tmp, compression, entries=group
             )
             self.meta["shards"] = [e for e in self.meta["shards"] if e["file"] not in names]
             self._ids, self._digests = _drop_ids(self._ids, self._digests, table["id"])
@@ -560,6 +588,19 @@ class DatasetWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _by_size(shards: list[dict[str, Any]], target_bytes: int) -> list[list[dict[str, Any]]]:
+    """``shards`` (in id order) cut into runs of about ``target_bytes``; runs of one dropped."""
+    groups: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for e in shards:
+        if groups[-1] and size + e["bytes"] > target_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(e)
+        size += e["bytes"]
+    return [g for g in groups if len(g) > 1]
 
 
 def _drop_ids(

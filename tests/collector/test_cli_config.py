@@ -103,19 +103,38 @@ def test_an_invalid_action_names_the_action_space_episode_and_step(env: str, act
 
 
 def test_the_summary_tells_the_data_size_from_the_folder_size(datasets_root: Path) -> None:
-    """Issue 16 item 22: the printed size was half of ``du`` while superseded shards remained."""
+    """Issue 16 item 22: the printed size was half of ``du`` while superseded shards remained.
+
+    Issue 19 item 4: a finished run removes the shards its repack merged, so the folder is
+    the dataset; shards merged outside a run stay until the next writer, and the summary
+    says so.
+    """
+    import dataclasses
+
     from collector.cli import summary
 
+    def folder(path: Path) -> int:
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
     result = collect(cfg("episodes=60", "checkpoint.every_episodes=10"))
-    files = [p for p in result.path.rglob("*") if p.is_file()]
-    data = storage.read_metadata(result.path)["shards"]
     shards = [p for p in (result.path / "data").iterdir() if storage.SHARD_RE.match(p.name)]
-    assert len(data) == 1 and len(shards) == 7  # 6 superseded
-    folder = sum(p.stat().st_size for p in files)
-    text = summary(result)
+    assert len(shards) == 1  # merged, the six removed (and their index files)
+    assert len(list((result.path / "data").iterdir())) == 2
+    assert f"{storage.human_size(result.dataset_bytes)} on disk at" in summary(result)
+    assert folder(result.path) <= 1.1 * result.dataset_bytes + 64 * 1024
+    kept = collect(
+        cfg("episodes=60", "checkpoint.every_episodes=10", "storage.shard_mb=0.001",
+            "dataset_id=kept/shards-v0")
+    )  # fmt: skip
+    with storage.DatasetWriter("kept/shards-v0") as writer:
+        assert writer.repack(256 << 20) == 6  # a repack outside a run leaves them for readers
+        meta = writer.meta
+    merged = dataclasses.replace(kept, dataset_bytes=meta["dataset_bytes"])
+    text = summary(merged)
     assert (
-        f"{storage.human_size(result.dataset_bytes)} of data; the folder holds "
-        f"{storage.human_size(folder)} until the next writer removes 6 superseded shard(s)"
+        f"{storage.human_size(merged.dataset_bytes)} of data; the folder holds "
+        f"{storage.human_size(folder(kept.path))} until the next writer removes 6 superseded "
+        "shard(s)"
     ) in text, text
-    again = collect(cfg("episodes=60"))  # a writer opening the dataset removes them
+    again = collect(cfg("episodes=60", "dataset_id=kept/shards-v0", "storage.shard_mb=0.001"))
     assert f"{storage.human_size(again.dataset_bytes)} on disk at" in summary(again)

@@ -297,6 +297,8 @@ def test_lock_held_by_another_writer_is_refused_and_the_dataset_is_untouched() -
         (["env=CartPol-v1"], 2, "collect: error: env='CartPol-v1' is not a registered"),
         (["dataset_id=../evil-v0"], 2, "collect: error: dataset id '../evil-v0' is a path"),
         (["episodes=0"], 2, "collect: error: episodes=0 must be a positive integer"),
+        (["episodes=abc"], 2, "collect: error: episodes='abc' must be an integer"),
+        (["runner.workers=4"], 2, "collect: error: runner.workers is a key of runner=ray"),
         (["policy._target_=no.such.Policy"], 2, "collect: error: policy._target_='no.such.Policy'"),
         (
             ["env=helpers:harvest-test/SequenceObs-v0"],

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from helpers import PYTHONPATH
 
 from collector import storage
 from collector.collect import collect
@@ -72,3 +78,129 @@ def test_a_runner_failure_drops_unfinished_episodes_after_reword_and_keeps_its_c
             raise KeyError("as is")
     assert calls == ["reword boom", "discard", "reword 'as is'", "discard"]
     assert kept.value.args == ("as is",)
+
+
+def _record_episode(rec: Any, episode: int, steps: int = 9) -> None:
+    obs = np.zeros(3, np.float32)
+    rec.begin_episode(episode, episode, None, obs, {})
+    for t in range(steps):
+        rec.add_step(t % 2, obs, 1.0, False, t == steps - 1, {})
+    rec.end_episode()
+
+
+def test_a_long_window_is_written_in_shards_of_the_buffer_size_and_committed_once() -> None:
+    from gymnasium import spaces
+
+    from collector.recorder import EpisodeRecorder
+
+    rec = EpisodeRecorder(spaces.Box(-1, 1, (3,), np.float32), spaces.Discrete(2))
+    with storage.DatasetWriter("buf/x-v0") as writer:
+        writer.start(
+            storage.new_metadata(rec.observation_space, rec.action_space, None, record_infos=False)
+        )
+        committer = Committer(
+            writer, rec, every_episodes=None, every_seconds=None, every_mb=None,
+            compression="none", background=False, buffer_mb=0.002,
+        )  # fmt: skip
+        held = []
+        try:
+            for e in range(40):  # 282 bytes an episode: a shard every 8 episodes
+                _record_episode(rec, e)
+                committer.after_episode()
+                held.append(rec.nbytes)
+            committed = storage.read_metadata(writer.path)["total_episodes"]
+            committer.flush()
+        finally:
+            committer.close()
+    assert max(held) < 0.002 * 1024 * 1024  # memory held the buffer, never the window
+    assert committed == 0 and committer.commits == 1  # shards wait for the window's commit
+    meta = storage.read_metadata(storage.dataset_path("buf/x-v0"))
+    assert meta["total_episodes"] == 40 and len(meta["shards"]) == 5
+    assert storage.verify_dataset("buf/x-v0").ok
+
+
+_PEAK_RSS = """
+import resource, sys
+import gymnasium as gym
+import numpy as np
+from collector.collect import collect
+
+class BigObs(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1024,), np.float32)  # 4 KiB a step
+    action_space = gym.spaces.Discrete(2)
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1024, np.float32), {}
+    def step(self, action):
+        self.t += 1
+        return np.full(1024, self.t / 1e4, np.float32), 1.0, False, self.t >= 100, {}
+
+gym.register("harvest-test/BigObs-v0", entry_point=BigObs)
+collect({"env": "harvest-test/BigObs-v0", "episodes": int(sys.argv[1]), "dataset_id": "big/x-v0",
+         "progress": False, "storage": {"compression": "none"},
+         "checkpoint": {"every_seconds": None, "every_mb": None, "every_episodes": None}})
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_collect_memory_stays_flat_when_the_window_grows(datasets_root: Path) -> None:
+    def peak_mib(episodes: int) -> float:
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS, str(episodes)],
+            env={**os.environ, "PYTHONPATH": PYTHONPATH},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return int(out.stdout.split()[-1]) / 1024
+
+    # 4 and 60 MiB of observations, all in one commit window (no cadence but the end)
+    small, large = peak_mib(10), peak_mib(150)
+    assert large - small < 25, (small, large)  # before: the whole window in memory, 2-3 times
+
+
+_KILLED_IN_A_WINDOW = """
+import os, signal
+import collector.committer
+from collector import storage
+from collector.collect import collect
+
+collector.committer.BUFFER_MB = 0.004  # a shard every ~5 CartPole episodes
+written = []
+real = storage.DatasetWriter.write_shard
+
+def write_shard(self, *args, **kwargs):
+    out = real(self, *args, **kwargs)
+    written.append(out)
+    if len(written) == 3:  # three shards installed, none committed: kill -9
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+storage.DatasetWriter.write_shard = write_shard
+collect({"env": "CartPole-v1", "episodes": 60, "seed": 0, "dataset_id": "kill/x-v0",
+         "progress": False,
+         "checkpoint": {"every_seconds": None, "every_mb": None, "every_episodes": None}})
+"""
+
+
+def test_a_run_killed_with_buffer_shards_uncommitted_resumes_to_the_same_data(
+    datasets_root: Path,
+) -> None:
+    from kill_support import unreferenced_shards
+
+    run = subprocess.run(
+        [sys.executable, "-c", _KILLED_IN_A_WINDOW],
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        capture_output=True,
+        timeout=120,
+    )
+    assert run.returncode == -9, run.stderr
+    assert len(unreferenced_shards("kill/x-v0")) == 3  # installed, never committed
+    assert storage.read_metadata(storage.dataset_path("kill/x-v0"))["total_episodes"] == 0
+    resumed = collect(config("kill/x-v0", 60))
+    reference = collect(config("kill/ref-v0", 60))
+    assert resumed.total_episodes == 60 and resumed.fingerprint == reference.fingerprint
+    assert unreferenced_shards("kill/x-v0") == []
+    assert storage.verify_dataset("kill/x-v0").ok

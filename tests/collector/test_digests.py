@@ -161,14 +161,18 @@ def batches(draw: st.DrawFn) -> storage.EpisodeBatch:
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(batches(), st.sampled_from([1, 2, 3, 1024]))
-def test_episode_digests_match_the_reference(batch: storage.EpisodeBatch, block: int) -> None:
-    saved = storage.digests._DIGEST_BLOCK
-    storage.digests._DIGEST_BLOCK = block  # episodes per buffer: block boundaries must not matter
+@given(batches(), st.sampled_from([1, 2, 3, 1024]), st.sampled_from([1, 100, 4 << 20]))
+def test_episode_digests_match_the_reference(
+    batch: storage.EpisodeBatch, block: int, block_bytes: int
+) -> None:
+    d = storage.digests
+    saved = d._DIGEST_BLOCK, d._DIGEST_BYTES
+    # episodes and bytes per buffer: block boundaries must not matter
+    d._DIGEST_BLOCK, d._DIGEST_BYTES = block, block_bytes
     try:
         got = storage.episode_digests(batch)
     finally:
-        storage.digests._DIGEST_BLOCK = saved
+        d._DIGEST_BLOCK, d._DIGEST_BYTES = saved
     want = reference_episode_digests(batch)
     assert got.shape == want.shape == (batch.num_episodes, 32)
     assert got.dtype == np.uint8

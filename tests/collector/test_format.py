@@ -1210,7 +1210,7 @@ def test_repack_merges_small_shards_without_changing_data() -> None:
 def test_repack_leaves_shards_that_are_not_small() -> None:
     dsid = "ns/repack-big-enough-v0"
     meta = write_dataset(dsid, [synth([i]) for i in range(3)], compression="none")
-    size = min(e["bytes"] for e in meta["shards"])
+    size = min(storage.decoded_bytes(meta, e) for e in meta["shards"])  # judged decoded
     with storage.DatasetWriter(dsid) as w:  # each shard is exactly at the "small" limit
         assert w.repack(target_bytes=storage.SMALL_SHARD_FRACTION * size) == 0
     assert storage.read_metadata(storage.dataset_path(dsid))["shards"] == meta["shards"]

@@ -7,12 +7,16 @@ The command line runs as the console script does: ``python -P`` keeps the curren
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import CLI, cli_env
+
+from collector.errors import UsageError
 
 MY_ENV = """
 import gymnasium as gym
@@ -50,6 +54,23 @@ class MyPolicy:
 """
 
 
+MY_WRAPPER = """
+import gymnasium as gym
+
+
+class Scale(gym.ObservationWrapper):  # records no constructor arguments of its own
+    def __init__(self, env, scale):
+        super().__init__(env)
+        self.scale = scale
+        self.observation_space = gym.spaces.Box(
+            env.observation_space.low * scale, env.observation_space.high * scale
+        )
+
+    def observation(self, obs):
+        return obs * self.scale
+"""
+
+
 @pytest.fixture
 def cwd(tmp_path: Path) -> Path:
     folder = tmp_path / "work"
@@ -57,6 +78,7 @@ def cwd(tmp_path: Path) -> Path:
     (folder / "my_env.py").write_text(MY_ENV)
     (folder / "my_policy.py").write_text(MY_POLICY)
     (folder / "my_broken.py").write_text("import harvest_not_installed_dep\n")
+    (folder / "my_wrap.py").write_text(MY_WRAPPER)
     return folder
 
 
@@ -113,7 +135,14 @@ def test_an_env_registered_with_a_class_entry_point(cwd: Path) -> None:
             ["policy._target_=my_policy.Missing"],
             ["policy._target_='my_policy.Missing'", "has no attribute 'Missing'"],
         ),
-        (["env=ALE/Pong-v5"], ["pip install ale-py", "env=ale_py:ALE/Pong-v5"]),
+        (["env=ALE/Pongg-v5"], ["is not a registered", "did you mean ALE/Pong-v5"]),
+        (
+            ["wrappers=[{_target_:my_broken.Wrap}]"],
+            [
+                "wrappers[0]._target_='my_broken.Wrap'",
+                "No module named 'harvest_not_installed_dep'",
+            ],
+        ),
     ],
 )
 def test_import_errors_name_their_cause(cwd: Path, args: list[str], wanted: list[str]) -> None:
@@ -123,3 +152,31 @@ def test_import_errors_name_their_cause(cwd: Path, args: list[str], wanted: list
     for text in wanted:
         assert text in proc.stderr
     assert "None" not in proc.stderr and "(ImportError)" not in proc.stderr
+
+
+def test_a_wrapper_in_the_current_folder_is_importable_and_recovered_with_the_opt_in(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from curation import load_dataset
+
+    proc = collect(
+        cwd, "wrappers=[{_target_:my_wrap.Scale,scale:2.0}]", "episodes=1", "dataset_id=mine/w-v0"
+    )
+    assert proc.returncode == 0, proc.stderr
+    spec = stored(cwd, "mine/w-v0")["env_spec"]
+    # Scale records no arguments itself: the config's are stored, so gym.make can rebuild it
+    assert spec["additional_wrappers"] == [
+        {"name": "Scale", "entry_point": "my_wrap:Scale", "kwargs": {"scale": 2.0}}
+    ]
+    ds = load_dataset("mine/w-v0", cwd.parent / "datasets")
+    with pytest.raises(UsageError, match=re.escape("wrapper entry_point 'my_wrap:Scale'")):
+        ds.recover_environment()
+    monkeypatch.syspath_prepend(str(cwd))
+    env = ds.recover_environment(trust_remote_code=True)
+    try:
+        episode = ds[0]
+        obs, _ = env.reset(seed=episode.seed)
+        np.testing.assert_array_equal(obs, episode.observations[0])
+        assert abs(obs).max() > 0
+    finally:
+        env.close()

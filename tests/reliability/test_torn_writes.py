@@ -28,13 +28,14 @@ CHECKPOINT = {"every_episodes": 5}
 #: Child-side crash points: each patches one step of the commit protocol to die half-way.
 CRASHES = {
     "shard-half-written": """
-real = storage.write_shard_file
-def crash(batch, path, compression="gzip"):
-    real(batch, path, compression)
-    with open(path, "r+b") as fh:
-        fh.truncate(path.stat().st_size // 2)
-    os._exit(137)
-storage.hdf5.write_shard_file = crash
+real = storage.durable.write_new_file
+def crash(path, data, *args, **kwargs):
+    real(path, data, *args, **kwargs)
+    if path.name.startswith(".shard-"):  # a commit window's shard (the encoder's image)
+        with open(path, "r+b") as fh:
+            fh.truncate(path.stat().st_size // 2)
+        os._exit(137)
+storage.durable.write_new_file = crash
 """,
     "shard-installed-not-committed": """
 real = storage.atomic_write
@@ -57,8 +58,8 @@ storage.durable.atomic_write = crash
 """,
     "repack-half-written": """
 real = storage.merge_shards
-def crash(sources, dest, compression="gzip"):
-    real(sources, dest, compression)
+def crash(sources, dest, compression="gzip", entries=None):
+    real(sources, dest, compression, entries)
     with open(dest, "r+b") as fh:
         fh.truncate(dest.stat().st_size // 3)
     os._exit(137)

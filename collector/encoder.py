@@ -1,0 +1,246 @@
+"""Shard encoding in a child process, so that the process stepping the env only records.
+
+The committer hands each commit window (an ``EpisodeBatch``) to ``Encoder.encode``. A child
+process fills the episodes' digests and builds the shard's HDF5 image, compression included
+(``storage.fill_digests`` and ``storage.build_shard_bytes``, as a Ray worker does), and hands
+back the image, the episode table and the info schema; the committer installs and commits the
+image in the parent, so the commit protocol, crash safety and the fingerprint are those of
+an in-process commit.
+
+The window's columns travel through one anonymous memory file (``memfd``) whose descriptor is
+passed over the pipe: one copy, no file name, freed by the kernel when both processes close
+it, whatever kills them. The image comes back through the pipe (compressed, so small). One
+window is in flight at a time (the committer's one background commit), so memory stays
+bounded by the commit window.
+
+If the child dies (killed, out of memory) the window is encoded in this process and so are
+later ones, with one warning: nothing is lost and the data is the same. Where ``memfd`` is
+not available (not Linux) there is no child: ``Encoder.available()`` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle, send_handle
+from typing import Any
+
+import numpy as np
+
+from collector import storage
+
+__all__ = ["Encoder", "encode_inline", "serve", "usable_cpus"]
+
+log = logging.getLogger(__name__)
+
+#: Windows smaller than this are encoded in the calling process: starting a child costs
+#: about half a second, which a small window does not pay back.
+MIN_WINDOW_BYTES = 4 * 1024 * 1024
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def encode_inline(
+    batch: storage.EpisodeBatch, compression: str | None
+) -> tuple[bytes, dict[str, Any], Any]:
+    """Digests and the shard image of ``batch``, in this process: (image, table, info schema)."""
+    storage.fill_digests(batch)
+    return storage.build_shard_bytes(batch, compression), batch.table, batch.info_schema()
+
+
+class Encoder:
+    """A child process that turns commit windows into shard images.
+
+    ``mode``: ``"process"`` always uses the child, ``"auto"`` uses it for windows of at least
+    ``MIN_WINDOW_BYTES`` when this process may run on two CPUs or more, ``"inline"`` never
+    does. The child starts at the first window it is used for. Thread-safe for one caller at
+    a time (the committer's background thread); ``close()`` stops the child.
+    """
+
+    def __init__(self, mode: str = "auto") -> None:
+        self.mode = mode
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self._dead = False
+        self._lock = threading.Lock()
+        #: windows the child encoded (tests and the closing summary read it)
+        self.encoded_in_child = 0
+
+    @staticmethod
+    def available() -> bool:
+        """True when windows can be passed to a child process (Linux ``memfd``)."""
+        return hasattr(os, "memfd_create")
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, once started."""
+        return None if self._proc is None else self._proc.pid
+
+    def _use_child(self, batch: storage.EpisodeBatch) -> bool:
+        if self._dead or self.mode == "inline" or not self.available():
+            return False
+        if self.mode == "process":
+            return True
+        return usable_cpus() >= 2 and batch.nbytes >= MIN_WINDOW_BYTES
+
+    def encode(
+        self, batch: storage.EpisodeBatch, compression: str | None
+    ) -> tuple[bytes, dict[str, Any], Any]:
+        """The shard image of ``batch``: (image, table with digests, info schema)."""
+        with self._lock:
+            if self._use_child(batch):
+                try:
+                    result = self._in_child(batch, compression)
+                except (OSError, EOFError) as e:  # the child died: nothing is lost
+                    self._stop(kill=True)
+                    self._dead = True
+                    log.warning(
+                        "harvest's encoder process stopped (%s); encoding in this process "
+                        "from now on",
+                        e,
+                    )
+                else:
+                    if result is not None:
+                        self.encoded_in_child += 1
+                        return result
+            return encode_inline(batch, compression)
+
+    def _start(self) -> Connection:
+        """Start the child (``serve``) over a socket pair.
+
+        Not ``multiprocessing``'s spawn, which runs the caller's ``__main__`` again (a script
+        calling ``collect()`` at top level would collect twice), and not fork, which copies a
+        process with threads and HDF5 state.
+        """
+        if self._conn is not None:
+            return self._conn
+        parent, child = socket.socketpair()
+        with child:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(child.fileno())],
+                pass_fds=[child.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        self._conn = Connection(parent.detach())
+        log.debug("started the encoder process (pid %d)", self._proc.pid)
+        return self._conn
+
+    def _in_child(
+        self, batch: storage.EpisodeBatch, compression: str | None
+    ) -> tuple[bytes, dict[str, Any], Any] | None:
+        """Encode in the child; None when the child refused the window (then encode here)."""
+        conn = self._start()
+        buffers: list[pickle.PickleBuffer] = []
+        header = pickle.dumps(batch, protocol=5, buffer_callback=buffers.append)
+        views = [b.raw() for b in buffers]
+        sizes = [v.nbytes for v in views]
+        fd = os.memfd_create("harvest-window", os.MFD_CLOEXEC)
+        try:
+            total = sum(sizes)
+            if total:
+                os.ftruncate(fd, total)
+                with mmap.mmap(fd, total) as mm:
+                    at = 0
+                    for view in views:
+                        mm[at : at + view.nbytes] = view
+                        at += view.nbytes
+            conn.send((header, sizes, compression))
+            send_handle(conn, fd, self._proc.pid)
+        finally:
+            os.close(fd)
+            del views, buffers
+        status, payload = conn.recv()
+        if status == "ok":
+            return payload
+        log.debug("the encoder process could not encode a window: %s", payload)
+        return None
+
+    def _stop(self, kill: bool = False) -> None:
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if conn is not None:
+            try:
+                if not kill:
+                    conn.send(None)
+            except OSError:
+                pass
+            conn.close()
+        if proc is not None:
+            try:
+                proc.wait(timeout=60 if not kill else 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        """Stop the child (idempotent)."""
+        with self._lock:
+            self._stop()
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_CHILD = "import sys; from collector.encoder import serve; serve(int(sys.argv[1]))"
+
+
+def serve(fd: int) -> None:
+    """The encoder process: windows in, shard images out, until ``None`` or the parent dies.
+
+    ``fd`` is its end of the socket pair ``Encoder`` made.
+    """
+    conn = Connection(fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if message is None:
+            return
+        header, sizes, compression = message
+        fd = recv_handle(conn)
+        try:
+            conn.send(("ok", _encode_window(fd, header, sizes, compression)))
+        except Exception as e:  # the parent encodes it itself and reports what it meets
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+        finally:
+            os.close(fd)
+
+
+def _encode_window(
+    fd: int, header: bytes, sizes: list[int], compression: str | None
+) -> tuple[bytes, dict[str, Any], Any]:
+    """Encode the window in memory file ``fd``; what is returned holds no view of it."""
+    total = sum(sizes)
+    if not total:
+        return encode_inline(pickle.loads(header, buffers=[]), compression)
+    with mmap.mmap(fd, total, prot=mmap.PROT_READ) as mm:
+        whole = memoryview(mm)
+        views, at = [], 0
+        for n in sizes:
+            views.append(whole[at : at + n])
+            at += n
+        batch = pickle.loads(header, buffers=views)
+        image, table, schema = encode_inline(batch, compression)
+        table = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in table.items()}
+        del batch, views  # every array over the memory file, before it is unmapped
+        whole.release()
+    return image, table, schema

@@ -1,0 +1,288 @@
+"""Merging the small shards of frequent appends (issue 18 item 1; ``storage.compaction``).
+
+``DataCollector.add_to_dataset`` writes one small shard per call, stored under ids from 0 and
+placed in the dataset by an ``id_offset``. Merges must handle such shards (and ``id_map``
+shards linked from another dataset) without changing the fingerprint, keep the shard count
+logarithmic in the number of calls, and re-write O(N log N) in all: counted from the
+writer's return values and manifests, never timed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from helpers import assert_same_episode, read_episodes
+
+from collector import storage
+from collector.data_collector import DataCollector
+from curation.api import load_dataset
+
+DATASET = "cart/appended-v0"
+
+
+def record(collector: DataCollector, first: int, count: int) -> None:
+    """Record episodes with seeds ``first..first+count-1`` (actions seeded alike)."""
+    for seed in range(first, first + count):
+        collector.reset(seed=seed)
+        collector.action_space.seed(seed)
+        done = False
+        while not done:
+            *_, terminated, truncated, _ = collector.step(collector.action_space.sample())
+            done = terminated or truncated
+
+
+def one_run(dataset_id: str, episodes: int, **kwargs: Any) -> str:
+    """The fingerprint of ``episodes`` recorded and committed at once."""
+    collector = DataCollector(gym.make("CartPole-v1"), **kwargs)
+    record(collector, 0, episodes)
+    return collector.create_dataset(dataset_id).fingerprint
+
+
+def shards(dataset_id: str) -> list[dict[str, Any]]:
+    return storage.read_metadata(storage.dataset_path(dataset_id))["shards"]
+
+
+def tier_bound(meta: dict[str, Any]) -> int:
+    """Most shards tiered compaction leaves: ``MERGE_FACTOR - 1`` per tier."""
+    return (storage.MERGE_FACTOR - 1) * (storage.shard_tier(meta["dataset_bytes"]) + 1)
+
+
+def old_append(writer: storage.DatasetWriter, collector: DataCollector, staging: Path) -> None:
+    """Append the collector's recorded episodes as ``add_to_dataset`` of the previous main did:
+    one shard stored under ids from 0, placed by an ``id_offset``, and nothing merged."""
+    part = f"part/p{len(writer.meta['shards'])}-v0"  # type: ignore[index]
+    summary = collector.create_dataset(part)
+    (src,) = (p for p in (summary.path / storage.DATA_DIR).iterdir() if p.suffix == ".h5")
+    spill = staging / src.name
+    storage.write_shard_file(storage.read_shard(src), spill, collector.compression)
+    ids = writer.committed_ids()
+    writer.adopt_shard(spill, id_offset=int(ids.max()) + 1, compression=collector.compression)
+    writer.commit()
+
+
+def old_layout(dataset_id: str, calls: int, per_call: int, staging: Path, **kwargs: Any) -> None:
+    """A dataset of ``calls`` appends of ``per_call`` episodes in the previous main's layout."""
+    collector = DataCollector(gym.make("CartPole-v1"), **kwargs)
+    record(collector, 0, per_call)
+    collector.create_dataset(dataset_id)
+    staging.mkdir(exist_ok=True)
+    with storage.DatasetWriter(dataset_id) as w:
+        for call in range(1, calls):
+            record(collector, per_call * call, per_call)
+            old_append(w, collector, staging)
+
+
+def test_merging_offset_shards_keeps_ids_data_and_fingerprint(datasets_root: Path) -> None:
+    old_layout(DATASET, 6, 3, datasets_root / "staging", record_infos=True)
+    path = storage.dataset_path(DATASET)
+    before = storage.read_metadata(path)
+    assert [e["id_offset"] for e in before["shards"]] == [0, 3, 6, 9, 12, 15]
+    episodes = read_episodes(DATASET)
+
+    with storage.DatasetWriter(DATASET) as w:
+        assert w.repack(1 << 30, "lzf") == 6
+
+    after = storage.read_metadata(path)
+    (merged,) = after["shards"]
+    assert merged["id_offset"] == 0 and "id_map" not in merged
+    stored = storage.read_shard_table(path / storage.DATA_DIR / merged["file"], ("id",))["id"]
+    assert stored.tolist() == list(range(18))  # dataset ids, in order
+    reference = one_run("cart/one-v0", 18, record_infos=True)
+    assert after["fingerprint"] == before["fingerprint"] == reference
+    for x, y in zip(episodes, read_episodes(DATASET), strict=True):
+        assert x["id"] == y["id"] and x["seed"] == y["seed"]
+        assert_same_episode(x, y)
+    assert storage.verify_dataset(DATASET).ok
+
+
+def test_merging_linked_id_map_shards_keeps_the_fingerprint_and_drops_foreign_episodes() -> None:
+    one_run("cart/src-v0", 6)
+    src_path = storage.dataset_path("cart/src-v0")
+    (entry,) = storage.read_metadata(src_path)["shards"]
+    collector = DataCollector(gym.make("CartPole-v1"))
+    record(collector, 100, 3)
+    collector.create_dataset(DATASET)
+    with storage.DatasetWriter(DATASET) as w:
+        src = src_path / storage.DATA_DIR / entry["file"]
+        w.link_shard(src, entry, id_map=[[1, 4, 3]])  # stored 1..3 are ids 3..5
+        w.link_shard(src, entry, id_map=[[0, 1, 6], [5, 6, 7]])  # stored 0 and 5: ids 6, 7
+        w.commit()
+    path = storage.dataset_path(DATASET)
+    before = storage.read_metadata(path)
+    episodes = read_episodes(DATASET)
+    assert [ep["seed"] for ep in episodes] == [100, 101, 102, 1, 2, 3, 0, 5]
+
+    with storage.DatasetWriter(DATASET) as w:
+        assert w.repack(1 << 30) == 0  # linked shards stay shared by default
+        assert w.repack(1 << 30, linked=True) == 3
+
+    after = storage.read_metadata(path)
+    (merged,) = after["shards"]
+    assert merged["id_offset"] == 0 and "id_map" not in merged and merged["episodes"] == 8
+    stored = storage.read_shard_table(path / storage.DATA_DIR / merged["file"], ("id",))["id"]
+    assert stored.tolist() == list(range(8))  # the 3 foreign episodes of the source are gone
+    assert after["fingerprint"] == before["fingerprint"]
+    for x, y in zip(episodes, read_episodes(DATASET), strict=True):
+        assert x["id"] == y["id"] and x["seed"] == y["seed"]
+        assert_same_episode(x, y)
+    assert storage.verify_dataset(DATASET).ok
+    assert storage.verify_dataset("cart/src-v0").ok  # the source's shard is untouched
+
+
+def rewrite_bound(calls: int, total_bytes: int) -> float:
+    """Most bytes tiered compaction re-writes over ``calls`` appends of ``total_bytes`` in all.
+
+    Above tier 0 a byte is re-written once per tier it climbs (O(N log N)); in tier 0 (under
+    ``TIER_FLOOR_BYTES * MERGE_FACTOR``) a merge every ``MERGE_FACTOR - 1`` calls re-writes
+    at most the tier: a constant per call.
+    """
+    k, floor = storage.MERGE_FACTOR, storage.TIER_FLOOR_BYTES
+    return calls * floor * k / (k - 1) + total_bytes * (storage.shard_tier(total_bytes) + 1)
+
+
+@pytest.mark.parametrize(("call_bytes", "calls"), [(5_000, 2_000), (50_000, 2_000), (1 << 20, 500)])
+def test_the_tier_policy_keeps_shards_logarithmic_and_rewrites_n_log_n(
+    call_bytes: int, calls: int
+) -> None:
+    """``next_merge`` alone, on manifest entries: a merge's entry is its sources' sum."""
+    small = storage.APPEND_SHARD_BYTES // storage.SMALL_SHARD_FRACTION
+    shards: list[dict[str, Any]] = []
+    rewritten = 0
+    for call in range(calls):
+        shards.append({"bytes": call_bytes, "id_ranges": [[call, call + 1]]})
+        while group := storage.next_merge(shards, small):
+            shards = [e for e in shards if all(e is not g for g in group)]
+            shards.append({"bytes": sum(e["bytes"] for e in group), "id_ranges": [[call, 0]]})
+            rewritten += shards[-1]["bytes"]
+        total = call_bytes * (call + 1)
+        small_left = [e for e in shards if e["bytes"] < small]
+        assert len(small_left) <= (storage.MERGE_FACTOR - 1) * (storage.shard_tier(small) + 1)
+        assert len(shards) <= len(small_left) + total // small
+    assert rewritten <= rewrite_bound(calls, calls * call_bytes)
+    # merging every small shard at every call (repack) would re-write O(N^2)
+    assert rewritten < calls * (calls - 1) // 2 * call_bytes / 10
+
+
+def test_appends_keep_a_logarithmic_shard_count_and_rewrite_n_log_n(datasets_root: Path) -> None:
+    """The add_to_dataset commit path (adopt an offset shard, commit, compact), 60 times."""
+    calls, per_call = 60, 5
+    reference = one_run("cart/src-v0", calls * per_call)
+    src = storage.dataset_path("cart/src-v0")
+    (entry,) = storage.read_metadata(src)["shards"]
+    source = storage.read_shard(src / storage.DATA_DIR / entry["file"])
+    staging = datasets_root / "staging"
+    staging.mkdir()
+    counts, rewritten_bytes, merges = [], 0, 0
+    with storage.DatasetWriter(DATASET) as w:
+        w.start(storage.read_metadata(src), commit=False)
+        for call in range(calls):
+            first = call * per_call
+            part = storage.select_episodes(
+                source, np.arange(first, first + per_call), np.arange(per_call)
+            )
+            spill = staging / f"spill-{call}.h5"
+            storage.write_shard_file(part, spill, "lzf")
+            w.adopt_shard(spill, id_offset=first, compression="lzf")
+            w.commit()
+            made = w.compact(storage.APPEND_SHARD_BYTES, "lzf")
+            merges += len(made)
+            rewritten_bytes += sum(e["bytes"] for e in made)
+            assert w.meta is not None
+            counts.append(len(w.meta["shards"]))
+            assert counts[-1] <= tier_bound(w.meta), call
+    meta = storage.read_metadata(storage.dataset_path(DATASET))
+    assert meta["fingerprint"] == reference and meta["total_episodes"] == calls * per_call
+    assert max(counts) <= 8 and counts[-1] <= 6, counts  # without merging: 60 shards
+    assert 0 < merges <= calls // 2
+    assert rewritten_bytes <= rewrite_bound(calls, meta["dataset_bytes"]), rewritten_bytes
+    assert storage.verify_dataset(DATASET).ok
+
+
+def test_add_to_dataset_merges_its_small_shards_and_reads_like_one_run() -> None:
+    collector = DataCollector(gym.make("CartPole-v1"), record_infos=True)
+    record(collector, 0, 4)
+    collector.create_dataset(DATASET)
+    counts = []
+    for call in range(1, 25):
+        record(collector, 4 * call, 4)
+        summary = collector.add_to_dataset(DATASET)
+        meta = storage.read_metadata(storage.dataset_path(DATASET))
+        counts.append(len(meta["shards"]))
+        assert counts[-1] <= tier_bound(meta)
+        assert summary.fingerprint == meta["fingerprint"]
+    assert max(counts) <= storage.MERGE_FACTOR and counts[-1] < 4, counts  # not 25
+    assert meta["fingerprint"] == one_run("cart/one-v0", 100, record_infos=True)
+    assert [ep["id"] for ep in read_episodes(DATASET)] == list(range(100))
+    assert all(e["id_offset"] == 0 for e in meta["shards"][:-1])  # merged: dataset ids
+    assert storage.verify_dataset(DATASET).ok
+
+
+def test_a_reader_of_an_older_snapshot_reads_on_after_a_merge() -> None:
+    collector = DataCollector(gym.make("CartPole-v1"))
+    record(collector, 0, 3)
+    collector.create_dataset(DATASET)
+    for call in (1, 2):  # three shards of tier 0: the next append merges four
+        record(collector, 3 * call, 3)
+        collector.add_to_dataset(DATASET)
+    old = load_dataset(DATASET)
+    before = storage.read_metadata(storage.dataset_path(DATASET))["shards"]
+    assert len(before) == 3
+    record(collector, 9, 3)
+    collector.add_to_dataset(DATASET)
+    (merged,) = storage.read_metadata(storage.dataset_path(DATASET))["shards"]
+    assert merged["episodes"] == 12
+    # the merged-away shards stay until the next writer opens the dataset
+    data = storage.dataset_path(DATASET) / storage.DATA_DIR
+    assert all((data / e["file"]).exists() for e in before)
+    assert len(old) == 9
+    seen = [(ep.id, len(ep.rewards)) for ep in old.iterate_episodes()]
+    new = load_dataset(DATASET)
+    assert seen == [(ep.id, len(ep.rewards)) for ep in new.iterate_episodes()][:9]
+
+
+def test_a_dataset_of_the_previous_main_is_merged_and_extended(datasets_root: Path) -> None:
+    """One offset shard per call, never merged: the next add_to_dataset gathers them."""
+    old_layout(DATASET, 12, 2, datasets_root / "staging")
+    path = storage.dataset_path(DATASET)
+    before = storage.read_metadata(path)
+    assert len(before["shards"]) == 12 and before["shards"][-1]["id_offset"] == 22
+    collector = DataCollector(gym.make("CartPole-v1"))
+    record(collector, 24, 2)
+    summary = collector.add_to_dataset(DATASET)
+    after = storage.read_metadata(path)
+    assert len(after["shards"]) < 4 and summary.total_episodes == 26
+    assert after["fingerprint"] == summary.fingerprint == one_run("cart/one-v0", 26)
+    assert storage.verify_dataset(DATASET).ok
+
+
+def test_appends_on_a_full_disk_commit_and_leave_the_merge_for_later(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    collector = DataCollector(gym.make("CartPole-v1"))
+    record(collector, 0, 2)
+    collector.create_dataset(DATASET)
+    for call in (1, 2):
+        record(collector, 2 * call, 2)
+        collector.add_to_dataset(DATASET)
+    real = os.statvfs
+
+    def nearly_full(path: Any) -> Any:
+        st = real(path)
+        return os.statvfs_result((*st[:4], 1, *st[5:]))  # f_bavail: one block left
+
+    monkeypatch.setattr(os, "statvfs", nearly_full)
+    record(collector, 6, 2)
+    with caplog.at_level(logging.WARNING, "collector.storage.writer"):
+        summary = collector.add_to_dataset(DATASET)  # the append itself needs no spare room
+    assert summary.total_episodes == 8 and len(shards(DATASET)) == 4
+    assert "not repacking 4 small shards" in caplog.text
+    monkeypatch.setattr(os, "statvfs", real)
+    record(collector, 8, 2)
+    collector.add_to_dataset(DATASET)
+    assert len(shards(DATASET)) == 1 and storage.verify_dataset(DATASET).ok

@@ -1,0 +1,126 @@
+"""Encoding off the recording core (issue 19 item 2): same data, nothing lost when it dies."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from encoder_support import config, encoder_children
+from helpers import committed_episodes, spawn
+
+from collector import storage
+from collector.collect import collect
+from collector.encoder import Encoder, encode_inline
+from collector.recorder import EpisodeRecorder
+
+pytestmark = pytest.mark.skipif(not Encoder.available(), reason="needs Linux memfd")
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def pixel_batch(episodes: int, steps: int, seed: int) -> storage.EpisodeBatch:
+    """Finished episodes of 32x32x3 uint8 frames and Box actions, with infos."""
+    obs_space = gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)
+    act_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    rng = np.random.default_rng(seed)
+    rec = EpisodeRecorder(obs_space, act_space, True)
+    for ep in range(episodes):
+        first = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        rec.begin_episode(ep, ep, None, first, {"k": np.float64(ep)})
+        for t in range(steps):
+            frame = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            action = rng.uniform(-1, 1, 2).astype(np.float32)
+            rec.add_step(action, frame, float(t), False, t == steps - 1, {"k": np.float64(t)})
+        rec.end_episode()
+    batch = rec.take()
+    assert batch is not None
+    return batch
+
+
+def test_the_child_builds_the_same_shard_as_this_process() -> None:
+    with Encoder("process") as encoder:
+        for seed in (0, 1):  # the child serves window after window
+            image, table, schema = encoder.encode(pixel_batch(3, 40, seed), "lzf")
+            ref_image, ref_table, ref_schema = encode_inline(pixel_batch(3, 40, seed), "lzf")
+            assert np.array_equal(table["digest"], ref_table["digest"])
+            assert schema == ref_schema
+            assert image == ref_image
+        assert encoder.encoded_in_child == 2 and encoder.pid is not None
+        pid = encoder.pid
+    assert not alive(pid)
+
+
+def test_collect_with_the_encoder_process_stores_what_inline_stores(
+    datasets_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inline = collect(config("enc/inline-v0", "inline"))
+    with caplog.at_level(logging.DEBUG, logger="collector.encoder"):
+        child = collect(config("enc/child-v0", "process"))
+    assert "started the encoder process" in caplog.text
+    assert child.fingerprint == inline.fingerprint
+    assert child.total_steps == inline.total_steps
+    assert storage.verify_dataset("enc/child-v0").ok
+    assert not encoder_children(os.getpid())  # stopped with the run
+
+
+def test_killing_the_encoder_process_loses_nothing(
+    datasets_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reference = collect(config("enc/ref-v0", "inline"))
+    with caplog.at_level(logging.WARNING, logger="collector.encoder"):
+        result = collect(config("enc/killed-v0", "process", "KillsTheEncoder"))
+    assert "encoder process stopped" in caplog.text
+    assert result.fingerprint == reference.fingerprint
+    assert result.total_episodes == 12 and storage.verify_dataset("enc/killed-v0").ok
+
+
+SLOW_RUN = """
+import os, sys
+os.environ["ENCODER_TEST_SLOW"] = "1"
+from collector.collect import collect
+from encoder_support import config
+collect({**config(sys.argv[1], "process", "Slow"), "episodes": 60})
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_recorder_ends_the_encoder_and_the_run_resumes_exactly(
+    datasets_root: Path,
+) -> None:
+    proc = spawn(SLOW_RUN, "enc/resumed-v0", root=datasets_root)
+    try:
+        deadline = time.monotonic() + 60
+        children: list[int] = []
+        while time.monotonic() < deadline and not children:
+            assert proc.poll() is None, proc.communicate()
+            children = encoder_children(proc.pid)
+            time.sleep(0.05)
+        assert children, "the encoder process never started"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not committed_episodes("enc/resumed-v0"):
+            time.sleep(0.05)  # a commit or two
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(alive(c) for c in children):
+        time.sleep(0.05)
+    assert not any(alive(c) for c in children), "the encoder outlived its recorder"
+    assert 0 < (committed_episodes("enc/resumed-v0") or 0) < 60  # killed mid-run, after commits
+    resumed = collect({**config("enc/resumed-v0", "process", "Slow"), "episodes": 60})
+    reference = collect({**config("enc/whole-v0", "inline"), "episodes": 60})
+    assert resumed.fingerprint == reference.fingerprint

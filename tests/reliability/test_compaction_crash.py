@@ -1,0 +1,100 @@
+"""A crash inside ``add_to_dataset``'s merge (issue 18 item 1): between installing the merged
+shard and committing the manifest that names it.
+
+A child process appends with ``DataCollector.add_to_dataset`` and dies (``os._exit``, as a
+kill -9 would) while writing the manifest of a merge commit. The append before it is
+committed; the dataset opens at that commit with every episode, ``verify`` is clean, and the
+next append removes the orphaned merged shard, merges again and ends with the fingerprint of
+the same episodes recorded in one run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+from helpers import cli_env
+
+from collector import storage
+from collector.data_collector import DataCollector
+from curation.api import load_dataset
+
+DATASET = "torn/appended-v0"
+PER_CALL = 3
+
+
+def record(collector: DataCollector, first: int, count: int) -> None:
+    """Record episodes with seeds ``first..first+count-1`` (actions seeded alike)."""
+    for seed in range(first, first + count):
+        collector.reset(seed=seed)
+        collector.action_space.seed(seed)
+        done = False
+        while not done:
+            *_, terminated, truncated, _ = collector.step(collector.action_space.sample())
+            done = terminated or truncated
+
+
+#: Child: three appends; the third leaves four tier-0 shards, and the merge's commit dies.
+CHILD = f"""
+import json, os
+import gymnasium as gym
+from collector import storage
+from collector.data_collector import DataCollector
+{inspect.getsource(record)}
+real = storage.atomic_write
+def crash(path, data):
+    if path.name == storage.METADATA_FILE and path.exists():
+        if len(json.loads(data)["shards"]) < len(json.loads(path.read_text())["shards"]):
+            os._exit(137)  # a merge commit: fewer shards than the commit on disk
+    real(path, data)
+storage.durable.atomic_write = crash
+collector = DataCollector(gym.make("CartPole-v1"))
+for call in (1, 2, 3):
+    record(collector, {PER_CALL} * call, {PER_CALL})
+    collector.add_to_dataset({DATASET!r})
+"""
+
+
+@pytest.mark.slow
+def test_a_crash_between_merge_install_and_commit_keeps_the_appended_commit(
+    datasets_root: Path,
+) -> None:
+    collector = DataCollector(gym.make("CartPole-v1"))
+    record(collector, 0, PER_CALL)
+    collector.create_dataset(DATASET)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        env=cli_env(datasets_root),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 137, done.stderr[-2000:]
+
+    path = storage.dataset_path(DATASET)
+    data = path / storage.DATA_DIR
+    meta = storage.read_metadata(path)  # the append's commit, whole
+    assert len(meta["shards"]) == 4 and meta["total_episodes"] == 4 * PER_CALL
+    named = {e["file"] for e in meta["shards"]}
+    (orphan,) = [p for p in data.iterdir() if p.name not in named]  # the merged shard
+    assert storage.read_shard_table(orphan, ("id",))["id"].tolist() == list(range(4 * PER_CALL))
+    report = storage.verify_dataset(DATASET)
+    assert report.ok and report.episodes == 4 * PER_CALL, report.problems
+    assert len(load_dataset(DATASET)) == 4 * PER_CALL
+
+    record(collector, 4 * PER_CALL, PER_CALL)
+    summary = collector.add_to_dataset(DATASET)
+    assert not orphan.exists()  # the next writer removed it, then merged again
+    meta = storage.read_metadata(path)
+    (merged,) = meta["shards"]
+    # besides the merged shard: the five it replaced (kept for readers of older snapshots)
+    kept = {p.name for p in data.iterdir()} - {merged["file"]}
+    assert named < kept and len(kept) == len(named) + 1
+    one = DataCollector(gym.make("CartPole-v1"))
+    record(one, 0, 5 * PER_CALL)
+    assert summary.fingerprint == one.create_dataset("torn/one-v0").fingerprint
+    assert storage.verify_dataset(DATASET).ok
