@@ -125,8 +125,11 @@ def read_index_file(
     try:
         with open(path, "rb") as f:
             data = f.read(min(int(size or 0), INDEX_MAX_BYTES) + 1)
-    except FileNotFoundError as e:
-        raise CorruptDatasetError(f"index file {path} is missing; {fix}") from e
+    except FileNotFoundError as e:  # as a missing shard: a stale snapshot's, or damage
+        raise CorruptDatasetError(
+            f"index file {path} is missing; the dataset was changed underneath this reader "
+            "(refresh() it) or damaged (run `curate verify`)"
+        ) from e
     except OSError as e:
         raise CorruptDatasetError(f"index file {path} is unreadable ({e}); {fix}") from e
     if len(data) != size:
