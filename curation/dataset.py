@@ -1,7 +1,8 @@
 """Read episodes: the Minari-style reading API (``curation.api.load_dataset`` opens one).
 
-A ``Dataset`` is a snapshot of one commit: opening it reads ``metadata.json`` and the shard
-episode tables (never step data) into a numpy index. Step data is read in **blocks**:
+A ``Dataset`` is a snapshot of one commit: opening it reads ``metadata.json`` only (``len``,
+totals, spaces, metadata); the numpy episode index is read from the shards' index files on
+first use, once per commit and process (issue 18). Step data is read in **blocks**:
 contiguous runs of whole episodes inside one shard (starting in one ``block_rows`` window
 and holding at most ``max_memory / 8``, at most 32 MiB, of decompressed rows unless one
 episode is larger), read and decompressed once and kept in a byte-bounded LRU. Episodes are
@@ -171,15 +172,25 @@ class Dataset:
         self._snap = snapshot
         self._steps = lineage_steps  # the operations that made this view, for lineage
         self._view = episode_indices is not None
-        ids = snapshot.ids if episode_indices is None else np.asarray(episode_indices, np.int64)
-        self._pos = snapshot.positions(ids) if self._view else np.arange(len(ids))
-        self._ids = snapshot.ids[self._pos]
-        self._ids.flags.writeable = False
+        # (positions in the snapshot's index, ids): a whole dataset's on first use, so that
+        # opening reads no episode index (issue 18); a view's ids are checked now
+        self._index: tuple[np.ndarray, np.ndarray] | None = None
+        if episode_indices is not None:
+            self._set_index(snapshot.positions(np.asarray(episode_indices, np.int64)))
         self._cache_bytes = cache_bytes
         self._block_rows = block_rows
-        self._pos.flags.writeable = False
         self._cache = cache or BlockCache(cache_bytes)
         self._rng = np.random.default_rng()
+
+    def _set_index(self, pos: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.arange(len(self._snap.ids)) if pos is None else pos
+        ids = self._snap.ids[pos]
+        pos.flags.writeable = ids.flags.writeable = False
+        self._index = (pos, ids)
+        return self._index
+
+    _pos = property(lambda self: (self._index or self._set_index())[0], doc="index rows")
+    _ids = property(lambda self: (self._index or self._set_index())[1], doc="sorted ids")
 
     # -- pickling (torch DataLoader workers, multiprocessing) ----------------------------------
 
@@ -291,11 +302,13 @@ class Dataset:
     @property
     def total_episodes(self) -> int:
         """Episodes in this dataset or view."""
-        return len(self._ids)
+        return len(self._ids) if self._view else self._snap.num_episodes
 
     @property
     def total_steps(self) -> int:
         """Steps in this dataset or view."""
+        if not self._view:
+            return self._snap.num_steps
         return int(self._snap.length[self._pos].sum())
 
     @property
@@ -467,7 +480,7 @@ class Dataset:
         }
 
     def __getitem__(self, index: int) -> EpisodeData:
-        n = len(self._ids)
+        n = self.total_episodes
         i = int(index)
         if not -n <= i < n:
             raise IndexError(f"episode position {index} out of range for {n} episodes")

@@ -17,7 +17,10 @@ code that needs rows rather than episodes.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -36,7 +39,9 @@ __all__ = [
     "DEFAULT_BLOCK_ROWS",
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_MAX_MEMORY",
+    "INDEX_CACHE",
     "INDEX_COLUMNS",
+    "IndexCache",
     "MAX_BLOCK_BYTES",
     "BlockCache",
     "BlockRef",
@@ -94,6 +99,10 @@ _DTYPES = {
 }
 
 
+#: Serializes building episode indexes (``Snapshot.__getattr__``).
+_BUILD_LOCK = threading.RLock()
+
+
 @dataclass(frozen=True)
 class BlockRef:
     """Where a block's rows are: all a worker needs (small, cheap to send to any process)."""
@@ -106,8 +115,11 @@ class BlockRef:
 class Snapshot:
     """One commit of a dataset: metadata, the episode index sorted by id, and its blocks.
 
-    Subclasses read their files and call this constructor with the index columns; they
-    implement ``read_block``, ``reopen`` and ``read_texts``.
+    Subclasses read their files and call this constructor with the index columns, or with
+    ``columns=None`` and implement ``load_columns``: the index is then built on first use of
+    any of its arrays (``INDEX_COLUMNS``, ``order``, the block geometry), so opening costs
+    only what the metadata needs (issue 18). They implement ``read_block``, ``reopen`` and
+    ``read_texts``.
 
     Args:
         path: the dataset folder.
@@ -117,7 +129,8 @@ class Snapshot:
         action_space: the stored action space.
         files: the files ``shard`` indexes.
         info_schema: recorded info keys as ``{name: (dtype, shape)}``.
-        columns: one array per name of ``INDEX_COLUMNS``, in any episode order.
+        columns: one array per name of ``INDEX_COLUMNS``, in any episode order (None: from
+            ``load_columns`` on first use).
         block_rows: steps per block window.
 
     Raises:
@@ -138,7 +151,7 @@ class Snapshot:
         action_space: gym.Space,
         files: list[Path],
         info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]],
-        columns: Mapping[str, np.ndarray],
+        columns: Mapping[str, np.ndarray] | None,
         block_rows: int,
     ) -> None:
         self.path = path
@@ -148,14 +161,65 @@ class Snapshot:
         self.action_space = action_space
         self.files = files
         self.info_schema = info_schema
+        self.block_rows = block_rows
+        if columns is not None:
+            self._set_index(columns)
+
+    #: The attributes the episode index sets (``_set_index``), built on first use.
+    LAZY_ATTRIBUTES: tuple[str, ...] = (
+        *INDEX_COLUMNS,
+        "order",
+        "block",
+        "block_shard",
+        "block_obs_start",
+        "block_step_start",
+        "block_obs_stop",
+        "block_step_stop",
+    )
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for attributes not set yet: the index, until it is built (once, whatever
+        # the threads asking; a build that asks for what it builds gets an AttributeError)
+        if name in type(self).LAZY_ATTRIBUTES:
+            with _BUILD_LOCK:
+                if name not in self.__dict__ and not self.__dict__.get("_building"):
+                    self._building = True
+                    try:
+                        self.build_index()
+                    finally:
+                        del self._building
+                if name in self.__dict__:
+                    return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def build_index(self) -> None:
+        """Build the episode index now (``load_columns``); it is built on first use anyway."""
+        self._set_index(self.load_columns())
+
+    def load_columns(self) -> Mapping[str, np.ndarray]:
+        """The index columns of a snapshot made with ``columns=None``."""
+        raise NotImplementedError
+
+    @property
+    def num_episodes(self) -> int:
+        """Episodes of this commit."""
+        return len(self.ids)
+
+    @property
+    def num_steps(self) -> int:
+        """Steps of this commit."""
+        return int(self.length.sum())
+
+    def _set_index(self, columns: Mapping[str, np.ndarray]) -> None:
+        dataset_id, block_rows = self.dataset_id, self.block_rows
         order = np.argsort(np.asarray(columns["ids"], np.int64), kind="stable")
-        for name in INDEX_COLUMNS:
-            setattr(self, name, np.asarray(columns[name]).astype(_DTYPES[name])[order])
-        self.ids: np.ndarray
-        if len(np.unique(self.ids)) != len(self.ids):
+        index = {n: np.asarray(columns[n]).astype(_DTYPES[n])[order] for n in INDEX_COLUMNS}
+        if len(np.unique(index["ids"])) != len(index["ids"]):
             raise CorruptDatasetError(
                 f"dataset {dataset_id!r} lists an episode id twice; run verify"
             )
+        self.__dict__.update(index)
+        self.ids: np.ndarray
         #: index row -> position in the ``columns`` given (subclasses map their own rows)
         self.order = order
         # a block holds the episodes whose first step falls in one block_rows window
@@ -327,43 +391,23 @@ _TABLE_COLUMNS = {  # index column <- shard table field
 
 
 class ShardSnapshot(Snapshot):
-    """A harvest dataset's commit: ``metadata.json`` and the shards' episode tables.
+    """A harvest dataset's commit: ``metadata.json``, then the shards' episode index on use.
 
-    Only the episode tables are read (no step data, no digests; options and metadata on first
-    use of ``texts``): the index is per episode, so it is what grows with the dataset.
+    Opening reads only ``metadata.json``: ``len``, totals, spaces and metadata come from it.
+    The episode index is read on first use, from the shards' index files (their episode
+    tables for shards written before those existed; no step data, no digests, options and
+    metadata on first use of ``texts``), and kept per process for the commit
+    (``INDEX_CACHE``), so opening the same commit again reads nothing but the manifest.
     """
 
     native = True
+    LAZY_ATTRIBUTES = (*Snapshot.LAZY_ATTRIBUTES, "kept", "index_state")
 
     def __init__(self, path: Path, dataset_id: str, block_rows: int) -> None:
         # before the manifest: a writer then keeps the shards this commit lists while the
         # snapshot lives (storage.ReaderLease)
         self.lease = storage.ReaderLease.acquire(path)
-        meta = storage.read_metadata(path, dataset_id)
-        shards = meta.get("shards", [])
-        files = [path / storage.DATA_DIR / e["file"] for e in shards]
-        # readers take the union of the shards' info schemas (DESIGN.md section 4)
-        info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
-        for entry in shards:
-            for name, spec in (entry.get("info_schema") or {}).items():
-                dtype = np.dtype(spec["dtype"])
-                if name in info_schema:
-                    dtype = np.result_type(info_schema[name][0], dtype)
-                info_schema[name] = (dtype, tuple(spec["shape"]))
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in INDEX_COLUMNS}
-        self._kept: list[np.ndarray | None] = []  # per shard: table rows in the dataset
-        for s, (entry, file) in enumerate(zip(shards, files, strict=True)):
-            t = storage.read_shard_table(file, _INDEX_FIELDS, raw_text=True)
-            pos, ids = storage.map_shard_ids(entry, t["id"])
-            partial = len(pos) != len(t["id"])  # a linked shard with only some episodes in
-            self._kept.append(pos if partial else None)
-            if partial:
-                t = {k: v[pos] for k, v in t.items()}
-            cols["ids"].append(ids)
-            cols["shard"].append(np.full(len(ids), s, np.int32))
-            for name, field in _TABLE_COLUMNS.items():
-                cols[name].append(t[field])
-        columns = {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in cols.items()}
+        meta, files, info_schema = _read_manifest(path, dataset_id)
         super().__init__(
             path,
             dataset_id,
@@ -372,9 +416,66 @@ class ShardSnapshot(Snapshot):
             action_space=space_from_json(meta["action_space"]),
             files=files,
             info_schema=info_schema,
-            columns=columns,
+            columns=None,
             block_rows=block_rows,
         )
+
+    @property
+    def num_episodes(self) -> int:
+        """Episodes of this commit (from the manifest, which ``check_metadata`` checked)."""
+        return int(self.meta["total_episodes"])
+
+    @property
+    def num_steps(self) -> int:
+        """Steps of this commit (from the manifest)."""
+        return int(self.meta["total_steps"])
+
+    def build_index(self) -> None:
+        """Build the episode index: from ``INDEX_CACHE`` if this process has it, else files."""
+        seal = self.meta.get(storage.MANIFEST_SHA256)
+        geometry = (self.block_rows, self.__dict__.get("max_block_bytes"))  # blocks differ
+        key = None if seal is None else (os.path.realpath(self.path), seal, geometry)
+        state = INDEX_CACHE.get(key)
+        if state is None:
+            super().build_index()
+            state = {k: self.__dict__[k] for k in self.LAZY_ATTRIBUTES if k != "index_state"}
+            INDEX_CACHE.put(key, state)
+        self.__dict__.update(state)
+        #: what ``INDEX_CACHE`` keeps of this commit (``texts`` too, once read)
+        self.index_state = state
+
+    def read_texts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-episode options and metadata JSON, from the shards' index files (or tables).
+
+        Read once per commit and process: they are kept with the commit's index.
+        """
+        state = self.index_state  # (the index is built first)
+        if "texts" not in state:
+            options, metadata = [], []
+            for entry, kept in zip(self.meta.get("shards", []), self.kept, strict=True):
+                t = storage.read_shard_index(self.path, entry, ("options", "metadata"))
+                options.append(t["options"] if kept is None else t["options"][kept])
+                metadata.append(t["metadata"] if kept is None else t["metadata"][kept])
+            state["texts"] = _text_column(options, self.order), _text_column(metadata, self.order)
+        return state["texts"]
+
+    def load_columns(self) -> dict[str, np.ndarray]:
+        """The index columns, one shard index (or table) at a time."""
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in INDEX_COLUMNS}
+        kept: list[np.ndarray | None] = []  # per shard: table rows in the dataset
+        for s, entry in enumerate(self.meta.get("shards", [])):
+            t = storage.read_shard_index(self.path, entry, _INDEX_FIELDS)
+            pos, ids = storage.map_shard_ids(entry, t["id"])
+            partial = len(pos) != len(t["id"])  # a linked shard with only some episodes in
+            kept.append(pos if partial else None)
+            if partial:
+                t = {k: v[pos] for k, v in t.items()}
+            cols["ids"].append(ids)
+            cols["shard"].append(np.full(len(ids), s, np.int32))
+            for name, field in _TABLE_COLUMNS.items():
+                cols[name].append(t[field])
+        self.kept = kept
+        return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in cols.items()}
 
     def reopen(self, block_rows: int) -> ShardSnapshot:
         """The latest commit of the same dataset."""
@@ -385,14 +486,44 @@ class ShardSnapshot(Snapshot):
         ref = self.block_ref(block)
         return reader.read_rows(Path(ref.file), slice(*ref.obs), slice(*ref.steps))
 
-    def read_texts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-episode options and metadata JSON, from the shard tables."""
-        options, metadata = [], []
-        for file, kept in zip(self.files, self._kept, strict=True):
-            t = storage.read_shard_table(file, ("options", "metadata"), raw_text=True)
-            options.append(t["options"] if kept is None else t["options"][kept])
-            metadata.append(t["metadata"] if kept is None else t["metadata"][kept])
-        return _text_column(options, self.order), _text_column(metadata, self.order)
+
+#: Manifests read by this process, checked and parsed, by (folder, sha256 of the file's
+#: bytes): a second open of the same commit reads and hashes the file, and parses nothing.
+_MANIFESTS: OrderedDict[tuple[str, str], tuple[dict[str, Any], list[Path], dict[str, Any]]] = (
+    OrderedDict()
+)
+_MANIFESTS_MAX = 8
+_MANIFESTS_LOCK = threading.Lock()
+
+
+def _read_manifest(
+    path: Path, dataset_id: str
+) -> tuple[dict[str, Any], list[Path], dict[str, tuple[np.dtype, tuple[int, ...]]]]:
+    """A commit's metadata, shard files and info schema (the union of the shards')."""
+    data = storage.read_metadata_bytes(path, dataset_id)
+    key = (os.path.realpath(path), hashlib.sha256(data).hexdigest())
+    with _MANIFESTS_LOCK:
+        hit = _MANIFESTS.get(key)
+        if hit is not None:
+            _MANIFESTS.move_to_end(key)
+            return hit
+    meta = storage.loads_metadata(data, str(path / storage.METADATA_FILE), dataset_id)
+    shards = meta.get("shards", [])
+    folder = path / storage.DATA_DIR
+    files = [folder / e["file"] for e in shards]
+    # readers take the union of the shards' info schemas (DESIGN.md section 4)
+    info_schema: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+    for entry in shards:
+        for name, spec in (entry.get("info_schema") or {}).items():
+            dtype = np.dtype(spec["dtype"])
+            if name in info_schema:
+                dtype = np.result_type(info_schema[name][0], dtype)
+            info_schema[name] = (dtype, tuple(spec["shape"]))
+    with _MANIFESTS_LOCK:
+        _MANIFESTS[key] = (meta, files, info_schema)
+        while len(_MANIFESTS) > _MANIFESTS_MAX:
+            _MANIFESTS.popitem(last=False)
+    return meta, files, info_schema
 
 
 def _text_column(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
@@ -404,6 +535,60 @@ def _text_column(parts: list[np.ndarray], order: np.ndarray) -> np.ndarray:
     if width > 64:  # a few long values must not widen every row
         return joined[order]
     return np.asarray(joined, dtype=f"S{width}")[order]
+
+
+class IndexCache:
+    """Episode indexes of the last few commits opened in this process (``ShardSnapshot``).
+
+    Keyed by (dataset folder, manifest checksum, block rows): a commit's files never change,
+    so a second ``load_dataset`` of the same commit reuses its index. Bounded: at most
+    ``max_entries`` indexes and ``max_bytes`` of arrays (a larger index is not kept).
+    """
+
+    def __init__(self, max_entries: int = 4, max_bytes: int = 512 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, str, int], dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Indexes held."""
+        return len(self._items)
+
+    def get(self, key: tuple[str, str, int] | None) -> dict[str, Any] | None:
+        """The index state kept under ``key``, or None."""
+        with self._lock:
+            state = self._items.get(key) if key is not None else None
+            if state is not None:
+                self._items.move_to_end(key)
+            return state
+
+    def put(self, key: tuple[str, str, int] | None, state: dict[str, Any]) -> None:
+        """Keep ``state`` (its arrays made read-only) under ``key``."""
+        if key is None or _nbytes(state) > self.max_bytes:
+            return
+        for value in state.values():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+        with self._lock:
+            self._items[key] = state
+            while len(self._items) > self.max_entries or (
+                sum(map(_nbytes, self._items.values())) > self.max_bytes
+            ):
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every index."""
+        with self._lock:
+            self._items.clear()
+
+
+def _nbytes(state: dict[str, Any]) -> int:
+    return sum(v.nbytes for v in state.values() if isinstance(v, np.ndarray))
+
+
+#: This process's ``IndexCache``.
+INDEX_CACHE = IndexCache()
 
 
 class BlockCache:

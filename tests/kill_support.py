@@ -186,11 +186,17 @@ def temp_files(dataset_id: str, root: Path | None = None) -> list[str]:
 
 
 def unreferenced_shards(dataset_id: str, root: Path | None = None) -> list[str]:
-    """Files in ``data/`` that the last commit does not list (hidden ones included)."""
+    """Files in ``data/`` that the last commit does not list (hidden ones included).
+
+    A shard's index file goes with its shard: listed with it, or left out when it is.
+    """
     path = storage.dataset_path(dataset_id, root)
     if not (path / storage.DATA_DIR).is_dir():
         return []
     keep = set()
     if (path / storage.METADATA_FILE).exists():
-        keep = {e["file"] for e in storage.read_metadata(path, dataset_id)["shards"]}
-    return sorted(p for p in os.listdir(path / storage.DATA_DIR) if p not in keep)
+        shards = storage.read_metadata(path, dataset_id)["shards"]
+        keep = {e["file"] for e in shards} | {e["index"]["file"] for e in shards if "index" in e}
+    left = [p for p in os.listdir(path / storage.DATA_DIR) if p not in keep]
+    shards = {storage.index_name(p) for p in left if storage.SHARD_FILE_RE.fullmatch(p)}
+    return sorted(p for p in left if p not in shards)

@@ -14,6 +14,8 @@ This module is the face: it re-exports the public names of the modules below, bo
     manifest   ``read_metadata``, ``loads_metadata``, ``check_metadata``, ``seal_metadata``, id maps
     hdf5       ``build_shard_bytes``, ``read_shard``, ``read_shard_table``, ``merge_shards``,
                ``ShardReader``
+    index      shard index files: ``read_shard_index`` (a shard's episode table without HDF5),
+               ``COMMITTED_INDEXES``
     compaction which shards appends merge (tiers): ``next_merge``, ``APPEND_SHARD_BYTES``
     writer     ``DatasetWriter`` (write shard, commit, repack, compact, cleanup), ``exact_shards``
     verify     ``verify_dataset``
@@ -82,6 +84,7 @@ from collector.storage.hdf5 import (
 )
 from collector.storage.ids import (
     DATA_DIR,
+    INDEX_FILE_RE,
     LOCKS_DIR,
     METADATA_FILE,
     METADATA_TMP,
@@ -96,11 +99,20 @@ from collector.storage.ids import (
     dataset_path,
     datasets_root,
     id_ancestors,
+    index_name,
     is_own_file,
     nesting_error,
     parse_dataset_id,
     shard_name,
     spill_name,
+)
+from collector.storage.index import (
+    INDEX_MAX_BYTES,
+    build_index_bytes,
+    forget_committed_indexes,
+    index_entry,
+    read_index_file,
+    read_shard_index,
 )
 from collector.storage.manifest import (
     AUTHOR_FIELDS,
@@ -118,6 +130,7 @@ from collector.storage.manifest import (
     id_map_runs,
     id_ranges,
     ids_from_ranges,
+    index_files,
     loads_metadata,
     manifest_sha256,
     map_shard_ids,
@@ -152,6 +165,8 @@ __all__ = [
     "EpisodeBatch",
     "FORMAT_VERSION",
     "GROUPS",
+    "INDEX_FILE_RE",
+    "INDEX_MAX_BYTES",
     "LAYOUT_CHECKSUM",
     "LIBVER",
     "LOCKS_DIR",
@@ -182,6 +197,7 @@ __all__ = [
     "UNSEALED_FORMAT_VERSION",
     "VerifyReport",
     "atomic_write",
+    "build_index_bytes",
     "build_shard_bytes",
     "check_metadata",
     "check_namespace",
@@ -198,6 +214,7 @@ __all__ = [
     "exact_shards",
     "fill_digests",
     "fingerprint",
+    "forget_committed_indexes",
     "free_bytes",
     "no_readers",
     "fsync_path",
@@ -206,6 +223,9 @@ __all__ = [
     "id_map_runs",
     "id_ranges",
     "ids_from_ranges",
+    "index_entry",
+    "index_files",
+    "index_name",
     "is_own_file",
     "json_default",
     "loads_metadata",
@@ -221,9 +241,11 @@ __all__ = [
     "parse_compression",
     "parse_dataset_id",
     "place_file",
+    "read_index_file",
     "read_metadata",
     "read_metadata_bytes",
     "read_shard",
+    "read_shard_index",
     "read_shard_table",
     "read_table",
     "row_ranges",

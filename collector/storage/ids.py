@@ -20,6 +20,7 @@ __all__ = [
     "METADATA_FILE",
     "METADATA_TMP",
     "NAMESPACE_METADATA_FILE",
+    "INDEX_FILE_RE",
     "SHARD_FILE_RE",
     "SHARD_RE",
     "SPILL_DIR",
@@ -30,6 +31,7 @@ __all__ = [
     "dataset_path",
     "datasets_root",
     "id_ancestors",
+    "index_name",
     "is_own_file",
     "nesting_error",
     "parse_dataset_id",
@@ -52,6 +54,8 @@ SPILL_DIR: Final = TMP_DIR
 SHARD_RE: Final = re.compile(r"^shard-(\d{6,})-([0-9a-f]{8})\.h5$")
 _SEGMENT = r"[A-Za-z0-9_-]+"
 SHARD_FILE_RE: Final = re.compile(r"shard-[A-Za-z0-9_-]+\.h5", re.ASCII)
+#: Names of shard index files in ``data/`` (``storage.index``): a shard's name, ``.idx``.
+INDEX_FILE_RE: Final = re.compile(r"shard-[A-Za-z0-9_-]+\.idx", re.ASCII)
 _ID_RE: Final = re.compile(
     rf"(?:(?P<ns>{_SEGMENT}(?:/{_SEGMENT})*)/)?(?P<name>{_SEGMENT})-v(?P<v>[0-9]+)", re.ASCII
 )
@@ -182,18 +186,29 @@ def check_not_nested(dataset_id: str, root: str | os.PathLike[str] | None = None
 def is_own_file(rel: str) -> bool:
     """Whether ``rel`` (relative to a dataset folder) is a file a dataset can own.
 
-    Only ``metadata.json`` and plain shard names directly in ``data/``: never anything of a
-    dataset nested below (which cleaners and deleters must leave alone).
+    Only ``metadata.json`` and plain shard and shard index names directly in ``data/``:
+    never anything of a dataset nested below (which cleaners and deleters must leave alone).
     """
     if rel == METADATA_FILE:
         return True
     folder, _, name = rel.partition("/")
-    return folder == DATA_DIR and SHARD_FILE_RE.fullmatch(name) is not None
+    return folder == DATA_DIR and (
+        SHARD_FILE_RE.fullmatch(name) is not None or INDEX_FILE_RE.fullmatch(name) is not None
+    )
 
 
 def shard_name(seq: int, sha256: str) -> str:
     """Unique, never-reused shard file name [review 8]."""
     return f"shard-{seq:06d}-{sha256[:8]}.h5"
+
+
+def index_name(shard_file: str) -> str:
+    """The index file name of shard ``shard_file`` (``storage.index``): ``.idx`` for ``.h5``.
+
+    >>> index_name("shard-000003-1a2b3c4d.h5")
+    'shard-000003-1a2b3c4d.idx'
+    """
+    return shard_file.removesuffix(".h5") + ".idx"
 
 
 def spill_name(seq: int) -> str:

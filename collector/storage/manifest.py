@@ -26,7 +26,7 @@ from collector.errors import (
 from collector.redact import redact
 from collector.storage.batch import json_default
 from collector.storage.codecs import parse_compression
-from collector.storage.ids import DATA_DIR, METADATA_FILE, SHARD_FILE_RE
+from collector.storage.ids import DATA_DIR, METADATA_FILE, SHARD_FILE_RE, index_name
 from collector.storage.text import human_size
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "decoded_bytes",
     "dumps_metadata",
     "id_map_runs",
+    "index_files",
     "id_ranges",
     "ids_from_ranges",
     "loads_metadata",
@@ -87,7 +88,14 @@ def seal_metadata(meta: Mapping[str, Any]) -> str:
     >>> json.loads(text)[MANIFEST_SHA256] == manifest_sha256(json.loads(text))
     True
     """
-    body = json.loads(dumps_metadata({k: v for k, v in meta.items() if k != MANIFEST_SHA256}))
+    # parsed as a reader will see it; without indent, json's C encoder does this part
+    body = json.loads(
+        json.dumps(
+            {k: v for k, v in meta.items() if k != MANIFEST_SHA256},
+            allow_nan=False,
+            default=json_default,
+        )
+    )
     body[MANIFEST_SHA256] = manifest_sha256(body)
     return dumps_metadata(body)
 
@@ -464,6 +472,7 @@ def _check_shards(meta: Mapping[str, Any], bad: Callable[[str], Exception]) -> N
         ranges.extend((a, b, name) for a, b in own)
         if not _is_compression(entry.get("compression", "none")):
             raise bad(f"shard {name}: compression must be a storage.compression value")
+        _check_index(entry, name, bad)
         _check_info_schema(entry.get("info_schema"), name, bad)
     ranges.sort()
     for (_, stop, first), (start, _, second) in zip(ranges, ranges[1:], strict=False):
@@ -475,6 +484,22 @@ def _check_shards(meta: Mapping[str, Any], bad: Callable[[str], Exception]) -> N
             raise bad(f"{key} {meta[key]} differs from the shards' sum ({totals[part]})")
     if "dataset_bytes" in meta and meta["dataset_bytes"] != totals["bytes"]:
         raise bad(f"dataset_bytes {meta['dataset_bytes']} differs from the shards' sum")
+
+
+def _check_index(entry: Mapping[str, Any], name: str, bad: Callable[[str], Exception]) -> None:
+    """A shard's ``index`` field (its index file, ``storage.index``): absent, or well formed."""
+    index = entry.get("index")
+    if index is None:
+        return
+    if not (
+        isinstance(index, dict)
+        and index.get("file") == index_name(name)
+        and isinstance(index.get("sha256"), str)
+        and _HEX64.fullmatch(index["sha256"])
+        and _is_int(index.get("bytes"), 1, 1 << 62)
+        and _is_int(index.get("rows"), entry["episodes"], 1 << 62)
+    ):
+        raise bad(f"shard {name}: index must name {index_name(name)} with its sha256, bytes, rows")
 
 
 def _check_info_schema(schema: Any, name: str, bad: Callable[[str], Exception]) -> None:
@@ -517,6 +542,39 @@ def dataset_files(meta: Mapping[str, Any], label: str) -> list[tuple[str, str, i
         if not isinstance(size, int) or size < 0:
             raise CorruptDatasetError(f"{label}: shard {name} has no valid size in metadata.json")
         out.append((f"{DATA_DIR}/{name}", sha, size))
+    return out
+
+
+def index_files(meta: Mapping[str, Any], label: str) -> list[tuple[str, str, int]]:
+    """``(relative path, sha256, bytes)`` of the shard index files a manifest lists.
+
+    Shards committed before index files existed have none. ``dataset_files`` first, so the
+    shard names are plain.
+
+    Raises:
+        CorruptDatasetError: as ``dataset_files``, or an ``index`` field that is malformed.
+    """
+    out = []
+    for (rel, _, _), entry in zip(dataset_files(meta, label), meta.get("shards", []), strict=True):
+        index = entry.get("index")
+        if index is None:
+            continue
+        name = rel.rsplit("/", 1)[-1]
+        sha, size = (
+            index.get(k) if isinstance(index, Mapping) else None for k in ("sha256", "bytes")
+        )
+        if (
+            not isinstance(index, Mapping)
+            or index.get("file") != index_name(name)
+            or not isinstance(sha, str)
+            or re.fullmatch(r"[0-9a-f]{64}", sha) is None
+            or not isinstance(size, int)
+            or size < 0
+        ):
+            raise CorruptDatasetError(
+                f"{label}: shard {name} has a malformed index entry in metadata.json"
+            )
+        out.append((f"{DATA_DIR}/{index_name(name)}", sha, size))
     return out
 
 

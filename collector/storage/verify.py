@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from collector.errors import CorruptDatasetError
-from collector.storage import digests, durable
+from collector.storage import digests, durable, index
 from collector.storage.digests import fingerprint
 from collector.storage.hdf5 import read_shard
-from collector.storage.ids import dataset_path
+from collector.storage.ids import DATA_DIR, dataset_path, index_name
 from collector.storage.manifest import dataset_files, id_ranges, map_shard_ids, read_metadata
 
 __all__ = [
@@ -81,6 +84,9 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
                 f"{name}: {len(bad)} episode digest(s) do not match their data "
                 f"(first id {int(ids[bad[0]])})"
             )
+        problem = _index_problem(path / DATA_DIR, entry, batch.table)
+        if problem:
+            report.problems.append(problem)
         all_ids.append(ids)
         all_digests.append(found[pos])
         report.steps += int(batch.table["length"][pos].sum())
@@ -98,3 +104,27 @@ def verify_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None) 
     if len(np.unique(ids)) != len(ids):
         report.problems.append("duplicate episode ids across shards")
     return report
+
+
+def _index_problem(data_dir: Path, entry: dict[str, Any], table: dict[str, Any]) -> str | None:
+    """What is wrong with a shard's index file (None: sound, or a shard without one).
+
+    It must be the exact bytes the shard's own episode table gives (``build_index_bytes``).
+    """
+    expected = entry.get("index")
+    if expected is None:
+        return None
+    name = index_name(entry["file"])
+    try:
+        size = (data_dir / name).stat().st_size
+    except FileNotFoundError:
+        return f"{name}: missing"
+    if size != expected["bytes"]:
+        how = "truncated" if size < expected["bytes"] else "grown"
+        return f"{name}: {size:,} bytes, metadata.json says {expected['bytes']:,} ({how})"
+    data = (data_dir / name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        return f"{name}: sha256 mismatch (file changed or corrupt)"
+    if data != index.build_index_bytes(table):
+        return f"{name}: differs from the episode table of {entry['file']}"
+    return None

@@ -18,7 +18,7 @@ from typing import Any, Final
 import numpy as np
 
 from collector.errors import CorruptDatasetError, HarvestError, UsageError
-from collector.storage import compaction, digests, durable, hdf5
+from collector.storage import compaction, digests, durable, hdf5, index
 from collector.storage.batch import EpisodeBatch, select_episodes
 from collector.storage.digests import fingerprint
 from collector.storage.durable import (
@@ -33,17 +33,18 @@ from collector.storage.hdf5 import (
     missing_shard_error,
     open_shard,
     read_shard,
-    read_shard_table,
     read_table,
 )
 from collector.storage.ids import (
     DATA_DIR,
+    INDEX_FILE_RE,
     METADATA_FILE,
     METADATA_TMP,
     SHARD_RE,
     check_not_nested,
     dataset_path,
     datasets_root,
+    index_name,
     shard_name,
 )
 from collector.storage.manifest import (
@@ -52,6 +53,7 @@ from collector.storage.manifest import (
     dataset_files,
     decoded_bytes,
     id_ranges,
+    index_files,
     loads_metadata,
     map_shard_ids,
     read_metadata,
@@ -117,17 +119,33 @@ class DatasetWriter:
         return self._ids
 
     def _load_index(self) -> None:
+        """Committed ids and digests: what this process last committed, else index files.
+
+        A writer that commits leaves its index in ``COMMITTED_INDEXES`` under the manifest's
+        checksum, so the next writer of the same commit (``add_to_dataset`` opens one per
+        call) reads no file at all; otherwise each shard's index file is read (its HDF5
+        table for shards written before index files existed). Issue 18.
+        """
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before loading its index")
+        hit = index.COMMITTED_INDEXES.get(self._cache_key(self.meta))
+        if hit is not None:
+            self._ids, self._digests = hit
+            return
         ids, digests = [], []
         for entry in self.meta.get("shards", []):
-            table = read_shard_table(self.data_dir / entry["file"], ("id", "digest"))
+            table = index.read_shard_index(self.path, entry, ("id", "digest"))
             pos, mapped = map_shard_ids(entry, table["id"])
             ids.append(mapped)
             digests.append(table["digest"][pos])
         if ids:
             self._ids = np.concatenate(ids)
             self._digests = np.concatenate(digests)
+
+    def _cache_key(self, meta: dict[str, Any]) -> tuple[str, str] | None:
+        """``COMMITTED_INDEXES``' key of commit ``meta``: the folder and the manifest's seal."""
+        seal = meta.get(MANIFEST_SHA256)
+        return None if seal is None else (os.path.realpath(self.path), str(seal))
 
     def cleanup(self) -> list[str]:
         """Delete this writer's own leftovers: files no commit references.
@@ -139,7 +157,10 @@ class DatasetWriter:
         datasets' ``data/`` linked to one place name shards alike), so a name proves nothing
         there; its leftovers only cost space, and a warning says so.
         """
-        keep = {e["file"] for e in (self.meta or {}).get("shards", [])}
+        shards = (self.meta or {}).get("shards", [])
+        keep = {e["file"] for e in shards} | {
+            index_name(e["file"]) for e in shards if e.get("index")
+        }
         removed: list[str] = []
         if self.data_dir.is_symlink():
             log.warning(
@@ -267,6 +288,7 @@ class DatasetWriter:
         name = self._next_name(entry["sha256"])
         dest = self.data_dir / name
         tmp = self.data_dir / f".link-{uuid.uuid4().hex[:12]}.h5.tmp"
+        placed = None
         try:
             try:
                 how = place_file(src, tmp)
@@ -283,12 +305,15 @@ class DatasetWriter:
                         f"shard {src} does not match its sha256 in the source's metadata.json; "
                         "run verify on the source"
                     )
+            table = index.read_shard_index(src.parent.parent, entry)
+            placed = self._place_index(name, table)
             os.rename(tmp, dest)
         except BaseException:
             _force_unlink(tmp)
+            if placed is not None:
+                _force_unlink(self.data_dir / index_name(name))
             raise
         fsync_path(self.data_dir)
-        table = read_shard_table(dest, ("id", "length", "digest"))
         return self._register(
             name,
             table,
@@ -298,6 +323,7 @@ class DatasetWriter:
             entry["sha256"],
             dest.stat().st_size,
             id_map=id_map,
+            index_field=placed,
         )
 
     def _next_name(self, sha: str) -> str:
@@ -322,9 +348,41 @@ class DatasetWriter:
             sha = durable.sha256_file(src)
             name = self._next_name(sha)
             dest = self.data_dir / name
-            os.rename(src, dest)
+            # the index first: if it cannot be written, ``src`` (e.g. a spill) stays where it is
+            placed = self._place_index(name, table)
+            try:
+                os.rename(src, dest)
+            except BaseException:
+                _force_unlink(self.data_dir / index_name(name))
+                raise
             fsync_path(self.data_dir)
-        return self._register(name, table, schema, compression, id_offset, sha, dest.stat().st_size)
+        return self._register(
+            name,
+            table,
+            schema,
+            compression,
+            id_offset,
+            sha,
+            dest.stat().st_size,
+            index_field=placed,
+        )
+
+    def _place_index(self, name: str, table: dict[str, Any]) -> dict[str, Any]:
+        """Write shard ``name``'s index file (fsynced; the caller fsyncs ``data/``).
+
+        Written before the manifest that names it, like the shard; costs what the shard adds.
+        """
+        self._installed.add(name)  # a failure from here on leaves it to remove_uncommitted
+        data = index.build_index_bytes(table)
+        tmp = self.data_dir / f".index-{uuid.uuid4().hex[:12]}.idx.tmp"
+        try:
+            durable.write_new_file(tmp, data, sync=True)
+            os.chmod(tmp, 0o444)
+            os.rename(tmp, self.data_dir / index_name(name))
+        except BaseException:
+            _force_unlink(tmp)
+            raise
+        return index.index_entry(name, data, len(table["id"]))
 
     def _register(
         self,
@@ -336,6 +394,7 @@ class DatasetWriter:
         sha: str,
         nbytes: int,
         id_map: list[list[int]] | None = None,
+        index_field: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before adding shards")
@@ -358,6 +417,8 @@ class DatasetWriter:
                 "info_schema": schema,
             }
         )
+        if index_field is not None:
+            entry["index"] = index_field
         self.meta["shards"].append(entry)
         self._installed.add(name)
         self._ids = np.concatenate([self._ids, ids])
@@ -385,11 +446,14 @@ class DatasetWriter:
         meta.pop(MANIFEST_SHA256, None)
         data = seal_metadata(meta).encode()
         # never publish a manifest that readers refuse (a bug here must not cost the dataset)
-        loads_metadata(data, f"the new {METADATA_FILE} of {self.dataset_id}", self.dataset_id)
+        sealed = loads_metadata(
+            data, f"the new {METADATA_FILE} of {self.dataset_id}", self.dataset_id
+        )
         with storage_errors(self.path, "create"):
             self.path.mkdir(parents=True, exist_ok=True)
         durable.atomic_write(self.path / METADATA_FILE, data)
         self._installed.clear()
+        index.COMMITTED_INDEXES.put(self._cache_key(sealed), self._ids, self._digests)
         return meta
 
     def remove_uncommitted(self) -> list[str]:
@@ -410,6 +474,7 @@ class DatasetWriter:
         removed = sorted(self._installed - listed)
         for name in removed:
             _force_unlink(self.data_dir / name)
+            _force_unlink(self.data_dir / index_name(name))
         self._installed.clear()
         if removed:
             self.meta = disk
@@ -520,6 +585,7 @@ class DatasetWriter:
             _force_unlink(tmp)
             if new_name is not None:
                 _force_unlink(self.data_dir / new_name)
+                _force_unlink(self.data_dir / index_name(new_name))
             raise
         self.commit()
         # the merged shards stay until the next writer opens the dataset (cleanup), so a
@@ -558,8 +624,11 @@ def _drop_ids(
 
 
 #: Names this module gives files in ``data/``: shards and the temp files of ``write_shard``,
-#: ``write_image``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``).
-_OWN_TMP_RE: Final = re.compile(r"^\.(?:shard|link|merge)-[A-Za-z0-9_-]+\.h5\.tmp$", re.ASCII)
+#: ``write_image``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``),
+#: and of index files (``.index-…``).
+_OWN_TMP_RE: Final = re.compile(
+    r"^\.(?:(?:shard|link|merge)-[A-Za-z0-9_-]+\.h5|index-[A-Za-z0-9_-]+\.idx)\.tmp$", re.ASCII
+)
 
 
 def _is_regular(path: Path) -> bool:
@@ -570,8 +639,12 @@ def _is_regular(path: Path) -> bool:
 
 
 def _is_own_file(path: Path) -> bool:
-    """A regular file (not followed if a link) with a shard's or a writer temp file's name."""
-    named = SHARD_RE.match(path.name) or _OWN_TMP_RE.match(path.name)
+    """A regular file (not followed if a link) named as a shard, its index or a temp file."""
+    named = (
+        SHARD_RE.match(path.name)
+        or _OWN_TMP_RE.match(path.name)
+        or INDEX_FILE_RE.fullmatch(path.name)
+    )
     return named is not None and _is_regular(path)
 
 
@@ -602,13 +675,15 @@ def exact_shards(
     files: dict[str, Path] = {}
     entries: list[dict[str, Any]] = []
     label = str(meta.get("dataset_id", path))
+    for rel, _, _ in index_files(meta, label):
+        files[rel] = path / rel
     for (rel, sha, _), entry in zip(dataset_files(meta, label), meta["shards"], strict=True):
         src = path / rel
         entries.append(entry)
         files[rel] = src
         if entry.get("id_map") is None:  # an id offset keeps every episode of the file
             continue
-        stored = read_shard_table(src, ("id",))["id"]
+        stored = index.read_shard_index(path, entry, ("id",))["id"]
         pos, ids = map_shard_ids(entry, stored)
         if len(pos) == len(stored):
             continue
@@ -632,11 +707,16 @@ def exact_shards(
         name = shard_name(int(seq[1]) if seq else len(entries) - 1, new_sha)
         staging.mkdir(parents=True, exist_ok=True)
         durable.write_new_file(staging / name, data, sync=True)
-        new = {k: v for k, v in entry.items() if k != "id_map"}
+        new = {k: v for k, v in entry.items() if k not in ("id_map", "index")}
         new.update(file=name, id_offset=0, sha256=new_sha, bytes=len(data))
+        index_data = index.build_index_bytes(part.table)
+        durable.write_new_file(staging / index_name(name), index_data, sync=True)
+        new["index"] = index.index_entry(name, index_data, part.num_episodes)
         entries[-1] = new
         del files[rel]
+        files.pop(f"{DATA_DIR}/{index_name(entry['file'])}", None)
         files[f"{DATA_DIR}/{name}"] = staging / name
+        files[f"{DATA_DIR}/{index_name(name)}"] = staging / index_name(name)
     if all(a is b for a, b in zip(entries, meta["shards"], strict=True)):
         return meta, files
     return {**meta, "shards": entries, "dataset_bytes": sum(e["bytes"] for e in entries)}, files

@@ -301,7 +301,8 @@ class Remote(ABC):
         overwrite: bool,
         progress: bool | None,
     ) -> TransferReport:
-        files = storage.dataset_files(meta, dataset_id)
+        # shards and their index files (issue 18)
+        files = storage.dataset_files(meta, dataset_id) + storage.index_files(meta, dataset_id)
         report = TransferReport("push", dataset_id, self.uri, path=path)
         with self._session(dataset_id):
             remote_data = self._read(dataset_id, META)
@@ -364,7 +365,8 @@ class Remote(ABC):
         with self._session(dataset_id):
             data = self._require(dataset_id)
             meta = self._parse(dataset_id, data)
-            files = storage.dataset_files(meta, f"{self.uri} {dataset_id}")
+            label = f"{self.uri} {dataset_id}"
+            files = storage.dataset_files(meta, label) + storage.index_files(meta, label)
             with storage.DatasetLock(dataset_id, root):
                 storage.check_not_nested(dataset_id, root)
                 if path.exists():

@@ -117,7 +117,9 @@ def test_the_summary_tells_the_data_size_from_the_folder_size(datasets_root: Pat
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
     result = collect(cfg("episodes=60", "checkpoint.every_episodes=10"))
-    assert len(list((result.path / "data").iterdir())) == 1  # merged, the six removed
+    shards = [p for p in (result.path / "data").iterdir() if storage.SHARD_RE.match(p.name)]
+    assert len(shards) == 1  # merged, the six removed (and their index files)
+    assert len(list((result.path / "data").iterdir())) == 2
     assert f"{storage.human_size(result.dataset_bytes)} on disk at" in summary(result)
     assert folder(result.path) <= 1.1 * result.dataset_bytes + 64 * 1024
     kept = collect(

@@ -58,7 +58,7 @@ def old_append(writer: storage.DatasetWriter, collector: DataCollector, staging:
     one shard stored under ids from 0, placed by an ``id_offset``, and nothing merged."""
     part = f"part/p{len(writer.meta['shards'])}-v0"  # type: ignore[index]
     summary = collector.create_dataset(part)
-    (src,) = (summary.path / storage.DATA_DIR).iterdir()
+    (src,) = (p for p in (summary.path / storage.DATA_DIR).iterdir() if p.suffix == ".h5")
     spill = staging / src.name
     storage.write_shard_file(storage.read_shard(src), spill, collector.compression)
     ids = writer.committed_ids()

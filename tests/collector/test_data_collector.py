@@ -657,10 +657,14 @@ def test_spills_are_moved_into_the_dataset(datasets_root: Path) -> None:
     meta = metadata("fake/spilled-v0")
     assert len(meta["shards"]) == 5
     assert summary.total_episodes == 5
-    shard_files = sorted((datasets_root / "fake/spilled-v0/data").iterdir())
+    files = sorted((datasets_root / "fake/spilled-v0/data").iterdir())
+    shard_files = [p for p in files if storage.SHARD_RE.match(p.name)]
     assert [p.name for p in shard_files] == sorted(e["file"] for e in meta["shards"])
-    assert all(storage.SHARD_RE.match(p.name) for p in shard_files)
-    assert all(p.stat().st_mode & 0o222 == 0 for p in shard_files)  # immutable
+    # and each shard's index file (issue 18)
+    assert {p.name for p in files} - {p.name for p in shard_files} == {
+        e["index"]["file"] for e in meta["shards"]
+    }
+    assert all(p.stat().st_mode & 0o222 == 0 for p in files)  # immutable
     assert [ep["seed"] for ep in read_episodes("fake/spilled-v0")] == [0, 1, 2, 3, 4]
     report = storage.verify_dataset("fake/spilled-v0")
     assert report.ok, report.problems

@@ -153,7 +153,11 @@ def shard_files(dataset_id: str) -> list[Path]:
 
 
 def data_listing(dataset_id: str) -> set[str]:
-    return {p.name for p in (storage.dataset_path(dataset_id) / storage.DATA_DIR).iterdir()}
+    """Files in ``data/`` but index files, each of which must sit next to its shard."""
+    names = {p.name for p in (storage.dataset_path(dataset_id) / storage.DATA_DIR).iterdir()}
+    indexes = {n for n in names if storage.INDEX_FILE_RE.fullmatch(n)}
+    assert indexes <= {storage.index_name(n) for n in names}, "an index file without its shard"
+    return names - indexes
 
 
 def assert_batches_equal(a: storage.EpisodeBatch, b: storage.EpisodeBatch) -> None:
@@ -329,8 +333,14 @@ def test_write_shard_and_commit_follow_the_durable_order(
     # the shard is written under a hidden temp name in data/ (its final name needs its sha256)
     tmp = Path(calls.events[0][1])
     assert tmp.parent == data and re.fullmatch(r"\.shard-[0-9a-f]+\.h5\.tmp", tmp.name)
+    # its index file (issue 18) likewise, before the shard (a failure leaves the source in
+    # place) and the one fsync of data/ that covers both
+    idx_tmp = Path(calls.events[1][1])
+    assert re.fullmatch(r"\.index-[0-9a-f]+\.idx\.tmp", idx_tmp.name)
     assert calls.events == [
         ("fsync", str(tmp)),
+        ("fsync", str(idx_tmp)),
+        ("rename", str(idx_tmp), str(data / entry["index"]["file"])),
         ("rename", str(tmp), str(shard)),
         ("fsync", str(data)),
         ("fsync", str(ds / "metadata.json.tmp")),
@@ -358,12 +368,15 @@ def test_adopt_shard_fsyncs_before_and_after_the_rename(
         w.commit()
     ds = (datasets_root / dsid).resolve()
     src = str(spill.resolve())
-    assert calls.events[:3] == [
+    idx_tmp = calls.events[1][1]
+    assert calls.events[:5] == [
         ("fsync", src),
+        ("fsync", idx_tmp),
+        ("rename", idx_tmp, str(ds / "data" / entry["index"]["file"])),
         ("rename", src, str(ds / "data" / entry["file"])),
         ("fsync", str(ds / "data")),
     ]
-    assert calls.events[3:] == [
+    assert calls.events[5:] == [
         ("fsync", str(ds / "metadata.json.tmp")),
         ("replace", str(ds / "metadata.json.tmp"), str(ds / "metadata.json")),
         ("fsync", str(ds)),
@@ -918,15 +931,25 @@ def test_cleanup_removes_only_its_own_names_and_never_a_link(tmp_path: Path) -> 
     (data / "shard-000778-0123abcd.h5").mkdir()  # a folder is no shard either
     (data / ".shard-0123456789ab.h5.tmp").write_bytes(b"ours: a torn write")
     (data / "shard-000779-0123abcd.h5").write_bytes(b"ours: an uncommitted shard")
+    # index files (issue 18): an orphan and a temp one are ours, a link or folder never
+    (data / "shard-000779-0123abcd.idx").write_bytes(b"ours: an uncommitted index")
+    (data / ".index-0123456789ab.idx.tmp").write_bytes(b"ours: a torn index write")
+    (outside / "precious.idx").write_bytes(b"someone else's")
+    (data / "shard-000777-0123abcd.idx").symlink_to(outside / "precious.idx")
+    (data / "shard-000778-0123abcd.idx").mkdir()
     with storage.DatasetWriter(dsid) as w:
         assert w.cleanup() == []
-    assert data_listing(dsid) == {
+    assert {p.name for p in data.iterdir()} == {
         meta["shards"][0]["file"],
+        meta["shards"][0]["index"]["file"],
         "notes.txt",
         "shard-000777-0123abcd.h5",
         "shard-000778-0123abcd.h5",
+        "shard-000777-0123abcd.idx",
+        "shard-000778-0123abcd.idx",
     }
     assert (outside / "precious.h5").read_bytes() == b"someone else's"
+    assert (outside / "precious.idx").read_bytes() == b"someone else's"
 
 
 def test_a_symlinked_data_folder_is_never_cleaned(tmp_path: Path) -> None:
@@ -943,7 +966,8 @@ def test_a_symlinked_data_folder_is_never_cleaned(tmp_path: Path) -> None:
     with storage.DatasetWriter(dsid) as w:
         assert sorted(w.committed_ids().tolist()) == [0, 1]
         assert w.cleanup() == []
-    assert {p.name for p in shared.iterdir()} == others | {meta["shards"][0]["file"]}
+    own = {meta["shards"][0]["file"], meta["shards"][0]["index"]["file"]}
+    assert {p.name for p in shared.iterdir()} == others | own
     assert [ep["id"] for ep in read_episodes(dsid)] == [0, 1]
 
 

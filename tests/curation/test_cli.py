@@ -93,7 +93,8 @@ def test_combine_filter_split_show_verify(capsys: pytest.CaptureFixture) -> None
 
 def test_verify_exits_1_and_names_the_damaged_shard(capsys: pytest.CaptureFixture) -> None:
     a = cartpole("cart/a-v0", 5)
-    shard = next((storage.dataset_path(a) / storage.DATA_DIR).iterdir())
+    data_dir = storage.dataset_path(a) / storage.DATA_DIR
+    shard = next(p for p in data_dir.iterdir() if storage.SHARD_RE.match(p.name))
     shard.chmod(0o644)
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -1258,10 +1258,13 @@ def test_a_missing_shard_is_a_corrupt_dataset_error(datasets_root: Path) -> None
     check_synthetic(ds[1])  # cached block
     with pytest.raises(CorruptDatasetError, match=r"is missing: .*call refresh\(\).*run verify"):
         ds[2]
-    with pytest.raises(CorruptDatasetError, match=r"is missing.*refresh\(\) it.*run verify"):
-        load_dataset("ns/holes-v0")
+    # opening reads the manifest only (issue 18): the gap shows on the first read of it
+    again = load_dataset("ns/holes-v0")
+    assert len(again) == 4
+    with pytest.raises(CorruptDatasetError, match=r"is missing: .*refresh\(\).*run verify"):
+        again[2]
     with pytest.raises(CorruptDatasetError, match="is missing"):
-        ds.refresh()
+        ds.refresh()[2]
 
 
 def test_a_damaged_metadata_file_is_a_corrupt_dataset_error(datasets_root: Path) -> None:

@@ -70,7 +70,7 @@ def inode(path: Path) -> int:
 
 def shard_inodes(dataset_id: str) -> set[int]:
     data = storage.dataset_path(dataset_id) / storage.DATA_DIR
-    return {inode(p) for p in data.iterdir()}
+    return {inode(p) for p in data.iterdir() if storage.SHARD_RE.match(p.name)}
 
 
 # -- combine --------------------------------------------------------------------------------------

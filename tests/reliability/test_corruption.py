@@ -215,5 +215,22 @@ def test_an_episode_table_edited_in_place_fails_its_checksum(
         f["episodes/length"][0] += 1
     (problem,) = storage.verify_dataset(dataset_id).problems
     assert problem == f"{shard.name}: sha256 mismatch (file changed or corrupt)"
+    # readers take the episode index from the shard's index file (issue 18): the lie is unused
+    assert same(read_all(dataset_id), read_all_pristine(pristine, datasets_root))
+    # a shard without one (written before index files existed) is read through its table
+    path = storage.dataset_path(dataset_id)
+    meta = storage.read_metadata(path)
+    for entry in meta["shards"]:
+        (path / storage.DATA_DIR / entry.pop("index")["file"]).unlink()
+    (path / storage.METADATA_FILE).write_text(storage.seal_metadata(meta))
     with pytest.raises(CorruptDatasetError, match="column 'length' does not match its checksum"):
         read_all(dataset_id)
+
+
+def read_all_pristine(pristine: Path, datasets_root: Path) -> list[tuple[Any, ...]]:
+    """``read_all`` of the pristine gzip dataset, under another id of this test's root."""
+    shutil.copytree(pristine / "rel/gzip-v0", datasets_root / "rel/copy-v0")
+    meta = storage.read_metadata(datasets_root / "rel/copy-v0")
+    meta["dataset_id"] = "rel/copy-v0"
+    (datasets_root / "rel/copy-v0" / storage.METADATA_FILE).write_text(storage.seal_metadata(meta))
+    return read_all("rel/copy-v0")

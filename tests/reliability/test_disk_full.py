@@ -163,9 +163,10 @@ class _HalfWriter:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-# files created: 1 = the first (empty) commit's metadata.json, then a shard and a
-# metadata.json per 10-episode window; 12 fails window 6's shard, 13 its commit
-@pytest.mark.parametrize("nth", [12, 13], ids=["shard-write", "metadata-commit"])
+# files created: 1 = the first (empty) commit's metadata.json, then a shard, its index file
+# and a metadata.json per 10-episode window; 17 fails window 6's shard, 18 its index, 19 its
+# commit
+@pytest.mark.parametrize("nth", [17, 18, 19], ids=["shard-write", "index-write", "metadata-commit"])
 def test_an_injected_enospc_stops_cleanly_and_the_rerun_resumes(
     nth: int, tmp_path: Path, uninterrupted: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -544,8 +545,11 @@ def test_combine_and_pull_into_a_read_only_root_are_one_line(
 
 
 # files create_dataset creates: 1 = the last spill, 2 = the first (empty) commit's
-# metadata.json, 3 = the commit that adopts the spills
-@pytest.mark.parametrize("nth", [1, 2, 3], ids=["spill", "first-commit", "adopting-commit"])
+# metadata.json, 3 = the first adopted spill's index file, then the others', then the commit
+# that adopts the spills (0: that one)
+@pytest.mark.parametrize(
+    "nth", [1, 2, 3, 0], ids=["spill", "first-commit", "adopting-index", "adopting-commit"]
+)
 def test_create_dataset_failing_at_each_write_keeps_every_episode(
     nth: int, datasets_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -560,6 +564,9 @@ def test_create_dataset_failing_at_each_write_keeps_every_episode(
         while not done:
             *_, terminated, truncated, _ = collector.step(seed % 2)
             done = terminated or truncated
+    if nth == 0:
+        spills = [p for p in files_under(datasets_root) if p.endswith(".h5")]
+        nth = 2 + len(spills) + 1 + 1  # (one more spill at create_dataset)
     fill = FillAfter(nth)
     monkeypatch.setattr(storage.durable, "open", fill, raising=False)
     with pytest.raises(StorageError, match="the disk is full"):

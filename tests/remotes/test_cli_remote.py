@@ -34,7 +34,9 @@ def test_push_list_pull_delete(capsys: pytest.CaptureFixture, shared: str, tmp_p
     record_cartpole("cart/b-v0", 2)
     code, out, _ = run(capsys, "push", "cart/a-v0", "cart/b-v0")
     assert code == 0
-    assert out.splitlines()[0].startswith(f"cart/a-v0 pushed to {shared}: 1 file(s)")
+    assert out.splitlines()[0].startswith(
+        f"cart/a-v0 pushed to {shared}: 2 file(s)"
+    )  # shard, index
     code, out, _ = run(capsys, "push", "cart/a-v0")
     assert (code, out) == (0, f"cart/a-v0 is up to date at {shared}\n")
 

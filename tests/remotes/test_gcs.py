@@ -20,7 +20,8 @@ def test_objects_mirror_the_local_layout_with_their_sha256(gcs_backend: Backend)
     blobs = {b.name: b for b in storage_.Client().list_blobs(bucket_name)}
     meta = storage.read_metadata(storage.dataset_path("cart/deep/a-v0"))
     expected = {
-        f"team/cart/deep/a-v0/{rel}": sha for rel, sha, _ in storage.dataset_files(meta, "")
+        f"team/cart/deep/a-v0/{rel}": sha
+        for rel, sha, _ in storage.dataset_files(meta, "") + storage.index_files(meta, "")
     }
     assert set(blobs) == {*expected, "team/cart/deep/a-v0/metadata.json"}
     for name, sha in expected.items():

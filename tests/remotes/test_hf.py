@@ -3,6 +3,7 @@ tokens from the usual places, and refusing to interleave with another push."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -141,12 +142,14 @@ def test_a_pull_reads_one_revision_while_the_dataset_is_replaced(
     record_cartpole("cart/a-v0", 5)  # other content, pushed while the pull runs
     real_get = HubRemote._get
     replaced = []
+    once = threading.Lock()  # files are fetched in parallel (a shard and its index file)
 
     def get_while_replacing(
         self: HubRemote, dataset_id: str, rel: str, dest: Path, limit: int
     ) -> None:
-        if not replaced:
-            replaced.append(HubRemote(f"hf://{org}").push(dataset_id, overwrite=True))
+        with once:
+            if not replaced:
+                replaced.append(HubRemote(f"hf://{org}").push(dataset_id, overwrite=True))
         real_get(self, dataset_id, rel, dest, limit)  # in a worker thread: still the pinned commit
 
     with monkeypatch.context() as m:

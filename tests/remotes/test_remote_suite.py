@@ -45,8 +45,10 @@ def cartpole(dataset_id: str, episodes: int = 12, seed: int = 0) -> str:
 
 
 def shard_files(dataset_id: str, root: Path | None = None) -> list[str]:
+    """The dataset's shards and their index files (issue 18)."""
     meta = storage.read_metadata(storage.dataset_path(dataset_id, root), dataset_id)
-    return [rel for rel, _, _ in storage.dataset_files(meta, dataset_id)]
+    files = storage.dataset_files(meta, dataset_id) + storage.index_files(meta, dataset_id)
+    return [rel for rel, _, _ in files]
 
 
 def assert_same_dataset(a_id: str, b_root: Path) -> None:
@@ -91,6 +93,9 @@ def test_push_list_pull_round_trip(backend: Backend, elsewhere: Path) -> None:
     pulled = pull_dataset("cart/rand-v0", backend.uri, root=elsewhere)
     assert pulled.path == elsewhere / "cart" / "rand-v0"
     assert_same_dataset("cart/rand-v0", elsewhere)
+    pulled_files = shard_files("cart/rand-v0", elsewhere)
+    assert pulled_files == shard_files("cart/rand-v0")
+    assert sum(rel.endswith(".idx") for rel in pulled_files) == len(pulled_files) // 2
     assert no_leftovers(elsewhere) == []
 
 
@@ -453,7 +458,12 @@ def episode_keys(files: list[Path]) -> set[tuple[int, bytes]]:
     """(seed, content digest) of every episode stored in ``files``, mapped or not."""
     keys = set()
     for file in files:
-        table = storage.read_shard_table(file, ("seed", "digest"))
+        if file.name.endswith("idx"):  # a shard's index file (issue 18) holds its table too
+            data = file.read_bytes()
+            rows = int(np.frombuffer(data, "<u8", 1, 8)[0])
+            table = storage.read_index_file(file, storage.index_entry("s.h5", data, rows))
+        else:
+            table = storage.read_shard_table(file, ("seed", "digest"))
         keys |= {(int(s), bytes(d)) for s, d in zip(table["seed"], table["digest"], strict=True)}
     return keys
 
