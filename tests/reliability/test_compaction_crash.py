@@ -80,7 +80,9 @@ def test_a_crash_between_merge_install_and_commit_keeps_the_appended_commit(
     meta = storage.read_metadata(path)  # the append's commit, whole
     assert len(meta["shards"]) == 4 and meta["total_episodes"] == 4 * PER_CALL
     named = {e["file"] for e in meta["shards"]}
-    (orphan,) = [p for p in data.iterdir() if p.name not in named]  # the merged shard
+    (orphan,) = [  # the merged shard (and its index file, written before it)
+        p for p in data.iterdir() if p.name not in named and storage.SHARD_RE.match(p.name)
+    ]
     assert storage.read_shard_table(orphan, ("id",))["id"].tolist() == list(range(4 * PER_CALL))
     report = storage.verify_dataset(DATASET)
     assert report.ok and report.episodes == 4 * PER_CALL, report.problems
@@ -92,7 +94,7 @@ def test_a_crash_between_merge_install_and_commit_keeps_the_appended_commit(
     meta = storage.read_metadata(path)
     (merged,) = meta["shards"]
     # besides the merged shard: the five it replaced (kept for readers of older snapshots)
-    kept = {p.name for p in data.iterdir()} - {merged["file"]}
+    kept = {p.name for p in data.iterdir() if storage.SHARD_RE.match(p.name)} - {merged["file"]}
     assert named < kept and len(kept) == len(named) + 1
     one = DataCollector(gym.make("CartPole-v1"))
     record(one, 0, 5 * PER_CALL)
