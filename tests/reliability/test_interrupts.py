@@ -152,5 +152,6 @@ def test_a_double_ctrl_c_says_what_is_committed_and_leaves_nothing(datasets_root
     ], err
     assert temp_files(dataset_id, datasets_root) == []
     path = storage.dataset_path(dataset_id, datasets_root)
-    listed = {e["file"] for e in storage.read_metadata(path)["shards"]}
+    shards = storage.read_metadata(path)["shards"]
+    listed = {e["file"] for e in shards} | {e["index"]["file"] for e in shards if "index" in e}
     assert {p.name for p in (path / storage.DATA_DIR).iterdir()} == listed
