@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUFFER_MB",
+    "BUFFER_MIN_ROWS",
     "DISK_FULL",
     "MB",
     "Cadence",
@@ -57,6 +58,9 @@ MB = 1024 * 1024
 #: which a shard counts as small (4 MiB by default): these shards are never re-encoded by a
 #: repack.
 BUFFER_MB = 4
+#: ...and at least this many steps: a shard of 40 Pong frames (4 MiB decoded, 4 kB on disk)
+#: costs a file, an index file and an fsync for almost nothing.
+BUFFER_MIN_ROWS = 256
 
 
 class CollectInterrupted(KeyboardInterrupt):
@@ -168,6 +172,7 @@ class Committer:
         compression: str,
         background: bool = True,
         buffer_mb: float | None = None,
+        buffer_min_rows: int = 0,
         encoder: str = "inline",
     ) -> None:
         self.writer = writer
@@ -192,7 +197,10 @@ class Committer:
         # shard images installed (``add_image``) since the last commit: episodes, bytes
         self._image_episodes = self._image_bytes = 0
         # episodes and bytes written as shards (``buffer_mb``) since the last commit
-        self.buffer_bytes = (BUFFER_MB if buffer_mb is None else buffer_mb) * MB
+        self.buffer_bytes = max(
+            (BUFFER_MB if buffer_mb is None else buffer_mb) * MB,
+            buffer_min_rows * max((r.row_bytes for r in self.recorders), default=0),
+        )
         self._held_episodes = self._held_bytes = 0
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
@@ -229,6 +237,7 @@ class Committer:
             compression=config.storage.compression,
             background=background,
             buffer_mb=max(BUFFER_MB, config.storage.shard_mb / storage.SMALL_SHARD_FRACTION),
+            buffer_min_rows=BUFFER_MIN_ROWS,
             encoder=config.storage.encoder,
         )
 
@@ -386,6 +395,10 @@ class Committer:
             image, table, schema = self.encoder.encode(
                 storage.concat_batches(batches), self.compression
             )
+            if len(batches) == 1 and len(self.recorders) == 1:
+                recycle = getattr(self.recorders[0], "recycle", None)
+                if recycle is not None:  # the image holds a copy: the arrays are free
+                    recycle(batches[0])
         with self._storage_errors():
             if batches:
                 self.writer.write_image(image, table, schema, self.compression)

@@ -224,6 +224,11 @@ class VectorRecorder:
         return self._finished
 
     @property
+    def row_bytes(self) -> int:
+        """Bytes one step of one sub-env adds (infos not counted)."""
+        return self._row_bytes
+
+    @property
     def nbytes(self) -> int:
         """Approximate bytes of recorded data held, infos too."""
         infos = self._infos
