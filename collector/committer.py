@@ -197,11 +197,13 @@ class Committer:
         # shard images installed (``add_image``) since the last commit: episodes, bytes
         self._image_episodes = self._image_bytes = 0
         # episodes and bytes written as shards (``buffer_mb``) since the last commit
-        self.buffer_bytes = max(
-            (BUFFER_MB if buffer_mb is None else buffer_mb) * MB,
-            buffer_min_rows * max((r.row_bytes for r in self.recorders), default=0),
-        )
+        rows_bytes = buffer_min_rows * max((r.row_bytes for r in self.recorders), default=0)
+        self.buffer_bytes = max((BUFFER_MB if buffer_mb is None else buffer_mb) * MB, rows_bytes)
         self._held_episodes = self._held_bytes = 0
+        if rows_bytes >= self.buffer_bytes:
+            # frames (the step floor sets the buffer): every window is large, so the
+            # encoder's child starts now and imports while the first window is recorded
+            self.encoder.prepare(int(self.buffer_bytes))
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
         if (

@@ -76,6 +76,7 @@ class Encoder:
         self._proc: Any = None
         self._conn: Connection | None = None
         self._dead = False
+        self._ready = False  # the child has imported what it needs and said so
         self._lock = threading.Lock()
         #: windows the child encoded (tests and the closing summary read it)
         self.encoded_in_child = 0
@@ -89,6 +90,21 @@ class Encoder:
     def pid(self) -> int | None:
         """The child's process id, once started."""
         return None if self._proc is None else self._proc.pid
+
+    def prepare(self, window_bytes: int) -> None:
+        """Start the child now if windows of ``window_bytes`` will go to it.
+
+        Its imports take about half a second: started while the first window is recorded,
+        it is ready for it. Until it says it is ready, ``auto`` windows are encoded here.
+        """
+        with self._lock:
+            if self._wants_child(window_bytes):
+                self._start()
+
+    def _wants_child(self, nbytes: int) -> bool:
+        if self._dead or self.mode == "inline" or not self.available():
+            return False
+        return self.mode == "process" or (usable_cpus() >= 2 and nbytes >= MIN_WINDOW_BYTES)
 
     def _use_child(self, batch: storage.EpisodeBatch) -> bool:
         if self._dead or self.mode == "inline" or not self.available():
@@ -142,8 +158,13 @@ class Encoder:
     def _in_child(
         self, batch: storage.EpisodeBatch, compression: str | None
     ) -> tuple[bytes, dict[str, Any], Any] | None:
-        """Encode in the child; None when the child refused the window (then encode here)."""
+        """Encode in the child; None when it refused the window or (``auto``) is not ready yet."""
         conn = self._start()
+        if not self._ready:
+            if self.mode != "process" and not conn.poll(0):
+                return None  # still importing: this window is encoded here, without waiting
+            status, _ = conn.recv()
+            self._ready = status == "ready"
         buffers: list[pickle.PickleBuffer] = []
         header = pickle.dumps(batch, protocol=5, buffer_callback=buffers.append)
         views = [b.raw() for b in buffers]
@@ -208,6 +229,7 @@ def serve(fd: int) -> None:
     """
     conn = Connection(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    conn.send(("ready", None))  # the imports are done
     while True:
         try:
             message = conn.recv()
