@@ -433,7 +433,10 @@ class DatasetWriter:
             raise UsageError("nothing to commit: call start() first")
         meta = self.meta
         meta.update(updates)
-        if len(np.unique(self._ids)) != len(self._ids):
+        if not digests.is_increasing(self._ids):  # kept in id order: appends stay O(added)
+            order = np.argsort(self._ids, kind="stable")
+            self._ids, self._digests = self._ids[order], self._digests[order]
+        if not digests.is_increasing(self._ids):  # sorted, so only duplicates remain
             raise CorruptDatasetError(
                 f"refusing to commit {self.dataset_id!r}: duplicate episode ids in the shard list"
             )

@@ -243,3 +243,15 @@ def test_a_signaling_nan_info_is_hashed_without_a_warning() -> None:
     got = storage.digests._canonical_numbers(snan)
     with np.errstate(invalid="ignore"):
         assert got == b"f" + snan.astype(np.float64).tobytes()
+
+
+def test_the_fingerprint_is_the_same_for_ids_in_any_order() -> None:
+    from collector.storage.digests import fingerprint, is_increasing
+
+    rng = np.random.default_rng(0)
+    ids = np.arange(1000, dtype=np.int64) * 3
+    digests = rng.integers(0, 256, (1000, 32), dtype=np.uint8)
+    shuffle = rng.permutation(1000)
+    assert is_increasing(ids) and not is_increasing(ids[shuffle])
+    assert not is_increasing(np.array([1, 1]))  # a duplicate is not increasing
+    assert fingerprint(ids, digests) == fingerprint(ids[shuffle], digests[shuffle])
