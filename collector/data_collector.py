@@ -207,6 +207,8 @@ class EpisodeSink:
     def _new_storage(self) -> None:
         self._recorder = self._make_recorder()
         self._spills: list[Path] = []
+        #: per spill: the table and info schema it was written from (adopted unread)
+        self._spill_tables: dict[Path, tuple[dict[str, Any], Any]] = {}
         self._unspilled: storage.EpisodeBatch | None = None
         self._next_id = 0
 
@@ -246,6 +248,7 @@ class EpisodeSink:
             raise
         self._unspilled = None
         self._spills.append(path)
+        self._spill_tables[path] = (batch.table, batch.info_schema())
 
     # -- datasets ------------------------------------------------------------------------
 
@@ -368,7 +371,12 @@ class EpisodeSink:
         adopted: list[tuple[Path, Path]] = []
         try:
             for path in spills:
-                entry = writer.adopt_shard(path, id_offset=id_offset, compression=self.compression)
+                entry = writer.adopt_shard(
+                    path,
+                    id_offset=id_offset,
+                    compression=self.compression,
+                    written=self._spill_tables.get(path),
+                )
                 adopted.append((writer.data_dir / entry["file"], path))
             meta = writer.commit()
         except BaseException:
