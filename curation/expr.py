@@ -369,7 +369,7 @@ def _align(a: Any, b: Any) -> tuple[Any, Any]:
         return a, b
     u, other = (a, b) if au else (b, a)
     if np.asarray(other).dtype.kind == "i":
-        if np.all(np.asarray(other) >= 0):
+        if (np.asarray(other) >= 0).all():  # a method: np.all() calls builtins.getattr
             other = np.asarray(other).astype(np.uint64)
         else:
             u = np.asarray(u).astype(np.float64)

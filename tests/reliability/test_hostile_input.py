@@ -231,6 +231,13 @@ def test_grammar_expressions_evaluate_or_are_refused_without_running_python(text
     check_expression(text, grammar=True)
 
 
+@pytest.mark.parametrize("text", ["(seed + 1 in ())", "seed + 1 > 0", "seed - 3 < 5"])
+def test_uint64_arithmetic_calls_no_python_builtin(text: str) -> None:
+    """Found by the grammar search: aligning uint64 with an int called ``np.all``, whose
+    scalar path goes through ``builtins.getattr`` (numpy's own, but the spy cannot tell)."""
+    check_expression(text, grammar=True)
+
+
 @settings(
     max_examples=INPUTS["expr_text"],
     **PROPS,
