@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -434,6 +435,7 @@ def _writable(node: DictConfig, sections: Iterable[str] = ()) -> DictConfig:
     return node
 
 
+@functools.cache  # one class: schema() runs per override the command line checks
 def _open_runner_schema() -> type:
     """``CollectConfig`` with ``runner`` left to the runner group's own schema.
 

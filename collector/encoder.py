@@ -106,19 +106,12 @@ class Encoder:
             return False
         return self.mode == "process" or (usable_cpus() >= 2 and nbytes >= MIN_WINDOW_BYTES)
 
-    def _use_child(self, batch: storage.EpisodeBatch) -> bool:
-        if self._dead or self.mode == "inline" or not self.available():
-            return False
-        if self.mode == "process":
-            return True
-        return usable_cpus() >= 2 and batch.nbytes >= MIN_WINDOW_BYTES
-
     def encode(
         self, batch: storage.EpisodeBatch, compression: str | None
     ) -> tuple[bytes, dict[str, Any], Any]:
         """The shard image of ``batch``: (image, table with digests, info schema)."""
         with self._lock:
-            if self._use_child(batch):
+            if self._wants_child(batch.nbytes):
                 try:
                     result = self._in_child(batch, compression)
                 except (OSError, EOFError) as e:  # the child died: nothing is lost
