@@ -18,7 +18,9 @@ scores never replay the data, and scoring again gives the same numbers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final
@@ -27,11 +29,14 @@ import gymnasium as gym
 import numpy as np
 
 from collector import storage
-from collector.envs import check_registered_spec, register_namespace
+from collector.config import CollectConfig
+from collector.envs import check_registered_spec, make_env, register_namespace
 from collector.errors import HarvestError, InvalidValueError, MissingExtraError, UsageError
 from collector.policies import Policy, RandomPolicy, build_policy
 from collector.provenance import versions
 from collector.redact import redact
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_EPISODES",
@@ -201,19 +206,20 @@ def _batched_returns(
 
 def reference_scores(
     make_env: Callable[[], gym.Env],
-    policy: Policy,
+    policy: Policy | None,
     *,
     episodes: int = DEFAULT_EPISODES,
     entropy: int = 0,
     used_seeds: Collection[int] = (),
     num_envs: int = 1,
     about: Mapping[str, Any] | None = None,
+    given: Mapping[str, float | None] | None = None,
 ) -> ReferenceScores:
     """Mean returns of a uniform random policy (min) and ``policy`` (max) on the same seeds.
 
     Args:
         make_env: makes the env (called once, or ``num_envs`` times for a batched policy).
-        policy: the policy whose mean return is ``ref_max_score``.
+        policy: the policy whose mean return is ``ref_max_score`` (None when it is given).
         episodes: episodes per policy.
         entropy: root of the seeds (``score_seeds``); a dataset's ``seed_entropy``.
         used_seeds: reset seeds to skip (the dataset's own episodes').
@@ -221,45 +227,67 @@ def reference_scores(
             always runs one episode at a time, from its own per-episode streams).
         about: more facts for ``how`` (the policy config, the env id, the dataset's
             fingerprint).
+        given: ``ref_min_score``/``ref_max_score`` known already: not rolled out, stored.
 
     Raises:
-        InvalidValueError: ``episodes`` is out of range, or both means are equal (the
-            normalized score would divide by zero).
+        InvalidValueError: ``episodes`` is out of range, or both scores are equal (the
+            normalized score would divide by zero) or not finite.
     """
     if not 1 <= episodes <= MAX_EPISODES:
         raise InvalidValueError(f"episodes={episodes} must be between 1 and {MAX_EPISODES}")
+    given = {k: float(v) for k, v in (given or {}).items() if v is not None}
     env_seeds, policy_seeds = score_seeds(entropy, episodes, used_seeds)
-    probe = make_env()
-    try:
-        random_policy = RandomPolicy(probe.action_space)
-    finally:
-        probe.close()
+    num_envs = num_envs if hasattr(policy, "act_batch") else 1
     start = time.perf_counter()
-    lows = rollout_returns(make_env, random_policy, env_seeds, policy_seeds)
-    highs = rollout_returns(make_env, policy, env_seeds, policy_seeds, num_envs)
-    lo, hi = float(lows.mean()), float(highs.mean())
-    if lo == hi:
-        raise InvalidValueError(
-            f"the random policy and the dataset's policy both average {lo:g} over {episodes} "
-            "episodes, so normalized scores would divide by zero; pass the reference scores "
-            "explicitly (curate score ID --min X --max Y)"
+    how: dict[str, Any] = {"method": "rollouts", **dict(about or {})}
+    means = dict(given)
+    for key, runs in (("ref_min_score", "min"), ("ref_max_score", "max")):
+        if key in given:
+            continue
+        if key == "ref_min_score":
+            probe = make_env()
+            try:
+                chosen: Any = RandomPolicy(probe.action_space)
+            finally:
+                probe.close()
+            how["min_policy"] = dict(_RANDOM)
+        elif policy is None:
+            raise UsageError("reference_scores needs a policy, or ref_max_score given")
+        else:
+            chosen = policy
+        returns = rollout_returns(
+            make_env, chosen, env_seeds, policy_seeds, num_envs if runs == "max" else 1
         )
-    how = {
-        "method": "rollouts",
-        **dict(about or {}),
-        "min_policy": dict(_RANDOM),
-        "episodes": int(episodes),
-        "num_envs": int(num_envs if hasattr(policy, "act_batch") else 1),
-        "seed_entropy": int(entropy),
-        "seeds": env_seeds,
-        "policy_seeds": policy_seeds,
-        "min_std": float(lows.std()),
-        "max_std": float(highs.std()),
-        "seconds": round(time.perf_counter() - start, 3),
-        "computed": time.time(),
-        "versions": versions(),
-    }
+        means[key] = float(returns.mean())
+        how[f"{runs}_std"] = float(returns.std())
+    lo, hi = means["ref_min_score"], means["ref_max_score"]
+    _check_scores(lo, hi, episodes)
+    how.update(
+        episodes=int(episodes),
+        num_envs=int(num_envs),
+        seed_entropy=int(entropy),
+        seeds=env_seeds,
+        policy_seeds=policy_seeds,
+        seconds=round(time.perf_counter() - start, 3),
+        computed=time.time(),
+        versions=versions(),
+    )
+    if given:
+        how["given"] = given
     return ReferenceScores(lo, hi, redact(how))
+
+
+def _check_scores(lo: float, hi: float, episodes: int | None = None) -> None:
+    """Refuse scores a normalized score cannot divide by."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InvalidValueError(f"reference scores {lo!r} and {hi!r} must be finite")
+    if lo == hi:
+        where = "" if episodes is None else f" (both average {lo:g} over {episodes} episodes)"
+        raise InvalidValueError(
+            f"ref_min_score and ref_max_score are equal{where}, so normalized scores would "
+            "divide by zero; pass other reference scores explicitly (curate score ID --min X "
+            "--max Y)"
+        )
 
 
 # -- datasets -----------------------------------------------------------------------------------
@@ -380,7 +408,8 @@ def score_dataset(
     meta = storage.read_metadata(path, dataset_id)
     given = {"ref_min_score": ref_min_score, "ref_max_score": ref_max_score}
     if ref_min_score is not None and ref_max_score is not None:
-        scores = _given_scores(ref_min_score, ref_max_score)
+        _check_scores(float(ref_min_score), float(ref_max_score))
+        scores = ReferenceScores(float(ref_min_score), float(ref_max_score), {"method": "given"})
     else:
         scores = _rollout_dataset(
             dataset_id, meta, path, episodes, num_envs, trust_remote_code, given
@@ -394,15 +423,6 @@ def score_dataset(
     return scores
 
 
-def _given_scores(lo: float, hi: float, how: Mapping[str, Any] | None = None) -> ReferenceScores:
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo == hi:
-        raise InvalidValueError(
-            f"reference scores {lo!r} and {hi!r} must be finite and differ (normalized scores "
-            "divide by their difference)"
-        )
-    return ReferenceScores(float(lo), float(hi), dict(how or {"method": "given"}))
-
-
 def _rollout_dataset(
     dataset_id: str,
     meta: Mapping[str, Any],
@@ -412,7 +432,8 @@ def _rollout_dataset(
     trust: bool,
     given: Mapping[str, float | None],
 ) -> ReferenceScores:
-    """``score_dataset``'s rollouts: rebuild env and policy, roll out, merge given scores."""
+    """``score_dataset``'s rollouts: rebuild env and policy, roll out what is not given."""
+    policy = None
     if given["ref_max_score"] is None:
         policy_cfg, entropy = _recorded_policy(meta, dataset_id)
         untrusted = [t for t in _policy_targets(policy_cfg) if t not in SAFE_POLICY_TARGETS]
@@ -423,21 +444,21 @@ def _rollout_dataset(
                 "(trust_remote_code=True) if you trust this dataset's source"
             )
     else:  # only the random policy runs: nothing the dataset names is built
-        policy_cfg = dict(_RANDOM)
         prov = meta.get("provenance") or {}
         entropy = prov.get("seed_entropy") if type(prov.get("seed_entropy")) is int else 0
     make = _env_maker(meta, dataset_id, trust)
-    probe = make()
-    try:
-        policy = build_policy(policy_cfg, probe)
-    finally:
-        probe.close()
+    if given["ref_max_score"] is None:
+        probe = make()
+        try:
+            policy = build_policy(policy_cfg, probe)
+        finally:
+            probe.close()
     about = {
         "env_id": str(meta["env_spec"]["id"]),
-        "max_policy": policy_cfg if given["ref_max_score"] is None else "given",
+        "max_policy": policy_cfg if policy is not None else "given",
         "fingerprint": meta.get("fingerprint"),
     }
-    scores = reference_scores(
+    return reference_scores(
         make,
         policy,
         episodes=episodes,
@@ -445,60 +466,52 @@ def _rollout_dataset(
         used_seeds=dataset_seeds(path, meta),
         num_envs=num_envs,
         about=about,
-    )
-    if given["ref_max_score"] is None and given["ref_min_score"] is None:
-        return scores
-    lo = given["ref_min_score"] if given["ref_min_score"] is not None else scores.ref_min_score
-    hi = given["ref_max_score"] if given["ref_max_score"] is not None else scores.ref_max_score
-    return _given_scores(
-        lo, hi, {**scores.how, "given": {k: v for k, v in given.items() if v is not None}}
+        given=given,
     )
 
 
 def score_collected(
-    writer: storage.DatasetWriter,
-    make_env: Callable[[], gym.Env],
-    policy: Policy,
-    policy_cfg: Mapping[str, Any],
-    entropy: int,
-    *,
-    episodes: int = DEFAULT_EPISODES,
-    num_envs: int = 1,
+    writer: storage.DatasetWriter, config: CollectConfig, policy: Policy, entropy: int
 ) -> ReferenceScores | None:
     """``collect ... score=true``: score the run's dataset with its own env and policy, commit.
 
-    The numbers are those ``score_dataset`` gives later (same seeds, env and policy). Skipped
-    (None) when the last commit already holds scores of the same data, episodes and
-    ``num_envs``: a re-run that collected nothing does not roll out again.
+    ``config.score_episodes`` episodes each, ``config.num_envs`` envs for a batched policy:
+    the numbers ``score_dataset`` gives later with the same ``episodes`` and ``num_envs``
+    (same seeds, env and policy). Skipped (None) when the last commit already holds scores
+    of the same data, episodes and ``num_envs``: a re-run that collected nothing does not
+    roll out again.
     """
     meta = writer.meta
     if meta is None:
         raise UsageError("score_collected needs a committed dataset")
     old = meta.get("ref_scores") if isinstance(meta.get("ref_scores"), Mapping) else {}
-    batched = num_envs if hasattr(policy, "act_batch") else 1
+    episodes = config.score_episodes
+    num_envs = config.num_envs if hasattr(policy, "act_batch") else 1
     if (old.get("fingerprint"), old.get("episodes"), old.get("num_envs")) == (
         meta.get("fingerprint"),
         episodes,
-        batched,
+        num_envs,
     ):
         return None
-    probe = make_env()
-    try:
-        env_id = probe.spec.id if probe.spec is not None else None
-    finally:
-        probe.close()
+    make = functools.partial(
+        make_env, config.env, config.env_kwargs, config.max_episode_steps, config.wrappers
+    )
     scores = reference_scores(
-        make_env,
+        make,
         policy,
         episodes=episodes,
         entropy=entropy,
         used_seeds=dataset_seeds(writer.path, meta),
         num_envs=num_envs,
         about={
-            "env_id": env_id,
-            "max_policy": dict(policy_cfg),
+            "env_id": (meta.get("env_spec") or {}).get("id", config.env),
+            "max_policy": dict(config.policy),
             "fingerprint": meta.get("fingerprint"),
         },
     )
     writer.commit(**scores.fields())
+    log.info(
+        "%s: ref_min_score %g (random), ref_max_score %g (its policy), %d episodes each",
+        writer.dataset_id, scores.ref_min_score, scores.ref_max_score, episodes,
+    )  # fmt: skip
     return scores
