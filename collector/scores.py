@@ -31,7 +31,13 @@ import numpy as np
 from collector import storage
 from collector.config import CollectConfig
 from collector.envs import check_registered_spec, make_env, register_namespace
-from collector.errors import HarvestError, InvalidValueError, MissingExtraError, UsageError
+from collector.errors import (
+    CollectionError,
+    HarvestError,
+    InvalidValueError,
+    MissingExtraError,
+    UsageError,
+)
 from collector.policies import Policy, RandomPolicy, build_policy
 from collector.provenance import versions
 from collector.redact import redact
@@ -255,9 +261,18 @@ def reference_scores(
             raise UsageError("reference_scores needs a policy, or ref_max_score given")
         else:
             chosen = policy
-        returns = rollout_returns(
-            make_env, chosen, env_seeds, policy_seeds, num_envs if runs == "max" else 1
-        )
+        try:
+            returns = rollout_returns(
+                make_env, chosen, env_seeds, policy_seeds, num_envs if runs == "max" else 1
+            )
+        except HarvestError:
+            raise
+        except Exception as e:  # the env's or the policy's own error, mid-episode
+            name = "random" if runs == "min" else "dataset's"
+            raise CollectionError(
+                f"scoring failed: the {name} policy's rollouts raised {type(e).__name__}: "
+                f"{' '.join(str(e).split())[:200]}"
+            ) from e
         means[key] = float(returns.mean())
         how[f"{runs}_std"] = float(returns.std())
     lo, hi = means["ref_min_score"], means["ref_max_score"]

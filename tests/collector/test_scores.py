@@ -1,4 +1,4 @@
-"""Reference scores (issue 20 item 4): ``collector.scores``, ``collect score=true``, ``curate score``.
+"""Reference scores (issue 20 item 4): `collector.scores`, `collect score=true`, `curate score`.
 
 Real CartPole datasets collected with the heuristic policy (returns 500), scored by rolling the
 random policy and the dataset's own policy out again on seeds none of its episodes used.
@@ -194,3 +194,52 @@ def test_curate_score_prints_one_line_and_exit_codes(
     assert main(["score", "no/such-v0", "--root", str(datasets_root)]) == 1
     assert main(["score", dataset_id, "--episodes", "0"]) == 2
     assert capsys.readouterr()[1].count("\n") == 2  # the not-found line and this one
+
+
+def test_a_dataset_naming_arbitrary_code_as_its_policy_runs_none_of_it(tmp_path: Path) -> None:
+    dataset_id = heuristic()
+    marker = tmp_path / "ran"
+    hostile = {"_target_": "subprocess.Popen", "args": ["touch", str(marker)]}
+    for policy, entropy, message in [
+        (hostile, 0, "its policy names 'subprocess.Popen'"),
+        ({"_target_": "collector.policy_mixture.MixturePolicy", "policies": [hostile]}, 0,
+         "its policy names 'subprocess.Popen'"),
+        ("collector.policies.CartPoleHeuristic", 0, "has no policy to rebuild"),
+        (HEURISTIC, -1, "has no policy to rebuild"),
+    ]:  # fmt: skip
+        with storage.DatasetWriter(dataset_id) as writer:
+            assert writer.meta is not None
+            prov = {**writer.meta["provenance"], "seed_entropy": entropy}
+            writer.commit(provenance={**prov, "data_config": {"policy": policy}})
+        with pytest.raises(UsageError, match=re.escape(message)):
+            score_dataset(dataset_id, episodes=2)
+    assert not marker.exists()
+
+
+class FailingPolicy:
+    def reset(self, seed: int | None) -> None:
+        self.t = 0
+
+    def act(self, obs: Any) -> int:
+        self.t += 1
+        if self.t > 3:
+            raise ValueError("model\nexploded")
+        return 0
+
+
+def test_a_policy_failing_mid_rollout_is_one_line() -> None:
+    from collector.errors import CollectionError
+    from collector.scores import reference_scores
+
+    with pytest.raises(CollectionError, match="dataset's policy's rollouts raised ValueError: "
+                       "model exploded$"):  # fmt: skip
+        reference_scores(lambda: gym.make("CartPole-v1"), FailingPolicy(), episodes=2)
+
+
+def test_ref_scores_must_be_an_object_in_a_manifest() -> None:
+    from collector.errors import CorruptDatasetError
+
+    dataset_id = heuristic()
+    with storage.DatasetWriter(dataset_id) as writer:
+        with pytest.raises(CorruptDatasetError, match="ref_scores must be an object or null"):
+            writer.commit(ref_scores=[1, 2])
