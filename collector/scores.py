@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ from collector.envs import check_registered_spec, make_env, register_namespace
 from collector.errors import (
     CollectionError,
     HarvestError,
+    HarvestWarning,
     InvalidValueError,
     MissingExtraError,
     UsageError,
@@ -494,7 +496,8 @@ def score_collected(
     the numbers ``score_dataset`` gives later with the same ``episodes`` and ``num_envs``
     (same seeds, env and policy). Skipped (None) when the last commit already holds scores
     of the same data, episodes and ``num_envs``: a re-run that collected nothing does not
-    roll out again.
+    roll out again. Equal scores (a random policy's run) are not stored: a ``HarvestWarning``
+    says so, and the run's data stays committed.
     """
     meta = writer.meta
     if meta is None:
@@ -511,19 +514,23 @@ def score_collected(
     make = functools.partial(
         make_env, config.env, config.env_kwargs, config.max_episode_steps, config.wrappers
     )
-    scores = reference_scores(
-        make,
-        policy,
-        episodes=episodes,
-        entropy=entropy,
-        used_seeds=dataset_seeds(writer.path, meta),
-        num_envs=num_envs,
-        about={
-            "env_id": (meta.get("env_spec") or {}).get("id", config.env),
-            "max_policy": dict(config.policy),
-            "fingerprint": meta.get("fingerprint"),
-        },
-    )
+    try:
+        scores = reference_scores(
+            make,
+            policy,
+            episodes=episodes,
+            entropy=entropy,
+            used_seeds=dataset_seeds(writer.path, meta),
+            num_envs=num_envs,
+            about={
+                "env_id": (meta.get("env_spec") or {}).get("id", config.env),
+                "max_policy": dict(config.policy),
+                "fingerprint": meta.get("fingerprint"),
+            },
+        )
+    except InvalidValueError as e:  # equal scores (a random policy): the data stays, unscored
+        warnings.warn(f"{writer.dataset_id}: not scored: {e}", HarvestWarning, stacklevel=2)
+        return None
     writer.commit(**scores.fields())
     log.info(
         "%s: ref_min_score %g (random), ref_max_score %g (its policy), %d episodes each",

@@ -425,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("score", _score, "store reference scores (ref_min_score/ref_max_score): seeded "
             "rollouts of a random policy and the dataset's own")  # fmt: skip
     p.add_argument("id", metavar="ID")
-    p.add_argument("--episodes", type=int, default=10, help="episodes per policy (default 10)")
+    p.add_argument("--episodes", type=int, default=10, metavar="N",
+                   help="episodes per policy (default 10)")  # fmt: skip
     p.add_argument("--num-envs", type=int, default=1, metavar="N",
                    help="envs stepped together for a batched policy (default 1)")  # fmt: skip
     p.add_argument("--min", type=float, metavar="X", help="store X as ref_min_score (no rollout)")

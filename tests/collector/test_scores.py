@@ -17,7 +17,7 @@ from helpers import read_episodes
 
 from collector import DataCollector, storage
 from collector.collect import collect
-from collector.errors import DatasetNotFoundError, InvalidValueError, UsageError
+from collector.errors import DatasetNotFoundError, HarvestWarning, InvalidValueError, UsageError
 from collector.scores import dataset_seeds, score_dataset, score_seeds
 from curation import load_dataset
 from curation.cli import main
@@ -243,3 +243,42 @@ def test_ref_scores_must_be_an_object_in_a_manifest() -> None:
     with storage.DatasetWriter(dataset_id) as writer:
         with pytest.raises(CorruptDatasetError, match="ref_scores must be an object or null"):
             writer.commit(ref_scores=[1, 2])
+
+
+def test_data_collector_expert_policy_scores_use_the_same_rollouts() -> None:
+    from collector.policies import CartPoleHeuristic
+
+    env = DataCollector(gym.make("CartPole-v1"))
+    env.reset(seed=0)
+    env.step(0)
+    env.step(0)  # an unfinished episode is left out; nothing else needed
+    env.create_dataset(
+        "own/expert-v0", expert_policy=CartPoleHeuristic().act, num_episodes_average_score=3
+    )
+    env.close()
+    meta = stored("own/expert-v0")
+    assert meta["ref_max_score"] == 500.0 and 5 < meta["ref_min_score"] < 60
+
+
+def test_score_keys_compose_from_the_command_line() -> None:
+    from hydra import compose, initialize_config_module
+
+    from collector.config import CollectConfig
+
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(
+            "collect",
+            overrides=["score=true", "score_episodes=3", "episodes=2", "policy=cartpole_heuristic"],
+        )
+        random = compose("collect", overrides=["score=true", "score_episodes=2", "episodes=2"])
+        with pytest.raises(Exception, match="score"):
+            compose("collect", overrides=["score=maybe"])
+    config = CollectConfig.from_dict(cfg)
+    assert (config.score, config.score_episodes) == (True, 3)
+    assert (CollectConfig().score, CollectConfig().score_episodes) == (False, 10)
+    result = collect(cfg, policy_name="cartpole_heuristic")
+    assert stored(result.dataset_id)["ref_scores"]["episodes"] == 3
+    # a random policy's run: its scores would be equal; the data is kept, unscored, and said so
+    with pytest.warns(HarvestWarning, match="cartpole-v1/random-v0: not scored: .* are equal"):
+        result = collect(random, policy_name="random")
+    assert result.total_episodes == 2 and "ref_min_score" not in stored(result.dataset_id)
