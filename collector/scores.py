@@ -271,8 +271,10 @@ def reference_scores(
             raise
         except Exception as e:  # the env's or the policy's own error, mid-episode
             name = "random" if runs == "min" else "dataset's"
+            env_id = how.get("env_id") or "the env"
             raise CollectionError(
-                f"scoring failed: the {name} policy's rollouts raised {type(e).__name__}: "
+                f"scoring on {env_id} failed: the {name} policy's rollouts raised "
+                f"{type(e).__name__}: "
                 f"{' '.join(str(e).split())[:200]}"
             ) from e
         means[key] = float(returns.mean())

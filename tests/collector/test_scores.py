@@ -231,7 +231,8 @@ def test_a_policy_failing_mid_rollout_is_one_line() -> None:
     from collector.errors import CollectionError
     from collector.scores import reference_scores
 
-    with pytest.raises(CollectionError, match="dataset's policy's rollouts raised ValueError: "
+    with pytest.raises(CollectionError, match="on the env failed: the dataset.s policy.s rollouts "
+                       "raised ValueError: "
                        "model exploded$"):  # fmt: skip
         reference_scores(lambda: gym.make("CartPole-v1"), FailingPolicy(), episodes=2)
 
