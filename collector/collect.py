@@ -42,6 +42,7 @@ from collector.policies import build_policy
 from collector.provenance import git_commit, versions
 from collector.redact import redact
 from collector.runners import get_runner
+from collector.scores import score_collected
 from collector.seeding import draw_entropy
 from collector.spaces import check_supported
 
@@ -192,6 +193,8 @@ def collect(
                 # dataset open: a finished run leaves its dataset, not twice it (issue 19)
                 writer.remove_superseded()
             wall = time.perf_counter() - start
+            if config.score:  # reference scores of this env and policy (issue 20 item 4)
+                score_collected(writer, config, policy, entropy)
             meta = writer.meta
             assert meta is not None
             return CollectResult(

@@ -154,6 +154,10 @@ class CollectConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     runner: LocalRunnerConfig | RayRunnerConfig = field(default_factory=LocalRunnerConfig)
     progress: bool = True
+    #: roll out a random policy and this run's policy at the end (``collector.scores``) and
+    #: store ``ref_min_score``/``ref_max_score``; not data-affecting
+    score: bool = False
+    score_episodes: int = 10
     metadata: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(METADATA_KEYS))
 
     @classmethod
@@ -400,6 +404,11 @@ def _from_dict(conf: dict[str, Any]) -> CollectConfig:
         raise UsageError("env is not set; pass env=<Gymnasium id>, e.g. env=CartPole-v1")
     policy = _get(conf, "policy", defaults)
     dataset_id = conf.get("dataset_id") or None  # None: derived from env and policy
+    score_episodes = _positive(
+        _get(conf, "score_episodes", defaults), "score_episodes", allow_none=False, integer=True
+    )
+    if score_episodes > 10_000:  # collector.scores.MAX_EPISODES: their seeds are stored
+        raise UsageError(f"score_episodes={score_episodes} must be at most 10000")
     if dataset_id is not None:
         storage.parse_dataset_id(dataset_id)
     return CollectConfig(
@@ -420,6 +429,8 @@ def _from_dict(conf: dict[str, Any]) -> CollectConfig:
         storage=StorageConfig(compression=compression, shard_mb=shard_mb, encoder=encoder),
         runner=runner,
         progress=bool(_get(conf, "progress", defaults)),
+        score=bool(conf.get("score")),
+        score_episodes=score_episodes,
         metadata=dict(_get(conf, "metadata", defaults) or {}),
     )
 

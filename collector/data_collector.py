@@ -573,29 +573,20 @@ def _reference_scores(
 ) -> dict[str, float]:
     """Mean return of ``policy`` (ref max) and of uniform random actions (ref min), seeded."""
     from collector.policies import RandomPolicy, as_policy
+    from collector.scores import rollout_returns
 
-    def mean_return(make_policy: Callable[[gym.Env], Any]) -> float:
-        env = (
-            gym.make(env_like)
-            if isinstance(env_like, str | gym.envs.registration.EnvSpec)
-            else gym.make(env_like.spec)
-        )
-        pol = as_policy(make_policy(env))
-        total = 0.0
-        for i in range(episodes):
-            pol.reset(123 + i)
-            obs, _ = env.reset(seed=123 + i)
-            done = False
-            while not done:
-                obs, r, te, tr, _ = env.step(pol.act(obs))
-                total += float(r)
-                done = te or tr
-        env.close()
-        return total / episodes
+    def make() -> gym.Env:
+        if isinstance(env_like, str | gym.envs.registration.EnvSpec):
+            return gym.make(env_like)
+        return gym.make(env_like.spec)
 
+    seeds = [123 + i for i in range(episodes)]
+    probe = make()
+    random_policy = RandomPolicy(probe.action_space)
+    probe.close()
     return {
-        "ref_max_score": mean_return(lambda env: policy),
-        "ref_min_score": mean_return(lambda env: RandomPolicy(env.action_space)),
+        "ref_max_score": float(rollout_returns(make, as_policy(policy), seeds, seeds).mean()),
+        "ref_min_score": float(rollout_returns(make, random_policy, seeds, seeds).mean()),
     }
 
 

@@ -2,9 +2,9 @@
 
 Every subcommand calls one Python function that tests call too (``curation.ops``,
 ``curation.describe``, ``curation.catalog``, ``curation.report``, ``curation.recipes``,
-``collector.storage.verify_dataset``); this module only parses, prints and maps
-``HarvestError`` to one line and an exit code (2 for usage mistakes, 1 otherwise;
-``--verbose`` shows the traceback).
+``collector.storage.verify_dataset``, ``collector.scores.score_dataset``); this module only
+parses, prints and maps ``HarvestError`` to one line and an exit code (2 for usage mistakes,
+1 otherwise; ``--verbose`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The subcommands; anything else that looks like ``KEY=VALUE`` goes to the recipe app.
 COMMANDS = ("combine", "filter", "split", "list", "show", "verify", "delete", "report",
-            "namespace", "recipe", "push", "pull", "export", "import-minari")  # fmt: skip
+            "namespace", "recipe", "push", "pull", "export", "import-minari",
+            "score")  # fmt: skip
 
 _EPILOG = """\
 recipes (a Hydra app: overrides and -m multirun work):
@@ -264,6 +265,28 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    from collector.scores import score_dataset
+
+    scores = score_dataset(
+        args.id,
+        episodes=args.episodes,
+        num_envs=args.num_envs,
+        root=args.root,
+        trust_remote_code=args.trust_remote_code,
+        ref_min_score=args.min,
+        ref_max_score=args.max,
+    )
+    how = scores.how
+    given = how.get("given", {}) if how.get("method") != "given" else scores.fields()
+    lo = "given" if "ref_min_score" in given else "random policy"
+    hi = "given" if "ref_max_score" in given else "its policy"
+    tail = f", {how['episodes']} episodes each" if "episodes" in how else ""
+    print(f"{args.id}: ref_min_score {scores.ref_min_score:g} ({lo}), ref_max_score "
+          f"{scores.ref_max_score:g} ({hi}){tail}")  # fmt: skip
+    return 0
+
+
 def _namespace(args: argparse.Namespace) -> int:
     from curation import catalog
     from curation.describe import describe_namespace
@@ -398,6 +421,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID")
     p.add_argument("--out", required=True, metavar="FILE.png")
     p.add_argument("--bins", type=int, default=30)
+
+    p = add("score", _score, "store reference scores (ref_min_score/ref_max_score): seeded "
+            "rollouts of a random policy and the dataset's own")  # fmt: skip
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--episodes", type=int, default=10, metavar="N",
+                   help="episodes per policy (default 10)")  # fmt: skip
+    p.add_argument("--num-envs", type=int, default=1, metavar="N",
+                   help="envs stepped together for a batched policy (default 1)")  # fmt: skip
+    p.add_argument("--min", type=float, metavar="X", help="store X as ref_min_score (no rollout)")
+    p.add_argument("--max", type=float, metavar="Y", help="store Y as ref_max_score (no rollout)")
+    p.add_argument("--trust-remote-code", action="store_true", help="build a policy or env the "
+                   "dataset names that runs other code (a checkpoint, your own class)")  # fmt: skip
 
     p = add("namespace", _namespace, "create, list or show namespaces (folders of ids)")
     p.add_argument("action", choices=("create", "list", "show"))

@@ -271,7 +271,7 @@ def check_metadata(meta: Mapping[str, Any], source: str) -> None:
             raise bad(f"{key} must be a number")
     if not isinstance(meta.get("record_infos", False), bool):
         raise bad("record_infos must be true or false")
-    for key in ("provenance", "lineage", "env_spec", "eval_env_spec"):
+    for key in ("provenance", "lineage", "env_spec", "eval_env_spec", "ref_scores"):
         if not isinstance(meta.get(key), dict | None):
             raise bad(f"{key} must be an object or null")
     requirements = meta.get("requirements") or []
