@@ -18,6 +18,7 @@ file larger than ``$HARVEST_HUB_MAX_MB`` (default 4096) is refused before it is 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from types import SimpleNamespace
 from typing import Any, Final
 
 from collector.errors import HarvestError, MissingExtraError, RemoteError, UsageError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "HUB_TARGET",
@@ -191,7 +194,9 @@ def _too_big(repo: str, filename: str, size: int | None, limit: int) -> UsageErr
 def fetch_checkpoint(repo: str, filename: str, revision: str = "main") -> HubCheckpoint:
     """Resolve ``revision`` to a commit and bring ``repo/filename`` at it into the cache.
 
-    A commit sha whose file is already cached makes no request. Otherwise one HEAD request
+    A commit sha whose file is already cached makes no request, nor does any cached revision
+    with ``HF_HUB_OFFLINE=1`` (a branch then means the commit the cache last saw it at).
+    Otherwise one HEAD request
     resolves the revision and reads the size (refused over ``max_download_bytes()``), then
     ``hf_hub_download`` fetches the file at the commit.
 
@@ -203,10 +208,20 @@ def fetch_checkpoint(repo: str, filename: str, revision: str = "main") -> HubChe
     check_reference(repo, filename, revision)
     hub = _hub()
     limit = max_download_bytes()
-    if _COMMIT_RE.fullmatch(revision):
+    offline = hub.constants.is_offline_mode()
+    if _COMMIT_RE.fullmatch(revision) or offline:
         cached = hub.try_to_load_from_cache(repo, filename, revision=revision, repo_type=REPO_TYPE)
         if isinstance(cached, str):
-            return _checked(HubCheckpoint(repo, filename, revision, revision, Path(cached)), limit)
+            # <cache>/models--org--name/snapshots/<commit>/<filename>
+            commit = Path(cached).parents[filename.count("/")].name
+            if _COMMIT_RE.fullmatch(commit):
+                checkpoint = HubCheckpoint(repo, filename, revision, commit, Path(cached))
+                return _checked(checkpoint, limit)
+    if offline:
+        raise RemoteError(
+            f"{repo}/{filename}@{revision} is not in the local Hub cache and HF_HUB_OFFLINE is "
+            "set; run once online (or unset HF_HUB_OFFLINE)"
+        )
     endpoint = _endpoint()
     with _errors(repo, filename, revision):
         url = hub.hf_hub_url(
@@ -225,7 +240,26 @@ def fetch_checkpoint(repo: str, filename: str, revision: str = "main") -> HubChe
         local = hub.hf_hub_download(
             repo, filename, repo_type=REPO_TYPE, revision=commit, endpoint=endpoint
         )
+    if revision != commit:
+        _remember_ref(Path(local).parents[filename.count("/") + 2], revision, commit)
     return _checked(HubCheckpoint(repo, filename, revision, commit, Path(local)), limit)
+
+
+def _remember_ref(repo_folder: Path, revision: str, commit: str) -> None:
+    """Record ``revision -> commit`` in the cache's ``refs/`` as ``hf_hub_download`` does.
+
+    Downloading at the commit (so every file is the resolved one) leaves the branch unknown
+    to the cache; with the ref, an ``HF_HUB_OFFLINE=1`` run resolves it. Best effort: a
+    read-only cache only loses that.
+    """
+    ref = repo_folder / "refs" / revision
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+        tmp.write_text(commit)
+        os.replace(tmp, ref)
+    except OSError:
+        log.debug("cannot record %s -> %s in the Hub cache", revision, commit, exc_info=True)
 
 
 def _checked(checkpoint: HubCheckpoint, limit: int) -> HubCheckpoint:
