@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,8 +256,9 @@ def _remember_ref(repo_folder: Path, revision: str, commit: str) -> None:
     ref = repo_folder / "refs" / revision
     try:
         ref.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
-        tmp.write_text(commit)
+        fd, tmp = tempfile.mkstemp(dir=ref.parent, prefix=f".{ref.name}-")
+        with os.fdopen(fd, "w") as f:
+            f.write(commit)
         os.replace(tmp, ref)
     except OSError:
         log.debug("cannot record %s -> %s in the Hub cache", revision, commit, exc_info=True)
