@@ -110,6 +110,8 @@ def _local_file(key: str, value: Any) -> Path:
             f"{key}={str(value)!r}: no such file (relative paths resolve against {os.getcwd()}); "
             "check the path"
         )
+    if not (path.is_file() or path.is_dir()):  # a FIFO or device would never end
+        raise UsageError(f"{key}={str(value)!r} is not a regular file; give the checkpoint file")
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -98,6 +99,9 @@ def test_a_missing_checkpoint_is_one_line_naming_the_key_and_folder(
         checkpoint_identity({"_target_": LINEAR, "path": "nope.json"})
     with pytest.raises(UsageError, match="policy.state_dict=3 is not a file path"):
         checkpoint_identity({"_target_": LINEAR, "state_dict": 3})
+    os.mkfifo(tmp_path / "fifo")  # would block the hash forever
+    with pytest.raises(UsageError, match="policy.path='fifo' is not a regular file"):
+        checkpoint_identity({"_target_": LINEAR, "path": "fifo"})
 
 
 def test_identity_is_recorded_in_provenance(weights: bytes) -> None:
