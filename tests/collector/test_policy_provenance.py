@@ -175,3 +175,9 @@ def test_a_dataset_from_before_checkpoint_hashes_resumes_with_a_warning(
     assert resumed.new_episodes == 3
     assert "cannot be checked" in caplog.text
     assert resumed.fingerprint == run(6, policy, dataset_id="cp/whole-v0").fingerprint
+
+
+def test_vector_sub_envs_build_from_the_pinned_config(weights: bytes) -> None:
+    policy = {"_target_": LINEAR, "path": "weights.json", "noise": 0.3}
+    vector = run(5, policy, dataset_id="cp/vector-v0", num_envs=3)
+    assert vector.fingerprint == run(5, policy).fingerprint
