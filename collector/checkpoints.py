@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from collector.errors import UsageError
+from collector.policy_hub import HUB_TARGET, fetch_checkpoint
 
 __all__ = [
     "FILE_KEYS",
@@ -36,14 +37,13 @@ __all__ = [
 #: Policy config keys that name checkpoint files (the issue-20 contract).
 FILE_KEYS: Final = ("path", "state_dict")
 _CHUNK: Final = 1 << 20
-_HUB_TARGET: Final = "collector.policy_hub.HubPolicy"  # policy_hub.HUB_TARGET, without its import
 #: Libraries whose version shapes what a loaded checkpoint does.
 _LIBRARIES: Final = ("torch", "stable-baselines3")
 
 
 def is_hub_config(policy_cfg: Mapping[str, Any]) -> bool:
     """True for a ``policy=hub`` config (``_target_: collector.policy_hub.HubPolicy``)."""
-    return policy_cfg.get("_target_") == _HUB_TARGET
+    return policy_cfg.get("_target_") == HUB_TARGET
 
 
 def _policy_configs(cfg: Mapping[str, Any], key: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -126,8 +126,6 @@ def _local_identity(key: str, value: Any) -> dict[str, Any]:
 
 
 def _hub_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    from collector.policy_hub import fetch_checkpoint
-
     checkpoint = fetch_checkpoint(
         cfg.get("repo"),  # type: ignore[arg-type]  # checked there
         cfg.get("filename"),  # type: ignore[arg-type]

@@ -37,8 +37,10 @@ __all__ = [
     "LOADERS",
     "HubCheckpoint",
     "HubPolicy",
+    "check_reference",
     "fetch_checkpoint",
     "file_key",
+    "loader_target",
     "max_download_bytes",
 ]
 
