@@ -109,6 +109,8 @@ def check_reference(repo: Any, filename: Any, revision: Any) -> None:
 def _hub() -> Any:
     try:
         import huggingface_hub
+        import huggingface_hub.constants
+        import huggingface_hub.errors  # submodules the package does not import lazily
     except ImportError as e:
         raise MissingExtraError(
             "policy=hub needs huggingface_hub: pip install 'harvest[hf]'"
@@ -199,9 +201,8 @@ def fetch_checkpoint(repo: str, filename: str, revision: str = "main") -> HubChe
 
     A commit sha whose file is already cached makes no request, nor does any cached revision
     with ``HF_HUB_OFFLINE=1`` (a branch then means the commit the cache last saw it at).
-    Otherwise one HEAD request
-    resolves the revision and reads the size (refused over ``max_download_bytes()``), then
-    ``hf_hub_download`` fetches the file at the commit.
+    Otherwise one HEAD request resolves the revision and reads the size (refused over
+    ``max_download_bytes()``), then ``hf_hub_download`` fetches the file at the commit.
 
     Raises:
         UsageError: a malformed or unknown repo, filename or revision, or a file too large.

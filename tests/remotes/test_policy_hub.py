@@ -231,3 +231,12 @@ def test_a_file_over_the_size_limit_is_not_downloaded(
     with pytest.raises(UsageError, match="over the 10 bytes a policy checkpoint may be"):
         fetch_checkpoint(repo, "ppo/weights.json")
     assert [m for m, _ in file_requests(hub, seen)] == ["HEAD"]  # no GET
+
+
+def test_an_unreachable_hub_is_one_line(hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from remotes.conftest import closed_port_url
+
+    monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
+    with pytest.raises(RemoteError, match="cannot download org/x/w.json@main from http") as info:
+        fetch_checkpoint("org/x", "w.json")
+    assert "\n" not in str(info.value)
