@@ -80,6 +80,9 @@ def check_reference(repo: Any, filename: Any, revision: Any) -> None:
     Raises:
         UsageError: naming the key (``policy.repo``, ``policy.filename``, ``policy.revision``).
     """
+    for key, value, example in (("repo", repo, "ORG/NAME"), ("filename", filename, "model.zip")):
+        if value in (None, "???"):  # left as conf/policy/hub.yaml has it
+            raise UsageError(f"policy=hub needs policy.{key}; set e.g. policy.{key}={example}")
     if not isinstance(repo, str) or not _REPO_RE.fullmatch(repo) or ".." in repo:
         raise UsageError(
             f"policy.repo={repo!r} is not a Hub model repo id; use ORG/NAME "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,6 +218,8 @@ def test_unknown_repo_revision_file_and_loader_are_one_line_each(hub: HubServer,
         with pytest.raises(UsageError, match=re.escape(message)) as info:
             fetch_checkpoint(*args)
         assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match=re.escape("policy=hub needs policy.filename; set e.g.")):
+        HubPolicy(repo, "???", loader=LINEAR)
     with pytest.raises(UsageError, match=re.escape("policy.loader='sb4'")):
         HubPolicy(repo, "ppo/weights.json", loader="sb4")
     with pytest.raises(UsageError, match=re.escape("policy.path is set by policy=hub")):
@@ -240,3 +243,11 @@ def test_an_unreachable_hub_is_one_line(hub: HubServer, monkeypatch: pytest.Monk
     with pytest.raises(RemoteError, match="cannot download org/x/w.json@main from http") as info:
         fetch_checkpoint("org/x", "w.json")
     assert "\n" not in str(info.value)
+
+
+def test_without_huggingface_hub_policy_hub_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collector.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(MissingExtraError, match=re.escape("pip install 'harvest[hf]'")):
+        fetch_checkpoint("org/x", "w.json")
