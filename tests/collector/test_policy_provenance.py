@@ -181,3 +181,24 @@ def test_vector_sub_envs_build_from_the_pinned_config(weights: bytes) -> None:
     policy = {"_target_": LINEAR, "path": "weights.json", "noise": 0.3}
     vector = run(5, policy, dataset_id="cp/vector-v0", num_envs=3)
     assert vector.fingerprint == run(5, policy).fingerprint
+
+
+@pytest.mark.slow
+def test_ray_workers_load_the_file_the_driver_hashed(
+    weights: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative path resolves against the driver's cwd, not the workers' (they started
+    before this test changed folder)."""
+    pytest.importorskip("ray")
+    from ray_support import module_ray, on_ray
+
+    monkeypatch.chdir(tmp_path.parent)  # Ray's workers start here
+    ray_run = module_ray()
+    address = next(ray_run)
+    try:
+        monkeypatch.chdir(tmp_path)
+        policy = {"_target_": LINEAR, "path": "weights.json", "noise": 0.3}
+        on = run(6, policy, dataset_id="cp/ray-v0", runner=on_ray(address=address))
+        assert on.fingerprint == run(6, policy).fingerprint
+    finally:
+        next(ray_run, None)
