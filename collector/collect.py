@@ -11,6 +11,7 @@ returns a summary.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from collector import storage
+from collector.checkpoints import checkpoint_hashes, checkpoint_identity, pin_policy
 from collector.committer import (
     MB,
     CollectInterrupted,
@@ -39,7 +41,7 @@ from collector.envs import (
 from collector.errors import ConfigMismatchError
 from collector.plan import EpisodePlan, segment_episodes
 from collector.policies import build_policy
-from collector.provenance import git_commit, versions
+from collector.provenance import git_commit, policy_provenance, versions
 from collector.redact import redact
 from collector.runners import get_runner
 from collector.scores import score_collected
@@ -101,8 +103,17 @@ def default_dataset_id(env_id: str, policy_name: str) -> str:
     return f"{env_part}/{_slug(policy_name)}-v0"
 
 
-def data_config(cfg: CollectConfig | Mapping[str, Any], env_package: str | None) -> dict[str, Any]:
-    """The data-affecting part of a collect config, as stored in provenance."""
+def data_config(
+    cfg: CollectConfig | Mapping[str, Any],
+    env_package: str | None,
+    checkpoints: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The data-affecting part of a collect config, as stored in provenance.
+
+    ``checkpoints`` (``checkpoint_hashes``: config key -> sha256 of the file it names) is
+    data-affecting too: a changed file behind the same path is a different policy. Left out
+    when the policy names no file, as datasets collected before the key existed stored it.
+    """
     if isinstance(cfg, CollectConfig):
         cfg = cfg.to_dict()
     out = {key: cfg.get(key) for key in DATA_KEYS}
@@ -120,11 +131,24 @@ def data_config(cfg: CollectConfig | Mapping[str, Any], env_package: str | None)
         out["vectorization_mode"] = "vector_entry_point"
         out["num_envs"] = num_envs
         out["segment_episodes"] = segment_episodes(num_envs)
+    if checkpoints:
+        out["checkpoints"] = dict(checkpoints)
     return out
 
 
-def _mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+def _mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, old, new)`` per differing key; a checkpoint as ``policy.path sha256``."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if k == "checkpoints" and isinstance(a, Mapping) and isinstance(b, Mapping):
+            files = sorted(f for f in set(a) | set(b) if a.get(f) != b.get(f))
+            out += [(f"{f} sha256", a.get(f), b.get(f)) for f in files]
+        else:
+            out.append((k, a, b))
+    return out
 
 
 def collect(
@@ -166,15 +190,21 @@ def collect(
             require_vector_entry_point(config.env)
         check_supported(env.observation_space, "observation")
         check_supported(env.action_space, "action")
-        policy = build_policy(config.policy, env)
+        # hash the checkpoints (and resolve a Hub revision) once, here on the driver; every
+        # worker builds from the pinned config, so all load the bytes that were hashed
+        identity = checkpoint_identity(config.policy)
+        pinned = pin_policy(config.policy, identity) if identity else config.policy
+        policy = build_policy(pinned, env)
         spec = recorded_spec(env, config.wrappers)
-        wanted = data_config(config, env_package_version(spec))
+        wanted = data_config(config, env_package_version(spec), checkpoint_hashes(identity))
+        facts = policy_provenance(identity, policy)
+        config = dataclasses.replace(config, policy=pinned)
         with (
             storage.DatasetWriter(dataset_id, config.datasets_root) as writer,
             disk_full_is_one_error(writer),
             interrupt_says_what_is_committed(writer) as run,
         ):
-            entropy = _open_generation(writer, conf, config, wanted, overrides, spec, env)
+            entropy = _open_generation(writer, conf, config, wanted, overrides, spec, env, facts)
             run["before"] = len(writer.committed_ids())
             todo = EpisodePlan(config.episodes, writer.committed_ids())  # lazily: may be 1e12
             start = time.perf_counter()
@@ -220,6 +250,7 @@ def _open_generation(
     overrides: list[str] | None,
     spec: Any,
     env: Any,
+    facts: dict[str, Any],
 ) -> int:
     """Check a resume against the last commit, or start a new generation; return the entropy."""
     if writer.exists and not config.overwrite:
@@ -232,13 +263,20 @@ def _open_generation(
                 "dataset_id or pass overwrite=true"
             )
         wanted = redact(wanted)  # as it was stored (issue 16 item 10)
-        keys = _mismatch(stored, wanted)
-        if keys:
-            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {wanted.get(k)!r}" for k in keys)
+        if "checkpoints" in wanted and "checkpoints" not in stored:
+            log.warning(
+                "%s was collected before harvest recorded checkpoint hashes: the policy's "
+                "files cannot be checked against it",
+                writer.dataset_id,
+            )
+            wanted = {k: v for k, v in wanted.items() if k != "checkpoints"}
+        diffs = _mismatch(stored, wanted)
+        if diffs:
+            detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs)
             raise ConfigMismatchError(
                 f"dataset {writer.dataset_id!r} was collected with different data-affecting "
                 f"config ({detail}); use another dataset_id or pass overwrite=true",
-                keys=tuple(keys),
+                keys=tuple(k for k, _, _ in diffs),
             )
         return int(prov["seed_entropy"])
     seed = config.seed
@@ -258,6 +296,7 @@ def _open_generation(
                 "seed_entropy": entropy,
                 "versions": versions(),
                 "git_commit": git_commit(),
+                **facts,
             },
             **{k: v for k, v in authors.items() if v is not None},
         )

@@ -1,16 +1,20 @@
 """Provenance: the versions and the git commit a dataset records about the code that made it.
 
 Public, so ``collect``, ``DataCollector`` and ``curation`` (save, Minari import) record the
-same facts the same way.
+same facts the same way; ``policy_provenance`` adds what made the actions (the checkpoint
+identity of ``collector.checkpoints`` and the policy's own ``provenance()``).
 """
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
+from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
+from typing import Any
 
-__all__ = ["git_commit", "versions"]
+__all__ = ["git_commit", "policy_provenance", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -33,3 +37,19 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def policy_provenance(identity: Mapping[str, Any], policy: Any) -> dict[str, Any]:
+    """Provenance entries about a policy: ``checkpoints`` and the policy's ``provenance()``.
+
+    Args:
+        identity: ``collector.checkpoints.checkpoint_identity`` of its config (``{}``: no
+            entry, as datasets of file-less policies always stored it).
+        policy: the built policy; a loader's ``provenance()`` (versions, device, algorithm)
+            is stored under ``policy`` as JSON (values JSON cannot hold as their ``str``).
+    """
+    out: dict[str, Any] = {"checkpoints": dict(identity)} if identity else {}
+    own = getattr(policy, "provenance", None)
+    if callable(own):
+        out["policy"] = json.loads(json.dumps(own(), default=str))
+    return out
