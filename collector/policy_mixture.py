@@ -1,0 +1,172 @@
+"""``policy=mixture``: one sub-policy per episode, chosen by seeded weights (issue 20).
+
+D4RL's "medium-expert" sets mix the episodes of two agents; a mixture does it declaratively::
+
+    policy:
+      _target_: collector.policy_mixture.MixturePolicy
+      policies: [{_target_: collector.policies.RandomPolicy},
+                 {_target_: collector.policies.CartPoleHeuristic}]
+      weights: [0.3, 0.7]
+
+Each sub-policy is built once (``build_policy``, so nested ``epsilon`` works too). At
+``reset(seed)`` the episode's sub-policy is drawn from a stream derived from the episode's
+policy seed alone, and the sub-policy is reset with another seed derived from it: so which
+sub-policy played episode ``i`` depends only on the root seed and ``i``, and the fingerprint is
+the same on every layout (local, vector envs, Ray). ``MixturePolicy.choose(seed)`` recomputes
+an episode's choice from its policy seed (``collector.seeding.policy_seed(entropy, i)``; the
+entropy is in the dataset's provenance), so the choice needs no column of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from collector.errors import UsageError
+from collector.policies import Policy, batch_actor, build_policy, check_epsilon, derived_seed
+from collector.spaces import batch_item, set_batch_rows
+
+__all__ = ["MixturePolicy", "check_mixture"]
+
+_CHOICE, _SUB = 0x6D697831, 0x6D697832  # sub-stream ids of derived_seed ("mix1", "mix2")
+_EXAMPLE = "e.g. policy.policies=[{_target_: collector.policies.RandomPolicy}]"
+
+
+def check_mixture(policies: Any, weights: Any) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The sub-policy configs and their weights, checked (``weights=None``: equal weights).
+
+    Raises:
+        UsageError: one line naming the key (``policy.policies``, ``policy.weights[i]``, ...)
+            and the fix.
+    """
+    if isinstance(policies, str | bytes) or not isinstance(policies, Sequence):
+        raise UsageError(f"policy.policies={policies!r} must be a list of configs, {_EXAMPLE}")
+    if not policies:
+        raise UsageError(f"policy.policies is empty; give at least one policy config, {_EXAMPLE}")
+    configs = []
+    for i, cfg in enumerate(policies):
+        key = f"policy.policies[{i}]"
+        if not isinstance(cfg, Mapping) or not cfg.get("_target_"):
+            raise UsageError(
+                f"{key}={cfg!r} is not a policy config; give a mapping with a _target_, "
+                "e.g. {_target_: collector.policies.RandomPolicy}"
+            )
+        if "epsilon" in cfg:
+            check_epsilon(cfg["epsilon"], f"{key}.epsilon")
+        configs.append(dict(cfg))
+    if weights is None:
+        return configs, np.ones(len(configs))
+    if isinstance(weights, str | bytes) or not isinstance(weights, Sequence):
+        raise UsageError(f"policy.weights={weights!r} must be a list of numbers, one per policy")
+    if len(weights) != len(configs):
+        raise UsageError(
+            f"policy.weights has {len(weights)} weight(s) but policy.policies has "
+            f"{len(configs)} policies; give one weight per policy (or policy.weights=null for "
+            "equal weights)"
+        )
+    for i, w in enumerate(weights):
+        if not isinstance(w, int | float) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
+            raise UsageError(f"policy.weights[{i}]={w!r} must be a finite number >= 0")
+    if not sum(weights) > 0:
+        raise UsageError("policy.weights are all 0; give at least one policy a positive weight")
+    return configs, np.asarray(weights, np.float64)
+
+
+class MixturePolicy:
+    """Per episode, one of ``policies`` drawn with probabilities proportional to ``weights``.
+
+    Args:
+        policies: sub-policy configs (each a mapping with a ``_target_``), built once each.
+        weights: one non-negative weight per sub-policy; None: equal weights.
+        action_space: the env's (single) action space.
+        observation_space: the env's (single) observation space.
+    """
+
+    def __init__(
+        self,
+        policies: Sequence[Mapping[str, Any]],
+        action_space: spaces.Space,
+        observation_space: spaces.Space,
+        weights: Sequence[float] | None = None,
+    ) -> None:
+        self.configs, w = check_mixture(policies, weights)
+        self.weights = w / w.sum()
+        self._cumulative = np.cumsum(w)
+        self.action_space = action_space
+        self.observation_space = observation_space
+        # build_policy reads only the two spaces from its env argument
+        env = SimpleNamespace(action_space=action_space, observation_space=observation_space)
+        self.policies: list[Policy] = [build_policy(cfg, env) for cfg in self.configs]
+        self.current = 0  # the sub-policy of the running episode
+        self._rows: np.ndarray | None = None  # per batch row, after reset_rows
+        self._actors: dict[tuple[int, int], Callable[[Any], Any]] = {}
+
+    def choose(self, seed: int | None) -> int:
+        """Index of the sub-policy that plays the episode whose policy seed is ``seed``."""
+        u = np.random.default_rng(derived_seed(seed, _CHOICE)).random()
+        k = int(np.searchsorted(self._cumulative, u * self._cumulative[-1], side="right"))
+        return min(k, int(np.flatnonzero(self.weights)[-1]))  # never a weight-0 policy
+
+    def reset(self, seed: int | None) -> None:
+        """Draw the episode's sub-policy from ``seed`` and reset it with a seed derived from it."""
+        self.current = self.choose(seed)
+        self._rows = None
+        self.policies[self.current].reset(derived_seed(seed, _SUB))
+
+    def act(self, obs: Any) -> Any:
+        """The action of the episode's sub-policy."""
+        return self.policies[self.current].act(obs)
+
+    def reset_rows(self, rows: Sequence[int], seeds: Sequence[int | None], n: int) -> None:
+        """Start new episodes in rows ``rows`` of an ``n``-row batch, one seed each.
+
+        For a batched runner that knows where each sub-env's episode starts: ``act_batch``
+        then gives each row its own episode's sub-policy. A sub-policy shared by several
+        rows keeps one stream, reset at its latest episode start (exact for deterministic
+        sub-policies).
+        """
+        if self._rows is None or len(self._rows) != n:
+            self._rows = np.full(n, self.current)
+        for row, seed in zip(rows, seeds, strict=True):
+            k = self._rows[row] = self.choose(seed)
+            self.policies[k].reset(derived_seed(seed, _SUB))
+
+    def act_batch(self, obs: Any, n: int) -> Any:
+        """``n`` actions: rows grouped by sub-policy, one batched call per sub-policy."""
+        from gymnasium.vector.utils import create_empty_array
+
+        rows = self._rows
+        if rows is None or len(rows) != n:
+            return self._actor(self.current, n)(obs)  # one episode stream for the whole batch
+        chosen = np.unique(rows)
+        if len(chosen) == 1:
+            return self._actor(int(chosen[0]), n)(obs)
+        out = create_empty_array(self.action_space, n)
+        for k in chosen.tolist():
+            idx = np.flatnonzero(rows == k)
+            sub_obs = batch_item(self.observation_space, obs, idx)
+            set_batch_rows(self.action_space, out, idx, self._actor(k, len(idx))(sub_obs))
+        return out
+
+    def _actor(self, k: int, n: int) -> Callable[[Any], Any]:
+        actor = self._actors.get((k, n))
+        if actor is None:
+            actor = batch_actor(self.policies[k], self.observation_space, self.action_space, n)
+            self._actors[(k, n)] = actor
+        return actor
+
+    def provenance(self) -> dict[str, Any]:
+        """The normalized weights and each sub-policy's target (and provenance, if it has one)."""
+        subs = []
+        for cfg, policy in zip(self.configs, self.policies, strict=True):
+            entry: dict[str, Any] = {"_target_": str(cfg["_target_"])}
+            inner = getattr(policy, "provenance", None)
+            if callable(inner):
+                entry.update(inner())
+            subs.append(entry)
+        return {"weights": self.weights.tolist(), "policies": subs}
