@@ -12,9 +12,9 @@ Each sub-policy is built once (``build_policy``, so nested ``epsilon`` works too
 ``reset(seed)`` the episode's sub-policy is drawn from a stream derived from the episode's
 policy seed alone, and the sub-policy is reset with another seed derived from it: so which
 sub-policy played episode ``i`` depends only on the root seed and ``i``, and the fingerprint is
-the same on every layout (local, vector envs, Ray). ``MixturePolicy.choose(seed)`` recomputes
-an episode's choice from its policy seed (``collector.seeding.policy_seed(entropy, i)``; the
-entropy is in the dataset's provenance), so the choice needs no column of its own.
+the same on every layout (local, vector envs, Ray). ``mixture_choices`` recomputes each
+episode's choice from the weights and root entropy in the dataset's provenance, so the choice
+needs no column of its own.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from gymnasium import spaces
 
 from collector.errors import UsageError
 from collector.policies import Policy, batch_actor, build_policy, check_epsilon, derived_seed
+from collector.seeding import policy_seed
 from collector.spaces import batch_item, set_batch_rows
 
-__all__ = ["MixturePolicy", "check_mixture"]
+__all__ = ["MixturePolicy", "check_mixture", "choose_policy", "mixture_choices"]
 
 _CHOICE, _SUB = 0x6D697831, 0x6D697832  # sub-stream ids of derived_seed ("mix1", "mix2")
 _EXAMPLE = "e.g. policy.policies=[{_target_: collector.policies.RandomPolicy}]"
@@ -77,6 +78,37 @@ def check_mixture(policies: Any, weights: Any) -> tuple[list[dict[str, Any]], np
     return configs, np.asarray(weights, np.float64)
 
 
+def choose_policy(weights: Sequence[float] | np.ndarray, seed: int | None) -> int:
+    """Index of the sub-policy that plays the episode whose policy seed is ``seed``.
+
+    One uniform draw from a stream derived from ``seed`` alone (weights need not sum to 1;
+    a weight of 0 is never chosen).
+
+    >>> choose_policy([0, 1], 7), choose_policy([1, 0], 7)
+    (1, 0)
+    """
+    w = np.asarray(weights, np.float64)
+    cumulative = np.cumsum(w)
+    u = np.random.default_rng(derived_seed(seed, _CHOICE)).random()
+    k = int(np.searchsorted(cumulative, u * cumulative[-1], side="right"))
+    return min(k, int(np.flatnonzero(w)[-1]))  # float rounding never picks a weight-0 policy
+
+
+def mixture_choices(
+    weights: Sequence[float], entropy: int, episode_ids: Sequence[int] | np.ndarray
+) -> np.ndarray:
+    """Which sub-policy played each episode of a ``policy=mixture`` dataset.
+
+    ``weights`` as in the dataset's ``provenance["config"]["policy"]`` and ``entropy`` its
+    ``provenance["seed_entropy"]``: a mixture's choice depends on nothing else, so it needs
+    no column of its own. (A nested mixture's choice follows from its own weights and the
+    sub-policy seed; not computed here.)
+    """
+    return np.array(
+        [choose_policy(weights, policy_seed(entropy, int(i))) for i in episode_ids], np.int64
+    )
+
+
 class MixturePolicy:
     """Per episode, one of ``policies`` drawn with probabilities proportional to ``weights``.
 
@@ -96,7 +128,7 @@ class MixturePolicy:
     ) -> None:
         self.configs, w = check_mixture(policies, weights)
         self.weights = w / w.sum()
-        self._cumulative = np.cumsum(w)
+        self._raw_weights = w
         self.action_space = action_space
         self.observation_space = observation_space
         # build_policy reads only the two spaces from its env argument
@@ -108,9 +140,7 @@ class MixturePolicy:
 
     def choose(self, seed: int | None) -> int:
         """Index of the sub-policy that plays the episode whose policy seed is ``seed``."""
-        u = np.random.default_rng(derived_seed(seed, _CHOICE)).random()
-        k = int(np.searchsorted(self._cumulative, u * self._cumulative[-1], side="right"))
-        return min(k, int(np.flatnonzero(self.weights)[-1]))  # never a weight-0 policy
+        return choose_policy(self._raw_weights, seed)
 
     def reset(self, seed: int | None) -> None:
         """Draw the episode's sub-policy from ``seed`` and reset it with a seed derived from it."""

@@ -17,7 +17,7 @@ from collector import storage
 from collector.collect import collect
 from collector.errors import UsageError
 from collector.policies import CartPoleHeuristic, EpsilonPolicy, RandomPolicy, build_policy
-from collector.policy_mixture import MixturePolicy
+from collector.policy_mixture import MixturePolicy, mixture_choices
 from collector.seeding import policy_seed
 
 RANDOM = {"_target_": "collector.policies.RandomPolicy"}
@@ -54,14 +54,17 @@ def mixture(weights: list[float] | None, policies: list[dict] | None = None) -> 
 
 
 def test_each_episode_is_played_by_the_sub_policy_its_seed_chooses() -> None:
-    """The heuristic's episodes last 500 steps, random ones ~20: the choice shows in the data."""
+    """The heuristic's episodes last 500 steps, random ones ~20: the choice shows in the data,
+    and the dataset's provenance alone tells which sub-policy played each episode."""
     run("mix/a-v0", MIXTURE)
-    chooser = mixture([0.4, 0.6])
-    lengths = {ep["id"]: ep["length"] for ep in read_episodes("mix/a-v0")}
-    chosen = {i: chooser.choose(policy_seed(5, i)) for i in lengths}
-    assert 5 < sum(chosen.values()) < 25  # both sub-policies played
-    for i, length in lengths.items():
-        assert (length >= 200) == (chosen[i] == 1), (i, length, chosen[i])
+    provenance = storage.read_metadata(storage.dataset_path("mix/a-v0"))["provenance"]
+    weights = provenance["config"]["policy"]["weights"]
+    episodes = read_episodes("mix/a-v0")
+    chosen = mixture_choices(weights, provenance["seed_entropy"], [ep["id"] for ep in episodes])
+    assert 5 < chosen.sum() < 25  # both sub-policies played
+    assert [ep["length"] >= 200 for ep in episodes] == (chosen == 1).tolist()
+    chooser = mixture(weights)
+    assert [chooser.choose(policy_seed(5, ep["id"])) for ep in episodes] == chosen.tolist()
 
 
 def test_the_mixture_gives_one_fingerprint_twice_and_on_vector_envs() -> None:
@@ -70,6 +73,19 @@ def test_the_mixture_gives_one_fingerprint_twice_and_on_vector_envs() -> None:
     assert run("mix/vec-v0", MIXTURE, num_envs=4, vectorization_mode="sync") == reference
     other = run("mix/w-v0", {**MIXTURE, "weights": [0.6, 0.4]})
     assert other != reference  # negative control: the weights matter
+
+
+def test_a_mixture_with_noise_runs_on_the_envs_own_vector_version() -> None:
+    """``vector_entry_point`` (layout-dependent tier): one ``reset`` per segment, ``act_batch``."""
+    policy = {**MIXTURE, "epsilon": 0.2}
+    first = run(
+        "vep/a-v0", policy, episodes=12, num_envs=4, vectorization_mode="vector_entry_point"
+    )
+    again = run(
+        "vep/b-v0", policy, episodes=12, num_envs=4, vectorization_mode="vector_entry_point"
+    )
+    assert first == again
+    assert storage.verify_dataset("vep/a-v0").episodes == 12
 
 
 def test_nested_epsilon_and_mixtures_stay_layout_independent() -> None:
