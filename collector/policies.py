@@ -15,6 +15,7 @@ import copy
 import functools
 import importlib
 import inspect
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -171,7 +172,7 @@ def derived_seed(seed: int | None, stream: int) -> int | None:
 
 def check_epsilon(value: Any, key: str = "policy.epsilon") -> float:
     """``value`` as a probability in [0, 1], or a one-line ``UsageError`` naming ``key``."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value <= 1
     if not ok:
         raise UsageError(f"{key}={value!r} must be a number in [0, 1], e.g. {key}=0.1")
     return float(value)

@@ -20,6 +20,7 @@ needs no column of its own.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from collector.errors import UsageError
+from collector.errors import HarvestError, UsageError
 from collector.policies import Policy, batch_actor, build_policy, check_epsilon, derived_seed
 from collector.seeding import policy_seed
 from collector.spaces import batch_item, set_batch_rows
@@ -62,6 +63,8 @@ def check_mixture(policies: Any, weights: Any) -> tuple[list[dict[str, Any]], np
         configs.append(dict(cfg))
     if weights is None:
         return configs, np.ones(len(configs))
+    if isinstance(weights, np.ndarray):
+        weights = weights.tolist()
     if isinstance(weights, str | bytes) or not isinstance(weights, Sequence):
         raise UsageError(f"policy.weights={weights!r} must be a list of numbers, one per policy")
     if len(weights) != len(configs):
@@ -71,7 +74,7 @@ def check_mixture(policies: Any, weights: Any) -> tuple[list[dict[str, Any]], np
             "equal weights)"
         )
     for i, w in enumerate(weights):
-        if not isinstance(w, int | float) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
+        if not isinstance(w, numbers.Real) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
             raise UsageError(f"policy.weights[{i}]={w!r} must be a finite number >= 0")
     if not sum(weights) > 0:
         raise UsageError("policy.weights are all 0; give at least one policy a positive weight")
@@ -133,7 +136,12 @@ class MixturePolicy:
         self.observation_space = observation_space
         # build_policy reads only the two spaces from its env argument
         env = SimpleNamespace(action_space=action_space, observation_space=observation_space)
-        self.policies: list[Policy] = [build_policy(cfg, env) for cfg in self.configs]
+        self.policies: list[Policy] = []
+        for i, cfg in enumerate(self.configs):
+            try:
+                self.policies.append(build_policy(cfg, env))
+            except HarvestError as e:  # say which sub-policy, keep the class (and exit code)
+                raise type(e)(f"policy.policies[{i}]: {e}") from e
         self.current = 0  # the sub-policy of the running episode
         self._rows: np.ndarray | None = None  # per batch row, after reset_rows
         self._actors: dict[tuple[int, int], Callable[[Any], Any]] = {}

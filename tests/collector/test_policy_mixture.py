@@ -235,6 +235,11 @@ def test_the_python_api_refuses_the_same_way() -> None:
         mixture([float("nan"), 1.0])
     with pytest.raises(UsageError, match=r"^policy\.epsilon=True must be a number in \[0, 1\]"):
         build_policy({**RANDOM, "epsilon": True}, ENV)
+    with pytest.raises(UsageError, match=r"^policy\.policies\[1\]: policy\._target_='no_such\.P'"):
+        mixture(None, [RANDOM, {"_target_": "no_such.P"}])
+    numpy_weights = mixture(np.array([1, 3]))  # numpy numbers are numbers too
+    assert numpy_weights.weights.tolist() == [0.25, 0.75]
+    assert build_policy({**RANDOM, "epsilon": np.float32(0.5)}, ENV).epsilon == 0.5
 
 
 # -- Ray --------------------------------------------------------------------------------------
