@@ -185,7 +185,9 @@ class EpsilonPolicy:
     policy still acts every step (its state and stream advance as without noise), so
     ``epsilon=0`` records exactly the bare policy's data. The coin flips and the random
     actions come from two streams derived from the episode's seed in ``reset``, independent
-    of the wrapped policy's own.
+    of the wrapped policy's own. When the wrapped policy acts in rows (``reset_row`` and
+    ``act_rows``: one call for a vector env's batch, each row its own episode), so does this
+    wrapper, each row with its own noise streams: the same actions as one episode at a time.
     """
 
     _COINS, _ACTIONS = 0x65707331, 0x65707332  # sub-stream ids of derived_seed ("eps1", "eps2")
@@ -204,6 +206,11 @@ class EpsilonPolicy:
         self._random = RandomPolicy(action_space)
         self._coins = np.random.default_rng(0)
         self._actors: dict[int, Callable[[Any], Any]] = {}
+        self._rows: list[tuple[np.random.Generator, RandomPolicy]] = []  # per row: coins, random
+        if callable(getattr(policy, "reset_row", None)) and callable(
+            getattr(policy, "act_rows", None)
+        ):
+            self.reset_row, self.act_rows = self._reset_row, self._act_rows
 
     def reset(self, seed: int | None) -> None:
         """Reset the wrapped policy with ``seed``, the noise streams with seeds derived from it."""
@@ -214,28 +221,69 @@ class EpsilonPolicy:
     def act(self, obs: Any) -> Any:
         """The wrapped policy's action, or with probability ``epsilon`` a random one."""
         action = self.policy.act(obs)
-        if self._coins.random() < self.epsilon:
+        if self.epsilon and self._coins.random() < self.epsilon:
             return self._random.act(obs)
         return action
 
     def act_batch(self, obs: Any, n: int) -> Any:
-        """``n`` actions: the wrapped policy's batch with each row replaced at rate ``epsilon``."""
-        from gymnasium.vector.utils import create_empty_array
+        """``n`` actions: the wrapped policy's batch with each row replaced at rate ``epsilon``.
 
-        from collector.spaces import batch_item, set_batch_rows
-
+        One noise stream for the whole batch, reset by ``reset`` (the layout-dependent
+        ``vector_entry_point`` tier).
+        """
         actor = self._actors.get(n)
         if actor is None:
             actor = batch_actor(self.policy, self.observation_space, self.action_space, n)
             self._actors[n] = actor
         actions = actor(obs)
-        noisy = self._coins.random(n) < self.epsilon
-        if not noisy.any():
+        if not self.epsilon:
             return actions
-        space, keep, swap = self.action_space, np.flatnonzero(~noisy), np.flatnonzero(noisy)
+        noisy = np.flatnonzero(self._coins.random(n) < self.epsilon)
+        return self._replace(actions, n, noisy, lambda: self._random.act_batch(None, len(noisy)))
+
+    def _reset_row(self, row: int, seed: int | None) -> None:
+        """``reset(seed)`` for the episode starting in batch row ``row``."""
+        self.policy.reset_row(row, seed)
+        while len(self._rows) <= row:
+            self._rows.append((self._coins, RandomPolicy(self.action_space)))
+        random = self._rows[row][1]
+        random.reset(derived_seed(seed, self._ACTIONS))
+        self._rows[row] = (np.random.default_rng(derived_seed(seed, self._COINS)), random)
+
+    def _act_rows(self, obs: Any, n: int) -> Any:
+        """``act`` for every row of the batch, each row drawing from its own noise streams."""
+        actions = self.policy.act_rows(obs, n)
+        if not self.epsilon:
+            return actions
+        rows = self._rows
+        noisy = [i for i in range(min(n, len(rows))) if rows[i][0].random() < self.epsilon]
+        if not noisy:
+            return actions
+        from gymnasium.vector.utils import concatenate, create_empty_array
+
+        space = self.action_space
+        return self._replace(
+            actions,
+            n,
+            np.asarray(noisy),
+            lambda: concatenate(
+                space, [rows[i][1].act(None) for i in noisy], create_empty_array(space, len(noisy))
+            ),
+        )
+
+    def _replace(self, actions: Any, n: int, noisy: np.ndarray, random: Callable[[], Any]) -> Any:
+        """``actions`` with rows ``noisy`` replaced by the batch ``random()`` returns."""
+        if not len(noisy):
+            return actions
+        from gymnasium.vector.utils import create_empty_array
+
+        from collector.spaces import batch_item, set_batch_rows
+
+        space = self.action_space
+        keep = np.setdiff1d(np.arange(n), noisy)
         out = create_empty_array(space, n)
         set_batch_rows(space, out, keep, batch_item(space, actions, keep))
-        set_batch_rows(space, out, swap, self._random.act_batch(None, len(swap)))
+        set_batch_rows(space, out, noisy, random())
         return out
 
     def provenance(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector.utils import create_empty_array
 
 from collector.errors import HarvestError, UsageError
 from collector.policies import Policy, batch_actor, build_policy, check_epsilon, derived_seed
@@ -143,8 +144,13 @@ class MixturePolicy:
             except HarvestError as e:  # say which sub-policy, keep the class (and exit code)
                 raise type(e)(f"policy.policies[{i}]: {e}") from e
         self.current = 0  # the sub-policy of the running episode
-        self._rows: np.ndarray | None = None  # per batch row, after reset_rows
+        self._row_choice = np.zeros(0, np.int64)  # per batch row, in rows mode
         self._actors: dict[tuple[int, int], Callable[[Any], Any]] = {}
+        if all(
+            callable(getattr(p, "reset_row", None)) and callable(getattr(p, "act_rows", None))
+            for p in self.policies
+        ):  # every sub-policy acts in rows: so does the mixture (else one instance per sub-env)
+            self.reset_row, self.act_rows = self._reset_row, self._act_rows
 
     def choose(self, seed: int | None) -> int:
         """Index of the sub-policy that plays the episode whose policy seed is ``seed``."""
@@ -153,50 +159,51 @@ class MixturePolicy:
     def reset(self, seed: int | None) -> None:
         """Draw the episode's sub-policy from ``seed`` and reset it with a seed derived from it."""
         self.current = self.choose(seed)
-        self._rows = None
         self.policies[self.current].reset(derived_seed(seed, _SUB))
 
     def act(self, obs: Any) -> Any:
         """The action of the episode's sub-policy."""
         return self.policies[self.current].act(obs)
 
-    def reset_rows(self, rows: Sequence[int], seeds: Sequence[int | None], n: int) -> None:
-        """Start new episodes in rows ``rows`` of an ``n``-row batch, one seed each.
-
-        For a batched runner that knows where each sub-env's episode starts: ``act_batch``
-        then gives each row its own episode's sub-policy. A sub-policy shared by several
-        rows keeps one stream, reset at its latest episode start (exact for deterministic
-        sub-policies).
-        """
-        if self._rows is None or len(self._rows) != n:
-            self._rows = np.full(n, self.current)
-        for row, seed in zip(rows, seeds, strict=True):
-            k = self._rows[row] = self.choose(seed)
-            self.policies[k].reset(derived_seed(seed, _SUB))
-
     def act_batch(self, obs: Any, n: int) -> Any:
-        """``n`` actions: rows grouped by sub-policy, one batched call per sub-policy."""
-        from gymnasium.vector.utils import create_empty_array
+        """``n`` actions of the sub-policy ``reset`` chose, for a batch sharing one reset.
 
-        rows = self._rows
-        if rows is None or len(rows) != n:
-            return self._actor(self.current, n)(obs)  # one episode stream for the whole batch
-        chosen = np.unique(rows)
+        (The layout-dependent ``vector_entry_point`` tier: one episode stream per segment.)
+        """
+        key = (self.current, n)
+        actor = self._actors.get(key)
+        if actor is None:
+            policy = self.policies[self.current]
+            actor = batch_actor(policy, self.observation_space, self.action_space, n)
+            self._actors[key] = actor
+        return actor(obs)
+
+    def _reset_row(self, row: int, seed: int | None) -> None:
+        """``reset(seed)`` for the episode starting in batch row ``row``."""
+        if row >= len(self._row_choice):
+            grow = np.zeros(row + 1 - len(self._row_choice), np.int64)
+            self._row_choice = np.concatenate([self._row_choice, grow])
+        k = self._row_choice[row] = self.choose(seed)
+        self.policies[k].reset_row(row, derived_seed(seed, _SUB))
+
+    def _act_rows(self, obs: Any, n: int) -> Any:
+        """``act`` for every row: rows grouped by sub-policy, one ``act_rows`` call each.
+
+        Each sub-policy is called with the whole batch (its rows keep their indices and
+        streams) and gives the rows whose episode it plays.
+        """
+        choice = self._row_choice[:n]
+        if len(choice) < n:  # rows never reset are idle: their actions are discarded
+            choice = np.concatenate([choice, np.zeros(n - len(choice), np.int64)])
+        chosen = np.unique(choice)
         if len(chosen) == 1:
-            return self._actor(int(chosen[0]), n)(obs)
+            return self.policies[int(chosen[0])].act_rows(obs, n)
         out = create_empty_array(self.action_space, n)
         for k in chosen.tolist():
-            idx = np.flatnonzero(rows == k)
-            sub_obs = batch_item(self.observation_space, obs, idx)
-            set_batch_rows(self.action_space, out, idx, self._actor(k, len(idx))(sub_obs))
+            idx = np.flatnonzero(choice == k)
+            actions = self.policies[k].act_rows(obs, n)
+            set_batch_rows(self.action_space, out, idx, batch_item(self.action_space, actions, idx))
         return out
-
-    def _actor(self, k: int, n: int) -> Callable[[Any], Any]:
-        actor = self._actors.get((k, n))
-        if actor is None:
-            actor = batch_actor(self.policies[k], self.observation_space, self.action_space, n)
-            self._actors[(k, n)] = actor
-        return actor
 
     def provenance(self) -> dict[str, Any]:
         """The normalized weights and each sub-policy's target (and provenance, if it has one)."""

@@ -109,18 +109,56 @@ def test_weights_are_respected_in_distribution() -> None:
     assert abs(share - 0.5) < 0.04
 
 
-def test_act_batch_gives_each_row_its_own_episodes_sub_policy() -> None:
+def test_act_batch_plays_the_sub_policy_reset_chose_for_every_row() -> None:
+    """``vector_entry_point``: one ``reset`` for the whole batch."""
     policy = mixture([0.5, 0.5], [CONSTANT_0, HEURISTIC])
-    seeds = [policy_seed(2, i) for i in range(8)]
-    choices = [policy.choose(s) for s in seeds]
-    assert 0 < sum(choices) < 8  # rows of both sub-policies
-    policy.reset_rows(range(8), seeds, 8)
     obs = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
     heuristic = CartPoleHeuristic().act_batch(obs, 8)
-    expected = np.where(np.array(choices) == 1, heuristic, 0)
-    np.testing.assert_array_equal(policy.act_batch(obs, 8), expected)
-    policy.reset(seeds[0])  # a whole-batch reset: one sub-policy for every row again
-    np.testing.assert_array_equal(policy.act_batch(obs, 8), heuristic if choices[0] else 0)
+    for seed in range(6):
+        policy.reset(seed)
+        expected = heuristic if policy.choose(seed) == 1 else np.zeros(8)
+        np.testing.assert_array_equal(policy.act_batch(obs, 8), expected)
+
+
+ROWS_RANDOM = {"_target_": "rows_policies.RowsRandom"}
+ROWS_HEURISTIC = {"_target_": "rows_policies.RowsHeuristic"}
+
+
+def test_in_rows_each_row_plays_its_own_episode_as_one_at_a_time() -> None:
+    """A batched runner (``reset_row``/``act_rows``): rows start episodes at different steps,
+    sub-policies and noise; every episode gets the actions it gets alone (``reset``/``act``)."""
+    cfg = {
+        **MIXTURE,
+        "epsilon": 0.3,
+        "policies": [{**ROWS_RANDOM, "epsilon": 0.2}, ROWS_HEURISTIC, ROWS_HEURISTIC],
+        "weights": [1, 1, 1],
+    }
+    rows, alone = build_policy(cfg, ENV), build_policy(cfg, ENV)
+    n, rng = 5, np.random.default_rng(1)
+    episodes: list[tuple[int, list, list]] = []  # (seed, observations, actions)
+    running: list[tuple[int, list, list]] = [None] * n  # type: ignore[list-item]
+    for step in range(120):
+        for row in range(n):
+            if step % (3 + 2 * row) == 0:  # rows restart at different steps
+                seed = policy_seed(9, len(episodes))
+                running[row] = (seed, [], [])
+                episodes.append(running[row])
+                rows.reset_row(row, seed)
+        obs = rng.normal(size=(n, 4)).astype(np.float32)
+        actions = rows.act_rows(obs, n)
+        for row in range(n):
+            running[row][1].append(obs[row])
+            running[row][2].append(int(actions[row]))
+    assert len({rows.policy.choose(seed) for seed, *_ in episodes}) == 3  # all sub-policies play
+    for seed, observations, actions in episodes:
+        alone.reset(seed)
+        assert [int(alone.act(o)) for o in observations] == actions, seed
+
+
+def test_a_mixture_acts_in_rows_only_when_every_sub_policy_does() -> None:
+    assert callable(getattr(mixture(None, [ROWS_RANDOM, ROWS_HEURISTIC]), "act_rows", None))
+    assert not hasattr(mixture(None, [ROWS_RANDOM, RANDOM]), "act_rows")
+    assert not hasattr(build_policy({**RANDOM, "epsilon": 0.5}, ENV), "reset_row")
 
 
 def test_provenance_names_the_weights_and_sub_policies() -> None:
