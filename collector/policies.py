@@ -15,6 +15,7 @@ import copy
 import functools
 import importlib
 import inspect
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,10 +27,13 @@ from collector.errors import UsageError
 __all__ = [
     "CallablePolicy",
     "CartPoleHeuristic",
+    "EpsilonPolicy",
     "Policy",
     "RandomPolicy",
     "as_policy",
     "batch_actor",
+    "check_epsilon",
+    "derived_seed",
     "locate",
 ]
 
@@ -152,6 +156,142 @@ class CallablePolicy:
         return self.fn(obs)
 
 
+def derived_seed(seed: int | None, stream: int) -> int | None:
+    """A 64-bit seed for sub-stream ``stream`` of an episode's policy ``seed`` (None stays None).
+
+    Independent of ``np.random.default_rng(seed)``, the stream a policy draws from itself.
+
+    >>> derived_seed(7, 1) == derived_seed(7, 1) != derived_seed(7, 2)
+    True
+    """
+    if seed is None:
+        return None
+    state = np.random.SeedSequence(int(seed), spawn_key=(int(stream),)).generate_state(2)
+    return int(state[0]) | (int(state[1]) << 32)
+
+
+def check_epsilon(value: Any, key: str = "policy.epsilon") -> float:
+    """``value`` as a probability in [0, 1], or a one-line ``UsageError`` naming ``key``."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value <= 1
+    if not ok:
+        raise UsageError(f"{key}={value!r} must be a number in [0, 1], e.g. {key}=0.1")
+    return float(value)
+
+
+class EpsilonPolicy:
+    """``policy``'s action, replaced with probability ``epsilon`` by a uniform random one.
+
+    ``build_policy`` wraps any policy whose config has ``epsilon`` (issue 20). The wrapped
+    policy still acts every step (its state and stream advance as without noise), so
+    ``epsilon=0`` records exactly the bare policy's data. The coin flips and the random
+    actions come from two streams derived from the episode's seed in ``reset``, independent
+    of the wrapped policy's own. When the wrapped policy acts in rows (``reset_row`` and
+    ``act_rows``: one call for a vector env's batch, each row its own episode), so does this
+    wrapper, each row with its own noise streams: the same actions as one episode at a time.
+    """
+
+    _COINS, _ACTIONS = 0x65707331, 0x65707332  # sub-stream ids of derived_seed ("eps1", "eps2")
+
+    def __init__(
+        self,
+        policy: Policy,
+        epsilon: float,
+        action_space: spaces.Space,
+        observation_space: spaces.Space,
+    ) -> None:
+        self.policy = policy
+        self.epsilon = check_epsilon(epsilon)
+        self.action_space = action_space
+        self.observation_space = observation_space
+        self._random = RandomPolicy(action_space)
+        self._coins = np.random.default_rng(0)
+        self._actors: dict[int, Callable[[Any], Any]] = {}
+        self._rows: list[tuple[np.random.Generator, RandomPolicy]] = []  # per row: coins, random
+        if callable(getattr(policy, "reset_row", None)) and callable(
+            getattr(policy, "act_rows", None)
+        ):
+            self.reset_row, self.act_rows = self._reset_row, self._act_rows
+
+    def reset(self, seed: int | None) -> None:
+        """Reset the wrapped policy with ``seed``, the noise streams with seeds derived from it."""
+        self.policy.reset(seed)
+        self._coins = np.random.default_rng(derived_seed(seed, self._COINS))
+        self._random.reset(derived_seed(seed, self._ACTIONS))
+
+    def act(self, obs: Any) -> Any:
+        """The wrapped policy's action, or with probability ``epsilon`` a random one."""
+        action = self.policy.act(obs)
+        if self.epsilon and self._coins.random() < self.epsilon:
+            return self._random.act(obs)
+        return action
+
+    def act_batch(self, obs: Any, n: int) -> Any:
+        """``n`` actions: the wrapped policy's batch with each row replaced at rate ``epsilon``.
+
+        One noise stream for the whole batch, reset by ``reset`` (the layout-dependent
+        ``vector_entry_point`` tier).
+        """
+        actor = self._actors.get(n)
+        if actor is None:
+            actor = batch_actor(self.policy, self.observation_space, self.action_space, n)
+            self._actors[n] = actor
+        actions = actor(obs)
+        if not self.epsilon:
+            return actions
+        noisy = np.flatnonzero(self._coins.random(n) < self.epsilon)
+        return self._replace(actions, n, noisy, lambda: self._random.act_batch(None, len(noisy)))
+
+    def _reset_row(self, row: int, seed: int | None) -> None:
+        """``reset(seed)`` for the episode starting in batch row ``row``."""
+        self.policy.reset_row(row, seed)
+        while len(self._rows) <= row:
+            self._rows.append((self._coins, RandomPolicy(self.action_space)))
+        random = self._rows[row][1]
+        random.reset(derived_seed(seed, self._ACTIONS))
+        self._rows[row] = (np.random.default_rng(derived_seed(seed, self._COINS)), random)
+
+    def _act_rows(self, obs: Any, n: int) -> Any:
+        """``act`` for every row of the batch, each row drawing from its own noise streams."""
+        actions = self.policy.act_rows(obs, n)
+        if not self.epsilon:
+            return actions
+        rows = self._rows
+        noisy = [i for i in range(min(n, len(rows))) if rows[i][0].random() < self.epsilon]
+        if not noisy:
+            return actions
+        from gymnasium.vector.utils import concatenate, create_empty_array
+
+        space = self.action_space
+        return self._replace(
+            actions,
+            n,
+            np.asarray(noisy),
+            lambda: concatenate(
+                space, [rows[i][1].act(None) for i in noisy], create_empty_array(space, len(noisy))
+            ),
+        )
+
+    def _replace(self, actions: Any, n: int, noisy: np.ndarray, random: Callable[[], Any]) -> Any:
+        """``actions`` with rows ``noisy`` replaced by the batch ``random()`` returns."""
+        if not len(noisy):
+            return actions
+        from gymnasium.vector.utils import create_empty_array
+
+        from collector.spaces import batch_item, set_batch_rows
+
+        space = self.action_space
+        keep = np.setdiff1d(np.arange(n), noisy)
+        out = create_empty_array(space, n)
+        set_batch_rows(space, out, keep, batch_item(space, actions, keep))
+        set_batch_rows(space, out, noisy, random())
+        return out
+
+    def provenance(self) -> dict[str, Any]:
+        """The wrapped policy's provenance (when it has one) and ``epsilon``."""
+        inner = getattr(self.policy, "provenance", None)
+        return {"epsilon": self.epsilon, **(inner() if callable(inner) else {})}
+
+
 def as_policy(obj: Any) -> Policy:
     """Return ``obj`` as a ``Policy``: objects with ``act`` as they are, callables wrapped.
 
@@ -231,6 +371,11 @@ def build_policy(policy_cfg: Mapping[str, Any], env: Any) -> Policy:
     Raises:
         UsageError: the target cannot be imported or rejects its arguments.
     """
+    if "epsilon" in policy_cfg:  # any policy may carry epsilon-random noise (issue 20)
+        cfg = dict(policy_cfg)
+        epsilon = check_epsilon(cfg.pop("epsilon"))
+        spaces_ = (env.action_space, env.observation_space)
+        return EpsilonPolicy(build_policy(cfg, env), epsilon, *spaces_)
     cfg = dict(policy_cfg)
     target = cfg.pop("_target_", None)
     if not target:

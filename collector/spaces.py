@@ -40,6 +40,7 @@ __all__ = [
     "iter_leaves",
     "join_name",
     "batch_item",
+    "set_batch_rows",
     "ValueMismatch",
     "exact_value",
     "make_batch_setter",
@@ -494,6 +495,22 @@ def batch_item(space: spaces.Space, value: Any, i: int) -> Any:
     if isinstance(space, spaces.Tuple):
         return tuple(batch_item(sub, v, i) for sub, v in zip(space.spaces, value, strict=True))
     return value[i]
+
+
+def set_batch_rows(space: spaces.Space, batch: Any, rows: Any, values: Any) -> None:
+    """Write ``values`` (a batch of ``len(rows)``) into rows ``rows`` of ``batch``, in place.
+
+    The inverse of ``batch_item(space, batch, rows)`` with an index array, for Box, Discrete,
+    MultiDiscrete and MultiBinary leaves inside any Dict or Tuple nesting.
+    """
+    if isinstance(space, spaces.Dict):
+        for k, sub in space.spaces.items():
+            set_batch_rows(sub, batch[k], rows, values[k])
+    elif isinstance(space, spaces.Tuple):
+        for sub, b, v in zip(space.spaces, batch, values, strict=True):
+            set_batch_rows(sub, b, rows, v)
+    else:
+        batch[rows] = values
 
 
 def unflatten(space: spaces.Space, cols: dict[str, np.ndarray], name: str = "") -> Any:
