@@ -37,6 +37,7 @@ __all__ = [
     "as_policy",
     "batch_actor",
     "build_policy",
+    "has_rows",
     "import_failure",
     "locate",
     "resolve_files",
@@ -146,6 +147,13 @@ class CartPoleHeuristic:
         x, x_dot, theta, theta_dot = np.asarray(obs, np.float64).T
         return (self.gain * (theta + 0.5 * theta_dot) + 0.01 * x + 0.1 * x_dot > 0).astype(np.int64)
 
+    def reset_row(self, row: int, seed: int | None) -> None:
+        """Deterministic: nothing to seed (rows share the rule)."""
+
+    def act_rows(self, obs: Any, n: int) -> np.ndarray:
+        """``act_batch``: the same float64 arithmetic as ``act``, so the same actions."""
+        return self.act_batch(obs, n)
+
 
 class CallablePolicy:
     """Wrap ``f(obs) -> action`` as a policy (no randomness, nothing to reset)."""
@@ -174,6 +182,19 @@ def as_policy(obj: Any) -> Policy:
     if callable(obj):
         return CallablePolicy(obj)
     raise TypeError(f"{type(obj).__name__} is not a policy: give it act(obs) or make it callable")
+
+
+def has_rows(policy: Any) -> bool:
+    """Whether ``policy`` acts for many episodes at once, each row with its own stream.
+
+    Such a policy has ``reset_row(row, seed)`` (start an episode in row ``row``, like
+    ``reset(seed)``) and ``act_rows(obs, n)`` (``n`` actions for a batch of observations, row
+    ``i`` drawing only from its own stream). Sync/async vector collection then calls it once
+    per step with the whole batch, and stays layout-independent (DESIGN.md section 5).
+    """
+    return callable(getattr(policy, "reset_row", None)) and callable(
+        getattr(policy, "act_rows", None)
+    )
 
 
 def batch_actor(
@@ -289,7 +310,7 @@ def import_failure(error: BaseException, path: str, cwd: str | None = None) -> s
 def _raised_at(error: BaseException) -> str:
     """``file:line`` of the innermost frame of the user's code in ``error``'s traceback."""
     frames = traceback.extract_tb(error.__traceback__)
-    ours = (os.path.abspath(__file__), "<frozen importlib")
+    ours = (os.path.dirname(os.path.abspath(__file__)) + os.sep, "<frozen importlib")
     for frame in reversed(frames):
         if not frame.filename.startswith(ours) and "importlib" not in frame.filename:
             return f"{frame.filename}:{frame.lineno}"
