@@ -28,6 +28,7 @@ import importlib
 import importlib.metadata
 import inspect
 import json
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
@@ -231,7 +232,7 @@ class TorchPolicy(_BatchedPolicy):
             net = _build_module(torch, module, action_space, observation_space)
             _load_weights(torch, net, str(state_dict), self.device)
             self.source = "state_dict"
-        if hasattr(net, "eval"):
+        if self.source != "torch.export":  # an exported program has no train/eval modes
             net.eval()
         self._call = getattr(net, method) if method else net
         self._torch = torch
@@ -242,10 +243,10 @@ class TorchPolicy(_BatchedPolicy):
         with torch.inference_mode():
             out = self._call(x)
         if isinstance(out, (tuple, list)):
-            mean = out[0].float().cpu().numpy()
-            std = None if len(out) < 2 else out[1].float().exp().cpu().numpy()
+            mean = _numpy(out[0])
+            std = None if len(out) < 2 else np.exp(_numpy(out[1]))
         else:
-            mean, std = out.float().cpu().numpy(), None
+            mean, std = _numpy(out), None
         if self._head.kind == "discrete":
             return self._head.discrete(mean, rngs)
         return self._head.box(mean, std, rngs)
@@ -259,6 +260,11 @@ class TorchPolicy(_BatchedPolicy):
             "deterministic": self.deterministic,
             "torch": _version("torch"),
         }
+
+
+def _numpy(t: Any) -> np.ndarray:
+    """A float64 numpy copy of a tensor (an exported program's output may require grad)."""
+    return t.detach().cpu().numpy().astype(np.float64)
 
 
 class _ObsAdapter:
@@ -284,24 +290,42 @@ class _ObsAdapter:
 
 
 def _load_program(torch: Any, path: str, device: str) -> tuple[Any, str]:
-    """A TorchScript or ``torch.export`` file as a callable module, on ``device``."""
+    """A TorchScript or ``torch.export`` file as a callable module, on ``device``.
+
+    Told apart by their zip members (``torch.export.save`` writes ``archive_format``,
+    ``torch.jit.save`` a ``code/`` folder), so neither loader is tried on the other's file.
+    """
     _check_file(path, "policy.path")
-    errors = []
     try:
-        return torch.jit.load(path, map_location=device), "torchscript"
-    except Exception as e:  # not TorchScript: try torch.export
-        errors.append(f"torch.jit.load: {type(e).__name__}: {_first_line(e)}")
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        names = []
+    kind = (
+        "torch.export"
+        if any(n.endswith("archive_format") for n in names)
+        else "torchscript"
+        if any("/code/" in n for n in names)
+        else None
+    )
     try:
-        program = torch.export.load(path)
-        if device != "cpu":
-            program = torch.export.passes.move_to_device_pass(program, device)
-        return program.module(), "torch.export"
+        if kind == "torch.export":
+            program = torch.export.load(path)
+            if device != "cpu":
+                program = torch.export.passes.move_to_device_pass(program, device)
+            return program.module(), kind
+        if kind == "torchscript":
+            with warnings.catch_warnings():  # deprecated in torch 2.10+, still what users have
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(path, map_location=device), kind
     except Exception as e:
-        errors.append(f"torch.export.load: {type(e).__name__}: {_first_line(e)}")
+        raise UsageError(
+            f"policy.path={path!r} did not load as a {kind} file ({type(e).__name__}: "
+            f"{_first_line(e)})"
+        ) from e
     raise UsageError(
-        f"policy.path={path!r} is neither a TorchScript nor a torch.export file ("
-        + "; ".join(errors)
-        + "); for a state_dict use policy.module and policy.state_dict"
+        f"policy.path={path!r} is neither a TorchScript nor a torch.export file; for a "
+        "state_dict use policy.module and policy.state_dict"
     )
 
 

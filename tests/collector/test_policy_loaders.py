@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -221,11 +222,16 @@ def test_the_algorithm_is_read_from_the_zip_without_unpickling(ppo_zip: Path) ->
     assert sb3_algo(str(ppo_zip)) == "PPO"
 
 
-def test_sb3_same_fingerprint_local_and_four_sync_envs_and_beats_random(ppo_zip: Path) -> None:
+def test_sb3_same_fingerprint_local_four_sync_envs_and_ray_and_beats_random(
+    ppo_zip: Path, ray_address: str
+) -> None:
+    from ray_support import on_ray
+
     policy = {"_target_": "collector.policy_loaders.SB3Policy", "path": str(ppo_zip)}
     local = collect_with(policy, "sb3/one-v0")
     vector = collect_with(policy, "sb3/four-v0", num_envs=4, vectorization_mode="sync")
-    assert vector.fingerprint == local.fingerprint
+    ray = collect_with(policy, "sb3/ray-v0", runner=on_ray(workers=1))
+    assert vector.fingerprint == local.fingerprint == ray.fingerprint
     collect_with({"_target_": "collector.policies.RandomPolicy"}, "sb3/random-v0")
     assert mean_return("sb3/one-v0") > 3 * mean_return("sb3/random-v0")
 
@@ -277,3 +283,163 @@ def ray_address() -> Any:
     from ray_support import module_ray
 
     yield from module_ray()
+
+
+def test_torchscript_and_export_files_act_as_the_module_does(user_folder: Path) -> None:
+    import torch
+
+    write_module(user_folder, "harvest_user_net2", NET_SOURCE)
+    heuristic_net(user_folder / "net.pt")
+    from collector.policies import locate
+
+    net = locate("harvest_user_net2.Net")(CARTPOLE.observation_space, CARTPOLE.action_space)
+    net.load_state_dict(torch.load(user_folder / "net.pt", weights_only=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated in 2.10+
+        torch.jit.script(net).save(str(user_folder / "net.ts"))
+    example = (torch.zeros(2, 4),)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(net, example, dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(user_folder / "net.pt2"))
+    spaces = vars_of(CARTPOLE)
+    obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32) * 0.2
+    expected = obs @ np.array([0.01, 0.1, 1.0, 0.5], np.float32) > 0
+    for path, source in [("net.ts", "torchscript"), ("net.pt2", "torch.export")]:
+        policy = build_policy({**TORCH, "path": path}, SimpleNamespace(**spaces))
+        assert policy.provenance()["source"] == source  # type: ignore[attr-defined]
+        assert policy.act_batch(obs, 32).tolist() == expected.astype(int).tolist()  # type: ignore[attr-defined]
+        assert [int(policy.act(o)) for o in obs] == expected.astype(int).tolist()
+
+
+TORCH = {"_target_": "collector.policy_loaders.TorchPolicy", "device": "cpu"}
+
+
+class Gaussian:
+    """A Box policy module: (mean, log_std) of a Pendulum action, mean far out of bounds."""
+
+    @staticmethod
+    def build(folder: Path) -> dict[str, Any]:
+        import torch
+
+        write_module(
+            folder,
+            "harvest_user_gauss",
+            """
+            import torch
+
+            class Gauss(torch.nn.Module):
+                def __init__(self, observation_space, action_space):
+                    super().__init__()
+                    self.mean = torch.nn.Linear(observation_space.shape[0], action_space.shape[0])
+                    self.log_std = torch.nn.Parameter(torch.zeros(action_space.shape[0]))
+
+                def forward(self, x):
+                    return self.mean(x), self.log_std.expand(x.shape[0], -1)
+            """,
+        )
+        state = {
+            "mean.weight": torch.tensor([[4.0, 0.0, 0.0]]),
+            "mean.bias": torch.tensor([0.0]),
+            "log_std": torch.tensor([-1.0]),
+        }
+        torch.save(state, folder / "gauss.pt")
+        return {
+            **TORCH,
+            "module": {"_target_": "harvest_user_gauss.Gauss"},
+            "state_dict": "gauss.pt",
+        }
+
+
+def test_box_actions_are_clipped_and_sampled_from_each_rows_own_stream(user_folder: Path) -> None:
+    pendulum = gym.make("Pendulum-v1")
+    cfg = Gaussian.build(user_folder)
+    greedy: Any = build_policy(cfg, pendulum)
+    obs = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.1, 0.0, 0.0]], np.float32)
+    assert greedy.act_batch(obs, 3)[:, 0].tolist() == pytest.approx([2.0, -2.0, 0.4])
+    assert greedy.act(obs[2]).dtype == pendulum.action_space.dtype
+    sampler: Any = build_policy({**cfg, "deterministic": False}, pendulum)
+    one_by_one = []
+    for seed in (11, 12, 13):  # each episode alone, as the local runner runs it
+        sampler.reset(seed)
+        one_by_one.append([sampler.act(obs[2])[0] for _ in range(4)])
+    for row, seed in enumerate((11, 12, 13)):
+        sampler.reset_row(row, seed)
+    together = np.stack([sampler.act_rows(np.stack([obs[2]] * 3), 3)[:, 0] for _ in range(4)])
+    np.testing.assert_allclose(together.T, one_by_one, rtol=1e-6)
+    assert len({tuple(r) for r in one_by_one}) == 3  # the streams differ
+    assert all(-2.0 <= a <= 2.0 for r in one_by_one for a in r)
+
+
+def test_a_missing_extra_is_one_line_naming_it(
+    ppo_zip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # import fails as if absent
+    cfg = {"_target_": "collector.policy_loaders.SB3Policy", "path": str(ppo_zip)}
+    with pytest.raises(UsageError) as info:
+        build_policy(cfg, CARTPOLE)
+    assert str(info.value) == ("policy=sb3 needs stable-baselines3: pip install 'harvest[sb3]'")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(
+        UsageError, match=r"^policy=torch needs torch: pip install 'harvest\[torch\]'$"
+    ):
+        build_policy({**TORCH, "path": "x.ts"}, CARTPOLE)
+
+
+def test_a_pickled_checkpoint_is_refused_without_running_its_code(user_folder: Path) -> None:
+    import pickle
+
+    import torch
+
+    write_module(user_folder, "harvest_user_net3", NET_SOURCE)
+    marker = user_folder / "ran"
+
+    class Payload:
+        def __reduce__(self) -> Any:
+            return (Path.touch, (marker,))
+
+    torch.save({"body.0.weight": Payload()}, user_folder / "evil.pt", pickle_module=pickle)
+    cfg = {**TORCH, "module": {"_target_": "harvest_user_net3.Net"}, "state_dict": "evil.pt"}
+    with pytest.raises(UsageError, match="is not a tensors-only checkpoint"):
+        build_policy(cfg, CARTPOLE)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"device": "cuda"}, "policy.device='cuda' but torch sees no CUDA GPU"),
+        ({}, "policy=torch needs policy.path (a TorchScript or torch.export file) or"),
+        ({"path": "nope.ts"}, "policy.path='"),
+        (
+            {"module": {"_target_": "harvest_user_net4.Net"}},
+            "policy.module needs policy.state_dict",
+        ),
+        (
+            {"module": {"_target_": "harvest_user_net4.Net", "hidden": 3}, "state_dict": "net.pt"},
+            "does not fit policy.module (RuntimeError",
+        ),
+        ({"path": "net.pt"}, "is neither a TorchScript nor a torch.export file"),
+        (
+            {"module": {"_target_": "harvest_user_nomod.Net"}, "state_dict": "net.pt"},
+            "policy.module._target_='harvest_user_nomod.Net' cannot be imported",
+        ),
+    ],
+)
+def test_bad_torch_configs_are_one_line(
+    user_folder: Path, cfg: dict[str, Any], message: str
+) -> None:
+    pytest.importorskip("torch")
+    if "cuda" in str(cfg) and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    write_module(user_folder, "harvest_user_net4", NET_SOURCE)
+    heuristic_net(user_folder / "net.pt")
+    with pytest.raises(UsageError) as info:
+        build_policy({**TORCH, **cfg}, CARTPOLE)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_model_for_other_spaces_is_refused(ppo_zip: Path) -> None:
+    cfg = {"_target_": "collector.policy_loaders.SB3Policy", "path": str(ppo_zip)}
+    with pytest.raises(UsageError, match="the model was trained with observation space Box"):
+        build_policy(cfg, gym.make("Acrobot-v1"))
