@@ -15,11 +15,12 @@ Both run one forward pass for a whole batch of observations:
 
 With ``deterministic=true`` (the default) a Discrete action is the argmax of the logits and a
 Box action the mean clipped to the bounds; with ``false`` the action is sampled from the
-policy's distribution with the episode's stream. Batched float math: a matrix product of ``n``
-rows may round a row's last bit differently than one of a single row, so a Box action can
-differ in its last bits between ``num_envs=1`` and ``num_envs>1`` (argmax and sampled
-Discrete actions only at exact near-ties). Fingerprints then match between runs of the same
-``num_envs`` (local or Ray), and for Discrete policies whatever the width.
+policy's distribution with the episode's stream. Batched float math: a float32 matrix product
+of ``n`` rows may round a row's last bit differently than one of a single row. Discrete
+actions (argmax or sampled) only change at exact near-ties, so their fingerprints match
+whatever ``num_envs``; ``TorchPolicy`` computes Box policies in float64 (``dtype=auto``), whose
+differences vanish when the action is cast to the space's float32. An SB3 Box policy runs
+in float32: its fingerprint matches across runners and workers for the same ``num_envs``.
 """
 
 from __future__ import annotations
@@ -193,6 +194,11 @@ class TorchPolicy(_BatchedPolicy):
         device: ``auto`` (``cuda`` if available, else ``cpu``), ``cpu`` or ``cuda[:i]``.
         deterministic: argmax / mean, or sample with the episode's stream.
         method: the module's attribute to call instead of ``forward``.
+        dtype: ``float32``, ``float64`` or ``auto`` (float64 for a Box action space, else
+            float32). In float64 a row's result does not depend on the batch's size in
+            practice (its rounding differences vanish when the action is cast to float32), so
+            Box datasets keep the same fingerprint whatever ``num_envs``; not for
+            ``torch.export`` files, which stay float32.
 
     Raises:
         UsageError: torch missing, a bad combination of keys, a file that does not load.
@@ -208,6 +214,7 @@ class TorchPolicy(_BatchedPolicy):
         device: str = "auto",
         deterministic: bool = True,
         method: str | None = None,
+        dtype: str = "auto",
     ) -> None:
         super().__init__()
         torch = _torch()
@@ -234,12 +241,16 @@ class TorchPolicy(_BatchedPolicy):
             self.source = "state_dict"
         if self.source != "torch.export":  # an exported program has no train/eval modes
             net.eval()
+        self.dtype = _resolve_dtype(str(dtype), action_space, self.source)
+        if self.dtype == "float64":
+            net.double()
+        self._tensor_dtype = getattr(torch, self.dtype)
         self._call = getattr(net, method) if method else net
         self._torch = torch
 
     def _actions(self, obs: Any, rngs: Sequence[np.random.Generator]) -> np.ndarray:
         torch = self._torch
-        x = torch.as_tensor(self._obs(obs, len(rngs)), device=self.device)
+        x = torch.as_tensor(self._obs(obs, len(rngs)), dtype=self._tensor_dtype, device=self.device)
         with torch.inference_mode():
             out = self._call(x)
         if isinstance(out, (tuple, list)):
@@ -256,10 +267,27 @@ class TorchPolicy(_BatchedPolicy):
         return {
             "loader": "torch",
             "source": self.source,
+            "dtype": self.dtype,
             "device": self.device,
             "deterministic": self.deterministic,
             "torch": _version("torch"),
         }
+
+
+def _resolve_dtype(dtype: str, action_space: spaces.Space, source: str) -> str:
+    """The compute dtype ``policy.dtype`` asks for (see ``TorchPolicy``)."""
+    if dtype not in ("auto", "float32", "float64"):
+        raise UsageError(f"policy.dtype={dtype!r} must be auto, float32 or float64")
+    if source == "torch.export":
+        if dtype == "float64":
+            raise UsageError(
+                "policy.dtype=float64 is not possible for a torch.export file (its dtypes are "
+                "fixed when exported); use float32 or auto"
+            )
+        return "float32"
+    if dtype == "auto":
+        return "float64" if isinstance(action_space, spaces.Box) else "float32"
+    return dtype
 
 
 def _numpy(t: Any) -> np.ndarray:

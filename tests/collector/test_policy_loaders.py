@@ -443,3 +443,45 @@ def test_a_model_for_other_spaces_is_refused(ppo_zip: Path) -> None:
     cfg = {"_target_": "collector.policy_loaders.SB3Policy", "path": str(ppo_zip)}
     with pytest.raises(UsageError, match="the model was trained with observation space Box"):
         build_policy(cfg, gym.make("Acrobot-v1"))
+
+
+MLP_SOURCE = """
+import torch
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self, observation_space, action_space):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Linear(observation_space.shape[0], 64), torch.nn.Tanh(),
+            torch.nn.Linear(64, 64), torch.nn.Tanh(),
+            torch.nn.Linear(64, action_space.shape[0]),
+        )
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+
+def test_a_box_policy_keeps_its_fingerprint_whatever_num_envs(user_folder: Path) -> None:
+    """float64 compute (dtype=auto) makes a batched forward pass's rounding vanish."""
+    import torch
+
+    write_module(user_folder, "harvest_user_mlp", MLP_SOURCE)
+    pendulum = gym.make("Pendulum-v1")
+    torch.manual_seed(0)
+    from collector.policies import locate
+
+    mlp = locate("harvest_user_mlp.Mlp")(pendulum.observation_space, pendulum.action_space)
+    torch.save(mlp.state_dict(), user_folder / "mlp.pt")
+    policy = {**TORCH, "module": {"_target_": "harvest_user_mlp.Mlp"}, "state_dict": "mlp.pt"}
+    runs = {
+        (dtype, n): collect_with(
+            {**policy, "dtype": dtype}, f"box/{dtype}-{n}-v0", env="Pendulum-v1", num_envs=n
+        ).fingerprint
+        for dtype in ("auto", "float32")
+        for n in (1, 4)
+    }
+    assert runs["auto", 1] == runs["auto", 4]
+    # the negative control: in float32 the batch of 4 rounds differently than one row
+    assert runs["float32", 1] != runs["float32", 4]
