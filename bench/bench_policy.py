@@ -36,6 +36,7 @@ import time
 from typing import Any
 
 import torch
+from _common import verdict
 
 SEED = 0
 WIDTHS = (1, 8, 64)
@@ -205,7 +206,7 @@ def measure(env_id: str, state_dict: str, n: int, args: argparse.Namespace, root
     """Plain loop and collect for one env and width, interleaved; medians."""
     cheetah = env_id.startswith("HalfCheetah")
     cut = args.cheetah_steps if cheetah else None
-    episodes = max(n, args.cheetah_episodes if cheetah else args.cartpole_episodes)
+    episodes = max(max(WIDTHS), args.cheetah_episodes if cheetah else args.cartpole_episodes)
     plains, runs, unbatched = [], [], []
     for r in range(args.repeats):
         run = collect_run(env_id, state_dict, n, episodes, cut, root, f"{n}-{r}")
@@ -288,6 +289,9 @@ def main() -> None:
             f"({r['collect_inference_share']:.0%}) | {r['ratio']:.2f}x | "
             f"{'-' if unb is None else f'{unb:,.0f}{other}'} |"
         )
+    for env_id in args.envs.split(","):
+        prints = {r["fingerprint"] for r in results if r["env"] == env_id}
+        print(f"{env_id}: same fingerprint for num_envs {WIDTHS}: {verdict(len(prints) == 1)}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
