@@ -157,7 +157,7 @@ class _BatchedPolicy:
 
     def act(self, obs: Any) -> Any:
         """The action for one observation."""
-        return self._actions(np.asarray(obs)[None], [self._rng])[0]
+        return self._actions(_batch_of_one(obs), [self._rng])[0]
 
     def act_batch(self, obs: Any, n: int) -> np.ndarray:
         """``n`` actions for ``n`` observations (rows), one forward pass, one shared stream."""
@@ -176,13 +176,20 @@ class _BatchedPolicy:
         return self._actions(obs, self._rows[:n])
 
 
+def _batch_of_one(obs: Any) -> Any:
+    """``obs`` as a batch of one row (a dict observation: each entry)."""
+    if isinstance(obs, Mapping):
+        return {k: _batch_of_one(v) for k, v in obs.items()}
+    return np.asarray(obs)[None]
+
+
 class TorchPolicy(_BatchedPolicy):
     """A PyTorch policy: a TorchScript / ``torch.export`` file, or a module plus a state_dict.
 
-    The module maps a float32 batch of observations (Box as they are, Discrete one-hot) to
-    the logits of a Discrete action space, or to the mean (or ``(mean, log_std)``) of a Box
-    one. ``method`` calls another attribute than ``forward`` (``actor`` for a CleanRL PPO
-    agent, ``actor_mean`` for its continuous version).
+    The module maps a batch of observations (Box as they are, Discrete one-hot; float32, or
+    float64 with ``dtype``) to the logits of a Discrete action space, or to the mean (or
+    ``(mean, log_std)``) of a Box one. ``method`` calls another attribute than ``forward``
+    (``actor`` for a CleanRL PPO agent, ``actor_mean`` for its continuous version).
 
     Args:
         path: a TorchScript (``torch.jit.save``) or ``torch.export.save`` file.
@@ -222,6 +229,7 @@ class TorchPolicy(_BatchedPolicy):
         self.deterministic = bool(deterministic)
         self._head = _ActionHead(action_space, self.deterministic, "torch")
         self._obs = _ObsAdapter(observation_space)
+        _resolve_dtype(str(dtype), action_space, "")  # a bad value fails before any loading
         if (path is None) == (module is None):
             raise UsageError(
                 "policy=torch needs policy.path (a TorchScript or torch.export file) or "
@@ -245,7 +253,12 @@ class TorchPolicy(_BatchedPolicy):
         if self.dtype == "float64":
             net.double()
         self._tensor_dtype = getattr(torch, self.dtype)
-        self._call = getattr(net, method) if method else net
+        self._call = getattr(net, str(method), None) if method else net
+        if not callable(self._call):
+            raise UsageError(
+                f"policy.method={method!r}: the module has no such method; give the name of the "
+                "attribute that maps observations to logits or means (e.g. actor), or null"
+            )
         self._torch = torch
 
     def _actions(self, obs: Any, rngs: Sequence[np.random.Generator]) -> np.ndarray:
@@ -506,7 +519,8 @@ class SB3Policy(_BatchedPolicy):
             ) from e
 
     def _actions(self, obs: Any, rngs: Sequence[np.random.Generator]) -> np.ndarray:
-        obs = np.asarray(obs)
+        if not isinstance(obs, Mapping):  # SB3's MultiInputPolicy takes dicts as they are
+            obs = np.asarray(obs)
         if self._sample is None:
             actions, _ = self.model.predict(obs, deterministic=True)
             return np.asarray(actions).astype(self._head.space.dtype, copy=False)

@@ -304,6 +304,9 @@ def test_torchscript_and_export_files_act_as_the_module_does(user_folder: Path) 
     spaces = vars_of(CARTPOLE)
     obs = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32) * 0.2
     expected = obs @ np.array([0.01, 0.1, 1.0, 0.5], np.float32) > 0
+    by_method = {**TORCH, "module": {"_target_": "harvest_user_net2.Net"}, "state_dict": "net.pt"}
+    body: Any = build_policy({**by_method, "method": "body"}, CARTPOLE)  # CleanRL's "actor"
+    assert body.act_batch(obs, 32).tolist() == expected.astype(int).tolist()
     for path, source in [("net.ts", "torchscript"), ("net.pt2", "torch.export")]:
         policy = build_policy({**TORCH, "path": path}, SimpleNamespace(**spaces))
         assert policy.provenance()["source"] == source  # type: ignore[attr-defined]
@@ -419,6 +422,15 @@ def test_a_pickled_checkpoint_is_refused_without_running_its_code(user_folder: P
             "does not fit policy.module (RuntimeError",
         ),
         ({"path": "net.pt"}, "is neither a TorchScript nor a torch.export file"),
+        (
+            {
+                "module": {"_target_": "harvest_user_net4.Net"},
+                "state_dict": "net.pt",
+                "method": "x",
+            },
+            "policy.method='x': the module has no such method",
+        ),
+        ({"path": "net.pt", "dtype": "float16"}, "policy.dtype='float16' must be auto"),
         (
             {"module": {"_target_": "harvest_user_nomod.Net"}, "state_dict": "net.pt"},
             "policy.module._target_='harvest_user_nomod.Net' cannot be imported",
