@@ -497,3 +497,35 @@ def test_a_box_policy_keeps_its_fingerprint_whatever_num_envs(user_folder: Path)
     assert runs["auto", 1] == runs["auto", 4]
     # the negative control: in float32 the batch of 4 rounds differently than one row
     assert runs["float32", 1] != runs["float32", 4]
+
+
+@pytest.mark.parametrize(
+    ("module", "extra", "algo"),
+    [
+        ("stable_baselines3.common.policies", {"clip_range": 0.2}, "PPO"),
+        ("stable_baselines3.common.policies", {}, "A2C"),
+        ("stable_baselines3.dqn.policies", {}, "DQN"),
+        ("stable_baselines3.sac.policies", {}, "SAC"),
+        ("stable_baselines3.td3.policies", {}, "TD3"),
+        ("sb3_contrib.tqc.policies", {}, None),
+    ],
+)
+def test_the_algorithm_is_told_by_the_policy_class_module(
+    tmp_path: Path, module: str, extra: dict[str, Any], algo: str | None
+) -> None:
+    import json
+    import zipfile
+
+    from collector.policy_loaders import sb3_algo
+
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("data", json.dumps({"policy_class": {"__module__": module}, **extra}))
+    if algo is not None:
+        assert sb3_algo(str(path)) == algo
+    else:
+        with pytest.raises(UsageError, match="cannot tell the algorithm .* set policy.algo"):
+            sb3_algo(str(path))
+    path.write_bytes(b"not a zip")
+    with pytest.raises(UsageError, match="is not a Stable-Baselines3 zip"):
+        sb3_algo(str(path))
