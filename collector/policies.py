@@ -16,7 +16,11 @@ import functools
 import importlib
 import inspect
 import numbers
+import os
+import sys
+import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -27,14 +31,20 @@ from collector.errors import UsageError
 __all__ = [
     "CallablePolicy",
     "CartPoleHeuristic",
+    "FILE_KEYS",
     "EpsilonPolicy",
     "Policy",
     "RandomPolicy",
+    "add_import_dir",
     "as_policy",
     "batch_actor",
+    "build_policy",
     "check_epsilon",
     "derived_seed",
+    "has_rows",
+    "import_failure",
     "locate",
+    "resolve_files",
 ]
 
 
@@ -141,6 +151,13 @@ class CartPoleHeuristic:
         x, x_dot, theta, theta_dot = np.asarray(obs, np.float64).T
         return (self.gain * (theta + 0.5 * theta_dot) + 0.01 * x + 0.1 * x_dot > 0).astype(np.int64)
 
+    def reset_row(self, row: int, seed: int | None) -> None:
+        """Deterministic: nothing to seed (rows share the rule)."""
+
+    def act_rows(self, obs: Any, n: int) -> np.ndarray:
+        """``act_batch``: the same float64 arithmetic as ``act``, so the same actions."""
+        return self.act_batch(obs, n)
+
 
 class CallablePolicy:
     """Wrap ``f(obs) -> action`` as a policy (no randomness, nothing to reset)."""
@@ -207,9 +224,7 @@ class EpsilonPolicy:
         self._coins = np.random.default_rng(0)
         self._actors: dict[int, Callable[[Any], Any]] = {}
         self._rows: list[tuple[np.random.Generator, RandomPolicy]] = []  # per row: coins, random
-        if callable(getattr(policy, "reset_row", None)) and callable(
-            getattr(policy, "act_rows", None)
-        ):
+        if has_rows(policy):
             self.reset_row, self.act_rows = self._reset_row, self._act_rows
 
     def reset(self, seed: int | None) -> None:
@@ -307,6 +322,19 @@ def as_policy(obj: Any) -> Policy:
     raise TypeError(f"{type(obj).__name__} is not a policy: give it act(obs) or make it callable")
 
 
+def has_rows(policy: Any) -> bool:
+    """Whether ``policy`` acts for many episodes at once, each row with its own stream.
+
+    Such a policy has ``reset_row(row, seed)`` (start an episode in row ``row``, like
+    ``reset(seed)``) and ``act_rows(obs, n)`` (``n`` actions for a batch of observations, row
+    ``i`` drawing only from its own stream). Sync/async vector collection then calls it once
+    per step with the whole batch, and stays layout-independent (DESIGN.md section 5).
+    """
+    return callable(getattr(policy, "reset_row", None)) and callable(
+        getattr(policy, "act_rows", None)
+    )
+
+
 def batch_actor(
     policy: Policy, observation_space: spaces.Space, action_space: spaces.Space, n: int
 ) -> Callable[[Any], Any]:
@@ -330,19 +358,49 @@ def batch_actor(
     return act
 
 
-def locate(path: str) -> Any:
+def locate(path: str, cwd: str | None = None) -> Any:
     """The object a dotted path names (``pkg.module.Class``, ``module.func``, ``module.A.b``).
 
     Imports the longest module prefix of ``path`` and takes the rest as attributes, like
     Hydra's ``_target_`` lookup, but without its logging and with the real cause kept: a
     module that exists but fails to import (a missing dependency, a syntax error) raises that
-    error, not "module not found".
+    error, not "module not found". A top-level module that is not importable but sits in the
+    working directory ``cwd`` (default: the current one) is imported from there, as it would
+    be by ``python -m`` or a Hydra app's own folder: ``cwd`` is appended to ``sys.path``, so
+    installed packages still win.
 
     Raises:
         ModuleNotFoundError: no prefix of ``path`` is a module.
         AttributeError: the module has no such attribute.
         Exception: whatever importing the module raised.
     """
+    try:
+        return _locate(path)
+    except ModuleNotFoundError as e:
+        top = path.split(".", 1)[0]
+        if e.name != top or not add_import_dir(cwd or os.getcwd(), top):
+            raise
+    return _locate(path)
+
+
+def add_import_dir(folder: str, module: str | None = None) -> bool:
+    """Append ``folder`` to ``sys.path`` (if ``module`` is given: only if it holds that module).
+
+    Ray workers call it with the driver's working directory, so ``_target_``s in the user's
+    folder import there too. Returns whether ``sys.path`` changed.
+    """
+    folder = os.path.abspath(folder)
+    here = Path(folder)
+    if module is not None and not ((here / f"{module}.py").is_file() or (here / module).is_dir()):
+        return False
+    if folder in sys.path or not here.is_dir():
+        return False
+    sys.path.append(folder)
+    importlib.invalidate_caches()
+    return True
+
+
+def _locate(path: str) -> Any:
     parts = path.split(".")
     if not all(parts):
         raise ValueError(f"{path!r} is not a dotted path")
@@ -361,12 +419,84 @@ def locate(path: str) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def build_policy(policy_cfg: Mapping[str, Any], env: Any) -> Policy:
+def import_failure(error: BaseException, path: str, cwd: str | None = None) -> str:
+    """Why ``locate(path)`` failed, for a one-line message: the error, its text, where.
+
+    Names the missing module (never "module None"), the file and line of the user's code
+    that raised while importing, and, for a top-level module found nowhere, the folder it
+    was also looked for in.
+
+    >>> import_failure(ModuleNotFoundError("No module named 'x'", name="x"), "x.P", "/w")
+    "ModuleNotFoundError: No module named 'x' (not installed, and no x.py or x/ in /w)"
+    """
+    kind = type(error).__name__
+    text = str(error).splitlines()[0].strip() if str(error).strip() else ""
+    name = getattr(error, "name", None)
+    if name and name not in text:
+        text = f"{text} (module {name!r})" if text else f"module {name!r}"
+    out = f"{kind}: {text}" if text else f"{kind} raised with no message"
+    where = _raised_at(error)
+    if where:
+        return f"{out}, raised at {where}"
+    top = path.split(".", 1)[0]
+    if isinstance(error, ModuleNotFoundError) and name == top:
+        folder = os.path.abspath(cwd or os.getcwd())
+        return f"{out} (not installed, and no {top}.py or {top}/ in {folder})"
+    return out
+
+
+def _raised_at(error: BaseException) -> str:
+    """``file:line`` of the innermost frame of the user's code in ``error``'s traceback."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = (os.path.dirname(os.path.abspath(__file__)) + os.sep, "<frozen importlib")
+    for frame in reversed(frames):
+        if not frame.filename.startswith(ours) and "importlib" not in frame.filename:
+            return f"{frame.filename}:{frame.lineno}"
+    return ""
+
+
+#: Keys of a policy config (at any depth) that name checkpoint files (CONTRACT20).
+FILE_KEYS = ("path", "state_dict")
+
+
+def resolve_files(cfg: Any, cwd: str) -> Any:
+    """``cfg`` with every relative ``path``/``state_dict`` (at any depth) made absolute.
+
+    Relative to ``cwd``: the driver's working directory, also on Ray workers (whose own
+    working directory is elsewhere). URLs (``scheme://...``) are left as they are.
+
+    >>> resolve_files({"path": "a.zip", "policies": [{"state_dict": "/b.pt"}]}, "/w")
+    {'path': '/w/a.zip', 'policies': [{'state_dict': '/b.pt'}]}
+    """
+    if isinstance(cfg, Mapping):
+        out = {}
+        for key, value in cfg.items():
+            if key in FILE_KEYS and isinstance(value, (str, os.PathLike)):
+                text = os.fspath(value)
+                if "://" not in text and not os.path.isabs(os.path.expanduser(text)):
+                    value = os.path.join(cwd, text)
+                else:
+                    value = os.path.expanduser(text)
+            out[key] = resolve_files(value, cwd)
+        return out
+    if isinstance(cfg, (list, tuple)):
+        return [resolve_files(v, cwd) for v in cfg]
+    return cfg
+
+
+def build_policy(policy_cfg: Mapping[str, Any], env: Any, cwd: str | None = None) -> Policy:
     """Instantiate the ``policy`` config once per process (it may hold a model).
 
     ``_target_`` may name a class or factory (called with the config's other keys, plus
     ``action_space``/``observation_space`` when it accepts them) or a plain ``f(obs)`` function
     (wrapped as it is, with the other keys bound as keyword arguments).
+
+    Args:
+        policy_cfg: the ``policy`` config.
+        env: anything with ``observation_space`` and ``action_space``.
+        cwd: the driver's working directory (default: this process's): relative checkpoint
+            files (``path``, ``state_dict``) are resolved against it, and a ``_target_``
+            module found nowhere else is imported from it.
 
     Raises:
         UsageError: the target cannot be imported or rejects its arguments.
@@ -375,18 +505,18 @@ def build_policy(policy_cfg: Mapping[str, Any], env: Any) -> Policy:
         cfg = dict(policy_cfg)
         epsilon = check_epsilon(cfg.pop("epsilon"))
         spaces_ = (env.action_space, env.observation_space)
-        return EpsilonPolicy(build_policy(cfg, env), epsilon, *spaces_)
-    cfg = dict(policy_cfg)
+        return EpsilonPolicy(build_policy(cfg, env, cwd), epsilon, *spaces_)
+    cwd = os.path.abspath(cwd or os.getcwd())
+    cfg = resolve_files(dict(policy_cfg), cwd)
     target = cfg.pop("_target_", None)
     if not target:
         raise UsageError("policy has no _target_; use policy=random or set policy._target_")
     try:
-        obj = locate(str(target))
+        obj = locate(str(target), cwd)
     except Exception as e:  # the user's module may raise anything while it imports
-        cause = str(e).splitlines()[0] if str(e) else ""
         raise UsageError(
-            f"policy._target_={target!r} cannot be imported ({type(e).__name__}: {cause}); check "
-            "the module path and that its package is installed (or in the current folder)"
+            f"policy._target_={target!r} cannot be imported ({import_failure(e, str(target), cwd)}"
+            "); check the module path and that its package is installed (or in the current folder)"
         ) from e
     if not callable(obj):
         raise UsageError(f"policy._target_={target!r} is not a class or function")

@@ -329,7 +329,7 @@ class HubPolicy:
         observation_space: Any = None,
         **loader_kwargs: Any,
     ) -> None:
-        from collector.policies import build_policy
+        from collector.policies import build_policy, has_rows
 
         target = loader_target(loader)
         key = file_key(loader_kwargs)
@@ -348,6 +348,8 @@ class HubPolicy:
         self.act = self.policy.act
         if hasattr(self.policy, "act_batch"):
             self.act_batch = self.policy.act_batch
+        if has_rows(self.policy):  # batched per-row inference in vector runs
+            self.reset_row, self.act_rows = self.policy.reset_row, self.policy.act_rows
 
     def provenance(self) -> dict[str, Any]:
         """The loader's provenance (versions, device...) plus the repo and pinned commit."""

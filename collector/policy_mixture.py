@@ -30,7 +30,14 @@ from gymnasium import spaces
 from gymnasium.vector.utils import create_empty_array
 
 from collector.errors import HarvestError, UsageError
-from collector.policies import Policy, batch_actor, build_policy, check_epsilon, derived_seed
+from collector.policies import (
+    Policy,
+    batch_actor,
+    build_policy,
+    check_epsilon,
+    derived_seed,
+    has_rows,
+)
 from collector.seeding import policy_seed
 from collector.spaces import batch_item, set_batch_rows
 
@@ -146,10 +153,8 @@ class MixturePolicy:
         self.current = 0  # the sub-policy of the running episode
         self._row_choice = np.zeros(0, np.int64)  # per batch row, in rows mode
         self._actors: dict[tuple[int, int], Callable[[Any], Any]] = {}
-        if all(
-            callable(getattr(p, "reset_row", None)) and callable(getattr(p, "act_rows", None))
-            for p in self.policies
-        ):  # every sub-policy acts in rows: so does the mixture (else one instance per sub-env)
+        # every sub-policy acts in rows: so does the mixture (else one instance per sub-env)
+        if all(has_rows(p) for p in self.policies):
             self.reset_row, self.act_rows = self._reset_row, self._act_rows
 
     def choose(self, seed: int | None) -> int:

@@ -196,6 +196,7 @@ def test_no_module_touches_another_modules_underscore_attributes() -> None:
 OWN_LOOKALIKES: set[tuple[str, str]] = {
     ("collector.redact", ".tmp"),  # Hydra's run files, rewritten in place
     ("curation.remotes.file", ".tmp"),  # the file remote's own uploads in progress
+    ("collector.policy_loaders", "data"),  # the JSON member of an SB3 model.zip
 }
 
 

@@ -38,7 +38,7 @@ from collector.config import CollectConfig, RayRunnerConfig
 from collector.envs import make_env
 from collector.errors import CollectionError, HarvestError, MissingExtraError, UsageError
 from collector.plan import EpisodePlan, IdQueue
-from collector.policies import Policy, build_policy
+from collector.policies import Policy, add_import_dir, build_policy
 from collector.recorder import EpisodeRecorder
 from collector.rollout import rollout_episodes
 
@@ -68,11 +68,19 @@ class RolloutWorker:
     """
 
     def __init__(
-        self, config: CollectConfig | Mapping[str, Any], entropy: int, compression: str
+        self,
+        config: CollectConfig | Mapping[str, Any],
+        entropy: int,
+        compression: str,
+        cwd: str | None = None,
     ) -> None:
         if not isinstance(config, CollectConfig):  # a plain dict, as tests build one
             config = CollectConfig.from_dict(config)
         self.config = conf = config
+        # the driver's working directory: its modules import here, its relative paths resolve
+        self.cwd = cwd
+        if cwd is not None:
+            add_import_dir(cwd)
         self.entropy = entropy
         self.compression = compression
         ray_conf = conf.runner if isinstance(conf.runner, RayRunnerConfig) else RayRunnerConfig()
@@ -83,7 +91,7 @@ class RolloutWorker:
 
         self._new_env = new_env
         self.env = new_env()
-        self.policy = build_policy(conf.policy, self.env)
+        self.policy = build_policy(conf.policy, self.env, cwd)
         self.recorder = EpisodeRecorder(
             self.env.observation_space, self.env.action_space, conf.record_infos
         )
@@ -125,7 +133,7 @@ class RolloutWorker:
         ]
         steps = run_vector(
             self._new_env,
-            lambda spaces: build_policy(self.config.policy, spaces),
+            lambda spaces: build_policy(self.config.policy, spaces, self.cwd),
             recorders,
             None,  # no committer here: the batch goes back to the driver's
             np.asarray(episode_ids, np.int64),
@@ -169,7 +177,7 @@ def run_ray(
     )
     bar = progress_bar(len(todo), progress)
     driver = _Driver(
-        lambda: remote.remote(conf, entropy, compression),
+        lambda: remote.remote(conf, entropy, compression, os.getcwd()),
         rcfg,
         cpus,
         IdQueue(todo),  # lazily: a plan of 10**12 ids costs nothing up front

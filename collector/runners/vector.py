@@ -4,8 +4,10 @@
 section 5): the vector env runs with ``AutoresetMode.DISABLED``; whenever a sub-env
 finishes, it takes the next episode id and is reset alone (``reset_mask``) with that
 episode's own seed, and each sub-env has its own policy instance reset with the episode's
-policy seed. So episode ``i`` is the same whichever sub-env, vector width or runner produced
-it, and the fingerprint matches ``runner=local``.
+policy seed (or, for a policy with ``reset_row``/``act_rows``, one instance acting for the
+whole batch in one call, each row with its own stream). So episode ``i`` is the same
+whichever sub-env, vector width or runner produced it, and the fingerprint matches
+``runner=local`` (a batched forward pass's float rounding aside: ``collector.policy_loaders``).
 
 ``vector_entry_point`` (``run_vector_entry_point``) is the layout-dependent tier: the env's
 own numpy implementation (e.g. Gymnasium's ``CartPoleVectorEnv``) draws every sub-env's
@@ -36,7 +38,7 @@ from gymnasium.vector.utils import concatenate, create_empty_array
 from collector.committer import commit_finished_on_error, progress_bar, show_rate
 from collector.errors import CollectionError, StorageError, UsageError
 from collector.plan import EpisodePlan, IdQueue, segment_episodes
-from collector.policies import batch_actor
+from collector.policies import batch_actor, has_rows
 from collector.recorder import refusal
 from collector.runners.watch import StepTimeout, StepWatch
 from collector.seeding import env_seed, policy_seed
@@ -215,7 +217,13 @@ class _VectorRun:
         spaces_of_one = SimpleNamespace(
             observation_space=self.single_obs, action_space=self.single_act
         )
-        self.policies = [make_policy(spaces_of_one) for _ in range(n)]  # own streams each
+        first = make_policy(spaces_of_one)
+        # a policy with per-row streams acts for all sub-envs in one call (one forward pass);
+        # any other gets an instance per sub-env, each with its own stream
+        self.rows: Any = first if has_rows(first) else None
+        self.policies = [first]
+        if self.rows is None:
+            self.policies += [make_policy(spaces_of_one) for _ in range(n - 1)]
         self.recorders = recorders
         self.committer = committer
         self.queue = IdQueue(episode_ids)
@@ -243,7 +251,10 @@ class _VectorRun:
                 eid = queue.popleft()
                 current[i] = eid
                 seeds[i] = env_seed(entropy, eid)
-                self.policies[i].reset(policy_seed(entropy, eid))
+                if self.rows is not None:
+                    self.rows.reset_row(i, policy_seed(entropy, eid))
+                else:
+                    self.policies[i].reset(policy_seed(entropy, eid))
             else:
                 current[i] = None
                 seeds[i] = 0  # an idle sub-env: reset so it can be stepped; data discarded
@@ -274,15 +285,21 @@ class _VectorRun:
         seeds = self.assign(mask)
         obs, infos = vec.reset(seed=seeds)
         self.begin(mask, seeds, obs, infos)
+        rows = self.rows
         while any(c is not None for c in current):
-            per_env_obs = [batch_item(single_obs, obs, i) for i in range(n)]
-            actions = [
-                policies[i].act(per_env_obs[i]) if current[i] is not None else single_act.sample()
-                for i in range(n)
-            ]
-            obs, rewards, terms, truncs, infos = vec.step(
-                concatenate(single_act, actions, actions_buf)
-            )
+            if rows is not None:  # one call for the batch; idle rows' actions are discarded
+                batch = rows.act_rows(obs, n)
+                actions = [batch_item(single_act, batch, i) for i in range(n)]
+            else:
+                per_env_obs = [batch_item(single_obs, obs, i) for i in range(n)]
+                actions = [
+                    policies[i].act(per_env_obs[i])
+                    if current[i] is not None
+                    else single_act.sample()
+                    for i in range(n)
+                ]
+                batch = concatenate(single_act, actions, actions_buf)
+            obs, rewards, terms, truncs, infos = vec.step(batch)
             done = np.logical_or(terms, truncs)
             for i in range(n):
                 if current[i] is None:
