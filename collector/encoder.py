@@ -9,7 +9,8 @@ an in-process commit.
 
 The window's columns travel through one anonymous memory file (``memfd``) whose descriptor is
 passed over the pipe: one copy, no file name, freed by the kernel when both processes close
-it, whatever kills them. The image comes back through the pipe (compressed, so small). One
+it, whatever kills them. The same file serves window after window (its pages stay touched),
+sized by the largest window. The image comes back through the pipe (compressed, so small). One
 window is in flight at a time (the committer's one background commit), so memory stays
 bounded by the commit window.
 
@@ -20,6 +21,7 @@ not available (not Linux) there is no child: ``Encoder.available()`` says so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -78,6 +80,7 @@ class Encoder:
         self._dead = False
         self._ready = False  # the child has imported what it needs and said so
         self._lock = threading.Lock()
+        self._window: _WindowFile | None = None
         #: windows the child encoded (tests and the closing summary read it)
         self.encoded_in_child = 0
 
@@ -162,20 +165,15 @@ class Encoder:
         header = pickle.dumps(batch, protocol=5, buffer_callback=buffers.append)
         views = [b.raw() for b in buffers]
         sizes = [v.nbytes for v in views]
-        fd = os.memfd_create("harvest-window", os.MFD_CLOEXEC)
         try:
-            total = sum(sizes)
-            if total:
-                os.ftruncate(fd, total)
-                with mmap.mmap(fd, total) as mm:
-                    at = 0
-                    for view in views:
-                        mm[at : at + view.nbytes] = view
-                        at += view.nbytes
+            window = self._window_file(sum(sizes))
+            at = 0
+            for view in views:
+                window.mm[at : at + view.nbytes] = view
+                at += view.nbytes
             conn.send((header, sizes, compression))
-            send_handle(conn, fd, self._proc.pid)
+            send_handle(conn, window.fd, self._proc.pid)
         finally:
-            os.close(fd)
             del views, buffers
         status, payload = conn.recv()
         if status == "ok":
@@ -183,9 +181,27 @@ class Encoder:
         log.debug("the encoder process could not encode a window: %s", payload)
         return None
 
+    def _window_file(self, nbytes: int) -> _WindowFile:
+        """The memory file windows travel through, holding at least ``nbytes``.
+
+        One file serves window after window (one is in flight at a time): its pages are
+        touched once, where a fresh file per window cost a page fault per 4 kB written, in
+        this process (issue 19). It grows to the largest window, so memory stays bounded by
+        the commit window.
+        """
+        if self._window is None or self._window.size < nbytes:
+            if self._window is not None:
+                self._window.close()
+                self._window = None
+            self._window = _WindowFile(nbytes)
+        return self._window
+
     def _stop(self, kill: bool = False) -> None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
+        if self._window is not None:
+            self._window.close()
+            self._window = None
         if conn is not None:
             try:
                 if not kill:
@@ -213,6 +229,30 @@ class Encoder:
         self.close()
 
 
+class _WindowFile:
+    """An anonymous memory file (``memfd``) of ``size`` bytes, mapped here, pages populated.
+
+    ``MAP_POPULATE`` allocates its pages in one system call, which releases the GIL,
+    instead of one page fault at a time while the recording thread waits for the GIL.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, mmap.PAGESIZE)
+        self.fd = os.memfd_create("harvest-window", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, self.size)
+            self.mm = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED | _POPULATE)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def close(self) -> None:
+        self.mm.close()
+        os.close(self.fd)
+
+
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
 _CHILD = "import sys; from collector.encoder import serve; serve(int(sys.argv[1]))"
 
 
@@ -224,6 +264,7 @@ def serve(fd: int) -> None:
     conn = Connection(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     conn.send(("ready", None))  # the imports are done
+    mapped: dict[tuple[int, int], mmap.mmap] = {}  # the parent's window file, mapped once
     while True:
         try:
             message = conn.recv()
@@ -234,29 +275,51 @@ def serve(fd: int) -> None:
         header, sizes, compression = message
         fd = recv_handle(conn)
         try:
-            conn.send(("ok", _encode_window(fd, header, sizes, compression)))
+            mm = _map_window(mapped, fd)
+            conn.send(("ok", _encode_window(mm, header, sizes, compression)))
         except Exception as e:  # the parent encodes it itself and reports what it meets
             conn.send(("error", f"{type(e).__name__}: {e}"))
         finally:
             os.close(fd)
 
 
+def _map_window(mapped: dict[tuple[int, int], mmap.mmap], fd: int) -> mmap.mmap:
+    """Memory file ``fd`` mapped read-only, the same mapping while the parent reuses it.
+
+    A file the parent replaced (it grew) is unmapped: the child maps one file at a time.
+    """
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    mm = mapped.get(key)
+    if mm is None or len(mm) != st.st_size:
+        for old in mapped.values():
+            with contextlib.suppress(BufferError):  # see _encode_window
+                old.close()
+        mapped.clear()
+        mm = mapped[key] = mmap.mmap(
+            fd, st.st_size, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ
+        )
+    return mm
+
+
 def _encode_window(
-    fd: int, header: bytes, sizes: list[int], compression: str | None
+    mm: mmap.mmap, header: bytes, sizes: list[int], compression: str | None
 ) -> tuple[bytes, dict[str, Any], Any]:
-    """Encode the window in memory file ``fd``; what is returned holds no view of it."""
-    total = sum(sizes)
-    if not total:
+    """Encode the window at the start of ``mm``; what is returned holds no view of it."""
+    if not sum(sizes):
         return encode_inline(pickle.loads(header, buffers=[]), compression)
-    with mmap.mmap(fd, total, prot=mmap.PROT_READ) as mm:
-        whole = memoryview(mm)
-        views, at = [], 0
-        for n in sizes:
-            views.append(whole[at : at + n])
-            at += n
+    whole = memoryview(mm)
+    views, at = [], 0
+    for n in sizes:
+        views.append(whole[at : at + n])
+        at += n
+    batch = None
+    try:
         batch = pickle.loads(header, buffers=views)
         image, table, schema = encode_inline(batch, compression)
         table = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in table.items()}
-        del batch, views  # every array over the memory file, before it is unmapped
-        whole.release()
+    finally:
+        batch = views = None  # every array over the memory file, before it is reused
+        with contextlib.suppress(BufferError):  # an error's traceback may still hold one
+            whole.release()
     return image, table, schema
