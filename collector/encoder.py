@@ -165,16 +165,20 @@ class Encoder:
         header = pickle.dumps(batch, protocol=5, buffer_callback=buffers.append)
         views = [b.raw() for b in buffers]
         sizes = [v.nbytes for v in views]
+        whole = None
         try:
             window = self._window_file(sum(sizes))
+            whole = np.frombuffer(window.mm, np.uint8)
             at = 0
             for view in views:
-                window.mm[at : at + view.nbytes] = view
+                # numpy copies without the GIL: the recording thread goes on meanwhile
+                whole[at : at + view.nbytes] = np.frombuffer(view, np.uint8)
                 at += view.nbytes
+            whole = None  # no view of the file outlives the copy: it may be closed
             conn.send((header, sizes, compression))
             send_handle(conn, window.fd, self._proc.pid)
         finally:
-            del views, buffers
+            del views, buffers, whole
         status, payload = conn.recv()
         if status == "ok":
             return payload
@@ -253,7 +257,9 @@ class _WindowFile:
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
-_CHILD = "import sys; from collector.encoder import serve; serve(int(sys.argv[1]))"
+#: ``os._exit`` once served: the interpreter's teardown (numpy, h5py, hdf5plugin) took ~0.1 s
+#: at the end of every run, waited for by ``close``; the child has nothing left to flush.
+_CHILD = "import os, sys; from collector.encoder import serve; serve(int(sys.argv[1])); os._exit(0)"
 
 
 def serve(fd: int) -> None:
