@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from collector import storage
+from collector import shared, storage
 
 __all__ = ["Encoder", "encode_inline", "serve", "usable_cpus"]
 
@@ -164,21 +164,33 @@ class Encoder:
         buffers: list[pickle.PickleBuffer] = []
         header = pickle.dumps(batch, protocol=5, buffer_callback=buffers.append)
         views = [b.raw() for b in buffers]
-        sizes = [v.nbytes for v in views]
+        # each buffer: (file, offset, bytes); file 0 is the window file, others the recorder's
+        places, files, copies = [], [], []
+        for view in views:
+            found = shared.locate(view)  # a recorder array's own file: passed, not copied
+            if found is None:
+                copies.append(view)
+                places.append((0, sum(v.nbytes for v in copies[:-1]), view.nbytes))
+            else:
+                fd, offset = found
+                if fd not in files:
+                    files.append(fd)
+                places.append((1 + files.index(fd), offset, view.nbytes))
         whole = None
         try:
-            window = self._window_file(sum(sizes))
+            window = self._window_file(sum(v.nbytes for v in copies))
             whole = np.frombuffer(window.mm, np.uint8)
             at = 0
-            for view in views:
+            for view in copies:
                 # numpy copies without the GIL: the recording thread goes on meanwhile
                 whole[at : at + view.nbytes] = np.frombuffer(view, np.uint8)
                 at += view.nbytes
             whole = None  # no view of the file outlives the copy: it may be closed
-            conn.send((header, sizes, compression))
-            send_handle(conn, window.fd, self._proc.pid)
+            conn.send((header, places, compression, len(files)))
+            for fd in (window.fd, *files):
+                send_handle(conn, fd, self._proc.pid)
         finally:
-            del views, buffers, whole
+            del views, buffers, copies, whole
         status, payload = conn.recv()
         if status == "ok":
             return payload
@@ -278,15 +290,27 @@ def serve(fd: int) -> None:
             return
         if message is None:
             return
-        header, sizes, compression = message
-        fd = recv_handle(conn)
+        header, places, compression, nfiles = message
+        fds = [recv_handle(conn) for _ in range(1 + nfiles)]
+        maps: list[mmap.mmap] = []
         try:
-            mm = _map_window(mapped, fd)
-            conn.send(("ok", _encode_window(mm, header, sizes, compression)))
+            maps.append(_map_window(mapped, fds[0]))
+            maps += [_map_file(fd) for fd in fds[1:]]  # the recorder's arrays, this window only
+            conn.send(("ok", _encode_window(maps, header, places, compression)))
         except Exception as e:  # the parent encodes it itself and reports what it meets
             conn.send(("error", f"{type(e).__name__}: {e}"))
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
+            for mm in maps[1:]:
+                with contextlib.suppress(BufferError):  # see _encode_window
+                    mm.close()
+
+
+def _map_file(fd: int) -> mmap.mmap:
+    """Memory file ``fd`` mapped read-only, its pages mapped at once (``MAP_POPULATE``)."""
+    size = os.fstat(fd).st_size
+    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
 
 
 def _map_window(mapped: dict[tuple[int, int], mmap.mmap], fd: int) -> mmap.mmap:
@@ -309,23 +333,25 @@ def _map_window(mapped: dict[tuple[int, int], mmap.mmap], fd: int) -> mmap.mmap:
 
 
 def _encode_window(
-    mm: mmap.mmap, header: bytes, sizes: list[int], compression: str | None
+    maps: list[mmap.mmap],
+    header: bytes,
+    places: list[tuple[int, int, int]],
+    compression: str | None,
 ) -> tuple[bytes, dict[str, Any], Any]:
-    """Encode the window at the start of ``mm``; what is returned holds no view of it."""
-    if not sum(sizes):
-        return encode_inline(pickle.loads(header, buffers=[]), compression)
-    whole = memoryview(mm)
-    views, at = [], 0
-    for n in sizes:
-        views.append(whole[at : at + n])
-        at += n
+    """Encode the window whose buffers lie at ``places`` (file, offset, bytes) in ``maps``.
+
+    What is returned holds no view of the files.
+    """
+    wholes = [memoryview(mm) for mm in maps]
+    views = [wholes[k][at : at + n] for k, at, n in places]
     batch = None
     try:
         batch = pickle.loads(header, buffers=views)
         image, table, schema = encode_inline(batch, compression)
         table = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in table.items()}
     finally:
-        batch = views = None  # every array over the memory file, before it is reused
-        with contextlib.suppress(BufferError):  # an error's traceback may still hold one
-            whole.release()
+        batch = views = None  # every array over the memory files, before they are reused
+        for whole in wholes:
+            with contextlib.suppress(BufferError):  # an error's traceback may still hold one
+                whole.release()
     return image, table, schema

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from collector import shared
 from collector.errors import CollectionError, HarvestWarning
 from collector.spaces import (
     ValueMismatch,
@@ -100,8 +101,12 @@ def _populate(arr: np.ndarray) -> None:
 
 
 def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``np.zeros``, populated by a helper thread when large (``_populate``)."""
-    arr = np.zeros(shape, dtype)
+    """Zeros: in shared memory and populated by a helper thread when large.
+
+    The encoder process reads shared arrays without a copy (``collector.shared``);
+    ``_populate`` says why a helper thread touches the pages.
+    """
+    arr = shared.zeros(shape, dtype)
     if arr.nbytes >= _POPULATE_BYTES and _madvise is not None:
         threading.Thread(
             target=_populate, args=(arr,), name="harvest-populate", daemon=True

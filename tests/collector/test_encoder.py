@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -11,10 +13,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from encoder_support import config, encoder_children
+from encoder_support import config, encoder_children, frames_config
 from helpers import committed_episodes, spawn
 
-from collector import storage
+from collector import shared, storage
 from collector.collect import collect
 from collector.encoder import Encoder, encode_inline
 from collector.recorder import EpisodeRecorder
@@ -161,3 +163,58 @@ def test_one_window_file_is_reused_and_bounded_by_the_largest_window() -> None:
         assert len(window_files(encoder.pid)) <= 1  # the child maps it once, too
         assert encoder.encoded_in_child == 4
     assert not window_files(os.getpid())  # freed with the encoder
+
+
+def frame_batch(episodes: int, steps: int) -> tuple[EpisodeRecorder, storage.EpisodeBatch]:
+    """Finished episodes of 96x96x3 frames: the recorder's observation array is shared."""
+    obs_space = gym.spaces.Box(0, 255, (96, 96, 3), np.uint8)
+    rec = EpisodeRecorder(obs_space, gym.spaces.Discrete(4))
+    rng = np.random.default_rng(episodes)
+    for ep in range(episodes):
+        rec.begin_episode(ep, ep, None, rng.integers(0, 256, (96, 96, 3), np.uint8), {})
+        for t in range(steps):
+            frame = rng.integers(0, 256, (96, 96, 3), np.uint8)
+            rec.add_step(t % 4, frame, 1.0, False, t == steps - 1, {})
+        rec.end_episode()
+    batch = rec.take()
+    assert batch is not None
+    return rec, batch
+
+
+def frame_files(pid: int) -> int:
+    """Recorder memory files process ``pid`` holds open or mapped."""
+    fds = [os.readlink(p) for p in Path(f"/proc/{pid}/fd").iterdir() if p.exists()]
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return sum("/memfd:harvest-frames" in t for t in fds) + maps.count("/memfd:harvest-frames")
+
+
+def test_recorded_frames_reach_the_child_without_a_copy() -> None:
+    # a commit window of frames copied into the window file doubled the memory a run
+    # touches (issue 19); the recorder's own shared array is passed instead
+    rec, batch = frame_batch(2, 150)
+    assert shared.locate(pickle.PickleBuffer(batch.observations[""]).raw()) is not None
+    expected = encode_inline(frame_batch(2, 150)[1], "lzf")
+    with Encoder("process") as encoder:
+        image, table, schema = encoder.encode(batch, "lzf")
+        assert encoder.encoded_in_child == 1
+        assert image == expected[0] and np.array_equal(table["digest"], expected[1]["digest"])
+        (window,) = window_files(os.getpid()).values()
+        assert window < batch.observations[""].nbytes // 10  # only the small columns
+        assert frame_files(encoder.pid) == 0  # the child unmapped the recorder's file
+    del rec, batch
+    gc.collect()
+    assert frame_files(os.getpid()) == 0  # freed with the arrays
+
+
+def test_killing_the_encoder_on_frames_loses_nothing(
+    datasets_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from encoder_support import KillsTheEncoder
+
+    KillsTheEncoder.killed.clear()  # once per run of the policy class
+    reference = collect(frames_config("enc/frames-ref-v0", "inline"))
+    with caplog.at_level(logging.WARNING, logger="collector.encoder"):
+        result = collect(frames_config("enc/frames-killed-v0", "process", "KillsTheEncoder"))
+    assert "encoder process stopped" in caplog.text
+    assert result.fingerprint == reference.fingerprint
+    assert result.total_episodes == 12 and storage.verify_dataset("enc/frames-killed-v0").ok
