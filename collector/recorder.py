@@ -63,7 +63,7 @@ def refusal(episode_id: Any, step: int | None, err: ValueMismatch) -> str:
 
 _MIN_ROWS = 1024
 
-#: Arrays of at least this many bytes are populated by a helper thread when created.
+#: Arrays of at least this many bytes are populated by a helper thread once recorded into.
 _POPULATE_BYTES = 8 << 20
 _POPULATE_CHUNK = 8 << 20
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels refuse it (EINVAL) and nothing is done
@@ -101,17 +101,20 @@ def _populate(arr: np.ndarray) -> None:
 
 
 def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """Zeros: in shared memory and populated by a helper thread when large.
+    """Zeros, in shared memory when large: the encoder process reads them without a copy."""
+    return shared.zeros(shape, dtype)
 
-    The encoder process reads shared arrays without a copy (``collector.shared``);
-    ``_populate`` says why a helper thread touches the pages.
-    """
-    arr = shared.zeros(shape, dtype)
-    if arr.nbytes >= _POPULATE_BYTES and _madvise is not None:
-        threading.Thread(
-            target=_populate, args=(arr,), name="harvest-populate", daemon=True
-        ).start()
-    return arr
+
+def _start_populating(arrays: list[np.ndarray]) -> None:
+    """Populate the large ones of ``arrays`` in a helper thread (``_populate``)."""
+    large = [a for a in arrays if a.nbytes >= _POPULATE_BYTES]
+    if large and _madvise is not None:
+
+        def run() -> None:
+            for arr in large:
+                _populate(arr)
+
+        threading.Thread(target=run, name="harvest-populate", daemon=True).start()
 
 
 def _regrow(
@@ -150,6 +153,8 @@ class _Columns:
         self.store: dict[str, np.ndarray] = {
             c.name: _zeros((rows, *c.shape), c.dtype) for c in self.specs
         }
+        #: arrays not populated yet (``start_populating``)
+        self.unpopulated: list[np.ndarray] = list(self.store.values())
         self.set = make_setter(space, self.store)
         #: arrays of taken rows given back once their shard is built (``give_back``)
         self._spare: list[np.ndarray] = []
@@ -194,9 +199,20 @@ class _Columns:
 
     def grow(self, rows: int) -> None:
         _regrow(self.store, 0, None, rows)
+        _start_populating(list(self.store.values()))  # recording goes on into them now
 
     def cut(self, start: int, stop: int, rows: int) -> dict[str, np.ndarray]:
-        return _regrow(self.store, start, stop, rows, self._take_spare if self._spare else None)
+        before = list(self.store.values())
+        taken = _regrow(self.store, start, stop, rows, self._take_spare if self._spare else None)
+        # populated once an episode begins in them: the last cut of a run records nothing
+        self.unpopulated = [a for a in self.store.values() if all(a is not b for b in before)]
+        return taken
+
+    def start_populating(self) -> None:
+        """Populate the arrays a cut (or ``__init__``) made, before rows are recorded into them."""
+        if self.unpopulated:
+            _start_populating(self.unpopulated)
+            self.unpopulated = []
 
 
 class _Infos:
@@ -387,6 +403,9 @@ class EpisodeRecorder:
             raise RuntimeError("begin_episode called while an episode is open")
         if self._o >= self._obs_cap:
             self._grow_obs()
+        if self._obs.unpopulated or self._act.unpopulated:
+            self._obs.start_populating()
+            self._act.start_populating()
         self._ep_o, self._ep_t = self._o, self._t
         try:
             self._check_obs(obs)

@@ -64,16 +64,24 @@ def test_fresh_frame_arrays_are_populated_off_the_recording_thread() -> None:
     import time
 
     obs_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)  # 12 kB a frame, 12 MiB a store
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (301, 64, 64, 3), dtype=np.uint8)
     before = _rss_bytes()
     rec = EpisodeRecorder(obs_space, spaces.Discrete(3))
     store = rec.row_bytes * 1024
+    rec.begin_episode(0, 0, None, frames[0], {})
     deadline = time.monotonic() + 10
     while _rss_bytes() - before < 0.9 * store and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _rss_bytes() - before >= 0.9 * store
+    # the arrays of the last take of a run are never recorded into: left untouched
+    rec.add_step(1, frames[1], 0.0, False, True, {})
+    rec.end_episode()
+    assert rec.take() is not None
+    before = _rss_bytes()
+    time.sleep(0.3)
+    assert _rss_bytes() - before < 0.5 * store
     # and the rows recorded meanwhile are those given (populating never writes a byte)
-    rng = np.random.default_rng(1)
-    frames = rng.integers(0, 256, (301, 64, 64, 3), dtype=np.uint8)
     rec = EpisodeRecorder(obs_space, spaces.Discrete(3))
     rec.begin_episode(0, 0, None, frames[0], {})
     for t in range(300):
