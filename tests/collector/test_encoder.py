@@ -218,3 +218,27 @@ def test_killing_the_encoder_on_frames_loses_nothing(
     assert "encoder process stopped" in caplog.text
     assert result.fingerprint == reference.fingerprint
     assert result.total_episodes == 12 and storage.verify_dataset("enc/frames-killed-v0").ok
+
+
+def test_the_encoder_process_imports_only_what_encoding_needs() -> None:
+    # `collector`'s __init__ imports the whole tool (gymnasium, omegaconf, Hydra's config):
+    # ~0.35 s of CPU the child spent before its first window, which until then is encoded
+    # on the recording side (issue 19)
+    import subprocess
+    import sys
+
+    from collector import encoder
+
+    probe = "; import sys; print(sorted(m for m in ('gymnasium', 'omegaconf') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", encoder.CHILD_IMPORTS + probe, "-1", encoder.PACKAGE_DIR],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "[]"
+    with Encoder("process") as enc:  # and the child still encodes
+        image, _, _ = enc.encode(pixel_batch(2, 10, 0), "lzf")
+        assert enc.encoded_in_child == 1
+        assert image == encode_inline(pixel_batch(2, 10, 0), "lzf")[0]
