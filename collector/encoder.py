@@ -305,7 +305,12 @@ def serve(fd: int) -> None:
         maps: list[mmap.mmap] = []
         try:
             maps.append(_map_window(mapped, fds[0]))
-            maps += [_map_file(fd) for fd in fds[1:]]  # the recorder's arrays, this window only
+            # the recorder's arrays, this window's rows only (a read of a page never written
+            # would allocate it), unmapped after the window
+            maps += [
+                _map_file(fd, max(at + n for k, at, n in places if k == i))
+                for i, fd in enumerate(fds[1:], 1)
+            ]
             conn.send(("ok", _encode_window(maps, header, places, compression)))
         except Exception as e:  # the parent encodes it itself and reports what it meets
             conn.send(("error", f"{type(e).__name__}: {e}"))
@@ -317,10 +322,9 @@ def serve(fd: int) -> None:
                     mm.close()
 
 
-def _map_file(fd: int) -> mmap.mmap:
-    """Memory file ``fd`` mapped read-only, its pages mapped at once (``MAP_POPULATE``)."""
-    size = os.fstat(fd).st_size
-    return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
+def _map_file(fd: int, length: int) -> mmap.mmap:
+    """The first ``length`` bytes of memory file ``fd``, read-only, mapped at once."""
+    return mmap.mmap(fd, max(length, 1), flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
 
 
 def _map_window(mapped: dict[tuple[int, int], mmap.mmap], fd: int) -> mmap.mmap:
