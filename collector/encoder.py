@@ -7,12 +7,14 @@ back the image, the episode table and the info schema; the committer installs an
 image in the parent, so the commit protocol, crash safety and the fingerprint are those of
 an in-process commit.
 
-The window's columns travel through one anonymous memory file (``memfd``) whose descriptor is
-passed over the pipe: one copy, no file name, freed by the kernel when both processes close
-it, whatever kills them. The same file serves window after window (its pages stay touched),
-sized by the largest window. The image comes back through the pipe (compressed, so small). One
-window is in flight at a time (the committer's one background commit), so memory stays
-bounded by the commit window.
+The window's columns travel through anonymous memory files (``memfd``) whose descriptors are
+passed over the pipe: no file name, freed by the kernel when both processes close them,
+whatever kills them. Columns in a recorder's own shared array (``collector.shared``: frames)
+are passed as they lie, without a copy; the others are copied into one window file, which
+serves window after window (its pages stay touched), sized by the largest window. The image
+comes back through the pipe (compressed, so small). One window is in flight at a time (the
+committer's one background commit), so memory stays bounded by the commit window: the
+encoder, ~0.1 s a Pong episode, outpaces the env, so the recorder does not wait mid-run.
 
 If the child dies (killed, out of memory) the window is encoded in this process and so are
 later ones, with one warning: nothing is lost and the data is the same. Where ``memfd`` is
