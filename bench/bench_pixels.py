@@ -6,13 +6,17 @@ in the wrapper) and Crafter's 64x64x3 open world (the nearest pip-installable st
 MineRL's POV frames; skipped unless ``pip install crafter``). Each is run as
 
 - the plain loop: ``gym.make`` (and the wrappers), harvest's ``RandomPolicy`` seeded per
-  episode, ``reset(seed=i)``, nothing recorded;
+  episode, ``reset(seed=i)`` (a seed per episode, as ``collect`` and a user who wants
+  reproducible episodes do; ``--unseeded`` also times a loop seeding its first reset only),
+  nothing recorded; timed with its ``gym.make`` (``collect``'s time includes making its
+  env) and without (the loop alone);
 - ``collect``: the whole Python call at default settings (``storage.compression=auto``,
   ``storage.encoder=auto``), the same episodes;
 - Minari 0.5.4: its ``DataCollector`` around the same env and loop, then ``create_dataset``,
 
-each in a fresh process (imports not timed), interleaved ``--repeats`` times (A B C A B C):
-ratios are taken within a repeat and the median is printed. Bytes per frame are the
+each in a fresh process (imports not timed: each first makes and closes one env),
+interleaved ``--repeats`` times (A B C A B C): ratios are taken within a repeat and the
+median is printed. Bytes per frame are the
 dataset's bytes on disk over its observation rows (harvest) or the folder over its
 observations (Minari). Goals (issue 19): ``collect`` >= 0.8x the plain loop on every
 workload; Pong <= 120 B/frame, 84x84 <= 45.
@@ -93,15 +97,20 @@ def _make(name: str) -> gym.Env:
     return make_env(env_id, kwargs, max_steps, wrappers)
 
 
-def _loop(env: gym.Env, episodes: int, on_step: Any = None) -> int:
-    """harvest's RandomPolicy, seeded per episode; returns the steps taken."""
+def _loop(env: gym.Env, episodes: int, on_step: Any = None, seeded: bool = True) -> int:
+    """harvest's RandomPolicy, seeded per episode; returns the steps taken.
+
+    ``seeded``: every reset gets the episode's seed, as a user who wants reproducible
+    episodes writes it and as ``collect`` does (DESIGN.md section 5); False seeds the first
+    reset only (ale-py reloads its ROM at every seeded reset: ~0.1 s a Pong episode).
+    """
     from collector.policies import RandomPolicy
 
     policy = RandomPolicy(env.action_space)
     steps = 0
     for i in range(episodes):
         policy.reset(i)
-        obs, _ = env.reset(seed=i)
+        obs, _ = env.reset(seed=i) if seeded or i == 0 else env.reset()
         done = False
         while not done:
             obs, _, term, trunc, _ = env.step(policy.act(obs))
@@ -114,11 +123,16 @@ def child(kind: str, name: str, root: str) -> dict[str, Any]:
     """One measurement in this (fresh) process."""
     env_id, kwargs, wrappers, episodes, max_steps = WORKLOADS[name]
     os.environ["HARVEST_DATASETS"] = root
-    if kind == "plain":
-        env = _make(name)
+    # imports are not timed, whoever does them (ale_py, cv2 for a wrapper, MuJoCo): one env
+    # made and closed first; each kind's time then includes making its env, as collect's does
+    _make(name).close()
+    if kind in ("plain", "plain-unseeded"):
         start = time.perf_counter()
-        steps = _loop(env, episodes)
-        return {"steps": steps, "seconds": time.perf_counter() - start}
+        env = _make(name)
+        made = time.perf_counter()
+        steps = _loop(env, episodes, seeded=kind == "plain")
+        end = time.perf_counter()
+        return {"steps": steps, "seconds": end - start, "loop_seconds": end - made}
     if kind == "collect":
         from collector.collect import collect
 
@@ -149,8 +163,8 @@ def child(kind: str, name: str, root: str) -> dict[str, Any]:
     os.environ["MINARI_DATASETS_PATH"] = root
     from minari import DataCollector
 
-    env = DataCollector(_make(name))
     start = time.perf_counter()
+    env = DataCollector(_make(name))
     steps = _loop(env, episodes)
     dataset = env.create_dataset(f"bench/{name}-v0", algorithm_name="random")
     seconds = time.perf_counter() - start
@@ -188,12 +202,18 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), default=None)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-minari", action="store_true")
+    ap.add_argument(
+        "--unseeded",
+        action="store_true",
+        help="also time a plain loop seeding its first reset only",
+    )
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
         return
     names = args.only or list(WORKLOADS)
     kinds = ["plain", "collect"] + ([] if args.no_minari else ["minari"])
+    kinds += ["plain-unseeded"] if args.unseeded else []
     rows = []
     for name in names:
         if name == "crafter":
@@ -212,18 +232,19 @@ def main() -> None:
         print(f"{name}: done", flush=True)
     print()
     head = (
-        f"{'workload':<12} {'plain steps/s':>13} {'collect x':>9} {'minari x':>8} "
-        f"{'B/frame':>9} {'minari B/frame':>14} {'folder/data':>11}"
+        f"{'workload':<12} {'plain steps/s':>13} {'collect x':>9} {'x loop':>9} "
+        f"{'x unseeded':>10} {'minari x':>8} {'B/frame':>9} {'minari B/frame':>14} "
+        f"{'folder/data':>11}"
     )
     print(head)
     print("-" * len(head))
     for name, runs in rows:
         plain = runs["plain"]
-        rate = statistics.median(r["steps"] / r["seconds"] for r in plain) if plain else 0
+        rate = statistics.median(r["steps"] / r["loop_seconds"] for r in plain) if plain else 0
 
-        def ratio(kind: str, runs: dict[str, list[dict[str, Any]]] = runs) -> str:
-            pairs = zip(runs["plain"], runs.get(kind, []), strict=False)
-            values = [p["seconds"] / k["seconds"] * k["steps"] / p["steps"] for p, k in pairs]
+        def ratio(kind: str, base: str = "plain", key: str = "seconds", runs: dict = runs) -> str:
+            pairs = zip(runs.get(base, []), runs.get(kind, []), strict=False)
+            values = [p[key] / k["seconds"] * k["steps"] / p["steps"] for p, k in pairs]
             return f"{statistics.median(values):.2f}" if values else "-"
 
         def field(kind: str, key: str, fmt: str, runs: dict = runs) -> str:
@@ -231,11 +252,19 @@ def main() -> None:
             return format(statistics.median(values), fmt) if values else "-"
 
         print(
-            f"{name:<12} {rate:>13,.0f} {ratio('collect'):>9} {ratio('minari'):>8} "
+            f"{name:<12} {rate:>13,.0f} {ratio('collect'):>9} "
+            f"{ratio('collect', key='loop_seconds'):>9} "
+            f"{ratio('collect', base='plain-unseeded'):>10} {ratio('minari'):>8} "
             f"{field('collect', 'bytes_per_frame', ',.0f'):>9} "
             f"{field('minari', 'bytes_per_frame', ',.0f'):>14} "
             f"{field('collect', 'folder_ratio', '.2f'):>11}"
         )
+    print(
+        "\ncollect x: against the plain loop with its gym.make (collect's time has its own),"
+        "\neach reset seeded (as collect seeds each episode); x loop: against the loop alone"
+        "\n(before 2026-12-06 the only figure); x unseeded: against a loop with its gym.make"
+        "\nseeding its first reset only (--unseeded)."
+    )
 
 
 if __name__ == "__main__":

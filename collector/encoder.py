@@ -7,11 +7,14 @@ back the image, the episode table and the info schema; the committer installs an
 image in the parent, so the commit protocol, crash safety and the fingerprint are those of
 an in-process commit.
 
-The window's columns travel through one anonymous memory file (``memfd``) whose descriptor is
-passed over the pipe: one copy, no file name, freed by the kernel when both processes close
-it, whatever kills them. The image comes back through the pipe (compressed, so small). One
-window is in flight at a time (the committer's one background commit), so memory stays
-bounded by the commit window.
+The window's columns travel through anonymous memory files (``memfd``) whose descriptors are
+passed over the pipe: no file name, freed by the kernel when both processes close them,
+whatever kills them. Columns in a recorder's own shared array (``collector.shared``: frames)
+are passed as they lie, without a copy; the others are copied into one window file, which
+serves window after window (its pages stay touched), sized by the largest window. The image
+comes back through the pipe (compressed, so small). One window is in flight at a time (the
+committer's one background commit), so memory stays bounded by the commit window: the
+encoder, ~0.1 s a Pong episode, outpaces the env, so the recorder does not wait mid-run.
 
 If the child dies (killed, out of memory) the window is encoded in this process and so are
 later ones, with one warning: nothing is lost and the data is the same. Where ``memfd`` is
@@ -20,6 +23,7 @@ not available (not Linux) there is no child: ``Encoder.available()`` says so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -35,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from collector import storage
+from collector import shared, storage
 
-__all__ = ["Encoder", "encode_inline", "serve", "usable_cpus"]
+__all__ = ["CHILD_IMPORTS", "PACKAGE_DIR", "Encoder", "encode_inline", "serve", "usable_cpus"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,7 @@ class Encoder:
         self._dead = False
         self._ready = False  # the child has imported what it needs and said so
         self._lock = threading.Lock()
+        self._window: _WindowFile | None = None
         #: windows the child encoded (tests and the closing summary read it)
         self.encoded_in_child = 0
 
@@ -140,7 +145,7 @@ class Encoder:
         parent, child = socket.socketpair()
         with child:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(child.fileno())],
+                [sys.executable, "-c", _CHILD, str(child.fileno()), PACKAGE_DIR],
                 pass_fds=[child.fileno()],
                 stdin=subprocess.DEVNULL,
             )
@@ -161,31 +166,60 @@ class Encoder:
         buffers: list[pickle.PickleBuffer] = []
         header = pickle.dumps(batch, protocol=5, buffer_callback=buffers.append)
         views = [b.raw() for b in buffers]
-        sizes = [v.nbytes for v in views]
-        fd = os.memfd_create("harvest-window", os.MFD_CLOEXEC)
+        # each buffer: (file, offset, bytes); file 0 is the window file, others the recorder's
+        places, files, copies = [], [], []
+        for view in views:
+            found = shared.locate(view)  # a recorder array's own file: passed, not copied
+            if found is None:
+                copies.append(view)
+                places.append((0, sum(v.nbytes for v in copies[:-1]), view.nbytes))
+            else:
+                fd, offset = found
+                if fd not in files:
+                    files.append(fd)
+                places.append((1 + files.index(fd), offset, view.nbytes))
+        whole = None
         try:
-            total = sum(sizes)
-            if total:
-                os.ftruncate(fd, total)
-                with mmap.mmap(fd, total) as mm:
-                    at = 0
-                    for view in views:
-                        mm[at : at + view.nbytes] = view
-                        at += view.nbytes
-            conn.send((header, sizes, compression))
-            send_handle(conn, fd, self._proc.pid)
+            window = self._window_file(sum(v.nbytes for v in copies))
+            whole = np.frombuffer(window.mm, np.uint8)
+            at = 0
+            for view in copies:
+                # numpy copies without the GIL: the recording thread goes on meanwhile
+                whole[at : at + view.nbytes] = np.frombuffer(view, np.uint8)
+                at += view.nbytes
+            whole = None  # no view of the file outlives the copy: it may be closed
+            conn.send((header, places, compression, len(files)))
+            for fd in (window.fd, *files):
+                send_handle(conn, fd, self._proc.pid)
         finally:
-            os.close(fd)
-            del views, buffers
+            del views, buffers, copies, whole
         status, payload = conn.recv()
         if status == "ok":
             return payload
         log.debug("the encoder process could not encode a window: %s", payload)
         return None
 
+    def _window_file(self, nbytes: int) -> _WindowFile:
+        """The memory file windows travel through, holding at least ``nbytes``.
+
+        One file serves window after window (one is in flight at a time): its pages are
+        touched once, where a fresh file per window cost a page fault per 4 kB written, in
+        this process (issue 19). It grows to the largest window, so memory stays bounded by
+        the commit window.
+        """
+        if self._window is None or self._window.size < nbytes:
+            if self._window is not None:
+                self._window.close()
+                self._window = None
+            self._window = _WindowFile(nbytes)
+        return self._window
+
     def _stop(self, kill: bool = False) -> None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
+        if self._window is not None:
+            self._window.close()
+            self._window = None
         if conn is not None:
             try:
                 if not kill:
@@ -213,7 +247,43 @@ class Encoder:
         self.close()
 
 
-_CHILD = "import sys; from collector.encoder import serve; serve(int(sys.argv[1]))"
+class _WindowFile:
+    """An anonymous memory file (``memfd``) of ``size`` bytes, mapped here, pages populated.
+
+    ``MAP_POPULATE`` allocates its pages in one system call, which releases the GIL,
+    instead of one page fault at a time while the recording thread waits for the GIL.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, mmap.PAGESIZE)
+        self.fd = os.memfd_create("harvest-window", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, self.size)
+            self.mm = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED | _POPULATE)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def close(self) -> None:
+        self.mm.close()
+        os.close(self.fd)
+
+
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+#: The folder of the ``collector`` package (the child's ``argv[2]``).
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: The child's imports: ``collector`` stands in as a bare package over ``PACKAGE_DIR``, so
+#: its ``__init__`` (the whole tool: gymnasium, omegaconf, ~0.35 s of CPU) never runs there
+#: and the child is ready for the first window sooner; then ``collector.encoder`` itself.
+CHILD_IMPORTS = (
+    "import os, sys, types; package = types.ModuleType('collector'); "
+    "package.__path__ = [sys.argv[2]]; sys.modules['collector'] = package; "
+    "from collector.encoder import serve"
+)
+#: ``os._exit`` once served: the interpreter's teardown (numpy, h5py, hdf5plugin) took ~0.1 s
+#: at the end of every run, waited for by ``close``; the child has nothing left to flush.
+_CHILD = CHILD_IMPORTS + "; serve(int(sys.argv[1])); os._exit(0)"
 
 
 def serve(fd: int) -> None:
@@ -224,6 +294,7 @@ def serve(fd: int) -> None:
     conn = Connection(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     conn.send(("ready", None))  # the imports are done
+    mapped: dict[tuple[int, int], mmap.mmap] = {}  # the parent's window file, mapped once
     while True:
         try:
             message = conn.recv()
@@ -231,32 +302,72 @@ def serve(fd: int) -> None:
             return
         if message is None:
             return
-        header, sizes, compression = message
-        fd = recv_handle(conn)
+        header, places, compression, nfiles = message
+        fds = [recv_handle(conn) for _ in range(1 + nfiles)]
+        maps: list[mmap.mmap] = []
         try:
-            conn.send(("ok", _encode_window(fd, header, sizes, compression)))
+            maps.append(_map_window(mapped, fds[0]))
+            # the recorder's arrays, this window's rows only (a read of a page never written
+            # would allocate it), unmapped after the window
+            maps += [
+                _map_file(fd, max(at + n for k, at, n in places if k == i))
+                for i, fd in enumerate(fds[1:], 1)
+            ]
+            conn.send(("ok", _encode_window(maps, header, places, compression)))
         except Exception as e:  # the parent encodes it itself and reports what it meets
             conn.send(("error", f"{type(e).__name__}: {e}"))
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
+            for mm in maps[1:]:
+                with contextlib.suppress(BufferError):  # see _encode_window
+                    mm.close()
+
+
+def _map_file(fd: int, length: int) -> mmap.mmap:
+    """The first ``length`` bytes of memory file ``fd``, read-only, mapped at once."""
+    return mmap.mmap(fd, max(length, 1), flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
+
+
+def _map_window(mapped: dict[tuple[int, int], mmap.mmap], fd: int) -> mmap.mmap:
+    """Memory file ``fd`` mapped read-only, the same mapping while the parent reuses it.
+
+    A file the parent replaced (it grew) is unmapped: the child maps one file at a time.
+    """
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    mm = mapped.get(key)
+    if mm is None or len(mm) != st.st_size:
+        for old in mapped.values():
+            with contextlib.suppress(BufferError):  # see _encode_window
+                old.close()
+        mapped.clear()
+        mm = mapped[key] = mmap.mmap(
+            fd, st.st_size, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ
+        )
+    return mm
 
 
 def _encode_window(
-    fd: int, header: bytes, sizes: list[int], compression: str | None
+    maps: list[mmap.mmap],
+    header: bytes,
+    places: list[tuple[int, int, int]],
+    compression: str | None,
 ) -> tuple[bytes, dict[str, Any], Any]:
-    """Encode the window in memory file ``fd``; what is returned holds no view of it."""
-    total = sum(sizes)
-    if not total:
-        return encode_inline(pickle.loads(header, buffers=[]), compression)
-    with mmap.mmap(fd, total, prot=mmap.PROT_READ) as mm:
-        whole = memoryview(mm)
-        views, at = [], 0
-        for n in sizes:
-            views.append(whole[at : at + n])
-            at += n
+    """Encode the window whose buffers lie at ``places`` (file, offset, bytes) in ``maps``.
+
+    What is returned holds no view of the files.
+    """
+    wholes = [memoryview(mm) for mm in maps]
+    views = [wholes[k][at : at + n] for k, at, n in places]
+    batch = None
+    try:
         batch = pickle.loads(header, buffers=views)
         image, table, schema = encode_inline(batch, compression)
         table = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in table.items()}
-        del batch, views  # every array over the memory file, before it is unmapped
-        whole.release()
+    finally:
+        batch = views = None  # every array over the memory files, before they are reused
+        for whole in wholes:
+            with contextlib.suppress(BufferError):  # an error's traceback may still hold one
+                whole.release()
     return image, table, schema

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 
 def encoder_children(pid: int) -> list[int]:
@@ -80,3 +81,37 @@ class Slow(Random):
         if os.environ.get("ENCODER_TEST_SLOW"):
             time.sleep(0.002)
         return self.action_space.sample()
+
+
+class Frames(gym.Env):
+    """96x96x3 uint8 frames from the reset seed (27 kB each: the recorder's arrays are shared)."""
+
+    metadata: dict[str, Any] = {"render_modes": []}
+    observation_space = gym.spaces.Box(0, 255, (96, 96, 3), np.uint8)
+    action_space = gym.spaces.Discrete(4)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        super().reset(seed=seed)
+        self.t = 0
+        return self._frame(), {}
+
+    def step(self, action: Any):  # type: ignore[override]
+        self.t += 1
+        return self._frame(), float(action), False, self.t >= 120, {}
+
+    def _frame(self) -> np.ndarray:
+        return self.np_random.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+
+
+if "encoder_support/Frames-v0" not in gym.registry:
+    gym.register("encoder_support/Frames-v0", entry_point="encoder_support:Frames")
+
+
+def frames_config(dataset_id: str, encoder: str, policy: str = "Random") -> dict[str, Any]:
+    """``Frames`` episodes, a commit every 2 episodes, the given encoder and test policy."""
+    return {
+        **config(dataset_id, encoder, policy),
+        "env": "encoder_support:encoder_support/Frames-v0",
+        "record_infos": False,
+        "checkpoint": {"every_seconds": None, "every_mb": None, "every_episodes": 2},
+    }

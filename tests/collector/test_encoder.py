@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -11,10 +13,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from encoder_support import config, encoder_children
+from encoder_support import config, encoder_children, frames_config
 from helpers import committed_episodes, spawn
 
-from collector import storage
+from collector import shared, storage
 from collector.collect import collect
 from collector.encoder import Encoder, encode_inline
 from collector.recorder import EpisodeRecorder
@@ -124,3 +126,119 @@ def test_kill_9_of_the_recorder_ends_the_encoder_and_the_run_resumes_exactly(
     resumed = collect({**config("enc/resumed-v0", "process", "Slow"), "episodes": 60})
     reference = collect({**config("enc/whole-v0", "inline"), "episodes": 60})
     assert resumed.fingerprint == reference.fingerprint
+
+
+def window_files(pid: int) -> dict[int, int]:
+    """The window memory files process ``pid`` holds open or mapped: inode -> bytes."""
+    found = {}
+    for link in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(link)
+        except OSError:
+            continue
+        if target.startswith("/memfd:harvest-window"):
+            st = os.stat(link)
+            found[st.st_ino] = st.st_size
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if "/memfd:harvest-window" in line:
+            found.setdefault(int(line.split()[4]), -1)
+    return found
+
+
+def test_one_window_file_is_reused_and_bounded_by_the_largest_window() -> None:
+    # a fresh memory file per window costs a page fault per 4 kB written, in the recording
+    # process (issue 19: ~0.4 s of a 2,800-frame Pong run); one file, reused, is warm
+    big, small = pixel_batch(3, 60, 0), pixel_batch(2, 20, 1)
+    with Encoder("process") as encoder:
+        encoder.encode(big, "lzf")
+        first = window_files(os.getpid())
+        assert len(first) == 1
+        (size,) = first.values()
+        assert big.nbytes <= size <= big.nbytes + (1 << 20)
+        for batch in (small, big, small):
+            image, table, _ = encoder.encode(batch, "lzf")
+            ref_image, ref_table, _ = encode_inline(batch, "lzf")
+            assert image == ref_image and np.array_equal(table["digest"], ref_table["digest"])
+        assert window_files(os.getpid()) == first  # the same file, no larger
+        assert len(window_files(encoder.pid)) <= 1  # the child maps it once, too
+        assert encoder.encoded_in_child == 4
+    assert not window_files(os.getpid())  # freed with the encoder
+
+
+def frame_batch(episodes: int, steps: int) -> tuple[EpisodeRecorder, storage.EpisodeBatch]:
+    """Finished episodes of 96x96x3 frames: the recorder's observation array is shared."""
+    obs_space = gym.spaces.Box(0, 255, (96, 96, 3), np.uint8)
+    rec = EpisodeRecorder(obs_space, gym.spaces.Discrete(4))
+    rng = np.random.default_rng(episodes)
+    for ep in range(episodes):
+        rec.begin_episode(ep, ep, None, rng.integers(0, 256, (96, 96, 3), np.uint8), {})
+        for t in range(steps):
+            frame = rng.integers(0, 256, (96, 96, 3), np.uint8)
+            rec.add_step(t % 4, frame, 1.0, False, t == steps - 1, {})
+        rec.end_episode()
+    batch = rec.take()
+    assert batch is not None
+    return rec, batch
+
+
+def frame_files(pid: int) -> int:
+    """Recorder memory files process ``pid`` holds open or mapped."""
+    fds = [os.readlink(p) for p in Path(f"/proc/{pid}/fd").iterdir() if p.exists()]
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return sum("/memfd:harvest-frames" in t for t in fds) + maps.count("/memfd:harvest-frames")
+
+
+def test_recorded_frames_reach_the_child_without_a_copy() -> None:
+    # a commit window of frames copied into the window file doubled the memory a run
+    # touches (issue 19); the recorder's own shared array is passed instead
+    rec, batch = frame_batch(2, 150)
+    assert shared.locate(pickle.PickleBuffer(batch.observations[""]).raw()) is not None
+    expected = encode_inline(frame_batch(2, 150)[1], "lzf")
+    with Encoder("process") as encoder:
+        image, table, schema = encoder.encode(batch, "lzf")
+        assert encoder.encoded_in_child == 1
+        assert image == expected[0] and np.array_equal(table["digest"], expected[1]["digest"])
+        (window,) = window_files(os.getpid()).values()
+        assert window < batch.observations[""].nbytes // 10  # only the small columns
+        assert frame_files(encoder.pid) == 0  # the child unmapped the recorder's file
+    del rec, batch
+    gc.collect()
+    assert frame_files(os.getpid()) == 0  # freed with the arrays
+
+
+def test_killing_the_encoder_on_frames_loses_nothing(
+    datasets_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from encoder_support import KillsTheEncoder
+
+    KillsTheEncoder.killed.clear()  # once per run of the policy class
+    reference = collect(frames_config("enc/frames-ref-v0", "inline"))
+    with caplog.at_level(logging.WARNING, logger="collector.encoder"):
+        result = collect(frames_config("enc/frames-killed-v0", "process", "KillsTheEncoder"))
+    assert "encoder process stopped" in caplog.text
+    assert result.fingerprint == reference.fingerprint
+    assert result.total_episodes == 12 and storage.verify_dataset("enc/frames-killed-v0").ok
+
+
+def test_the_encoder_process_imports_only_what_encoding_needs() -> None:
+    # `collector`'s __init__ imports the whole tool (gymnasium, omegaconf, Hydra's config):
+    # ~0.35 s of CPU the child spent before its first window, which until then is encoded
+    # on the recording side (issue 19)
+    import subprocess
+    import sys
+
+    from collector import encoder
+
+    probe = "; import sys; print(sorted(m for m in ('gymnasium', 'omegaconf') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", encoder.CHILD_IMPORTS + probe, "-1", encoder.PACKAGE_DIR],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "[]"
+    with Encoder("process") as enc:  # and the child still encodes
+        image, _, _ = enc.encode(pixel_batch(2, 10, 0), "lzf")
+        assert enc.encoded_in_child == 1
+        assert image == encode_inline(pixel_batch(2, 10, 0), "lzf")[0]
