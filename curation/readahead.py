@@ -10,7 +10,9 @@ A fresh segment per block cost more than decoding on this 2-core VM: the worker 
 new pages twice (h5py's array, then the segment) and the consumer freed them, about 100 ms
 of kernel time per 32 MiB block against ~15 ms to decode it (issue 19: ``num_workers=2`` was
 slower than 0). A block larger than the read-ahead budget, or one that does not fit its slab,
-still goes through a segment of its own, unlinked as soon as the consumer maps it.
+still goes through a segment of its own, unlinked as soon as the consumer maps it. While
+every worker is busy, the consumer decodes the oldest block none has started itself instead
+of waiting (on two busy cores the workers alone were often no faster than the consumer).
 
 A slab is reused only when no array of the block it held is alive (its mapping's reference
 count says so): a view kept past ``release`` keeps its slab, which is then retired (unlinked,
@@ -408,6 +410,9 @@ class BlockStream:
         self.prefix = f"hv{os.getpid()}_{secrets.token_hex(3)}_"
         self._checked = 0.0
         self._ahead = 0  # bytes requested from workers and not yet handed over
+        self._reader: storage.ShardReader | None = None  # for blocks decoded here (_steal)
+        #: blocks this process decoded itself while every worker was busy
+        self.decoded_here = 0
         fits = nbytes[nbytes <= max_bytes]
         largest = int(fits.max()) if len(fits) else 0
         self.slabs = _Slabs(self.prefix, largest + _SLAB_SLACK, max_bytes)
@@ -451,7 +456,7 @@ class BlockStream:
                 if next_seq == submitted and exhausted:
                     return
                 while next_seq not in self._ready:
-                    self._receive(results)
+                    self._receive(tasks, results)
                 self._pending.pop(next_seq)
                 self._ahead -= self._cost.pop(next_seq, 0)
                 held = self._ready.pop(next_seq)
@@ -465,6 +470,9 @@ class BlockStream:
             for seq in self._pending:  # a worker may have made it before it stopped or died
                 unlink_quietly(self.prefix + str(seq))
             self.slabs.close()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     def _submit(self, tasks: Any, seq: int, block: int) -> None:
         """Request ``block`` as number ``seq``, into a slab when it fits one."""
@@ -483,21 +491,62 @@ class BlockStream:
         name = None if slab is None else slab.name
         tasks.put((seq, self.refs[block], name, live, self.prefix + str(seq)))
 
-    def _receive(self, results: Any) -> None:
-        """Wait for one block from the workers; raise what a worker raised."""
+    def _receive(self, tasks: Any, results: Any) -> None:
+        """Take one block from the workers, or decode one here while they are all busy.
+
+        Raises what a worker raised.
+        """
         # checked on every wait, not only on a timeout: the other workers may keep the queue
         # busy while one of them is dead
         self._check_workers()
         try:
-            seq, message, error = results.get(timeout=1.0)
+            seq, message, error = results.get_nowait()
         except queue.Empty:
-            return
+            if self._steal(tasks):
+                return
+            try:
+                seq, message, error = results.get(timeout=0.05)
+            except queue.Empty:
+                return
         slab = self._slab_of.pop(seq, None)
         if error is not None:
             if slab is not None:
                 self.slabs.give_back(slab, self._ahead)
             raise error
         self._ready[seq] = self._received(self._pending[seq], message, slab)
+
+    def _steal(self, tasks: Any) -> bool:
+        """Decode the oldest block no worker has started, here; False when there is none.
+
+        The consumer would otherwise sit idle waiting for it. An idle worker waits inside
+        ``tasks.get`` holding the queue's read lock, so this takes a block only while every
+        worker is busy: with ``num_workers=2`` on two busy cores the consumer reads as it
+        would with 0, and the workers add what they can.
+        """
+        try:
+            task = tasks.get_nowait()
+        except (queue.Empty, OSError, ValueError):
+            return False
+        seq, ref, _, _, _ = task
+        block = self._pending[seq]
+        self.decoded_here += 1
+        slab = self._slab_of.pop(seq, None)
+        if self._reader is None:
+            self._reader = storage.ShardReader()
+        if slab is not None:
+            try:
+                message = _decode_into(self._reader, ref, slab.mapping.seg)
+            except _SlabFull:
+                message = None
+            if message is not None:
+                self._ready[seq] = self._received(block, message, slab)
+                return True
+            self.slabs.give_back(slab, self._ahead)
+        rows = self._reader.read_rows(Path(ref.file), slice(*ref.obs), slice(*ref.steps))
+        if self.cache is not None:
+            self.cache[1](block, rows)
+        self._ready[seq] = Held(block, rows)
+        return True
 
     def _cached(self, block: int) -> Held | None:
         rows = None if self.cache is None else self.cache[0](block)

@@ -27,6 +27,7 @@ from gymnasium import spaces
 from collector.data_collector import DataCollector
 from collector.errors import HarvestWarning, ReaderError
 from curation import Dataset, load_dataset
+from curation.readahead import BlockStream
 from curation.snapshot import block_bytes_for
 
 MiB = 2**20
@@ -328,6 +329,34 @@ def test_a_view_kept_past_release_is_never_overwritten_nor_unmapped(datasets_roo
     assert out.returncode == 0, out.stderr[-2000:]
     blocks = load_dataset(ds_id, max_memory=8 * MiB).snapshot.num_blocks
     assert out.stdout.split() == ["ok", str(3 * blocks)]
+
+
+def test_the_consumer_decodes_blocks_itself_while_every_worker_is_busy() -> None:
+    """A spawned worker takes a second or so to start: the consumer does not wait for it
+    (it used to sit idle while slow or busy workers decoded), and the stream is the same."""
+    ds = load_dataset(pixel_dataset("px/steal-v0", 12, 40), max_memory=8 * MiB)
+    snap = ds.snapshot
+    blocks = list(range(snap.num_blocks)) * 2
+    stream = BlockStream(
+        blocks,
+        refs=[snap.block_ref(b) for b in range(snap.num_blocks)],
+        nbytes=snap.block_nbytes,
+        read=ds.read_block,
+        num_workers=1,
+        mp_context="spawn",
+        max_in_flight=4,
+        max_bytes=4 * MiB,
+    )
+    got = []
+    for held in stream:
+        assert held.rows is not None
+        got.append(held.block)
+        expected = ds.read_block(held.block)
+        assert np.array_equal(held.rows.observations[""], expected.observations[""])
+        assert np.array_equal(held.rows.rewards, expected.rewards)
+        held.release()
+    assert got == blocks
+    assert stream.decoded_here > 0
 
 
 # --------------------------------------------------------------------------------------------
