@@ -7,8 +7,8 @@ How batches are drawn (the shuffle distribution), for ``batch_iter``:
    unless one episode is larger; see ``curation.snapshot``), in an order drawn from ``seed``.
    Worker **processes** read and decompress blocks ahead of the consumer (h5py does not read
    in parallel in threads [review 9a]) and hand them over in shared memory
-   (``curation.readahead``); at most ``2 * num_workers`` blocks and half of
-   ``max_memory`` are in flight (read ahead, or held idle for the next blocks).
+   (``curation.readahead``); at most ``2 * num_workers`` blocks and a quarter of
+   ``max_memory`` are in flight.
 2. The consumer keeps a window of ``preload_buffer_size`` blocks (fewer when they would hold
    more than half of ``max_memory``); they are never concatenated: each batch is gathered
    block by block, its rows grouped by block. While a block is the oldest
@@ -22,12 +22,11 @@ How batches are drawn (the shuffle distribution), for ``batch_iter``:
    values zero). With ``seq_len=1`` every transition of the window is equally likely.
 
 Memory is bounded by the dataset's ``max_memory`` (``load_dataset``, default 512 MiB), not by
-trajectories nor by the frame size: half for the window, the rest for the blocks being read
-(one with ``num_workers=0``, else up to ``2 * num_workers`` read ahead). MineRL's buffers
-held whole trajectories and ran out of memory (its issues #356, #561). The batches
-themselves come on top. An episode larger than the budget is read alone, with a warning.
-``frame_stack=k`` gives each step its last ``k`` observations, gathered from the stored rows
-(frames are never stored twice).
+trajectories nor by the frame size: half for the window, a quarter for read-ahead, the rest
+for the block being read (MineRL's buffers held whole trajectories and ran out of memory: its
+issues #356, #561). The batches themselves come on top. An episode larger than the budget is
+read alone, with a warning. ``frame_stack=k`` gives each step its last ``k`` observations,
+gathered from the stored rows (frames are never stored twice).
 
 Each batch is a 5-tuple ``(obs, act, rew, next_obs, done)`` shaped ``[batch, seq_len, ...]``
 (MineRL's order) where ``done`` is **termination only**: a time-limit truncation is not a
@@ -135,7 +134,7 @@ class Pipeline:
         self._eps_stop = np.searchsorted(blocks, self._blocks, side="right")
         self._by_block = by_block
         self._block_slot = {int(b): i for i, b in enumerate(self._blocks.tolist())}
-        # the memory budget: half for the window of blocks, half for read-ahead
+        # the memory budget: half for the window of blocks, a quarter for read-ahead
         self._window_bytes = dataset.max_memory // 2
         self._nbytes = int(snap.block_nbytes[self._blocks].sum())
 
@@ -293,9 +292,7 @@ class Pipeline:
             num_workers=self.num_workers,
             mp_context=self.mp_context,
             max_in_flight=max_in_flight or 2 * self.num_workers,
-            # the half of the budget the window does not use: blocks being read ahead (the
-            # consumer reads none of its own when workers do)
-            max_bytes=self.dataset.max_memory // 2,
+            max_bytes=self.dataset.max_memory // 4,
             # a view that fits in the cache is read by the workers once, then served from it
             cache=(
                 functools.partial(cache.peek, snap),
@@ -408,7 +405,7 @@ class Pipeline:
         Each segment holds up to ``max_sequence_len`` steps in order (shapes ``[len, ...]``).
         Episodes come block by block in a seeded random block order, and in a seeded random
         order inside each block; ``queue_size`` caps blocks read ahead (default
-        ``2 * num_workers``; read-ahead also stays within half of ``max_memory``).
+        ``2 * num_workers``; read-ahead also stays within a quarter of ``max_memory``).
         ``done`` is termination only; with ``include_metadata`` a dict (``id``, ``seed``,
         ``start``, ``terminated``, ``truncated``) is appended. ``frame_stack=k`` shapes
         ``obs`` and ``next_obs`` ``[len, k, ...]`` as in ``batch_iter``. Segments are copies.
