@@ -259,13 +259,13 @@ def _worker(tasks: Any, results: Any) -> None:
                 return
             seq, ref, slab, live, name = task
             for gone in [k for k in mapped if k not in live]:
-                mapped.pop(gone).close()
+                _unmap(mapped.pop(gone))
             try:
                 message = None
                 if slab is not None:
                     if slab not in mapped:
                         while len(mapped) >= _MAPPED_SLABS:
-                            mapped.pop(next(iter(mapped))).close()
+                            _unmap(mapped.pop(next(iter(mapped))))
                         mapped[slab] = shared_memory.SharedMemory(name=slab)
                     try:
                         message = _decode_into(reader, ref, mapped[slab])
@@ -286,10 +286,15 @@ def _worker(tasks: Any, results: Any) -> None:
         results.cancel_join_thread()
         reader.close()
         for seg in mapped.values():
-            try:
-                seg.close()
-            except BufferError:  # an exception's traceback may still hold a view: exit anyway
-                pass
+            _unmap(seg)
+
+
+def _unmap(seg: shared_memory.SharedMemory) -> None:
+    """Close a worker's mapping of a slab (the consumer owns the slab and its name)."""
+    try:
+        seg.close()
+    except BufferError:  # an exception's traceback may still hold a view: leave it mapped
+        pass
 
 
 class _Slab:
