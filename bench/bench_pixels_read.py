@@ -2,7 +2,9 @@
 
 Two datasets of real ``ALE/Pong-v5`` frames from a random policy (needs ``ale-py``):
 ``raw`` (210x160x3 uint8, about 8,000 frames, 800 MB decoded) and ``gray84``
-(``AtariPreprocessing``: 84x84 uint8, about 20,000 frames). Each measure runs in a fresh
+(``AtariPreprocessing``: 84x84 uint8, about 20,000 frames), plus ``gray84gz``: the same 84x84
+episodes stored with ``compression="gzip"`` (what the README suggests for data published to
+plain HDF5 readers), whose decoding dominates a read. Each measure runs in a fresh
 process: ``batch_iter(32, seq_len=4)`` at default settings, its peak RSS (``VmHWM``), the
 time to the first batch and transitions/s over ``--batches`` batches, against numpy drawing
 the same batches (obs, next obs, action, reward, done) from in-memory arrays (in a process
@@ -10,6 +12,12 @@ of its own).
 
     python bench/bench_pixels_read.py make --root /tmp/pxbench
     python bench/bench_pixels_read.py run --root /tmp/pxbench --data gray84 --workers 0
+    python bench/bench_pixels_read.py run --root /tmp/pxbench --data gray84 --compare 0,2 \
+        --max-memory 128 --repeats 3   # A B A B: decoding dominates (the cache holds half)
+
+With ``--max-memory`` (MiB) under twice the decoded dataset, the block cache cannot hold it
+and every epoch decodes every block again: the case reader processes are for. ``--compare``
+runs the worker counts alternately, ``--repeats`` times, and prints each ratio to the first.
 
 ``--code DIR`` runs the measure with another checkout's ``curation`` (for before/after).
 """
@@ -34,7 +42,7 @@ def hwm():
 
 ds_id, workers, n_batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 numpy_only = sys.argv[4] == "1"
-ds = load_dataset(ds_id)
+ds = load_dataset(ds_id, max_memory=int(sys.argv[5]))
 out = {"steps": int(ds.total_steps), "rss_open": hwm()}
 if numpy_only:  # the same draws from in-memory arrays, in a process of its own
     eps = list(ds.iterate_episodes())
@@ -76,15 +84,17 @@ def make(root: Path) -> None:
 
     os.environ["HARVEST_DATASETS"] = str(root)
     gym.register_envs(ale_py)
+
+    def gray84() -> gym.Env:
+        return gym.wrappers.AtariPreprocessing(gym.make("ALE/Pong-v5", frameskip=1), frame_skip=4)
+
     specs = {
-        "bench/pong-raw-v0": (gym.make("ALE/Pong-v5"), 8_000),
-        "bench/pong-gray84-v0": (
-            gym.wrappers.AtariPreprocessing(gym.make("ALE/Pong-v5", frameskip=1), frame_skip=4),
-            20_000,
-        ),
+        "bench/pong-raw-v0": (gym.make("ALE/Pong-v5"), 8_000, "auto"),
+        "bench/pong-gray84-v0": (gray84(), 20_000, "auto"),
+        "bench/pong-gray84-gzip-v0": (gray84(), 20_000, "gzip"),
     }
-    for ds_id, (env, frames) in specs.items():
-        env = DataCollector(env)
+    for ds_id, (env, frames, codec) in specs.items():
+        env = DataCollector(env, compression=codec)
         rng = np.random.default_rng(0)
         steps, k = 0, 0
         while steps < frames:
@@ -100,9 +110,15 @@ def make(root: Path) -> None:
         print(f"{ds_id}: {steps} steps, {k} episodes")
 
 
-def run(root: Path, data: str, workers: int, batches: int, code: Path, numpy_only: bool) -> dict:
-    ds_id = {"raw": "bench/pong-raw-v0", "gray84": "bench/pong-gray84-v0"}[data]
-    args = [ds_id, str(workers), str(batches), "1" if numpy_only else "0"]
+def run(
+    root: Path, data: str, workers: int, batches: int, code: Path, numpy_only: bool, mib: int
+) -> dict:
+    ds_id = {
+        "raw": "bench/pong-raw-v0",
+        "gray84": "bench/pong-gray84-v0",
+        "gray84gz": "bench/pong-gray84-gzip-v0",
+    }[data]
+    args = [ds_id, str(workers), str(batches), "1" if numpy_only else "0", str(mib << 20)]
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(MEASURE), *args],
         capture_output=True,
@@ -116,22 +132,47 @@ def run(root: Path, data: str, workers: int, batches: int, code: Path, numpy_onl
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compare(a: argparse.Namespace, counts: list[int]) -> None:
+    """Worker counts side by side (A B A B): rates, first batches and each ratio to the first."""
+    ratios: dict[int, list[float]] = {w: [] for w in counts[1:]}
+    for i in range(a.repeats):
+        got = {w: run(a.root, a.data, w, a.batches, a.code, False, a.max_memory) for w in counts}
+        base = got[counts[0]]["per_s"]
+        cells = [
+            f"W={w} {r['per_s']:,.0f}/s (first {r['first_batch_s']:.2f} s)" for w, r in got.items()
+        ]
+        for w in counts[1:]:
+            ratios[w].append(got[w]["per_s"] / base)
+        print(f"{a.data} max_memory={a.max_memory} MiB, repeat {i + 1}: " + ", ".join(cells))
+    for w, rs in ratios.items():
+        print(
+            f"W={w} / W={counts[0]}: min {min(rs):.2f}x, median {sorted(rs)[len(rs) // 2]:.2f}x, "
+            f"max {max(rs):.2f}x over {len(rs)} repeats"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["make", "run"])
     ap.add_argument("--root", type=Path, required=True)
-    ap.add_argument("--data", choices=["raw", "gray84"], default="gray84")
+    ap.add_argument("--data", choices=["raw", "gray84", "gray84gz"], default="gray84")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--batches", type=int, default=400)
     ap.add_argument("--numpy", action="store_true", help="also time numpy on in-memory arrays")
     ap.add_argument("--code", type=Path, default=Path(__file__).resolve().parents[1])
+    ap.add_argument("--max-memory", type=int, default=512, help="load_dataset's budget, MiB")
+    ap.add_argument("--compare", help="worker counts run alternately, e.g. 0,2")
+    ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     if a.what == "make":
         make(a.root)
         return
-    r = run(a.root, a.data, a.workers, a.batches, a.code, False)
+    if a.compare:
+        compare(a, [int(w) for w in a.compare.split(",")])
+        return
+    r = run(a.root, a.data, a.workers, a.batches, a.code, False, a.max_memory)
     if a.numpy:
-        r.update(run(a.root, a.data, a.workers, a.batches, a.code, True))
+        r.update(run(a.root, a.data, a.workers, a.batches, a.code, True, a.max_memory))
     mib = 2**20
     line = (
         f"{a.data} W={a.workers}: {r['per_s']:,.0f} transitions/s, first batch "

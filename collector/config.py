@@ -75,7 +75,8 @@ METADATA_KEYS = (
 #: Where digests and compression run: ``auto`` in a child process for large windows when
 #: two CPUs are usable, ``process`` always there, ``inline`` in the committing thread.
 ENCODERS = ("auto", "process", "inline")
-#: auto: zstd:3 for images (16x smaller than lzf on Pong), shuffle + zstd:1 for the rest.
+#: auto: zstd for images (zstd:5 up to 16 KiB a frame, zstd:3 above: 16x smaller than lzf on
+#: Pong), shuffle + zstd:1 for the rest.
 DEFAULT_COMPRESSION = "auto"
 
 

@@ -10,12 +10,18 @@ codec                         Pong 210x160x3     Pong 84x84 gray  HalfCheetah ob
 ============================  =================  ===============  ================
 lzf (the old default)         1,844              146              136 (1.00x raw)
 zstd:3, 1 MiB image chunks    93                 38               -
+zstd:5, 1 MiB image chunks    147                30               -
 shuffle + zstd:1              -                  -                123 (0.90x raw)
 ============================  =================  ===============  ================
 
 zstd:3 encodes Pong at ~4 GB/s of CPU (lzf: 0.65), 7% of a core at the env's 2,600 frames/s.
 zstd:10 stores Pong in 71 B/frame and 84x84 in 27 at ~0.8 GB/s (still less CPU than lzf):
-the choice for archives. Levels 4-9 are no smaller on Pong (zstd:5 180, zstd:9 117).
+the choice for archives. Levels 4-9 are no smaller on raw Pong (zstd:5 147, zstd:9 117),
+but from level 5 on zstd searches hash chains instead of its fast double hash, and that finds
+the short-distance repeats of small frames: 84x84 gray goes from 38 to 30 B/frame (64x64x3
+crops of Pong: 2.6 to 1.8), decoded as fast, encoded at ~0.5 GB/s instead of ~0.7. Between 16
+and 100 KiB per frame the measures go both ways (Pong crops: 100x100x3 12.7 to 13.7, 160x160x3
+56 to 52), so ``auto`` gives zstd:5 to frames of at most ``SMALL_FRAME_BYTES`` only.
 
 Vectors: a byte shuffle ahead of zstd is what makes floats and ints smaller. blosc2 (zstd:1,
 shuffle) is as small and decoded faster in a bare h5py probe, but iterating HalfCheetah is
@@ -37,6 +43,8 @@ from collector.errors import UsageError
 __all__ = [
     "COMPRESSION_CHOICES",
     "IMAGE_ZSTD_LEVEL",
+    "SMALL_FRAME_BYTES",
+    "SMALL_IMAGE_ZSTD_LEVEL",
     "VECTOR_ZSTD_LEVEL",
     "is_image_leaf",
     "leaf_codec",
@@ -47,6 +55,10 @@ __all__ = [
 COMPRESSION_CHOICES: Final = "auto, none, lzf, gzip, gzip:0-9, zstd or zstd:1-22"
 #: ``auto``'s zstd level for image-like leaves: Pong 93 B/frame at ~1.5 GB/s encode.
 IMAGE_ZSTD_LEVEL: Final = 3
+#: ``auto``'s zstd level for image-like leaves of at most ``SMALL_FRAME_BYTES`` a frame.
+SMALL_IMAGE_ZSTD_LEVEL: Final = 5
+#: Frames up to this size (84x84 gray, 64x64x3) are "small" for ``auto``.
+SMALL_FRAME_BYTES: Final = 16 * 1024
 #: ``auto``'s zstd level (after a byte shuffle) for every other column.
 VECTOR_ZSTD_LEVEL: Final = 1
 _DEFAULT_LEVEL: Final = {"gzip": 4, "zstd": 3}
@@ -86,12 +98,15 @@ def leaf_codec(
 ) -> tuple[str | None, int | None, bool]:
     """The (codec, level, byte shuffle) one column gets under a parsed ``storage.compression``.
 
-    ``auto``: zstd:3 for image-like leaves, shuffle + zstd:1 for the rest. An explicit codec
+    ``auto``: zstd:5 for image-like leaves of at most ``SMALL_FRAME_BYTES`` a frame, zstd:3
+    for larger ones, shuffle + zstd:1 for the rest. An explicit codec
     applies to every column; with a level (gzip, zstd), multi-byte columns are shuffled first.
     """
     multibyte = np.dtype(dtype).itemsize > 1
     if codec == "auto":
         if is_image_leaf(row_shape, dtype):
-            return "zstd", IMAGE_ZSTD_LEVEL, False
+            frame = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            small = frame <= SMALL_FRAME_BYTES
+            return "zstd", SMALL_IMAGE_ZSTD_LEVEL if small else IMAGE_ZSTD_LEVEL, False
         return "zstd", VECTOR_ZSTD_LEVEL, multibyte
     return codec, level, level is not None and multibyte

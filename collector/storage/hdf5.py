@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -627,18 +627,30 @@ class ShardReader:
         self._open[key] = hit  # most recently used last
         return hit
 
-    def read_rows(self, path: Path, obs_rows: slice, step_rows: slice) -> ShardRows:
-        """Read one contiguous block of rows from every column of a shard."""
+    def read_rows(
+        self,
+        path: Path,
+        obs_rows: slice,
+        step_rows: slice,
+        alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray | None] | None = None,
+    ) -> ShardRows:
+        """Read one contiguous block of rows from every column of a shard.
+
+        ``alloc(shape, dtype)`` may give the array each column is decoded into (e.g. a view
+        of shared memory, so that the rows are never copied); where it gives None, or
+        without ``alloc``, h5py allocates one. Exceptions it raises propagate.
+        """
         f, cols = self._handle(path)
         out: dict[str, dict[str, np.ndarray]] = {"observations": {}, "actions": {}, "infos": {}}
         masks: dict[str, np.ndarray] = {}
         steps: list[np.ndarray] = []
         with _damaged(path):
             for group, name, dset in cols:
+                rows = obs_rows if group not in ("steps", "actions") else step_rows
+                data = _read_into(dset, rows, alloc)
                 if group == "steps":
-                    steps.append(dset[step_rows])
+                    steps.append(data)
                     continue
-                data = dset[step_rows if group == "actions" else obs_rows]
                 if group == "infos" and name.endswith(MASK_SUFFIX):
                     masks[name[: -len(MASK_SUFFIX)]] = data
                 else:
@@ -659,6 +671,23 @@ class ShardReader:
             for f, _ in self._open.values():
                 f.close()
         self._open = {}
+
+
+def _read_into(
+    dset: h5py.Dataset,
+    rows: slice,
+    alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray | None] | None,
+) -> np.ndarray:
+    """Rows ``rows`` of ``dset``, decoded into ``alloc``'s array when it gives one."""
+    out = None
+    if alloc is not None and not dset.dtype.hasobject:
+        start, stop, _ = rows.indices(dset.shape[0])
+        out = alloc((max(0, stop - start), *dset.shape[1:]), dset.dtype)
+    if out is None:
+        return dset[rows]
+    if len(out):
+        dset.read_direct(out, np.s_[rows])
+    return out
 
 
 def _dataset_names(node: h5py.Group) -> list[str]:

@@ -27,6 +27,7 @@ from gymnasium import spaces
 from collector.data_collector import DataCollector
 from collector.errors import HarvestWarning, ReaderError
 from curation import Dataset, load_dataset
+from curation.readahead import BlockStream
 from curation.snapshot import block_bytes_for
 
 MiB = 2**20
@@ -262,6 +263,100 @@ def test_no_segment_left_after_a_worker_is_killed() -> None:
     finally:
         it.close()
     assert segments() == before
+
+
+@needs_shm
+def test_workers_decode_into_a_few_reused_segments_not_one_per_block() -> None:
+    """A fresh segment per block cost the workers and the consumer ~100 ms of kernel time per
+    32 MiB block (new pages faulted twice, then freed): more than decoding it, so that
+    ``num_workers=2`` was slower than 0. Blocks now go into slabs reused block after block."""
+    ds = load_dataset(pixel_dataset("px/slabs-v0", 12, 40), max_memory=8 * MiB)
+    seen: set[str] = set()
+    n = 0
+    for _ in ds.pipeline(num_workers=2).batch_iter(8, 2, num_epochs=4, seed=0):
+        seen |= segments()
+        n += 1
+    blocks = 4 * ds.snapshot.num_blocks
+    assert blocks >= 20 and n > blocks
+    # read-ahead (2 * num_workers blocks), the window (2 blocks), one being released
+    assert 0 < len(seen) <= 7, sorted(seen)
+    assert segments() == set()
+
+
+VIEWS_SCRIPT = """
+import os, sys
+from pathlib import Path
+import numpy as np
+from curation import load_dataset
+from curation.readahead import BlockStream
+
+ds = load_dataset(sys.argv[1], max_memory=8 * 2**20)
+snap = ds.snapshot
+blocks = list(range(snap.num_blocks))
+stream = BlockStream(
+    blocks * 3,
+    refs=[snap.block_ref(b) for b in blocks],
+    nbytes=snap.block_nbytes,
+    read=ds.read_block,
+    num_workers=2,
+    mp_context="fork",
+    max_in_flight=4,
+    max_bytes=2 * 2**20,
+)
+kept = []
+for held in stream:
+    kept.append((held.block, held.rows.observations[""][1:4]))  # a view, kept past release
+    held.release()
+for block, view in kept:
+    assert np.array_equal(view, ds.read_block(block).observations[""][1:4]), block
+assert not list(Path("/dev/shm").glob(f"hv{os.getpid()}_*"))  # unlinked, views or not
+print("ok", len(kept))
+"""
+
+
+@needs_shm
+def test_a_view_kept_past_release_is_never_overwritten_nor_unmapped(datasets_root: Path) -> None:
+    """Its slab is retired instead of reused; before slabs, ``SharedMemory.close`` unmapped the
+    segment under the view (it does not see numpy's views), and reading it crashed."""
+    ds_id = pixel_dataset("px/views-v0", 12, 40)
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(VIEWS_SCRIPT), ds_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HARVEST_DATASETS": str(datasets_root)},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    blocks = load_dataset(ds_id, max_memory=8 * MiB).snapshot.num_blocks
+    assert out.stdout.split() == ["ok", str(3 * blocks)]
+
+
+def test_the_consumer_decodes_blocks_itself_while_every_worker_is_busy() -> None:
+    """A spawned worker takes a second or so to start: the consumer does not wait for it
+    (it used to sit idle while slow or busy workers decoded), and the stream is the same."""
+    ds = load_dataset(pixel_dataset("px/steal-v0", 12, 40), max_memory=8 * MiB)
+    snap = ds.snapshot
+    blocks = list(range(snap.num_blocks)) * 2
+    stream = BlockStream(
+        blocks,
+        refs=[snap.block_ref(b) for b in range(snap.num_blocks)],
+        nbytes=snap.block_nbytes,
+        read=ds.read_block,
+        num_workers=1,
+        mp_context="spawn",
+        max_in_flight=4,
+        max_bytes=4 * MiB,
+    )
+    got = []
+    for held in stream:
+        assert held.rows is not None
+        got.append(held.block)
+        expected = ds.read_block(held.block)
+        assert np.array_equal(held.rows.observations[""], expected.observations[""])
+        assert np.array_equal(held.rows.rewards, expected.rewards)
+        held.release()
+    assert got == blocks
+    assert stream.decoded_here > 0
 
 
 # --------------------------------------------------------------------------------------------
