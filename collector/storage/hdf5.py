@@ -42,10 +42,12 @@ __all__ = [
     "ShardReader",
     "TABLE_CHECKSUM",
     "build_shard_bytes",
+    "dataset_episodes",
     "merge_shards",
     "missing_shard_error",
     "open_shard",
     "parse_compression",
+    "read_checked_shard",
     "read_shard",
     "read_shard_table",
     "read_table",
@@ -339,13 +341,9 @@ def merge_shards(
         out.attrs["info_schema"] = _schema_attr(union)
         o = s = 0
         for i, path in enumerate(sources):
-            batch = read_shard(path)
-            if np.any(digests.episode_digests(batch) != batch.table["digest"]):
-                raise CorruptDatasetError(
-                    f"shard {path.name} does not match its own digests; run verify before repacking"
-                )
+            batch = read_checked_shard(path)
             if entries is not None:
-                batch = _dataset_episodes(batch, entries[i])
+                batch = dataset_episodes(batch, entries[i])
             cols = _merge_columns(batch, union, n_obs, n_steps, o, s)
             if i == 0:
                 _create_missing_infos(out, batch, union, n_obs, comp, level)
@@ -373,8 +371,22 @@ def merge_shards(
     return table, union
 
 
-def _dataset_episodes(batch: EpisodeBatch, entry: dict[str, Any]) -> EpisodeBatch:
-    """The episodes of a shard's ``batch`` its manifest ``entry`` maps, by dataset id."""
+def read_checked_shard(path: Path) -> EpisodeBatch:
+    """``read_shard``, its digests recomputed from the data and checked against its table.
+
+    Raises:
+        CorruptDatasetError: the shard does not match its own digests.
+    """
+    batch = read_shard(path)
+    if np.any(digests.episode_digests(batch) != batch.table["digest"]):
+        raise CorruptDatasetError(
+            f"shard {path.name} does not match its own digests; run verify before repacking"
+        )
+    return batch
+
+
+def dataset_episodes(batch: EpisodeBatch, entry: dict[str, Any]) -> EpisodeBatch:
+    """The episodes of a shard's ``batch`` its manifest ``entry`` maps, by dataset id, in order."""
     pos, ids = map_shard_ids(entry, batch.table["id"])
     order = np.argsort(ids, kind="stable")
     if len(pos) == batch.num_episodes and np.array_equal(ids[order], batch.table["id"]):

@@ -286,3 +286,83 @@ def test_appends_on_a_full_disk_commit_and_leave_the_merge_for_later(
     record(collector, 8, 2)
     collector.add_to_dataset(DATASET)
     assert len(shards(DATASET)) == 1 and storage.verify_dataset(DATASET).ok
+
+
+def count_step_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the shards whose step data is read from here on (``hdf5.read_shard``)."""
+    from collector.storage import hdf5
+
+    seen: list[str] = []
+    real = hdf5.read_shard
+
+    def read_shard(path: Any) -> Any:
+        seen.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(hdf5, "read_shard", read_shard)
+    return seen
+
+
+def test_appends_merge_the_shards_this_process_wrote_without_reading_them_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Re-reading each small shard whole was about half of a merge's time (issue 18)."""
+    collector = DataCollector(gym.make("CartPole-v1"), record_infos=True)
+    record(collector, 0, 2)
+    collector.create_dataset(DATASET)
+    seen = count_step_reads(monkeypatch)
+    merged = 0
+    for call in range(1, 16):
+        record(collector, 2 * call, 2)
+        before = {e["file"] for e in shards(DATASET)}
+        collector.add_to_dataset(DATASET)
+        merged += len(before - {e["file"] for e in shards(DATASET)})
+    assert merged >= 8 and len(shards(DATASET)) < 4  # merges happened, tiers above tier 0 too
+    assert seen == []
+    meta = storage.read_metadata(storage.dataset_path(DATASET))
+    assert meta["fingerprint"] == one_run("cart/one-v0", 32, record_infos=True)
+    assert [ep["id"] for ep in read_episodes(DATASET)] == list(range(32))
+    assert storage.verify_dataset(DATASET).ok
+
+
+def test_a_process_that_did_not_write_the_shards_merges_them_from_disk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    collector = DataCollector(gym.make("CartPole-v1"), record_infos=True)
+    record(collector, 0, 2)
+    collector.create_dataset(DATASET)
+    for call in (1, 2):
+        record(collector, 2 * call, 2)
+        collector.add_to_dataset(DATASET)
+    storage.forget_recent_batches()  # as a new process would start
+    seen = count_step_reads(monkeypatch)
+    record(collector, 6, 2)
+    collector.add_to_dataset(DATASET)  # four tier-0 shards: merged, three read from disk
+    (merged,) = shards(DATASET)
+    assert merged["episodes"] == 8 and len(seen) == 3
+    assert storage.read_metadata(storage.dataset_path(DATASET))["fingerprint"] == one_run(
+        "cart/one-v0", 8, record_infos=True
+    )
+    assert storage.verify_dataset(DATASET).ok
+
+
+def test_recent_batches_are_bounded_in_bytes() -> None:
+    source = storage.read_shard(next(data_files(one_run_path("cart/src-v0", 6))))
+    one = storage.RecentBatches()
+    assert one.put("sha", source) and one.nbytes > source.nbytes  # its table counts too
+    kept = storage.RecentBatches(max_bytes=3 * one.nbytes)
+    for i in range(5):
+        assert kept.put(f"sha-{i}", source)
+    assert [kept.get(f"sha-{i}") is source for i in range(5)] == [False] * 2 + [True] * 3
+    kept.discard(["sha-3"])
+    assert kept.get("sha-3") is None and kept.nbytes == 2 * one.nbytes
+    assert not storage.RecentBatches(max_bytes=one.nbytes - 1).put("big", source)
+
+
+def one_run_path(dataset_id: str, episodes: int) -> Path:
+    one_run(dataset_id, episodes)
+    return storage.dataset_path(dataset_id)
+
+
+def data_files(path: Path) -> Any:
+    return (p for p in sorted((path / storage.DATA_DIR).iterdir()) if p.suffix == ".h5")
