@@ -130,14 +130,16 @@ class RecentBatches:
     def put(self, sha256: str, batch: EpisodeBatch) -> bool:
         """Keep ``batch`` as the content of the shard file ``sha256``; False if too large.
 
-        Not copied: the caller must not change it afterwards.
+        A column that is a view (a recorder hands out rows of its buffers) is copied: the
+        buffer may be reused for later rows, and a view would keep all of it alive.
         """
         size = batch_bytes(batch)
         if size > min(self.max_bytes, KEEP_BATCH_BYTES):
             return False
+        kept = _owned(batch)
         with self._lock:
             self._items.pop(sha256, None)
-            self._items[sha256] = (batch, size)
+            self._items[sha256] = (kept, size)
             while sum(n for _, n in self._items.values()) > self.max_bytes:
                 self._items.pop(next(iter(self._items)))
         return True
@@ -167,6 +169,27 @@ RECENT: Final = RecentBatches()
 def forget_recent_batches() -> None:
     """Empty ``RECENT`` (tests: act as a process that wrote none of a dataset's shards)."""
     RECENT.clear()
+
+
+def _owned(batch: EpisodeBatch) -> EpisodeBatch:
+    """``batch`` with every array that is a view of another copied (the rest shared)."""
+
+    def own(a: Any) -> Any:
+        return a.copy() if isinstance(a, np.ndarray) and a.base is not None else a
+
+    def cols(d: dict[str, Any] | None) -> Any:
+        return None if d is None else {k: own(v) for k, v in d.items()}
+
+    return EpisodeBatch(
+        observations=cols(batch.observations),
+        actions=cols(batch.actions),
+        rewards=own(batch.rewards),
+        terminations=own(batch.terminations),
+        truncations=own(batch.truncations),
+        table=cols(batch.table),
+        infos=cols(batch.infos),
+        info_masks=cols(batch.info_masks),
+    )
 
 
 def batch_bytes(batch: EpisodeBatch) -> int:

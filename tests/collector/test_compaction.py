@@ -353,10 +353,32 @@ def test_recent_batches_are_bounded_in_bytes() -> None:
     kept = storage.RecentBatches(max_bytes=3 * one.nbytes)
     for i in range(5):
         assert kept.put(f"sha-{i}", source)
-    assert [kept.get(f"sha-{i}") is source for i in range(5)] == [False] * 2 + [True] * 3
+    assert [kept.get(f"sha-{i}") is not None for i in range(5)] == [False] * 2 + [True] * 3
     kept.discard(["sha-3"])
     assert kept.get("sha-3") is None and kept.nbytes == 2 * one.nbytes
     assert not storage.RecentBatches(max_bytes=one.nbytes - 1).put("big", source)
+
+
+def test_recent_batches_own_their_columns() -> None:
+    """A recorder hands out views of buffers it may reuse; what is kept must not change."""
+    source = storage.read_shard(next(data_files(one_run_path("cart/src-v0", 6))))
+    (name,) = source.observations
+    buffer = np.concatenate([source.observations[name], source.observations[name]])
+    view = storage.EpisodeBatch(
+        observations={name: buffer[: len(source.observations[name])]},
+        actions=source.actions,
+        rewards=source.rewards,
+        terminations=source.terminations,
+        truncations=source.truncations,
+        table=source.table,
+    )
+    kept = storage.RecentBatches()
+    assert kept.put("sha", view)
+    buffer[:] = 0  # the recorder writes later rows over its buffer
+    got = kept.get("sha")
+    assert got is not None
+    np.testing.assert_array_equal(got.observations[name], source.observations[name])
+    assert got.rewards is source.rewards  # arrays that own their memory are not copied
 
 
 def one_run_path(dataset_id: str, episodes: int) -> Path:
