@@ -231,9 +231,9 @@ def _layout_checksum(f: h5py.File, made: dict[str, h5py.Dataset] | None = None) 
     early file format we write: a flipped bit in a chunk's filter mask skips decompression,
     and one in its key moves it, both without an error. This catches those on open.
 
-    ``made``: every dataset of ``f`` by path, as the writer created them; hashed in the order
-    ``visititems`` takes (by name, depth first), without opening each one again (that was
-    ~40% of building a small shard). A reader passes none: it hashes what the file holds.
+    ``made``: every dataset of ``f`` by path (as the writer created them, or ``_walk`` found
+    them); hashed in the order ``visititems`` takes (by name, depth first), without opening
+    each one again (~13% of building a small shard).
     """
     h = hashlib.sha256()
 
@@ -259,16 +259,20 @@ def _layout_checksum(f: h5py.File, made: dict[str, h5py.Dataset] | None = None) 
     return h.hexdigest()
 
 
-def _check_filters(f: h5py.File) -> None:
+def _walk(f: h5py.File) -> dict[str, h5py.Dataset]:
+    """Every dataset of ``f`` by path, in a walk's order: one walk serves every check of an open."""
+    found: dict[str, h5py.Dataset] = {}
+    f.visititems(lambda n, obj: found.update({n: obj}) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def _check_filters(f: h5py.File, found: dict[str, h5py.Dataset]) -> None:
     """Raise ``CorruptDatasetError`` when a column needs an HDF5 filter this install lacks.
 
     harvest writes only filters it can read (built-in, or registered by ``hdf5plugin`` on
     import); any other names a file not written by harvest, or a damaged one.
     """
-
-    def visit(name: str, obj: Any) -> None:
-        if not isinstance(obj, h5py.Dataset):
-            return
+    for name, obj in found.items():
         plist = obj.id.get_create_plist()
         for i in range(plist.get_nfilters()):
             code, _, _, label = plist.get_filter(i)
@@ -279,8 +283,6 @@ def _check_filters(f: h5py.File) -> None:
                     "which harvest cannot decode; the file was not written by harvest or is "
                     "damaged (run verify)"
                 )
-
-    f.visititems(visit)
 
 
 #: HDF5's own filters and h5py's lzf: h5py names each the same in every version.
@@ -310,15 +312,20 @@ def _codec_key(obj: h5py.Dataset) -> str:
     return ",".join(f"{code}:{tuple(values)}" for code, _, values, _ in pipeline) + "|plugin"
 
 
-def _check_layout(f: h5py.File) -> None:
-    """Raise ``CorruptDatasetError`` when a shard's layout is not the one it was written with."""
-    _check_filters(f)
+def _check_layout(f: h5py.File) -> dict[str, h5py.Dataset]:
+    """Raise ``CorruptDatasetError`` when a shard's layout is not the one it was written with.
+
+    Returns every dataset of the shard by path (``_walk``).
+    """
+    found = _walk(f)
+    _check_filters(f, found)
     stored = f.attrs.get(LAYOUT_CHECKSUM)  # absent in shards written before it
-    if stored is not None and _layout_checksum(f) != _text(stored):
+    if stored is not None and _layout_checksum(f, found) != _text(stored):
         raise CorruptDatasetError(
             f"shard {f.filename}: HDF5 layout does not match its checksum; the file is damaged "
             "(run verify)"
         )
+    return found
 
 
 def _schema_attr(schema: Any) -> np.bytes_:
@@ -580,13 +587,13 @@ def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:
         table = read_table(f)
 
         def group(name: str) -> dict[str, np.ndarray]:
-            node = f[name]
-            if isinstance(node, h5py.Dataset):
-                return {"": node[()]}
-            return {_column_name(n): node[n][()] for n in _dataset_names(node)}
+            if isinstance(f[name], h5py.Dataset):  # f[name]: a KeyError when it is missing
+                return {"": f[name][()]}
+            inside = [n for n in found if n.startswith(f"{name}/")]
+            return {_column_name(n[len(name) + 1 :]): found[n][()] for n in inside}
 
         with _damaged(path):
-            _check_layout(f)
+            found = _check_layout(f)
             infos = masks = None
             if "infos" in f:
                 both = group("infos")
@@ -641,8 +648,8 @@ class ShardReader:
             # consecutive block reads, so a chunk shared by two blocks is decompressed once
             try:
                 with _damaged(path):
-                    _check_layout(f)
-                    hit = (f, [(g, n, f[p]) for g, n, p in _list_columns(f)])
+                    found = _check_layout(f)
+                    hit = (f, [(g, n, found[p]) for g, n, p in _list_columns(f, found)])
             except CorruptDatasetError:
                 f.close()
                 raise
@@ -686,21 +693,16 @@ class ShardReader:
         self._open = {}
 
 
-def _dataset_names(node: h5py.Group) -> list[str]:
-    names: list[str] = []
-    node.visititems(lambda n, obj: names.append(n) if isinstance(obj, h5py.Dataset) else None)
-    return names
+def _list_columns(f: h5py.File, found: dict[str, h5py.Dataset]) -> list[tuple[str, str, str]]:
+    """(group, column name, HDF5 path) of every step, observation, action and info column.
 
-
-def _list_columns(f: h5py.File) -> list[tuple[str, str, str]]:
-    """(group, column name, HDF5 path) of every step, observation, action and info column."""
+    ``found``: every dataset of ``f`` by path (``_walk``).
+    """
     out: list[tuple[str, str, str]] = [("steps", name, name) for name in STEP_COLUMNS]
     for group in (*GROUPS, "infos"):
-        if group not in f:
-            continue
-        node = f[group]
-        if isinstance(node, h5py.Dataset):
+        if group in found:
             out.append((group, "", group))
             continue
-        out.extend((group, _column_name(n), f"{group}/{n}") for n in _dataset_names(node))
+        inside = [n[len(group) + 1 :] for n in found if n.startswith(f"{group}/")]
+        out.extend((group, _column_name(n), f"{group}/{n}") for n in inside)
     return out
