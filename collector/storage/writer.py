@@ -594,7 +594,8 @@ class DatasetWriter:
             )
             self.meta["shards"] = [e for e in self.meta["shards"] if e["file"] not in names]
             self._ids, self._digests = _drop_ids(self._ids, self._digests, table["id"])
-            new_name = self._install(tmp, table, schema, compression, 0)["file"]
+            made = self._install(tmp, table, schema, compression, 0)
+            new_name = made["file"]
             if fingerprint(self._ids, self._digests) != before:
                 raise CorruptDatasetError(
                     "repack would change the fingerprint; nothing was committed (a bug in "
@@ -611,7 +612,7 @@ class DatasetWriter:
         self.commit()
         compaction.RECENT.discard(e["sha256"] for e in group)
         if batch is not None:  # merged again later, in a higher tier
-            compaction.RECENT.put(self.meta["shards"][-1]["sha256"], batch)
+            compaction.RECENT.put(made["sha256"], batch)
         # the merged shards stay until the next writer opens the dataset (cleanup), so a
         # reader's snapshot taken before this commit stays readable
         return len(group)
