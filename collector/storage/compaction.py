@@ -20,6 +20,12 @@ it go only inside H5Dread/H5Dwrite, and serializes HDF5 calls behind its own loc
 merging thread would mostly take turns with the caller's env stepping rather than overlap
 it; it would also hold the writer lock past the call (another writer would be refused), and
 its errors would surface on some later call.
+
+What the merge costs is kept small instead: the shards an ``add_to_dataset`` merges were
+mostly written by this process moments before, so their decoded batches are kept
+(``RecentBatches``, bounded) and the merge is built in memory and written as one image
+(``write_merged``): nothing is read back (re-reading each small shard was about half of a
+merge's time).
 """
 
 from __future__ import annotations
@@ -207,11 +213,13 @@ def write_merged(
 ) -> tuple[dict[str, Any], Any, EpisodeBatch | None]:
     """Write the episodes of ``group`` (manifest entries, in id order) as one shard at ``dest``.
 
-    Under ``MEMORY_MERGE_BYTES`` decoded (``decoded``: the group's sum) the merged batch is
-    built in memory, each source from ``RECENT`` if this process wrote it, else read and
-    checked against its digests, and written as one file image (``hdf5.build_shard_bytes``).
-    Larger groups stream through ``hdf5.merge_shards``, one source in memory at a time.
-    Either way each source keeps only the episodes its entry maps, under dataset ids.
+    When this process wrote some of the sources (``RECENT``) and the group is under
+    ``MEMORY_MERGE_BYTES`` decoded (``decoded``: the group's sum), the merged batch is built in
+    memory, each other source read and checked against its digests, and written as one file
+    image (``hdf5.build_shard_bytes``). Otherwise (e.g. the repack ending a ``collect`` run,
+    whose shards were built elsewhere) the group streams through ``hdf5.merge_shards``, one
+    source in memory at a time. Either way each source keeps only the episodes its entry
+    maps, under dataset ids.
 
     Returns:
         ``(episode table, info schema, the merged batch or None when streamed)``.
@@ -219,13 +227,13 @@ def write_merged(
     Raises:
         CorruptDatasetError: a source read from disk does not match its own digests.
     """
-    if decoded > MEMORY_MERGE_BYTES:
+    kept = [RECENT.get(str(e["sha256"])) for e in group]
+    if decoded > MEMORY_MERGE_BYTES or all(b is None for b in kept):
         paths = [data_dir / e["file"] for e in group]
         table, schema = hdf5.merge_shards(paths, dest, compression, entries=group)
         return table, schema, None
     parts = []
-    for entry in group:
-        batch = RECENT.get(str(entry["sha256"]))
+    for entry, batch in zip(group, kept, strict=True):
         if batch is None:
             batch = hdf5.read_checked_shard(data_dir / entry["file"])
         parts.append(hdf5.dataset_episodes(batch, entry))
