@@ -21,6 +21,7 @@ from helpers import assert_same_episode, read_episodes
 
 from collector import storage
 from collector.data_collector import DataCollector
+from collector.storage import compaction
 from curation.api import load_dataset
 
 DATASET = "cart/appended-v0"
@@ -311,14 +312,17 @@ def test_appends_merge_the_shards_this_process_wrote_without_reading_them_back(
     record(collector, 0, 2)
     collector.create_dataset(DATASET)
     seen = count_step_reads(monkeypatch)
-    merged = 0
+    gone: set[str] = set()  # sha256 of the shards merged away
     for call in range(1, 16):
         record(collector, 2 * call, 2)
-        before = {e["file"] for e in shards(DATASET)}
+        before = {e["sha256"] for e in shards(DATASET)}
         collector.add_to_dataset(DATASET)
-        merged += len(before - {e["file"] for e in shards(DATASET)})
-    assert merged >= 8 and len(shards(DATASET)) < 4  # merges happened, tiers above tier 0 too
+        gone |= before - {e["sha256"] for e in shards(DATASET)}
+    assert len(gone) >= 8 and len(shards(DATASET)) < 4  # merges happened, above tier 0 too
     assert seen == []
+    # what is kept is what the dataset lists: merged-away batches are dropped
+    assert all(compaction.RECENT.get(sha) is None for sha in gone)
+    assert all(compaction.RECENT.get(e["sha256"]) is not None for e in shards(DATASET))
     meta = storage.read_metadata(storage.dataset_path(DATASET))
     assert meta["fingerprint"] == one_run("cart/one-v0", 32, record_infos=True)
     assert [ep["id"] for ep in read_episodes(DATASET)] == list(range(32))
