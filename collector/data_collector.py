@@ -209,6 +209,8 @@ class EpisodeSink:
         self._spills: list[Path] = []
         #: per spill: the table and info schema it was written from (adopted unread)
         self._spill_tables: dict[Path, tuple[dict[str, Any], Any]] = {}
+        #: the last spill's whole batch when small: a merge soon after reads nothing back
+        self._spill_batch: dict[Path, storage.EpisodeBatch] = {}
         self._unspilled: storage.EpisodeBatch | None = None
         self._next_id = 0
 
@@ -249,6 +251,8 @@ class EpisodeSink:
         self._unspilled = None
         self._spills.append(path)
         self._spill_tables[path] = (batch.table, batch.info_schema())
+        small = batch.nbytes <= storage.KEEP_BATCH_BYTES
+        self._spill_batch = {path: batch} if small else {}
 
     # -- datasets ------------------------------------------------------------------------
 
@@ -376,6 +380,7 @@ class EpisodeSink:
                     id_offset=id_offset,
                     compression=self.compression,
                     written=self._spill_tables.get(path),
+                    batch=self._spill_batch.get(path),
                 )
                 adopted.append((writer.data_dir / entry["file"], path))
             meta = writer.commit()

@@ -16,7 +16,8 @@ This module is the face: it re-exports the public names of the modules below, bo
                ``ShardReader``
     index      shard index files: ``read_shard_index`` (a shard's episode table without HDF5),
                ``COMMITTED_INDEXES``
-    compaction which shards appends merge (tiers): ``next_merge``, ``APPEND_SHARD_BYTES``
+    compaction which shards appends merge (tiers): ``next_merge``, ``APPEND_SHARD_BYTES``;
+               ``RecentBatches`` (merging what this process wrote reads nothing)
     writer     ``DatasetWriter`` (write shard, commit, repack, compact, cleanup), ``exact_shards``
     verify     ``verify_dataset``
 """
@@ -37,8 +38,11 @@ from collector.storage.batch import (
 )
 from collector.storage.compaction import (
     APPEND_SHARD_BYTES,
+    KEEP_BATCH_BYTES,
     MERGE_FACTOR,
     TIER_FLOOR_BYTES,
+    RecentBatches,
+    forget_recent_batches,
     next_merge,
     shard_tier,
 )
@@ -194,7 +198,9 @@ __all__ = [
     "TABLE_FIELDS",
     "TIER_FLOOR_BYTES",
     "TMP_DIR",
+    "KEEP_BATCH_BYTES",
     "UNSEALED_FORMAT_VERSION",
+    "RecentBatches",
     "VerifyReport",
     "atomic_write",
     "build_index_bytes",
@@ -215,6 +221,7 @@ __all__ = [
     "fill_digests",
     "fingerprint",
     "forget_committed_indexes",
+    "forget_recent_batches",
     "free_bytes",
     "no_readers",
     "fsync_path",

@@ -265,6 +265,7 @@ class DatasetWriter:
         id_offset: int = 0,
         compression: str | None = None,
         written: tuple[dict[str, Any], Any] | None = None,
+        batch: EpisodeBatch | None = None,
     ) -> dict[str, Any]:
         """Move an already-written shard file (e.g. a DataCollector spill) into ``data/``.
 
@@ -272,16 +273,23 @@ class DatasetWriter:
         the manifest, never in the immutable file. ``written``: the episode table (digests
         filled) and info schema this process wrote ``src`` from, so it is not read back (an
         ``add_to_dataset`` every 10 episodes spent ~6 ms a call reopening its own spill).
+        ``batch``: the whole batch ``src`` was written from, kept (``compaction.RECENT``) so
+        that merging the shard soon after reads nothing; not to be changed afterwards.
         """
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before adopting shards")
+        if batch is not None:
+            written = written or (batch.table, batch.info_schema())
         if written is not None:
             table, schema = written
         else:
             with open_shard(src) as f:
                 table = read_table(f)
                 schema = json.loads(f.attrs.get("info_schema", "null"))
-        return self._install(src, table, schema, compression, id_offset)
+        entry = self._install(src, table, schema, compression, id_offset)
+        if batch is not None:
+            compaction.RECENT.put(entry["sha256"], batch)
+        return entry
 
     def link_shard(
         self, src: Path, entry: dict[str, Any], id_map: list[list[int]]
@@ -571,7 +579,7 @@ class DatasetWriter:
         return self._merge(group, compression)
 
     def _merge(self, group: list[dict[str, Any]], compression: str | None) -> int:
-        """Replace ``group`` by one streamed shard (stored under dataset ids) and commit."""
+        """Replace ``group`` by one merged shard (stored under dataset ids) and commit."""
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before merging shards")
         names = {e["file"] for e in group}
@@ -580,12 +588,14 @@ class DatasetWriter:
         tmp = self.data_dir / f".merge-{uuid.uuid4().hex[:8]}.h5.tmp"
         new_name = None
         try:
-            table, schema = hdf5.merge_shards(
-                [self.data_dir / e["file"] for e in group], tmp, compression, entries=group
+            decoded = sum(decoded_bytes(self.meta, e) for e in group)
+            table, schema, batch = compaction.write_merged(
+                self.data_dir, group, decoded, tmp, compression
             )
             self.meta["shards"] = [e for e in self.meta["shards"] if e["file"] not in names]
             self._ids, self._digests = _drop_ids(self._ids, self._digests, table["id"])
-            new_name = self._install(tmp, table, schema, compression, 0)["file"]
+            made = self._install(tmp, table, schema, compression, 0)
+            new_name = made["file"]
             if fingerprint(self._ids, self._digests) != before:
                 raise CorruptDatasetError(
                     "repack would change the fingerprint; nothing was committed (a bug in "
@@ -600,6 +610,9 @@ class DatasetWriter:
                 _force_unlink(self.data_dir / index_name(new_name))
             raise
         self.commit()
+        compaction.RECENT.discard(e["sha256"] for e in group)
+        if batch is not None:  # merged again later, in a higher tier
+            compaction.RECENT.put(made["sha256"], batch)
         # the merged shards stay until the next writer opens the dataset (cleanup), so a
         # reader's snapshot taken before this commit stays readable
         return len(group)

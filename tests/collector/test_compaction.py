@@ -21,6 +21,7 @@ from helpers import assert_same_episode, read_episodes
 
 from collector import storage
 from collector.data_collector import DataCollector
+from collector.storage import compaction
 from curation.api import load_dataset
 
 DATASET = "cart/appended-v0"
@@ -286,3 +287,108 @@ def test_appends_on_a_full_disk_commit_and_leave_the_merge_for_later(
     record(collector, 8, 2)
     collector.add_to_dataset(DATASET)
     assert len(shards(DATASET)) == 1 and storage.verify_dataset(DATASET).ok
+
+
+def count_step_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the shards whose step data is read from here on (``hdf5.read_shard``)."""
+    from collector.storage import hdf5
+
+    seen: list[str] = []
+    real = hdf5.read_shard
+
+    def read_shard(path: Any) -> Any:
+        seen.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(hdf5, "read_shard", read_shard)
+    return seen
+
+
+def test_appends_merge_the_shards_this_process_wrote_without_reading_them_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Re-reading each small shard whole was about half of a merge's time (issue 18)."""
+    collector = DataCollector(gym.make("CartPole-v1"), record_infos=True)
+    record(collector, 0, 2)
+    collector.create_dataset(DATASET)
+    seen = count_step_reads(monkeypatch)
+    gone: set[str] = set()  # sha256 of the shards merged away
+    for call in range(1, 16):
+        record(collector, 2 * call, 2)
+        before = {e["sha256"] for e in shards(DATASET)}
+        collector.add_to_dataset(DATASET)
+        gone |= before - {e["sha256"] for e in shards(DATASET)}
+    assert len(gone) >= 8 and len(shards(DATASET)) < 4  # merges happened, above tier 0 too
+    assert seen == []
+    # what is kept is what the dataset lists: merged-away batches are dropped
+    assert all(compaction.RECENT.get(sha) is None for sha in gone)
+    assert all(compaction.RECENT.get(e["sha256"]) is not None for e in shards(DATASET))
+    meta = storage.read_metadata(storage.dataset_path(DATASET))
+    assert meta["fingerprint"] == one_run("cart/one-v0", 32, record_infos=True)
+    assert [ep["id"] for ep in read_episodes(DATASET)] == list(range(32))
+    assert storage.verify_dataset(DATASET).ok
+
+
+def test_a_process_that_did_not_write_the_shards_merges_them_from_disk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    collector = DataCollector(gym.make("CartPole-v1"), record_infos=True)
+    record(collector, 0, 2)
+    collector.create_dataset(DATASET)
+    for call in (1, 2):
+        record(collector, 2 * call, 2)
+        collector.add_to_dataset(DATASET)
+    storage.forget_recent_batches()  # as a new process would start
+    seen = count_step_reads(monkeypatch)
+    record(collector, 6, 2)
+    collector.add_to_dataset(DATASET)  # four tier-0 shards: merged, three read from disk
+    (merged,) = shards(DATASET)
+    assert merged["episodes"] == 8 and len(seen) == 3
+    assert storage.read_metadata(storage.dataset_path(DATASET))["fingerprint"] == one_run(
+        "cart/one-v0", 8, record_infos=True
+    )
+    assert storage.verify_dataset(DATASET).ok
+
+
+def test_recent_batches_are_bounded_in_bytes() -> None:
+    source = storage.read_shard(next(data_files(one_run_path("cart/src-v0", 6))))
+    one = storage.RecentBatches()
+    assert one.put("sha", source) and one.nbytes > source.nbytes  # its table counts too
+    kept = storage.RecentBatches(max_bytes=3 * one.nbytes)
+    for i in range(5):
+        assert kept.put(f"sha-{i}", source)
+    assert [kept.get(f"sha-{i}") is not None for i in range(5)] == [False] * 2 + [True] * 3
+    kept.discard(["sha-3"])
+    assert kept.get("sha-3") is None and kept.nbytes == 2 * one.nbytes
+    assert not storage.RecentBatches(max_bytes=one.nbytes - 1).put("big", source)
+
+
+def test_recent_batches_own_their_columns() -> None:
+    """A recorder hands out views of buffers it may reuse; what is kept must not change."""
+    source = storage.read_shard(next(data_files(one_run_path("cart/src-v0", 6))))
+    (name,) = source.observations
+    buffer = np.concatenate([source.observations[name], source.observations[name]])
+    view = storage.EpisodeBatch(
+        observations={name: buffer[: len(source.observations[name])]},
+        actions=source.actions,
+        rewards=source.rewards,
+        terminations=source.terminations,
+        truncations=source.truncations,
+        table=source.table,
+    )
+    kept = storage.RecentBatches()
+    assert kept.put("sha", view)
+    buffer[:] = 0  # the recorder writes later rows over its buffer
+    got = kept.get("sha")
+    assert got is not None
+    np.testing.assert_array_equal(got.observations[name], source.observations[name])
+    assert got.rewards is source.rewards  # arrays that own their memory are not copied
+
+
+def one_run_path(dataset_id: str, episodes: int) -> Path:
+    one_run(dataset_id, episodes)
+    return storage.dataset_path(dataset_id)
+
+
+def data_files(path: Path) -> Any:
+    return (p for p in sorted((path / storage.DATA_DIR).iterdir()) if p.suffix == ".h5")

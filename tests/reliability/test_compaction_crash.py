@@ -100,3 +100,60 @@ def test_a_crash_between_merge_install_and_commit_keeps_the_appended_commit(
     record(one, 0, 5 * PER_CALL)
     assert summary.fingerprint == one.create_dataset("torn/one-v0").fingerprint
     assert storage.verify_dataset(DATASET).ok
+
+
+#: Child: as ``CHILD``, but the merge dies half-way through writing the merged shard, which a
+#: merge of shards this process wrote builds in memory and writes as one image (issue 18).
+TORN_CHILD = f"""
+import os
+import gymnasium as gym
+from collector import storage
+from collector.data_collector import DataCollector
+{inspect.getsource(record)}
+real = storage.durable.write_new_file
+def crash(path, data, *args, **kwargs):
+    if path.name.startswith(".merge-"):
+        path.write_bytes(data[: len(data) // 3])
+        os._exit(137)
+    real(path, data, *args, **kwargs)
+storage.durable.write_new_file = crash
+collector = DataCollector(gym.make("CartPole-v1"))
+for call in (1, 2, 3):
+    record(collector, {PER_CALL} * call, {PER_CALL})
+    collector.add_to_dataset({DATASET!r})
+"""
+
+
+@pytest.mark.slow
+def test_a_crash_while_writing_a_merged_shard_keeps_the_appended_commit(
+    datasets_root: Path,
+) -> None:
+    collector = DataCollector(gym.make("CartPole-v1"))
+    record(collector, 0, PER_CALL)
+    collector.create_dataset(DATASET)
+    done = subprocess.run(
+        [sys.executable, "-c", TORN_CHILD],
+        env=cli_env(datasets_root),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 137, done.stderr[-2000:]
+
+    path = storage.dataset_path(DATASET)
+    data = path / storage.DATA_DIR
+    meta = storage.read_metadata(path)  # the third append's commit, whole
+    assert len(meta["shards"]) == 4 and meta["total_episodes"] == 4 * PER_CALL
+    (torn,) = data.glob(".merge-*")
+    report = storage.verify_dataset(DATASET)
+    assert report.ok and report.episodes == 4 * PER_CALL, report.problems
+
+    record(collector, 4 * PER_CALL, PER_CALL)
+    summary = collector.add_to_dataset(DATASET)
+    assert not torn.exists()  # the next writer removed it, then merged again
+    (merged,) = storage.read_metadata(path)["shards"]
+    assert merged["episodes"] == 5 * PER_CALL
+    one = DataCollector(gym.make("CartPole-v1"))
+    record(one, 0, 5 * PER_CALL)
+    assert summary.fingerprint == one.create_dataset("torn/one-v0").fingerprint
+    assert storage.verify_dataset(DATASET).ok
