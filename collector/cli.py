@@ -50,11 +50,15 @@ def summary(result: CollectResult) -> str:
             f"{storage.human_size(folder)} until the next writer removes {superseded} superseded "
             "shard(s),"
         )
-    return (
+    text = (
         f"{head}\n  {result.total_episodes} episodes, {result.total_steps:,} steps, "
         f"{size} at {result.path}\n"
         f"  fingerprint {result.fingerprint[:16]}"
     )
+    if result.ref_scores is not None:
+        low, high = result.ref_scores
+        text += f"\n  reference scores {low:g} (random) to {high:g} (this policy)"
+    return text
 
 
 def _superseded(result: CollectResult) -> tuple[int, int]:

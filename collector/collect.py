@@ -72,6 +72,8 @@ class CollectResult:
     new_steps: int
     wall_seconds: float
     fingerprint: str
+    #: ``(ref_min_score, ref_max_score)`` when the dataset has them (``score=true``)
+    ref_scores: tuple[float, float] | None = None
 
     @property
     def steps_per_second(self) -> float:
@@ -82,6 +84,11 @@ class CollectResult:
     def noop(self) -> bool:
         """True when the dataset was already complete."""
         return self.new_episodes == 0
+
+
+def _ref_scores(meta: Mapping[str, Any]) -> tuple[float, float] | None:
+    low, high = meta.get("ref_min_score"), meta.get("ref_max_score")
+    return None if low is None or high is None else (float(low), float(high))
 
 
 def _slug(text: str) -> str:
@@ -237,6 +244,7 @@ def collect(
                 new_steps=new_steps,
                 wall_seconds=wall,
                 fingerprint=meta["fingerprint"],
+                ref_scores=_ref_scores(meta),
             )
     finally:
         env.close()

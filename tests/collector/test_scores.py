@@ -97,6 +97,27 @@ def test_collect_score_true_stores_the_scores_curate_score_gives() -> None:
     assert later.how["seeds"] == meta["ref_scores"]["seeds"]
 
 
+def test_the_run_summary_tells_the_reference_scores_it_stored() -> None:
+    from collector.cli import summary
+
+    result = collect(
+        {
+            "env": "CartPole-v1",
+            "policy": {"_target_": "collector.policies.CartPoleHeuristic"},
+            "episodes": 2,
+            "dataset_id": "cart/summary-v0",
+            "score": True,
+            "score_episodes": 2,
+        }
+    )
+    assert result.ref_scores is not None and result.ref_scores[1] == 500.0
+    assert f"reference scores {result.ref_scores[0]:g} (random) to 500 (this policy)" in (
+        summary(result)
+    )
+    plain = collect({"env": "CartPole-v1", "episodes": 2, "dataset_id": "cart/plain-v0"})
+    assert plain.ref_scores is None and "reference scores" not in summary(plain)
+
+
 def test_score_is_off_by_default_and_not_data_affecting() -> None:
     dataset_id = heuristic()
     assert "ref_min_score" not in stored(dataset_id)
