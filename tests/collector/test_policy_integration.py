@@ -1,0 +1,84 @@
+"""Issue 20's pieces together: a mixture over a trained SB3 agent, a torch checkpoint on resume.
+
+The tiny PPO is the session's ``ppo_zip`` (tests/conftest.py); the Hub half is in
+tests/remotes/test_policy_integration.py.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import read_episodes
+
+from collector import storage
+from collector.collect import collect
+from collector.errors import ConfigMismatchError
+from collector.policy_mixture import mixture_choices
+
+
+def run(dataset_id: str, policy: dict[str, Any], episodes: int = 12, **kw: Any) -> Any:
+    return collect(
+        {
+            "env": "CartPole-v1",
+            "episodes": episodes,
+            "seed": 7,
+            "dataset_id": dataset_id,
+            "policy": policy,
+            "progress": False,
+            **kw,
+        }
+    )
+
+
+def test_a_noisy_mixture_of_ppo_and_random_is_the_same_for_one_and_four_envs(
+    ppo_zip: Path,
+) -> None:
+    pytest.importorskip("stable_baselines3")
+    policy = {
+        "_target_": "collector.policy_mixture.MixturePolicy",
+        "policies": [
+            {"_target_": "collector.policy_loaders.SB3Policy", "path": str(ppo_zip)},
+            {"_target_": "collector.policies.RandomPolicy"},
+        ],
+        "weights": [0.5, 0.5],
+        "epsilon": 0.1,
+    }
+    one = run("mix/one-v0", policy)
+    four = run("mix/four-v0", policy, num_envs=4)
+    assert four.fingerprint == one.fingerprint
+    # both sub-policies played, and the PPO's episodes are the long ones
+    prov = storage.read_metadata(one.path)["provenance"]
+    episodes = read_episodes("mix/one-v0")
+    choices = mixture_choices([0.5, 0.5], prov["seed_entropy"], [ep["id"] for ep in episodes])
+    returns = {c: [ep["return"] for ep, k in zip(episodes, choices, strict=True) if k == c] for c in (0, 1)}
+    assert returns[0] and returns[1]
+    assert np.mean(returns[0]) > 3 * np.mean(returns[1])
+    assert set(prov["checkpoints"]["files"]) == {"policy.policies.0.path"}
+
+
+def test_a_replaced_torch_state_dict_is_refused_on_resume_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    net = torch.nn.Linear(4, 2)
+    torch.save(net.state_dict(), tmp_path / "agent.pt")
+    policy = {
+        "_target_": "collector.policy_loaders.TorchPolicy",
+        "module": {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2},
+        "state_dict": "agent.pt",
+        "device": "cpu",
+    }
+    first = run("torch/lin-v0", policy, episodes=3)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    torch.save(net.state_dict(), tmp_path / "agent.pt")  # the same path, other weights
+    with pytest.raises(ConfigMismatchError, match=re.escape("policy.state_dict sha256: ")) as info:
+        run("torch/lin-v0", policy, episodes=6)
+    assert info.value.keys == ("policy.state_dict sha256",)
+    assert "\n" not in str(info.value)
+    assert storage.read_metadata(first.path)["total_episodes"] == 3

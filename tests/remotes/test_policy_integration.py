@@ -1,0 +1,109 @@
+"""Issue 20 end to end: a real SB3 PPO on the in-test Hub, collected, resumed and scored.
+
+The pieces the issue-20 helpers built alone, used together as a user would: ``policy=hub``
+with the ``sb3`` loader (batched over ``num_envs=4``), checkpoint identity in provenance, a
+pinned revision resuming without a request, ``score=true`` and ``curate score``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from collector import storage
+from collector.collect import collect
+from remotes.conftest import push
+from remotes.hub_server import HubServer
+
+pytest.importorskip("huggingface_hub")
+pytest.importorskip("stable_baselines3")
+
+# huggingface_hub 2.4.0 uploads with httpx2's deprecated `data=<file>`.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Use 'content=<...>' to upload raw bytes/text content:DeprecationWarning"
+)
+
+FILENAME = "ppo-CartPole-v1.zip"
+
+
+def hub_run(repo: str, revision: str, *overrides: str) -> Any:
+    """``collect policy=hub policy.loader=sb3 ...`` as the command line composes it."""
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(
+            "collect",
+            overrides=[
+                "progress=false",
+                "policy=hub",
+                f"policy.repo={repo}",
+                f"policy.filename={FILENAME}",
+                "policy.loader=sb3",
+                f"policy.revision={revision}",
+                "num_envs=4",
+                "seed=3",
+                "dataset_id=hub/ppo-v0",
+                *overrides,
+            ],
+        )
+    return collect(cfg)
+
+
+def test_a_trained_ppo_from_the_hub_collects_resumes_and_scores(
+    hub: HubServer, ppo_zip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from curation.cli import main as curate
+
+    data = ppo_zip.read_bytes()
+    repo = "org/ppo-cartpole"
+    commit = push(hub, repo, {FILENAME: data, "README.md": b"# PPO CartPole\n"})
+
+    first = hub_run(repo, commit, "episodes=6", "score=true", "score_episodes=4")
+    assert first.new_episodes == 6
+    meta = storage.read_metadata(first.path)
+    prov = meta["provenance"]
+    sha = hashlib.sha256(data).hexdigest()
+    entry = prov["checkpoints"]["files"]["policy.filename"]
+    assert (entry["sha256"], entry["size"], entry["commit"]) == (sha, len(data), commit)
+    assert prov["data_config"]["checkpoints"] == {"policy.filename": sha}
+    assert prov["policy"]["hub"]["commit"] == commit
+    assert prov["policy"]["loader"] == "sb3" and prov["policy"]["algo"] == "PPO"
+    # the trained agent's reference score clearly beats the random policy's
+    assert meta["ref_max_score"] > 3 * meta["ref_min_score"]
+    assert meta["ref_scores"]["episodes"] == 4
+
+    # pinned to the commit and cached: a re-run is a no-op and a longer run resumes, with no
+    # request to the Hub at all
+    seen = len(hub.requests)
+    again = hub_run(repo, commit, "episodes=6")
+    assert (again.new_episodes, again.fingerprint) == (0, first.fingerprint)
+    longer = hub_run(repo, commit, "episodes=8")
+    assert longer.new_episodes == 2
+    assert hub.requests[seen:] == []
+
+    # the same episodes as the zip collected locally one env at a time
+    local = collect(
+        {
+            "env": "CartPole-v1",
+            "episodes": 8,
+            "seed": 3,
+            "dataset_id": "local/ppo-v0",
+            "progress": False,
+            "policy": {"_target_": "collector.policy_loaders.SB3Policy", "path": str(ppo_zip)},
+        }
+    )
+    assert local.fingerprint == longer.fingerprint
+
+    # curate score rebuilds the hub policy only when trusted, from the cache
+    capsys.readouterr()
+    assert curate(["score", "hub/ppo-v0", "--episodes", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--trust-remote-code" in err and err.count("\n") == 1
+    assert curate(["score", "hub/ppo-v0", "--episodes", "3", "--trust-remote-code"]) == 0
+    assert "ref_max_score" in capsys.readouterr().out
+    scored = storage.read_metadata(first.path)
+    assert scored["ref_max_score"] > 3 * scored["ref_min_score"]
+    assert scored["ref_scores"]["episodes"] == 3
+    assert hub.requests[seen:] == []
