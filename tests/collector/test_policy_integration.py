@@ -54,7 +54,8 @@ def test_a_noisy_mixture_of_ppo_and_random_is_the_same_for_one_and_four_envs(
     prov = storage.read_metadata(one.path)["provenance"]
     episodes = read_episodes("mix/one-v0")
     choices = mixture_choices([0.5, 0.5], prov["seed_entropy"], [ep["id"] for ep in episodes])
-    returns = {c: [ep["return"] for ep, k in zip(episodes, choices, strict=True) if k == c] for c in (0, 1)}
+    pairs = list(zip(choices, (ep["return"] for ep in episodes), strict=True))
+    returns = {c: [r for k, r in pairs if k == c] for c in (0, 1)}
     assert returns[0] and returns[1]
     assert np.mean(returns[0]) > 3 * np.mean(returns[1])
     assert set(prov["checkpoints"]["files"]) == {"policy.policies.0.path"}
