@@ -19,8 +19,10 @@ policy's distribution with the episode's stream. Batched float math: a float32 m
 of ``n`` rows may round a row's last bit differently than one of a single row. Discrete
 actions (argmax or sampled) only change at exact near-ties, so their fingerprints match
 whatever ``num_envs``; ``TorchPolicy`` computes Box policies in float64 (``dtype=auto``), whose
-differences vanish when the action is cast to the space's float32. An SB3 Box policy runs
-in float32: its fingerprint matches across runners and workers for the same ``num_envs``.
+differences vanish when the action is cast to the space's float32. ``SB3Policy`` does the same
+for the actors of PPO/A2C/SAC/TD3/DDPG (``collector.sb3_float64``); other SB3 Box policies (gSDE,
+custom classes) run in SB3's float32 (``dtype`` in provenance): their fingerprint matches across
+runners and workers for the same ``num_envs`` but may differ between widths.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 from gymnasium import spaces
 
 from collector.errors import UsageError
+from collector.sb3_float64 import float64_actor
 
 __all__ = ["SB3Policy", "TorchPolicy", "resolve_device"]
 
@@ -499,6 +502,8 @@ class SB3Policy(_BatchedPolicy):
         _check_spaces(self.model, observation_space, action_space)
         self._head = _ActionHead(action_space, self.deterministic, "sb3")
         self._sample = None if self.deterministic else _sampler(self.model, self.algo)
+        self._float64 = float64_actor(self.model.policy)  # Box: width-independent actions
+        self.dtype = "float32" if self._float64 is None else "float64"
 
     @staticmethod
     def _algo_class(sb3: Any, algo: str) -> Any:
@@ -521,6 +526,9 @@ class SB3Policy(_BatchedPolicy):
     def _actions(self, obs: Any, rngs: Sequence[np.random.Generator]) -> np.ndarray:
         if not isinstance(obs, Mapping):  # SB3's MultiInputPolicy takes dicts as they are
             obs = np.asarray(obs)
+        if self._float64 is not None:
+            mean, std = self._float64(obs)
+            return self._head.box(mean, std, rngs)  # std is only used to sample
         if self._sample is None:
             actions, _ = self.model.predict(obs, deterministic=True)
             return np.asarray(actions).astype(self._head.space.dtype, copy=False)
@@ -533,6 +541,7 @@ class SB3Policy(_BatchedPolicy):
             "algo": self.algo,
             "device": self.device,
             "deterministic": self.deterministic,
+            "dtype": self.dtype,
             "stable_baselines3": _version("stable-baselines3"),
             "torch": _version("torch"),
         }
