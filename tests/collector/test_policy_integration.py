@@ -16,7 +16,7 @@ from helpers import read_episodes
 
 from collector import storage
 from collector.collect import collect
-from collector.errors import ConfigMismatchError
+from collector.errors import ConfigMismatchError, UsageError
 from collector.policy_mixture import mixture_choices
 
 
@@ -83,3 +83,16 @@ def test_a_replaced_torch_state_dict_is_refused_on_resume_naming_the_key(
     assert info.value.keys == ("policy.state_dict sha256",)
     assert "\n" not in str(info.value)
     assert storage.read_metadata(first.path)["total_episodes"] == 3
+
+
+def test_a_checkpoint_path_left_unset_or_without_zip_says_what_to_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a new user meets them: ``policy=sb3`` alone, and the name ``model.save`` was given."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ppo-cartpole.zip").write_bytes(b"PK")  # SB3's save("ppo-cartpole") adds .zip
+    sb3 = {"_target_": "collector.policy_loaders.SB3Policy"}
+    with pytest.raises(UsageError, match=re.escape("policy.path is not set; give the checkpoint")):
+        run("cp/unset-v0", {**sb3, "path": "???"})
+    with pytest.raises(UsageError, match=re.escape("did you mean policy.path='ppo-cartpole.zip'")):
+        run("cp/nozip-v0", {**sb3, "path": "ppo-cartpole"})
