@@ -96,3 +96,32 @@ def test_a_checkpoint_path_left_unset_or_without_zip_says_what_to_give(
         run("cp/unset-v0", {**sb3, "path": "???"})
     with pytest.raises(UsageError, match=re.escape("did you mean policy.path='ppo-cartpole.zip'")):
         run("cp/nozip-v0", {**sb3, "path": "ppo-cartpole"})
+
+
+def test_curate_score_refuses_a_checkpoint_replaced_since_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference score must be the dataset's own policy's, not whatever file is there now."""
+    from collector.scores import score_dataset
+
+    torch = pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    net = torch.nn.Linear(4, 2)
+    torch.save(net.state_dict(), tmp_path / "agent.pt")
+    policy = {
+        "_target_": "collector.policy_loaders.TorchPolicy",
+        "module": {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2},
+        "state_dict": "agent.pt",
+        "device": "cpu",
+    }
+    run("torch/scored-v0", policy, episodes=3)
+    first = score_dataset("torch/scored-v0", episodes=2, trust_remote_code=True)
+    with torch.no_grad():
+        net.weight.mul_(-1.0)
+    torch.save(net.state_dict(), tmp_path / "agent.pt")
+    with pytest.raises(ConfigMismatchError, match=re.escape("policy.state_dict sha256: ")) as info:
+        score_dataset("torch/scored-v0", episodes=2, trust_remote_code=True)
+    assert info.value.keys == ("policy.state_dict sha256",)
+    assert "\n" not in str(info.value)
+    meta = storage.read_metadata(storage.dataset_path("torch/scored-v0"))
+    assert meta["ref_max_score"] == first.ref_max_score  # the stored scores stay

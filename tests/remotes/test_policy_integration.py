@@ -107,3 +107,23 @@ def test_a_trained_ppo_from_the_hub_collects_resumes_and_scores(
     assert scored["ref_max_score"] > 3 * scored["ref_min_score"]
     assert scored["ref_scores"]["episodes"] == 3
     assert hub.requests[seen:] == []
+
+
+def test_curate_score_uses_the_commit_the_data_was_collected_at(
+    hub: HubServer, ppo_zip: Path, tmp_path: Path
+) -> None:
+    """Collected from ``main``; ``main`` then gets another model: the score is the data's."""
+    from stable_baselines3 import PPO
+
+    from collector.scores import score_dataset
+
+    repo = "org/ppo-moving"
+    push(hub, repo, {FILENAME: ppo_zip.read_bytes()})
+    first = hub_run(repo, "main", "episodes=4", "score=true", "score_episodes=3", "num_envs=1")
+    before = storage.read_metadata(first.path)
+    untrained = tmp_path / "untrained.zip"
+    PPO("MlpPolicy", "CartPole-v1", seed=1, device="cpu").save(untrained)
+    push(hub, repo, {FILENAME: untrained.read_bytes()})  # main moved on
+    scores = score_dataset("hub/ppo-v0", episodes=3, trust_remote_code=True)
+    assert scores.ref_max_score == before["ref_max_score"]
+    assert scores.ref_min_score == before["ref_min_score"]
