@@ -127,3 +127,46 @@ def test_curate_score_uses_the_commit_the_data_was_collected_at(
     scores = score_dataset("hub/ppo-v0", episodes=3, trust_remote_code=True)
     assert scores.ref_max_score == before["ref_max_score"]
     assert scores.ref_min_score == before["ref_min_score"]
+
+
+def test_a_noisy_mixture_of_hub_agents_is_the_same_for_one_and_four_envs(
+    hub: HubServer, ppo_zip: Path, tmp_path: Path
+) -> None:
+    """A mixture of the PPO zip and a torch state_dict, both from the Hub, with epsilon."""
+    import torch
+
+    net = torch.nn.Linear(4, 2)
+    torch.save(net.state_dict(), tmp_path / "linear.pt")
+    repo = "org/agents"
+    push(
+        hub,
+        repo,
+        {FILENAME: ppo_zip.read_bytes(), "linear.pt": (tmp_path / "linear.pt").read_bytes()},
+    )
+    hub_target = "collector.policy_hub.HubPolicy"
+    policy = {
+        "_target_": "collector.policy_mixture.MixturePolicy",
+        "weights": [0.6, 0.4],
+        "policies": [
+            {"_target_": hub_target, "repo": repo, "filename": FILENAME, "deterministic": False},
+            {
+                "_target_": hub_target,
+                "repo": repo,
+                "filename": "linear.pt",
+                "loader": "torch",
+                "module": {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2},
+                "epsilon": 0.2,
+            },
+        ],
+        "epsilon": 0.1,
+    }
+    cfg = {"env": "CartPole-v1", "episodes": 10, "seed": 4, "policy": policy, "progress": False}
+    one = collect({**cfg, "dataset_id": "mix/one-v0"})
+    four = collect({**cfg, "dataset_id": "mix/four-v0", "num_envs": 4})
+    assert one.fingerprint == four.fingerprint
+    files = storage.read_metadata(one.path)["provenance"]["checkpoints"]["files"]
+    assert set(files) == {"policy.policies.0.filename", "policy.policies.1.filename"}
+    assert (
+        files["policy.policies.1.filename"]["sha256"]
+        == hashlib.sha256((tmp_path / "linear.pt").read_bytes()).hexdigest()
+    )
