@@ -125,3 +125,36 @@ def test_curate_score_refuses_a_checkpoint_replaced_since_collection(
     assert "\n" not in str(info.value)
     meta = storage.read_metadata(storage.dataset_path("torch/scored-v0"))
     assert meta["ref_max_score"] == first.ref_max_score  # the stored scores stay
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        "files",
+        {"files": [1, 2]},
+        {"files": {"policy.path": {"commit": 5}}},
+        {"files": {"policy.path": "x", "policy.other": {"commit": "../../etc"}}},
+    ],
+)
+def test_hostile_recorded_checkpoints_pin_nothing_and_the_hash_still_decides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: Any
+) -> None:
+    from checkpoint_policies import GOOD, write_weights
+
+    from collector.scores import score_dataset
+
+    monkeypatch.chdir(tmp_path)
+    write_weights(tmp_path / "w.json", GOOD)
+    run("cp/hostile-v0", {"_target_": "checkpoint_policies.LinearPolicy", "path": "w.json"}, 2)
+    with storage.DatasetWriter("cp/hostile-v0") as writer:
+        assert writer.meta is not None
+        writer.commit(provenance={**writer.meta["provenance"], "checkpoints": recorded})
+    scores = score_dataset("cp/hostile-v0", episodes=2, trust_remote_code=True)
+    assert scores.ref_max_score == 500
+    with storage.DatasetWriter("cp/hostile-v0") as writer:
+        assert writer.meta is not None
+        prov = writer.meta["provenance"]
+        data = {**prov["data_config"], "checkpoints": {"policy.path": "0" * 64}}
+        writer.commit(provenance={**prov, "data_config": data})
+    with pytest.raises(ConfigMismatchError, match="policy.path sha256: recorded 0000"):
+        score_dataset("cp/hostile-v0", episodes=2, trust_remote_code=True)
