@@ -470,6 +470,9 @@ class SB3Policy(_BatchedPolicy):
         deterministic: the policy's deterministic action (SB3's ``predict``), or a sample
             from its distribution with the episode's stream (PPO/A2C: Discrete or Box).
         device: ``cpu``, ``cuda`` or ``auto``.
+        dtype: ``auto`` (float64 for the Box actors of PPO/A2C/SAC/TD3/DDPG, so the actions
+            do not depend on ``num_envs``; SB3's float32 otherwise), ``float64`` (refused
+            for a policy it cannot copy) or ``float32`` (SB3's own ``predict``).
 
     Raises:
         UsageError: stable-baselines3 missing, an unknown algorithm, spaces that do not fit.
@@ -483,8 +486,12 @@ class SB3Policy(_BatchedPolicy):
         algo: str | None = None,
         deterministic: bool = True,
         device: str = "cpu",
+        dtype: str = "auto",
     ) -> None:
         super().__init__()
+        dtype = str(dtype)
+        if dtype not in ("auto", "float32", "float64"):
+            raise UsageError(f"policy.dtype={dtype!r} must be auto, float32 or float64")
         sb3 = _need("stable_baselines3", "sb3", "stable-baselines3", "sb3")
         path = str(path)
         _check_file(path, "policy.path")
@@ -502,7 +509,13 @@ class SB3Policy(_BatchedPolicy):
         _check_spaces(self.model, observation_space, action_space)
         self._head = _ActionHead(action_space, self.deterministic, "sb3")
         self._sample = None if self.deterministic else _sampler(self.model, self.algo)
-        self._float64 = float64_actor(self.model.policy)  # Box: width-independent actions
+        self._float64 = None if dtype == "float32" else float64_actor(self.model.policy)
+        if dtype == "float64" and self._float64 is None:
+            raise UsageError(
+                f"policy.dtype=float64: this {self.algo} policy ({type(self.model.policy).__name__}"
+                f", {action_space}) has no float64 actor here (Box actions of PPO/A2C/SAC/TD3/"
+                "DDPG without gSDE); use policy.dtype=auto or float32"
+            )
         self.dtype = "float32" if self._float64 is None else "float64"
 
     @staticmethod

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sb3_models import train
 
+from collector.errors import UsageError
 from collector.policy_loaders import SB3Policy
 
 pytest.importorskip("stable_baselines3")
@@ -90,3 +91,23 @@ def test_a_policy_it_does_not_know_stays_in_float32_and_says_so(tmp_path: Path) 
     obs = observations(8)
     theirs, _ = policy.model.predict(obs, deterministic=True)
     assert np.array_equal(policy.act_rows(obs, 8), theirs)
+    with pytest.raises(UsageError, match="policy.dtype=float64: this PPO policy") as info:
+        SB3Policy(PENDULUM.action_space, PENDULUM.observation_space, str(path), dtype="float64")
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="policy.dtype='half' must be auto, float32 or float64"):
+        SB3Policy(PENDULUM.action_space, PENDULUM.observation_space, str(path), dtype="half")
+
+
+def test_dtype_float32_is_sb3s_own_predict_and_depends_on_the_width(
+    box_zips: dict[str, Path],
+) -> None:
+    """The negative control: what ``dtype=auto`` avoids."""
+    path = str(box_zips["PPO"])
+    policy = SB3Policy(PENDULUM.action_space, PENDULUM.observation_space, path, dtype="float32")
+    assert policy.provenance()["dtype"] == "float32"
+    obs = observations()
+    theirs, _ = policy.model.predict(obs, deterministic=True)
+    assert np.array_equal(policy.act_rows(obs, 256), theirs)
+    single = np.stack([policy.act(o) for o in obs])
+    if np.array_equal(single, theirs):  # seen with MKL and OpenBLAS on x86-64, not promised
+        pytest.skip("this BLAS rounds float32 the same at every batch width")
