@@ -501,7 +501,7 @@ def _rollout_dataset(
                 "anything (a checkpoint loads pickles); pass --trust-remote-code "
                 "(trust_remote_code=True) if you trust this dataset's source"
             )
-        pinned = _recorded_checkpoints(policy_cfg, meta, dataset_id)
+        policy_cfg = _recorded_checkpoints(policy_cfg, meta, dataset_id)
     else:  # only the random policy runs: nothing the dataset names is built
         prov = meta.get("provenance") or {}
         entropy = prov.get("seed_entropy") if type(prov.get("seed_entropy")) is int else 0
@@ -509,7 +509,7 @@ def _rollout_dataset(
     if given["ref_max_score"] is None:
         probe = make()
         try:
-            policy = build_policy(pinned, probe)
+            policy = build_policy(policy_cfg, probe)
         finally:
             probe.close()
     about = {
