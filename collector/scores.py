@@ -501,6 +501,7 @@ def _rollout_dataset(
                 "anything (a checkpoint loads pickles); pass --trust-remote-code "
                 "(trust_remote_code=True) if you trust this dataset's source"
             )
+        # as collect ... score=true records it: the config the policy is built from
         policy_cfg = _recorded_checkpoints(policy_cfg, meta, dataset_id)
     else:  # only the random policy runs: nothing the dataset names is built
         prov = meta.get("provenance") or {}
