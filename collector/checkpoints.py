@@ -102,15 +102,19 @@ def _file_hex(path: Path) -> tuple[str, int]:
 
 def _local_file(key: str, value: Any) -> Path:
     """The file a ``path``/``state_dict`` value names, resolved against the working directory."""
+    if value == "???":  # left as conf/policy/*.yaml has it
+        raise UsageError(f"{key} is not set; give the checkpoint file: {key}=FILE")
     if not isinstance(value, str | os.PathLike) or not str(value):
         raise UsageError(f"{key}={value!r} is not a file path; give the checkpoint file's path")
     if str(value) == "???":  # left as conf/policy/<loader>.yaml has it
         raise UsageError(f"{key} is not set; pass {key}=<checkpoint file>, e.g. {key}=model.zip")
     path = Path(os.path.abspath(os.path.expanduser(value)))
     if not path.exists():
+        zipped = path.with_name(path.name + ".zip")  # SB3's save("name") writes name.zip
+        hint = f"did you mean {key}={str(value) + '.zip'!r}?" if zipped.is_file() else "check it"
         raise UsageError(
             f"{key}={str(value)!r}: no such file (relative paths resolve against {os.getcwd()}); "
-            "check the path"
+            f"{hint}"
         )
     if not (path.is_file() or path.is_dir()):  # a FIFO or device would never end
         raise UsageError(f"{key}={str(value)!r} is not a regular file; give the checkpoint file")

@@ -19,8 +19,10 @@ policy's distribution with the episode's stream. Batched float math: a float32 m
 of ``n`` rows may round a row's last bit differently than one of a single row. Discrete
 actions (argmax or sampled) only change at exact near-ties, so their fingerprints match
 whatever ``num_envs``; ``TorchPolicy`` computes Box policies in float64 (``dtype=auto``), whose
-differences vanish when the action is cast to the space's float32. An SB3 Box policy runs
-in float32: its fingerprint matches across runners and workers for the same ``num_envs``.
+differences vanish when the action is cast to the space's float32. ``SB3Policy`` does the same
+for the actors of PPO/A2C/SAC/TD3/DDPG (``collector.sb3_float64``); other SB3 Box policies (gSDE,
+custom classes) run in SB3's float32 (``dtype`` in provenance): their fingerprint matches across
+runners and workers for the same ``num_envs`` but may differ between widths.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 from gymnasium import spaces
 
 from collector.errors import UsageError
+from collector.sb3_float64 import float64_actor
 
 __all__ = ["SB3Policy", "TorchPolicy", "resolve_device"]
 
@@ -467,6 +470,9 @@ class SB3Policy(_BatchedPolicy):
         deterministic: the policy's deterministic action (SB3's ``predict``), or a sample
             from its distribution with the episode's stream (PPO/A2C: Discrete or Box).
         device: ``cpu``, ``cuda`` or ``auto``.
+        dtype: ``auto`` (float64 for the Box actors of PPO/A2C/SAC/TD3/DDPG, so the actions
+            do not depend on ``num_envs``; SB3's float32 otherwise), ``float64`` (refused
+            for a policy it cannot copy) or ``float32`` (SB3's own ``predict``).
 
     Raises:
         UsageError: stable-baselines3 missing, an unknown algorithm, spaces that do not fit.
@@ -480,8 +486,12 @@ class SB3Policy(_BatchedPolicy):
         algo: str | None = None,
         deterministic: bool = True,
         device: str = "cpu",
+        dtype: str = "auto",
     ) -> None:
         super().__init__()
+        dtype = str(dtype)
+        if dtype not in ("auto", "float32", "float64"):
+            raise UsageError(f"policy.dtype={dtype!r} must be auto, float32 or float64")
         sb3 = _need("stable_baselines3", "sb3", "stable-baselines3", "sb3")
         path = str(path)
         _check_file(path, "policy.path")
@@ -499,6 +509,14 @@ class SB3Policy(_BatchedPolicy):
         _check_spaces(self.model, observation_space, action_space)
         self._head = _ActionHead(action_space, self.deterministic, "sb3")
         self._sample = None if self.deterministic else _sampler(self.model, self.algo)
+        self._float64 = None if dtype == "float32" else float64_actor(self.model.policy)
+        if dtype == "float64" and self._float64 is None:
+            raise UsageError(
+                f"policy.dtype=float64: this {self.algo} policy ({type(self.model.policy).__name__}"
+                f", {action_space}) has no float64 actor here (Box actions of PPO/A2C/SAC/TD3/"
+                "DDPG without gSDE); use policy.dtype=auto or float32"
+            )
+        self.dtype = "float32" if self._float64 is None else "float64"
 
     @staticmethod
     def _algo_class(sb3: Any, algo: str) -> Any:
@@ -521,6 +539,9 @@ class SB3Policy(_BatchedPolicy):
     def _actions(self, obs: Any, rngs: Sequence[np.random.Generator]) -> np.ndarray:
         if not isinstance(obs, Mapping):  # SB3's MultiInputPolicy takes dicts as they are
             obs = np.asarray(obs)
+        if self._float64 is not None:
+            mean, std = self._float64(obs)
+            return self._head.box(mean, std, rngs)  # std is only used to sample
         if self._sample is None:
             actions, _ = self.model.predict(obs, deterministic=True)
             return np.asarray(actions).astype(self._head.space.dtype, copy=False)
@@ -533,6 +554,7 @@ class SB3Policy(_BatchedPolicy):
             "algo": self.algo,
             "device": self.device,
             "deterministic": self.deterministic,
+            "dtype": self.dtype,
             "stable_baselines3": _version("stable-baselines3"),
             "torch": _version("torch"),
         }

@@ -30,10 +30,12 @@ import gymnasium as gym
 import numpy as np
 
 from collector import storage
+from collector.checkpoints import checkpoint_hashes, checkpoint_identity, pin_policy
 from collector.config import CollectConfig
 from collector.envs import check_registered_spec, make_env, register_namespace
 from collector.errors import (
     CollectionError,
+    ConfigMismatchError,
     HarvestError,
     HarvestWarning,
     InvalidValueError,
@@ -347,6 +349,43 @@ def _recorded_policy(meta: Mapping[str, Any], dataset_id: str) -> tuple[dict[str
     return dict(policy), entropy
 
 
+def _recorded_checkpoints(
+    policy_cfg: dict[str, Any], meta: Mapping[str, Any], dataset_id: str
+) -> dict[str, Any]:
+    """``policy_cfg`` pinned to the checkpoints the dataset was collected with.
+
+    A Hub file is taken at the commit recorded in ``provenance.checkpoints`` (a branch may
+    have moved on); every file must hash as ``data_config.checkpoints`` recorded (a dataset
+    from before checkpoint hashes records none: nothing to check).
+
+    Raises:
+        ConfigMismatchError: a file now differs from the one the data was collected with.
+    """
+    prov = meta.get("provenance") if isinstance(meta.get("provenance"), Mapping) else {}
+    recorded = prov.get("checkpoints") if isinstance(prov.get("checkpoints"), Mapping) else {}
+    files = recorded.get("files") if isinstance(recorded.get("files"), Mapping) else {}
+    commits = {  # hostile input: only well-formed commits pin (the Hub loader checks them too)
+        k: {"commit": v["commit"]}
+        for k, v in files.items()
+        if isinstance(v, Mapping) and isinstance(v.get("commit"), str)
+    }
+    policy_cfg = pin_policy(policy_cfg, {"files": commits}) if commits else policy_cfg
+    identity = checkpoint_identity(policy_cfg)
+    data = prov.get("data_config") if isinstance(prov.get("data_config"), Mapping) else {}
+    stored = data.get("checkpoints")
+    now = checkpoint_hashes(identity)
+    if isinstance(stored, Mapping) and dict(stored) != now:
+        keys = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+        first = keys[0]
+        raise ConfigMismatchError(
+            f"dataset {dataset_id!r} was collected with another checkpoint: {first} sha256: "
+            f"recorded {str(stored.get(first))[:64]}, now {now.get(first)}; put back the file "
+            "it was collected with, or give the scores (--min X --max Y)",
+            keys=tuple(f"{k} sha256" for k in keys),
+        )
+    return pin_policy(policy_cfg, identity)
+
+
 def _env_maker(meta: Mapping[str, Any], dataset_id: str, trust: bool) -> Callable[[], gym.Env]:
     """``gym.make`` of the dataset's stored env spec, checked as ``recover_environment`` does.
 
@@ -462,6 +501,8 @@ def _rollout_dataset(
                 "anything (a checkpoint loads pickles); pass --trust-remote-code "
                 "(trust_remote_code=True) if you trust this dataset's source"
             )
+        # as collect ... score=true records it: the config the policy is built from
+        policy_cfg = _recorded_checkpoints(policy_cfg, meta, dataset_id)
     else:  # only the random policy runs: nothing the dataset names is built
         prov = meta.get("provenance") or {}
         entropy = prov.get("seed_entropy") if type(prov.get("seed_entropy")) is int else 0

@@ -16,6 +16,15 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def ppo_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny PPO trained on CartPole-v1 once per session (~10 s on one CPU), as a model.zip."""
+    pytest.importorskip("stable_baselines3")
+    from sb3_models import train_ppo_cartpole
+
+    return train_ppo_cartpole(tmp_path_factory.mktemp("sb3") / "ppo.zip")
+
+
 @pytest.fixture(autouse=True)
 def datasets_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point ``$HARVEST_DATASETS`` (and Minari's root) at fresh temp folders for every test."""

@@ -1,7 +1,7 @@
 """Policy loaders (SB3 zips, torch modules), batched inference, and importing ``_target_``s.
 
-A tiny PPO is trained here on CartPole (a module fixture, seconds) and a tiny torch MLP is
-built here; both are saved to files and collected from like a user's checkpoint.
+A tiny PPO is trained on CartPole (the session fixture ``ppo_zip``, tests/conftest.py) and a
+tiny torch MLP is built here; both are saved to files and collected from like a user's checkpoint.
 """
 
 from __future__ import annotations
@@ -164,33 +164,6 @@ def heuristic_net(path: Path) -> None:
         last.bias.zero_()
         last.weight[1, 0], last.weight[0, 0] = 3.0, -3.0
     torch.save(net.state_dict(), path)
-
-
-@pytest.fixture(scope="module")
-def ppo_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny PPO trained on CartPole-v1 here (~10 s on one CPU), saved as a model.zip."""
-    pytest.importorskip("stable_baselines3")
-    import torch
-    from stable_baselines3 import PPO
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = PPO(
-            "MlpPolicy",
-            gym.make("CartPole-v1"),
-            n_steps=256,
-            batch_size=64,
-            policy_kwargs={"net_arch": [32, 32]},
-            seed=0,
-            device="cpu",
-        )
-        model.learn(10_000)
-    finally:
-        torch.set_num_threads(threads)
-    path = tmp_path_factory.mktemp("sb3") / "ppo.zip"
-    model.save(path)
-    return path
 
 
 def collect_with(policy: dict[str, Any], dataset_id: str, **overrides: Any) -> Any:

@@ -210,3 +210,34 @@ def elsewhere(tmp_path: Path) -> Path:
     root = tmp_path / "elsewhere"
     root.mkdir()
     return root
+
+
+@pytest.fixture
+def hub(
+    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[HubServer]:
+    """The local Hub for model repos: the test's own cache and no developer token."""
+    from huggingface_hub import constants
+
+    hub_server.reset()
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "hf-home"
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    yield hub_server
+    assert hub_server.unhandled == [], "huggingface_hub made requests the fake does not route"
+
+
+def push(hub: HubServer, repo: str, files: dict[str, bytes]) -> str:
+    """Commit ``files`` to the model repo ``repo`` (created if needed); return the commit."""
+    import huggingface_hub
+
+    api = huggingface_hub.HfApi(endpoint=hub.url)
+    api.create_repo(repo, repo_type="model", exist_ok=True)
+    ops = [huggingface_hub.CommitOperationAdd(p, data) for p, data in files.items()]
+    api.create_commit(repo, ops, commit_message="add policy", repo_type="model")
+    return hub.commits(repo, "model")[-1]

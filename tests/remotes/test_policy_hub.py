@@ -10,8 +10,6 @@ import hashlib
 import re
 import sys
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from collector import storage
 from collector.collect import collect
 from collector.errors import ConfigMismatchError, RemoteError, UsageError
 from collector.policy_hub import HubPolicy, fetch_checkpoint
+from remotes.conftest import push
 from remotes.hub_server import HubServer
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
@@ -32,35 +31,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 LINEAR = "checkpoint_policies.LinearPolicy"
-
-
-@pytest.fixture
-def hub(
-    hub_server: HubServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[HubServer]:
-    """The local Hub, with this test's own cache and no developer token."""
-    from huggingface_hub import constants
-
-    hub_server.reset()
-    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    home = tmp_path / "hf-home"
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
-    yield hub_server
-    assert hub_server.unhandled == [], "huggingface_hub made requests the fake does not route"
-
-
-def push(hub: HubServer, repo: str, files: dict[str, bytes]) -> str:
-    """Commit ``files`` to the model repo ``repo`` (created if needed); return the commit."""
-    api = huggingface_hub.HfApi(endpoint=hub.url)
-    api.create_repo(repo, repo_type="model", exist_ok=True)
-    ops = [huggingface_hub.CommitOperationAdd(p, data) for p, data in files.items()]
-    api.create_commit(repo, ops, commit_message="add policy", repo_type="model")
-    return hub.commits(repo, "model")[-1]
 
 
 def weights(w: dict[str, Any]) -> bytes:
