@@ -106,8 +106,6 @@ def _local_file(key: str, value: Any) -> Path:
         raise UsageError(f"{key} is not set; give the checkpoint file: {key}=FILE")
     if not isinstance(value, str | os.PathLike) or not str(value):
         raise UsageError(f"{key}={value!r} is not a file path; give the checkpoint file's path")
-    if str(value) == "???":  # left as conf/policy/<loader>.yaml has it
-        raise UsageError(f"{key} is not set; pass {key}=<checkpoint file>, e.g. {key}=model.zip")
     path = Path(os.path.abspath(os.path.expanduser(value)))
     if not path.exists():
         zipped = path.with_name(path.name + ".zip")  # SB3's save("name") writes name.zip

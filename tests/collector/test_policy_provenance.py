@@ -90,7 +90,7 @@ def test_a_policy_without_file_keys_has_no_identity() -> None:
 
 
 def test_a_checkpoint_left_unset_says_which_key_to_set() -> None:
-    with pytest.raises(UsageError, match=re.escape("policy.path is not set; pass policy.path=")):
+    with pytest.raises(UsageError, match=re.escape("policy.path is not set; give the checkpoint file: policy.path=")):
         checkpoint_identity({"_target_": LINEAR, "path": "???"})
 
 
