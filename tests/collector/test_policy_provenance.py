@@ -89,11 +89,6 @@ def test_a_policy_without_file_keys_has_no_identity() -> None:
     assert checkpoint_identity({"_target_": "x.T", "path": None, "state_dict": None}) == {}
 
 
-def test_a_checkpoint_left_unset_says_which_key_to_set() -> None:
-    with pytest.raises(UsageError, match=re.escape("policy.path is not set; give the checkpoint file: policy.path=")):
-        checkpoint_identity({"_target_": LINEAR, "path": "???"})
-
-
 def test_a_missing_checkpoint_is_one_line_naming_the_key_and_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
