@@ -521,7 +521,7 @@ class DatasetWriter:
             raise UsageError("DatasetWriter.start() must be called before repacking")
         merged = 0
         small = self._small(target_bytes, linked)
-        for group in _by_size(sorted(small, key=compaction.first_id), target_bytes):
+        for group in compaction.by_size(sorted(small, key=compaction.first_id), target_bytes):
             merged += self._merge_if_room(group, compression)
         return merged
 
@@ -537,7 +537,7 @@ class DatasetWriter:
         made: list[dict[str, Any]] = []
         while group := compaction.next_merge(self._small(target_bytes), math.inf):
             done = 0
-            for part in _by_size(group, target_bytes):
+            for part in compaction.by_size(group, target_bytes):
                 if self._merge_if_room(part, compression):
                     done += 1
                     made.append(self.meta["shards"][-1])
@@ -623,19 +623,6 @@ class DatasetWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _by_size(shards: list[dict[str, Any]], target_bytes: int) -> list[list[dict[str, Any]]]:
-    """``shards`` (in id order) cut into runs of about ``target_bytes``; runs of one dropped."""
-    groups: list[list[dict[str, Any]]] = [[]]
-    size = 0
-    for e in shards:
-        if groups[-1] and size + e["bytes"] > target_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append(e)
-        size += e["bytes"]
-    return [g for g in groups if len(g) > 1]
 
 
 def _drop_ids(
