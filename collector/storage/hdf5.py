@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -526,8 +527,7 @@ class ShardReader:
             # consecutive block reads, so a chunk shared by two blocks is decompressed once
             try:
                 with _damaged(path):
-                    found = check_layout(f)
-                    hit = (f, [(g, n, found[p]) for g, n, p in _list_columns(f, found)])
+                    hit = (f, _checked_columns(f))
             except CorruptDatasetError:
                 f.close()
                 raise
@@ -581,6 +581,43 @@ class ShardReader:
             for f, _ in self._open.values():
                 f.close()
         self._open = {}
+
+
+#: The columns (``_list_columns``) of each shard file this process has checked
+#: (``check_layout``), by the file's identity: a new ``ShardReader`` (one per snapshot, per
+#: uncached epoch, per worker) reopening it skips walking and hashing every dataset, ~1.5 ms
+#: a shard: the fixed cost that made a dataset of many shards read slower (issue 18). Any
+#: change to the file (a write, chmod, rename over it) changes its identity: checked again.
+_CHECKED: dict[tuple[int, ...], list[tuple[str, str, str]]] = {}
+_CHECKED_MAX: Final = 4096
+#: Only a file unchanged for this long is remembered: file times tick coarsely (a jiffy), so
+#: a change within the tick of the last one would keep its identity (git's "racy" files).
+SETTLED_NS: Final = 100_000_000
+
+
+def _checked_columns(f: h5py.File) -> list[tuple[str, str, h5py.Dataset]]:
+    """(group, column name, dataset) of ``f``'s columns, its layout checked once per process."""
+    try:
+        st = os.fstat(f.id.get_vfd_handle())  # the file opened, not whatever the path is now
+        ident: tuple[int, ...] | None = (
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        )
+    except (OSError, TypeError, ValueError):  # a driver without a file descriptor
+        ident = None
+    paths = None if ident is None else _CHECKED.get(ident)
+    if paths is not None:
+        return [(g, n, f[p]) for g, n, p in paths]
+    found = check_layout(f)
+    paths = _list_columns(f, found)
+    if ident is not None and time.time_ns() - ident[4] > SETTLED_NS:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[ident] = paths
+    return [(g, n, found[p]) for g, n, p in paths]
 
 
 def _read_into(
