@@ -44,7 +44,7 @@ import multiprocessing as mp
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -94,9 +94,16 @@ class Batch(tuple):
         return self
 
 
+#: A ``batch_iter`` window of at most this many decoded bytes is joined into one array per
+#: column for its draws (``Pipeline._join_window``); larger ones are gathered block by block.
+JOIN_WINDOW_BYTES: Final = 16 << 20
+#: The step columns of a batch, in the order ``_draw`` gathers them.
+_STEP_ITEMS: Final = ("rewards", "terminations", "truncations")
+
+
 @dataclass
 class _Slot:
-    """A block in the consumer's window: its rows (never concatenated) and valid starts."""
+    """A block in the consumer's window: its rows and valid starts."""
 
     held: Held
     starts: tuple[np.ndarray, ...]  # step row, obs row, steps available, first obs row, ...
@@ -338,8 +345,10 @@ class Pipeline:
     ) -> Iterator[Batch]:
         """Batches drawn from every valid start of the window while its oldest block is in.
 
-        The window's blocks are never concatenated: each batch is gathered block by block,
-        its rows grouped by block (in draw order within a block).
+        Each batch's rows are grouped by block (in draw order within a block). A window of
+        large blocks (frames) is never concatenated: each batch is gathered block by block.
+        A small one (``_join_window``) is joined once, so each column of a batch is one
+        index, as when one block is in: the same batches either way.
         """
         joined = [np.concatenate(parts) for parts in zip(*(w.starts for w in window), strict=True)]
         slot_of = np.repeat(np.arange(len(window)), [len(w.starts[0]) for w in window])
@@ -355,18 +364,23 @@ class Pipeline:
         rows = [w.held.rows for w in window]
         obs_cols = {k: [r.observations[k] for r in rows] for k in rows[0].observations}
         act_cols = {k: [r.actions[k] for r in rows] for k in rows[0].actions}
+        step_cols = [[getattr(r, c) for r in rows] for c in _STEP_ITEMS]
+        one = self._join_window(window)
+        if one:  # every column one array, the starts' rows shifted to it
+            joined[:4] = _shift_starts(joined[:4], slot_of, rows)
+            obs_cols = {k: [np.concatenate(v)] for k, v in obs_cols.items()}
+            act_cols = {k: [np.concatenate(v)] for k, v in act_cols.items()}
+            step_cols = [[np.concatenate(v)] for v in step_cols]
         for _ in range(-(-quota // (batch_size * seq_len))):
             pick = rng.integers(n, size=batch_size)
             order = np.argsort(slot_of[pick], kind="stable")
             pick = pick[order]
-            groups = _groups(slot_of[pick], len(window))
+            groups = [(0, 0, batch_size)] if one else _groups(slot_of[pick], len(window))
             sidx, oidx, nidx, mask = _rows(joined[:4], pick, seq_len, frame_stack, full)
             obs = {k: _gather(v, groups, oidx) for k, v in obs_cols.items()}
             nxt = {k: _gather(v, groups, nidx) for k, v in obs_cols.items()}
             act = {k: _gather(v, groups, sidx) for k, v in act_cols.items()}
-            rew = _gather([r.rewards for r in rows], groups, sidx)
-            term = _gather([r.terminations for r in rows], groups, sidx)
-            trunc = _gather([r.truncations for r in rows], groups, sidx)
+            rew, term, trunc = (_gather(v, groups, sidx) for v in step_cols)
             if not full:
                 pad = ~mask
                 for arr in (*obs.values(), *nxt.values(), *act.values(), rew, term, trunc):
@@ -388,6 +402,16 @@ class Pipeline:
                 mask=mask,
                 metadata=meta,
             )
+
+    def _join_window(self, window: deque[_Slot]) -> bool:
+        """Whether ``_draw`` joins the window's blocks: several, and small (``JOIN_WINDOW_BYTES``).
+
+        Gathering a batch block by block costs a few numpy calls per block and column: for
+        small rows (CartPole: 34 bytes a step) that is most of a batch's cost, and a window
+        spanning two blocks (more shards: appends, issue 18) drew ~1.2-1.9x slower.
+        """
+        size = sum(w.nbytes for w in window)
+        return len(window) > 1 and size <= min(JOIN_WINDOW_BYTES, self.dataset.max_memory // 8)
 
     # -- ordered sequences -------------------------------------------------------------------
 
@@ -525,6 +549,22 @@ def _groups(slots: np.ndarray, count: int) -> list[tuple[int, int, int]]:
     return [
         (j, int(bounds[j]), int(bounds[j + 1])) for j in range(count) if bounds[j + 1] > bounds[j]
     ]
+
+
+def _shift_starts(
+    starts: list[np.ndarray], slot_of: np.ndarray, rows: list[storage.ShardRows]
+) -> list[np.ndarray]:
+    """(step row, obs row, steps available, first obs row) of ``starts`` in ``rows`` joined.
+
+    ``slot_of``: each start's block in ``rows``; rows within a block become rows of the
+    blocks' columns concatenated in window order.
+    """
+    steps = np.array([len(r.rewards) for r in rows], np.int64)
+    obs = np.array([len(next(iter(r.observations.values()), ())) for r in rows], np.int64)
+    step_at = (np.cumsum(steps) - steps)[slot_of]
+    obs_at = (np.cumsum(obs) - obs)[slot_of]
+    step0, obs0, avail, first = starts
+    return [step0 + step_at, obs0 + obs_at, avail, first + obs_at]
 
 
 def _gather(

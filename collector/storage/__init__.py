@@ -12,13 +12,15 @@ This module is the face: it re-exports the public names of the modules below, bo
     batch      ``EpisodeBatch`` (columnar episodes in memory), ``ShardRows``, ``concat_batches``
     digests    ``episode_digests``, ``fill_digests``, ``fingerprint``
     manifest   ``read_metadata``, ``loads_metadata``, ``check_metadata``, ``seal_metadata``, id maps
+    checksums  a shard's table and layout checksums, checked on every open
     hdf5       ``build_shard_bytes``, ``read_shard``, ``read_shard_table``, ``merge_shards``,
                ``ShardReader``
     index      shard index files: ``read_shard_index`` (a shard's episode table without HDF5),
                ``COMMITTED_INDEXES``
     compaction which shards appends merge (tiers): ``next_merge``, ``APPEND_SHARD_BYTES``;
                ``RecentBatches`` (merging what this process wrote reads nothing)
-    writer     ``DatasetWriter`` (write shard, commit, repack, compact, cleanup), ``exact_shards``
+    writer     ``DatasetWriter`` (write shard, commit, repack, compact, cleanup)
+    export     ``exact_shards`` (an export's manifest and files: only the dataset's episodes)
     verify     ``verify_dataset``
 """
 
@@ -66,6 +68,7 @@ from collector.storage.durable import (
     user_error,
     write_new_file,
 )
+from collector.storage.export import exact_shards
 from collector.storage.hdf5 import (
     CHUNK_BYTES,
     CHUNK_ROWS,
@@ -154,7 +157,6 @@ from collector.storage.writer import (
     REPACK_SPARE_BYTES,
     SMALL_SHARD_FRACTION,
     DatasetWriter,
-    exact_shards,
 )
 
 __all__ = [

@@ -48,6 +48,7 @@ __all__ = [
     "RECENT",
     "RecentBatches",
     "TIER_FLOOR_BYTES",
+    "by_size",
     "first_id",
     "forget_recent_batches",
     "next_merge",
@@ -97,6 +98,19 @@ def next_merge(
         if len(tiers[t]) >= factor:
             return sorted(tiers[t], key=first_id)
     return []
+
+
+def by_size(shards: list[dict[str, Any]], target_bytes: int) -> list[list[dict[str, Any]]]:
+    """``shards`` (in id order) cut into runs of about ``target_bytes``; runs of one dropped."""
+    groups: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for e in shards:
+        if groups[-1] and size + e["bytes"] > target_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(e)
+        size += e["bytes"]
+    return [g for g in groups if len(g) > 1]
 
 
 def first_id(entry: dict[str, Any]) -> int:

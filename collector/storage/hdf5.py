@@ -1,14 +1,15 @@
-"""The HDF5 codec: shard files (encode, decode, merge, checksums) and ``ShardReader``.
+"""The HDF5 codec: shard files (encode, decode, merge) and ``ShardReader``.
 
-The one module that knows HDF5 keys. Shards use the HDF5 1.10 file format (``LIBVER``).
+The one module that knows HDF5 keys, with ``checksums`` (which checks a shard's structure).
+Shards use the HDF5 1.10 file format (``LIBVER``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,6 +28,14 @@ from collector.storage.batch import (
     ShardRows,
     concat_tables,
     select_episodes,
+)
+from collector.storage.checksums import (
+    LAYOUT_CHECKSUM,
+    TABLE_CHECKSUM,
+    attr_text,
+    check_layout,
+    layout_checksum,
+    table_checksum,
 )
 from collector.storage.codecs import is_image_leaf, leaf_codec, parse_compression
 from collector.storage.manifest import FORMAT_VERSION, map_shard_ids
@@ -131,7 +140,7 @@ def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> N
     comp, level = parse_compression(compression)
     f.attrs["format_version"] = FORMAT_VERSION
     f.attrs["info_schema"] = _schema_attr(batch.info_schema())
-    made: dict[str, h5py.Dataset] = {}  # every dataset, by its path (for _layout_checksum)
+    made: dict[str, h5py.Dataset] = {}  # every dataset, by its path (for layout_checksum)
     for group in GROUPS:
         cols = getattr(batch, group)
         for name, arr in cols.items():
@@ -150,7 +159,7 @@ def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> N
                 )
     made.update(_write_table(f, batch.table))
     f.flush()  # every chunk allocated (none left dirty in the chunk cache) before hashing
-    f.attrs[LAYOUT_CHECKSUM] = np.bytes_(_layout_checksum(f, made))
+    f.attrs[LAYOUT_CHECKSUM] = np.bytes_(layout_checksum(f, made))
 
 
 def write_shard_file(batch: EpisodeBatch, path: Path, compression: str | None = "gzip") -> None:
@@ -197,135 +206,9 @@ def _write_table(f: h5py.File, table: dict[str, Any]) -> dict[str, h5py.Dataset]
             value = np.array(encoded, dtype=f"S{max(1, max(map(len, encoded), default=1))}")
             kw = _dataset_kwargs(len(value), (), value.dtype, "gzip", 4)
         column = tab.create_dataset(key, data=value, **kw)
-        column.attrs[TABLE_CHECKSUM] = np.bytes_(_table_checksum(value))
+        column.attrs[TABLE_CHECKSUM] = np.bytes_(table_checksum(value))
         made[f"episodes/{key}"] = column
     return made
-
-
-#: Attribute of each episode-table column: sha256 of its values. The table steers every read
-#: (offsets, lengths), and a checksum of the values also catches a damaged datatype.
-TABLE_CHECKSUM: Final = "sha256"
-
-
-def _table_checksum(values: np.ndarray) -> str:
-    """sha256 of a table column: its dtype, shape and bytes."""
-    h = hashlib.sha256(f"{values.dtype.str}|{values.shape}|".encode())
-    if values.dtype.kind == "O":  # variable-length strings (shards written before this)
-        for item in values.tolist():
-            data = item.encode() if isinstance(item, str) else bytes(item)
-            h.update(len(data).to_bytes(8, "little"))
-            h.update(data)
-    else:
-        h.update(np.ascontiguousarray(values).data)
-    return h.hexdigest()
-
-
-#: Root attribute of a shard: sha256 of where HDF5 keeps every column (see _layout_checksum).
-LAYOUT_CHECKSUM: Final = "layout_sha256"
-
-
-def _layout_checksum(f: h5py.File, made: dict[str, h5py.Dataset] | None = None) -> str:
-    """sha256 of every dataset's type, shape, filters and chunk index (address, size, mask).
-
-    fletcher32 covers a chunk's bytes, not HDF5's index of them, which has no checksum in the
-    early file format we write: a flipped bit in a chunk's filter mask skips decompression,
-    and one in its key moves it, both without an error. This catches those on open.
-
-    ``made``: every dataset of ``f`` by path (as the writer created them, or ``_walk`` found
-    them); hashed in the order ``visititems`` takes (by name, depth first), without opening
-    each one again (~13% of building a small shard).
-    """
-    h = hashlib.sha256()
-
-    def visit(name: str, obj: Any) -> None:
-        if not isinstance(obj, h5py.Dataset):
-            return
-        h.update(f"{name}|{obj.dtype.str}|{obj.shape}|{obj.chunks}|".encode())
-        h.update(f"{_codec_key(obj)}|{obj.fletcher32}|".encode())
-        if obj.chunks is None:
-            h.update(f"{obj.id.get_offset()}|{obj.id.get_storage_size()}|".encode())
-            return
-        obj.id.chunk_iter(
-            lambda c: h.update(
-                f"{c.chunk_offset}{c.filter_mask},{c.byte_offset},{c.size}|".encode()
-            )
-        )
-
-    if made is None:
-        f.visititems(visit)
-    else:
-        for name in sorted(made, key=lambda n: n.split("/")):
-            visit(name, made[name])
-    return h.hexdigest()
-
-
-def _walk(f: h5py.File) -> dict[str, h5py.Dataset]:
-    """Every dataset of ``f`` by path, in a walk's order: one walk serves every check of an open."""
-    found: dict[str, h5py.Dataset] = {}
-    f.visititems(lambda n, obj: found.update({n: obj}) if isinstance(obj, h5py.Dataset) else None)
-    return found
-
-
-def _check_filters(f: h5py.File, found: dict[str, h5py.Dataset]) -> None:
-    """Raise ``CorruptDatasetError`` when a column needs an HDF5 filter this install lacks.
-
-    harvest writes only filters it can read (built-in, or registered by ``hdf5plugin`` on
-    import); any other names a file not written by harvest, or a damaged one.
-    """
-    for name, obj in found.items():
-        plist = obj.id.get_create_plist()
-        for i in range(plist.get_nfilters()):
-            code, _, _, label = plist.get_filter(i)
-            if not h5py.h5z.filter_avail(code):
-                shown = bytes(label)[:40].decode("ascii", "replace")
-                raise CorruptDatasetError(
-                    f"shard {f.filename}: column {name!r} needs HDF5 filter {code} ({shown!r}), "
-                    "which harvest cannot decode; the file was not written by harvest or is "
-                    "damaged (run verify)"
-                )
-
-
-#: HDF5's own filters and h5py's lzf: h5py names each the same in every version.
-_BUILTIN_FILTERS: Final = frozenset(
-    {
-        h5py.h5z.FILTER_DEFLATE,
-        h5py.h5z.FILTER_SHUFFLE,
-        h5py.h5z.FILTER_FLETCHER32,
-        h5py.h5z.FILTER_SZIP,
-        h5py.h5z.FILTER_SCALEOFFSET,
-        h5py.h5z.FILTER_LZF,
-    }
-)
-
-
-def _codec_key(obj: h5py.Dataset) -> str:
-    """A column's compression for ``_layout_checksum``, the same in every h5py version.
-
-    Built-in filters keep the text shards were always hashed with (h5py's name and
-    options); a plugin filter (zstd), which h5py calls ``'unknown'`` since 3.x and ``None``
-    before, is hashed as its filter id and options instead.
-    """
-    plist = obj.id.get_create_plist()
-    pipeline = [plist.get_filter(i) for i in range(plist.get_nfilters())]
-    if all(code in _BUILTIN_FILTERS for code, *_ in pipeline):
-        return f"{obj.compression}|{obj.compression_opts}"
-    return ",".join(f"{code}:{tuple(values)}" for code, _, values, _ in pipeline) + "|plugin"
-
-
-def _check_layout(f: h5py.File) -> dict[str, h5py.Dataset]:
-    """Raise ``CorruptDatasetError`` when a shard's layout is not the one it was written with.
-
-    Returns every dataset of the shard by path (``_walk``).
-    """
-    found = _walk(f)
-    _check_filters(f, found)
-    stored = f.attrs.get(LAYOUT_CHECKSUM)  # absent in shards written before it
-    if stored is not None and _layout_checksum(f, found) != _text(stored):
-        raise CorruptDatasetError(
-            f"shard {f.filename}: HDF5 layout does not match its checksum; the file is damaged "
-            "(run verify)"
-        )
-    return found
 
 
 def _schema_attr(schema: Any) -> np.bytes_:
@@ -387,7 +270,7 @@ def merge_shards(
         table = concat_tables(tables)
         _write_table(out, table)
         out.flush()  # every chunk allocated (none left dirty in the chunk cache) before hashing
-        out.attrs[LAYOUT_CHECKSUM] = np.bytes_(_layout_checksum(out))
+        out.attrs[LAYOUT_CHECKSUM] = np.bytes_(layout_checksum(out))
     return table, union
 
 
@@ -554,7 +437,7 @@ def read_table(
             column = tab[key]
             values = column[()]
             stored = column.attrs.get(TABLE_CHECKSUM)  # absent in shards written before it
-            if stored is not None and _table_checksum(values) != _text(stored):
+            if stored is not None and table_checksum(values) != attr_text(stored):
                 raise CorruptDatasetError(
                     f"shard {f.filename}: episode table column {key!r} does not match its "
                     "checksum; the file is damaged (run verify)"
@@ -563,10 +446,6 @@ def read_table(
                 values = [o.decode() or None for o in values]
             out[key] = values
     return out
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def read_shard_table(
@@ -593,7 +472,7 @@ def read_shard(path: str | os.PathLike[str]) -> EpisodeBatch:
             return {_column_name(n[len(name) + 1 :]): found[n][()] for n in inside}
 
         with _damaged(path):
-            found = _check_layout(f)
+            found = check_layout(f)
             infos = masks = None
             if "infos" in f:
                 both = group("infos")
@@ -648,8 +527,7 @@ class ShardReader:
             # consecutive block reads, so a chunk shared by two blocks is decompressed once
             try:
                 with _damaged(path):
-                    found = _check_layout(f)
-                    hit = (f, [(g, n, found[p]) for g, n, p in _list_columns(f, found)])
+                    hit = (f, _checked_columns(f))
             except CorruptDatasetError:
                 f.close()
                 raise
@@ -705,6 +583,43 @@ class ShardReader:
         self._open = {}
 
 
+#: The columns (``_list_columns``) of each shard file this process has checked
+#: (``check_layout``), by the file's identity: a new ``ShardReader`` (one per snapshot, per
+#: uncached epoch, per worker) reopening it skips walking and hashing every dataset, ~1.5 ms
+#: a shard: the fixed cost that made a dataset of many shards read slower (issue 18). Any
+#: change to the file (a write, chmod, rename over it) changes its identity: checked again.
+_CHECKED: dict[tuple[int, ...], list[tuple[str, str, str]]] = {}
+_CHECKED_MAX: Final = 4096
+#: Only a file unchanged for this long is remembered: file times tick coarsely (a jiffy), so
+#: a change within the tick of the last one would keep its identity (git's "racy" files).
+SETTLED_NS: Final = 100_000_000
+
+
+def _checked_columns(f: h5py.File) -> list[tuple[str, str, h5py.Dataset]]:
+    """(group, column name, dataset) of ``f``'s columns, its layout checked once per process."""
+    try:
+        st = os.fstat(f.id.get_vfd_handle())  # the file opened, not whatever the path is now
+        ident: tuple[int, ...] | None = (
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        )
+    except (OSError, TypeError, ValueError):  # a driver without a file descriptor
+        ident = None
+    paths = None if ident is None else _CHECKED.get(ident)
+    if paths is not None:
+        return [(g, n, f[p]) for g, n, p in paths]
+    found = check_layout(f)
+    paths = _list_columns(f, found)
+    if ident is not None and time.time_ns() - ident[4] > SETTLED_NS:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[ident] = paths
+    return [(g, n, found[p]) for g, n, p in paths]
+
+
 def _read_into(
     dset: h5py.Dataset,
     rows: slice,
@@ -725,7 +640,7 @@ def _read_into(
 def _list_columns(f: h5py.File, found: dict[str, h5py.Dataset]) -> list[tuple[str, str, str]]:
     """(group, column name, HDF5 path) of every step, observation, action and info column.
 
-    ``found``: every dataset of ``f`` by path (``_walk``).
+    ``found``: every dataset of ``f`` by path (``walk``).
     """
     out: list[tuple[str, str, str]] = [("steps", name, name) for name in STEP_COLUMNS]
     for group in (*GROUPS, "infos"):

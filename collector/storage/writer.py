@@ -1,9 +1,11 @@
-"""``DatasetWriter``: write shards, commit, repack and clean up a dataset (DESIGN.md section 4)."""
+"""``DatasetWriter``: write shards, commit, repack and clean up a dataset (DESIGN.md section 4).
+
+``export.exact_shards`` (a manifest and files holding only a dataset's episodes) lives apart.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -19,7 +21,7 @@ import numpy as np
 
 from collector.errors import CorruptDatasetError, HarvestError, UsageError
 from collector.storage import compaction, digests, durable, hdf5, index
-from collector.storage.batch import EpisodeBatch, select_episodes
+from collector.storage.batch import EpisodeBatch
 from collector.storage.digests import fingerprint
 from collector.storage.durable import (
     DatasetLock,
@@ -29,10 +31,8 @@ from collector.storage.durable import (
     storage_errors,
 )
 from collector.storage.hdf5 import (
-    build_shard_bytes,
     missing_shard_error,
     open_shard,
-    read_shard,
     read_table,
 )
 from collector.storage.ids import (
@@ -50,10 +50,8 @@ from collector.storage.ids import (
 from collector.storage.manifest import (
     FORMAT_VERSION,
     MANIFEST_SHA256,
-    dataset_files,
     decoded_bytes,
     id_ranges,
-    index_files,
     loads_metadata,
     map_shard_ids,
     read_metadata,
@@ -67,7 +65,6 @@ __all__ = [
     "DatasetWriter",
     "REPACK_SPARE_BYTES",
     "SMALL_SHARD_FRACTION",
-    "exact_shards",
 ]
 
 
@@ -524,7 +521,7 @@ class DatasetWriter:
             raise UsageError("DatasetWriter.start() must be called before repacking")
         merged = 0
         small = self._small(target_bytes, linked)
-        for group in _by_size(sorted(small, key=compaction.first_id), target_bytes):
+        for group in compaction.by_size(sorted(small, key=compaction.first_id), target_bytes):
             merged += self._merge_if_room(group, compression)
         return merged
 
@@ -540,7 +537,7 @@ class DatasetWriter:
         made: list[dict[str, Any]] = []
         while group := compaction.next_merge(self._small(target_bytes), math.inf):
             done = 0
-            for part in _by_size(group, target_bytes):
+            for part in compaction.by_size(group, target_bytes):
                 if self._merge_if_room(part, compression):
                     done += 1
                     made.append(self.meta["shards"][-1])
@@ -628,19 +625,6 @@ class DatasetWriter:
         self.close()
 
 
-def _by_size(shards: list[dict[str, Any]], target_bytes: int) -> list[list[dict[str, Any]]]:
-    """``shards`` (in id order) cut into runs of about ``target_bytes``; runs of one dropped."""
-    groups: list[list[dict[str, Any]]] = [[]]
-    size = 0
-    for e in shards:
-        if groups[-1] and size + e["bytes"] > target_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append(e)
-        size += e["bytes"]
-    return [g for g in groups if len(g) > 1]
-
-
 def _drop_ids(
     ids: np.ndarray, digests: np.ndarray, drop: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -676,72 +660,3 @@ def _is_own_file(path: Path) -> bool:
 def _force_unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-
-
-def exact_shards(
-    path: Path, meta: dict[str, Any], staging: Path
-) -> tuple[dict[str, Any], dict[str, Path]]:
-    """A manifest and files for exporting a dataset whose shards hold only its episodes.
-
-    A saved view links whole shards of its source (copy-free), so a shard may also hold
-    episodes the manifest leaves out, e.g. a split's held-out part [issue 16]. An export must
-    carry exactly the dataset's episodes: each such shard is rewritten into ``staging`` with
-    just the episodes the manifest maps, under their dataset ids, in id order. Ids and
-    digests are unchanged, so the fingerprint is too; the same dataset always gives the same
-    bytes, so a repeated push finds them in place.
-
-    Returns:
-        ``(manifest, {relative path: local file})``; the manifest is ``meta`` itself when no
-        shard holds foreign episodes.
-
-    Raises:
-        CorruptDatasetError: a shard to rewrite does not match its sha256 or its digests.
-    """
-    files: dict[str, Path] = {}
-    entries: list[dict[str, Any]] = []
-    label = str(meta.get("dataset_id", path))
-    for rel, _, _ in index_files(meta, label):
-        files[rel] = path / rel
-    for (rel, sha, _), entry in zip(dataset_files(meta, label), meta["shards"], strict=True):
-        src = path / rel
-        entries.append(entry)
-        files[rel] = src
-        if entry.get("id_map") is None:  # an id offset keeps every episode of the file
-            continue
-        stored = index.read_shard_index(path, entry, ("id",))["id"]
-        pos, ids = map_shard_ids(entry, stored)
-        if len(pos) == len(stored):
-            continue
-        if durable.sha256_file(src) != sha:
-            raise CorruptDatasetError(
-                f"{src} does not match its sha256 in metadata.json; run `curate verify` on {label}"
-            )
-        order = np.argsort(ids, kind="stable")
-        batch = read_shard(src)
-        part = select_episodes(batch, pos[order], ids[order])
-        want = part.table["digest"].copy()
-        digests.fill_digests(part)
-        if not np.array_equal(part.table["digest"], want):
-            raise CorruptDatasetError(
-                f"{src} does not match its own digests; run `curate verify` on {label}"
-            )
-        compression = entry.get("compression")
-        data = build_shard_bytes(part, None if compression in (None, "none") else compression)
-        new_sha = hashlib.sha256(data).hexdigest()
-        seq = SHARD_RE.match(entry["file"])
-        name = shard_name(int(seq[1]) if seq else len(entries) - 1, new_sha)
-        staging.mkdir(parents=True, exist_ok=True)
-        durable.write_new_file(staging / name, data, sync=True)
-        new = {k: v for k, v in entry.items() if k not in ("id_map", "index")}
-        new.update(file=name, id_offset=0, sha256=new_sha, bytes=len(data))
-        index_data = index.build_index_bytes(part.table)
-        durable.write_new_file(staging / index_name(name), index_data, sync=True)
-        new["index"] = index.index_entry(name, index_data, part.num_episodes)
-        entries[-1] = new
-        del files[rel]
-        files.pop(f"{DATA_DIR}/{index_name(entry['file'])}", None)
-        files[f"{DATA_DIR}/{name}"] = staging / name
-        files[f"{DATA_DIR}/{index_name(name)}"] = staging / index_name(name)
-    if all(a is b for a, b in zip(entries, meta["shards"], strict=True)):
-        return meta, files
-    return {**meta, "shards": entries, "dataset_bytes": sum(e["bytes"] for e in entries)}, files

@@ -28,7 +28,7 @@ from gymnasium import spaces
 from collector.collect import collect
 from collector.data_collector import DataCollector
 from collector.errors import CorruptDatasetError, HarvestError, ReaderError, UsageError
-from curation import Dataset, load_dataset
+from curation import Dataset, load_dataset, pipeline
 
 BLOCK_ROWS = 200
 
@@ -978,3 +978,31 @@ def test_argument_mistakes_are_usage_errors_in_the_family() -> None:
             mistake()
         assert isinstance(caught.value, ValueError) and caught.value.exit_code == 2
     assert issubclass(ReaderError, HarvestError) and issubclass(ReaderError, RuntimeError)
+
+
+@pytest.mark.parametrize(("seq_len", "frame_stack"), [(1, 1), (4, 2)])
+def test_a_window_of_small_blocks_is_gathered_as_one_block(
+    monkeypatch: pytest.MonkeyPatch, seq_len: int, frame_stack: int
+) -> None:
+    """Issue 18: more blocks (a dataset of many shards) cost no more per batch than one.
+
+    A window of small blocks is joined, so each column of a batch is one index even when the
+    batch draws from several blocks; the batches are those gathered block by block.
+    """
+    ds = make_dataset(episodes=60, every_episodes=10)
+    kw = {"num_epochs": 1, "seed": 3, "include_metadata": True, "frame_stack": frame_stack}
+    blocks_per_gather: Counter[int] = Counter()
+    real = pipeline._gather
+
+    def gather(cols: list[np.ndarray], groups: list[Any], idx: np.ndarray) -> np.ndarray:
+        blocks_per_gather[len(groups)] += 1
+        return real(cols, groups, idx)
+
+    monkeypatch.setattr(pipeline, "_gather", gather)
+    joined = list(ds.pipeline(num_workers=0).batch_iter(8, seq_len, **kw))
+    assert len(ds.snapshot.block_shard) > 2 and set(blocks_per_gather) == {1}
+    monkeypatch.setattr(pipeline, "JOIN_WINDOW_BYTES", 0)
+    blocks_per_gather.clear()
+    apart = list(ds.pipeline(num_workers=0).batch_iter(8, seq_len, **kw))
+    assert max(blocks_per_gather) > 1  # the same draws span blocks
+    assert_same_batches(joined, apart)
