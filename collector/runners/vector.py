@@ -275,16 +275,19 @@ class _VectorRun:
         return seeds
 
     def begin(
-        self, mask: np.ndarray, seeds: list[int | None], obs: Any, infos: Mapping[str, Any]
+        self,
+        mask: np.ndarray,
+        seeds: list[int | None],
+        obs: Any,
+        infos: Mapping[str, Any] | None,
     ) -> None:
-        """Open the episodes the masked sub-envs were just reset into."""
+        """Open the episodes the masked sub-envs were just reset into (``infos``: if kept)."""
         current = self.current
         for i in np.flatnonzero(mask).tolist():
             if current[i] is not None:
                 o = batch_item(self.single_obs, obs, i)
-                self.recorders[i].begin_episode(
-                    current[i], seeds[i], None, o, sub_env_info(infos, i)
-                )
+                info = sub_env_info(infos, i) if infos else {}
+                self.recorders[i].begin_episode(current[i], seeds[i], None, o, info)
 
     def loop(self, bar: Any) -> int:
         """Step every sub-env until the queue is empty and all are idle; returns steps."""
@@ -296,15 +299,16 @@ class _VectorRun:
         obs_rows, act_rows = _splitter(self.single_obs, n), _splitter(single_act, n)
         actions_buf = create_empty_array(single_act, n)
         # a recorder without infos grows by row_bytes a step: the committer's window is then
-        # counted on from one sum per step (``end_step``), else summed per episode
-        fixed = committer is not None and not any(r.record_infos for r in recorders)
+        # counted on from one sum per step, else summed at each episode end
+        keep_infos = any(r.record_infos for r in recorders)  # else a sub-env's info is unused
+        fixed = committer is not None and not keep_infos
         row_bytes = [r.row_bytes for r in recorders]
         steps = 0
         started = time.perf_counter()
         mask = np.ones(n, bool)
         seeds = self.assign(mask)
         obs, infos = vec.reset(seed=seeds)
-        self.begin(mask, seeds, obs, infos)
+        self.begin(mask, seeds, obs, infos if keep_infos else None)
         rows = self.rows
         active = [i for i in range(n) if current[i] is not None]
         while active:
@@ -323,6 +327,7 @@ class _VectorRun:
             obs, rewards, terms, truncs, infos = vec.step(batch)
             done = np.logical_or(terms, truncs)
             o, rew, term, trunc = obs_rows(obs), _items(rewards), _items(terms), _items(truncs)
+            infos = infos if keep_infos else None
             if not done.any():
                 for i in active:
                     info = sub_env_info(infos, i) if infos else {}
@@ -350,7 +355,7 @@ class _VectorRun:
             seeds = self.assign(done)
             # a fresh options dict each time: SyncVectorEnv pops "reset_mask" from it
             obs, infos = vec.reset(seed=seeds, options={"reset_mask": done})
-            self.begin(done, seeds, obs, infos)
+            self.begin(done, seeds, obs, infos if keep_infos else None)
             active = [i for i in range(n) if current[i] is not None]
             show_rate(bar, steps, started, f"{n} envs")
         return steps
