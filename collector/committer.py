@@ -282,19 +282,31 @@ class Committer:
                 raise
             raise full from e
 
-    def after_episode(self) -> None:
-        """Commit (in the background) if the cadence says so."""
+    def after_episode(self, window: tuple[int, int] | None = None) -> bool:
+        """Commit (in the background) if the cadence says so; True if a commit started.
+
+        ``window``: the recorders' finished episodes and bytes (``window()``) when the caller
+        keeps count of them (a vector run sums them once per step, not once per episode);
+        after a commit started, the caller counts again.
+        """
         self.episodes += 1
         if self._error is not None or self._pending is not None and self._pending.done():
             with self._lock:
                 self._raise_error()
                 self._wait()
-        recs = self.recorders
-        episodes, nbytes = sum(r.num_finished for r in recs), sum(r.nbytes for r in recs)
+        episodes, nbytes = self.window() if window is None else window
         if self.cadence.due(self._held_episodes + episodes, self._held_bytes + nbytes):
             self._commit(wait=False)
-        elif nbytes >= self.buffer_bytes:
+            return True
+        if nbytes >= self.buffer_bytes:
             self._commit(wait=False, publish=False)
+            return True
+        return False
+
+    def window(self) -> tuple[int, int]:
+        """The recorders' finished episodes (not yet taken) and bytes held."""
+        recs = self.recorders
+        return sum(r.num_finished for r in recs), sum(r.nbytes for r in recs)
 
     def flush(self) -> None:
         """Write and commit whatever is finished; returns when it is durable."""

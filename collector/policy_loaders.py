@@ -144,39 +144,73 @@ class _ActionHead:
         return np.clip(mean, self.low, self.high).astype(self.space.dtype)
 
 
+class _Streams(Sequence):
+    """Per-row random streams, each made from its seed when first drawn from.
+
+    A deterministic policy never draws, so starting an episode costs it no ``Generator``
+    (one per episode showed in the vector benchmark, episodes being a few steps: issue 20).
+    A row never reset draws from seed 0.
+    """
+
+    __slots__ = ("_rngs", "_seeds")
+
+    def __init__(self) -> None:
+        self._seeds: list[int | None] = []
+        self._rngs: list[np.random.Generator | None] = []
+
+    def reset(self, row: int, seed: int | None) -> None:
+        """Row ``row`` draws from ``default_rng(seed)`` from now on (rows grow as needed)."""
+        while len(self._seeds) <= row:
+            self._seeds.append(0)
+            self._rngs.append(None)
+        self._seeds[row] = seed
+        self._rngs[row] = None
+
+    def __len__(self) -> int:
+        return len(self._seeds)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        rng = self._rngs[i]
+        if rng is None:
+            rng = self._rngs[i] = np.random.default_rng(self._seeds[i])
+        return rng
+
+
 class _BatchedPolicy:
     """The stream bookkeeping shared by the loaders; subclasses give ``_actions``."""
 
     def __init__(self) -> None:
-        self._rng = np.random.default_rng(0)
-        self._rows: list[np.random.Generator] = []
+        self._one = _Streams()  # the stream of act and act_batch
+        self._one.reset(0, 0)
+        self._rows = _Streams()
 
     def _actions(self, obs: Any, rngs: Sequence[np.random.Generator]) -> np.ndarray:
         raise NotImplementedError
 
     def reset(self, seed: int | None) -> None:
         """Start an episode: reseed the stream of ``act`` and ``act_batch``."""
-        self._rng = np.random.default_rng(seed)
+        self._one.reset(0, seed)
 
     def act(self, obs: Any) -> Any:
         """The action for one observation."""
-        return self._actions(_batch_of_one(obs), [self._rng])[0]
+        return self._actions(_batch_of_one(obs), self._one)[0]
 
     def act_batch(self, obs: Any, n: int) -> np.ndarray:
         """``n`` actions for ``n`` observations (rows), one forward pass, one shared stream."""
-        return self._actions(obs, [self._rng] * n)
+        return self._actions(obs, [self._one[0]] * n)
 
     def reset_row(self, row: int, seed: int | None) -> None:
         """Start an episode in row ``row`` of ``act_rows``, with its own stream."""
-        while len(self._rows) <= row:
-            self._rows.append(np.random.default_rng(0))
-        self._rows[row] = np.random.default_rng(seed)
+        self._rows.reset(row, seed)
 
     def act_rows(self, obs: Any, n: int) -> np.ndarray:
         """``n`` actions, one forward pass; row ``i`` draws from its ``reset_row`` stream."""
-        while len(self._rows) < n:
-            self._rows.append(np.random.default_rng(0))
-        return self._actions(obs, self._rows[:n])
+        rows = self._rows
+        if len(rows) < n:
+            rows.reset(n - 1, 0)
+        return self._actions(obs, rows if len(rows) == n else rows[:n])
 
 
 def _batch_of_one(obs: Any) -> Any:

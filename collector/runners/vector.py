@@ -196,6 +196,20 @@ def _close(vec: Any, hung: bool) -> None:
         vec.close()
 
 
+def _splitter(space: gym.Space, n: int) -> Callable[[Any], list[Any]]:
+    """``f(batch) -> [row 0, ..., row n-1]``: ``batch_item`` for each sub-env, at once."""
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        return lambda batch: [batch_item(space, batch, i) for i in range(n)]
+    return list  # a leaf's rows are its items, as batch_item indexes them
+
+
+def _items(values: np.ndarray) -> Any:
+    """``values`` (per sub-env) as Python floats or bools, which ``add_step`` takes fastest."""
+    if values.dtype == np.float64 or values.dtype == np.bool_:
+        return values.tolist()  # exact: a float64 is a Python float
+    return values
+
+
 class _VectorRun:
     """One ``run_vector`` call: which episode each sub-env runs, the step loop, its failure.
 
@@ -261,37 +275,48 @@ class _VectorRun:
         return seeds
 
     def begin(
-        self, mask: np.ndarray, seeds: list[int | None], obs: Any, infos: Mapping[str, Any]
+        self,
+        mask: np.ndarray,
+        seeds: list[int | None],
+        obs: Any,
+        infos: Mapping[str, Any] | None,
     ) -> None:
-        """Open the episodes the masked sub-envs were just reset into."""
+        """Open the episodes the masked sub-envs were just reset into (``infos``: if kept)."""
         current = self.current
-        for i in range(self.n):
-            if mask[i] and current[i] is not None:
+        for i in np.flatnonzero(mask).tolist():
+            if current[i] is not None:
                 o = batch_item(self.single_obs, obs, i)
-                self.recorders[i].begin_episode(
-                    current[i], seeds[i], None, o, sub_env_info(infos, i)
-                )
+                info = sub_env_info(infos, i) if infos else {}
+                self.recorders[i].begin_episode(current[i], seeds[i], None, o, info)
 
     def loop(self, bar: Any) -> int:
         """Step every sub-env until the queue is empty and all are idle; returns steps."""
-        # the per-step path reads locals only (the vector benchmark measures it)
+        # the per-step path reads locals only (the vector benchmark measures it): a batch is
+        # split into rows once, and only the rows whose episode ended do more than add_step
         vec, n, current = self.vec, self.n, self.current
         policies, recorders, committer = self.policies, self.recorders, self.committer
-        single_obs, single_act = self.single_obs, self.single_act
+        single_act = self.single_act
+        obs_rows, act_rows = _splitter(self.single_obs, n), _splitter(single_act, n)
         actions_buf = create_empty_array(single_act, n)
+        # a recorder without infos grows by row_bytes a step: the committer's window is then
+        # counted on from one sum per step, else summed at each episode end
+        keep_infos = any(r.record_infos for r in recorders)  # else a sub-env's info is unused
+        fixed = committer is not None and not keep_infos
+        row_bytes = [r.row_bytes for r in recorders]
         steps = 0
         started = time.perf_counter()
         mask = np.ones(n, bool)
         seeds = self.assign(mask)
         obs, infos = vec.reset(seed=seeds)
-        self.begin(mask, seeds, obs, infos)
+        self.begin(mask, seeds, obs, infos if keep_infos else None)
         rows = self.rows
-        while any(c is not None for c in current):
+        active = [i for i in range(n) if current[i] is not None]
+        while active:
             if rows is not None:  # one call for the batch; idle rows' actions are discarded
                 batch = rows.act_rows(obs, n)
-                actions = [batch_item(single_act, batch, i) for i in range(n)]
+                actions = act_rows(batch)
             else:
-                per_env_obs = [batch_item(single_obs, obs, i) for i in range(n)]
+                per_env_obs = obs_rows(obs)
                 actions = [
                     policies[i].act(per_env_obs[i])
                     if current[i] is not None
@@ -301,24 +326,38 @@ class _VectorRun:
                 batch = concatenate(single_act, actions, actions_buf)
             obs, rewards, terms, truncs, infos = vec.step(batch)
             done = np.logical_or(terms, truncs)
-            for i in range(n):
-                if current[i] is None:
-                    continue
-                o = batch_item(single_obs, obs, i)
+            o, rew, term, trunc = obs_rows(obs), _items(rewards), _items(terms), _items(truncs)
+            infos = infos if keep_infos else None
+            if not done.any():
+                for i in active:
+                    info = sub_env_info(infos, i) if infos else {}
+                    recorders[i].add_step(actions[i], o[i], rew[i], term[i], trunc[i], info)
+                continue
+            ended = done.tolist()
+            window = None  # (finished, bytes) of the recorders as after_episode would sum them
+            for i in active:
+                rec = recorders[i]
                 info = sub_env_info(infos, i) if infos else {}
-                recorders[i].add_step(actions[i], o, rewards[i], terms[i], truncs[i], info)
-                if done[i]:
-                    steps += recorders[i].episode_steps
-                    recorders[i].end_episode()
+                rec.add_step(actions[i], o[i], rew[i], term[i], trunc[i], info)
+                if window is not None:
+                    window = (window[0], window[1] + row_bytes[i])
+                if ended[i]:
+                    steps += rec.episode_steps
+                    rec.end_episode()
                     if committer is not None:
-                        committer.after_episode()
+                        if window is None:
+                            window = committer.window() if fixed else None
+                        else:
+                            window = (window[0] + 1, window[1])
+                        if committer.after_episode(window) or not fixed:
+                            window = None  # a commit took episodes: sum again
                     bar.update(1)
-            if done.any():
-                seeds = self.assign(done)
-                # a fresh options dict each time: SyncVectorEnv pops "reset_mask" from it
-                obs, infos = vec.reset(seed=seeds, options={"reset_mask": done})
-                self.begin(done, seeds, obs, infos)
-                show_rate(bar, steps, started, f"{n} envs")
+            seeds = self.assign(done)
+            # a fresh options dict each time: SyncVectorEnv pops "reset_mask" from it
+            obs, infos = vec.reset(seed=seeds, options={"reset_mask": done})
+            self.begin(done, seeds, obs, infos if keep_infos else None)
+            active = [i for i in range(n) if current[i] is not None]
+            show_rate(bar, steps, started, f"{n} envs")
         return steps
 
     def discard(self) -> None:

@@ -205,3 +205,54 @@ def test_a_run_killed_with_buffer_shards_uncommitted_resumes_to_the_same_data(
     assert resumed.total_episodes == 60 and resumed.fingerprint == reference.fingerprint
     assert unreferenced_shards("kill/x-v0") == []
     assert storage.verify_dataset("kill/x-v0").ok
+
+
+class _CheckedWindow(Committer):
+    """A committer that checks each window a runner counted against its own sum."""
+
+    def after_episode(self, window: tuple[int, int] | None = None) -> bool:
+        if window is not None:
+            self.counted += 1
+            assert window == self.window()
+        return super().after_episode(window)
+
+
+@pytest.mark.parametrize("cadence", [{"every_mb": 0.004}, {"buffer_mb": 0.003}])
+def test_a_vector_run_counts_the_window_as_the_committer_would_sum_it(cadence: dict) -> None:
+    # run_vector sums the recorders once per step and counts on (issue 20): the cadence must
+    # see the same episodes and bytes at every episode end, so commits fall where they did
+    import gymnasium as gym
+
+    from collector.policies import RandomPolicy
+    from collector.recorder import EpisodeRecorder
+    from collector.runners.vector import run_vector
+
+    env = gym.make("CartPole-v1")
+    recs = [EpisodeRecorder(env.observation_space, env.action_space) for _ in range(8)]
+    with storage.DatasetWriter("win/x-v0") as writer:
+        writer.start(
+            storage.new_metadata(env.observation_space, env.action_space, None, record_infos=False)
+        )
+        every_mb = cadence.get("every_mb")
+        committer = _CheckedWindow(
+            writer, recs, every_episodes=None, every_seconds=None, every_mb=every_mb,
+            compression="none", background=False, buffer_mb=cadence.get("buffer_mb"),
+        )  # fmt: skip
+        committer.counted = 0
+        try:
+            run_vector(
+                lambda: gym.make("CartPole-v1"),
+                lambda s: RandomPolicy(s.action_space),
+                recs,
+                committer,
+                range(60),
+                0,
+                "sync",
+                progress=False,
+            )
+        finally:
+            committer.close()
+    meta = storage.read_metadata(storage.dataset_path("win/x-v0"))
+    assert committer.counted > 20  # most episode ends were counted on, not summed
+    assert meta["total_episodes"] == 60 and len(meta["shards"]) > 3
+    assert committer.commits > 3 if every_mb else committer.commits == 1
