@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -16,10 +16,13 @@ __all__ = [
     "TABLE_FIELDS",
     "concat_batches",
     "concat_tables",
+    "episode_blocks",
     "json_default",
     "make_table",
     "row_ranges",
     "select_episodes",
+    "select_table",
+    "union_schema",
 ]
 
 
@@ -165,19 +168,65 @@ def select_episodes(batch: EpisodeBatch, positions: np.ndarray, ids: np.ndarray)
     length = t["length"][pos]
     obs_rows = row_ranges(t["obs_offset"][pos], length + 1)
     step_rows = row_ranges(t["step_offset"][pos], length)
-    table = {k: v[pos] if isinstance(v, np.ndarray) else [v[i] for i in pos] for k, v in t.items()}
-    table["obs_offset"], table["step_offset"] = _offsets(length)
-    table["id"] = np.asarray(ids, np.int64)
     return EpisodeBatch(
         observations={k: v[obs_rows] for k, v in batch.observations.items()},
         actions={k: v[step_rows] for k, v in batch.actions.items()},
         rewards=batch.rewards[step_rows],
         terminations=batch.terminations[step_rows],
         truncations=batch.truncations[step_rows],
-        table=table,
+        table=select_table(t, pos, ids),
         infos=None if batch.infos is None else {k: v[obs_rows] for k, v in batch.infos.items()},
         info_masks={k: v[obs_rows] for k, v in batch.info_masks.items()},
     )
+
+
+def select_table(table: dict[str, Any], positions: np.ndarray, ids: np.ndarray) -> dict[str, Any]:
+    """The entries at ``positions`` of an episode table, renumbered ``ids``, rows back to back."""
+    pos = np.asarray(positions, np.int64)
+    out = {
+        k: v[pos] if isinstance(v, np.ndarray) else [v[i] for i in pos] for k, v in table.items()
+    }
+    out["obs_offset"], out["step_offset"] = _offsets(out["length"])
+    out["id"] = np.asarray(ids, np.int64)
+    return out
+
+
+def episode_blocks(
+    length: np.ndarray, obs_row_bytes: int, step_row_bytes: int, budget: int
+) -> Iterator[tuple[int, int]]:
+    """Table positions ``(a, b)`` of consecutive blocks of episodes of about ``budget`` bytes.
+
+    An episode has ``T + 1`` observation rows and ``T`` step rows; a block holds at least
+    one episode (a longer one goes alone).
+
+    >>> list(episode_blocks(np.array([1, 1, 5, 1]), 1, 0, 4))
+    [(0, 2), (2, 3), (3, 4)]
+    """
+    length = np.asarray(length, np.int64)
+    ends = np.cumsum((length + 1) * obs_row_bytes + length * step_row_bytes)
+    a = 0
+    while a < len(length):
+        limit = (int(ends[a - 1]) if a else 0) + budget
+        b = max(a + 1, int(np.searchsorted(ends, limit, side="right")))
+        yield a, b
+        a = b
+
+
+def union_schema(schemas: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One info schema holding every key of ``schemas`` (dtypes promoted); None if none has."""
+    if not any(sc is not None for sc in schemas):
+        return None
+    union: dict[str, Any] = {}
+    for sc in schemas:
+        for name, spec in (sc or {}).items():
+            old = union.get(name)
+            dtype = (
+                np.dtype(spec["dtype"])
+                if old is None
+                else np.result_type(np.dtype(old["dtype"]), np.dtype(spec["dtype"]))
+            )
+            union[name] = {"dtype": np.dtype(dtype).str, "shape": spec["shape"]}
+    return union
 
 
 def _canonical_json(value: Any) -> str:

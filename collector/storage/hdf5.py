@@ -27,7 +27,10 @@ from collector.storage.batch import (
     EpisodeBatch,
     ShardRows,
     concat_tables,
+    episode_blocks,
     select_episodes,
+    select_table,
+    union_schema,
 )
 from collector.storage.checksums import (
     LAYOUT_CHECKSUM,
@@ -47,6 +50,7 @@ __all__ = [
     "LAYOUT_CHECKSUM",
     "LIBVER",
     "MASK_SUFFIX",
+    "MERGE_BLOCK_BYTES",
     "ROOT_LEAF",
     "ShardReader",
     "TABLE_CHECKSUM",
@@ -216,62 +220,154 @@ def _schema_attr(schema: Any) -> np.bytes_:
     return np.bytes_(json.dumps(schema).encode())
 
 
+#: Decoded bytes of the episodes ``merge_shards`` holds at a time (a longer episode goes
+#: alone): reading each source whole (a commit window: up to ``checkpoint.every_mb``, 32 MiB)
+#: was the peak RSS of a ``collect`` run, and grew with it (issue 18).
+MERGE_BLOCK_BYTES: Final = 4 << 20
+
+
 def merge_shards(
     sources: Sequence[Path],
     dest: Path,
     compression: str | None = "gzip",
     entries: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Stream ``sources`` into one new shard file at ``dest``, one source in memory at a time.
+    """Stream ``sources`` into one new shard file at ``dest``, a block of episodes at a time.
 
-    Each source's digests are recomputed from its data and checked against its table before
-    it is copied, so a merge never launders a damaged shard. Info columns are unioned (a key
-    missing from a source is zero-filled with mask False). With ``entries`` (the sources'
-    manifest entries) each source keeps only the episodes its ``id_offset``/``id_map`` puts in
-    the dataset, stored under their dataset ids in id order, so the merged shard needs no
-    mapping (offset 0). Returns (episode table, info schema).
+    Each source is read in blocks of whole episodes of about ``MERGE_BLOCK_BYTES`` decoded;
+    a block's digests are recomputed from its data and checked against the source's table
+    before any of it is written, so a merge never launders a damaged shard (``dest`` is then
+    incomplete: the caller discards it). Info columns are unioned (a key missing from a
+    source is zero-filled with mask False). With ``entries`` (the sources' manifest entries)
+    each source keeps only the episodes its ``id_offset``/``id_map`` puts in the dataset,
+    stored under their dataset ids in id order, so the merged shard needs no mapping
+    (offset 0). Returns (episode table, info schema).
 
     Raises:
         CorruptDatasetError: a source does not match its own digests.
     """
     comp, level = parse_compression(compression)
     schemas, n_obs, n_steps = _merge_sizes(sources, entries)
-    union = _union_schema(schemas)
+    union = union_schema(schemas)
     tables = []
     columns: dict[str, h5py.Dataset] = {}
-    with h5py.File(dest, "w", libver=LIBVER) as out:
+    reader = ShardReader(max_open=1)
+    with contextlib.closing(reader), h5py.File(dest, "w", libver=LIBVER) as out:
         out.attrs["format_version"] = FORMAT_VERSION
         out.attrs["info_schema"] = _schema_attr(union)
-        o = s = 0
-        for i, path in enumerate(sources):
-            batch = read_checked_shard(path)
-            if entries is not None:
-                batch = dataset_episodes(batch, entries[i])
-            cols = _merge_columns(batch, union, n_obs, n_steps, o, s)
-            if i == 0:
-                _create_missing_infos(out, batch, union, n_obs, comp, level)
-            if union is not None:
-                out.require_group("infos")
-            for key, arr, rows, at in cols:
+        _create_infos(out, union, n_obs, comp, level)
+
+        def write(part: EpisodeBatch, o: int, s: int) -> None:
+            for key, arr, rows, at in _merge_columns(part, union, n_obs, n_steps, o, s):
                 if key not in columns:  # a handle per column: a lookup costs as much as a write
                     if key not in out:
                         kw = _dataset_kwargs(rows, arr.shape[1:], arr.dtype, comp, level)
                         # an explicit fill value: HDF5 leaves late-allocated contiguous space
-                        # uninitialized otherwise, and info columns have rows no source writes
-                        out.create_dataset(
-                            key, shape=(rows, *arr.shape[1:]), dtype=arr.dtype, fillvalue=0, **kw
-                        )
+                        # uninitialized otherwise
+                        shape = (rows, *arr.shape[1:])
+                        out.create_dataset(key, shape=shape, dtype=arr.dtype, fillvalue=0, **kw)
                     columns[key] = out[key]
                 columns[key][at : at + len(arr)] = arr
-            tables.append(batch.table)
-            o += int(batch.table["length"].sum()) + batch.num_episodes
-            s += batch.num_steps
-            del batch, cols
+
+        o = s = 0
+        for i, path in enumerate(sources):
+            table = _merge_source(
+                reader, path, None if entries is None else entries[i], write, o, s
+            )
+            tables.append(table)
+            o += int(table["length"].sum()) + len(table["length"])
+            s += int(table["length"].sum())
         table = concat_tables(tables)
         _write_table(out, table)
         out.flush()  # every chunk allocated (none left dirty in the chunk cache) before hashing
         out.attrs[LAYOUT_CHECKSUM] = np.bytes_(layout_checksum(out))
     return table, union
+
+
+def _merge_source(
+    reader: ShardReader,
+    path: Path,
+    entry: dict[str, Any] | None,
+    write: Callable[[EpisodeBatch, int, int], None],
+    o: int,
+    s: int,
+) -> dict[str, Any]:
+    """Pass the episodes of source ``path`` that ``entry`` maps to ``write``, in checked blocks.
+
+    ``write(part, obs_row, step_row)`` puts a batch at rows of the merged shard; ``o`` and
+    ``s`` are the rows written before this source. Returns the source's merged episode table
+    (mapped episodes by dataset id, rows back to back). Every episode's digest is checked,
+    mapped or not.
+    """
+    f, cols = reader._handle(path)
+    table = read_table(f)
+    pos, ids = (
+        (np.arange(len(table["id"])), table["id"])
+        if entry is None
+        else map_shard_ids(entry, table["id"])
+    )
+    order = np.argsort(ids, kind="stable")
+    merged = select_table(table, pos[order], ids[order])
+    rank = np.full(len(table["id"]), -1, np.int64)
+    rank[pos[order]] = np.arange(len(order))
+    widths = {"obs": 0, "step": 0}
+    for group, _, dset in cols:
+        width = dset.dtype.itemsize * int(np.prod(dset.shape[1:], dtype=np.int64))
+        widths["step" if group in ("steps", "actions") else "obs"] += width
+    for a, b in episode_blocks(table["length"], widths["obs"], widths["step"], MERGE_BLOCK_BYTES):
+        part = _checked_block(path, reader, table, a, b, cols)
+        runs = np.flatnonzero(rank[a:b] >= 0)
+        runs = runs[np.argsort(rank[a:b][runs], kind="stable")]
+        for run in np.split(runs, np.flatnonzero(np.diff(rank[a:b][runs]) != 1) + 1):
+            if not len(run):
+                continue
+            first = int(rank[a + run[0]])
+            rows = {k: merged[k][first : first + len(run)] for k in ("obs_offset", "step_offset")}
+            in_place = len(run) == b - a and all(  # the block's rows are as merged already
+                np.array_equal(part.table[k], v - v[0]) for k, v in rows.items()
+            )
+            piece = (
+                part if in_place else select_episodes(part, run, merged["id"][first:][: len(run)])
+            )
+            write(piece, o + int(rows["obs_offset"][0]), s + int(rows["step_offset"][0]))
+    if not len(order):  # every column made, with no rows
+        write(_checked_block(path, reader, table, 0, 0, cols), o, s)
+    return merged
+
+
+def _checked_block(
+    path: Path,
+    reader: ShardReader,
+    table: dict[str, Any],
+    a: int,
+    b: int,
+    cols: list[tuple[str, str, Any]],
+) -> EpisodeBatch:
+    """Episodes ``a:b`` of shard ``path`` (its ``table``), checked against their digests."""
+    t = {k: v[a:b] for k, v in table.items()}
+    spans = {}
+    for key, extra in (("obs_offset", 1), ("step_offset", 0)):
+        first = np.asarray(t[key], np.int64)
+        stop = first + np.asarray(t["length"], np.int64) + extra
+        spans[key] = (int(first.min()), int(stop.max())) if b > a else (0, 0)
+        t[key] = first - spans[key][0]
+        rows = [d.shape[0] for g, _, d in cols if (g in ("steps", "actions")) == (extra == 0)]
+        if spans[key][0] < 0 or spans[key][1] > min(rows, default=0) or np.any(stop < first):
+            raise CorruptDatasetError(
+                f"shard {path}: its episode table points outside its data; run verify"
+            )
+    got = reader.read_rows(path, slice(*spans["obs_offset"]), slice(*spans["step_offset"]))
+    part = EpisodeBatch(
+        observations=got.observations,
+        actions=got.actions,
+        rewards=got.rewards,
+        terminations=got.terminations,
+        truncations=got.truncations,
+        table=t,
+        infos=got.infos,
+        info_masks=got.info_masks,
+    )
+    return _check_digests(path, part)
 
 
 def read_checked_shard(path: Path) -> EpisodeBatch:
@@ -280,7 +376,11 @@ def read_checked_shard(path: Path) -> EpisodeBatch:
     Raises:
         CorruptDatasetError: the shard does not match its own digests.
     """
-    batch = read_shard(path)
+    return _check_digests(path, read_shard(path))
+
+
+def _check_digests(path: Path, batch: EpisodeBatch) -> EpisodeBatch:
+    """``batch`` (episodes of shard ``path``) once its digests match its data."""
     if np.any(digests.episode_digests(batch) != batch.table["digest"]):
         raise CorruptDatasetError(
             f"shard {path.name} does not match its own digests; run verify before repacking"
@@ -317,23 +417,6 @@ def _merge_sizes(
     return schemas, n_obs, n_steps
 
 
-def _union_schema(schemas: list[dict[str, Any] | None]) -> dict[str, Any] | None:
-    """One info schema holding every key of ``schemas`` (dtypes promoted); None if none has."""
-    if not any(sc is not None for sc in schemas):
-        return None
-    union: dict[str, Any] = {}
-    for sc in schemas:
-        for name, spec in (sc or {}).items():
-            old = union.get(name)
-            dtype = (
-                np.dtype(spec["dtype"])
-                if old is None
-                else np.result_type(np.dtype(old["dtype"]), np.dtype(spec["dtype"]))
-            )
-            union[name] = {"dtype": np.dtype(dtype).str, "shape": spec["shape"]}
-    return union
-
-
 def _merge_columns(
     batch: EpisodeBatch,
     union: dict[str, Any] | None,
@@ -363,18 +446,17 @@ def _merge_columns(
     return cols
 
 
-def _create_missing_infos(
+def _create_infos(
     out: h5py.File,
-    batch: EpisodeBatch,
     union: dict[str, Any] | None,
     n_obs: int,
     comp: str | None,
     level: int | None,
 ) -> None:
-    """Create, zero-filled with mask False, the info columns of ``union`` ``batch`` lacks."""
+    """Create the info columns of ``union``, zero-filled with mask False where no source writes."""
+    if union is not None:
+        out.create_group("infos")
     for name, spec in (union or {}).items():
-        if batch.infos is not None and name in batch.infos:
-            continue
         dtype = np.dtype(spec["dtype"])
         shape = tuple(spec["shape"])
         out.create_dataset(

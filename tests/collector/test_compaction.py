@@ -21,8 +21,10 @@ from helpers import assert_same_episode, read_episodes
 
 from collector import storage
 from collector.data_collector import DataCollector
-from collector.storage import compaction
+from collector.errors import CorruptDatasetError
+from collector.storage import compaction, hdf5
 from curation.api import load_dataset
+from tests.collector.test_format import cartpole_batch, synth
 
 DATASET = "cart/appended-v0"
 
@@ -392,3 +394,107 @@ def one_run_path(dataset_id: str, episodes: int) -> Path:
 
 def data_files(path: Path) -> Any:
     return (p for p in sorted((path / storage.DATA_DIR).iterdir()) if p.suffix == ".h5")
+
+
+def wide_batch(ids: range, length: int = 127, width: int = 1024) -> storage.EpisodeBatch:
+    """Episodes of ``length`` steps with ``width``-float observations (512 KiB an episode)."""
+    n = len(ids)
+    obs = np.arange(n * (length + 1) * width, dtype=np.float32).reshape(-1, width) + ids[0]
+    rewards = np.ones(n * length)
+    done = np.zeros(n * length, bool)
+    done[length - 1 :: length] = True
+    table = storage.make_table(
+        list(ids), list(ids), [length] * n, [float(length)] * n, [True] * n, [False] * n, [None] * n
+    )
+    batch = storage.EpisodeBatch(
+        observations={"": obs},
+        actions={"": np.zeros(n * length, np.int64)},
+        rewards=rewards,
+        terminations=done,
+        truncations=np.zeros(n * length, bool),
+        table=table,
+    )
+    return storage.fill_digests(batch)
+
+
+def test_merging_two_commit_windows_holds_a_bounded_block_not_a_whole_source(
+    tmp_path: Path,
+) -> None:
+    """The repack ending a ``collect`` run merges commit windows of up to 32 MiB decoded: a
+    merge that reads each whole was the run's peak RSS, growing with the run (issue 18)."""
+    import tracemalloc
+
+    paths = []
+    for k in range(2):
+        paths.append(tmp_path / f"s{k}.h5")
+        storage.write_shard_file(wide_batch(range(64 * k, 64 * k + 64)), paths[-1], None)
+    assert all(p.stat().st_size > 32 << 20 for p in paths)
+    tracemalloc.start()
+    try:
+        table, _ = storage.merge_shards(paths, tmp_path / "merged.h5", None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 << 20, f"merge held {peak / 2**20:.1f} MiB"
+    assert table["id"].tolist() == list(range(128))
+    merged = storage.read_shard(tmp_path / "merged.h5")
+    assert np.array_equal(merged.table["digest"], storage.episode_digests(merged))
+
+
+def damaged_digest(batch: storage.EpisodeBatch, position: int) -> storage.EpisodeBatch:
+    batch.table["digest"] = batch.table["digest"].copy()
+    batch.table["digest"][position, 0] ^= 1
+    return batch
+
+
+def test_a_source_whose_last_block_mismatches_its_digests_aborts_the_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hdf5, "MERGE_BLOCK_BYTES", 1 << 10)  # a block of a few episodes
+    good, bad = tmp_path / "good.h5", tmp_path / "bad.h5"
+    storage.write_shard_file(storage.fill_digests(synth(list(range(40)))), good)
+    storage.write_shard_file(
+        damaged_digest(storage.fill_digests(synth(list(range(40, 80)))), 39), bad
+    )
+    with pytest.raises(CorruptDatasetError, match=r"shard bad\.h5 does not match its own digests"):
+        storage.merge_shards([good, bad], tmp_path / "merged.h5")
+
+
+@pytest.mark.parametrize("block_bytes", [1, 1 << 10, 1 << 30])
+def test_a_streamed_merge_is_the_concatenation_of_the_mapped_episodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_bytes: int
+) -> None:
+    """Offsets, an ``id_map`` that reorders and drops episodes, and info keys that differ
+    between sources: in blocks of one episode, a few, or whole sources."""
+    monkeypatch.setattr(hdf5, "MERGE_BLOCK_BYTES", block_bytes)
+    a = cartpole_batch(list(range(6)), record_infos=True, info_fn=lambda e, t, i: {"x": t % 3})
+    b = cartpole_batch(list(range(6, 12)), record_infos=True)  # no keys
+    c = cartpole_batch(list(range(5)), record_infos=True, info_fn=lambda e, t, i: {"y": 0.5 * t})
+    paths = [tmp_path / f"{n}.h5" for n in "abc"]
+    for batch, path in zip((a, b, c), paths, strict=True):
+        storage.write_shard_file(storage.fill_digests(batch), path)
+    entries: list[dict[str, Any]] = [
+        {"id_offset": 0},
+        {"id_map": [[6, 12, 20]]},  # stored 6..11 -> ids 20..25
+        {"id_map": [[3, 5, 26], [0, 1, 28], [2, 3, 29]]},  # 3, 4, 0, 2 -> ids 26..29; 1 dropped
+    ]
+    table, schema = storage.merge_shards(paths, tmp_path / "m.h5", entries=entries)
+    expected = storage.concat_batches(
+        [
+            hdf5.dataset_episodes(storage.read_shard(p), e)
+            for p, e in zip(paths, entries, strict=True)
+        ]
+    )
+    merged = storage.read_shard(tmp_path / "m.h5")
+    assert table["id"].tolist() == list(range(6)) + list(range(20, 30))
+    assert schema == expected.info_schema()
+    for got in (table, merged.table):
+        for key in ("id", "seed", "length", "digest", "obs_offset", "step_offset"):
+            assert np.array_equal(got[key], expected.table[key]), key
+    assert np.array_equal(storage.episode_digests(merged), expected.table["digest"])
+    for name in ("observations", "actions", "infos", "info_masks"):
+        got, want = getattr(merged, name), getattr(expected, name)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert np.array_equal(got[key], want[key]), (name, key)
+    assert np.array_equal(merged.rewards, expected.rewards)
