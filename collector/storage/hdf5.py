@@ -323,8 +323,10 @@ def _merge_source(
                 continue
             first = int(rank[a + run[0]])
             rows = {k: merged[k][first : first + len(run)] for k in ("obs_offset", "step_offset")}
-            in_place = len(run) == b - a and all(  # the block's rows are as merged already
-                np.array_equal(part.table[k], v - v[0]) for k, v in rows.items()
+            in_place = (  # the block's episodes, in its order, with its rows: as merged already
+                len(run) == b - a
+                and np.array_equal(run, np.arange(b - a))
+                and all(np.array_equal(part.table[k], v - v[0]) for k, v in rows.items())
             )
             piece = (
                 part if in_place else select_episodes(part, run, merged["id"][first:][: len(run)])

@@ -498,3 +498,18 @@ def test_a_streamed_merge_is_the_concatenation_of_the_mapped_episodes(
         for key in want:
             assert np.array_equal(got[key], want[key]), (name, key)
     assert np.array_equal(merged.rewards, expected.rewards)
+
+
+def test_a_merge_reorders_equal_length_episodes_an_id_map_permutes(tmp_path: Path) -> None:
+    # a block whose episodes are all mapped, to consecutive ids but in another order, with
+    # equal lengths (so equal offsets): written as it lay, it stored each episode under
+    # another's id (found by a Ray run whose killed worker's batch was re-collected)
+    path = tmp_path / "s.h5"
+    storage.write_shard_file(storage.fill_digests(synth([0, 1, 2, 3], lengths=[5] * 4)), path)
+    entry = {"id_map": [[0, 2, 12], [2, 4, 10]]}  # stored 0, 1 -> ids 12, 13; 2, 3 -> 10, 11
+    table, _ = storage.merge_shards([path], tmp_path / "m.h5", entries=[entry])
+    merged = storage.read_shard(tmp_path / "m.h5")
+    assert table["id"].tolist() == [10, 11, 12, 13]
+    assert np.array_equal(storage.episode_digests(merged), merged.table["digest"])
+    expected = hdf5.dataset_episodes(storage.read_shard(path), entry)
+    assert np.array_equal(merged.observations[""], expected.observations[""])
