@@ -331,6 +331,13 @@ def _merge_source(
             piece = (
                 part if in_place else select_episodes(part, run, merged["id"][first:][: len(run)])
             )
+            # the checked digests of what goes to these rows are those the merged table lists
+            # for them: a wrong selection is refused, never stored under another id
+            if not np.array_equal(piece.table["digest"], merged["digest"][first:][: len(run)]):
+                raise CorruptDatasetError(
+                    f"merging {path.name} would store episodes under other ids; nothing was "
+                    "committed (a bug in harvest: please report it)"
+                )
             write(piece, o + int(rows["obs_offset"][0]), s + int(rows["step_offset"][0]))
     if not len(order):  # every column made, with no rows
         write(_checked_block(path, reader, table, 0, 0, cols), o, s)
