@@ -29,6 +29,7 @@ from types import SimpleNamespace
 from typing import Any, Final
 
 from collector.errors import HarvestError, MissingExtraError, RemoteError, UsageError
+from collector.http import transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +122,6 @@ def _hub() -> Any:
     return huggingface_hub
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's connection-level exception bases (httpx or requests, by version)."""
-    found: list[type[BaseException]] = []
-    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError")):
-        with contextlib.suppress(ImportError, AttributeError):
-            found.append(getattr(__import__(module), name))
-    return tuple(found)
-
-
 def _endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
@@ -161,7 +153,7 @@ def _errors(repo: str, filename: str, revision: str) -> Iterator[None]:
         raise UsageError(
             f"policy.filename={filename!r}: no such file in {repo!r} at revision {revision!r}"
         ) from e
-    except (errors.HfHubHTTPError, OSError, *_transport_errors()) as e:
+    except (errors.HfHubHTTPError, OSError, *transport_errors()) as e:
         cause = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RemoteError(
             f"cannot download {repo}/{filename}@{revision} from {where} ({cause}); check the "

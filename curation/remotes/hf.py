@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 from collector import storage
 from collector.errors import CorruptDatasetError, MissingExtraError, RemoteError, UsageError
+from collector.http import transport_errors
 from curation.remotes.base import META, Remote, RemoteFile, Upload, read_limit, split_uri
 
 __all__ = ["HubRemote"]
@@ -37,19 +38,6 @@ def _hub() -> Any:
             'hf:// remotes need huggingface_hub: pip install "harvest[hf]"'
         ) from e
     return huggingface_hub
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's connection-level exception bases (httpx or requests, by version)."""
-    found: list[type[BaseException]] = []
-    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError")):
-        with contextlib.suppress(ImportError, AttributeError):
-            found.append(getattr(__import__(module), name))
-    with contextlib.suppress(ImportError):
-        import requests
-
-        found.append(requests.ConnectionError)
-    return tuple(found)
 
 
 class HubRemote(Remote):
@@ -134,7 +122,7 @@ class HubRemote(Remote):
     def _errors(self, what: str) -> Iterator[None]:
         """Translate client exceptions into one-line harvest errors."""
         hub = _hub()
-        transport = _transport_errors()
+        transport = transport_errors()
         try:
             yield
         except (hub.errors.HfHubHTTPError, RuntimeError, *transport) as e:
