@@ -21,6 +21,7 @@ __all__ = [
     "check_registered_spec",
     "entry_point_name",
     "env_package_version",
+    "env_spec_from_json",
     "env_spec_to_json",
     "is_gymnasium_wrapper",
     "make_env",
@@ -28,6 +29,7 @@ __all__ = [
     "recorded_spec",
     "register_namespace",
     "require_vector_entry_point",
+    "stored_spec_gate",
 ]
 
 
@@ -261,6 +263,30 @@ def entry_point_name(entry_point: Any) -> str | None:
     module = getattr(entry_point, "__module__", None)
     name = getattr(entry_point, "__qualname__", None) or getattr(entry_point, "__name__", None)
     return f"{module}:{name}" if module and name else repr(entry_point)
+
+
+def env_spec_from_json(data: dict[str, Any] | str | None) -> EnvSpec | None:
+    """The ``EnvSpec`` stored in metadata (``env_spec``/``eval_env_spec``), or None.
+
+    Only parses: making the env from it goes through ``stored_spec_gate`` first.
+    """
+    if data is None:
+        return None
+    # specs of older gymnasiums (imported from Minari) may lack additional_wrappers
+    text = data if isinstance(data, str) else json.dumps({"additional_wrappers": [], **data})
+    return EnvSpec.from_json(text)
+
+
+def stored_spec_gate(spec: EnvSpec, source: str, trust_remote_code: bool = False) -> None:
+    """Ready a spec read from ``source`` for ``gym.make``; refuse code it should not run.
+
+    Its namespace's package is imported (from a fixed table of packages, never one the
+    dataset names), and unless ``trust_remote_code`` its code is checked
+    (``check_registered_spec``).
+    """
+    register_namespace(spec.id)
+    if not trust_remote_code:
+        check_registered_spec(spec, source)
 
 
 def check_registered_spec(spec: EnvSpec, source: str) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import time
 import warnings
@@ -32,7 +31,7 @@ import numpy as np
 from collector import storage
 from collector.checkpoints import checkpoint_hashes, checkpoint_identity, pin_policy
 from collector.config import CollectConfig
-from collector.envs import check_registered_spec, make_env, register_namespace
+from collector.envs import env_spec_from_json, make_env, stored_spec_gate
 from collector.errors import (
     CollectionError,
     ConfigMismatchError,
@@ -45,6 +44,7 @@ from collector.errors import (
 from collector.policies import Policy, RandomPolicy, build_policy
 from collector.provenance import versions
 from collector.redact import redact
+from collector.seeding import stream_seed
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,6 @@ class ReferenceScores:
 # -- seeds --------------------------------------------------------------------------------------
 
 
-def _stream_seed(entropy: int, i: int, stream: int) -> int:
-    state = np.random.SeedSequence(entropy, spawn_key=(i, stream)).generate_state(2, np.uint32)
-    return int(state[0]) | (int(state[1]) << 32)
-
-
 def score_seeds(
     entropy: int, episodes: int, used: Collection[int] = ()
 ) -> tuple[list[int], list[int]]:
@@ -120,10 +115,10 @@ def score_seeds(
     policy_seeds: list[int] = []
     i = 0
     while len(env_seeds) < episodes:
-        seed = _stream_seed(entropy, i, _ENV_STREAM)
+        seed = stream_seed(entropy, i, _ENV_STREAM)
         if seed not in used:
             env_seeds.append(seed)
-            policy_seeds.append(_stream_seed(entropy, i, _POLICY_STREAM))
+            policy_seeds.append(stream_seed(entropy, i, _POLICY_STREAM))
         i += 1
     return env_seeds, policy_seeds
 
@@ -394,16 +389,13 @@ def _env_maker(meta: Mapping[str, Any], dataset_id: str, trust: bool) -> Callabl
             ``trust``).
         MissingExtraError: the env's package is not installed.
     """
-    from gymnasium.envs.registration import EnvSpec
-
     source = f"dataset {dataset_id!r}"
     data = meta.get("env_spec")
     if not isinstance(data, Mapping):
         raise UsageError(f"{source} has no env_spec to make its environment from")
-    spec = EnvSpec.from_json(json.dumps({"additional_wrappers": [], **data}))
-    register_namespace(spec.id)  # a fixed table of packages, never one the dataset names
-    if not trust:
-        check_registered_spec(spec, source)
+    spec = env_spec_from_json(dict(data))
+    assert spec is not None
+    stored_spec_gate(spec, source, trust)
 
     def make() -> gym.Env:
         try:

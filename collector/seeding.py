@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["draw_entropy", "env_seed", "policy_seed"]
+__all__ = ["draw_entropy", "env_seed", "policy_seed", "stream_seed"]
 
 
 def draw_entropy() -> int:
@@ -17,7 +17,12 @@ def draw_entropy() -> int:
     return int(np.random.SeedSequence().entropy)
 
 
-def _derive(entropy: int, episode_id: int, stream: int) -> int:
+def stream_seed(entropy: int, episode_id: int, stream: int) -> int:
+    """A 64-bit seed of stream ``stream`` for index ``episode_id`` of a run's entropy.
+
+    Streams 0 and 1 are an episode's env and policy (``env_seed``, ``policy_seed``); other
+    users (reference-score rollouts) take streams of their own.
+    """
     state = np.random.SeedSequence(entropy, spawn_key=(episode_id, stream)).generate_state(
         2, np.uint32
     )
@@ -30,9 +35,9 @@ def env_seed(entropy: int, episode_id: int) -> int:
     >>> env_seed(0, 3) == env_seed(0, 3) != env_seed(0, 4)
     True
     """
-    return _derive(entropy, episode_id, 0)
+    return stream_seed(entropy, episode_id, 0)
 
 
 def policy_seed(entropy: int, episode_id: int) -> int:
     """Seed of the policy's random stream for episode ``episode_id``, independent of the env's."""
-    return _derive(entropy, episode_id, 1)
+    return stream_seed(entropy, episode_id, 1)

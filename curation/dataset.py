@@ -29,7 +29,7 @@ import numpy as np
 
 from collector import storage
 from collector.data_collector import DatasetSummary
-from collector.envs import check_registered_spec, register_namespace
+from collector.envs import stored_spec_gate
 from collector.errors import HarvestWarning, InvalidValueError, UsageError
 from collector.spaces import columns, unescape_key, unflatten
 from curation.expr import compile_expression
@@ -676,9 +676,7 @@ class Dataset:
         spec = env_spec_from_json(spec_json) or self.env_spec
         if spec is None:
             raise UsageError(f"dataset {self.id!r} has no env_spec to recover an environment from")
-        register_namespace(spec.id)  # a fixed table of packages, never one the dataset names
-        if not trust_remote_code:
-            check_registered_spec(spec, f"dataset {self.id!r}")
+        stored_spec_gate(spec, f"dataset {self.id!r}", trust_remote_code)
         return gym.make(spec, **kwargs)
 
     def get_normalized_score(self, returns: np.ndarray | float) -> np.ndarray | float:

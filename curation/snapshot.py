@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import threading
 import warnings
@@ -32,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from collector import storage
+from collector.envs import env_spec_from_json
 from collector.errors import CorruptDatasetError, EpisodeNotFoundError, HarvestWarning
 from collector.spaces import columns, space_from_json
 
@@ -673,18 +673,6 @@ def warn_large_block(snap: Snapshot, block: int, budget: int) -> None:
         HarvestWarning,
         stacklevel=3,
     )
-
-
-def env_spec_from_json(data: dict[str, Any] | str | None) -> gym.envs.registration.EnvSpec | None:
-    """The ``EnvSpec`` stored in metadata (``env_spec``/``eval_env_spec``), or None.
-
-    Only parses: making the env is ``Dataset.recover_environment``'s job, with its checks.
-    """
-    if data is None:
-        return None
-    # specs of older gymnasiums (imported from Minari) may lack additional_wrappers
-    text = data if isinstance(data, str) else json.dumps({"additional_wrappers": [], **data})
-    return gym.envs.registration.EnvSpec.from_json(text)
 
 
 def nested_row(value: Any, t: int) -> Any:
