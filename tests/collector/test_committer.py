@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,59 @@ def test_a_long_window_is_written_in_shards_of_the_buffer_size_and_committed_onc
     meta = storage.read_metadata(storage.dataset_path("buf/x-v0"))
     assert meta["total_episodes"] == 40 and len(meta["shards"]) == 5
     assert storage.verify_dataset("buf/x-v0").ok
+
+
+def test_a_ctrl_c_while_waiting_for_a_background_write_loses_no_episode_and_no_shard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CI found it (a double Ctrl-C left an installed shard no commit listed): the wait for
+    # the write in flight dropped it when interrupted, so the flush ran beside it, and the
+    # episodes taken before the wait were lost
+    from gymnasium import spaces
+
+    from collector.recorder import EpisodeRecorder
+
+    rec = EpisodeRecorder(spaces.Box(-1, 1, (3,), np.float32), spaces.Discrete(2))
+    go = threading.Event()
+    with storage.DatasetWriter("intr/x-v0") as writer:
+        writer.start(
+            storage.new_metadata(rec.observation_space, rec.action_space, None, record_infos=False)
+        )
+        real = writer.write_image
+
+        def held_write(*args: Any, **kwargs: Any) -> Any:
+            go.wait(30)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(writer, "write_image", held_write)
+        committer = Committer(
+            writer, rec, every_episodes=None, every_seconds=None, every_mb=None,
+            compression="none", background=True, buffer_mb=0.0001,
+        )  # fmt: skip
+        try:
+            _record_episode(rec, 0)
+            assert committer.after_episode()  # a shard of episode 0, held in flight
+            _record_episode(rec, 1)
+            ctrl_c = threading.Timer(
+                0.2, signal.pthread_kill, (threading.get_ident(), signal.SIGINT)
+            )
+            ctrl_c.start()
+            with pytest.raises(KeyboardInterrupt):
+                committer.after_episode()  # waits for episode 0's write: Ctrl-C
+            ctrl_c.join()
+            go.set()
+            _record_episode(rec, 2)
+            committer.flush()
+        finally:
+            go.set()
+            committer.close()
+        assert writer.remove_uncommitted() == []
+    meta = storage.read_metadata(storage.dataset_path("intr/x-v0"))
+    assert meta["total_episodes"] == 3
+    listed = {e["file"] for e in meta["shards"]} | {e["index"]["file"] for e in meta["shards"]}
+    assert {
+        p.name for p in (storage.dataset_path("intr/x-v0") / storage.DATA_DIR).iterdir()
+    } == listed
 
 
 _PEAK_RSS = """
