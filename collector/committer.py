@@ -396,9 +396,15 @@ class Committer:
                     return
 
     def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
+        """Wait for the write in flight; raise its error. Kept while unfinished (Ctrl-C)."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
             pending.result()
+        finally:
+            if pending.done():  # an interrupted wait leaves it for the next one (close)
+                self._pending = None
 
     def _commit(self, wait: bool, publish: bool = True) -> None:
         """Write the finished episodes as a shard; ``publish``: and commit (all held ones too)."""
@@ -406,6 +412,9 @@ class Committer:
         try:
             with self._lock:
                 self._raise_error()
+                # one commit at a time, in order; raises a failed one's error. Before taking
+                # the episodes: an interrupted wait (Ctrl-C) leaves them with the recorders
+                self._wait()
                 batches = [b for b in map(self._take, range(len(self.recorders))) if b is not None]
                 held = self._held_episodes > 0
                 if publish:
@@ -414,7 +423,6 @@ class Committer:
                 else:
                     self._held_episodes += sum(b.num_episodes for b in batches)
                     self._held_bytes += sum(b.nbytes for b in batches)
-                self._wait()  # one commit at a time, in order; raises a failed one's error
                 if publish and self._image_episodes:  # shard images a Ray worker built
                     self._commit_images()
                 if not batches and not (publish and held):
