@@ -16,12 +16,15 @@ def train(algo: str, env_id: str, steps: int, path: Path, **kwargs: Any) -> Path
     """Train ``algo`` (an SB3 class name) on ``env_id`` for ``steps`` and save it to ``path``."""
     import stable_baselines3
     import torch
+    from stable_baselines3.common.logger import Logger
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         cls = getattr(stable_baselines3, algo)
         model = cls("MlpPolicy", gym.make(env_id), seed=0, device="cpu", **kwargs)
+        # SB3's default logger makes a /tmp/SB3-<time> folder per learn(): the suite left dozens
+        model.set_logger(Logger(folder=None, output_formats=[]))
         model.learn(steps)
     finally:
         torch.set_num_threads(threads)
