@@ -12,15 +12,17 @@ Where ``memfd`` is missing (not Linux) or an array is small, ``zeros`` is ``np.z
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
+import queue
 import threading
 import weakref
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MIN_BYTES", "locate", "zeros"]
+__all__ = ["MIN_BYTES", "locate", "wait_closed", "zeros"]
 
 #: Arrays smaller than this are ordinary numpy arrays: copying them costs less than a file.
 MIN_BYTES = 8 << 20
@@ -51,14 +53,54 @@ def zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     start = arr.ctypes.data
     with _lock:
         _regions[start] = (nbytes, fd)
-    weakref.finalize(arr, _release, start, fd)
+    weakref.finalize(arr, _release, start, fd, mm)
     return arr
 
 
-def _release(start: int, fd: int) -> None:
+def _release(start: int, fd: int, mm: mmap.mmap) -> None:
+    """The array over ``mm`` is gone: forget its region, close its file in the background."""
+    global _closer
     with _lock:
         _regions.pop(start, None)
-    os.close(fd)
+        if _closer is None or not _closer.is_alive():
+            _closer = threading.Thread(target=_close_files, name="harvest-free", daemon=True)
+            _closer.start()
+    _closing.put((mm, fd))
+
+
+#: memory files whose array is gone, unmapped and closed by one helper thread: the kernel
+#: frees a file's pages then, ~20 ms a 100 MB window of frames on a VM, which the recording
+#: thread (a recorder's grown array) or the end of a run had waited for (issue 19)
+_closing: queue.SimpleQueue[tuple[mmap.mmap, int] | threading.Event] = queue.SimpleQueue()
+_closer: threading.Thread | None = None
+
+
+def wait_closed(timeout: float | None = 10.0) -> bool:
+    """Wait until the files of the arrays gone so far are closed (their memory freed).
+
+    For a caller about to measure memory or count open files; False on timeout.
+    """
+    with _lock:
+        if _closer is None or not _closer.is_alive():
+            return True
+    done = threading.Event()
+    _closing.put(done)
+    return done.wait(timeout)
+
+
+def _close_files() -> None:
+    while True:
+        item = _closing.get()
+        if isinstance(item, threading.Event):
+            item.set()
+            continue
+        mm, fd = item
+        try:
+            with contextlib.suppress(BufferError):  # a view outlived the array: it unmaps
+                mm.close()  # munmap and close release the GIL
+        finally:
+            os.close(fd)
+        del mm
 
 
 def locate(view: memoryview) -> tuple[int, int] | None:

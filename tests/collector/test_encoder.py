@@ -203,6 +203,7 @@ def test_recorded_frames_reach_the_child_without_a_copy() -> None:
         assert frame_files(encoder.pid) == 0  # the child unmapped the recorder's file
     del rec, batch
     gc.collect()
+    assert shared.wait_closed()  # closed by a helper thread: ~20 ms a 100 MB window
     assert frame_files(os.getpid()) == 0  # freed with the arrays
 
 
@@ -242,3 +243,4 @@ def test_the_encoder_process_imports_only_what_encoding_needs() -> None:
         image, _, _ = enc.encode(pixel_batch(2, 10, 0), "lzf")
         assert enc.encoded_in_child == 1
         assert image == encode_inline(pixel_batch(2, 10, 0), "lzf")[0]
+
