@@ -315,14 +315,17 @@ class Committer:
                 raise
             raise full from e
 
-    def after_episode(self, window: tuple[int, int] | None = None) -> bool:
+    def after_episode(self, window: tuple[int, int] | None = None, last: bool = False) -> bool:
         """Commit (in the background) if the cadence says so; True if a commit started.
 
         ``window``: the recorders' finished episodes and bytes (``window()``) when the caller
         keeps count of them (a vector run sums them once per step, not once per episode);
-        after a commit started, the caller counts again.
+        after a commit started, the caller counts again. ``last``: the run's last episode,
+        which the caller's ``flush`` writes next, with both cores (``Encoder.encode``).
         """
         self.episodes += 1
+        if last:
+            return False
         if self._error is not None or self._pending is not None and self._pending.done():
             with self._lock:
                 self._raise_error()
@@ -427,8 +430,8 @@ class Committer:
                     self._commit_images()
                 if not batches and not (publish and held):
                     return
-                if wait or self._pool is None:
-                    self._write(batches, publish)
+                if wait or self._pool is None:  # nothing records meanwhile: two cores encode
+                    self._write(batches, publish, overlap=True)
                 else:
                     self._pending = self._pool.submit(self._write, batches, publish)
         finally:
@@ -445,10 +448,12 @@ class Committer:
             return None
         return storage.select_episodes(batch, np.arange(early, n), batch.table["id"][early:])
 
-    def _write(self, batches: list[storage.EpisodeBatch], publish: bool = True) -> None:
+    def _write(
+        self, batches: list[storage.EpisodeBatch], publish: bool = True, overlap: bool = False
+    ) -> None:
         if batches:
             image, table, schema = self.encoder.encode(
-                storage.concat_batches(batches), self.compression
+                storage.concat_batches(batches), self.compression, overlap
             )
             if len(batches) == 1 and len(self.recorders) == 1:
                 recycle = getattr(self.recorders[0], "recycle", None)

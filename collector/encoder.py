@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any
@@ -59,11 +60,22 @@ def usable_cpus() -> int:
 
 
 def encode_inline(
-    batch: storage.EpisodeBatch, compression: str | None
+    batch: storage.EpisodeBatch, compression: str | None, overlap: bool = False
 ) -> tuple[bytes, dict[str, Any], Any]:
-    """Digests and the shard image of ``batch``, in this process: (image, table, info schema)."""
-    storage.fill_digests(batch)
-    return storage.build_shard_bytes(batch, compression), batch.table, batch.info_schema()
+    """Digests and the shard image of ``batch``, in this process: (image, table, info schema).
+
+    ``overlap``: a window of ``MIN_WINDOW_BYTES`` or more is hashed in a second thread
+    while its columns are compressed (both run without the GIL): ~0.05 s instead of ~0.08 s
+    a raw Pong episode. For a window that nothing records beside (a run's last, which the
+    run waits for): beside a recording thread the second thread would only take its core.
+    """
+    if not overlap or batch.nbytes < MIN_WINDOW_BYTES:
+        storage.fill_digests(batch)
+        return storage.build_shard_bytes(batch, compression), batch.table, batch.info_schema()
+    with ThreadPoolExecutor(1, thread_name_prefix="harvest-digest") as pool:  # waits for it
+        hashed = pool.submit(storage.fill_digests, batch)
+        image = storage.build_shard_bytes(batch, compression, before_table=hashed.result)
+    return image, batch.table, batch.info_schema()
 
 
 class Encoder:
@@ -112,13 +124,16 @@ class Encoder:
         return self.mode == "process" or (usable_cpus() >= 2 and nbytes >= MIN_WINDOW_BYTES)
 
     def encode(
-        self, batch: storage.EpisodeBatch, compression: str | None
+        self, batch: storage.EpisodeBatch, compression: str | None, overlap: bool = False
     ) -> tuple[bytes, dict[str, Any], Any]:
-        """The shard image of ``batch``: (image, table with digests, info schema)."""
+        """The shard image of ``batch``: (image, table with digests, info schema).
+
+        ``overlap``: nothing records meanwhile, two cores may work on it (``encode_inline``).
+        """
         with self._lock:
             if self._wants_child(batch.nbytes):
                 try:
-                    result = self._in_child(batch, compression)
+                    result = self._in_child(batch, compression, overlap)
                 except (OSError, EOFError) as e:  # the child died: nothing is lost
                     self._stop(kill=True)
                     self._dead = True
@@ -131,7 +146,7 @@ class Encoder:
                     if result is not None:
                         self.encoded_in_child += 1
                         return result
-            return encode_inline(batch, compression)
+            return encode_inline(batch, compression, overlap)
 
     def _start(self) -> Connection:
         """Start the child (``serve``) over a socket pair.
@@ -154,7 +169,7 @@ class Encoder:
         return self._conn
 
     def _in_child(
-        self, batch: storage.EpisodeBatch, compression: str | None
+        self, batch: storage.EpisodeBatch, compression: str | None, overlap: bool
     ) -> tuple[bytes, dict[str, Any], Any] | None:
         """Encode in the child; None when it refused the window or (``auto``) is not ready yet."""
         conn = self._start()
@@ -188,7 +203,7 @@ class Encoder:
                 whole[at : at + view.nbytes] = np.frombuffer(view, np.uint8)
                 at += view.nbytes
             whole = None  # no view of the file outlives the copy: it may be closed
-            conn.send((header, places, compression, len(files)))
+            conn.send((header, places, compression, len(files), overlap))
             for fd in (window.fd, *files):
                 send_handle(conn, fd, self._proc.pid)
         finally:
@@ -302,7 +317,7 @@ def serve(fd: int) -> None:
             return
         if message is None:
             return
-        header, places, compression, nfiles = message
+        header, places, compression, nfiles, overlap = message
         fds = [recv_handle(conn) for _ in range(1 + nfiles)]
         maps: list[mmap.mmap] = []
         try:
@@ -313,7 +328,7 @@ def serve(fd: int) -> None:
                 _map_file(fd, max(at + n for k, at, n in places if k == i))
                 for i, fd in enumerate(fds[1:], 1)
             ]
-            conn.send(("ok", _encode_window(maps, header, places, compression)))
+            conn.send(("ok", _encode_window(maps, header, places, compression, overlap)))
         except Exception as e:  # the parent encodes it itself and reports what it meets
             conn.send(("error", f"{type(e).__name__}: {e}"))
         finally:
@@ -353,6 +368,7 @@ def _encode_window(
     header: bytes,
     places: list[tuple[int, int, int]],
     compression: str | None,
+    overlap: bool = False,
 ) -> tuple[bytes, dict[str, Any], Any]:
     """Encode the window whose buffers lie at ``places`` (file, offset, bytes) in ``maps``.
 
@@ -363,7 +379,7 @@ def _encode_window(
     batch = None
     try:
         batch = pickle.loads(header, buffers=views)
-        image, table, schema = encode_inline(batch, compression)
+        image, table, schema = encode_inline(batch, compression, overlap)
         table = {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in table.items()}
     finally:
         batch = views = None  # every array over the memory files, before they are reused

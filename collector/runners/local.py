@@ -89,9 +89,10 @@ def run_local(
 
     try:
         with commit_finished_on_error(committer, recorder.discard_episode, reword):
-            for episode_id in episode_ids:  # an EpisodePlan: ids come lazily
+            last = len(episode_ids) - 1
+            for k, episode_id in enumerate(episode_ids):  # an EpisodePlan: ids come lazily
                 steps += run_episode(env, policy, recorder, episode_id, entropy)
-                committer.after_episode()
+                committer.after_episode(last=k == last)
                 bar.update(1)
                 if bar.n % 64 == 0:
                     show_rate(bar, steps, started, total=True)

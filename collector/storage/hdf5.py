@@ -140,7 +140,12 @@ def _column_name(h5_name: str) -> str:
     return "" if h5_name == ROOT_LEAF else h5_name
 
 
-def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> None:
+def _fill_shard(
+    f: h5py.File,
+    batch: EpisodeBatch,
+    compression: str | None,
+    before_table: Callable[[], object] | None = None,
+) -> None:
     comp, level = parse_compression(compression)
     f.attrs["format_version"] = FORMAT_VERSION
     f.attrs["info_schema"] = _schema_attr(batch.info_schema())
@@ -161,6 +166,8 @@ def _fill_shard(f: h5py.File, batch: EpisodeBatch, compression: str | None) -> N
                 made[f"infos/{key}"] = f.create_dataset(
                     f"infos/{key}", data=values, **_column_kwargs(values, comp, level)
                 )
+    if before_table is not None:
+        before_table()
     made.update(_write_table(f, batch.table))
     f.flush()  # every chunk allocated (none left dirty in the chunk cache) before hashing
     f.attrs[LAYOUT_CHECKSUM] = np.bytes_(layout_checksum(f, made))
@@ -177,8 +184,16 @@ def write_shard_file(batch: EpisodeBatch, path: Path, compression: str | None = 
     durable.write_new_file(path, build_shard_bytes(batch, compression))
 
 
-def build_shard_bytes(batch: EpisodeBatch, compression: str | None = "gzip") -> bytes:
-    """Encode ``batch`` as an HDF5 file image in memory, e.g. for a remote worker to ship."""
+def build_shard_bytes(
+    batch: EpisodeBatch,
+    compression: str | None = "gzip",
+    before_table: Callable[[], object] | None = None,
+) -> bytes:
+    """Encode ``batch`` as an HDF5 file image in memory, e.g. for a remote worker to ship.
+
+    ``before_table()`` runs once the data columns are written, before the episode table:
+    a caller hashing the episodes in another thread meanwhile waits for their digests there.
+    """
     block = int(min(max(batch.nbytes, 1 << 16), 1 << 24))  # fewer reallocs of a large image
     with h5py.File(
         f"shard-{uuid.uuid4().hex}",
@@ -188,7 +203,7 @@ def build_shard_bytes(batch: EpisodeBatch, compression: str | None = "gzip") -> 
         block_size=block,
         libver=LIBVER,
     ) as f:
-        _fill_shard(f, batch, compression)
+        _fill_shard(f, batch, compression, before_table)
         f.flush()
         return f.id.get_file_image()
 

@@ -351,3 +351,30 @@ def test_memory_freed_between_live_blocks_goes_back_to_the_os() -> None:
         env={**os.environ, "PYTHONPATH": PYTHONPATH},
     )
     assert int(out.stdout) >= 16, out.stdout
+
+
+def test_the_last_episode_is_left_to_the_flush_which_encodes_it_with_both_cores() -> None:
+    from gymnasium import spaces
+
+    from collector.recorder import EpisodeRecorder
+
+    rec = EpisodeRecorder(spaces.Box(-1, 1, (3,), np.float32), spaces.Discrete(2))
+    with storage.DatasetWriter("last/x-v0") as writer:
+        writer.start(
+            storage.new_metadata(rec.observation_space, rec.action_space, None, record_infos=False)
+        )
+        committer = Committer(
+            writer, rec, every_episodes=1, every_seconds=None, every_mb=None,
+            compression="none", background=True,
+        )  # fmt: skip
+        try:
+            _record_episode(rec, 0)
+            assert committer.after_episode()  # due: written in the background
+            _record_episode(rec, 1)
+            assert not committer.after_episode(last=True)  # due, but the flush comes next
+            assert rec.num_finished == 1 and committer.episodes == 2
+            committer.flush()
+        finally:
+            committer.close()
+    meta = storage.read_metadata(storage.dataset_path("last/x-v0"))
+    assert meta["total_episodes"] == 2 and committer.commits == 2
