@@ -5,6 +5,7 @@ Everything read from a manifest is hostile: ``check_metadata`` bounds every fiel
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -299,8 +300,6 @@ def _check_env_specs(meta: Mapping[str, Any], bad: Callable[[str], Exception]) -
 
 
 def _check_spaces(meta: Mapping[str, Any], bad: Callable[[str], Exception]) -> None:
-    from collector.spaces import space_from_json
-
     leaves: list[int] = []
     total = 0
     for key in ("observation_space", "action_space"):
@@ -310,12 +309,32 @@ def _check_spaces(meta: Mapping[str, Any], bad: Callable[[str], Exception]) -> N
     if total > MAX_STEP_BYTES:
         raise bad(f"its spaces need {human_size(total)} a step, over {human_size(MAX_STEP_BYTES)}")
     for key in ("observation_space", "action_space"):
-        try:  # sizes are bounded now; gymnasium checks the rest (bounds, dtypes, values)
-            space_from_json(meta[key])
-        except (
-            UnsupportedSpaceError, ValueError, TypeError, KeyError, OverflowError, AssertionError
-        ) as e:  # fmt: skip
-            raise bad(f"{key} is not a valid space ({str(e).splitlines()[0][:200]})") from None
+        # sizes are bounded now; gymnasium checks the rest (bounds, dtypes, values)
+        try:
+            why = _space_error(json.dumps(meta[key], sort_keys=True))
+        except (TypeError, ValueError) as e:  # not JSON (a manifest in memory only)
+            why = str(e)[:200]
+        if why is not None:
+            raise bad(f"{key} is not a valid space ({why})")
+
+
+@functools.lru_cache(maxsize=64)
+def _space_error(text: str) -> str | None:
+    """Why the space JSON ``text`` is not a valid space (None: it is).
+
+    Cached: building a frame space (a 210x160x3 Box) costs ~2 ms of numpy calls, at every
+    commit of a run and every open of its manifest (issue 19); the answer depends on the
+    text alone.
+    """
+    from collector.spaces import space_from_json
+
+    try:
+        space_from_json(json.loads(text))
+    except (
+        UnsupportedSpaceError, ValueError, TypeError, KeyError, OverflowError, AssertionError
+    ) as e:  # fmt: skip
+        return str(e).splitlines()[0][:200]
+    return None
 
 
 def decoded_bytes(meta: Mapping[str, Any], entry: Mapping[str, Any]) -> int:
