@@ -65,7 +65,7 @@ _MIN_ROWS = 1024
 
 #: Arrays of at least this many bytes are populated by a helper thread once recorded into.
 _POPULATE_BYTES = 8 << 20
-_POPULATE_CHUNK = 256 << 20  # one call an array: each return waits for the GIL (5 ms)
+_POPULATE_CHUNK = 32 << 20  # each return waits for the GIL (up to 5 ms); a call holds the mm lock
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels refuse it (EINVAL) and nothing is done
 
 
@@ -105,16 +105,14 @@ def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return shared.zeros(shape, dtype)
 
 
-def _start_populating(arrays: list[np.ndarray], then: Callable[[], None] | None = None) -> None:
-    """Populate the large ones of ``arrays`` in a helper thread (``_populate``), then ``then()``."""
+def _start_populating(arrays: list[np.ndarray]) -> None:
+    """Populate the large ones of ``arrays`` in a helper thread (``_populate``)."""
     large = [a for a in arrays if a.nbytes >= _POPULATE_BYTES]
     if large and _madvise is not None:
 
         def run() -> None:
             for arr in large:
                 _populate(arr)
-            if then is not None:
-                then()
 
         threading.Thread(target=run, name="harvest-populate", daemon=True).start()
 
@@ -215,30 +213,6 @@ class _Columns:
         if self.unpopulated:
             _start_populating(self.unpopulated)
             self.unpopulated = []
-
-    def warm_up(self) -> None:
-        """Populate the arrays now and then a standby for the next window's, in the background.
-
-        Only for a single leaf worth populating (frames). The standby is the array the first
-        ``cut`` would have made fresh, made while the first window records (the second core
-        is idle then) instead of faulted in while the second does, beside the encoder of the
-        first: memory holds two windows either way. Later windows reuse given-back arrays.
-        """
-        single = self.single
-        if single is None or single.nbytes < _POPULATE_BYTES:
-            self.start_populating()
-            return
-        shape, dtype = single.shape, single.dtype
-
-        def standby() -> None:
-            arr = _zeros(shape, dtype)
-            _populate(arr)
-            with self._spare_lock:
-                if not self._spare:
-                    self._spare.append(arr)
-
-        _start_populating(self.unpopulated or [single], then=standby)
-        self.unpopulated = []
 
 
 class _Infos:
@@ -398,17 +372,6 @@ class EpisodeRecorder:
     def num_finished(self) -> int:
         """Finished episodes not yet taken."""
         return len(self._done)
-
-    def warm_up(self) -> None:
-        """Populate the first window's memory now, and the next window's after it (frames).
-
-        For a run recording into this one recorder, called before the first reset: the
-        pages of a window of raw Pong frames (100 MB) are faulted in on the other core while
-        the env resets, not while the first episodes record (issue 19). A no-op for small
-        rows; a recorder that is never used costs two windows of memory.
-        """
-        self._obs.warm_up()
-        self._act.start_populating()
 
     def recycle(self, batch: EpisodeBatch) -> None:
         """Give a taken batch's observation and action arrays back once its shard is built.

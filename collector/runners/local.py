@@ -136,7 +136,6 @@ def collect_local(
         recorders = [EpisodeRecorder(*spaces, record_infos) for _ in range(num_envs)]
     else:
         recorders = EpisodeRecorder(*spaces, record_infos)
-        recorders.warm_up()  # frames: their memory is populated while the env resets
     committer = Committer.from_config(writer, recorders, config)
     try:
         if mode == "vector_entry_point":

@@ -89,35 +89,3 @@ def test_fresh_frame_arrays_are_populated_off_the_recording_thread() -> None:
     rec.end_episode()
     batch = rec.take()
     assert batch is not None and np.array_equal(batch.observations[""], frames)
-
-
-def _populated() -> None:
-    """Wait for the recorder's populating threads."""
-    import threading
-
-    for thread in threading.enumerate():
-        if thread.name == "harvest-populate":
-            thread.join(10)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="MADV_POPULATE_WRITE is Linux's")
-def test_a_warmed_up_recorder_records_its_second_window_into_memory_touched_before() -> None:
-    # the first cut's arrays were fresh, faulted in while the second window recorded beside
-    # the encoder of the first (issue 19): warm_up makes them while the first window records
-    obs_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)  # 12 kB a frame, 12 MiB a store
-    frames = np.random.default_rng(2).integers(0, 256, (301, 64, 64, 3), dtype=np.uint8)
-    rec = EpisodeRecorder(obs_space, spaces.Discrete(3))
-    store = rec.row_bytes * 1024
-    rec.warm_up()
-    _populated()
-    before = _rss_bytes()
-    taken = []
-    for ep in range(2):
-        rec.begin_episode(ep, ep, None, frames[0], {})
-        for t in range(300):
-            rec.add_step(1, frames[t + 1], 0.0, False, t == 299, {})
-        rec.end_episode()
-        taken.append(rec.take())  # kept, as the encoder keeps a window it encodes
-        _populated()
-    assert _rss_bytes() - before < 0.5 * store
-    assert [np.array_equal(b.observations[""], frames) for b in taken] == [True, True]
