@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,30 +93,38 @@ def _record_episode(rec: Any, episode: int, steps: int = 9) -> None:
     rec.end_episode()
 
 
-def test_a_long_window_is_written_in_shards_of_the_buffer_size_and_committed_once() -> None:
+@contextlib.contextmanager
+def small_run(dataset_id: str, **kwargs: Any) -> Iterator[tuple[Any, Any, Committer]]:
+    """A recorder of 3-float observations, its started writer and a committer (closed after).
+
+    ``kwargs`` go to ``Committer`` (cadence off and ``compression="none"`` unless given).
+    """
     from gymnasium import spaces
 
     from collector.recorder import EpisodeRecorder
 
     rec = EpisodeRecorder(spaces.Box(-1, 1, (3,), np.float32), spaces.Discrete(2))
-    with storage.DatasetWriter("buf/x-v0") as writer:
+    with storage.DatasetWriter(dataset_id) as writer:
         writer.start(
             storage.new_metadata(rec.observation_space, rec.action_space, None, record_infos=False)
         )
-        committer = Committer(
-            writer, rec, every_episodes=None, every_seconds=None, every_mb=None,
-            compression="none", background=False, buffer_mb=0.002,
-        )  # fmt: skip
-        held = []
+        options = {"every_episodes": None, "every_seconds": None, "every_mb": None}
+        committer = Committer(writer, rec, **{**options, "compression": "none", **kwargs})
         try:
-            for e in range(40):  # 282 bytes an episode: a shard every 8 episodes
-                _record_episode(rec, e)
-                committer.after_episode()
-                held.append(rec.nbytes)
-            committed = storage.read_metadata(writer.path)["total_episodes"]
-            committer.flush()
+            yield rec, writer, committer
         finally:
             committer.close()
+
+
+def test_a_long_window_is_written_in_shards_of_the_buffer_size_and_committed_once() -> None:
+    held = []
+    with small_run("buf/x-v0", background=False, buffer_mb=0.002) as (rec, writer, committer):
+        for e in range(40):  # 282 bytes an episode: a shard every 8 episodes
+            _record_episode(rec, e)
+            committer.after_episode()
+            held.append(rec.nbytes)
+        committed = storage.read_metadata(writer.path)["total_episodes"]
+        committer.flush()
     assert max(held) < 0.002 * 1024 * 1024  # memory held the buffer, never the window
     assert committed == 0 and committer.commits == 1  # shards wait for the window's commit
     meta = storage.read_metadata(storage.dataset_path("buf/x-v0"))
@@ -128,16 +138,8 @@ def test_a_ctrl_c_while_waiting_for_a_background_write_loses_no_episode_and_no_s
     # CI found it (a double Ctrl-C left an installed shard no commit listed): the wait for
     # the write in flight dropped it when interrupted, so the flush ran beside it, and the
     # episodes taken before the wait were lost
-    from gymnasium import spaces
-
-    from collector.recorder import EpisodeRecorder
-
-    rec = EpisodeRecorder(spaces.Box(-1, 1, (3,), np.float32), spaces.Discrete(2))
     go = threading.Event()
-    with storage.DatasetWriter("intr/x-v0") as writer:
-        writer.start(
-            storage.new_metadata(rec.observation_space, rec.action_space, None, record_infos=False)
-        )
+    with small_run("intr/x-v0", background=True, buffer_mb=0.0001) as (rec, writer, committer):
         real = writer.write_image
 
         def held_write(*args: Any, **kwargs: Any) -> Any:
@@ -145,10 +147,6 @@ def test_a_ctrl_c_while_waiting_for_a_background_write_loses_no_episode_and_no_s
             return real(*args, **kwargs)
 
         monkeypatch.setattr(writer, "write_image", held_write)
-        committer = Committer(
-            writer, rec, every_episodes=None, every_seconds=None, every_mb=None,
-            compression="none", background=True, buffer_mb=0.0001,
-        )  # fmt: skip
         try:
             _record_episode(rec, 0)
             assert committer.after_episode()  # a shard of episode 0, held in flight
@@ -164,8 +162,8 @@ def test_a_ctrl_c_while_waiting_for_a_background_write_loses_no_episode_and_no_s
             _record_episode(rec, 2)
             committer.flush()
         finally:
-            go.set()
-            committer.close()
+            go.set()  # before the committer closes: it waits for the write
+        committer.close()  # idempotent: the run's end, as a runner's
         assert writer.remove_uncommitted() == []
     meta = storage.read_metadata(storage.dataset_path("intr/x-v0"))
     assert meta["total_episodes"] == 3
@@ -354,27 +352,12 @@ def test_memory_freed_between_live_blocks_goes_back_to_the_os() -> None:
 
 
 def test_the_last_episode_is_left_to_the_flush_which_encodes_it_with_both_cores() -> None:
-    from gymnasium import spaces
-
-    from collector.recorder import EpisodeRecorder
-
-    rec = EpisodeRecorder(spaces.Box(-1, 1, (3,), np.float32), spaces.Discrete(2))
-    with storage.DatasetWriter("last/x-v0") as writer:
-        writer.start(
-            storage.new_metadata(rec.observation_space, rec.action_space, None, record_infos=False)
-        )
-        committer = Committer(
-            writer, rec, every_episodes=1, every_seconds=None, every_mb=None,
-            compression="none", background=True,
-        )  # fmt: skip
-        try:
-            _record_episode(rec, 0)
-            assert committer.after_episode()  # due: written in the background
-            _record_episode(rec, 1)
-            assert not committer.after_episode(last=True)  # due, but the flush comes next
-            assert rec.num_finished == 1 and committer.episodes == 2
-            committer.flush()
-        finally:
-            committer.close()
+    with small_run("last/x-v0", every_episodes=1, background=True) as (rec, _, committer):
+        _record_episode(rec, 0)
+        assert committer.after_episode()  # due: written in the background
+        _record_episode(rec, 1)
+        assert not committer.after_episode(last=True)  # due, but the flush comes next
+        assert rec.num_finished == 1 and committer.episodes == 2
+        committer.flush()
     meta = storage.read_metadata(storage.dataset_path("last/x-v0"))
     assert meta["total_episodes"] == 2 and committer.commits == 2
