@@ -346,7 +346,8 @@ class Pipeline:
         """Batches drawn from every valid start of the window while its oldest block is in.
 
         Each batch's rows are grouped by block (in draw order within a block). A window of
-        large blocks (frames) is never concatenated: each batch is gathered block by block.
+        large blocks (frames) is not concatenated: each batch's observations are gathered
+        block by block, and its step columns (small) from their blocks joined once a draw.
         A small one (``_join_window``) is joined once, so each column of a batch is one
         index, as when one block is in: the same batches either way.
         """
@@ -366,21 +367,31 @@ class Pipeline:
         act_cols = {k: [r.actions[k] for r in rows] for k in rows[0].actions}
         step_cols = [[getattr(r, c) for r in rows] for c in _STEP_ITEMS]
         one = self._join_window(window)
+        whole = [(0, 0, batch_size)]  # the groups of a batch drawn from one array
+        step_at = None
         if one:  # every column one array, the starts' rows shifted to it
             joined[:4] = _shift_starts(joined[:4], slot_of, rows)
             obs_cols = {k: [np.concatenate(v)] for k, v in obs_cols.items()}
+        elif len(window) > 1:  # large blocks (frames): only the small step columns joined
+            steps = np.array([len(r.rewards) for r in rows], np.int64)
+            step_at = (np.cumsum(steps) - steps)[slot_of]  # each start's block's first row
+        if one or step_at is not None:
             act_cols = {k: [np.concatenate(v)] for k, v in act_cols.items()}
             step_cols = [[np.concatenate(v)] for v in step_cols]
         for _ in range(-(-quota // (batch_size * seq_len))):
             pick = rng.integers(n, size=batch_size)
             order = np.argsort(slot_of[pick], kind="stable")
             pick = pick[order]
-            groups = [(0, 0, batch_size)] if one else _groups(slot_of[pick], len(window))
+            groups = whole if one else _groups(slot_of[pick], len(window))
             sidx, oidx, nidx, mask = _rows(joined[:4], pick, seq_len, frame_stack, full)
             obs = {k: _gather(v, groups, oidx) for k, v in obs_cols.items()}
             nxt = {k: _gather(v, groups, nidx) for k, v in obs_cols.items()}
-            act = {k: _gather(v, groups, sidx) for k, v in act_cols.items()}
-            rew, term, trunc = (_gather(v, groups, sidx) for v in step_cols)
+            if step_at is not None:  # rows of the joined step columns: one index each
+                sidx, step_groups = sidx + step_at[pick][:, None], whole
+            else:
+                step_groups = groups
+            act = {k: _gather(v, step_groups, sidx) for k, v in act_cols.items()}
+            rew, term, trunc = (_gather(v, step_groups, sidx) for v in step_cols)
             if not full:
                 pad = ~mask
                 for arr in (*obs.values(), *nxt.values(), *act.values(), rew, term, trunc):
