@@ -38,20 +38,18 @@ def record(collector: DataCollector, first: int, count: int) -> None:
             done = terminated or truncated
 
 
-#: Child: three appends; the third leaves four tier-0 shards, and the merge's commit dies.
-CHILD = f"""
+def child(crash: str) -> str:
+    """A child's code: three appends after ``crash`` is patched in (it ``os._exit``s).
+
+    The third append leaves four tier-0 shards, whose merge the crash hook interrupts.
+    """
+    return f"""
 import json, os
 import gymnasium as gym
 from collector import storage
 from collector.data_collector import DataCollector
 {inspect.getsource(record)}
-real = storage.atomic_write
-def crash(path, data):
-    if path.name == storage.METADATA_FILE and path.exists():
-        if len(json.loads(data)["shards"]) < len(json.loads(path.read_text())["shards"]):
-            os._exit(137)  # a merge commit: fewer shards than the commit on disk
-    real(path, data)
-storage.durable.atomic_write = crash
+{crash}
 collector = DataCollector(gym.make("CartPole-v1"))
 for call in (1, 2, 3):
     record(collector, {PER_CALL} * call, {PER_CALL})
@@ -59,21 +57,39 @@ for call in (1, 2, 3):
 """
 
 
-@pytest.mark.slow
-def test_a_crash_between_merge_install_and_commit_keeps_the_appended_commit(
-    datasets_root: Path,
-) -> None:
+def crashed_appends(code: str, datasets_root: Path) -> DataCollector:
+    """Create the dataset here, run the crashing ``child`` code; this side's collector."""
     collector = DataCollector(gym.make("CartPole-v1"))
     record(collector, 0, PER_CALL)
     collector.create_dataset(DATASET)
     done = subprocess.run(
-        [sys.executable, "-c", CHILD],
+        [sys.executable, "-c", code],
         env=cli_env(datasets_root),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 137, done.stderr[-2000:]
+    return collector
+
+
+#: The merge's commit dies: a manifest with fewer shards than the commit on disk.
+CHILD = child("""
+real = storage.atomic_write
+def crash(path, data):
+    if path.name == storage.METADATA_FILE and path.exists():
+        if len(json.loads(data)["shards"]) < len(json.loads(path.read_text())["shards"]):
+            os._exit(137)  # a merge commit: fewer shards than the commit on disk
+    real(path, data)
+storage.durable.atomic_write = crash
+""")
+
+
+@pytest.mark.slow
+def test_a_crash_between_merge_install_and_commit_keeps_the_appended_commit(
+    datasets_root: Path,
+) -> None:
+    collector = crashed_appends(CHILD, datasets_root)
 
     path = storage.dataset_path(DATASET)
     data = path / storage.DATA_DIR
@@ -102,14 +118,9 @@ def test_a_crash_between_merge_install_and_commit_keeps_the_appended_commit(
     assert storage.verify_dataset(DATASET).ok
 
 
-#: Child: as ``CHILD``, but the merge dies half-way through writing the merged shard, which a
-#: merge of shards this process wrote builds in memory and writes as one image (issue 18).
-TORN_CHILD = f"""
-import os
-import gymnasium as gym
-from collector import storage
-from collector.data_collector import DataCollector
-{inspect.getsource(record)}
+#: The merge dies half-way through writing the merged shard, which a merge of shards this
+#: process wrote builds in memory and writes as one image (issue 18).
+TORN_CHILD = child("""
 real = storage.durable.write_new_file
 def crash(path, data, *args, **kwargs):
     if path.name.startswith(".merge-"):
@@ -117,28 +128,14 @@ def crash(path, data, *args, **kwargs):
         os._exit(137)
     real(path, data, *args, **kwargs)
 storage.durable.write_new_file = crash
-collector = DataCollector(gym.make("CartPole-v1"))
-for call in (1, 2, 3):
-    record(collector, {PER_CALL} * call, {PER_CALL})
-    collector.add_to_dataset({DATASET!r})
-"""
+""")
 
 
 @pytest.mark.slow
 def test_a_crash_while_writing_a_merged_shard_keeps_the_appended_commit(
     datasets_root: Path,
 ) -> None:
-    collector = DataCollector(gym.make("CartPole-v1"))
-    record(collector, 0, PER_CALL)
-    collector.create_dataset(DATASET)
-    done = subprocess.run(
-        [sys.executable, "-c", TORN_CHILD],
-        env=cli_env(datasets_root),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 137, done.stderr[-2000:]
+    collector = crashed_appends(TORN_CHILD, datasets_root)
 
     path = storage.dataset_path(DATASET)
     data = path / storage.DATA_DIR
