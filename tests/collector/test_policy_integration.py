@@ -61,19 +61,25 @@ def test_a_noisy_mixture_of_ppo_and_random_is_the_same_for_one_and_four_envs(
     assert set(prov["checkpoints"]["files"]) == {"policy.policies.0.path"}
 
 
-def test_a_replaced_torch_state_dict_is_refused_on_resume_naming_the_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    torch = pytest.importorskip("torch")
-    monkeypatch.chdir(tmp_path)
+def linear_policy(torch: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
+    """A CartPole-sized ``torch.nn.Linear`` saved as ``folder/agent.pt``, and its policy config."""
     net = torch.nn.Linear(4, 2)
-    torch.save(net.state_dict(), tmp_path / "agent.pt")
+    torch.save(net.state_dict(), folder / "agent.pt")
     policy = {
         "_target_": "collector.policy_loaders.TorchPolicy",
         "module": {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2},
         "state_dict": "agent.pt",
         "device": "cpu",
     }
+    return net, policy
+
+
+def test_a_replaced_torch_state_dict_is_refused_on_resume_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    net, policy = linear_policy(torch, tmp_path)
     first = run("torch/lin-v0", policy, episodes=3)
     with torch.no_grad():
         net.weight.add_(1.0)
@@ -106,14 +112,7 @@ def test_curate_score_refuses_a_checkpoint_replaced_since_collection(
 
     torch = pytest.importorskip("torch")
     monkeypatch.chdir(tmp_path)
-    net = torch.nn.Linear(4, 2)
-    torch.save(net.state_dict(), tmp_path / "agent.pt")
-    policy = {
-        "_target_": "collector.policy_loaders.TorchPolicy",
-        "module": {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2},
-        "state_dict": "agent.pt",
-        "device": "cpu",
-    }
+    net, policy = linear_policy(torch, tmp_path)
     run("torch/scored-v0", policy, episodes=3)
     first = score_dataset("torch/scored-v0", episodes=2, trust_remote_code=True)
     with torch.no_grad():
