@@ -9,6 +9,7 @@ import pickle
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -78,12 +79,16 @@ def test_collect_with_the_encoder_process_stores_what_inline_stores(
     assert not encoder_children(os.getpid())  # stopped with the run
 
 
+@pytest.mark.parametrize("make_config", [config, frames_config], ids=["cartpole", "frames"])
 def test_killing_the_encoder_process_loses_nothing(
-    datasets_root: Path, caplog: pytest.LogCaptureFixture
+    make_config: Any, datasets_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    reference = collect(config("enc/ref-v0", "inline"))
+    from encoder_support import KillsTheEncoder
+
+    KillsTheEncoder.killed.clear()  # once per run of the policy class
+    reference = collect(make_config("enc/ref-v0", "inline"))
     with caplog.at_level(logging.WARNING, logger="collector.encoder"):
-        result = collect(config("enc/killed-v0", "process", "KillsTheEncoder"))
+        result = collect(make_config("enc/killed-v0", "process", "KillsTheEncoder"))
     assert "encoder process stopped" in caplog.text
     assert result.fingerprint == reference.fingerprint
     assert result.total_episodes == 12 and storage.verify_dataset("enc/killed-v0").ok
@@ -206,20 +211,6 @@ def test_recorded_frames_reach_the_child_without_a_copy() -> None:
     gc.collect()
     assert shared.wait_closed()  # closed by a helper thread: ~20 ms a 100 MB window
     assert frame_files(os.getpid()) == 0  # freed with the arrays
-
-
-def test_killing_the_encoder_on_frames_loses_nothing(
-    datasets_root: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    from encoder_support import KillsTheEncoder
-
-    KillsTheEncoder.killed.clear()  # once per run of the policy class
-    reference = collect(frames_config("enc/frames-ref-v0", "inline"))
-    with caplog.at_level(logging.WARNING, logger="collector.encoder"):
-        result = collect(frames_config("enc/frames-killed-v0", "process", "KillsTheEncoder"))
-    assert "encoder process stopped" in caplog.text
-    assert result.fingerprint == reference.fingerprint
-    assert result.total_episodes == 12 and storage.verify_dataset("enc/frames-killed-v0").ok
 
 
 def test_the_encoder_process_imports_only_what_encoding_needs() -> None:
