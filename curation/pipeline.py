@@ -373,8 +373,7 @@ class Pipeline:
             joined[:4] = _shift_starts(joined[:4], slot_of, rows)
             obs_cols = {k: [np.concatenate(v)] for k, v in obs_cols.items()}
         elif len(window) > 1:  # large blocks (frames): only the small step columns joined
-            steps = np.array([len(r.rewards) for r in rows], np.int64)
-            step_at = (np.cumsum(steps) - steps)[slot_of]  # each start's block's first row
+            step_at = _joined_offsets(rows, slot_of)[0]
         if one or step_at is not None:
             act_cols = {k: [np.concatenate(v)] for k, v in act_cols.items()}
             step_cols = [[np.concatenate(v)] for v in step_cols]
@@ -570,12 +569,18 @@ def _shift_starts(
     ``slot_of``: each start's block in ``rows``; rows within a block become rows of the
     blocks' columns concatenated in window order.
     """
-    steps = np.array([len(r.rewards) for r in rows], np.int64)
-    obs = np.array([len(next(iter(r.observations.values()), ())) for r in rows], np.int64)
-    step_at = (np.cumsum(steps) - steps)[slot_of]
-    obs_at = (np.cumsum(obs) - obs)[slot_of]
+    step_at, obs_at = _joined_offsets(rows, slot_of)
     step0, obs0, avail, first = starts
     return [step0 + step_at, obs0 + obs_at, avail, first + obs_at]
+
+
+def _joined_offsets(
+    rows: list[storage.ShardRows], slot_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each start's block's first step row and first obs row in ``rows`` joined in order."""
+    steps = np.array([len(r.rewards) for r in rows], np.int64)
+    obs = np.array([len(next(iter(r.observations.values()), ())) for r in rows], np.int64)
+    return (np.cumsum(steps) - steps)[slot_of], (np.cumsum(obs) - obs)[slot_of]
 
 
 def _gather(
