@@ -58,7 +58,8 @@ def _seed_block(entropy: int, stream: int, block: int) -> np.ndarray:
     while entropy:
         run.append(entropy & _MASK)
         entropy >>= 32
-    run = (run or [0]) + [0] * (4 - len(run or [0]))  # padded: a spawn key follows
+    run = run or [0]
+    run += [0] * (4 - len(run))  # padded to the pool: a spawn key follows
     const = _INIT_A
 
     def hashmix(value: Any) -> Any:
@@ -88,7 +89,7 @@ def _seed_block(entropy: int, stream: int, block: int) -> np.ndarray:
     out = np.zeros(_BLOCK, np.uint64)
     const = _INIT_B
     for k in range(2):
-        value = np.asarray(pool[k], np.uint64) ^ np.uint64(const)
+        value = pool[k] ^ np.uint64(const)
         const = (const * _MULT_B) & _MASK
         value = (value * np.uint64(const)) & np.uint64(_MASK)
         out |= (value ^ (value >> np.uint64(16))) << np.uint64(32 * k)
