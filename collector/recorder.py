@@ -13,7 +13,8 @@ Every value is recorded exactly as the env or policy returned it (DESIGN.md sect
 its column cannot hold exactly (another shape, which numpy would broadcast; a value a dtype
 cast would wrap or round) fails with one ``CollectionError`` line naming the episode, step,
 leaf and mismatch (``refusal``), and the open episode is dropped. Arrays of the column's own
-dtype and shape pass at the cost of three comparisons.
+dtype and shape pass for free: a row of one dimension is copied through a memoryview, which
+refuses another format or shape (those values take the checked path).
 """
 
 from __future__ import annotations
@@ -300,6 +301,18 @@ def _flatten_info(info: Mapping[str, Any], prefix: str = "") -> list[tuple[str, 
     return out
 
 
+def _flat_rows(arr: np.ndarray) -> tuple[memoryview | None, int]:
+    """A flat memoryview of ``arr``'s rows and a row's width, for rows of at most one dimension.
+
+    Assigning a buffer to ``view[t * width : t * width + width]`` copies a row at about half
+    the cost of numpy's ``arr[t] = value``, and refuses a value of another format or shape.
+    (None, 0) for rows of two or more dimensions (frames: the copy costs more than the call).
+    """
+    if arr.ndim > 2 or not arr.flags.c_contiguous:
+        return None, 0
+    return memoryview(arr.reshape(-1)), (arr.shape[1] if arr.ndim == 2 else 0)
+
+
 def _row_bytes(specs: list[Any]) -> int:
     return sum(int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in specs)
 
@@ -346,10 +359,19 @@ class EpisodeRecorder:
         # Flat spaces (CartPole, MuJoCo) write straight into the arrays: no setter calls.
         self._obs_arr, self._act_arr = self._obs.single, self._act.single
         self._fast = self._obs_arr is not None and self._act_arr is not None
+        self._rew_mv = memoryview(self._rew)
+        self._obs_mv = self._act_mv = None
+        self._obs_w = self._act_w = 0
         if self._fast:  # a value of the column's own dtype and shape needs no check
             self._obs_dtype, self._obs_shape = self._obs_arr.dtype, self._obs_arr.shape[1:]
             self._act_dtype, self._act_shape = self._act_arr.dtype, self._act_arr.shape[1:]
             self._act_scalar = None if self._act_shape else self._act_dtype.type
+            # rows of one dimension are written through a flat memoryview, whose assignment
+            # refuses another buffer format (dtype, byte order) or shape: the check is free
+            self._obs_mv, self._obs_w = _flat_rows(self._obs_arr)
+            if not self._obs_w:  # a scalar observation (Discrete) keeps numpy's path
+                self._obs_mv = None
+            self._act_mv, self._act_w = _flat_rows(self._act_arr)
             # a Python int action (a Discrete policy's) in range: checked inline
             self._act_lo, self._act_hi = 1, 0
             if not self._act_shape and self._act_dtype.kind in "iu":
@@ -430,31 +452,49 @@ class EpisodeRecorder:
             self._grow_obs()
         try:  # check before writing: numpy would broadcast a shape and wrap a value
             if self._fast:
-                if (
-                    obs.__class__ is not _ndarray
-                    or obs.dtype is not self._obs_dtype
-                    or obs.shape != self._obs_shape
-                ):
-                    self._check_obs(obs)
+                if obs.__class__ is not _ndarray or self._obs_mv is None:
+                    if (
+                        obs.__class__ is not _ndarray
+                        or obs.dtype is not self._obs_dtype
+                        or obs.shape != self._obs_shape
+                    ):
+                        self._check_obs(obs)
+                    self._obs_arr[o] = obs  # type: ignore[index]
+                else:
+                    w = self._obs_w
+                    try:
+                        self._obs_mv[o * w : o * w + w] = obs
+                    except (ValueError, TypeError):  # another dtype or shape
+                        self._check_obs(obs)
+                        self._obs_arr[o] = obs  # type: ignore[index]
                 cls = action.__class__
-                if cls is int:
-                    if not self._act_lo <= action <= self._act_hi:
+                if cls is int and self._act_lo <= action <= self._act_hi:
+                    self._act_mv[t] = action  # type: ignore[index]
+                elif cls is _ndarray and self._act_w:
+                    w = self._act_w
+                    try:
+                        self._act_mv[t * w : t * w + w] = action  # type: ignore[index]
+                    except (ValueError, TypeError):  # another dtype or shape
                         self._check_act(action)
-                elif cls is not self._act_scalar and (
-                    cls is not _ndarray
-                    or action.dtype is not self._act_dtype
-                    or action.shape != self._act_shape
-                ):
-                    self._check_act(action)
-                self._act_arr[t] = action  # type: ignore[index]
-                self._obs_arr[o] = obs  # type: ignore[index]
+                        self._act_arr[t] = action  # type: ignore[index]
+                else:
+                    if cls is not self._act_scalar and (
+                        cls is not _ndarray
+                        or action.dtype is not self._act_dtype
+                        or action.shape != self._act_shape
+                    ):
+                        self._check_act(action)
+                    self._act_arr[t] = action  # type: ignore[index]
             else:
                 self._check_act(action)
                 self._check_obs(obs)
                 self._act.set(t, action)
                 self._obs.set(o, obs)
-            if reward.__class__ is not float:
+            if reward.__class__ is float:
+                self._rew_mv[t] = reward
+            else:
                 _check_reward(reward)
+                self._rew[t] = reward
             if terminated.__class__ is not bool:
                 _check_terminated(terminated)
             if truncated.__class__ is not bool:
@@ -467,9 +507,10 @@ class EpisodeRecorder:
                 self._infos.clear(o, o + 1)
             self.discard_episode()
             raise CollectionError(refusal(episode_id, t - self._ep_t, e)) from None
-        self._rew[t] = reward
-        self._term[t] = terminated
-        self._trunc[t] = truncated
+        if terminated:  # rows past the last recorded are False (``discard_episode``)
+            self._term[t] = True
+        if truncated:
+            self._trunc[t] = True
         self._t = t + 1
         self._o = o + 1
 
@@ -517,6 +558,8 @@ class EpisodeRecorder:
             self._open = None
             if self._infos is not None:
                 self._infos.clear(self._ep_o, self._o)
+            self._term[self._ep_t : self._t] = False  # add_step writes only True flags
+            self._trunc[self._ep_t : self._t] = False
             self._o, self._t = self._ep_o, self._ep_t
 
     def _grow_steps(self) -> None:

@@ -256,3 +256,74 @@ def test_a_ray_worker_refuses_at_once_without_retrying() -> None:
     # a retry on a fresh env would count resets from 0 again and record episode 2 as good
     with pytest.raises(CollectionError, match=re.escape(f"episode 2 step 3: {REFUSED['big']}")):
         worker.run([0, 1, 2])
+
+
+def test_each_kind_of_value_reaches_its_row_exactly() -> None:
+    """Every accepted form of a value (the column's own dtype or an exact cast, contiguous or
+    strided, Python or numpy scalars) is stored as numpy would cast it; flags of a dropped
+    episode do not stay behind for the next one's rows."""
+    obs_space = spaces.Box(-10, 10, (3,), np.float32)
+    rec = EpisodeRecorder(obs_space, spaces.Box(-1, 1, (2,), np.float32))
+    f32 = np.array([0.5, -1.0, 2.0], np.float32)
+    observations = [
+        f32,
+        f32.astype(np.float64),  # an exact cast
+        f32.astype(">f4"),  # the other byte order
+        np.array([[0.25, 9.0], [1.0, 9.0], [3.0, 9.0]], np.float32)[:, 0],  # strided
+        np.asfortranarray(f32),
+    ]
+    actions = [
+        np.array([0.5, -0.5], np.float32),
+        np.array([0.25, 1.0], np.float64),
+        np.array([[0.5, 7], [0.75, 7]], np.float32)[:, 0],
+        np.array([1.0, -1.0], ">f4"),
+        np.array([0.0, 0.125], np.float32),
+    ]
+    rewards = [1.0, np.float32(0.5), 2, np.float64(-3.5), True]
+    flags = [(False, False), (np.False_, 0), (0, np.False_), (False, False), (np.True_, 1)]
+    rec.begin_episode(0, None, None, f32, {})
+    rec.add_step(actions[0], f32, 1.0, True, True, {})  # then dropped: the flags go with it
+    rec.discard_episode()
+    rec.begin_episode(1, None, None, f32, {})
+    steps = zip(observations, actions, rewards, flags, strict=True)
+    for obs, action, reward, (term, trunc) in steps:
+        rec.add_step(action, obs, reward, term, trunc, {})
+    assert rec.end_episode()
+    batch = rec.take()
+    np.testing.assert_array_equal(batch.observations[""], np.stack([f32, *observations]))
+    assert batch.observations[""].dtype == np.float32
+    np.testing.assert_array_equal(batch.actions[""], np.stack(actions).astype(np.float32))
+    np.testing.assert_array_equal(batch.rewards, np.asarray(rewards, np.float64))
+    assert batch.terminations.tolist() == [False, False, False, False, True]
+    assert batch.truncations.tolist() == [False, False, False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("space", "action", "stored"),
+    [
+        (spaces.Discrete(3), np.int64(2), 2),
+        (spaces.Discrete(3), True, 1),
+        (spaces.Discrete(3), np.int8(1), 1),
+        (spaces.Discrete(3), np.array(2), 2),
+        (spaces.Box(0, 255, (), np.uint8), 200, 200),
+        (spaces.Box(-1, 1, (), np.float32), np.float32(0.5), 0.5),
+        (spaces.Box(-1, 1, (), np.float32), 1, 1.0),
+    ],
+)
+def test_a_scalar_action_is_stored_exactly(space: spaces.Space, action: Any, stored: Any) -> None:
+    obs = np.zeros(2, np.float32)
+    rec = EpisodeRecorder(spaces.Box(0, 1, (2,), np.float32), space)
+    rec.begin_episode(0, None, None, obs, {})
+    rec.add_step(action, obs, 0.0, True, False, {})
+    rec.end_episode()
+    taken = rec.take().actions[""]
+    assert taken.dtype == space.dtype and taken.tolist() == [stored]
+
+
+@pytest.mark.parametrize("value", [np.zeros(2, np.float32), np.zeros(4), np.zeros((1, 3))])
+def test_an_observation_of_another_shape_is_refused(value: np.ndarray) -> None:
+    rec = EpisodeRecorder(spaces.Box(0, 1, (3,), np.float32), spaces.Discrete(2))
+    rec.begin_episode(4, None, None, np.zeros(3, np.float32), {})
+    with pytest.raises(CollectionError, match=re.escape("episode 4 step 0: observation has shape")):
+        rec.add_step(0, value, 0.0, False, False, {})
+    assert not rec.in_episode
