@@ -7,9 +7,11 @@ identity of ``collector.checkpoints`` and the policy's own ``provenance()``).
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
+import sys
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -17,15 +19,36 @@ from typing import Any
 __all__ = ["git_commit", "policy_provenance", "versions"]
 
 
+#: distribution -> the module whose ``__version__`` it sets (read once the module is imported)
+_MODULES = {
+    "gymnasium": "gymnasium",
+    "numpy": "numpy",
+    "h5py": "h5py",
+    "hydra-core": "hydra",
+    "omegaconf": "omegaconf",
+}
+
+
 def versions() -> dict[str, str]:
-    """Python's version and those of harvest and its main dependencies (those installed)."""
-    out = {"python": platform.python_version()}
-    for dist in ("harvest", "gymnasium", "numpy", "h5py", "hydra-core", "omegaconf"):
-        try:
-            out[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    return out
+    """Python's version and those of harvest and its main dependencies (those installed).
+
+    An imported module's ``__version__`` is the version running: reading it costs nothing,
+    where parsing a distribution's metadata costs ~0.5 ms (a fixed cost of every ``collect``).
+    """
+    out = {"python": platform.python_version(), "harvest": _distribution_version("harvest")}
+    for dist, module in _MODULES.items():
+        version = getattr(sys.modules.get(module), "__version__", None)
+        out[dist] = version if isinstance(version, str) else _distribution_version(dist)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+@functools.cache
+def _distribution_version(dist: str) -> str | None:
+    """An installed distribution's version (None: not installed); read once per process."""
+    try:
+        return importlib_metadata.version(dist)
+    except importlib_metadata.PackageNotFoundError:
+        return None
 
 
 def git_commit() -> str | None:

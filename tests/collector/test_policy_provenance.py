@@ -202,3 +202,14 @@ def test_ray_workers_load_the_file_the_driver_hashed(
         assert on.fingerprint == run(6, policy).fingerprint
     finally:
         next(ray_run, None)
+
+
+def test_versions_are_the_installed_distributions() -> None:
+    from importlib import metadata
+
+    from collector.provenance import versions
+
+    got = versions()
+    for dist in ("harvest", "gymnasium", "numpy", "h5py", "hydra-core", "omegaconf"):
+        assert got[dist] == metadata.version(dist)
+    assert got["python"] == ".".join(map(str, sys.version_info[:3]))
