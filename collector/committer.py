@@ -342,6 +342,8 @@ class Committer:
     def window(self) -> tuple[int, int]:
         """The recorders' finished episodes (not yet taken) and bytes held."""
         recs = self.recorders
+        if len(recs) == 1:  # after every episode of a one-env run: no generators
+            return recs[0].num_finished, recs[0].nbytes
         return sum(r.num_finished for r in recs), sum(r.nbytes for r in recs)
 
     def flush(self) -> None:

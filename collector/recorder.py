@@ -47,6 +47,7 @@ from collector.storage import EpisodeBatch, make_table
 __all__ = ["EpisodeRecorder", "refusal"]
 
 _ndarray = np.ndarray
+_add_reduce = np.add.reduce
 _check_reward = make_leaf_checker(np.dtype(np.float64), (), "reward")
 _check_terminated = make_leaf_checker(np.dtype(bool), (), "terminated")
 _check_truncated = make_leaf_checker(np.dtype(bool), (), "truncated")
@@ -313,6 +314,15 @@ def _flat_rows(arr: np.ndarray) -> tuple[memoryview | None, int]:
     return memoryview(arr.reshape(-1)), (arr.shape[1] if arr.ndim == 2 else 0)
 
 
+def _copy_row(view: memoryview, start: int, width: int, value: Any) -> bool:
+    """Copy ``value`` to ``view[start : start + width]``; False if its format or shape differs."""
+    try:
+        view[start : start + width] = value
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _row_bytes(specs: list[Any]) -> int:
     return sum(int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in specs)
 
@@ -430,10 +440,12 @@ class EpisodeRecorder:
             self._act.start_populating()
         self._ep_o, self._ep_t = self._o, self._t
         try:
-            self._check_obs(obs)
-            self._obs.set(self._o, obs)
+            o, w, view = self._o, self._obs_w, self._obs_mv
+            if view is None or obs.__class__ is not _ndarray or not _copy_row(view, o * w, w, obs):
+                self._check_obs(obs)
+                self._obs.set(o, obs)
             if self._infos is not None:
-                self._infos.add(self._o, info or {}, f"episode {episode_id} reset")
+                self._infos.add(o, info or {}, f"episode {episode_id} reset")
         except ValueMismatch as e:
             if self._infos is not None:
                 self._infos.clear(self._o, self._o + 1)
@@ -537,7 +549,7 @@ class EpisodeRecorder:
         if force_truncate and not self._term[last]:
             self._trunc[last] = True
         steps = slice(self._ep_t, self._t)
-        ret = float(self._rew[steps].sum())
+        ret = float(_add_reduce(self._rew[steps]))  # ndarray.sum's own reduction
         meta = None
         if metadata_fn is not None:
             meta = metadata_fn(

@@ -327,3 +327,18 @@ def test_an_observation_of_another_shape_is_refused(value: np.ndarray) -> None:
     with pytest.raises(CollectionError, match=re.escape("episode 4 step 0: observation has shape")):
         rec.add_step(0, value, 0.0, False, False, {})
     assert not rec.in_episode
+
+
+def test_a_reset_observation_is_checked_like_a_step_one() -> None:
+    rec = EpisodeRecorder(spaces.Box(-4, 4, (3,), np.float32), spaces.Discrete(2))
+    wide = np.array([0.5, -1.0, 3.0])  # float64, exactly representable
+    rec.begin_episode(0, None, None, wide, {})
+    rec.add_step(0, wide.astype(np.float32), 0.0, True, False, {})
+    rec.end_episode()
+    first = rec.take().observations[""][0]
+    assert first.dtype == np.float32 and first.tolist() == [0.5, -1.0, 3.0]
+    with pytest.raises(CollectionError, match=re.escape("observation has shape (2,) where")):
+        rec.begin_episode(1, None, None, np.zeros(2, np.float32), {})
+    with pytest.raises(CollectionError, match=re.escape("value 0.1 at (0,) (float64) cannot")):
+        rec.begin_episode(2, None, None, np.array([0.1, 0, 0]), {})
+    assert not rec.in_episode
