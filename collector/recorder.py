@@ -48,6 +48,7 @@ __all__ = ["EpisodeRecorder", "refusal"]
 
 _ndarray = np.ndarray
 _add_reduce = np.add.reduce
+_float64 = np.float64
 _check_reward = make_leaf_checker(np.dtype(np.float64), (), "reward")
 _check_terminated = make_leaf_checker(np.dtype(bool), (), "terminated")
 _check_truncated = make_leaf_checker(np.dtype(bool), (), "truncated")
@@ -502,7 +503,7 @@ class EpisodeRecorder:
                 self._check_obs(obs)
                 self._act.set(t, action)
                 self._obs.set(o, obs)
-            if reward.__class__ is float:
+            if reward.__class__ is float or reward.__class__ is _float64:
                 self._rew_mv[t] = reward
             else:
                 _check_reward(reward)
@@ -525,6 +526,87 @@ class EpisodeRecorder:
             self._trunc[t] = True
         self._t = t + 1
         self._o = o + 1
+
+    def record_steps(
+        self,
+        act: Callable[[Any], Any],
+        step: Callable[[Any], tuple[Any, Any, Any, Any, Any]],
+        obs: Any,
+        failed: Callable[[Any, Exception], None],
+    ) -> None:
+        """Run the open episode to its end: ``step(act(obs))``, each transition recorded.
+
+        The rollout loop of every runner (``collector.rollout``). Each transition is stored as
+        ``add_step`` stores it; one whose values are of the columns' own kinds (a flat row of
+        the column's format, a Python int action in range or the action dtype's own scalar,
+        a float reward, bool flags) is written here with the columns held in locals, anything
+        else goes through ``add_step`` (checks, growth, refusals). ``failed(action, error)``
+        runs when ``step`` or the recording raises, before the error propagates; an error of
+        ``act`` propagates as it is.
+        """
+        fast = self._fast and self._obs_mv is not None and self._infos is None
+        while True:
+            if fast:  # (re)load after add_step: it may have grown or replaced the columns
+                t, o, scap, ocap = self._t, self._o, self._step_cap, self._obs_cap
+                ov, w, av, aw, act_arr = (
+                    self._obs_mv,
+                    self._obs_w,
+                    self._act_mv,
+                    self._act_w,
+                    self._act_arr,
+                )
+                rv, term, trunc = self._rew_mv, self._term, self._trunc
+                lo, hi, scalar = self._act_lo, self._act_hi, self._act_scalar
+            while True:
+                action = act(obs)
+                try:
+                    obs, reward, terminated, truncated, info = step(action)
+                except Exception as e:
+                    failed(action, e)
+                    raise
+                cls = action.__class__
+                if (
+                    fast
+                    and t < scap
+                    and o < ocap
+                    and obs.__class__ is _ndarray
+                    and (reward.__class__ is float or reward.__class__ is _float64)
+                    and terminated.__class__ is bool
+                    and truncated.__class__ is bool
+                    and (cls is int and lo <= action <= hi or cls is scalar or cls is _ndarray)
+                ):
+                    try:  # as add_step: a memoryview refuses another format or shape
+                        ov[o * w : o * w + w] = obs
+                        if cls is int:
+                            av[t] = action
+                        elif cls is scalar:
+                            act_arr[t] = action
+                        elif aw:
+                            av[t * aw : t * aw + aw] = action
+                        else:
+                            raise TypeError
+                    except (ValueError, TypeError):
+                        pass
+                    else:
+                        rv[t] = reward
+                        if terminated:  # rows past the last recorded are False
+                            term[t] = True
+                        if truncated:
+                            trunc[t] = True
+                        t += 1
+                        o += 1
+                        self._t, self._o = t, o
+                        if terminated or truncated:
+                            return
+                        continue
+                try:
+                    self.add_step(action, obs, reward, terminated, truncated, info)
+                except Exception as e:
+                    failed(action, e)
+                    raise
+                if terminated or truncated:
+                    return
+                break  # reload the columns
 
     def end_episode(
         self, force_truncate: bool = False, metadata_fn: Callable[[dict], Any] | None = None

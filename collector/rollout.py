@@ -30,17 +30,11 @@ def run_episode(
     policy.reset(policy_seed(entropy, episode_id))
     obs, info = env.reset(seed=seed)
     recorder.begin_episode(episode_id, seed, None, obs, info)
-    act, step, add = policy.act, env.step, recorder.add_step
-    while True:
-        action = act(obs)
-        try:  # free unless it raises: the action is checked only when something failed
-            obs, reward, terminated, truncated, info = step(action)
-            add(action, obs, reward, terminated, truncated, info)
-        except Exception as e:
-            _check_action(env, action, episode_id, recorder.episode_steps, e)
-            raise
-        if terminated or truncated:
-            break
+
+    def failed(action: Any, error: Exception) -> None:  # the action is checked only then
+        _check_action(env, action, episode_id, recorder.episode_steps, error)
+
+    recorder.record_steps(policy.act, env.step, obs, failed)
     steps = recorder.episode_steps
     recorder.end_episode()
     return steps

@@ -342,3 +342,98 @@ def test_a_reset_observation_is_checked_like_a_step_one() -> None:
     with pytest.raises(CollectionError, match=re.escape("value 0.1 at (0,) (float64) cannot")):
         rec.begin_episode(2, None, None, np.array([0.1, 0, 0]), {})
     assert not rec.in_episode
+
+
+class _FormsEnv(gym.Env):
+    """Each step's observation, reward and flags in a form picked by the step number: the
+    column's own dtype, exact casts, the other byte order, strided arrays, numpy scalars."""
+
+    observation_space = spaces.Box(-100, 100, (3,), np.float32)
+    action_space = spaces.Discrete(3)
+
+    def __init__(self, action_space: spaces.Space) -> None:
+        self.action_space = action_space
+        self.t = self.length = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):  # type: ignore[override]
+        super().reset(seed=seed)
+        self.t, self.length = 0, 3 + (seed or 0) % 7
+        return self._obs(), {}
+
+    def _obs(self) -> Any:
+        row = np.array([self.t, -self.t, 0.5], np.float32)
+        forms = (row, row.astype(np.float64), row.astype(">f4"), np.repeat(row, 2)[::2])
+        return forms[self.t % 4]
+
+    def step(self, action: Any):  # type: ignore[override]
+        self.t += 1
+        reward = (1.5, np.float64(-2.0), np.float32(0.25), 3, True)[self.t % 5]
+        end = self.t == self.length
+        terminated = (end, np.bool_(end), int(end))[self.t % 3] if self.length % 2 else False
+        truncated = (end and not self.length % 2, np.False_)[self.t % 2 if not end else 0]
+        return self._obs(), reward, terminated, truncated, {}
+
+
+class _FormsPolicy:
+    """Actions in a form picked by the step number."""
+
+    def __init__(self, space: spaces.Space) -> None:
+        self.space, self.t = space, 0
+
+    def reset(self, seed: int | None) -> None:
+        self.t = 0
+
+    def act(self, obs: Any) -> Any:
+        self.t += 1
+        if isinstance(self.space, spaces.Discrete):
+            return (2, np.int64(1), np.int8(0), True, np.array(2))[self.t % 5]
+        row = np.array([0.5, -0.25], np.float32)
+        return (row, row.astype(np.float64), row.astype(">f4"), np.repeat(row, 2)[::2])[self.t % 4]
+
+
+def _record(action_space: spaces.Space, rollout: bool) -> Any:
+    """12 episodes into a recorder of 4 rows (it grows mid-episode), taken after episodes 4
+    and 9 and at the end: by ``run_episode``, or step by step through ``add_step``."""
+    from collector.rollout import run_episode
+    from collector.seeding import env_seed
+    from collector.storage import concat_batches
+
+    env, policy = _FormsEnv(action_space), _FormsPolicy(action_space)
+    rec = EpisodeRecorder(env.observation_space, action_space, rows=4)
+    batches = []
+    for episode in range(12):
+        if rollout:
+            run_episode(env, policy, rec, episode, entropy=3)
+        else:
+            seed = env_seed(3, episode)
+            policy.reset(None)
+            obs, info = env.reset(seed=seed)
+            rec.begin_episode(episode, seed, None, obs, info)
+            while True:
+                action = policy.act(obs)
+                obs, reward, terminated, truncated, info = env.step(action)
+                rec.add_step(action, obs, reward, terminated, truncated, info)
+                if terminated or truncated:
+                    break
+            rec.end_episode()
+        if episode in (4, 9, 11):
+            batches.append(rec.take())
+    return concat_batches(batches)
+
+
+@pytest.mark.parametrize(
+    "action_space", [spaces.Discrete(3), spaces.Box(-1, 1, (2,), np.float32)], ids=str
+)
+def test_a_rollout_records_what_add_step_would(action_space: spaces.Space) -> None:
+    """``run_episode`` records each form of a value as ``add_step`` does, across growth."""
+    got, want = _record(action_space, rollout=True), _record(action_space, rollout=False)
+    for group in ("observations", "actions"):
+        assert getattr(got, group).keys() == getattr(want, group).keys()
+        for name, column in getattr(want, group).items():
+            assert getattr(got, group)[name].dtype == column.dtype
+            np.testing.assert_array_equal(getattr(got, group)[name], column)
+    for name in ("rewards", "terminations", "truncations"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    for name in ("id", "seed", "length", "return", "terminated", "truncated"):
+        np.testing.assert_array_equal(got.table[name], want.table[name])
+    assert got.terminations.any() and got.truncations.any()
