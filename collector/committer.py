@@ -331,7 +331,13 @@ class Committer:
                 self._raise_error()
                 self._wait()
         episodes, nbytes = self.window() if window is None else window
-        if self.cadence.due(self._held_episodes + episodes, self._held_bytes + nbytes):
+        # with shards of this window written, the bytes cadence waits for the buffer to fill:
+        # its commit then takes a full buffer, not a remainder that would be a small shard
+        # (merged, so decoded and encoded again, at the end of the run)
+        counted = self._held_bytes + nbytes
+        if self._held_episodes and nbytes < self.buffer_bytes:
+            counted = 0
+        if self.cadence.due(self._held_episodes + episodes, counted):
             self._commit(wait=False)
             return True
         if nbytes >= self.buffer_bytes:
@@ -340,11 +346,15 @@ class Committer:
         return False
 
     def window(self) -> tuple[int, int]:
-        """The recorders' finished episodes (not yet taken) and bytes held."""
+        """The recorders' finished episodes (not yet taken) and their bytes: the next shard.
+
+        Their bytes, not all the recorders hold: a vector recorder keeps every sub-env's open
+        episode besides, and a window cut by all it held was written as a small shard.
+        """
         recs = self.recorders
         if len(recs) == 1:  # after every episode of a one-env run: no generators
-            return recs[0].num_finished, recs[0].nbytes
-        return sum(r.num_finished for r in recs), sum(r.nbytes for r in recs)
+            return recs[0].num_finished, recs[0].finished_nbytes
+        return sum(r.num_finished for r in recs), sum(r.finished_nbytes for r in recs)
 
     def flush(self) -> None:
         """Write and commit whatever is finished; returns when it is durable."""

@@ -426,6 +426,13 @@ class EpisodeRecorder:
         info_row_bytes = 0 if self._infos is None else self._infos.row_bytes
         return self._o * (self._obs_row_bytes + info_row_bytes) + self._t * self._step_row_bytes
 
+    @property
+    def finished_nbytes(self) -> int:
+        """Approximate bytes of the finished episodes not yet taken (``nbytes`` less the open)."""
+        o, t = (self._ep_o, self._ep_t) if self._open is not None else (self._o, self._t)
+        info_row_bytes = 0 if self._infos is None else self._infos.row_bytes
+        return o * (self._obs_row_bytes + info_row_bytes) + t * self._step_row_bytes
+
     # -- recording ---------------------------------------------------------------------------
 
     def begin_episode(

@@ -298,11 +298,10 @@ class _VectorRun:
         single_act = self.single_act
         obs_rows, act_rows = _splitter(self.single_obs, n), _splitter(single_act, n)
         actions_buf = create_empty_array(single_act, n)
-        # a recorder without infos grows by row_bytes a step: the committer's window is then
-        # counted on from one sum per step, else summed at each episode end
+        # without infos a recorder's finished bytes grow by its ending episode's alone: the
+        # committer's window is then counted on from one sum per step, else summed each time
         keep_infos = any(r.record_infos for r in recorders)  # else a sub-env's info is unused
         fixed = committer is not None and not keep_infos
-        row_bytes = [r.row_bytes for r in recorders]
         steps = 0
         started = time.perf_counter()
         mask = np.ones(n, bool)
@@ -339,16 +338,15 @@ class _VectorRun:
                 rec = recorders[i]
                 info = sub_env_info(infos, i) if infos else {}
                 rec.add_step(actions[i], o[i], rew[i], term[i], trunc[i], info)
-                if window is not None:
-                    window = (window[0], window[1] + row_bytes[i])
                 if ended[i]:
                     steps += rec.episode_steps
+                    held = rec.finished_nbytes
                     rec.end_episode()
                     if committer is not None:
                         if window is None:
                             window = committer.window() if fixed else None
-                        else:
-                            window = (window[0] + 1, window[1])
+                        else:  # the episode's rows are finished now
+                            window = (window[0] + 1, window[1] + rec.finished_nbytes - held)
                         if committer.after_episode(window) or not fixed:
                             window = None  # a commit took episodes: sum again
                     bar.update(1)

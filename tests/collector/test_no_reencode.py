@@ -5,9 +5,12 @@ from __future__ import annotations
 import gc
 import os
 from pathlib import Path
+from typing import Any
 
 import helpers  # noqa: F401  (registers harvest-test/BlankFrames-v0)
+import pytest
 
+from collector import committer as committer_module
 from collector import storage
 from collector.collect import collect
 from curation import load_dataset
@@ -83,3 +86,42 @@ def test_decoded_bytes_of_a_shard_entry(datasets_root: Path) -> None:
     obs_row, step_row = 4 * 4, 8 + 8 + 1 + 1  # float32 x4; int64 action, reward, flags
     expected = entry["obs_rows"] * obs_row + entry["step_rows"] * step_row
     assert storage.decoded_bytes(meta, entry) == expected
+
+
+def test_the_windows_of_a_vector_run_are_not_small(
+    datasets_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vector_entry_point run writes its buffer's windows as shards that are not small.
+
+    The recorder holds the rows of 64 sub-envs' open episodes besides the finished ones: a
+    window cut when all it held reached the buffer came out at 70-90% of it, so every shard
+    was small, and the end of the run decoded and re-encoded the whole dataset (0.8 s of a
+    3.4 s, 2M-step run). Windows are cut by their finished episodes' bytes, and a commit
+    due by ``every_mb`` takes a full window, not a remainder the run's end would merge.
+    """
+    monkeypatch.setattr(committer_module, "BUFFER_MB", 1)  # the small limit: shard_mb / 64
+    merged: list[int] = []
+    repack = storage.DatasetWriter.repack
+
+    def counting(self: storage.DatasetWriter, *args: Any, **kwargs: Any) -> int:
+        merged.append(repack(self, *args, **kwargs))
+        return merged[-1]
+
+    monkeypatch.setattr(storage.DatasetWriter, "repack", counting)
+    result = collect(
+        {
+            **cartpole("small/vector-v0", 8000),
+            "num_envs": 64,
+            "vectorization_mode": "vector_entry_point",
+            "storage": {"shard_mb": 64},
+            # a commit every 2.5 windows: it waits for the window it falls in to fill
+            "checkpoint": {"every_seconds": None, "every_mb": 2.5, "every_episodes": None},
+        }
+    )
+    meta = storage.read_metadata(result.path)
+    assert meta["total_episodes"] == 8000
+    limit = (64 << 20) // storage.SMALL_SHARD_FRACTION
+    sizes = [storage.decoded_bytes(meta, e) for e in meta["shards"]]
+    assert len(sizes) > 4
+    assert merged == [0]  # the last window alone may be small: nothing to merge it with
+    assert all(size >= limit for size in sizes[:-1])
