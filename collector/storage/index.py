@@ -79,15 +79,23 @@ def _texts(values: Sequence[Any]) -> list[bytes]:
     ]
 
 
+def _all_none(values: Sequence[Any]) -> bool:
+    """True when every value is None (a set of types: values may be arrays, ``==`` is not)."""
+    return set(map(type, values)) <= {type(None)}
+
+
 def build_index_bytes(table: Mapping[str, Any]) -> bytes:
     """The index file of a shard whose episode table is ``table`` (every ``TABLE_FIELDS``).
 
     Deterministic: the same table always gives the same bytes, so ``verify`` can rebuild it.
     """
     n = len(table["id"])
-    texts = _texts(table["options"]) + _texts(table["metadata"])
-    ends = np.cumsum([len(t) for t in texts], dtype=np.int64) if texts else np.zeros(0, np.int64)
-    blob = b"".join(texts)
+    if _all_none(table["options"]) and _all_none(table["metadata"]):  # no loop per episode
+        ends, blob = np.zeros(2 * n, np.int64), b""
+    else:
+        texts = _texts(table["options"]) + _texts(table["metadata"])
+        ends = np.cumsum([len(t) for t in texts], dtype=np.int64)
+        blob = b"".join(texts)
     header = np.array([(_MAGIC, n, len(blob))], _HEADER).tobytes()
     parts = [header]
     for field, dtype, k in _COLUMNS:
