@@ -552,68 +552,77 @@ class EpisodeRecorder:
         ``act`` propagates as it is.
         """
         fast = self._fast and self._obs_mv is not None and self._infos is None
+        if fast:
+            t, o, scap, ocap, ov, w, av, aw, act_arr, rv, term, trunc = self._columns()
+            lo, hi, scalar = self._act_lo, self._act_hi, self._act_scalar
         while True:
-            if fast:  # (re)load after add_step: it may have grown or replaced the columns
-                t, o, scap, ocap = self._t, self._o, self._step_cap, self._obs_cap
-                ov, w, av, aw, act_arr = (
-                    self._obs_mv,
-                    self._obs_w,
-                    self._act_mv,
-                    self._act_w,
-                    self._act_arr,
-                )
-                rv, term, trunc = self._rew_mv, self._term, self._trunc
-                lo, hi, scalar = self._act_lo, self._act_hi, self._act_scalar
-            while True:
-                action = act(obs)
-                try:
-                    obs, reward, terminated, truncated, info = step(action)
-                except Exception as e:
-                    failed(action, e)
-                    raise
-                cls = action.__class__
-                if (
-                    fast
-                    and t < scap
-                    and o < ocap
-                    and obs.__class__ is _ndarray
-                    and (reward.__class__ is float or reward.__class__ is _float64)
-                    and terminated.__class__ is bool
-                    and truncated.__class__ is bool
-                    and (cls is int and lo <= action <= hi or cls is scalar or cls is _ndarray)
-                ):
-                    try:  # as add_step: a memoryview refuses another format or shape
-                        ov[o * w : o * w + w] = obs
-                        if cls is int:
-                            av[t] = action
-                        elif cls is scalar:
-                            act_arr[t] = action
-                        elif aw:
-                            av[t * aw : t * aw + aw] = action
-                        else:
-                            raise TypeError
-                    except (ValueError, TypeError):
-                        pass
+            action = act(obs)
+            try:
+                obs, reward, terminated, truncated, info = step(action)
+            except Exception as e:
+                failed(action, e)
+                raise
+            cls = action.__class__
+            if (
+                fast
+                and t < scap
+                and o < ocap
+                and obs.__class__ is _ndarray
+                and (reward.__class__ is float or reward.__class__ is _float64)
+                and terminated.__class__ is bool
+                and truncated.__class__ is bool
+                and (cls is int and lo <= action <= hi or cls is scalar or cls is _ndarray)
+            ):
+                try:  # as add_step: a memoryview refuses another format or shape
+                    ov[o * w : o * w + w] = obs
+                    if cls is int:
+                        av[t] = action
+                    elif cls is scalar:
+                        act_arr[t] = action
+                    elif aw:
+                        av[t * aw : t * aw + aw] = action
                     else:
-                        rv[t] = reward
-                        if terminated:  # rows past the last recorded are False
-                            term[t] = True
-                        if truncated:
-                            trunc[t] = True
-                        t += 1
-                        o += 1
-                        self._t, self._o = t, o
-                        if terminated or truncated:
-                            return
-                        continue
-                try:
-                    self.add_step(action, obs, reward, terminated, truncated, info)
-                except Exception as e:
-                    failed(action, e)
-                    raise
-                if terminated or truncated:
-                    return
-                break  # reload the columns
+                        raise TypeError
+                except (ValueError, TypeError):
+                    pass
+                else:
+                    rv[t] = reward
+                    if terminated:  # rows past the last recorded are False
+                        term[t] = True
+                    if truncated:
+                        trunc[t] = True
+                    t += 1
+                    o += 1
+                    self._t, self._o = t, o
+                    if terminated or truncated:
+                        return
+                    continue
+            try:
+                self.add_step(action, obs, reward, terminated, truncated, info)
+            except Exception as e:
+                failed(action, e)
+                raise
+            if terminated or truncated:
+                return
+            if fast:  # add_step may have grown or replaced the columns
+                t, o, scap, ocap, ov, w, av, aw, act_arr, rv, term, trunc = self._columns()
+
+    def _columns(self) -> tuple[Any, ...]:
+        """``record_steps``' locals: next rows, capacities, views and widths, step columns."""
+        return (
+            self._t,
+            self._o,
+            self._step_cap,
+            self._obs_cap,
+            self._obs_mv,
+            self._obs_w,
+            self._act_mv,
+            self._act_w,
+            self._act_arr,
+            self._rew_mv,
+            self._term,
+            self._trunc,
+        )
 
     def end_episode(
         self, force_truncate: bool = False, metadata_fn: Callable[[dict], Any] | None = None
