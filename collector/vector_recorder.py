@@ -182,7 +182,7 @@ class VectorRecorder:
         # one sub-env's observation row and step row, as a shard stores them (no "valid")
         item = {name: a[0, 0].nbytes for name, a in self._data.arrays.items()}
         self._obs_item = sum(item[v] for v in self._obs_names.values())
-        self._step_item = sum(item[v] for v in self._act_names.values()) + 8 + 1 + 1
+        self._step_item = sum(item[v] for v in (*self._act_names.values(), "rew", "term", "trunc"))
         self._r = 0  # next row
         self._id = np.full(n, -1, np.int64)  # open episode per sub-env (-1: none)
         self._start = np.zeros(n, np.int64)  # its reset row
