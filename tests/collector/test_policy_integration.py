@@ -6,7 +6,9 @@ tests/remotes/test_policy_integration.py.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,22 @@ def linear_policy(torch: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
     return net, policy
 
 
+def replace_weights(torch: Any, net: Any, folder: Path, change: Any) -> None:
+    """Save ``net`` changed in place by ``change(weight)`` at the same path: other weights."""
+    with torch.no_grad():
+        change(net.weight)
+    torch.save(net.state_dict(), folder / "agent.pt")
+
+
+@contextlib.contextmanager
+def refused_naming_the_state_dict() -> Iterator[None]:
+    """The block fails with one ``ConfigMismatchError`` line naming the state_dict's hash."""
+    with pytest.raises(ConfigMismatchError, match=re.escape("policy.state_dict sha256: ")) as info:
+        yield
+    assert info.value.keys == ("policy.state_dict sha256",)
+    assert "\n" not in str(info.value)
+
+
 def test_a_replaced_torch_state_dict_is_refused_on_resume_naming_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,13 +99,9 @@ def test_a_replaced_torch_state_dict_is_refused_on_resume_naming_the_key(
     monkeypatch.chdir(tmp_path)
     net, policy = linear_policy(torch, tmp_path)
     first = run("torch/lin-v0", policy, episodes=3)
-    with torch.no_grad():
-        net.weight.add_(1.0)
-    torch.save(net.state_dict(), tmp_path / "agent.pt")  # the same path, other weights
-    with pytest.raises(ConfigMismatchError, match=re.escape("policy.state_dict sha256: ")) as info:
+    replace_weights(torch, net, tmp_path, lambda weight: weight.add_(1.0))
+    with refused_naming_the_state_dict():
         run("torch/lin-v0", policy, episodes=6)
-    assert info.value.keys == ("policy.state_dict sha256",)
-    assert "\n" not in str(info.value)
     assert storage.read_metadata(first.path)["total_episodes"] == 3
 
 
@@ -115,13 +129,9 @@ def test_curate_score_refuses_a_checkpoint_replaced_since_collection(
     net, policy = linear_policy(torch, tmp_path)
     run("torch/scored-v0", policy, episodes=3)
     first = score_dataset("torch/scored-v0", episodes=2, trust_remote_code=True)
-    with torch.no_grad():
-        net.weight.mul_(-1.0)
-    torch.save(net.state_dict(), tmp_path / "agent.pt")
-    with pytest.raises(ConfigMismatchError, match=re.escape("policy.state_dict sha256: ")) as info:
+    replace_weights(torch, net, tmp_path, lambda weight: weight.mul_(-1.0))
+    with refused_naming_the_state_dict():
         score_dataset("torch/scored-v0", episodes=2, trust_remote_code=True)
-    assert info.value.keys == ("policy.state_dict sha256",)
-    assert "\n" not in str(info.value)
     meta = storage.read_metadata(storage.dataset_path("torch/scored-v0"))
     assert meta["ref_max_score"] == first.ref_max_score  # the stored scores stay
 
