@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -149,7 +150,7 @@ def compare(a: argparse.Namespace, counts: list[int]) -> None:
         print(f"{a.data} max_memory={a.max_memory} MiB, repeat {i + 1}: " + ", ".join(cells))
     for w, rs in ratios.items():
         print(
-            f"W={w} / W={counts[0]}: min {min(rs):.2f}x, median {sorted(rs)[len(rs) // 2]:.2f}x, "
+            f"W={w} / W={counts[0]}: min {min(rs):.2f}x, median {statistics.median(rs):.2f}x, "
             f"max {max(rs):.2f}x over {len(rs)} repeats"
         )
 
@@ -191,7 +192,7 @@ def main() -> None:
     if len(ratios) > 1:
         print(
             f"vs numpy over {a.batches} batches: min {min(ratios):.2f}x, median "
-            f"{sorted(ratios)[len(ratios) // 2]:.2f}x, max {max(ratios):.2f}x ({len(ratios)} pairs)"
+            f"{statistics.median(ratios):.2f}x, max {max(ratios):.2f}x ({len(ratios)} pairs)"
         )
 
 
