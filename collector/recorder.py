@@ -423,15 +423,18 @@ class EpisodeRecorder:
     @property
     def nbytes(self) -> int:
         """Approximate bytes of recorded data held (finished and open episodes), infos too."""
-        info_row_bytes = 0 if self._infos is None else self._infos.row_bytes
-        return self._o * (self._obs_row_bytes + info_row_bytes) + self._t * self._step_row_bytes
+        return self._rows_nbytes(self._o, self._t)
 
     @property
     def finished_nbytes(self) -> int:
         """Approximate bytes of the finished episodes not yet taken (``nbytes`` less the open)."""
-        o, t = (self._ep_o, self._ep_t) if self._open is not None else (self._o, self._t)
+        if self._open is None:
+            return self._rows_nbytes(self._o, self._t)
+        return self._rows_nbytes(self._ep_o, self._ep_t)
+
+    def _rows_nbytes(self, obs_rows: int, step_rows: int) -> int:
         info_row_bytes = 0 if self._infos is None else self._infos.row_bytes
-        return o * (self._obs_row_bytes + info_row_bytes) + t * self._step_row_bytes
+        return obs_rows * (self._obs_row_bytes + info_row_bytes) + step_rows * self._step_row_bytes
 
     # -- recording ---------------------------------------------------------------------------
 
