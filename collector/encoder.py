@@ -163,6 +163,7 @@ class Encoder:
                 [sys.executable, "-c", _CHILD, str(child.fileno()), PACKAGE_DIR],
                 pass_fds=[child.fileno()],
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, **_ONE_THREAD},
             )
         self._conn = Connection(parent.detach())
         log.debug("started the encoder process (pid %d)", self._proc.pid)
@@ -285,6 +286,11 @@ class _WindowFile:
 
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+#: The child's environment over the parent's: numpy's import starts a BLAS thread pool, one
+#: thread a core, that encoding never uses; starting it cost ~0.1 s of CPU a run, on the
+#: core the recording thread shares (issue 19).
+_ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 #: The folder of the ``collector`` package (the child's ``argv[2]``).
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

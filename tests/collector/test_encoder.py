@@ -237,6 +237,18 @@ def test_the_encoder_process_imports_only_what_encoding_needs() -> None:
         assert image == encode_inline(pixel_batch(2, 10, 0), "lzf")[0]
 
 
+def test_the_encoder_process_runs_one_thread() -> None:
+    # numpy's import starts a BLAS thread pool (one thread a core) that the child never uses:
+    # starting it cost ~0.1 s of CPU, on the core the recording thread shares (issue 19)
+    with Encoder("process") as enc:
+        enc.encode(pixel_batch(2, 10, 0), "lzf")
+        assert enc.encoded_in_child == 1
+        assert enc.pid is not None
+        status = Path(f"/proc/{enc.pid}/status").read_text()
+    threads = int(next(line for line in status.splitlines() if line.startswith("Threads:"))[8:])
+    assert threads == 1
+
+
 def test_a_window_hashed_beside_its_compression_is_the_same_bit_for_bit() -> None:
     # the run's last window is hashed in a second thread while its columns compress
     # (~0.05 s instead of ~0.08 s a raw Pong episode, issue 19): the same image and digests
