@@ -463,17 +463,18 @@ class Committer:
     def _write(
         self, batches: list[storage.EpisodeBatch], publish: bool = True, overlap: bool = False
     ) -> None:
-        if batches:
-            image, table, schema = self.encoder.encode(
-                storage.concat_batches(batches), self.compression, overlap
-            )
-            if len(batches) == 1 and len(self.recorders) == 1:
-                recycle = getattr(self.recorders[0], "recycle", None)
-                if recycle is not None:  # the image holds a copy: the arrays are free
-                    recycle(batches[0])
         with self._storage_errors():
             if batches:
-                self.writer.write_image(image, table, schema, self.compression)
+                # the encoder (its process, where there is one) writes the shard file itself
+                tmp = self.writer.shard_temp_path()
+                sha, table, schema = self.encoder.encode_to(
+                    storage.concat_batches(batches), self.compression, tmp, overlap
+                )
+                if len(batches) == 1 and len(self.recorders) == 1:
+                    recycle = getattr(self.recorders[0], "recycle", None)
+                    if recycle is not None:  # the file holds a copy: the arrays are free
+                        recycle(batches[0])
+                self.writer.install_shard_file(tmp, table, schema, self.compression, sha)
             if publish:
                 self.writer.commit()
         if publish:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -228,10 +229,8 @@ class DatasetWriter:
         The file is written under a hidden temp name (``write_shard_file``: a full disk leaves
         none), then installed.
         """
-        if self.meta is None:
-            raise UsageError("DatasetWriter.start() must be called before writing shards")
+        tmp = self.shard_temp_path()
         digests.fill_digests(batch)
-        tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
         try:
             hdf5.write_shard_file(batch, tmp, compression)
             return self._install(tmp, batch.table, batch.info_schema(), compression, id_offset=0)
@@ -246,12 +245,41 @@ class DatasetWriter:
 
         E.g. by a Ray worker; ``table`` must carry its digests.
         """
+        tmp = self.shard_temp_path()
+        durable.write_new_file(tmp, image)  # a failed write leaves no file
+        # hashed from memory: reading the file back cost a read of every byte just written
+        return self.install_shard_file(
+            tmp, table, schema, compression, hashlib.sha256(image).hexdigest()
+        )
+
+    def shard_temp_path(self) -> Path:
+        """A fresh hidden name in ``data/`` for a shard file to ``install_shard_file``.
+
+        Named as this writer names its temp files, so ``cleanup`` removes one a crash left.
+        """
         if self.meta is None:
             raise UsageError("DatasetWriter.start() must be called before writing shards")
-        tmp = self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
+        return self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
+
+    def install_shard_file(
+        self,
+        tmp: Path,
+        table: dict[str, Any],
+        schema: Any,
+        compression: str | None,
+        sha256: str | None = None,
+    ) -> dict[str, Any]:
+        """Durably install shard file ``tmp`` (a ``shard_temp_path``), written elsewhere.
+
+        E.g. by the encoder process, which writes the shard it built (``write_image`` for
+        bytes). ``table`` must carry its digests; ``sha256``: the file's, when its writer
+        hashed the bytes it wrote (else the file is read to hash it). ``tmp`` is removed if
+        it cannot be installed.
+        """
+        if self.meta is None:
+            raise UsageError("DatasetWriter.start() must be called before writing shards")
         try:
-            durable.write_new_file(tmp, image)
-            return self._install(tmp, table, schema, compression, id_offset=0)
+            return self._install(tmp, table, schema, compression, id_offset=0, sha256=sha256)
         except BaseException:  # e.g. a second Ctrl-C during the fsync (issue 16, item 19)
             _force_unlink(tmp)
             raise
@@ -354,12 +382,16 @@ class DatasetWriter:
         schema: Any,
         compression: str | None,
         id_offset: int,
+        sha256: str | None = None,
     ) -> dict[str, Any]:
-        """Install ``src`` in ``data/``: fsync, make read-only, rename, fsync the folder."""
+        """Install ``src`` in ``data/``: fsync, make read-only, rename, fsync the folder.
+
+        ``sha256``: the file's digest, when the caller has it (else it is read and hashed).
+        """
         with storage_errors(self.data_dir, "install a shard in"):
             fsync_path(src)
             os.chmod(src, 0o444)
-            sha = durable.sha256_file(src)
+            sha = durable.sha256_file(src) if sha256 is None else sha256
             name = self._next_name(sha)
             dest = self.data_dir / name
             # the index first: if it cannot be written, ``src`` (e.g. a spill) stays where it is
@@ -633,7 +665,7 @@ def _drop_ids(
 
 
 #: Names this module gives files in ``data/``: shards and the temp files of ``write_shard``,
-#: ``write_image``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``),
+#: ``write_image``, ``shard_temp_path``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``),
 #: and of index files (``.index-…``).
 _OWN_TMP_RE: Final = re.compile(
     r"^\.(?:(?:shard|link|merge)-[A-Za-z0-9_-]+\.h5|index-[A-Za-z0-9_-]+\.idx)\.tmp$", re.ASCII

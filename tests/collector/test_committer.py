@@ -140,13 +140,13 @@ def test_a_ctrl_c_while_waiting_for_a_background_write_loses_no_episode_and_no_s
     # episodes taken before the wait were lost
     go = threading.Event()
     with small_run("intr/x-v0", background=True, buffer_mb=0.0001) as (rec, writer, committer):
-        real = writer.write_image
+        real = writer.install_shard_file
 
         def held_write(*args: Any, **kwargs: Any) -> Any:
             go.wait(30)
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(writer, "write_image", held_write)
+        monkeypatch.setattr(writer, "install_shard_file", held_write)
         try:
             _record_episode(rec, 0)
             assert committer.after_episode()  # a shard of episode 0, held in flight
@@ -224,16 +224,16 @@ collector.committer.BUFFER_MB = 0.004  # a shard every ~5 CartPole episodes
 from collector.collect import collect
 
 written = []
-real = storage.DatasetWriter.write_image  # how the committer installs a window
+real = storage.DatasetWriter.install_shard_file  # how the committer installs a window
 
-def write_image(self, *args, **kwargs):
+def install_shard_file(self, *args, **kwargs):
     out = real(self, *args, **kwargs)
     written.append(out)
     if len(written) == 3:  # three shards installed, none committed: kill -9
         os.kill(os.getpid(), signal.SIGKILL)
     return out
 
-storage.DatasetWriter.write_image = write_image
+storage.DatasetWriter.install_shard_file = install_shard_file
 collect({"env": "CartPole-v1", "episodes": 60, "seed": 0, "dataset_id": "kill/x-v0",
          "progress": False, "storage": {"shard_mb": 0.256},  # a shard every ~5 episodes
          "checkpoint": {"every_seconds": None, "every_mb": None, "every_episodes": None}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import os
 import pickle
@@ -92,6 +93,39 @@ def test_killing_the_encoder_process_loses_nothing(
     assert "encoder process stopped" in caplog.text
     assert result.fingerprint == reference.fingerprint
     assert result.total_episodes == 12 and storage.verify_dataset("enc/killed-v0").ok
+
+
+def test_the_child_writes_the_shard_file_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the image no longer comes back through the pipe to be written and hashed beside the
+    # recording thread (issue 19): the child writes the file, this process only installs it
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the recording process wrote a shard file")
+
+    monkeypatch.setattr(storage, "write_new_file", refuse)  # in this process only
+    ref_image, ref_table, ref_schema = encode_inline(pixel_batch(3, 40, 0), "lzf")
+    with Encoder("process") as encoder:
+        sha, table, schema = encoder.encode_to(pixel_batch(3, 40, 0), "lzf", tmp_path / "a.tmp")
+        assert encoder.encoded_in_child == 1
+    assert (tmp_path / "a.tmp").read_bytes() == ref_image
+    assert sha == hashlib.sha256(ref_image).hexdigest()
+    assert np.array_equal(table["digest"], ref_table["digest"]) and schema == ref_schema
+
+
+def test_a_shard_file_the_child_cannot_write_is_written_here_or_refused_here(
+    tmp_path: Path,
+) -> None:
+    # the child reports the error and this process encodes the window itself: a full disk
+    # or a missing folder is raised here, as the committer maps it, and no file is left
+    with Encoder("process") as encoder:
+        with pytest.raises(FileNotFoundError):
+            encoder.encode_to(pixel_batch(2, 10, 0), "lzf", tmp_path / "gone" / "a.tmp")
+        assert encoder.encoded_in_child == 0
+        sha, _, _ = encoder.encode_to(pixel_batch(2, 10, 0), "lzf", tmp_path / "b.tmp")
+        assert encoder.encoded_in_child == 1  # the child lives on
+    assert sha == hashlib.sha256((tmp_path / "b.tmp").read_bytes()).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tmp"]
 
 
 SLOW_RUN = """
