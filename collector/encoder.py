@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from collector import shared, storage
+from collector.storage import durable
 
 __all__ = [
     "CHILD_IMPORTS",
@@ -79,7 +80,7 @@ def encode_to_file(
     installer need not read the file back (``DatasetWriter.install_shard_file``).
     """
     image, table, schema = encode_inline(batch, compression, overlap)
-    storage.write_new_file(path, image, sync=True)  # a failed write leaves no file
+    durable.write_new_file(path, image, sync=True)  # a failed write leaves no file
     return hashlib.sha256(image).hexdigest(), table, schema
 
 

@@ -103,7 +103,7 @@ def test_the_child_writes_the_shard_file_itself(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the recording process wrote a shard file")
 
-    monkeypatch.setattr(storage, "write_new_file", refuse)  # in this process only
+    monkeypatch.setattr(storage.durable, "write_new_file", refuse)  # in this process only
     ref_image, ref_table, ref_schema = encode_inline(pixel_batch(3, 40, 0), "lzf")
     with Encoder("process") as encoder:
         sha, table, schema = encoder.encode_to(pixel_batch(3, 40, 0), "lzf", tmp_path / "a.tmp")
