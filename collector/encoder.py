@@ -366,13 +366,18 @@ def serve(fd: int) -> None:
     """
     conn = Connection(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    conn.send(("ready", None))  # the imports are done
+    try:
+        conn.send(("ready", None))  # the imports are done
+        _serve_windows(conn)
+    except (EOFError, OSError):  # the parent is gone: a short run may end before "ready"
+        return
+
+
+def _serve_windows(conn: Connection) -> None:
+    """``serve``'s loop; a closed socket raises ``EOFError`` or ``OSError``."""
     mapped: dict[tuple[int, int], mmap.mmap] = {}  # the parent's window file, mapped once
     while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
+        message = conn.recv()
         if message is None:
             return
         header, places, compression, nfiles, overlap, path = message

@@ -271,6 +271,20 @@ def test_the_encoder_process_imports_only_what_encoding_needs() -> None:
         assert image == encode_inline(pixel_batch(2, 10, 0), "lzf")[0]
 
 
+def test_a_run_that_ends_before_the_child_is_ready_prints_nothing(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # a short run stops the child it started while the child still imports: its "ready"
+    # then met a closed socket and printed a BrokenPipeError traceback on the run's stderr
+    for _ in range(3):
+        encoder = Encoder("process")
+        encoder.prepare(encoder_module.MIN_WINDOW_BYTES)
+        pid = encoder.pid
+        encoder.close()
+        assert pid is not None and not alive(pid)
+    assert capfd.readouterr().err == ""
+
+
 def test_the_encoder_process_runs_one_thread() -> None:
     # numpy's import starts a BLAS thread pool (one thread a core) that the child never uses:
     # starting it cost ~0.1 s of CPU, on the core the recording thread shares (issue 19)
