@@ -13,9 +13,10 @@ passed over the pipe: no file name, freed by the kernel when both processes clos
 whatever kills them. Columns in a recorder's own shared array (``collector.shared``: frames)
 are passed as they lie, without a copy; the others are copied into one window file, which
 serves window after window (its pages stay touched), sized by the largest window.
-``Encoder.encode`` hands the image back through the pipe instead (compressed, so small). One window is in flight at a time (the
-committer's one background commit), so memory stays bounded by the commit window: the
-encoder, ~0.1 s a Pong episode, outpaces the env, so the recorder does not wait mid-run.
+``Encoder.encode`` hands the image back through the pipe instead (compressed, so small).
+One window is in flight at a time (the committer's one background commit), so memory stays
+bounded by the commit window: the encoder, ~0.1 s a Pong episode, outpaces the env, so the
+recorder does not wait mid-run.
 
 If the child dies (killed, out of memory) the window is encoded in this process and so are
 later ones, with one warning: nothing is lost and the data is the same. Where ``memfd`` is
@@ -221,8 +222,9 @@ class Encoder:
     def _in_child(
         self, batch: storage.EpisodeBatch, compression: str | None, overlap: bool, path: Any
     ) -> Any:
-        """Encode in the child (``path``: and write the shard there): ``encode`` or
-        ``encode_to``'s result; None when it refused the window or (``auto``) is not ready yet.
+        """``encode`` (or with ``path``, ``encode_to``) in the child.
+
+        None when the child refused the window or (``auto``) is not ready yet.
         """
         conn = self._start()
         if not self._ready:

@@ -665,8 +665,8 @@ def _drop_ids(
 
 
 #: Names this module gives files in ``data/``: shards and the temp files of ``write_shard``,
-#: ``write_image``, ``shard_temp_path``, ``link_shard`` and ``_merge`` (``.shard-…``, ``.link-…``, ``.merge-…``),
-#: and of index files (``.index-…``).
+#: ``write_image``, ``shard_temp_path``, ``link_shard`` and ``_merge`` (``.shard-…``,
+#: ``.link-…``, ``.merge-…``), and of index files (``.index-…``).
 _OWN_TMP_RE: Final = re.compile(
     r"^\.(?:(?:shard|link|merge)-[A-Za-z0-9_-]+\.h5|index-[A-Za-z0-9_-]+\.idx)\.tmp$", re.ASCII
 )
