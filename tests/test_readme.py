@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,13 @@ def test_every_readme_example_runs_top_to_bottom_on_a_fresh_root(
     shared = tmp_path / "shared"
     shared.mkdir()
     monkeypatch.chdir(tmp_path)  # Hydra's runs/ land here
+    system_temp = Path(tempfile.gettempdir())
+    leftovers = set(system_temp.glob("SB3-*"))
+    # the examples' temp files land here too: the PPO example's default SB3 logger made a
+    # /tmp/SB3-<time> folder on every run of the suite
+    (tmp_path / "temp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "temp"))
     namespace: dict[str, object] = {"__name__": "readme"}
     ran = 0
     for kind, code, shown in steps(README.read_text().replace("/tmp/shared", str(shared))):
@@ -97,3 +105,4 @@ def test_every_readme_example_runs_top_to_bottom_on_a_fresh_root(
             assert proc.stdout.splitlines() == shown, code
         ran += 1
     assert ran >= 15
+    assert set(system_temp.glob("SB3-*")) == leftovers  # nothing left outside tmp_path
