@@ -302,7 +302,7 @@ class VectorRecorder:
         self._valid[r] = stepped
         if begin is not None and len(begin):
             begin = np.asarray(begin, np.int64)
-            if open_[begin].any():
+            if np.count_nonzero(open_[begin]):  # not .any(): ~0.2 against ~1-1.7 us
                 raise RuntimeError("an episode begins on a sub-env whose episode is still open")
             self._valid[r, begin] = True
         else:

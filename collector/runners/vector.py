@@ -474,11 +474,12 @@ class _SegmentRun:
         recorder.begin(np.arange(n), new_ids(n), obs, infos)
         restart = np.zeros(n, bool)  # NEXT_STEP: these sub-envs reset on this step
         finished = recorder.num_finished
-        while next_id <= last or recorder.recording.any():
+        # np.count_nonzero, not ndarray.any(): ~0.2 against ~1-1.7 us, twice a vector step
+        while next_id <= last or np.count_nonzero(recorder.recording):
             actions = act(obs)
             recording = recorder.recording
             obs, rewards, terms, truncs, infos = vec.step(actions)
-            if restart.any():  # NEXT_STEP: these sub-envs return a reset observation
+            if np.count_nonzero(restart):  # NEXT_STEP: these sub-envs return a reset obs
                 stepped = ~restart
                 starting = np.flatnonzero(restart)
                 steps += np.count_nonzero(recording & stepped)
