@@ -207,6 +207,17 @@ def test_episode_digests_match_the_reference_across_blocks(n: int) -> None:
     np.testing.assert_array_equal(storage.episode_digests(batch), reference_episode_digests(batch))
 
 
+def test_every_episode_seeded_and_without_options_is_hashed_as_the_reference() -> None:
+    # collect's case (a seed per episode, no options) has a fast path of its own
+    batch = _cartpole_like(6)
+    seeds = [0, 1, 2**63 - 1, 2**63, 2**64 - 1, 12345678901234567]
+    batch.table = storage.make_table(
+        np.arange(6), seeds, batch.table["length"], batch.table["return"],
+        [True] * 6, [False] * 6, [None] * 6,
+    )  # fmt: skip
+    np.testing.assert_array_equal(storage.episode_digests(batch), reference_episode_digests(batch))
+
+
 def test_episode_digests_known_value() -> None:
     # pins the message format itself, independently of both implementations
     batch = _cartpole_like(1)
