@@ -42,8 +42,10 @@ def summary(result: CollectResult) -> str:
             f"{result.dataset_id}: +{result.new_episodes} episodes, +{result.new_steps:,} steps "
             f"in {result.wall_seconds:.1f} s ({result.steps_per_second:,.0f} steps/s)"
         )
-    size = f"{storage.human_size(result.dataset_bytes)} on disk"
     superseded, folder = _superseded(result)
+    # what du says: the shards' index files and metadata.json too (~20% of small-episode
+    # data such as CartPole's); the shards' sum when the folder cannot be read
+    size = f"{storage.human_size(folder or result.dataset_bytes)} on disk"
     if superseded:
         size = (
             f"{storage.human_size(result.dataset_bytes)} of data; the folder holds "
@@ -64,8 +66,9 @@ def summary(result: CollectResult) -> str:
 def _superseded(result: CollectResult) -> tuple[int, int]:
     """Shards in ``data/`` that the last commit no longer names, and the folder's bytes.
 
-    A repack leaves the shards it merged for readers that opened the previous commit; the
-    next writer removes them (DESIGN.md section 4), so until then ``du`` sees both.
+    Both 0 when the folder cannot be read. A repack leaves the shards it merged for readers
+    that opened the previous commit; the next writer removes them (DESIGN.md section 4), so
+    until then ``du`` sees both.
     """
     try:
         named = {e["file"] for e in storage.read_metadata(result.path)["shards"]}

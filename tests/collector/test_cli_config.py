@@ -120,7 +120,7 @@ def test_the_summary_tells_the_data_size_from_the_folder_size(datasets_root: Pat
     shards = [p for p in (result.path / "data").iterdir() if storage.SHARD_RE.match(p.name)]
     assert len(shards) == 1  # merged, the six removed (and their index files)
     assert len(list((result.path / "data").iterdir())) == 2
-    assert f"{storage.human_size(result.dataset_bytes)} on disk at" in summary(result)
+    assert f"{storage.human_size(folder(result.path))} on disk at" in summary(result)
     assert folder(result.path) <= 1.1 * result.dataset_bytes + 64 * 1024
     kept = collect(
         cfg("episodes=60", "checkpoint.every_episodes=10", "storage.shard_mb=0.001",
@@ -138,4 +138,17 @@ def test_the_summary_tells_the_data_size_from_the_folder_size(datasets_root: Pat
         "shard(s)"
     ) in text, text
     again = collect(cfg("episodes=60", "dataset_id=kept/shards-v0", "storage.shard_mb=0.001"))
-    assert f"{storage.human_size(again.dataset_bytes)} on disk at" in summary(again)
+    assert f"{storage.human_size(folder(again.path))} on disk at" in summary(again)
+
+
+def test_the_size_on_disk_is_the_folders_index_files_and_manifest_included(
+    datasets_root: Path,
+) -> None:
+    # issue 19 item 4: "the size printed is what du would say". 2,000 CartPole episodes keep
+    # a 198 kB index file beside an 809 kB shard: the summary said 809.0 kB, du ~1 MB
+    from collector.cli import summary
+
+    result = collect(cfg("episodes=2000", "dataset_id=size/du-v0"))
+    on_disk = sum(p.lstat().st_size for p in result.path.rglob("*") if p.is_file())
+    assert on_disk > 1.1 * result.dataset_bytes  # the index files and metadata.json count
+    assert f"{storage.human_size(on_disk)} on disk at" in summary(result)
