@@ -177,26 +177,42 @@ class Encoder:
         self, batch: storage.EpisodeBatch, compression: str | None, overlap: bool, path: Any
     ) -> Any:
         with self._lock:
-            if self._wants_child(batch.nbytes):
-                try:
-                    result = self._in_child(batch, compression, overlap, path)
-                except (OSError, EOFError) as e:  # the child died: nothing is lost
-                    self._stop(kill=True)
-                    self._dead = True
-                    log.warning(
-                        "harvest's encoder process stopped (%s); encoding in this process "
-                        "from now on",
-                        e,
-                    )
-                else:
-                    if result is not None:
-                        self.encoded_in_child += 1
-                        return result
-            if path is None:
-                return encode_inline(batch, compression, overlap)
-            with contextlib.suppress(FileNotFoundError):  # what a child that died left of it
-                os.unlink(path)
-            return encode_to_file(batch, compression, path, overlap)
+            try:
+                return self._encode_locked(batch, compression, overlap, path)
+            except BaseException:  # an error or Ctrl-C: no file is left at ``path``
+                if path is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                raise
+
+    def _encode_locked(
+        self, batch: storage.EpisodeBatch, compression: str | None, overlap: bool, path: Any
+    ) -> Any:
+        if self._wants_child(batch.nbytes):
+            try:
+                result = self._in_child(batch, compression, overlap, path)
+            except (OSError, EOFError) as e:  # the child died: nothing is lost
+                self._stop(kill=True)
+                self._dead = True
+                log.warning(
+                    "harvest's encoder process stopped (%s); encoding in this process from now on",
+                    e,
+                )
+            except BaseException:
+                # interrupted (Ctrl-C) while the child works on the window: it would still
+                # write its file, and a reply the next window would read; stopped first
+                self._stop(kill=True)
+                self._dead = True
+                raise
+            else:
+                if result is not None:
+                    self.encoded_in_child += 1
+                    return result
+        if path is None:
+            return encode_inline(batch, compression, overlap)
+        with contextlib.suppress(FileNotFoundError):  # what a child that died left of it
+            os.unlink(path)
+        return encode_to_file(batch, compression, path, overlap)
 
     def _start(self) -> Connection:
         """Start the child (``serve``) over a socket pair.

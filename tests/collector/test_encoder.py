@@ -128,6 +128,31 @@ def test_a_shard_file_the_child_cannot_write_is_written_here_or_refused_here(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tmp"]
 
 
+def test_an_interrupted_encode_to_stops_the_child_and_leaves_no_file(tmp_path: Path) -> None:
+    # CI found it: a second Ctrl-C while the run's last window was in the child left the
+    # child to finish its temp shard after the run had cleaned up (and a reply nobody read)
+    import threading
+
+    _, batch = frame_batch(2, 400)  # ~22 MB of frames: gzip:9 keeps the child busy
+    path = tmp_path / "window.tmp"
+    with Encoder("process") as encoder:
+        encoder.encode_to(pixel_batch(1, 2, 0), "lzf", tmp_path / "warm.tmp")  # child ready
+        pid = encoder.pid
+        assert pid is not None
+        ctrl_c = threading.Timer(0.05, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
+        ctrl_c.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                encoder.encode_to(batch, "gzip:9", path)
+        finally:
+            ctrl_c.cancel()
+        assert not alive(pid)  # stopped, not left to finish the window
+        time.sleep(0.5)
+        assert not path.exists()
+        sha, _, _ = encoder.encode_to(pixel_batch(1, 2, 0), "lzf", tmp_path / "after.tmp")
+    assert sha == hashlib.sha256((tmp_path / "after.tmp").read_bytes()).hexdigest()
+
+
 SLOW_RUN = """
 import os, sys
 os.environ["ENCODER_TEST_SLOW"] = "1"
