@@ -467,14 +467,18 @@ class Committer:
             if batches:
                 # the encoder (its process, where there is one) writes the shard file itself
                 tmp = self.writer.shard_temp_path()
-                sha, table, schema = self.encoder.encode_to(
-                    storage.concat_batches(batches), self.compression, tmp, overlap
-                )
+                try:
+                    sha, table, schema = self.encoder.encode_to(
+                        storage.concat_batches(batches), self.compression, tmp, overlap
+                    )
+                    self.writer.install_shard_file(tmp, table, schema, self.compression, sha)
+                except BaseException:  # e.g. a second Ctrl-C between the two: no temp file
+                    self.writer.discard_shard_temp(tmp)
+                    raise
                 if len(batches) == 1 and len(self.recorders) == 1:
                     recycle = getattr(self.recorders[0], "recycle", None)
                     if recycle is not None:  # the file holds a copy: the arrays are free
                         recycle(batches[0])
-                self.writer.install_shard_file(tmp, table, schema, self.compression, sha)
             if publish:
                 self.writer.commit()
         if publish:

@@ -261,6 +261,12 @@ class DatasetWriter:
             raise UsageError("DatasetWriter.start() must be called before writing shards")
         return self.data_dir / f".shard-{uuid.uuid4().hex[:12]}.h5.tmp"
 
+    def discard_shard_temp(self, tmp: Path) -> None:
+        """Remove ``tmp``, a ``shard_temp_path`` of this writer, if it is there."""
+        if tmp.parent != self.data_dir or not _OWN_TMP_RE.match(tmp.name):
+            raise UsageError(f"{tmp} is not a temp shard of {self.dataset_id!r}")
+        _force_unlink(tmp)
+
     def install_shard_file(
         self,
         tmp: Path,

@@ -890,6 +890,32 @@ def test_leftover_temp_files_are_removed_on_open() -> None:
     assert storage.read_metadata(path)["fingerprint"] == meta["fingerprint"]
 
 
+def test_a_shard_file_written_elsewhere_is_installed_or_its_temp_discarded() -> None:
+    # the encoder process writes a window's shard under shard_temp_path(); the committer
+    # installs it with the sha256 the child computed, or discards the temp on an error
+    dsid = "ns/elsewhere-v0"
+    batch = storage.fill_digests(synth([0, 1]))
+    image = storage.build_shard_bytes(batch, "lzf")
+    with storage.DatasetWriter(dsid) as w:
+        w.start(base_meta())
+        tmp = w.shard_temp_path()
+        assert tmp.parent == w.data_dir and not tmp.exists()
+        tmp.write_bytes(image)
+        sha = hashlib.sha256(image).hexdigest()
+        entry = w.install_shard_file(tmp, batch.table, batch.info_schema(), "lzf", sha)
+        assert not tmp.exists() and (w.data_dir / entry["file"]).read_bytes() == image
+        w.commit()
+        left = w.shard_temp_path()
+        left.write_bytes(b"half a shard")
+        w.discard_shard_temp(left)
+        w.discard_shard_temp(left)  # gone already: nothing to do
+        assert not left.exists()
+        with pytest.raises(UsageError, match="is not a temp shard"):
+            w.discard_shard_temp(w.data_dir / entry["file"])  # never a committed shard
+        assert (w.data_dir / entry["file"]).exists()
+    assert storage.verify_dataset(dsid).ok
+
+
 def test_cleanup_reports_what_it_removed() -> None:
     dsid = "ns/cleanup-v0"
     with storage.DatasetWriter(dsid) as w:
