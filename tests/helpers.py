@@ -242,6 +242,11 @@ PYTHONPATH = os.pathsep.join([str(TESTS), str(REPO)])
 CLI = "import sys; from collector.cli import main; sys.argv[0] = 'collect'; main()"
 
 
+def folder_bytes(path: Path) -> int:
+    """Bytes of every file under ``path`` (links not followed): what ``du`` counts."""
+    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(path) for f in fs)
+
+
 def cli_env(root: Path) -> dict[str, str]:
     """The environment of a ``collect`` (or ``curate``) subprocess writing under ``root``."""
     env = {**os.environ, "HARVEST_DATASETS": str(root), "PYTHONPATH": PYTHONPATH}

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import CLI, cli_env
+from helpers import CLI, cli_env, folder_bytes
 from hydra import compose, initialize_config_module
 
 from collector import storage
@@ -113,15 +113,12 @@ def test_the_summary_tells_the_data_size_from_the_folder_size(datasets_root: Pat
 
     from collector.cli import summary
 
-    def folder(path: Path) -> int:
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
     result = collect(cfg("episodes=60", "checkpoint.every_episodes=10"))
     shards = [p for p in (result.path / "data").iterdir() if storage.SHARD_RE.match(p.name)]
     assert len(shards) == 1  # merged, the six removed (and their index files)
     assert len(list((result.path / "data").iterdir())) == 2
-    assert f"{storage.human_size(folder(result.path))} on disk at" in summary(result)
-    assert folder(result.path) <= 1.1 * result.dataset_bytes + 64 * 1024
+    assert f"{storage.human_size(folder_bytes(result.path))} on disk at" in summary(result)
+    assert folder_bytes(result.path) <= 1.1 * result.dataset_bytes + 64 * 1024
     kept = collect(
         cfg("episodes=60", "checkpoint.every_episodes=10", "storage.shard_mb=0.001",
             "dataset_id=kept/shards-v0")
@@ -134,11 +131,11 @@ def test_the_summary_tells_the_data_size_from_the_folder_size(datasets_root: Pat
     text = summary(merged)
     assert (
         f"{storage.human_size(merged.dataset_bytes)} of data; the folder holds "
-        f"{storage.human_size(folder(kept.path))} until the next writer removes {n} superseded "
-        "shard(s)"
+        f"{storage.human_size(folder_bytes(kept.path))} until the next writer removes {n} "
+        "superseded shard(s)"
     ) in text, text
     again = collect(cfg("episodes=60", "dataset_id=kept/shards-v0", "storage.shard_mb=0.001"))
-    assert f"{storage.human_size(folder(again.path))} on disk at" in summary(again)
+    assert f"{storage.human_size(folder_bytes(again.path))} on disk at" in summary(again)
 
 
 def test_the_size_on_disk_is_the_folders_index_files_and_manifest_included(
@@ -149,6 +146,6 @@ def test_the_size_on_disk_is_the_folders_index_files_and_manifest_included(
     from collector.cli import summary
 
     result = collect(cfg("episodes=2000", "dataset_id=size/du-v0"))
-    on_disk = sum(p.lstat().st_size for p in result.path.rglob("*") if p.is_file())
+    on_disk = folder_bytes(result.path)
     assert on_disk > 1.1 * result.dataset_bytes  # the index files and metadata.json count
     assert f"{storage.human_size(on_disk)} on disk at" in summary(result)

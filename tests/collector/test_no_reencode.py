@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import gc
-import os
 from pathlib import Path
 from typing import Any
 
 import helpers  # noqa: F401  (registers harvest-test/BlankFrames-v0)
 import pytest
+from helpers import folder_bytes
 
 from collector import committer as committer_module
 from collector import storage
 from collector.collect import collect
 from curation import load_dataset
-
-
-def folder_bytes(path: Path) -> int:
-    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(path) for f in fs)
 
 
 def cartpole(dataset_id: str, episodes: int) -> dict:
