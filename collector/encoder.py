@@ -174,7 +174,11 @@ class Encoder:
         return self._encode(batch, compression, overlap, path)
 
     def _encode(
-        self, batch: storage.EpisodeBatch, compression: str | None, overlap: bool, path: Any
+        self,
+        batch: storage.EpisodeBatch,
+        compression: str | None,
+        overlap: bool,
+        path: Path | None,
     ) -> Any:
         with self._lock:
             try:
@@ -186,7 +190,11 @@ class Encoder:
                 raise
 
     def _encode_locked(
-        self, batch: storage.EpisodeBatch, compression: str | None, overlap: bool, path: Any
+        self,
+        batch: storage.EpisodeBatch,
+        compression: str | None,
+        overlap: bool,
+        path: Path | None,
     ) -> Any:
         if self._wants_child(batch.nbytes):
             try:
@@ -210,8 +218,7 @@ class Encoder:
                     return result
         if path is None:
             return encode_inline(batch, compression, overlap)
-        with contextlib.suppress(FileNotFoundError):  # what a child that died left of it
-            os.unlink(path)
+        # a child that died (stopped and waited for) may have left part of it: overwritten
         return encode_to_file(batch, compression, path, overlap)
 
     def _start(self) -> Connection:
@@ -236,7 +243,11 @@ class Encoder:
         return self._conn
 
     def _in_child(
-        self, batch: storage.EpisodeBatch, compression: str | None, overlap: bool, path: Any
+        self,
+        batch: storage.EpisodeBatch,
+        compression: str | None,
+        overlap: bool,
+        path: Path | None,
     ) -> Any:
         """``encode`` (or with ``path``, ``encode_to``) in the child.
 
