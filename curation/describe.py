@@ -85,7 +85,7 @@ def dataset_rows(metas: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]
             "name": dataset_id,
             "episodes": int(meta.get("total_episodes", 0)),
             "steps": int(meta.get("total_steps", 0)),
-            "size": int(meta.get("dataset_bytes", 0)),
+            "size": storage.stored_bytes(meta),
             "author": plain_text(meta.get("author") or ""),
         }
         for dataset_id, meta in metas.items()
@@ -196,7 +196,7 @@ def describe_dataset(ds: Dataset) -> str:
     Reads the episode tables only (no step data). The text ends with a newline.
     """
     meta, spec = ds.metadata, ds.env_spec
-    size = int(meta.get("dataset_bytes", 0))
+    size = storage.stored_bytes(meta)  # the data/ folder: shards and index files
     head = {
         "path": ds.spec.data_path,
         "format version": meta.get("format_version", storage.FORMAT_VERSION),

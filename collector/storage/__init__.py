@@ -145,6 +145,7 @@ from collector.storage.manifest import (
     read_metadata,
     read_metadata_bytes,
     seal_metadata,
+    stored_bytes,
 )
 from collector.storage.text import (
     human_size,
@@ -259,6 +260,7 @@ __all__ = [
     "read_table",
     "row_ranges",
     "seal_metadata",
+    "stored_bytes",
     "select_episodes",
     "sha256_file",
     "shard_name",

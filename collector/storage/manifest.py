@@ -54,6 +54,7 @@ __all__ = [
     "read_metadata",
     "read_metadata_bytes",
     "seal_metadata",
+    "stored_bytes",
 ]
 
 
@@ -562,6 +563,30 @@ def dataset_files(meta: Mapping[str, Any], label: str) -> list[tuple[str, str, i
             raise CorruptDatasetError(f"{label}: shard {name} has no valid size in metadata.json")
         out.append((f"{DATA_DIR}/{name}", sha, size))
     return out
+
+
+def stored_bytes(meta: Mapping[str, Any]) -> int:
+    """Bytes of the files a commit lists: its shards and their index files.
+
+    What ``du`` says of the dataset's ``data/`` folder once a run has ended: the size
+    ``curate list``, ``curate show`` and dataset cards print. ``dataset_bytes`` counts the
+    shards alone, which for short episodes is ~20% less (an index file holds ~100 bytes an
+    episode; CartPole's shards ~420). A field that is not a count counts 0: a listing
+    must not fail on one odd manifest (``check_metadata`` refuses it where it matters).
+    """
+
+    def count(value: Any) -> int:
+        return value if _is_int(value) else 0
+
+    shards = meta.get("shards")
+    indexes = (
+        [e.get("index") for e in shards if isinstance(e, Mapping)]
+        if isinstance(shards, list)
+        else []
+    )
+    return count(meta.get("dataset_bytes")) + sum(
+        count(index.get("bytes")) for index in indexes if isinstance(index, Mapping)
+    )
 
 
 def index_files(meta: Mapping[str, Any], label: str) -> list[tuple[str, str, int]]:

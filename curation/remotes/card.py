@@ -112,7 +112,7 @@ def _fenced(lang: str, text: str) -> str:
 
 def _statistics(meta: Mapping[str, Any], path: str) -> str:
     spec = _spec(meta.get("env_spec"))
-    size = int(meta.get("dataset_bytes", 0))
+    size = storage.stored_bytes(meta)  # the data/ folder: shards and index files
     max_steps = spec.get("max_episode_steps")
     rows = [
         ("Episodes", f"{int(meta.get('total_episodes', 0)):,}"),
@@ -198,7 +198,7 @@ def _overview(datasets: Mapping[str, Mapping[str, Any]], where: Mapping[str, str
     rows = []
     for dataset_id, meta in sorted(datasets.items()):
         episodes, steps = int(meta.get("total_episodes", 0)), int(meta.get("total_steps", 0))
-        size = storage.human_size(int(meta.get("dataset_bytes", 0)))
+        size = storage.human_size(storage.stored_bytes(meta))
         env = _env_id(meta.get("env_spec")) or "none"
         path = where[dataset_id]
         rows.append((f"`{dataset_id}`", f"`{path}`", f"{episodes:,}", f"{steps:,}", size, env))

@@ -351,3 +351,26 @@ def test_threads_opening_the_index_at_once_all_get_it(datasets_root: Path, reads
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda _: ds.snapshot.ids.tolist(), range(16)))
     assert got == [[0, 1, 2, 3, 4, 5]] * 16 and reads.indexes == 3
+
+
+def test_stored_bytes_is_the_data_folder_and_a_listing_never_fails_on_odd_fields(
+    datasets_root: Path,
+) -> None:
+    """The size list/show/cards print: shards and index files, what du says of ``data/``."""
+    writer_ = DataCollector(gym.make("CartPole-v1"))
+    for seed in range(3):
+        writer_.reset(seed=seed)
+        done = False
+        while not done:
+            _, _, term, trunc, _ = writer_.step(writer_.action_space.sample())
+            done = term or trunc
+    writer_.create_dataset("cart/sized-v0")
+    meta = storage.read_metadata(storage.dataset_path("cart/sized-v0"))
+    data = storage.dataset_path("cart/sized-v0") / "data"
+    on_disk = sum(p.stat().st_size for p in data.iterdir())
+    assert storage.stored_bytes(meta) == on_disk > meta["dataset_bytes"]
+    # a hostile or odd manifest (as a remote may list): the counts it has, never an error
+    odd = {"dataset_bytes": 10, "shards": [{"index": {"bytes": "9"}}, {"index": 3}, 4, {}]}
+    assert storage.stored_bytes(odd) == 10
+    assert storage.stored_bytes({"dataset_bytes": -1, "shards": "x"}) == 0
+    assert storage.stored_bytes({}) == 0

@@ -18,7 +18,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from helpers import collect_cartpole, record_cartpole
+from helpers import collect_cartpole, folder_bytes, record_cartpole
 
 from collector import storage
 from collector.data_collector import DataCollector
@@ -82,7 +82,9 @@ def test_dataset_rows_are_json_native() -> None:
         ds = load_dataset(dataset_id)
         assert row["episodes"] == ds.total_episodes
         assert row["steps"] == ds.total_steps
-        assert row["size"] == meta["dataset_bytes"] > 0
+        # what du says of its data/ folder: the shards and their index files (issue 19)
+        assert row["size"] == folder_bytes(storage.dataset_path(dataset_id) / "data") > 0
+        assert row["size"] > meta["dataset_bytes"]
     assert [r["author"] for r in rows] == ["", "ann, bob", "cy"]
     assert json.loads(json.dumps(rows)) == rows
     assert all(type(r["size"]) is int and type(r["episodes"]) is int for r in rows)
@@ -145,7 +147,8 @@ def test_describe_collected_dataset() -> None:
     head = section(text, "Dataset cart/a-v0")
     assert fields(line_with(head, "episodes")) == ["episodes", "6"]
     assert fields(line_with(text, "steps ")) == ["steps", str(ds.total_steps)]
-    size = ds.metadata["dataset_bytes"]
+    size = folder_bytes(storage.dataset_path("cart/a-v0") / "data")  # shards and index files
+    assert size > ds.metadata["dataset_bytes"]
     assert fields(line_with(text, "size")) == ["size", f"{size / 1000:.1f} kB ({size:,} bytes)"]
     assert line_with(text, "observations").endswith(repr(ds.observation_space))
     assert fields(line_with(text, "actions")) == ["actions", "Discrete(2)"]

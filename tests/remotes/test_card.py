@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import collect_cartpole, record_cartpole
+from helpers import collect_cartpole, folder_bytes, record_cartpole
 
 from collector import storage
 from collector.errors import UsageError
@@ -115,7 +115,9 @@ def test_body_describes_a_combined_dataset(metas: dict[str, dict[str, Any]]) -> 
     assert f"| Episodes | {meta['total_episodes']:,} |" in body
     assert f"| Steps | {meta['total_steps']:,} |" in body
     assert f"`{meta['fingerprint']}`" in body
-    assert f"| Size | {storage.human_size(meta['dataset_bytes'])} " in body
+    size = folder_bytes(storage.dataset_path("cartpole/ab-v0") / "data")  # shards and indexes
+    assert size > meta["dataset_bytes"]
+    assert f"| Size | {storage.human_size(size)} ({size:,} bytes) |" in body
     assert "| Environment | `CartPole-v1` |" in body
     assert "| Max episode steps | 500 |" in body
     assert "| Path in repo | `ab-v0` |" in body
