@@ -36,7 +36,6 @@ __all__ = [
 
 #: Policy config keys that name checkpoint files (the issue-20 contract).
 FILE_KEYS: Final = ("path", "state_dict")
-_CHUNK: Final = 1 << 20
 #: Libraries whose version shapes what a loaded checkpoint does.
 _LIBRARIES: Final = ("torch", "stable-baselines3")
 
@@ -56,19 +55,8 @@ def _policy_configs(cfg: Mapping[str, Any], key: str) -> Iterator[tuple[str, Map
                 yield from _policy_configs(sub, f"{key}.policies.{i}")
 
 
-def _hash_file(path: Path, digest: Any) -> int:
-    size = 0
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb") as f:
-        while n := f.readinto(buf):
-            digest.update(view[:n])
-            size += n
-    return size
-
-
 def file_digest(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """``(sha256 hex, size in bytes)`` of a file, read in 1 MB chunks.
+    """``(sha256 hex, size in bytes)`` of a file.
 
     A folder (a checkpoint saved as a directory) hashes a sorted listing of its files'
     relative paths, sizes and sha256s; its size is their total.
@@ -95,9 +83,10 @@ def file_digest(path: str | os.PathLike[str]) -> tuple[str, int]:
 
 
 def _file_hex(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = _hash_file(path, digest)
-    return digest.hexdigest(), size
+    """``(sha256 hex, bytes read)`` of one file (the standard library's chunked read)."""
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256")
+        return digest.hexdigest(), f.tell()
 
 
 def _local_file(key: str, value: Any) -> Path:
