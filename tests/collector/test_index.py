@@ -15,6 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from helpers import folder_bytes, record_cartpole
 
 from collector import storage
 from collector.data_collector import DataCollector
@@ -357,17 +358,9 @@ def test_stored_bytes_is_the_data_folder_and_a_listing_never_fails_on_odd_fields
     datasets_root: Path,
 ) -> None:
     """The size list/show/cards print: shards and index files, what du says of ``data/``."""
-    writer_ = DataCollector(gym.make("CartPole-v1"))
-    for seed in range(3):
-        writer_.reset(seed=seed)
-        done = False
-        while not done:
-            _, _, term, trunc, _ = writer_.step(writer_.action_space.sample())
-            done = term or trunc
-    writer_.create_dataset("cart/sized-v0")
+    record_cartpole("cart/sized-v0")
     meta = storage.read_metadata(storage.dataset_path("cart/sized-v0"))
-    data = storage.dataset_path("cart/sized-v0") / "data"
-    on_disk = sum(p.stat().st_size for p in data.iterdir())
+    on_disk = folder_bytes(storage.dataset_path("cart/sized-v0") / "data")
     assert storage.stored_bytes(meta) == on_disk > meta["dataset_bytes"]
     # a hostile or odd manifest (as a remote may list): the counts it has, never an error
     odd = {"dataset_bytes": 10, "shards": [{"index": {"bytes": "9"}}, {"index": 3}, 4, {}]}
