@@ -156,7 +156,8 @@ class Encoder:
 
         ``overlap``: nothing records meanwhile, two cores may work on it (``encode_inline``).
         """
-        return self._encode(batch, compression, overlap, None)
+        with self._lock:
+            return self._encode(batch, compression, overlap, None)
 
     def encode_to(
         self,
@@ -171,7 +172,13 @@ class Encoder:
         and this process neither writes nor hashes it (issue 19: ~0.15 s of CPU of a 2M-step
         vector run, beside its recording thread). Returns (sha256 of the file, table, schema).
         """
-        return self._encode(batch, compression, overlap, path)
+        with self._lock:
+            try:
+                return self._encode(batch, compression, overlap, path)
+            except BaseException:  # an error or Ctrl-C: no file is left at ``path``
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                raise
 
     def _encode(
         self,
@@ -180,22 +187,7 @@ class Encoder:
         overlap: bool,
         path: Path | None,
     ) -> Any:
-        with self._lock:
-            try:
-                return self._encode_locked(batch, compression, overlap, path)
-            except BaseException:  # an error or Ctrl-C: no file is left at ``path``
-                if path is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                raise
-
-    def _encode_locked(
-        self,
-        batch: storage.EpisodeBatch,
-        compression: str | None,
-        overlap: bool,
-        path: Path | None,
-    ) -> Any:
+        """``encode`` (``path`` None) or ``encode_to``, in the child if worth it; lock held."""
         if self._wants_child(batch.nbytes):
             try:
                 result = self._in_child(batch, compression, overlap, path)
